@@ -1,0 +1,5 @@
+"""`python -m opencbr` is the `opencbr` command."""
+
+from opencbr.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One router per CBR resource family; handlers validate, call a service, shape the answer."""

@@ -1,0 +1,208 @@
+"""Identity (Keystone v3 subset) at /identity: discovery, tokens, project lookup."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from opencbr.api.deps import DbDep, SettingsDep
+from opencbr.api.schemas.identity import AuthBody, version_document
+from opencbr.db.identity import Token
+from opencbr.errors import INVALID_PARAMETER, TOKEN_NOT_FOUND, UNAUTHORIZED, CbrError
+from opencbr.services import identity
+from opencbr.settings import Settings
+
+router = APIRouter(prefix="/identity", tags=["identity"])
+
+
+def _keystone_time(token_row: Token, attribute: str) -> str:
+    return str(getattr(token_row, attribute).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+def _catalog(settings: Settings, project_id: str) -> list[dict[str, Any]]:
+    base = settings.base_url
+
+    def endpoint(kind: str, region: str, url: str) -> dict[str, str]:
+        digest = hashlib.sha256(f"{kind}{region}{url}".encode()).hexdigest()[:32]
+        return {
+            "id": digest,
+            "interface": "public",
+            "region": region,
+            "region_id": region,
+            "url": url,
+        }
+
+    regions = [region.name for region in settings.regions]
+    return [
+        {
+            "type": "identity",
+            "name": "keystone",
+            "id": "identity",
+            "endpoints": [endpoint("identity", r, f"{base}/identity/v3") for r in regions],
+        },
+        {
+            "type": "cbr",
+            "name": "cbr",
+            "id": "cbr",
+            "endpoints": [endpoint("cbr", r, f"{base}/v3/{project_id}") for r in regions],
+        },
+    ]
+
+
+def _token_body(
+    settings: Settings, row: Token, roles: tuple[str, ...], with_catalog: bool, method: str
+) -> dict[str, Any]:
+    user, project = row.user, row.project
+    body: dict[str, Any] = {
+        "methods": [method],
+        "expires_at": _keystone_time(row, "expires_at"),
+        "issued_at": _keystone_time(row, "issued_at"),
+        "audit_ids": [row.audit_id],
+        "user": {
+            "id": user.id,
+            "name": user.name,
+            "password_expires_at": None,
+            "domain": {"id": user.domain.id, "name": user.domain.name},
+        },
+        "project": {
+            "id": project.id,
+            "name": project.name,
+            "domain": {"id": project.domain.id, "name": project.domain.name},
+        },
+        "roles": [{"id": hashlib.md5(role.encode()).hexdigest(), "name": role} for role in roles],
+    }
+    if with_catalog:
+        body["catalog"] = _catalog(settings, project.id)
+    return {"token": body}
+
+
+@router.get("")
+@router.get("/")
+def versions(settings: SettingsDep) -> JSONResponse:
+    return JSONResponse(
+        {"versions": {"values": [version_document(settings.base_url)]}}, status_code=300
+    )
+
+
+@router.get("/v3")
+@router.get("/v3/")
+def version_v3(settings: SettingsDep) -> dict[str, Any]:
+    return {"version": version_document(settings.base_url)}
+
+
+@router.post("/v3/auth/tokens", status_code=201)
+def issue_token(
+    body: AuthBody,
+    db: DbDep,
+    settings: SettingsDep,
+    nocatalog: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    if "token" in body.auth.identity.methods and body.auth.identity.token is not None:
+        return _rescope(body, db, settings, nocatalog is None)
+    auth = body.password_auth()
+    if auth is None:
+        raise CbrError(INVALID_PARAMETER, "only the password and token methods are supported")
+    issued = identity.issue_token(db, settings, auth)
+    payload = _token_body(settings, issued.row, issued.roles, nocatalog is None, "password")
+    return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": issued.token})
+
+
+def _rescope(body: AuthBody, db: DbDep, settings: SettingsDep, with_catalog: bool) -> JSONResponse:
+    assert body.auth.identity.token is not None
+    row, _roles = identity.check_token(db, body.auth.identity.token.id)
+    project = body.auth.scope.project if body.auth.scope and body.auth.scope.project else None
+    issued = identity.rescope_token(
+        db,
+        settings,
+        row.user_id,
+        project.id if project else row.project_id,
+        project.name if project else None,
+    )
+    payload = _token_body(settings, issued.row, issued.roles, with_catalog, "token")
+    return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": issued.token})
+
+
+def _subject(
+    db: DbDep, x_auth_token: str | None, x_subject_token: str | None
+) -> tuple[Token, tuple[str, ...]]:
+    if not x_auth_token:
+        raise CbrError(
+            UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
+        )
+    identity.check_token(db, x_auth_token)
+    try:
+        return identity.check_token(db, x_subject_token or "")
+    except CbrError:
+        raise CbrError(TOKEN_NOT_FOUND) from None
+
+
+@router.get("/v3/auth/tokens")
+def validate_token(
+    db: DbDep,
+    settings: SettingsDep,
+    x_auth_token: Annotated[str | None, Header()] = None,
+    x_subject_token: Annotated[str | None, Header()] = None,
+    nocatalog: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    row, roles = _subject(db, x_auth_token, x_subject_token)
+    payload = _token_body(settings, row, roles, nocatalog is None, "password")
+    return JSONResponse(payload, headers={"X-Subject-Token": x_subject_token or ""})
+
+
+@router.head("/v3/auth/tokens")
+def check_token(
+    db: DbDep,
+    x_auth_token: Annotated[str | None, Header()] = None,
+    x_subject_token: Annotated[str | None, Header()] = None,
+) -> Response:
+    _subject(db, x_auth_token, x_subject_token)
+    return Response(status_code=200)
+
+
+@router.delete("/v3/auth/tokens", status_code=204)
+def revoke_token(
+    db: DbDep,
+    x_auth_token: Annotated[str | None, Header()] = None,
+    x_subject_token: Annotated[str | None, Header()] = None,
+) -> Response:
+    _subject(db, x_auth_token, x_subject_token)
+    identity.revoke_token(db, x_subject_token or "")
+    return Response(status_code=204)
+
+
+@router.get("/v3/projects")
+async def list_projects(
+    request: Request, db: DbDep, settings: SettingsDep, name: str | None = None
+) -> dict[str, Any]:
+    """Used by the Huawei SDK (AK/SK signed) to find the project named after a region."""
+    verify = request.app.state.verify_signature
+    token = request.headers.get("x-auth-token")
+    if token:
+        context = identity.context_for_token(db, token)
+    elif verify is not None and request.headers.get("authorization", "").startswith("SDK-"):
+        context = await verify(request, db, require_project=False)
+    else:
+        raise CbrError(
+            UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
+        )
+    projects = identity.projects_of_user(db, context.user_id, name)
+    base = settings.base_url
+    return {
+        "projects": [
+            {
+                "id": p.id,
+                "name": p.name,
+                "domain_id": p.domain_id,
+                "enabled": p.enabled,
+                "is_domain": False,
+                "parent_id": p.domain_id,
+                "description": "",
+                "links": {"self": f"{base}/identity/v3/projects/{p.id}"},
+            }
+            for p in projects
+        ],
+        "links": {"self": f"{base}/identity/v3/projects", "next": None, "previous": None},
+    }

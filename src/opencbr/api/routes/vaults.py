@@ -1,0 +1,116 @@
+"""Vaults: /v3/{project_id}/vaults and their resource actions (cbr-api.md §2.1)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from opencbr.api.deps import CallerDep, DbDep, WriterDep
+from opencbr.api.schemas.common import page_request
+from opencbr.api.schemas.vaults import (
+    AddResourcesBody,
+    AddResourcesResponse,
+    RemoveResourcesBody,
+    RemoveResourcesResponse,
+    SetResourcesBody,
+    SetResourcesResponse,
+    VaultCreateBody,
+    VaultListResponse,
+    VaultResponse,
+    VaultUpdateBody,
+    vault_out,
+)
+from opencbr.db.paging import PageRequest
+from opencbr.services import vaults
+
+router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
+
+
+def _filters(
+    name: str | None = None,
+    cloud_type: str | None = None,
+    protect_type: str | None = None,
+    object_type: str | None = None,
+    enterprise_project_id: str | None = None,
+    id: Annotated[list[str] | None, Query()] = None,
+    status: str | None = None,
+    resource_ids: str | None = None,
+    resources_ids: str | None = None,  # otcextensions' spelling
+    policy_id: str | None = None,
+) -> vaults.VaultFilter:
+    raw_resources = resource_ids or resources_ids or ""
+    return vaults.VaultFilter(
+        name=name,
+        cloud_type=cloud_type,
+        protect_type=protect_type,
+        object_type=object_type,
+        enterprise_project_id=enterprise_project_id,
+        ids=tuple(id or ()),
+        status=status,
+        resource_ids=tuple(part for part in raw_resources.split(",") if part),
+        policy_id=policy_id,
+    )
+
+
+@router.post("", response_model=VaultResponse)
+def create_vault(body: VaultCreateBody, ctx: WriterDep, db: DbDep) -> VaultResponse:
+    vault = vaults.create(db, ctx, body.vault.spec())
+    return VaultResponse(vault=vault_out(vault))
+
+
+@router.get("", response_model=VaultListResponse)
+def list_vaults(
+    ctx: CallerDep,
+    db: DbDep,
+    filters: Annotated[vaults.VaultFilter, Depends(_filters)],
+    page: Annotated[PageRequest, Depends(page_request)],
+) -> VaultListResponse:
+    result = vaults.list_page(db, ctx, filters, page)
+    return VaultListResponse(
+        vaults=[vault_out(vault) for vault in result.items],
+        count=result.count,
+        limit=result.limit,
+        offset=result.offset,
+    )
+
+
+@router.get("/{vault_id}", response_model=VaultResponse)
+def show_vault(vault_id: str, ctx: CallerDep, db: DbDep) -> VaultResponse:
+    return VaultResponse(vault=vault_out(vaults.get(db, ctx, vault_id)))
+
+
+@router.put("/{vault_id}", response_model=VaultResponse)
+def update_vault(vault_id: str, body: VaultUpdateBody, ctx: WriterDep, db: DbDep) -> VaultResponse:
+    vault = vaults.update(db, ctx, vault_id, body.vault.changes())
+    return VaultResponse(vault=vault_out(vault))
+
+
+@router.delete("/{vault_id}", status_code=204, response_class=Response)
+def delete_vault(vault_id: str, ctx: WriterDep, db: DbDep) -> Response:
+    vaults.delete(db, ctx, vault_id)
+    return Response(status_code=204)
+
+
+@router.post("/{vault_id}/addresources", response_model=AddResourcesResponse)
+def add_resources(
+    vault_id: str, body: AddResourcesBody, ctx: WriterDep, db: DbDep
+) -> AddResourcesResponse:
+    bindings = [resource.binding() for resource in body.resources]
+    return AddResourcesResponse(add_resource_ids=vaults.add_resources(db, ctx, vault_id, bindings))
+
+
+@router.post("/{vault_id}/removeresources", response_model=RemoveResourcesResponse)
+def remove_resources(
+    vault_id: str, body: RemoveResourcesBody, ctx: WriterDep, db: DbDep
+) -> RemoveResourcesResponse:
+    removed = vaults.remove_resources(db, ctx, vault_id, body.resource_ids)
+    return RemoveResourcesResponse(remove_resource_ids=removed)
+
+
+@router.put("/{vault_id}/set-resources", response_model=SetResourcesResponse)
+def set_resources(
+    vault_id: str, body: SetResourcesBody, ctx: WriterDep, db: DbDep
+) -> SetResourcesResponse:
+    changed = vaults.set_resources(db, ctx, vault_id, body.resource_ids, body.action)
+    return SetResourcesResponse(set_resource_ids=changed)

@@ -1,0 +1,1 @@
+"""Wire models (Pydantic), named and shaped exactly as CBR's; converters from db models."""

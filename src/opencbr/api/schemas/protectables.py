@@ -1,0 +1,105 @@
+"""Protectable instances (cbr-api.md §2.8) and opencbr's registration extension."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from opencbr.api.schemas.common import RequestModel, ResponseModel
+from opencbr.db.vaults import Protectable, VaultResource
+from opencbr.services.protectables import ProtectableSpec, VolumeSpec
+
+GB = 1024**3
+
+ResourceName = Annotated[str, Field(min_length=1, max_length=255)]
+PathText = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class VolumeIn(RequestModel):
+    name: ResourceName
+    path: PathText
+
+
+class InstanceIn(RequestModel):
+    name: ResourceName
+    path: PathText | None = None
+    volumes: Annotated[list[VolumeIn], Field(max_length=64)] = []
+
+    def spec(self) -> ProtectableSpec:
+        volumes = tuple(VolumeSpec(volume.name, volume.path) for volume in self.volumes)
+        return ProtectableSpec(name=self.name, path=self.path, volumes=volumes)
+
+
+class InstanceBody(RequestModel):
+    instance: InstanceIn
+
+
+class ProtectableResult(ResponseModel):
+    result: bool
+    code: str | None
+    reason: str | None
+    message: str | None
+    vault: dict[str, Any] | None
+
+
+class ProtectableOut(ResponseModel):
+    id: str
+    name: str
+    type: str
+    children: list[dict[str, Any]]
+    protectable: ProtectableResult
+    size: int
+    status: str
+    detail: dict[str, Any]
+
+
+class InstanceResponse(ResponseModel):
+    instance: ProtectableOut
+
+
+class InstanceListResponse(ResponseModel):
+    instances: list[ProtectableOut]
+
+
+def _gb(size_bytes: int) -> int:
+    return -(-size_bytes // GB)
+
+
+def protectable_out(row: Protectable, binding: VaultResource | None) -> ProtectableOut:
+    children = [
+        {
+            "id": volume.id,
+            "name": volume.name,
+            "type": "OS::Cinder::Volume",
+            "size": _gb(volume.size_bytes),
+            "detail": {"path": volume.path, "kind": volume.kind},
+            "children": [],
+            "protectable": {"result": True},
+        }
+        for volume in row.volumes
+    ]
+    vault = None
+    if binding is not None:
+        vault = {
+            "id": binding.vault_id,
+            "name": binding.vault.name,
+            "project_id": binding.vault.project_id,
+        }
+    result = ProtectableResult(
+        result=binding is None,
+        code=None if binding is None else "BackupService.6103",
+        reason=None if binding is None else "The resource has been associated with a vault.",
+        message=None,
+        vault=vault,
+    )
+    return ProtectableOut(
+        id=row.id,
+        name=row.name,
+        type=row.type,
+        children=children,
+        protectable=result,
+        size=_gb(row.size_bytes),
+        status="active",
+        detail={"path": row.path} if row.path else {},
+    )

@@ -1,0 +1,46 @@
+"""Wiring: builds the FastAPI application from settings. One of the two modules (with cli.py)
+allowed to import every layer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from opencbr import __version__
+from opencbr.api import errors
+from opencbr.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from opencbr.api.routes import identity, protectables, regions, vaults
+from opencbr.db.migrate import upgrade
+from opencbr.db.session import Database
+from opencbr.settings import Settings
+
+
+def create_app(settings: Settings, db: Database | None = None, *, migrate: bool = True) -> FastAPI:
+    database = db or Database(settings.db_url)
+    if migrate:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(database)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if db is None:
+            database.dispose()
+
+    app = FastAPI(
+        title="opencbr",
+        version=__version__,
+        description="Cloud Backup and Recovery (CBR) v3 API, self-hosted.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.verify_signature = None
+    for module in (identity, vaults, protectables, regions):
+        app.include_router(module.router)
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,180 @@
+"""The `opencbr` command: `serve` and the operator's `admin` commands (JSON out)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from opencbr.db.migrate import upgrade
+from opencbr.db.session import Database
+from opencbr.services import identity
+from opencbr.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="opencbr: self-hosted Cloud Backup and Recovery (CBR v3 API).", no_args_is_help=True
+)
+admin = typer.Typer(help="Operator commands; each prints JSON.", no_args_is_help=True)
+project_cmd = typer.Typer(help="Projects (each belongs to one region).", no_args_is_help=True)
+user_cmd = typer.Typer(help="Users.", no_args_is_help=True)
+role_cmd = typer.Typer(help="Role grants.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+admin.add_typer(project_cmd, name="project")
+admin.add_typer(user_cmd, name="user")
+admin.add_typer(role_cmd, name="role")
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")]
+ADMIN_USER = "admin"
+
+
+def _open(config: Path | None, **overrides: Any) -> tuple[Settings, Database]:
+    try:
+        settings = load_settings(config, **overrides)
+    except (OSError, ValueError) as exc:
+        _fail(f"configuration error: {exc}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    upgrade(db)
+    return settings, db
+
+
+def _print(payload: dict[str, Any]) -> None:
+    typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _first_start(settings: Settings, db: Database) -> dict[str, Any]:
+    """Bootstrap an admin with a random password on the first start; report where it is."""
+    password_file = settings.data_dir / "admin-password"
+    if not password_file.exists():
+        password = secrets.token_urlsafe(18)
+        password_file.touch(mode=0o600)
+        password_file.write_text(password + "\n")
+    password = password_file.read_text().strip()
+    result = identity.bootstrap(db, settings, ADMIN_USER, password)
+    return {
+        "user": result.user_name,
+        "password_file": str(password_file),
+        "projects": result.projects,
+    }
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Start the service (API and, by default, the embedded workers)."""
+    overrides: dict[str, Any] = {}
+    if host or port:
+        base = load_settings(config)
+        overrides["listen"] = f"{host or base.host}:{port or base.port}"
+    settings, db = _open(config, **overrides)
+    first = _first_start(settings, db)
+    typer.echo(f"opencbr listening on {settings.base_url}")
+    typer.echo(f"  auth URL:  {settings.base_url}/identity/v3")
+    typer.echo(f"  user:      {first['user']} (domain Default)")
+    typer.echo(f"  password:  in {first['password_file']}")
+    for region, project_id in first["projects"].items():
+        typer.echo(f"  project:   {region} = {project_id} (region {region})")
+    sys.stdout.flush()
+    from opencbr.app import create_app
+
+    application = create_app(settings, db, migrate=False)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+@admin.command("bootstrap")
+def bootstrap_cmd(
+    user: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option()],
+    config: ConfigOption = None,
+) -> None:
+    """Create domain Default, the user, a project per region and admin grants (idempotent)."""
+    settings, db = _open(config)
+    result = identity.bootstrap(db, settings, user, password)
+    _print(
+        {
+            "user": {
+                "id": result.user_id,
+                "name": result.user_name,
+                "created": result.created_user,
+            },
+            "domain": {"id": result.domain_id, "name": identity.DEFAULT_DOMAIN},
+            "projects": [
+                {"id": pid, "name": region, "region": region}
+                for region, pid in result.projects.items()
+            ],
+        }
+    )
+
+
+@project_cmd.command("create")
+def project_create(
+    name: Annotated[str, typer.Option()],
+    region: Annotated[str, typer.Option()],
+    config: ConfigOption = None,
+) -> None:
+    settings, db = _open(config)
+    try:
+        project = identity.create_project(db, settings, name, region)
+    except identity.IdentityError as exc:
+        _fail(str(exc))
+    _print({"project": {"id": project.id, "name": project.name, "region": project.region}})
+
+
+@user_cmd.command("create")
+def user_create(
+    name: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option()],
+    config: ConfigOption = None,
+) -> None:
+    _settings, db = _open(config)
+    try:
+        user = identity.create_user(db, name, password)
+    except identity.IdentityError as exc:
+        _fail(str(exc))
+    _print({"user": {"id": user.id, "name": user.name}})
+
+
+@role_cmd.command("grant")
+def role_grant(
+    user: Annotated[str, typer.Option()],
+    project: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option()],
+    config: ConfigOption = None,
+) -> None:
+    _settings, db = _open(config)
+    try:
+        grant = identity.grant_role(db, user, project, role)
+    except identity.IdentityError as exc:
+        _fail(str(exc))
+    _print(
+        {
+            "role_assignment": {
+                "user_id": grant.user_id,
+                "project_id": grant.project_id,
+                "role": grant.role,
+            }
+        }
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,137 @@
+"""Vault models: vaults and the protectable resources bound to them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from opencbr.db.base import Base, new_uuid, utcnow
+
+# object_type -> provider_id (cbr-api.md §3.3)
+PROVIDER_IDS = {
+    "server": "0daac4c5-6707-4851-97ba-169e36266b66",
+    "disk": "d1603440-187d-4516-af25-121250c7cc97",
+    "turbo": "3f3c3220-245c-4805-b811-758870015881",
+}
+# object_type -> resource type on the wire
+RESOURCE_TYPES = {
+    "server": "OS::Nova::Server",
+    "disk": "OS::Cinder::Volume",
+    "turbo": "OS::Sfs::Turbo",
+}
+OBJECT_TYPES = {resource_type: object_type for object_type, resource_type in RESOURCE_TYPES.items()}
+
+
+class Vault(Base):
+    __tablename__ = "vaults"
+    __table_args__ = (Index("ix_vaults_project_created", "project_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    region: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    description: Mapped[str | None] = mapped_column(String(255))
+    object_type: Mapped[str] = mapped_column(String(16))
+    protect_type: Mapped[str] = mapped_column(String(16))
+    consistent_level: Mapped[str] = mapped_column(String(32), default="crash_consistent")
+    cloud_type: Mapped[str] = mapped_column(String(16), default="public")
+    charging_mode: Mapped[str] = mapped_column(String(16), default="post_paid")
+    is_multi_az: Mapped[bool] = mapped_column(default=False)
+    size_gb: Mapped[int] = mapped_column(BigInteger)
+    # Unique bytes stored in this vault's chunk store (billing.used is this in MB).
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="available")
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    enterprise_project_id: Mapped[str] = mapped_column(String(64), default="0")
+    auto_bind: Mapped[bool] = mapped_column(default=False)
+    bind_rules: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    auto_expand: Mapped[bool] = mapped_column(default=False)
+    smn_notify: Mapped[bool] = mapped_column(default=True)
+    threshold: Mapped[int] = mapped_column(default=80)
+    locked: Mapped[bool] = mapped_column(default=False)
+    availability_zone: Mapped[str | None] = mapped_column(String(32))
+    backup_name_prefix: Mapped[str | None] = mapped_column(String(32))
+    sys_lock_source_service: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    resources: Mapped[list[VaultResource]] = relationship(
+        back_populates="vault",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="VaultResource.added_at",
+    )
+
+    @property
+    def provider_id(self) -> str:
+        return PROVIDER_IDS[self.object_type]
+
+    @property
+    def spec_code(self) -> str:
+        if self.protect_type == "replication":
+            return "vault.replication.server.normal"
+        return {"server": "server", "disk": "volume", "turbo": "turbo"}[self.object_type].join(
+            ("vault.backup.", ".normal")
+        )
+
+
+class VaultResource(Base):
+    """A protectable bound to a vault; a resource is in at most one vault (the unique key)."""
+
+    __tablename__ = "vault_resources"
+
+    resource_id: Mapped[str] = mapped_column(
+        ForeignKey("protectables.id", ondelete="RESTRICT"), primary_key=True
+    )
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
+    auto_protect: Mapped[bool] = mapped_column(default=True)
+    protect_status: Mapped[str] = mapped_column(String(16), default="available")
+    extra_info: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    vault: Mapped[Vault] = relationship(back_populates="resources")
+    protectable: Mapped[Protectable] = relationship(lazy="joined")
+
+
+class Protectable(Base):
+    """A registered resource: a directory tree (turbo), an image/device (disk), or a server."""
+
+    __tablename__ = "protectables"
+    __table_args__ = (Index("ix_protectables_project_type", "project_id", "type", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    type: Mapped[str] = mapped_column(String(32))  # wire resource type, e.g. OS::Sfs::Turbo
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str | None] = mapped_column(String(4096))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    volumes: Mapped[list[ProtectableVolume]] = relationship(
+        back_populates="server",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="ProtectableVolume.position",
+    )
+
+
+class ProtectableVolume(Base):
+    """One volume of a server: a directory or an image file."""
+
+    __tablename__ = "protectable_volumes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    server_id: Mapped[str] = mapped_column(
+        ForeignKey("protectables.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column()
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(4096))
+    kind: Mapped[str] = mapped_column(String(8))  # "tree" or "disk"
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    server: Mapped[Protectable] = relationship(back_populates="volumes")

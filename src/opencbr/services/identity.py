@@ -1,0 +1,332 @@
+"""Identity: users, projects, roles, password authentication and tokens (Keystone v3 subset).
+
+Tokens are 256-bit random strings; only their SHA-256 is stored. Passwords use argon2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencbr import clock
+from opencbr.db.identity import ROLES, WRITING_ROLES, Domain, Project, RoleAssignment, Token, User
+from opencbr.db.session import Database
+from opencbr.errors import UNAUTHORIZED, CbrError
+from opencbr.settings import Settings
+
+DEFAULT_DOMAIN = "Default"
+
+
+class IdentityError(Exception):
+    """An operator command that cannot be carried out (unknown name, bad role...)."""
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """Who is calling, and in which project (hence which region)."""
+
+    user_id: str
+    user_name: str
+    project_id: str
+    project_name: str
+    region: str
+    roles: tuple[str, ...]
+    method: str  # "token" or "aksk"
+
+    @property
+    def can_write(self) -> bool:
+        return bool(WRITING_ROLES.intersection(self.roles))
+
+
+@cache
+def _hasher() -> PasswordHasher:
+    return PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    return _hasher().hash(password)
+
+
+def password_matches(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- operator commands -------------------------------------------------------------------
+
+
+def ensure_domain(session: Session, name: str = DEFAULT_DOMAIN) -> Domain:
+    domain = session.scalar(select(Domain).where(Domain.name == name))
+    if domain is None:
+        domain = Domain(name=name)
+        session.add(domain)
+        session.flush()
+    return domain
+
+
+def find_user(session: Session, name_or_id: str) -> User | None:
+    return session.get(User, name_or_id) or session.scalar(
+        select(User).where(User.name == name_or_id)
+    )
+
+
+def find_project(session: Session, name_or_id: str) -> Project | None:
+    return session.get(Project, name_or_id) or session.scalar(
+        select(Project).where(Project.name == name_or_id)
+    )
+
+
+def create_user(db: Database, name: str, password: str) -> User:
+    with db.transaction() as session:
+        domain = ensure_domain(session)
+        if session.scalar(select(User).where(User.name == name, User.domain_id == domain.id)):
+            raise IdentityError(f"user {name!r} already exists")
+        user = User(name=name, domain_id=domain.id, password_hash=hash_password(password))
+        session.add(user)
+        return user
+
+
+def create_project(db: Database, settings: Settings, name: str, region: str) -> Project:
+    if settings.region(region) is None:
+        raise IdentityError(f"region {region!r} is not configured")
+    with db.transaction() as session:
+        domain = ensure_domain(session)
+        if session.scalar(select(Project).where(Project.name == name)):
+            raise IdentityError(f"project {name!r} already exists")
+        project = Project(name=name, domain_id=domain.id, region=region)
+        session.add(project)
+        return project
+
+
+def grant_role(db: Database, user: str, project: str, role: str) -> RoleAssignment:
+    if role not in ROLES:
+        raise IdentityError(f"role must be one of {', '.join(ROLES)}")
+    with db.transaction() as session:
+        found_user = find_user(session, user)
+        found_project = find_project(session, project)
+        if found_user is None:
+            raise IdentityError(f"no user {user!r}")
+        if found_project is None:
+            raise IdentityError(f"no project {project!r}")
+        grant = session.get(RoleAssignment, (found_user.id, found_project.id))
+        if grant is None:
+            grant = RoleAssignment(user_id=found_user.id, project_id=found_project.id, role=role)
+            session.add(grant)
+        grant.role = role
+        return grant
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    user_id: str
+    user_name: str
+    domain_id: str
+    projects: dict[str, str]  # region -> project id
+    created_user: bool
+
+
+def bootstrap(db: Database, settings: Settings, user: str, password: str) -> BootstrapResult:
+    """Create domain, user, one project per region (named after it) and admin grants.
+
+    Idempotent: existing rows are kept (an existing user's password is left alone).
+    """
+    with db.transaction() as session:
+        domain = ensure_domain(session)
+        account = session.scalar(select(User).where(User.name == user))
+        created = account is None
+        if account is None:
+            account = User(name=user, domain_id=domain.id, password_hash=hash_password(password))
+            session.add(account)
+            session.flush()
+        projects = {}
+        for region in settings.regions:
+            project = _ensure_region_project(session, domain, region.name)
+            projects[region.name] = project.id
+            if session.get(RoleAssignment, (account.id, project.id)) is None:
+                session.add(RoleAssignment(user_id=account.id, project_id=project.id, role="admin"))
+        return BootstrapResult(account.id, account.name, domain.id, projects, created)
+
+
+def _ensure_region_project(session: Session, domain: Domain, region: str) -> Project:
+    project = session.scalar(select(Project).where(Project.name == region))
+    if project is None:
+        project = Project(name=region, domain_id=domain.id, region=region)
+        session.add(project)
+        session.flush()
+    return project
+
+
+# --- tokens ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PasswordAuth:
+    """What a Keystone password request names; the API layer fills it from the body."""
+
+    password: str
+    user_id: str | None = None
+    user_name: str | None = None
+    user_domain: str | None = None  # name or id
+    project_id: str | None = None
+    project_name: str | None = None
+    project_domain: str | None = None  # name or id
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    row: Token
+    roles: tuple[str, ...]
+
+
+def _domain_matches(domain: Domain, name_or_id: str | None) -> bool:
+    return name_or_id is None or name_or_id in (domain.id, domain.name)
+
+
+def _resolve_user(session: Session, auth: PasswordAuth) -> User:
+    if auth.user_id:
+        user = session.get(User, auth.user_id)
+    else:
+        user = session.scalar(select(User).where(User.name == (auth.user_name or "")))
+    if user is None or not user.enabled or not _domain_matches(user.domain, auth.user_domain):
+        raise CbrError(UNAUTHORIZED, "The request you have made requires authentication.")
+    if not password_matches(user.password_hash, auth.password):
+        raise CbrError(UNAUTHORIZED, "The request you have made requires authentication.")
+    return user
+
+
+def _resolve_project(session: Session, auth: PasswordAuth) -> Project:
+    if auth.project_id:
+        project = session.get(Project, auth.project_id)
+    else:
+        project = session.scalar(select(Project).where(Project.name == (auth.project_name or "")))
+    if project is None or not _domain_matches(project.domain, auth.project_domain):
+        raise CbrError(UNAUTHORIZED, "The request you have made requires authentication.")
+    return project
+
+
+def issue_token(db: Database, settings: Settings, auth: PasswordAuth) -> IssuedToken:
+    """Check the password and scope; a user without a role in the project gets 401."""
+    with db.transaction() as session:
+        user = _resolve_user(session, auth)
+        project = _resolve_project(session, auth)
+        grant = session.get(RoleAssignment, (user.id, project.id))
+        if grant is None or not project.enabled:
+            raise CbrError(UNAUTHORIZED, "The request you have made requires authentication.")
+        return _new_token(session, settings, user, project, grant.role)
+
+
+def rescope_token(
+    db: Database, settings: Settings, user_id: str, project_id: str | None, project_name: str | None
+) -> IssuedToken:
+    """A new token for the same user, scoped to another project it holds a role in."""
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        project = _resolve_project(
+            session, PasswordAuth(password="", project_id=project_id, project_name=project_name)
+        )
+        grant = session.get(RoleAssignment, (user_id, project.id))
+        if user is None or grant is None:
+            raise CbrError(UNAUTHORIZED, "The request you have made requires authentication.")
+        return _new_token(session, settings, user, project, grant.role)
+
+
+def _new_token(
+    session: Session, settings: Settings, user: User, project: Project, role: str
+) -> IssuedToken:
+    token = secrets.token_urlsafe(32)
+    issued = clock.now()
+    row = Token(
+        digest=token_digest(token),
+        user_id=user.id,
+        project_id=project.id,
+        audit_id=secrets.token_urlsafe(16)[:22],
+        issued_at=issued,
+        expires_at=issued + timedelta(seconds=settings.token_ttl_seconds),
+        user=user,
+        project=project,
+    )
+    session.add(row)
+    session.flush()
+    return IssuedToken(token, row, (role,))
+
+
+def projects_of_user(db: Database, user_id: str, name: str | None) -> list[Project]:
+    with db.transaction() as session:
+        query = (
+            select(Project)
+            .join(RoleAssignment, RoleAssignment.project_id == Project.id)
+            .where(RoleAssignment.user_id == user_id)
+            .order_by(Project.name)
+        )
+        if name is not None:
+            query = query.where(Project.name == name)
+        return list(session.scalars(query))
+
+
+def check_token(db: Database, token: str) -> tuple[Token, tuple[str, ...]]:
+    """The token's row and roles; CbrError(UNAUTHORIZED) when unknown, revoked or expired."""
+    with db.transaction() as session:
+        row = session.get(Token, token_digest(token))
+        if row is None or row.revoked_at is not None:
+            raise CbrError(
+                UNAUTHORIZED, "Incorrect IAM authentication information: decrypt token fail"
+            )
+        if row.expires_at <= clock.now():
+            expired = row.expires_at.isoformat()
+            raise CbrError(
+                UNAUTHORIZED,
+                f"Incorrect IAM authentication information: token expires, expires_at: {expired}",
+            )
+        grant = session.get(RoleAssignment, (row.user_id, row.project_id))
+        if grant is None:
+            raise CbrError(UNAUTHORIZED, "Incorrect IAM authentication information: no role")
+        return row, (grant.role,)
+
+
+def context_for_token(db: Database, token: str) -> AuthContext:
+    row, roles = check_token(db, token)
+    return AuthContext(
+        user_id=row.user_id,
+        user_name=row.user.name,
+        project_id=row.project_id,
+        project_name=row.project.name,
+        region=row.project.region,
+        roles=roles,
+        method="token",
+    )
+
+
+def revoke_token(db: Database, token: str) -> None:
+    check_token(db, token)
+    with db.transaction() as session:
+        row = session.get(Token, token_digest(token))
+        if row is not None and row.revoked_at is None:
+            row.revoked_at = clock.now()
+
+
+def roles_in(session: Session, user_id: str, project_id: str) -> tuple[str, ...]:
+    grant = session.get(RoleAssignment, (user_id, project_id))
+    return (grant.role,) if grant else ()
+
+
+def list_projects(db: Database, name: str | None = None) -> list[Project]:
+    with db.transaction() as session:
+        query = select(Project).order_by(Project.name)
+        if name is not None:
+            query = query.where(Project.name == name)
+        return list(session.scalars(query))

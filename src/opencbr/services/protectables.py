@@ -1,0 +1,246 @@
+"""Protectable resources: the inventory of directory trees, disks and servers of a project.
+
+A path is accepted only inside a root the operator configured for the project, after
+resolving symlinks and `..` (the restore side relies on the same rule).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencbr.db.paging import Page, PageRequest, fetch_page
+from opencbr.db.session import Database
+from opencbr.db.vaults import (
+    OBJECT_TYPES,
+    RESOURCE_TYPES,
+    Protectable,
+    ProtectableVolume,
+    VaultResource,
+)
+from opencbr.errors import INVALID_PARAMETER, RESOURCE_NOT_FOUND, CbrError
+from opencbr.services.identity import AuthContext
+from opencbr.settings import Settings
+
+# protectable_type in the URL -> wire resource type
+PROTECTABLE_TYPES = {
+    "server": RESOURCE_TYPES["server"],
+    "disk": RESOURCE_TYPES["disk"],
+    "turbo": RESOURCE_TYPES["turbo"],
+}
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ProtectableSpec:
+    name: str
+    path: str | None = None
+    volumes: tuple[VolumeSpec, ...] = ()
+
+
+def resource_type_for(protectable_type: str) -> str:
+    try:
+        return PROTECTABLE_TYPES[protectable_type]
+    except KeyError:
+        raise CbrError(
+            INVALID_PARAMETER, f"protectable type must be one of {', '.join(PROTECTABLE_TYPES)}"
+        ) from None
+
+
+def allowed_roots(settings: Settings, ctx: AuthContext) -> list[Path]:
+    return [
+        root.path.expanduser().resolve()
+        for root in settings.protectable_roots
+        if root.project in (ctx.project_id, ctx.project_name)
+    ]
+
+
+def confine(settings: Settings, ctx: AuthContext, raw_path: str) -> Path:
+    """The resolved path, if it lies inside one of the project's roots; else a 400."""
+    if not raw_path or "\x00" in raw_path or not os.path.isabs(raw_path):
+        raise CbrError(INVALID_PARAMETER, "path must be an absolute path")
+    resolved = Path(raw_path).resolve()
+    for root in allowed_roots(settings, ctx):
+        if resolved == root or resolved.is_relative_to(root):
+            return resolved
+    raise CbrError(
+        INVALID_PARAMETER,
+        f"path {raw_path} is not inside a protectable root configured for this project",
+    )
+
+
+def _inspect(path: Path, want: str) -> tuple[str, int]:
+    """('tree'|'disk', size in bytes) of an existing directory, image file or block device."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise CbrError(
+            INVALID_PARAMETER, f"path {path} is not accessible: {exc.strerror}"
+        ) from None
+    if stat.S_ISDIR(info.st_mode) and want in ("tree", "any"):
+        return "tree", 0
+    if stat.S_ISREG(info.st_mode) and want in ("disk", "any"):
+        return "disk", info.st_size
+    if stat.S_ISBLK(info.st_mode) and want in ("disk", "any"):
+        with open(path, "rb") as device:
+            return "disk", device.seek(0, os.SEEK_END)
+    expected = {"tree": "a directory", "disk": "a file or block device"}.get(
+        want, "a directory, file or block device"
+    )
+    raise CbrError(INVALID_PARAMETER, f"path {path} must be {expected}")
+
+
+def register(
+    db: Database, settings: Settings, ctx: AuthContext, protectable_type: str, spec: ProtectableSpec
+) -> Protectable:
+    resource_type = resource_type_for(protectable_type)
+    if protectable_type == "server":
+        return _register_server(db, settings, ctx, spec)
+    if not spec.path:
+        raise CbrError(INVALID_PARAMETER, "instance.path is required")
+    path = confine(settings, ctx, spec.path)
+    _kind, size = _inspect(path, "tree" if protectable_type == "turbo" else "disk")
+    with db.transaction() as session:
+        row = Protectable(
+            project_id=ctx.project_id,
+            type=resource_type,
+            name=spec.name,
+            path=str(path),
+            size_bytes=size,
+            volumes=[],
+        )
+        session.add(row)
+        return row
+
+
+def _register_server(
+    db: Database, settings: Settings, ctx: AuthContext, spec: ProtectableSpec
+) -> Protectable:
+    if not spec.volumes:
+        raise CbrError(INVALID_PARAMETER, "instance.volumes must name at least one volume")
+    names = [volume.name for volume in spec.volumes]
+    if len(set(names)) != len(names):
+        raise CbrError(INVALID_PARAMETER, "volume names must be unique")
+    volumes = []
+    for position, volume in enumerate(spec.volumes):
+        path = confine(settings, ctx, volume.path)
+        kind, size = _inspect(path, "any")
+        volumes.append(
+            ProtectableVolume(
+                position=position, name=volume.name, path=str(path), kind=kind, size_bytes=size
+            )
+        )
+    with db.transaction() as session:
+        row = Protectable(
+            project_id=ctx.project_id,
+            type=RESOURCE_TYPES["server"],
+            name=spec.name,
+            size_bytes=sum(v.size_bytes for v in volumes),
+            volumes=volumes,
+        )
+        session.add(row)
+        return row
+
+
+def find_in_project(session: Session, project_id: str, resource_id: str) -> Protectable | None:
+    row = session.get(Protectable, resource_id)
+    return row if row is not None and row.project_id == project_id else None
+
+
+def get(db: Database, ctx: AuthContext, protectable_type: str, resource_id: str) -> Protectable:
+    resource_type = resource_type_for(protectable_type)
+    with db.transaction() as session:
+        row = find_in_project(session, ctx.project_id, resource_id)
+        if row is None or row.type != resource_type:
+            raise CbrError(RESOURCE_NOT_FOUND)
+        return row
+
+
+@dataclass(frozen=True)
+class ProtectableFilter:
+    name: str | None = None
+    ids: tuple[str, ...] = ()
+    status: str | None = None
+
+
+def list_page(
+    db: Database,
+    ctx: AuthContext,
+    protectable_type: str,
+    filters: ProtectableFilter,
+    page: PageRequest,
+) -> Page[Protectable]:
+    resource_type = resource_type_for(protectable_type)
+    query = select(Protectable).where(
+        Protectable.project_id == ctx.project_id, Protectable.type == resource_type
+    )
+    if filters.name is not None:
+        query = query.where(Protectable.name == filters.name)
+    if filters.ids:
+        query = query.where(Protectable.id.in_(filters.ids))
+    if filters.status not in (None, "available", "active"):
+        query = query.where(Protectable.id.is_(None))  # every registered resource is active
+    with db.transaction() as session:
+        return fetch_page(session, query, Protectable.created_at, Protectable.id, page)
+
+
+def unregister(db: Database, ctx: AuthContext, protectable_type: str, resource_id: str) -> None:
+    resource_type = resource_type_for(protectable_type)
+    with db.transaction() as session:
+        row = find_in_project(session, ctx.project_id, resource_id)
+        if row is None or row.type != resource_type:
+            raise CbrError(RESOURCE_NOT_FOUND)
+        if session.get(VaultResource, row.id) is not None:
+            raise CbrError(
+                INVALID_PARAMETER,
+                f"resource {row.id} is bound to a vault; remove it from the vault first",
+            )
+        session.delete(row)
+
+
+def object_type_of(resource_type: str) -> str | None:
+    return OBJECT_TYPES.get(resource_type)
+
+
+def bound_vault(session: Session, resource_id: str) -> VaultResource | None:
+    return session.get(VaultResource, resource_id)
+
+
+def _binding(session: Session, resource_id: str) -> VaultResource | None:
+    binding = session.get(VaultResource, resource_id)
+    if binding is not None:
+        _ = binding.vault.name  # load while the session is open
+    return binding
+
+
+def get_with_binding(
+    db: Database, ctx: AuthContext, protectable_type: str, resource_id: str
+) -> tuple[Protectable, VaultResource | None]:
+    resource_type = resource_type_for(protectable_type)
+    with db.transaction() as session:
+        row = find_in_project(session, ctx.project_id, resource_id)
+        if row is None or row.type != resource_type:
+            raise CbrError(RESOURCE_NOT_FOUND)
+        return row, _binding(session, row.id)
+
+
+def list_with_bindings(
+    db: Database,
+    ctx: AuthContext,
+    protectable_type: str,
+    filters: ProtectableFilter,
+    page: PageRequest,
+) -> list[tuple[Protectable, VaultResource | None]]:
+    rows = list_page(db, ctx, protectable_type, filters, page).items
+    with db.transaction() as session:
+        return [(row, _binding(session, row.id)) for row in rows]

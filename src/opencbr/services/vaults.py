@@ -1,0 +1,324 @@
+"""Vaults: create, list, show, update, delete, and binding protectable resources to them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencbr.db.paging import Page, PageRequest, fetch_page
+from opencbr.db.session import Database
+from opencbr.db.vaults import RESOURCE_TYPES, Vault, VaultResource
+from opencbr.errors import (
+    DUPLICATE_RESOURCE,
+    INVALID_PARAMETER,
+    RESOURCE_IN_OTHER_VAULT,
+    RESOURCE_NOT_FOUND,
+    RESOURCE_NOT_IN_VAULT,
+    RESOURCE_REMOVING,
+    RESOURCE_TYPE_MISMATCH,
+    VAULT_CANNOT_ADD_RESOURCES,
+    VAULT_NOT_FOUND,
+    VAULT_RESOURCES_OVER_LIMIT,
+    VAULT_SIZE_INVALID,
+    CbrError,
+)
+from opencbr.services import protectables
+from opencbr.services.identity import AuthContext
+
+MAX_RESOURCES = 256
+MIN_SIZE_GB = 1
+MAX_SIZE_GB = 10_485_760
+GB = 1024**3
+MB = 1024**2
+
+
+@dataclass(frozen=True)
+class ResourceBinding:
+    id: str
+    type: str
+    name: str | None = None
+    extra_info: dict[str, Any] | None = None
+
+
+@dataclass
+class VaultSpec:
+    name: str
+    object_type: str
+    protect_type: str
+    size_gb: int
+    consistent_level: str = "crash_consistent"
+    cloud_type: str = "public"
+    is_multi_az: bool = False
+    resources: Sequence[ResourceBinding] = ()
+    description: str | None = None
+    tags: list[dict[str, str]] = field(default_factory=list)
+    enterprise_project_id: str = "0"
+    auto_bind: bool = False
+    bind_rules: dict[str, Any] | None = None
+    auto_expand: bool = False
+    smn_notify: bool = True
+    threshold: int = 80
+    locked: bool = False
+    availability_zone: str | None = None
+    backup_name_prefix: str | None = None
+    sys_lock_source_service: str | None = None
+
+
+def create(db: Database, ctx: AuthContext, spec: VaultSpec) -> Vault:
+    if spec.object_type not in RESOURCE_TYPES:
+        raise CbrError(INVALID_PARAMETER, "billing.object_type must be server, disk or turbo")
+    _check_size(spec.size_gb)
+    with db.transaction() as session:
+        vault = Vault(
+            project_id=ctx.project_id,
+            region=ctx.region,
+            user_id=ctx.user_id,
+            name=spec.name,
+            description=spec.description,
+            object_type=spec.object_type,
+            protect_type=spec.protect_type,
+            consistent_level=spec.consistent_level,
+            cloud_type=spec.cloud_type,
+            is_multi_az=spec.is_multi_az,
+            size_gb=spec.size_gb,
+            tags=spec.tags,
+            enterprise_project_id=spec.enterprise_project_id,
+            auto_bind=spec.auto_bind,
+            bind_rules=spec.bind_rules,
+            auto_expand=spec.auto_expand,
+            smn_notify=spec.smn_notify,
+            threshold=spec.threshold,
+            locked=spec.locked,
+            availability_zone=spec.availability_zone,
+            backup_name_prefix=spec.backup_name_prefix,
+            sys_lock_source_service=spec.sys_lock_source_service,
+            resources=[],
+        )
+        session.add(vault)
+        session.flush()
+        if spec.resources:
+            _bind(session, ctx, vault, spec.resources)
+        return vault
+
+
+def _check_size(size_gb: int) -> None:
+    if not MIN_SIZE_GB <= size_gb <= MAX_SIZE_GB:
+        raise CbrError(
+            VAULT_SIZE_INVALID, f"billing.size must be {MIN_SIZE_GB} to {MAX_SIZE_GB} GB"
+        )
+
+
+def find_in_project(session: Session, project_id: str, vault_id: str) -> Vault | None:
+    vault = session.get(Vault, vault_id)
+    return vault if vault is not None and vault.project_id == project_id else None
+
+
+def get_in_session(session: Session, ctx: AuthContext, vault_id: str) -> Vault:
+    vault = find_in_project(session, ctx.project_id, vault_id)
+    if vault is None:
+        raise CbrError(VAULT_NOT_FOUND, f"Vault {vault_id} not found")
+    return vault
+
+
+def get(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
+    with db.transaction() as session:
+        return get_in_session(session, ctx, vault_id)
+
+
+@dataclass(frozen=True)
+class VaultFilter:
+    name: str | None = None
+    cloud_type: str | None = None
+    protect_type: str | None = None
+    object_type: str | None = None
+    enterprise_project_id: str | None = None
+    ids: tuple[str, ...] = ()
+    status: str | None = None
+    resource_ids: tuple[str, ...] = ()
+    policy_id: str | None = None
+
+
+def list_page(
+    db: Database, ctx: AuthContext, filters: VaultFilter, page: PageRequest
+) -> Page[Vault]:
+    query = select(Vault).where(Vault.project_id == ctx.project_id)
+    for column, value in (
+        (Vault.name, filters.name),
+        (Vault.cloud_type, filters.cloud_type),
+        (Vault.protect_type, filters.protect_type),
+        (Vault.object_type, filters.object_type),
+        (Vault.status, filters.status),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.enterprise_project_id not in (None, "all_granted_eps"):
+        query = query.where(Vault.enterprise_project_id == filters.enterprise_project_id)
+    if filters.ids:
+        query = query.where(Vault.id.in_(filters.ids))
+    if filters.resource_ids:
+        bound = select(VaultResource.vault_id).where(
+            VaultResource.resource_id.in_(filters.resource_ids)
+        )
+        query = query.where(Vault.id.in_(bound))
+    if filters.policy_id is not None:
+        query = query.where(Vault.id.in_(_vaults_bound_to_policy(filters.policy_id)))
+    with db.transaction() as session:
+        return fetch_page(session, query, Vault.created_at, Vault.id, page)
+
+
+def _vaults_bound_to_policy(policy_id: str) -> Any:
+    # Policies arrive with the scheduling work; until then no vault is bound to one.
+    return select(Vault.id).where(Vault.id.is_(None))
+
+
+@dataclass(frozen=True)
+class VaultUpdate:
+    name: str | None = None
+    size_gb: int | None = None
+    consistent_level: str | None = None
+    auto_bind: bool | None = None
+    bind_rules: dict[str, Any] | None = None
+    auto_expand: bool | None = None
+    smn_notify: bool | None = None
+    threshold: int | None = None
+    locked: bool | None = None
+
+
+def update(db: Database, ctx: AuthContext, vault_id: str, changes: VaultUpdate) -> Vault:
+    with db.transaction() as session:
+        vault = get_in_session(session, ctx, vault_id)
+        if changes.size_gb is not None:
+            _check_size(changes.size_gb)
+        if changes.size_gb is not None and changes.size_gb * GB < vault.used_bytes:
+            raise CbrError(
+                VAULT_SIZE_INVALID, "The new capacity is smaller than the used capacity."
+            )
+        for name in (
+            "name",
+            "auto_bind",
+            "bind_rules",
+            "auto_expand",
+            "smn_notify",
+            "threshold",
+            "locked",
+            "consistent_level",
+            "size_gb",
+        ):
+            value = getattr(changes, name)
+            if value is not None:
+                setattr(vault, name, value)
+        return vault
+
+
+def _bind(
+    session: Session, ctx: AuthContext, vault: Vault, bindings: Sequence[ResourceBinding]
+) -> list[str]:
+    if vault.protect_type == "replication":
+        raise CbrError(
+            VAULT_CANNOT_ADD_RESOURCES,
+            "A replication vault receives replicas only; it cannot protect resources.",
+        )
+    ids = [binding.id for binding in bindings]
+    if len(set(ids)) != len(ids):
+        raise CbrError(DUPLICATE_RESOURCE)
+    if len(vault.resources) + len(ids) > MAX_RESOURCES:
+        raise CbrError(
+            VAULT_RESOURCES_OVER_LIMIT, f"Resources of vault over limit: {MAX_RESOURCES}."
+        )
+    for binding in bindings:
+        _bind_one(session, ctx, vault, binding)
+    session.flush()
+    return ids
+
+
+def _bind_one(session: Session, ctx: AuthContext, vault: Vault, binding: ResourceBinding) -> None:
+    resource = protectables.find_in_project(session, ctx.project_id, binding.id)
+    if resource is None:
+        raise CbrError(RESOURCE_NOT_FOUND, f"The resource {binding.id} does not exist.")
+    if binding.type != resource.type or RESOURCE_TYPES[vault.object_type] != resource.type:
+        raise CbrError(
+            RESOURCE_TYPE_MISMATCH,
+            f"Resource {binding.id} is a {resource.type}; "
+            f"the vault protects {RESOURCE_TYPES[vault.object_type]}.",
+        )
+    existing = session.get(VaultResource, resource.id)
+    if existing is not None:
+        if existing.vault_id == vault.id:
+            raise CbrError(DUPLICATE_RESOURCE, f"Resource {binding.id} is already in this vault.")
+        raise CbrError(
+            RESOURCE_IN_OTHER_VAULT,
+            f"Resource {binding.id} is already in vault {existing.vault_id}.",
+        )
+    vault.resources.append(
+        VaultResource(resource_id=resource.id, protectable=resource, extra_info=binding.extra_info)
+    )
+
+
+def add_resources(
+    db: Database, ctx: AuthContext, vault_id: str, bindings: Sequence[ResourceBinding]
+) -> list[str]:
+    with db.transaction() as session:
+        vault = get_in_session(session, ctx, vault_id)
+        return _bind(session, ctx, vault, bindings)
+
+
+def remove_resources(
+    db: Database, ctx: AuthContext, vault_id: str, resource_ids: Sequence[str]
+) -> list[str]:
+    with db.transaction() as session:
+        vault = get_in_session(session, ctx, vault_id)
+        if len(set(resource_ids)) != len(resource_ids):
+            raise CbrError(DUPLICATE_RESOURCE)
+        bound = {resource.resource_id: resource for resource in vault.resources}
+        missing = [rid for rid in resource_ids if rid not in bound]
+        if missing:
+            raise CbrError(
+                RESOURCE_NOT_IN_VAULT, f"Resources {', '.join(missing)} does not exist in vault."
+            )
+        busy = [rid for rid in resource_ids if bound[rid].protect_status != "available"]
+        if busy:
+            raise CbrError(
+                RESOURCE_REMOVING,
+                f"Resource is busy ({', '.join(busy)}); try again when its backup or restore ends.",
+            )
+        for rid in resource_ids:
+            vault.resources.remove(bound[rid])
+        return list(resource_ids)
+
+
+def set_resources(
+    db: Database, ctx: AuthContext, vault_id: str, resource_ids: Sequence[str], action: str
+) -> list[str]:
+    with db.transaction() as session:
+        vault = get_in_session(session, ctx, vault_id)
+        bound = {resource.resource_id: resource for resource in vault.resources}
+        missing = [rid for rid in resource_ids if rid not in bound]
+        if missing:
+            raise CbrError(
+                RESOURCE_NOT_IN_VAULT, f"Resources {', '.join(missing)} does not exist in vault."
+            )
+        for rid in resource_ids:
+            bound[rid].auto_protect = action == "unsuspend"
+        return list(resource_ids)
+
+
+def delete(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
+    """Delete the vault and every backup in it (the backups layer hooks in here)."""
+    with db.transaction() as session:
+        vault = get_in_session(session, ctx, vault_id)
+        session.delete(vault)
+        return vault
+
+
+def allocated_gb(vault: Vault) -> int:
+    """billing.allocated: the sum of the bound resources' sizes, in GB (rounded up)."""
+    total = sum(resource.protectable.size_bytes for resource in vault.resources)
+    return -(-total // GB)
+
+
+def used_mb(vault: Vault) -> int:
+    return -(-vault.used_bytes // MB)

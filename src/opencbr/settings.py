@@ -1,0 +1,136 @@
+"""Configuration: a TOML file (``--config`` or ``OPENCBR_CONFIG``) overridden by ``OPENCBR_*``.
+
+Imports nothing of opencbr. Relative paths are resolved once, at load time, so the rest of
+the code only ever sees absolute paths.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_REGIONS = ("region1", "region2")
+
+
+class RegionSettings(BaseModel):
+    """One region: a name and where its vaults keep their chunks."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,255}$")
+    storage: str
+    # Regions this one may replicate to; None means "every other configured region".
+    replication_destinations: list[str] | None = None
+
+
+class ProtectableRoot(BaseModel):
+    """A directory under which a project may register resources and restore into."""
+
+    project: str
+    path: Path
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OPENCBR_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path(".opencbr")
+    database_url: str | None = None
+    listen: str = "127.0.0.1:8080"
+    # The URL clients reach us at (put into the token catalog); default: http://<listen>.
+    public_url: str | None = None
+    token_ttl_seconds: int = Field(default=86400, ge=1)
+    max_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
+    regions: list[RegionSettings] = Field(default_factory=list)
+    protectable_roots: list[ProtectableRoot] = Field(default_factory=list)
+    # Run the task-queue consumer inside `opencbr serve` (the embedded mode).
+    embedded_worker: bool = True
+    worker_threads: int = Field(default=2, ge=1, le=64)
+    # Threads per backup/restore/replication for hashing, compression and I/O.
+    io_threads: int = Field(default=2, ge=1, le=64)
+    # How often the reconciler looks for stuck work, and garbage collection's cadence.
+    reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    gc_interval_seconds: float = Field(default=3600.0, gt=0)
+    # Chunks younger than this are never collected (protects writers in flight).
+    gc_safety_margin_seconds: float = Field(default=3600.0, ge=0)
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file: the file's values arrive as init arguments.
+        return (env_settings, init_settings)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_has_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'opencbr.db'}"
+        if not self.regions:
+            self.regions = [
+                RegionSettings(name=name, storage=str(self.data_dir / "store" / name))
+                for name in DEFAULT_REGIONS
+            ]
+        names = [region.name for region in self.regions]
+        if len(set(names)) != len(names):
+            raise ValueError("region names must be unique")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.listen}").rstrip("/")
+
+    @property
+    def db_url(self) -> str:
+        assert self.database_url is not None  # filled by _resolve
+        return self.database_url
+
+    def region(self, name: str) -> RegionSettings | None:
+        return next((region for region in self.regions if region.name == name), None)
+
+    def replication_destinations(self, name: str) -> list[str]:
+        region = self.region(name)
+        if region is None:
+            return []
+        if region.replication_destinations is not None:
+            return [d for d in region.replication_destinations if d != name and self.region(d)]
+        return [other.name for other in self.regions if other.name != name]
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), apply OPENCBR_* variables, then explicit overrides."""
+    path = config or os.environ.get("OPENCBR_CONFIG")
+    values: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    settings = Settings(**values)
+    if overrides:
+        settings = Settings(**{**settings.model_dump(), **overrides})
+    return settings

@@ -1,0 +1,73 @@
+"""Shared fixtures: a database per test (SQLite and PostgreSQL), the app, and callers."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from opencbr.db.migrate import upgrade
+from opencbr.db.models import Base
+from opencbr.db.session import Database
+from tests.services import POSTGRES_ADMIN_URL, require_postgres
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file; each test gets a copy (migrating per test is slower)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    db.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+    if not require_postgres():
+        pytest.skip("PostgreSQL is not running here (CI=true makes this a failure)")
+    name = f"opencbr_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    db = Database(url)
+    upgrade(db)
+    db.dispose()
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_all(db: Database) -> None:
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with db.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+
+
+@pytest.fixture(params=BACKENDS)
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> Iterator[Database]:
+    """An empty, migrated database of each backend; state never leaks between tests."""
+    if request.param == "sqlite":
+        path = tmp_path / "opencbr.db"
+        shutil.copy(sqlite_template, path)
+        db = Database(f"sqlite:///{path}")
+        yield db
+        db.dispose()
+        return
+    db = Database(request.getfixturevalue("postgres_url"))
+    try:
+        yield db
+    finally:
+        _truncate_all(db)
+        db.dispose()

@@ -1,0 +1,50 @@
+"""Make sure the machine's PostgreSQL (and Redis) servers are up for the tests that need them.
+
+With CI=true a service that cannot be reached is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "OPENCBR_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start_postgres() -> None:
+    versions = sorted(os.path.basename(p) for p in glob.glob("/etc/postgresql/*"))
+    if versions:
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def require_postgres() -> bool:
+    """True when PostgreSQL answers on 127.0.0.1:5432 (starting it if needed)."""
+    if _port_open(5432):
+        return True
+    _start_postgres()
+    for _ in range(40):
+        if _port_open(5432):
+            return True
+        time.sleep(0.25)
+    if IN_CI:
+        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and could not be started")
+    return False
