@@ -42,7 +42,9 @@ class Server:
     def start(self) -> None:
         with open(self.data_dir / "serve.log", "ab") as log:
             self.process = subprocess.Popen(
-                [*OPENCBR, "serve", "--config", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+                [*OPENCBR, "serve", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
