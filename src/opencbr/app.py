@@ -11,9 +11,19 @@ from fastapi import FastAPI
 from opencbr import __version__
 from opencbr.api import errors
 from opencbr.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from opencbr.api.routes import identity, protectables, regions, vaults
+from opencbr.api.routes import (
+    backups,
+    checkpoints,
+    identity,
+    operation_logs,
+    protectables,
+    regions,
+    vaults,
+)
 from opencbr.db.migrate import upgrade
 from opencbr.db.session import Database
+from opencbr.jobs.queue import Jobs
+from opencbr.services.runtime import Runtime
 from opencbr.settings import Settings
 
 
@@ -23,11 +33,20 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(database)
 
+    runtime = Runtime(database, settings)
+    jobs = Jobs(runtime)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if db is None:
-            database.dispose()
+        if settings.embedded_worker:
+            jobs.start(settings.worker_threads)
+        try:
+            yield
+        finally:
+            jobs.stop()
+            runtime.close()
+            if db is None:
+                database.dispose()
 
     app = FastAPI(
         title="opencbr",
@@ -38,7 +57,9 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     app.state.settings = settings
     app.state.db = database
     app.state.verify_signature = None
-    for module in (identity, vaults, protectables, regions):
+    app.state.runtime = runtime
+    app.state.jobs = jobs
+    for module in (identity, vaults, protectables, regions, checkpoints, backups, operation_logs):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

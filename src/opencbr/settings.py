@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     gc_interval_seconds: float = Field(default=3600.0, gt=0)
     # Chunks younger than this are never collected (protects writers in flight).
     gc_safety_margin_seconds: float = Field(default=3600.0, ge=0)
+    # Work rows (backups, restores, replication records) are leased by the worker running
+    # them; a lease not renewed for this long means the worker died and the work is rerun.
+    lease_seconds: float = Field(default=30.0, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    # zstd level for chunks (3 is restic's and borg's default trade-off).
+    compression_level: int = Field(default=3, ge=1, le=19)
     log_level: str = "info"
 
     @classmethod

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,19 @@ class Env:
     def delete(self, region: str, path: str) -> Any:
         return self.client.delete(self.url(region, path), headers=self.headers(region))
 
+    def wait_for(
+        self, region: str, path: str, done: Callable[[Any], bool], timeout: float = 120.0
+    ) -> Any:
+        """Poll GET `path` until `done(json)` holds; return the last body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(region, path).json()
+            if done(body):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting on {path}: {body}")
+            time.sleep(0.1)
+
 
 def issue(client: TestClient, user: str, password: str, project_id: str) -> str:
     body = {
@@ -78,9 +92,14 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     ]
     for root in roots:
         root.path.mkdir(parents=True, exist_ok=True)
-    return Settings(
-        data_dir=tmp_path / "data", protectable_roots=roots, embedded_worker=False, **overrides
-    )
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "protectable_roots": roots,
+        "reconcile_interval_seconds": 0.5,
+        "lease_seconds": 5.0,
+        "gc_safety_margin_seconds": 0.0,
+    }
+    return Settings(**{**values, **overrides})
 
 
 @pytest.fixture

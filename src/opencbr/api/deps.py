@@ -7,12 +7,14 @@ require the path's project to be the credential's project (403 otherwise).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
 from opencbr.db.session import Database
-from opencbr.errors import FORBIDDEN_ROLE, UNAUTHORIZED, WRONG_PROJECT, CbrError
+from opencbr.errors import FORBIDDEN_ROLE, INVALID_PARAMETER, UNAUTHORIZED, WRONG_PROJECT, CbrError
+from opencbr.jobs.queue import Jobs
 from opencbr.services import identity
 from opencbr.services.identity import AuthContext
 from opencbr.settings import Settings
@@ -66,3 +68,27 @@ async def writer(context: Annotated[AuthContext, Depends(caller)]) -> AuthContex
 
 CallerDep = Annotated[AuthContext, Depends(caller)]
 WriterDep = Annotated[AuthContext, Depends(writer)]
+
+
+def get_jobs(request: Request) -> Jobs:
+    jobs: Jobs = request.app.state.jobs
+    return jobs
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+RequestIdDep = Annotated[str, Depends(request_id)]
+
+
+def query_time(value: str | None, name: str) -> datetime | None:
+    """Parse a `YYYY-MM-DDTHH:MM:SSZ` query parameter into naive UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CbrError(INVALID_PARAMETER, f"{name} must look like 2018-02-01T12:00:00Z") from None
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed

@@ -1,18 +1,32 @@
 """Every model, imported in one place so that metadata and Alembic see all tables."""
 
+from opencbr.db.backups import (
+    Backup,
+    BackupChunk,
+    Checkpoint,
+    OperationLog,
+    ReplicationRecord,
+    VaultChunk,
+)
 from opencbr.db.base import Base
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
 from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource
 
 __all__ = [
+    "Backup",
+    "BackupChunk",
     "Base",
+    "Checkpoint",
     "Domain",
+    "OperationLog",
     "Project",
     "Protectable",
     "ProtectableVolume",
+    "ReplicationRecord",
     "RoleAssignment",
     "Token",
     "User",
     "Vault",
+    "VaultChunk",
     "VaultResource",
 ]

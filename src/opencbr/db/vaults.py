@@ -56,6 +56,8 @@ class Vault(Base):
     availability_zone: Mapped[str | None] = mapped_column(String(32))
     backup_name_prefix: Mapped[str | None] = mapped_column(String(32))
     sys_lock_source_service: Mapped[str | None] = mapped_column(String(16))
+    # Garbage collection holds the vault until then; writers wait (invariant 2).
+    gc_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

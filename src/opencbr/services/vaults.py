@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from opencbr.db.backups import BUSY_STATUSES, Backup, ReplicationRecord
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
 from opencbr.db.vaults import RESOURCE_TYPES, Vault, VaultResource
@@ -21,6 +22,7 @@ from opencbr.errors import (
     RESOURCE_REMOVING,
     RESOURCE_TYPE_MISMATCH,
     VAULT_CANNOT_ADD_RESOURCES,
+    VAULT_HAS_RUNNING_BACKUP,
     VAULT_NOT_FOUND,
     VAULT_RESOURCES_OVER_LIMIT,
     VAULT_SIZE_INVALID,
@@ -307,9 +309,33 @@ def set_resources(
 
 
 def delete(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
-    """Delete the vault and every backup in it (the backups layer hooks in here)."""
+    """Delete the vault and every backup in it; refused while work runs in the vault.
+
+    Backups, checkpoints and the chunk index go with the vault (foreign keys cascade); the
+    caller then purges the vault's store.
+    """
     with db.transaction() as session:
         vault = get_in_session(session, ctx, vault_id)
+        busy = session.scalar(
+            select(Backup.id)
+            .where(Backup.vault_id == vault.id, Backup.status.in_(BUSY_STATUSES))
+            .limit(1)
+        )
+        if busy is not None:
+            raise CbrError(VAULT_HAS_RUNNING_BACKUP, "A backup in the vault is in progress.")
+        replicating = session.scalar(
+            select(ReplicationRecord.id)
+            .where(
+                or_(
+                    ReplicationRecord.source_vault_id == vault.id,
+                    ReplicationRecord.destination_vault_id == vault.id,
+                ),
+                ReplicationRecord.status.in_(("waiting_replicate", "replicating")),
+            )
+            .limit(1)
+        )
+        if replicating is not None:
+            raise CbrError(VAULT_HAS_RUNNING_BACKUP, "A replication of the vault is in progress.")
         session.delete(vault)
         return vault
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from opencbr.api.deps import CallerDep, DbDep, WriterDep
+from opencbr.api.deps import CallerDep, DbDep, JobsDep, WriterDep
 from opencbr.api.schemas.common import page_request
 from opencbr.api.schemas.vaults import (
     AddResourcesBody,
@@ -22,7 +22,7 @@ from opencbr.api.schemas.vaults import (
     vault_out,
 )
 from opencbr.db.paging import PageRequest
-from opencbr.services import vaults
+from opencbr.services import backups, vaults
 
 router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
 
@@ -67,8 +67,9 @@ def list_vaults(
     page: Annotated[PageRequest, Depends(page_request)],
 ) -> VaultListResponse:
     result = vaults.list_page(db, ctx, filters, page)
+    stats = backups.usage_by_resource(db, [vault.id for vault in result.items])
     return VaultListResponse(
-        vaults=[vault_out(vault) for vault in result.items],
+        vaults=[vault_out(vault, stats) for vault in result.items],
         count=result.count,
         limit=result.limit,
         offset=result.offset,
@@ -77,7 +78,8 @@ def list_vaults(
 
 @router.get("/{vault_id}", response_model=VaultResponse)
 def show_vault(vault_id: str, ctx: CallerDep, db: DbDep) -> VaultResponse:
-    return VaultResponse(vault=vault_out(vaults.get(db, ctx, vault_id)))
+    vault = vaults.get(db, ctx, vault_id)
+    return VaultResponse(vault=vault_out(vault, backups.usage_by_resource(db, [vault.id])))
 
 
 @router.put("/{vault_id}", response_model=VaultResponse)
@@ -87,8 +89,9 @@ def update_vault(vault_id: str, body: VaultUpdateBody, ctx: WriterDep, db: DbDep
 
 
 @router.delete("/{vault_id}", status_code=204, response_class=Response)
-def delete_vault(vault_id: str, ctx: WriterDep, db: DbDep) -> Response:
-    vaults.delete(db, ctx, vault_id)
+def delete_vault(vault_id: str, ctx: WriterDep, db: DbDep, jobs: JobsDep) -> Response:
+    vault = vaults.delete(db, ctx, vault_id)
+    jobs.purge_vault(vault.region, vault.id)
     return Response(status_code=204)
 
 

@@ -1,0 +1,110 @@
+"""Backups: list, show, update, delete and restore (cbr-api.md §2.3)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from opencbr.api.deps import CallerDep, DbDep, JobsDep, RequestIdDep, WriterDep, query_time
+from opencbr.api.schemas.backups import (
+    BackupListResponse,
+    BackupResponse,
+    BackupUpdateBody,
+    RestoreBody,
+    backup_out,
+)
+from opencbr.api.schemas.common import page_request
+from opencbr.db.paging import PageRequest
+from opencbr.services import backups, restores
+
+router = APIRouter(prefix="/v3/{project_id}/backups", tags=["backups"])
+
+
+def _filters(
+    checkpoint_id: str | None = None,
+    vault_id: str | None = None,
+    resource_id: str | None = None,
+    resource_name: str | None = None,
+    resource_type: str | None = None,
+    resource_az: str | None = None,
+    name: str | None = None,
+    image_type: str | None = None,
+    status: Annotated[list[str] | None, Query()] = None,
+    parent_id: str | None = None,
+    start_time: str | None = None,
+    end_time: str | None = None,
+    sort: Annotated[str | None, Query(max_length=255)] = None,
+) -> backups.BackupFilter:
+    return backups.BackupFilter(
+        checkpoint_id=checkpoint_id,
+        vault_id=vault_id,
+        resource_id=resource_id,
+        resource_name=resource_name,
+        resource_type=resource_type,
+        resource_az=resource_az,
+        name=name,
+        image_type=image_type,
+        statuses=tuple(status or ()),
+        parent_id=parent_id,
+        start_time=query_time(start_time, "start_time"),
+        end_time=query_time(end_time, "end_time"),
+        sort=sort,
+    )
+
+
+@router.get("", response_model=BackupListResponse, response_model_exclude_none=False)
+def list_backups(
+    ctx: CallerDep,
+    db: DbDep,
+    filters: Annotated[backups.BackupFilter, Depends(_filters)],
+    page: Annotated[PageRequest, Depends(page_request)],
+    show_replication: bool = False,
+) -> BackupListResponse:
+    result = backups.list_page(db, ctx, filters, page)
+    records = backups.records_for(db, [b.id for b in result.items]) if show_replication else None
+    return BackupListResponse(
+        backups=[
+            backup_out(b, records.get(b.id, []) if records is not None else None)
+            for b in result.items
+        ],
+        count=result.count,
+        limit=result.limit,
+        offset=result.offset,
+    )
+
+
+@router.get("/{backup_id}", response_model=BackupResponse)
+def show_backup(backup_id: str, ctx: CallerDep, db: DbDep) -> BackupResponse:
+    backup = backups.get(db, ctx, backup_id)
+    records = backups.records_for(db, [backup.id]).get(backup.id, [])
+    return BackupResponse(backup=backup_out(backup, records))
+
+
+@router.put("/{backup_id}", response_model=BackupResponse)
+def update_backup(
+    backup_id: str, body: BackupUpdateBody, ctx: WriterDep, db: DbDep
+) -> BackupResponse:
+    backup = backups.rename(db, ctx, backup_id, body.backup.name, body.backup.description)
+    return BackupResponse(backup=backup_out(backup))
+
+
+@router.delete("/{backup_id}", status_code=204, response_class=Response)
+def delete_backup(
+    backup_id: str, ctx: WriterDep, db: DbDep, jobs: JobsDep, request_id: RequestIdDep
+) -> Response:
+    jobs.delete_backup(backups.start_delete(db, ctx, backup_id, request_id))
+    return Response(status_code=204)
+
+
+@router.post("/{backup_id}/restore", status_code=202, response_class=Response)
+def restore_backup(
+    backup_id: str,
+    body: RestoreBody,
+    ctx: WriterDep,
+    db: DbDep,
+    jobs: JobsDep,
+    request_id: RequestIdDep,
+) -> Response:
+    jobs.run_restore(restores.start(db, ctx, backup_id, body.restore.request(), request_id))
+    return Response(status_code=202)

@@ -1,0 +1,407 @@
+"""Checkpoint, backup, restore and operation-log wire models (cbr-api.md §2.2, §2.3, §2.6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+
+from opencbr.api.schemas.common import (
+    Description,
+    Identifier,
+    Name,
+    RequestModel,
+    ResponseModel,
+    wire_time,
+    zulu_time,
+)
+from opencbr.db.backups import Backup, OperationLog, ReplicationRecord
+from opencbr.services.checkpoints import CheckpointParams, CheckpointView
+from opencbr.services.restores import RestoreRequest
+
+GB = 1024**3
+
+
+class ResourceDetail(RequestModel):
+    id: Identifier
+    type: str
+    name: str | None = None
+
+
+class CheckpointParam(RequestModel):
+    auto_trigger: bool = False
+    name: Name | None = None
+    description: Description | None = None
+    incremental: bool = True
+    resources: Annotated[list[Identifier], Field(max_length=256)] | None = None
+    # otcextensions types this as one object; the reference as a list: accept both.
+    resource_details: list[ResourceDetail] | ResourceDetail | None = None
+    policy_id: str | None = None
+    retention_duration_days: Annotated[int, Field(ge=-1, le=36500)] = -1
+
+    @field_validator("retention_duration_days")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("retention_duration_days must be -1 or 1..36500")
+        return value
+
+    def params(self) -> CheckpointParams:
+        details = self.resource_details
+        detail_list = details if isinstance(details, list) else ([details] if details else [])
+        ids = tuple(self.resources or ()) + tuple(d.id for d in detail_list)
+        return CheckpointParams(
+            name=self.name,
+            description=self.description,
+            incremental=self.incremental,
+            resources=ids,
+            auto_trigger=self.auto_trigger,
+            policy_id=self.policy_id,
+            retention_duration_days=self.retention_duration_days,
+        )
+
+
+class VaultBackup(RequestModel):
+    vault_id: Identifier
+    parameters: CheckpointParam | None = None
+
+
+class CheckpointBody(RequestModel):
+    checkpoint: VaultBackup
+
+
+class CheckpointResource(ResponseModel):
+    id: str
+    name: str
+    type: str
+    protect_status: str | None
+    resource_size: str | None
+    backup_size: str | None
+    backup_count: str | None
+    extra_info: str | None
+
+
+class CheckpointVault(ResponseModel):
+    id: str
+    name: str
+    resources: list[CheckpointResource]
+    skipped_resources: list[dict[str, Any]]
+
+
+class CheckpointExtra(ResponseModel):
+    name: str | None
+    description: str | None
+    retention_duration: int
+
+
+class CheckpointOut(ResponseModel):
+    id: str
+    project_id: str
+    status: str
+    created_at: str
+    vault: CheckpointVault
+    extra_info: CheckpointExtra
+
+
+class CheckpointResponse(ResponseModel):
+    checkpoint: CheckpointOut
+
+
+def checkpoint_out(view: CheckpointView) -> CheckpointOut:
+    checkpoint = view.checkpoint
+    resources = [
+        CheckpointResource(
+            id=b.resource_id,
+            name=b.protectable.name,
+            type=b.protectable.type,
+            protect_status=b.protect_status,
+            resource_size=str(-(-b.protectable.size_bytes // GB)),
+            backup_size=None,
+            backup_count=None,
+            extra_info=None,
+        )
+        for b in view.resources
+    ]
+    return CheckpointOut(
+        id=checkpoint.id,
+        project_id=checkpoint.project_id,
+        status=checkpoint.status,
+        created_at=wire_time(checkpoint.created_at) or "",
+        vault=CheckpointVault(
+            id=view.vault.id,
+            name=view.vault.name,
+            resources=resources,
+            skipped_resources=checkpoint.skipped_resources,
+        ),
+        extra_info=CheckpointExtra(
+            name=checkpoint.name,
+            description=checkpoint.description,
+            retention_duration=checkpoint.retention_duration,
+        ),
+    )
+
+
+class BackupUpdate(RequestModel):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class BackupUpdateBody(RequestModel):
+    backup: BackupUpdate
+
+
+class RestoreMapping(RequestModel):
+    backup_id: Identifier
+    volume_id: Identifier
+
+
+class RestoreDetails(RequestModel):
+    destination_path: Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class BackupRestore(RequestModel):
+    server_id: Identifier | None = None
+    mappings: Annotated[list[RestoreMapping], Field(max_length=64)] | None = None
+    volume_id: Identifier | None = None
+    power_on: bool = True
+    resource_id: Identifier | None = None
+    details: RestoreDetails | None = None
+
+    def request(self) -> RestoreRequest:
+        return RestoreRequest(
+            server_id=self.server_id,
+            volume_id=self.volume_id,
+            resource_id=self.resource_id,
+            mappings=tuple((m.backup_id, m.volume_id) for m in self.mappings or ()),
+            destination_path=self.details.destination_path if self.details else None,
+        )
+
+
+class RestoreBody(RequestModel):
+    restore: BackupRestore
+
+
+class ReplicationRecordExtra(ResponseModel):
+    progress: int
+    fail_code: str
+    fail_reason: str
+    auto_trigger: bool
+    destination_vault_id: str
+    bytes_total: int
+    bytes_copied: int
+    chunks_total: int
+    chunks_copied: int
+    chunks_present: int
+
+
+class ReplicationRecordOut(ResponseModel):
+    id: str
+    status: str
+    created_at: str | None
+    source_backup_id: str
+    source_checkpoint_id: str
+    source_project_id: str
+    source_region: str
+    destination_backup_id: str | None
+    destination_checkpoint_id: str | None
+    destination_project_id: str
+    destination_region: str
+    destination_vault_id: str
+    vault_id: str
+    extra_info: ReplicationRecordExtra
+
+
+def record_out(record: ReplicationRecord) -> ReplicationRecordOut:
+    return ReplicationRecordOut(
+        id=record.id,
+        status=record.status,
+        created_at=wire_time(record.created_at),
+        source_backup_id=record.source_backup_id,
+        source_checkpoint_id=record.source_checkpoint_id,
+        source_project_id=record.source_project_id,
+        source_region=record.source_region,
+        destination_backup_id=record.destination_backup_id,
+        destination_checkpoint_id=record.destination_checkpoint_id,
+        destination_project_id=record.destination_project_id,
+        destination_region=record.destination_region,
+        destination_vault_id=record.destination_vault_id,
+        vault_id=record.source_vault_id,
+        extra_info=ReplicationRecordExtra(
+            progress=record.progress,
+            fail_code=record.fail_code,
+            fail_reason=record.fail_reason,
+            auto_trigger=record.auto_trigger,
+            destination_vault_id=record.destination_vault_id,
+            bytes_total=record.bytes_total,
+            bytes_copied=record.bytes_copied,
+            chunks_total=record.chunks_total,
+            chunks_copied=record.chunks_copied,
+            chunks_present=record.chunks_present,
+        ),
+    )
+
+
+class BackupExtendInfo(ResponseModel):
+    auto_trigger: bool
+    bootable: bool
+    snapshot_id: str | None
+    support_lld: bool
+    supported_restore_mode: str
+    os_images_data: list[dict[str, str]]
+    contain_system_disk: bool
+    encrypted: bool
+    system_disk: bool
+    is_multi_az: bool
+
+
+class BackupOut(ResponseModel):
+    id: str
+    name: str
+    description: str | None
+    checkpoint_id: str
+    vault_id: str
+    project_id: str
+    provider_id: str
+    image_type: str
+    status: str
+    resource_id: str
+    resource_name: str
+    resource_type: str
+    resource_size: int
+    resource_az: str | None
+    parent_id: str | None
+    protected_at: str | None
+    created_at: str | None
+    updated_at: str | None
+    expired_at: str | None
+    extend_info: BackupExtendInfo
+    enterprise_project_id: str
+    scheduled_operation_id: str | None
+    children: list[BackupOut]
+    incremental: bool
+    version: int
+    replication_records: list[ReplicationRecordOut] | None = None
+    # opencbr's own fields: logical bytes, stored bytes it added, why it failed.
+    size_bytes: int
+    stored_bytes: int
+    fail_reason: str | None
+    source_backup_id: str | None
+
+
+class BackupResponse(ResponseModel):
+    backup: BackupOut
+
+
+class BackupListResponse(ResponseModel):
+    backups: list[BackupOut]
+    count: int
+    limit: int
+    offset: int
+
+
+def backup_out(
+    backup: Backup, records: list[ReplicationRecord] | None = None, *, nested: bool = True
+) -> BackupOut:
+    """The wire form; `nested` includes the volume children (which have none themselves)."""
+    restorable = backup.status == "available" and backup.kind == "server"
+    return BackupOut(
+        id=backup.id,
+        name=backup.name,
+        description=backup.description,
+        checkpoint_id=backup.checkpoint_id,
+        vault_id=backup.vault_id,
+        project_id=backup.project_id,
+        provider_id=backup.provider_id,
+        image_type=backup.image_type,
+        status=backup.status,
+        resource_id=backup.resource_id,
+        resource_name=backup.resource_name,
+        resource_type=backup.resource_type,
+        resource_size=backup.resource_size_gb,
+        resource_az=None,
+        parent_id=backup.parent_id,
+        protected_at=wire_time(backup.protected_at),
+        created_at=wire_time(backup.created_at),
+        updated_at=wire_time(backup.updated_at),
+        expired_at=wire_time(backup.expired_at),
+        extend_info=BackupExtendInfo(
+            auto_trigger=backup.auto_trigger,
+            bootable=False,
+            snapshot_id=None,
+            support_lld=False,
+            supported_restore_mode="backup" if restorable else "na",
+            os_images_data=[],
+            contain_system_disk=False,
+            encrypted=False,
+            system_disk=False,
+            is_multi_az=False,
+        ),
+        enterprise_project_id="0",
+        scheduled_operation_id=None,
+        children=[backup_out(child, nested=False) for child in backup.children] if nested else [],
+        incremental=backup.incremental,
+        version=3,
+        replication_records=[record_out(r) for r in records] if records is not None else None,
+        size_bytes=backup.bytes_total,
+        stored_bytes=backup.bytes_new,
+        fail_reason=backup.fail_reason,
+        source_backup_id=backup.source_backup_id,
+    )
+
+
+class OpErrorInfo(ResponseModel):
+    code: str
+    message: str
+
+
+class OperationLogOut(ResponseModel):
+    id: str
+    project_id: str
+    operation_type: str
+    status: str
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    updated_at: str | None
+    error_info: OpErrorInfo
+    extra_info: dict[str, Any]
+    checkpoint_id: str | None
+    policy_id: str | None
+    provider_id: str | None
+    vault_id: str | None
+    vault_name: str | None
+
+
+class OperationLogResponse(ResponseModel):
+    operation_log: OperationLogOut
+
+
+class OperationLogListResponse(ResponseModel):
+    operation_logs: list[OperationLogOut]
+    count: int
+    limit: int
+    offset: int
+
+
+def operation_log_out(entry: OperationLog) -> OperationLogOut:
+    extra = dict(entry.extra_info)
+    common = dict(extra.get("common", {}))
+    common["progress"] = entry.progress
+    extra["common"] = common
+    return OperationLogOut(
+        id=entry.id,
+        project_id=entry.project_id,
+        operation_type=entry.operation_type,
+        status=entry.status,
+        created_at=zulu_time(entry.created_at),
+        started_at=zulu_time(entry.started_at),
+        ended_at=zulu_time(entry.ended_at),
+        updated_at=zulu_time(entry.updated_at),
+        error_info=OpErrorInfo(code=entry.error_code, message=entry.error_message),
+        extra_info=extra,
+        checkpoint_id=entry.checkpoint_id,
+        policy_id=entry.policy_id,
+        provider_id=entry.provider_id,
+        vault_id=entry.vault_id,
+        vault_name=entry.vault_name,
+    )

@@ -1,0 +1,252 @@
+"""Disk images and block devices <-> fixed-size blocks, with zero blocks elided.
+
+Backup reads the image in fixed blocks (4 MiB by default: a disk rarely shifts data, so
+content-defined cuts buy nothing, and aligned blocks dedup across backups of the same
+disk). Holes of a sparse file are found with SEEK_DATA/SEEK_HOLE and skipped unread;
+blocks that read as all zero are elided too. Both become the manifest's zero ranges:
+never hashed, never sent to the sink. Block devices have no holes to ask about
+(SEEK_DATA is refused), so they are read in full.
+
+Restore writes the stored blocks at their offsets. A regular-file target is truncated
+to nothing and then to the image size, so zero ranges stay holes; a block device's
+previous contents are unknown, so its zero ranges are written as zeros. Both end with
+fsync.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from opencbr.archive.manifest import Manifest, ManifestError, ZeroRange
+from opencbr.archive.pipeline import (
+    BackupResult,
+    ChunkPipeline,
+    ProgressCallback,
+    ProgressMeter,
+    RestoreResult,
+    backup_result,
+    prefetch_chunks,
+)
+from opencbr.archive.sink import ArchiveError, ChunkSink, ChunkSource
+
+MiB = 1 << 20
+DEFAULT_BLOCK_SIZE = 4 * MiB
+DEFAULT_MAX_IN_FLIGHT = 16  # blocks: 64 MiB of 4 MiB blocks held at most
+
+
+def backup_disk(
+    path: Path,
+    sink: ChunkSink,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    workers: int = 2,
+    on_progress: ProgressCallback | None = None,
+    metadata: dict[str, Any] | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+) -> BackupResult:
+    """Back up the image file or block device at `path` into `sink`.
+
+    `on_progress` receives the cumulative image bytes processed (zero ranges included).
+    Only chunks are stored: making them durable and writing the manifest is the
+    caller's job. Back up a snapshot: the size is taken once, at the start.
+    """
+    if block_size <= 0:
+        raise ValueError("block_size must be positive")
+    progress = ProgressMeter(on_progress)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = _image_size(fd, path)
+        with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
+            pipeline = ChunkPipeline(sink, pool, max_in_flight=max_in_flight, progress=progress)
+            with pipeline:
+                zeros = _feed_blocks(fd, size, block_size, pipeline, progress)
+                refs = pipeline.finish()
+    finally:
+        os.close(fd)
+    progress.close()
+    manifest = Manifest(
+        kind="disk",
+        size=size,
+        chunks=refs,
+        zero_ranges=tuple(zeros),
+        block_size=block_size,
+        metadata=dict(metadata or {}),
+    )
+    return backup_result(manifest, [pipeline])
+
+
+def _feed_blocks(
+    fd: int, size: int, block_size: int, pipeline: ChunkPipeline, progress: ProgressMeter
+) -> list[ZeroRange]:
+    """Submit every non-zero block in order; return the zero ranges, merged."""
+    zeros: list[ZeroRange] = []
+    for offset, length, may_hold_data in block_plan(size, block_size, data_extents(fd, size)):
+        block = _read_block(fd, offset, length) if may_hold_data else None
+        # `bytes(n)` is calloc'd zero pages: comparing with it runs at ~20 GB/s.
+        if block is not None and block != bytes(length):
+            pipeline.submit(block)
+            continue
+        if zeros and zeros[-1].offset + zeros[-1].length == offset:
+            zeros[-1] = ZeroRange(zeros[-1].offset, zeros[-1].length + length)
+        else:
+            zeros.append(ZeroRange(offset, length))
+        progress.advance(length)
+    return zeros
+
+
+def _image_size(fd: int, path: Path) -> int:
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return os.fstat(fd).st_size
+    if stat.S_ISBLK(mode):
+        return os.lseek(fd, 0, os.SEEK_END)  # st_size is 0 for a device
+    raise ArchiveError(f"{path} is neither a regular file nor a block device")
+
+
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """Yield the [start, end) ranges of `fd` that may hold data, skipping holes.
+
+    Falls back to one range covering everything where SEEK_DATA is unsupported.
+    """
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # nothing but a hole from `offset` to the end
+            yield offset, size  # SEEK_DATA unsupported here (block device, old FS)
+            return
+        yield start, min(end, size)
+        offset = end
+
+
+def block_plan(
+    size: int, block_size: int, extents: Iterable[tuple[int, int]]
+) -> Iterator[tuple[int, int, bool]]:
+    """Yield (offset, length, may_hold_data) for every block of the image, in order."""
+    pending = iter(extents)
+    extent = next(pending, None)
+    for offset in range(0, size, block_size):
+        end = min(offset + block_size, size)
+        while extent is not None and extent[1] <= offset:
+            extent = next(pending, None)
+        yield offset, end - offset, extent is not None and extent[0] < end
+
+
+def _read_block(fd: int, offset: int, length: int) -> bytes:
+    parts = []
+    done = 0
+    while done < length:
+        data = os.pread(fd, length - done, offset + done)
+        if not data:
+            # The image shrank after its size was taken: the rest reads as zeros.
+            parts.append(bytes(length - done))
+            break
+        parts.append(data)
+        done += len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def restore_disk(
+    manifest: Manifest,
+    source: ChunkSource,
+    target: Path,
+    *,
+    workers: int = 2,
+    on_progress: ProgressCallback | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+) -> RestoreResult:
+    """Restore a disk backup into `target`: a block device at least as large as the
+    image, or a regular file (created or replaced; zero ranges become holes).
+    """
+    if manifest.kind != "disk":
+        raise ArchiveError(f"expected a disk manifest, got a {manifest.kind} one")
+    fd, is_device = _open_target(target, manifest.size)
+    try:
+        progress = ProgressMeter(on_progress)
+        with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
+            chunks = prefetch_chunks(source, manifest.chunks, pool, depth=max_in_flight)
+            with closing(chunks):
+                write_blocks(fd, manifest, chunks, progress, zero_fill=is_device)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    progress.close()
+    return RestoreResult(manifest.size, len(manifest.chunks))
+
+
+def _open_target(target: Path, size: int) -> tuple[int, bool]:
+    try:
+        mode = os.stat(target).st_mode  # follows /dev/disk/by-id style symlinks
+    except FileNotFoundError:
+        mode = stat.S_IFREG
+    if stat.S_ISBLK(mode):
+        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+        if os.lseek(fd, 0, os.SEEK_END) < size:
+            os.close(fd)
+            raise ArchiveError(f"{target} is smaller than the {size}-byte image")
+        return fd, True
+    if not stat.S_ISREG(mode):
+        raise ArchiveError(f"{target} is neither a regular file nor a block device")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Truncating to nothing first drops every old block, so unwritten ranges are holes.
+    os.ftruncate(fd, 0)
+    os.ftruncate(fd, size)
+    return fd, False
+
+
+def write_blocks(
+    fd: int,
+    manifest: Manifest,
+    chunks: Iterable[bytes],
+    progress: ProgressMeter,
+    *,
+    zero_fill: bool,
+) -> None:
+    """Write the image's data chunks at their offsets; write its zero ranges as zeros
+    too when `zero_fill` (a target whose old contents are unknown)."""
+    for offset, data in zip(data_offsets(manifest), chunks, strict=True):
+        _pwrite_all(fd, data, offset)
+        progress.advance(offset + len(data) - progress.done)
+    if zero_fill:
+        for zero in manifest.zero_ranges:
+            _write_zeros(fd, zero, manifest.block_size or DEFAULT_BLOCK_SIZE)
+    progress.advance(manifest.size - progress.done)
+
+
+def data_offsets(manifest: Manifest) -> Iterator[int]:
+    """Yield the image offset of each data chunk: chunks fill the gaps between zeros."""
+    zeros = iter(manifest.zero_ranges)
+    zero = next(zeros, None)
+    offset = 0
+    for ref in manifest.chunks:
+        while zero is not None and zero.offset == offset:
+            offset += zero.length
+            zero = next(zeros, None)
+        if zero is not None and zero.offset < offset + ref.length:
+            raise ManifestError(f"chunk {ref.digest} at {offset} overlaps a zero range")
+        yield offset
+        offset += ref.length
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _write_zeros(fd: int, zero: ZeroRange, block_size: int) -> None:
+    buffer = bytes(min(block_size, zero.length))
+    for offset in range(zero.offset, zero.offset + zero.length, len(buffer)):
+        end = min(offset + len(buffer), zero.offset + zero.length)
+        _pwrite_all(fd, buffer[: end - offset], offset)

@@ -1,0 +1,193 @@
+"""Backup models: checkpoints, backups (and replicas), the per-vault chunk index, the chunks
+each backup references, operation logs and replication records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from opencbr.db.base import Base, new_uuid, utcnow
+
+# Backup statuses in which the backup's data is being written or read by a task.
+BUSY_STATUSES = ("protecting", "restoring", "deleting", "waiting_protect")
+
+
+class Checkpoint(Base):
+    """One run of backing up a vault (or of receiving replicas into one)."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="protecting")
+    name: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255))
+    retention_duration: Mapped[int] = mapped_column(default=-1)
+    incremental: Mapped[bool] = mapped_column(default=True)
+    auto_trigger: Mapped[bool] = mapped_column(default=False)
+    policy_id: Mapped[str | None] = mapped_column(String(36))
+    skipped_resources: Mapped[list[Any]] = mapped_column(default=list)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Backup(Base):
+    """A restore point of one resource; a replica when `image_type` is `replication`.
+
+    Server backups have one child backup per volume (`parent_id`); the children own the
+    data (manifests and chunks), the parent groups them.
+    """
+
+    __tablename__ = "backups"
+    __table_args__ = (
+        # Exactly one replica per (source backup, destination vault): invariant 4.
+        UniqueConstraint("source_backup_id", "vault_id"),
+        Index("ix_backups_project_created", "project_id", "created_at", "id"),
+        Index("ix_backups_vault_status", "vault_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("checkpoints.id", ondelete="CASCADE"), index=True
+    )
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("backups.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255))
+    image_type: Mapped[str] = mapped_column(String(16), default="backup")
+    status: Mapped[str] = mapped_column(String(16), default="protecting")
+    resource_id: Mapped[str] = mapped_column(String(36), index=True)
+    resource_name: Mapped[str] = mapped_column(String(255))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_size_gb: Mapped[int] = mapped_column(BigInteger, default=0)
+    provider_id: Mapped[str] = mapped_column(String(36))
+    # How the data was read: "tree" (PAX tar + CDC), "disk" (fixed blocks), "server" (parent).
+    kind: Mapped[str] = mapped_column(String(8))
+    volume_path: Mapped[str | None] = mapped_column(String(4096))
+    incremental: Mapped[bool] = mapped_column(default=True)
+    auto_trigger: Mapped[bool] = mapped_column(default=False)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)  # logical size
+    bytes_new: Mapped[int] = mapped_column(BigInteger, default=0)  # stored bytes it added
+    chunk_count: Mapped[int] = mapped_column(default=0)
+    fail_reason: Mapped[str | None] = mapped_column(String(1024))
+    source_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    source_region: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    protected_at: Mapped[datetime | None] = mapped_column(default=None)
+    expired_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    children: Mapped[list[Backup]] = relationship(
+        lazy="selectin",
+        order_by="Backup.name",
+        cascade="all, delete-orphan",
+        join_depth=1,
+    )
+
+    @property
+    def manifest_name(self) -> str:
+        return f"backup-{self.id}"
+
+
+class VaultChunk(Base):
+    """The per-vault chunk index: a row exists only once the chunk is durable in the store."""
+
+    __tablename__ = "vault_chunks"
+
+    vault_id: Mapped[str] = mapped_column(
+        ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plain_size: Mapped[int] = mapped_column(BigInteger)
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+
+
+class BackupChunk(Base):
+    """A chunk a committed backup references (garbage collection and replication planning)."""
+
+    __tablename__ = "backup_chunks"
+
+    backup_id: Mapped[str] = mapped_column(
+        ForeignKey("backups.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plain_size: Mapped[int] = mapped_column(BigInteger)
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+
+
+class OperationLog(Base):
+    """The task view of long work: backup, restore, replication, delete."""
+
+    __tablename__ = "operation_logs"
+    __table_args__ = (Index("ix_operation_logs_project_created", "project_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    operation_type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    progress: Mapped[int] = mapped_column(default=0)
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(String(1024), default="")
+    extra_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(36))
+    policy_id: Mapped[str | None] = mapped_column(String(36))
+    provider_id: Mapped[str | None] = mapped_column(String(36))
+    vault_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    vault_name: Mapped[str | None] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(36))
+    resource_name: Mapped[str | None] = mapped_column(String(255))
+    resource_type: Mapped[str | None] = mapped_column(String(32))
+    backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # Restores: [[unit backup id, kind, target path], ...] (not on the wire).
+    plan: Mapped[list[Any]] = mapped_column(default=list)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ReplicationRecord(Base):
+    """One backup being copied to one destination vault."""
+
+    __tablename__ = "replication_records"
+    __table_args__ = (Index("ix_replication_records_source", "source_backup_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    source_backup_id: Mapped[str] = mapped_column(String(36))
+    source_checkpoint_id: Mapped[str] = mapped_column(String(36))
+    source_project_id: Mapped[str] = mapped_column(String(32))
+    source_region: Mapped[str] = mapped_column(String(255))
+    source_vault_id: Mapped[str] = mapped_column(String(36), index=True)
+    destination_backup_id: Mapped[str | None] = mapped_column(String(36))
+    destination_checkpoint_id: Mapped[str | None] = mapped_column(String(36))
+    destination_project_id: Mapped[str] = mapped_column(String(32))
+    destination_region: Mapped[str] = mapped_column(String(255))
+    destination_vault_id: Mapped[str] = mapped_column(String(36), index=True)
+    status: Mapped[str] = mapped_column(String(24), default="waiting_replicate")
+    progress: Mapped[int] = mapped_column(default=0)
+    fail_code: Mapped[str] = mapped_column(String(64), default="")
+    fail_reason: Mapped[str] = mapped_column(String(1024), default="")
+    auto_trigger: Mapped[bool] = mapped_column(default=False)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_copied: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunks_total: Mapped[int] = mapped_column(default=0)
+    chunks_copied: Mapped[int] = mapped_column(default=0)
+    chunks_present: Mapped[int] = mapped_column(default=0)
+    operation_log_id: Mapped[str | None] = mapped_column(String(36))
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

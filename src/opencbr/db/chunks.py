@@ -1,0 +1,127 @@
+"""The chunk index: which chunks each vault holds durably, and which each backup references.
+
+These are the queries dedup, garbage collection and replication planning are built on;
+each is one indexed statement per batch, never one round trip per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any, TypeVar
+
+from sqlalchemy import Insert, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from opencbr.db.backups import Backup, BackupChunk, VaultChunk
+
+BATCH = 500
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int = BATCH) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[str, Any]]) -> Insert:
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement: Insert = module.insert(model).values(rows).on_conflict_do_nothing()
+    return statement
+
+
+def index_chunks(session: Session, vault_id: str, chunks: Iterable[tuple[str, int, int]]) -> int:
+    """Record durable chunks (digest, plain size, stored size); return stored bytes added."""
+    added = 0
+    for batch in batched(chunks):
+        rows = [
+            {"vault_id": vault_id, "digest": d, "plain_size": p, "stored_size": s}
+            for d, p, s in batch
+        ]
+        statement = _insert_ignoring_duplicates(session, VaultChunk, rows)
+        added += sum(session.scalars(statement.returning(VaultChunk.stored_size)))
+    return added
+
+
+def link_backup(session: Session, backup_id: str, vault_id: str, digests: Iterable[str]) -> int:
+    """Record that `backup_id` references `digests` (all already indexed in the vault).
+
+    Returns how many were linked; fewer than given means some chunk is not indexed.
+    """
+    linked = 0
+    for batch in batched(sorted(set(digests))):
+        rows = session.execute(
+            select(VaultChunk.digest, VaultChunk.plain_size, VaultChunk.stored_size).where(
+                VaultChunk.vault_id == vault_id, VaultChunk.digest.in_(batch)
+            )
+        ).all()
+        if rows:
+            values = [
+                {"backup_id": backup_id, "digest": d, "plain_size": p, "stored_size": s}
+                for d, p, s in rows
+            ]
+            session.execute(_insert_ignoring_duplicates(session, BackupChunk, values))
+        linked += len(rows)
+    return linked
+
+
+def missing_in_vault(session: Session, backup_id: str, vault_id: str) -> list[tuple[str, int, int]]:
+    """The chunks of `backup_id` that `vault_id` does not hold: one anti-join."""
+    present = select(VaultChunk.digest).where(
+        VaultChunk.vault_id == vault_id, VaultChunk.digest == BackupChunk.digest
+    )
+    query = (
+        select(BackupChunk.digest, BackupChunk.plain_size, BackupChunk.stored_size)
+        .where(BackupChunk.backup_id == backup_id, ~present.exists())
+        .order_by(BackupChunk.digest)
+    )
+    return [(d, p, s) for d, p, s in session.execute(query)]
+
+
+def backup_totals(session: Session, backup_id: str) -> tuple[int, int, int]:
+    """(chunk count, plain bytes, stored bytes) a backup references."""
+    row = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(BackupChunk.plain_size), 0),
+            func.coalesce(func.sum(BackupChunk.stored_size), 0),
+        ).where(BackupChunk.backup_id == backup_id)
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def unreferenced_chunks(session: Session, vault_id: str) -> list[tuple[str, int]]:
+    """Indexed chunks of a vault that no backup of the vault references (digest, stored size)."""
+    referenced = (
+        select(BackupChunk.digest)
+        .join(Backup, Backup.id == BackupChunk.backup_id)
+        .where(Backup.vault_id == vault_id, BackupChunk.digest == VaultChunk.digest)
+    )
+    query = select(VaultChunk.digest, VaultChunk.stored_size).where(
+        VaultChunk.vault_id == vault_id, ~referenced.exists()
+    )
+    return [(d, s) for d, s in session.execute(query)]
+
+
+def referenced_digests(session: Session, vault_id: str) -> set[str]:
+    query = (
+        select(BackupChunk.digest)
+        .join(Backup, Backup.id == BackupChunk.backup_id)
+        .where(Backup.vault_id == vault_id)
+        .distinct()
+    )
+    return set(session.scalars(query))
+
+
+def forget_chunks(session: Session, vault_id: str, digests: Sequence[str]) -> None:
+    for batch in batched(digests):
+        session.execute(
+            delete(VaultChunk).where(VaultChunk.vault_id == vault_id, VaultChunk.digest.in_(batch))
+        )
+
+
+def indexed_digests(session: Session, vault_id: str) -> set[str]:
+    return set(session.scalars(select(VaultChunk.digest).where(VaultChunk.vault_id == vault_id)))

@@ -1,0 +1,141 @@
+"""The task queue: Huey (SQLite storage in the data directory) running in-process threads.
+
+Each task loads ids and calls one service function. The database row is the truth: a
+task that finds nothing to do returns, and the reconciler (a periodic task) enqueues again
+any work whose lease expired or that was never enqueued (a crash between the commit and
+the enqueue).
+
+Lifecycle: `Jobs(runtime)` registers the tasks; `start()` runs the consumer threads in this
+process (embedded mode); `stop()` stops them. Enqueue methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from huey import SqliteHuey
+from huey.consumer import Consumer
+
+from opencbr.services import backup_runs, backups, gc, restores
+from opencbr.services.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
+    def _set_signal_handlers(self) -> None:
+        """The web server owns the process's signals; we are stopped from its lifespan."""
+
+
+class Jobs:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        self.huey = SqliteHuey(
+            "opencbr", filename=str(settings.data_dir / "queue.db"), results=False, utc=True
+        )
+        self._consumer: Consumer | None = None
+        self._checkpoint = self._task("run_checkpoint", self._run_checkpoint)
+        self._restore = self._task("run_restore", lambda log_id: restores.run(runtime, log_id))
+        self._delete = self._task("delete_backup", self._delete_backup)
+        self._gc = self._task("collect_garbage", lambda vault_id: gc.collect(runtime, vault_id))
+        self._purge = self._task("purge_vault", runtime.stores.purge)
+        self._stop = threading.Event()
+        self._loop: threading.Thread | None = None
+
+    def _task(self, name: str, body: Callable[..., Any]) -> Any:
+        def run(*args: Any) -> None:
+            try:
+                body(*args)
+            except backup_runs.VaultBusy:
+                task.schedule(args=args, delay=5)  # garbage collection holds the vault
+
+        task = self.huey.task(name=name)(run)
+        return task
+
+    # --- task bodies -------------------------------------------------------------------
+
+    def _run_checkpoint(self, checkpoint_id: str) -> None:
+        backup_runs.run_checkpoint(self.runtime, checkpoint_id)
+
+    def _delete_backup(self, backup_id: str) -> None:
+        vault_id, region, names = backups.manifests_of(self.runtime.db, backup_id)
+        if not vault_id:
+            return
+        store = self.runtime.stores.vault(region, vault_id)
+        for name in names:
+            store.delete_manifest(name)
+        if backups.finish_delete(self.runtime.db, backup_id):
+            self.collect_garbage(vault_id)
+
+    # --- enqueueing --------------------------------------------------------------------
+
+    def run_checkpoint(self, checkpoint_id: str) -> None:
+        self._checkpoint(checkpoint_id)
+
+    def run_restore(self, log_id: str) -> None:
+        self._restore(log_id)
+
+    def delete_backup(self, backup_id: str) -> None:
+        self._delete(backup_id)
+
+    def collect_garbage(self, vault_id: str) -> None:
+        self._gc(vault_id)
+
+    def purge_vault(self, region: str, vault_id: str) -> None:
+        self._purge(region, vault_id)
+
+    def reconcile(self) -> None:
+        """Enqueue again every piece of work that no live worker holds."""
+        rt = self.runtime
+        for checkpoint_id in backup_runs.stuck_checkpoints(rt, rt.settings.lease_seconds):
+            self.run_checkpoint(checkpoint_id)
+        for log_id in restores.stuck(rt):
+            self.run_restore(log_id)
+        for backup_id in backups.deleting_backups(rt.db):
+            self.delete_backup(backup_id)
+
+    # --- consumer ----------------------------------------------------------------------
+
+    def start(self, workers: int) -> None:
+        consumer = _EmbeddedConsumer(
+            self.huey,
+            workers=workers,
+            worker_type="thread",
+            periodic=False,
+            check_worker_health=False,
+        )
+        consumer.start()
+        self._consumer = consumer
+        self._stop.clear()
+        self._loop = threading.Thread(target=self._housekeeping, name="reconciler", daemon=True)
+        self._loop.start()
+
+    def _housekeeping(self) -> None:
+        """Reconcile now and every interval; collect garbage in every vault on its cadence."""
+        settings = self.runtime.settings
+        next_gc = time.monotonic() + settings.gc_interval_seconds
+        while True:
+            try:
+                self.reconcile()
+                if time.monotonic() >= next_gc:
+                    next_gc = time.monotonic() + settings.gc_interval_seconds
+                    for vault_id in gc.vaults_with_garbage(self.runtime):
+                        self.collect_garbage(vault_id)
+            except Exception:
+                log.exception("housekeeping failed; trying again next interval")
+            if self._stop.wait(settings.reconcile_interval_seconds):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._loop is not None:
+            self._loop.join(timeout=10)
+            self._loop = None
+        if self._consumer is not None:
+            self._consumer.stop(graceful=False)
+            self._consumer = None

@@ -1,0 +1,305 @@
+"""Running a checkpoint: read each resource, store its chunks, commit its backup.
+
+Write ordering (invariant 1): chunks -> manifest (the store flushes every chunk before it
+writes the manifest) -> chunk index rows -> backup `available`, the last two in one
+transaction. A crash anywhere before that transaction leaves the backup `protecting` with
+an expired lease; the reconciler runs it again, and chunks already in the store are
+simply found again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from opencbr import clock
+from opencbr.archive.disk import backup_disk
+from opencbr.archive.pipeline import BackupResult
+from opencbr.archive.sink import ArchiveError
+from opencbr.archive.tree import backup_tree
+from opencbr.db import chunks
+from opencbr.db.backups import Backup, BackupChunk, OperationLog
+from opencbr.db.vaults import Vault, VaultResource
+from opencbr.errors import INTERNAL_ERROR, VAULT_FULL, CbrError, ErrorCode
+from opencbr.services import checkpoints, leases, operation_logs
+from opencbr.services.runtime import Runtime
+from opencbr.services.stores import VaultSink
+from opencbr.storage.store import ChunkStore, StorageError
+
+log = structlog.get_logger(__name__)
+GB = 1024**3
+HEARTBEAT_SECONDS = 2.0
+
+
+class VaultBusy(Exception):
+    """Garbage collection holds the vault; the work is retried later."""
+
+
+def pending_backups(rt: Runtime, checkpoint_id: str) -> list[str]:
+    with rt.db.transaction() as session:
+        return list(
+            session.scalars(
+                select(Backup.id)
+                .where(
+                    Backup.checkpoint_id == checkpoint_id,
+                    Backup.parent_id.is_(None),
+                    Backup.status == "protecting",
+                )
+                .order_by(Backup.created_at)
+            )
+        )
+
+
+def run_checkpoint(rt: Runtime, checkpoint_id: str) -> None:
+    """Run every backup of the checkpoint still in progress; idempotent."""
+    for backup_id in pending_backups(rt, checkpoint_id):
+        run_backup(rt, backup_id)
+    with rt.db.transaction() as session:
+        checkpoints.settle(session, checkpoint_id)
+
+
+@dataclass
+class Claim:
+    backup_id: str
+    vault_id: str
+    region: str
+    log_id: str | None
+    units: list[tuple[str, str, str]]  # (backup id owning data, kind, path)
+    budget: int  # bytes the vault may still grow by
+
+
+def _claim(rt: Runtime, backup_id: str) -> Claim | None:
+    with rt.db.transaction() as session:
+        backup = session.get(Backup, backup_id, with_for_update=True)
+        if backup is None or backup.status != "protecting" or leases.is_held(backup):
+            return None
+        vault = session.get(Vault, backup.vault_id, with_for_update=True)
+        assert vault is not None
+        if vault.gc_until is not None and vault.gc_until > clock.now():
+            raise VaultBusy(vault.id)
+        if backup.attempts >= rt.settings.max_attempts:
+            _fail_in_session(
+                session,
+                backup,
+                INTERNAL_ERROR,
+                f"gave up after {backup.attempts} interrupted attempts",
+            )
+            return None
+        leases.take(backup, rt.settings.lease_seconds)
+        units = [(c.id, c.kind, c.volume_path or "") for c in backup.children] or [
+            (backup.id, backup.kind, backup.volume_path or "")
+        ]
+        log_id = session.scalar(
+            select(OperationLog.id).where(
+                OperationLog.backup_id == backup.id, OperationLog.operation_type == "backup"
+            )
+        )
+        return Claim(
+            backup.id, vault.id, vault.region, log_id, units, vault.size_gb * GB - vault.used_bytes
+        )
+
+
+def run_backup(rt: Runtime, backup_id: str) -> None:
+    claim = _claim(rt, backup_id)
+    if claim is None:
+        return
+    store = rt.stores.vault(claim.region, claim.vault_id)
+    progress = _Progress(_expected_bytes(claim))
+    try:
+        with leases.heartbeat(lambda: _beat(rt, claim, progress), HEARTBEAT_SECONDS):
+            for unit_id, kind, path in claim.units:
+                _write_unit(rt, store, claim, unit_id, kind, Path(path), progress)
+        _complete(rt, claim)
+    except CbrError as exc:
+        _fail(rt, claim, exc.error, exc.detail)
+    except (StorageError, ArchiveError, OSError) as exc:
+        log.warning("backup failed", backup_id=backup_id, error=str(exc))
+        _fail(rt, claim, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+class _Progress:
+    """Bytes read so far over the bytes expected (thread-safe enough: ints, one writer)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = max(expected, 1)
+        self.done_units = 0
+        self.current = 0
+
+    def percent(self) -> int:
+        return min(99, (self.done_units + self.current) * 100 // self.expected)
+
+
+def _expected_bytes(claim: Claim) -> int:
+    total = 0
+    for _unit, kind, path in claim.units:
+        total += _tree_size(path) if kind == "tree" else _disk_size(path)
+    return total
+
+
+def _disk_size(path: str) -> int:
+    try:
+        with open(path, "rb") as device:
+            return device.seek(0, os.SEEK_END)
+    except OSError:
+        return 0
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size + 512
+            except OSError:
+                continue
+    return total
+
+
+def _beat(rt: Runtime, claim: Claim, progress: _Progress) -> None:
+    with rt.db.transaction() as session:
+        backup = session.get(Backup, claim.backup_id)
+        if backup is not None:
+            backup.lease_until = leases.renewal(rt.settings.lease_seconds)
+        operation_logs.set_progress(session, claim.log_id, progress.percent())
+
+
+class _BudgetSink(VaultSink):
+    """Refuses to grow the vault beyond its capacity (BackupService.6114)."""
+
+    def __init__(self, *args: Any, budget: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._budget = budget
+        self.stored = 0
+
+    def store(self, digest: str, data: bytes) -> int:
+        written = super().store(digest, data)
+        self.stored += written
+        if self.stored > self._budget:
+            raise CbrError(VAULT_FULL, "The backup would exceed the vault's capacity.")
+        return written
+
+
+def _write_unit(
+    rt: Runtime,
+    store: ChunkStore,
+    claim: Claim,
+    unit_id: str,
+    kind: str,
+    path: Path,
+    progress: _Progress,
+) -> None:
+    sink = _BudgetSink(
+        rt.db, store, claim.vault_id, rt.settings.compression_level, budget=claim.budget
+    )
+    progress.current = 0
+
+    def advance(done: int) -> None:
+        progress.current = done
+
+    engine = backup_tree if kind == "tree" else backup_disk
+    result: BackupResult = engine(
+        path,
+        sink,
+        workers=rt.settings.io_threads,
+        on_progress=advance,
+        metadata={"backup_id": unit_id, "path": str(path)},
+    )
+    store.put_manifest(f"backup-{unit_id}", result.manifest.to_bytes())
+    claim.budget -= sink.stored
+    _commit_unit(rt, claim, unit_id, sink, result)
+    progress.done_units += progress.current
+    progress.current = 0
+
+
+def _commit_unit(
+    rt: Runtime, claim: Claim, unit_id: str, sink: VaultSink, result: BackupResult
+) -> None:
+    written = [(c.digest, c.plain_size, c.stored_size) for c in sink.written.values()]
+    with rt.db.transaction() as session:
+        added = chunks.index_chunks(session, claim.vault_id, written)
+        linked = chunks.link_backup(session, unit_id, claim.vault_id, result.digests)
+        if linked != len(result.digests):
+            raise CbrError(INTERNAL_ERROR, "chunk index is missing chunks this backup references")
+        vault = session.get(Vault, claim.vault_id)
+        unit = session.get(Backup, unit_id)
+        assert vault is not None and unit is not None
+        vault.used_bytes += added
+        unit.bytes_total = result.bytes_total
+        unit.bytes_new = added
+        unit.chunk_count = result.chunks_total
+        unit.protected_at = unit.protected_at or clock.now()
+        if unit.id != claim.backup_id:
+            unit.status = "available"
+
+
+def _complete(rt: Runtime, claim: Claim) -> None:
+    with rt.db.transaction() as session:
+        backup = session.get(Backup, claim.backup_id)
+        assert backup is not None
+        if backup.children:
+            backup.bytes_total = sum(c.bytes_total for c in backup.children)
+            backup.bytes_new = sum(c.bytes_new for c in backup.children)
+            backup.chunk_count = sum(c.chunk_count for c in backup.children)
+        backup.status, backup.lease_until = "available", None
+        backup.protected_at = backup.protected_at or clock.now()
+        _release_resource(session, backup.resource_id)
+        operation_logs.close_log(session, claim.log_id)
+        checkpoints.settle(session, backup.checkpoint_id)
+
+
+def _release_resource(session: Session, resource_id: str) -> None:
+    binding = session.get(VaultResource, resource_id)
+    if binding is not None and binding.protect_status in ("protecting", "restoring"):
+        binding.protect_status = "available"
+
+
+def _fail(rt: Runtime, claim: Claim, error: ErrorCode, reason: str) -> None:
+    with rt.db.transaction() as session:
+        backup = session.get(Backup, claim.backup_id)
+        if backup is not None:
+            _fail_in_session(session, backup, error, reason)
+    store = rt.stores.vault(claim.region, claim.vault_id)
+    for unit_id, _kind, _path in claim.units:
+        store.delete_manifest(f"backup-{unit_id}")
+
+
+def _fail_in_session(session: Session, backup: Backup, error: ErrorCode, reason: str) -> None:
+    """Mark the backup `error`; its chunks are no longer referenced (GC reclaims them)."""
+    for unit in [backup, *backup.children]:
+        unit.status, unit.fail_reason, unit.lease_until = "error", reason[:1024], None
+        session.execute(delete(BackupChunk).where(BackupChunk.backup_id == unit.id))
+    _release_resource(session, backup.resource_id)
+    log_id = session.scalar(
+        select(OperationLog.id).where(
+            OperationLog.backup_id == backup.id, OperationLog.operation_type == "backup"
+        )
+    )
+    operation_logs.close_log(session, log_id, error, reason)
+    checkpoints.settle(session, backup.checkpoint_id)
+
+
+def stuck_checkpoints(rt: Runtime, grace_seconds: float) -> list[str]:
+    """Checkpoints with a backup in progress that no live worker holds."""
+    cutoff = clock.now()
+    with rt.db.transaction() as session:
+        rows = session.scalars(
+            select(Backup).where(
+                Backup.status == "protecting",
+                Backup.parent_id.is_(None),
+                Backup.image_type == "backup",
+            )
+        )
+        return sorted(
+            {
+                b.checkpoint_id
+                for b in rows
+                if (b.lease_until or b.created_at) < cutoff
+                and (clock.now() - b.created_at).total_seconds() > grace_seconds
+            }
+        )

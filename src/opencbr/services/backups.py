@@ -1,0 +1,257 @@
+"""Backups: list (every filter of the reference), show, rename, delete (cbr-api.md §2.3).
+
+Delete is asynchronous: the backup turns `deleting`, a `delete` operation log runs, the
+manifest goes first and the rows after (reverse of the write ordering); the chunks are left
+to garbage collection, which knows what other backups still reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from opencbr.db.backups import Backup, BackupChunk, OperationLog, ReplicationRecord
+from opencbr.db.paging import Page, PageRequest, fetch_page
+from opencbr.db.session import Database
+from opencbr.db.vaults import Vault
+from opencbr.errors import BACKUP_IN_USE, BACKUP_NOT_FOUND, INVALID_PARAMETER, CbrError
+from opencbr.services import operation_logs
+from opencbr.services.identity import AuthContext
+
+SORT_KEYS = {"created_at", "updated_at", "name", "status", "protected_at", "id"}
+ACTIVE_RECORD_STATUSES = ("waiting_replicate", "replicating")
+
+
+def find_in_project(session: Session, project_id: str, backup_id: str) -> Backup | None:
+    backup = session.get(Backup, backup_id)
+    return backup if backup is not None and backup.project_id == project_id else None
+
+
+def get_in_session(session: Session, ctx: AuthContext, backup_id: str) -> Backup:
+    backup = find_in_project(session, ctx.project_id, backup_id)
+    if backup is None:
+        raise CbrError(BACKUP_NOT_FOUND, f"The backup {backup_id} does not exist.")
+    return backup
+
+
+def get(db: Database, ctx: AuthContext, backup_id: str) -> Backup:
+    with db.transaction() as session:
+        return get_in_session(session, ctx, backup_id)
+
+
+@dataclass(frozen=True)
+class BackupFilter:
+    checkpoint_id: str | None = None
+    vault_id: str | None = None
+    resource_id: str | None = None
+    resource_name: str | None = None
+    resource_type: str | None = None
+    resource_az: str | None = None
+    name: str | None = None
+    image_type: str | None = None
+    statuses: tuple[str, ...] = ()
+    parent_id: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    sort: str | None = None
+
+
+def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
+    query = select(Backup).where(Backup.project_id == ctx.project_id)
+    if f.parent_id is None:
+        query = query.where(Backup.parent_id.is_(None))  # children are nested in their parent
+    for column, value in (
+        (Backup.checkpoint_id, f.checkpoint_id),
+        (Backup.vault_id, f.vault_id),
+        (Backup.resource_id, f.resource_id),
+        (Backup.resource_name, f.resource_name),
+        (Backup.resource_type, f.resource_type),
+        (Backup.name, f.name),
+        (Backup.image_type, f.image_type),
+        (Backup.parent_id, f.parent_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if f.resource_az is not None:
+        query = query.where(Backup.id.is_(None))  # opencbr has no availability zones
+    if f.statuses:
+        query = query.where(Backup.status.in_(f.statuses))
+    if f.start_time is not None:
+        query = query.where(Backup.created_at >= f.start_time)
+    if f.end_time is not None:
+        query = query.where(Backup.created_at <= f.end_time)
+    return query
+
+
+def _sort_clauses(sort: str) -> list[object]:
+    clauses: list[object] = []
+    for part in sort.split(","):
+        key, _, direction = part.strip().partition(":")
+        direction = direction or "desc"
+        if key not in SORT_KEYS or direction not in ("asc", "desc"):
+            raise CbrError(INVALID_PARAMETER, f"invalid sort key {part!r}")
+        column = getattr(Backup, key)
+        clauses.append(column.asc() if direction == "asc" else column.desc())
+    return clauses
+
+
+def list_page(
+    db: Database, ctx: AuthContext, filters: BackupFilter, page: PageRequest
+) -> Page[Backup]:
+    query = _filtered(ctx, filters)
+    with db.transaction() as session:
+        if not filters.sort:
+            return fetch_page(session, query, Backup.created_at, Backup.id, page)
+        if page.marker:
+            raise CbrError(INVALID_PARAMETER, "marker cannot be combined with sort")
+        count = fetch_page(
+            session, query, Backup.created_at, Backup.id, PageRequest(limit=1, offset=0)
+        ).count
+        ordered = query.order_by(*_sort_clauses(filters.sort), Backup.id.desc())  # type: ignore[arg-type]
+        items = list(session.scalars(ordered.limit(page.limit).offset(page.offset)))
+        return Page(items, count, page.limit, page.offset)
+
+
+def records_for(db: Database, backup_ids: list[str]) -> dict[str, list[ReplicationRecord]]:
+    """Replication records of source backups, oldest first."""
+    if not backup_ids:
+        return {}
+    with db.transaction() as session:
+        rows = session.scalars(
+            select(ReplicationRecord)
+            .where(ReplicationRecord.source_backup_id.in_(backup_ids))
+            .order_by(ReplicationRecord.created_at)
+        )
+        result: dict[str, list[ReplicationRecord]] = {}
+        for record in rows:
+            result.setdefault(record.source_backup_id, []).append(record)
+        return result
+
+
+def rename(
+    db: Database, ctx: AuthContext, backup_id: str, name: str | None, description: str | None
+) -> Backup:
+    with db.transaction() as session:
+        backup = get_in_session(session, ctx, backup_id)
+        if name is not None:
+            backup.name = name
+        if description is not None:
+            backup.description = description
+        return backup
+
+
+def start_delete(db: Database, ctx: AuthContext, backup_id: str, request_id: str | None) -> str:
+    """Mark the backup `deleting` and open its operation log; returns the backup id."""
+    with db.transaction() as session:
+        backup = get_in_session(session, ctx, backup_id)
+        if backup.parent_id is not None:
+            raise CbrError(BACKUP_IN_USE, "A volume backup is deleted with its server backup.")
+        if backup.status not in ("available", "error"):
+            raise CbrError(
+                BACKUP_IN_USE, f"The backup is {backup.status}; it cannot be deleted now."
+            )
+        if _being_replicated(session, backup.id):
+            raise CbrError(BACKUP_IN_USE, "The backup is being replicated.")
+        backup.status = "deleting"
+        vault = session.get(Vault, backup.vault_id)
+        operation_logs.open_log(
+            session,
+            project_id=ctx.project_id,
+            operation_type="delete",
+            provider_id=backup.provider_id,
+            vault_id=backup.vault_id,
+            vault_name=vault.name if vault else None,
+            resource_id=backup.resource_id,
+            resource_name=backup.resource_name,
+            resource_type=backup.resource_type,
+            backup_id=backup.id,
+            checkpoint_id=backup.checkpoint_id,
+            request_id=request_id,
+            extra_info={
+                "delete": {"backup_id": backup.id, "backup_name": backup.name},
+                "common": {"progress": 0, "request_id": request_id or ""},
+                "resource": {
+                    "id": backup.resource_id,
+                    "type": backup.resource_type,
+                    "name": backup.resource_name,
+                },
+            },
+        )
+        return backup.id
+
+
+def _being_replicated(session: Session, backup_id: str) -> bool:
+    return (
+        session.scalar(
+            select(ReplicationRecord.id)
+            .where(
+                ReplicationRecord.source_backup_id == backup_id,
+                ReplicationRecord.status.in_(ACTIVE_RECORD_STATUSES),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def deleting_backups(db: Database) -> list[str]:
+    with db.transaction() as session:
+        return list(
+            session.scalars(
+                select(Backup.id).where(Backup.status == "deleting", Backup.parent_id.is_(None))
+            )
+        )
+
+
+def manifests_of(db: Database, backup_id: str) -> tuple[str, str, list[str]]:
+    """(vault id, region, manifest names) of a backup, for deleting its data."""
+    with db.transaction() as session:
+        backup = session.get(Backup, backup_id)
+        if backup is None:
+            return "", "", []
+        vault = session.get(Vault, backup.vault_id)
+        units = backup.children or [backup]
+        return backup.vault_id, vault.region if vault else "", [u.manifest_name for u in units]
+
+
+def finish_delete(db: Database, backup_id: str) -> str | None:
+    """Drop the rows of a deleted backup (after its manifests are gone); returns its vault."""
+    with db.transaction() as session:
+        backup = session.get(Backup, backup_id)
+        if backup is None:
+            return None
+        log_id = session.scalar(
+            select(OperationLog.id).where(
+                OperationLog.backup_id == backup_id,
+                OperationLog.operation_type == "delete",
+                OperationLog.status.in_(("waiting", "running")),
+            )
+        )
+        operation_logs.close_log(session, log_id)
+        vault_id = backup.vault_id
+        for unit in [*backup.children, backup]:
+            session.query(BackupChunk).filter(BackupChunk.backup_id == unit.id).delete()
+        session.delete(backup)
+        return vault_id
+
+
+def usage_by_resource(db: Database, vault_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """resource id -> (backup count, backup size in MB) over available backups of vaults."""
+    if not vault_ids:
+        return {}
+    with db.transaction() as session:
+        rows = session.execute(
+            select(Backup.resource_id, Backup.bytes_new).where(
+                Backup.vault_id.in_(vault_ids),
+                Backup.parent_id.is_(None),
+                or_(Backup.status == "available", and_(Backup.status == "restoring")),
+            )
+        )
+        usage: dict[str, tuple[int, int]] = {}
+        for resource_id, size in rows:
+            count, total = usage.get(resource_id, (0, 0))
+            usage[resource_id] = (count + 1, total + size)
+        return {rid: (count, -(-total // 2**20)) for rid, (count, total) in usage.items()}

@@ -1,0 +1,256 @@
+"""Checkpoints: one backup run of a vault, one backup per resource (cbr-api.md §2.2).
+
+Creating a checkpoint only writes rows (checkpoint, backups in `protecting`, one running
+operation log per resource) and answers at once; `backup_runs` does the work.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencbr import clock
+from opencbr.db.backups import Backup, Checkpoint
+from opencbr.db.session import Database
+from opencbr.db.vaults import Protectable, Vault, VaultResource
+from opencbr.errors import (
+    CHECKPOINT_NOT_FOUND,
+    NOTHING_TO_BACKUP,
+    RESOURCE_NOT_IN_VAULT,
+    VAULT_BUSY_BACKING_UP,
+    VAULT_FULL,
+    VAULT_STATUS_FORBIDS_BACKUP,
+    VAULT_TYPE_FORBIDS_BACKUP,
+    CbrError,
+)
+from opencbr.services import operation_logs, vaults
+from opencbr.services.identity import AuthContext
+
+GB = 1024**3
+
+
+@dataclass(frozen=True)
+class CheckpointParams:
+    name: str | None = None
+    description: str | None = None
+    incremental: bool = True
+    resources: tuple[str, ...] = ()
+    auto_trigger: bool = False
+    policy_id: str | None = None
+    retention_duration_days: int = -1
+
+
+@dataclass
+class CheckpointView:
+    checkpoint: Checkpoint
+    vault: Vault
+    resources: list[VaultResource] = field(default_factory=list)
+
+
+def _chosen(vault: Vault, wanted: tuple[str, ...]) -> list[VaultResource]:
+    if not wanted:
+        return list(vault.resources)
+    bound = {binding.resource_id: binding for binding in vault.resources}
+    missing = [rid for rid in wanted if rid not in bound]
+    if missing:
+        raise CbrError(
+            RESOURCE_NOT_IN_VAULT, f"Resources {', '.join(missing)} does not exist in vault."
+        )
+    return [bound[rid] for rid in dict.fromkeys(wanted)]
+
+
+def _check_vault(vault: Vault) -> None:
+    if vault.protect_type != "backup":
+        raise CbrError(
+            VAULT_TYPE_FORBIDS_BACKUP, "A replication vault receives replicas; it cannot back up."
+        )
+    if vault.status != "available":
+        raise CbrError(VAULT_STATUS_FORBIDS_BACKUP)
+    if vault.used_bytes >= vault.size_gb * GB:
+        raise CbrError(VAULT_FULL)
+
+
+def create(
+    db: Database,
+    ctx: AuthContext,
+    vault_id: str,
+    params: CheckpointParams,
+    request_id: str | None = None,
+) -> CheckpointView:
+    with db.transaction() as session:
+        vault = vaults.get_in_session(session, ctx, vault_id)
+        _check_vault(vault)
+        chosen = _chosen(vault, params.resources)
+        if not chosen:
+            raise CbrError(NOTHING_TO_BACKUP, "The vault has no resources to back up.")
+        ready = [b for b in chosen if b.protect_status == "available"]
+        skipped = [b for b in chosen if b.protect_status != "available"]
+        if not ready:
+            raise CbrError(
+                VAULT_BUSY_BACKING_UP, "Every chosen resource is being backed up or restored."
+            )
+        checkpoint = Checkpoint(
+            project_id=ctx.project_id,
+            vault_id=vault.id,
+            status="protecting",
+            name=params.name,
+            description=params.description,
+            incremental=params.incremental,
+            auto_trigger=params.auto_trigger,
+            policy_id=params.policy_id,
+            retention_duration=params.retention_duration_days,
+            request_id=request_id,
+            skipped_resources=[_skip_entry(b) for b in skipped],
+        )
+        session.add(checkpoint)
+        session.flush()
+        for binding in ready:
+            _plan_backup(session, ctx, vault, checkpoint, binding.protectable, params, request_id)
+            binding.protect_status = "protecting"
+        return CheckpointView(checkpoint, vault, ready)
+
+
+def _skip_entry(binding: VaultResource) -> dict[str, str]:
+    code, reason = ("BackupService.0002", "Resources are being backed up.")
+    if binding.protect_status == "restoring":
+        code, reason = ("BackupService.2010", "The resource is being restored.")
+    resource = binding.protectable
+    return {
+        "id": resource.id,
+        "type": resource.type,
+        "name": resource.name,
+        "code": code,
+        "reason": reason,
+    }
+
+
+def backup_name(params: CheckpointParams) -> str:
+    prefix = "autobk" if params.auto_trigger else "manualbk"
+    return params.name or f"{prefix}_{secrets.token_hex(2)}"
+
+
+def _plan_backup(
+    session: Session,
+    ctx: AuthContext,
+    vault: Vault,
+    checkpoint: Checkpoint,
+    resource: Protectable,
+    params: CheckpointParams,
+    request_id: str | None,
+) -> Backup:
+    now = clock.now()
+    name = backup_name(params)
+    expires = (
+        now + timedelta(days=params.retention_duration_days)
+        if params.retention_duration_days > 0
+        else None
+    )
+    common = dict(
+        project_id=ctx.project_id,
+        vault_id=vault.id,
+        checkpoint_id=checkpoint.id,
+        description=params.description,
+        provider_id=vault.provider_id,
+        incremental=params.incremental,
+        auto_trigger=params.auto_trigger,
+        status="protecting",
+        expired_at=expires,
+        created_at=now,
+        updated_at=now,
+    )
+    backup = Backup(
+        name=name,
+        resource_id=resource.id,
+        resource_name=resource.name,
+        resource_type=resource.type,
+        resource_size_gb=-(-resource.size_bytes // GB),
+        kind="server" if resource.volumes else _kind(resource),
+        volume_path=resource.path,
+        **common,
+    )
+    session.add(backup)
+    session.flush()
+    for volume in resource.volumes:
+        session.add(
+            Backup(
+                name=f"{name}-{volume.name}",
+                resource_id=volume.id,
+                resource_name=volume.name,
+                resource_type="OS::Cinder::Volume",
+                resource_size_gb=-(-volume.size_bytes // GB),
+                kind=volume.kind,
+                volume_path=volume.path,
+                parent_id=backup.id,
+                **common,
+            )
+        )
+    operation_logs.open_log(
+        session,
+        project_id=ctx.project_id,
+        operation_type="backup",
+        checkpoint_id=checkpoint.id,
+        provider_id=vault.provider_id,
+        vault_id=vault.id,
+        vault_name=vault.name,
+        resource_id=resource.id,
+        resource_name=resource.name,
+        resource_type=resource.type,
+        backup_id=backup.id,
+        request_id=request_id,
+        policy_id=params.policy_id,
+        extra_info={
+            "backup": {
+                "backup_id": backup.id,
+                "backup_name": name,
+                "incremental": str(params.incremental).lower(),
+            },
+            "common": {"progress": 0, "request_id": request_id or ""},
+            "resource": {"id": resource.id, "type": resource.type, "name": resource.name},
+        },
+    )
+    return backup
+
+
+def _kind(resource: Protectable) -> str:
+    return "tree" if resource.type == "OS::Sfs::Turbo" else "disk"
+
+
+def get(db: Database, ctx: AuthContext, checkpoint_id: str) -> CheckpointView:
+    with db.transaction() as session:
+        checkpoint = session.get(Checkpoint, checkpoint_id)
+        if checkpoint is None or checkpoint.project_id != ctx.project_id:
+            raise CbrError(
+                CHECKPOINT_NOT_FOUND, f"The restore point {checkpoint_id} does not exist."
+            )
+        vault = session.get(Vault, checkpoint.vault_id)
+        assert vault is not None  # checkpoints are deleted with their vault
+        backed_up = set(
+            session.scalars(
+                select(Backup.resource_id).where(
+                    Backup.checkpoint_id == checkpoint.id, Backup.parent_id.is_(None)
+                )
+            )
+        )
+        resources = [b for b in vault.resources if b.resource_id in backed_up]
+        return CheckpointView(checkpoint, vault, resources)
+
+
+def settle(session: Session, checkpoint_id: str) -> None:
+    """Derive the checkpoint's status from its backups once none is in progress."""
+    checkpoint = session.get(Checkpoint, checkpoint_id)
+    if checkpoint is None:
+        return
+    statuses = set(
+        session.scalars(
+            select(Backup.status).where(
+                Backup.checkpoint_id == checkpoint_id, Backup.parent_id.is_(None)
+            )
+        )
+    )
+    if statuses & {"protecting", "waiting_protect"}:
+        return
+    checkpoint.status = "available" if statuses - {"error"} or not statuses else "error"

@@ -1,0 +1,93 @@
+"""Garbage collection of one vault: delete chunks no backup references.
+
+Invariant 2: never delete a chunk a committed backup, or a backup or replica in progress,
+may reference. Collection and writers exclude each other per vault: collection starts only
+when no backup or replica is being written into the vault, and holds `vault.gc_until`
+while it runs; writers refuse to start while it is held. Chunks in the store that the index
+does not know (leftovers of a crash) are deleted only when older than the safety margin.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from opencbr import clock
+from opencbr.db import chunks
+from opencbr.db.backups import Backup
+from opencbr.db.vaults import Vault
+from opencbr.services.runtime import Runtime
+from opencbr.storage.store import ChunkStore
+
+
+@dataclass(frozen=True)
+class Collected:
+    chunks_deleted: int
+    bytes_freed: int
+    skipped: bool = False
+
+
+def _hold(rt: Runtime, vault_id: str) -> str | None:
+    """Take the vault for collection; None when it is gone or being written to."""
+    with rt.db.transaction() as session:
+        vault = session.get(Vault, vault_id, with_for_update=True)
+        if vault is None:
+            return None
+        writing = session.scalar(
+            select(Backup.id)
+            .where(Backup.vault_id == vault_id, Backup.status == "protecting")
+            .limit(1)
+        )
+        if writing is not None or (vault.gc_until is not None and vault.gc_until > clock.now()):
+            return None
+        vault.gc_until = clock.now() + timedelta(seconds=rt.settings.lease_seconds * 20)
+        return vault.region
+
+
+def _release(rt: Runtime, vault_id: str, freed: int) -> None:
+    with rt.db.transaction() as session:
+        vault = session.get(Vault, vault_id)
+        if vault is not None:
+            vault.gc_until = None
+            vault.used_bytes = max(0, vault.used_bytes - freed)
+
+
+def collect(rt: Runtime, vault_id: str) -> Collected:
+    region = _hold(rt, vault_id)
+    if region is None:
+        return Collected(0, 0, skipped=True)
+    freed = deleted = 0
+    try:
+        store = rt.stores.vault(region, vault_id)
+        with rt.db.transaction() as session:
+            garbage = chunks.unreferenced_chunks(session, vault_id)
+        for digest, stored in garbage:
+            store.delete_chunk(digest)
+            freed += stored
+            deleted += 1
+        with rt.db.transaction() as session:
+            chunks.forget_chunks(session, vault_id, [d for d, _ in garbage])
+            indexed = chunks.indexed_digests(session, vault_id)
+        deleted += _sweep_unindexed(rt, store, indexed)
+    finally:
+        _release(rt, vault_id, freed)
+    return Collected(deleted, freed)
+
+
+def _sweep_unindexed(rt: Runtime, store: ChunkStore, indexed: set[str]) -> int:
+    """Delete store chunks the index does not know, once older than the safety margin."""
+    cutoff = time.time() - rt.settings.gc_safety_margin_seconds
+    deleted = 0
+    for digest in store.list_chunks():
+        if digest not in indexed and store.chunk_mtime(digest) < cutoff:
+            store.delete_chunk(digest)
+            deleted += 1
+    return deleted
+
+
+def vaults_with_garbage(rt: Runtime) -> list[str]:
+    with rt.db.transaction() as session:
+        return list(session.scalars(select(Vault.id)))

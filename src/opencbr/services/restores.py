@@ -1,0 +1,284 @@
+"""Restores: bring a backup (or a replica) back into a registered resource, byte for byte.
+
+The target is the backed-up resource itself, or another registered resource of the same
+type named by `resource_id` (trees), `volume_id` (disks) or `server_id` + `mappings`
+(servers). `details.destination_path` picks a subdirectory inside a tree target. Restores
+write only inside registered resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencbr import clock
+from opencbr.archive.disk import restore_disk
+from opencbr.archive.manifest import Manifest
+from opencbr.archive.sink import ArchiveError
+from opencbr.archive.tree import restore_tree
+from opencbr.db.backups import Backup, OperationLog
+from opencbr.db.session import Database
+from opencbr.db.vaults import Protectable, Vault, VaultResource
+from opencbr.errors import (
+    INTERNAL_ERROR,
+    INVALID_PARAMETER,
+    RESOURCE_NOT_FOUND,
+    RESOURCE_RESTORING,
+    RESTORE_BAD_STATUS,
+    RESTORE_TARGET_BUSY,
+    CbrError,
+    ErrorCode,
+)
+from opencbr.services import backups, leases, operation_logs, protectables
+from opencbr.services.identity import AuthContext
+from opencbr.services.runtime import Runtime
+from opencbr.services.stores import VaultSource
+from opencbr.storage.store import StorageError
+
+log = structlog.get_logger(__name__)
+HEARTBEAT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    server_id: str | None = None
+    volume_id: str | None = None
+    resource_id: str | None = None
+    mappings: tuple[tuple[str, str], ...] = ()  # (volume backup id, target volume id)
+    destination_path: str | None = None
+
+
+def _target(
+    session: Session, ctx: AuthContext, backup: Backup, request: RestoreRequest
+) -> Protectable:
+    wanted = {
+        "OS::Nova::Server": request.server_id,
+        "OS::Cinder::Volume": request.volume_id,
+        "OS::Sfs::Turbo": None,
+    }.get(backup.resource_type)
+    target_id = wanted or request.resource_id or backup.resource_id
+    target = protectables.find_in_project(session, ctx.project_id, target_id)
+    if target is None or target.type != backup.resource_type:
+        raise CbrError(
+            RESOURCE_NOT_FOUND,
+            f"The restore target {target_id} is not a registered {backup.resource_type} "
+            "of this project.",
+        )
+    return target
+
+
+def _inside(root: str, relative: str | None) -> str:
+    if not relative:
+        return root
+    candidate = (Path(root) / relative.lstrip("/")).resolve()
+    if not candidate.is_relative_to(Path(root).resolve()):
+        raise CbrError(INVALID_PARAMETER, "details.destination_path must stay inside the target")
+    return str(candidate)
+
+
+def _server_plan(backup: Backup, target: Protectable, request: RestoreRequest) -> list[list[str]]:
+    volumes = {volume.id: volume for volume in target.volumes}
+    if request.mappings:
+        children = {child.id: child for child in backup.children}
+        plan = []
+        for child_id, volume_id in request.mappings:
+            child, volume = children.get(child_id), volumes.get(volume_id)
+            if child is None or volume is None:
+                raise CbrError(
+                    INVALID_PARAMETER,
+                    f"mapping {child_id} -> {volume_id} names no "
+                    "volume backup of this backup or no volume of the target server",
+                )
+            if child.kind != volume.kind:
+                raise CbrError(
+                    INVALID_PARAMETER, f"volume {volume.name} cannot take a {child.kind} backup"
+                )
+            plan.append([child.id, child.kind, volume.path])
+        return plan
+    by_name = {volume.name: volume for volume in target.volumes}
+    plan = []
+    for child in backup.children:
+        volume = by_name.get(child.resource_name)
+        if volume is None or volume.kind != child.kind:
+            raise CbrError(
+                INVALID_PARAMETER,
+                "mappings are required: the target server's volumes "
+                "do not match the backup's by name",
+            )
+        plan.append([child.id, child.kind, volume.path])
+    return plan
+
+
+def _plan(backup: Backup, target: Protectable, request: RestoreRequest) -> list[list[str]]:
+    if backup.kind == "server":
+        return _server_plan(backup, target, request)
+    path = target.path or ""
+    if backup.kind == "tree":
+        path = _inside(path, request.destination_path)
+        Path(path).mkdir(parents=True, exist_ok=True)
+    return [[backup.id, backup.kind, path]]
+
+
+def _check_target_free(session: Session, target: Protectable) -> None:
+    binding = session.get(VaultResource, target.id)
+    if binding is not None and binding.protect_status == "protecting":
+        raise CbrError(RESTORE_TARGET_BUSY)
+    if binding is not None and binding.protect_status == "restoring":
+        raise CbrError(RESOURCE_RESTORING)
+    busy = session.scalar(
+        select(OperationLog.id)
+        .where(
+            OperationLog.operation_type == "restore",
+            OperationLog.resource_id == target.id,
+            OperationLog.status.in_(("waiting", "running")),
+        )
+        .limit(1)
+    )
+    if busy is not None:
+        raise CbrError(RESOURCE_RESTORING)
+
+
+def start(
+    db: Database, ctx: AuthContext, backup_id: str, request: RestoreRequest, request_id: str | None
+) -> str:
+    """Validate, mark the backup `restoring`, open the restore log; returns the log id."""
+    with db.transaction() as session:
+        backup = backups.get_in_session(session, ctx, backup_id)
+        if backup.status != "available" or backup.parent_id is not None:
+            raise CbrError(RESTORE_BAD_STATUS, f"The backup is {backup.status}.")
+        target = _target(session, ctx, backup, request)
+        _check_target_free(session, target)
+        plan = _plan(backup, target, request)
+        backup.status = "restoring"
+        binding = session.get(VaultResource, target.id)
+        if binding is not None:
+            binding.protect_status = "restoring"
+        vault = session.get(Vault, backup.vault_id)
+        entry = operation_logs.open_log(
+            session,
+            project_id=ctx.project_id,
+            operation_type="restore",
+            provider_id=backup.provider_id,
+            vault_id=backup.vault_id,
+            vault_name=vault.name if vault else None,
+            resource_id=target.id,
+            resource_name=target.name,
+            resource_type=target.type,
+            backup_id=backup.id,
+            checkpoint_id=backup.checkpoint_id,
+            request_id=request_id,
+            plan=plan,
+            extra_info={
+                "restore": {
+                    "backup_id": backup.id,
+                    "backup_name": backup.name,
+                    "target_resource_id": target.id,
+                    "target_resource_name": target.name,
+                },
+                "common": {"progress": 0, "request_id": request_id or ""},
+                "resource": {"id": target.id, "type": target.type, "name": target.name},
+            },
+        )
+        session.flush()
+        return entry.id
+
+
+@dataclass
+class _Claim:
+    log_id: str
+    backup_id: str
+    vault_id: str
+    region: str
+    target_id: str | None
+    plan: list[list[str]]
+
+
+def _claim(rt: Runtime, log_id: str) -> _Claim | None:
+    with rt.db.transaction() as session:
+        entry = session.get(OperationLog, log_id, with_for_update=True)
+        if entry is None or entry.status not in ("waiting", "running") or leases.is_held(entry):
+            return None
+        backup = session.get(Backup, entry.backup_id or "")
+        vault = session.get(Vault, backup.vault_id) if backup else None
+        if backup is None or vault is None:
+            operation_logs.close_log(session, log_id, RESTORE_BAD_STATUS, "the backup is gone")
+            return None
+        if entry.attempts >= rt.settings.max_attempts:
+            _finish_in_session(
+                session,
+                entry,
+                backup,
+                INTERNAL_ERROR,
+                f"gave up after {entry.attempts} interrupted attempts",
+            )
+            return None
+        leases.take(entry, rt.settings.lease_seconds)
+        return _Claim(log_id, backup.id, vault.id, vault.region, entry.resource_id, entry.plan)
+
+
+def run(rt: Runtime, log_id: str) -> None:
+    claim = _claim(rt, log_id)
+    if claim is None:
+        return
+    source = VaultSource(rt.stores.vault(claim.region, claim.vault_id))
+    store = rt.stores.vault(claim.region, claim.vault_id)
+    done = [0]
+    try:
+        with leases.heartbeat(lambda: _beat(rt, claim, done[0]), HEARTBEAT_SECONDS):
+            for index, (unit_id, kind, path) in enumerate(claim.plan):
+                manifest = Manifest.from_bytes(store.get_manifest(f"backup-{unit_id}"))
+                engine = restore_tree if kind == "tree" else restore_disk
+                engine(manifest, source, Path(path), workers=rt.settings.io_threads)
+                done[0] = (index + 1) * 100 // len(claim.plan)
+        _finish(rt, claim, None, "")
+    except CbrError as exc:
+        _finish(rt, claim, exc.error, exc.detail)
+    except (StorageError, ArchiveError, OSError) as exc:
+        log.warning("restore failed", log_id=log_id, error=str(exc))
+        _finish(rt, claim, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _beat(rt: Runtime, claim: _Claim, percent: int) -> None:
+    with rt.db.transaction() as session:
+        entry = session.get(OperationLog, claim.log_id)
+        if entry is not None:
+            entry.lease_until = leases.renewal(rt.settings.lease_seconds)
+        operation_logs.set_progress(session, claim.log_id, percent)
+
+
+def _finish(rt: Runtime, claim: _Claim, error: ErrorCode | None, message: str) -> None:
+    with rt.db.transaction() as session:
+        entry = session.get(OperationLog, claim.log_id)
+        backup = session.get(Backup, claim.backup_id)
+        if entry is not None and backup is not None:
+            _finish_in_session(session, entry, backup, error, message)
+
+
+def _finish_in_session(
+    session: Session, entry: OperationLog, backup: Backup, error: ErrorCode | None, message: str
+) -> None:
+    if backup.status == "restoring":
+        backup.status = "available"
+    binding = session.get(VaultResource, entry.resource_id or "")
+    if binding is not None and binding.protect_status == "restoring":
+        binding.protect_status = "available"
+    entry.lease_until = None
+    entry.updated_at = clock.now()
+    operation_logs.close_log(session, entry.id, error, message)
+
+
+def stuck(rt: Runtime) -> list[str]:
+    """Restore logs in progress that no live worker holds."""
+    now = clock.now()
+    with rt.db.transaction() as session:
+        rows = session.scalars(
+            select(OperationLog).where(
+                OperationLog.operation_type == "restore",
+                OperationLog.status.in_(("waiting", "running")),
+            )
+        )
+        return [e.id for e in rows if (e.lease_until or e.created_at) < now]

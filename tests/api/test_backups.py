@@ -1,0 +1,409 @@
+"""Backups over HTTP: real trees and disk images backed up, changed, backed up again and
+restored byte for byte; operation logs; deletes; corruption; capacity."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import Env
+from tests.api.helpers import assert_error, create_vault, register_dir, register_disk
+from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
+
+MiB = 1 << 20
+
+
+def _many_small_files(root: Path, count: int, seed: int = 3) -> None:
+    rng = random.Random(seed)
+    for index in range(count):
+        folder = root / "many" / f"d{index // 200:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"file{index:05d}.txt").write_bytes(rng.randbytes(rng.randrange(0, 8192)))
+
+
+def backup_now(env: Env, vault_id: str, region: str = "region1", **params: Any) -> dict[str, Any]:
+    """Create a checkpoint and wait for it; returns the (single) backup."""
+    response = env.post(
+        region, "/checkpoints", {"checkpoint": {"vault_id": vault_id, "parameters": params}}
+    )
+    assert response.status_code == 200, response.text
+    checkpoint = response.json()["checkpoint"]
+    assert checkpoint["status"] == "protecting"
+    done = env.wait_for(
+        region,
+        f"/checkpoints/{checkpoint['id']}",
+        lambda body: body["checkpoint"]["status"] != "protecting",
+    )
+    assert done["checkpoint"]["status"] == "available", done
+    backups = env.get(region, "/backups", params={"checkpoint_id": checkpoint["id"]}).json()[
+        "backups"
+    ]
+    assert len(backups) == 1
+    backup: dict[str, Any] = backups[0]
+    return backup
+
+
+def restore(
+    env: Env, backup_id: str, body: dict[str, Any], region: str = "region1"
+) -> dict[str, Any]:
+    response = env.post(region, f"/backups/{backup_id}/restore", {"restore": body})
+    assert response.status_code == 202, response.text
+    assert response.content == b""
+    logs = env.wait_for(
+        region,
+        "/operation-logs",
+        lambda b: any(
+            log["extra_info"].get("restore", {}).get("backup_id") == backup_id
+            and log["status"] in ("success", "failed")
+            for log in b["operation_logs"]
+        ),
+    )["operation_logs"]
+    log: dict[str, Any] = next(
+        entry
+        for entry in logs
+        if entry["operation_type"] == "restore"
+        and entry["extra_info"]["restore"]["backup_id"] == backup_id
+    )
+    return log
+
+
+@pytest.fixture
+def tree(env: Env) -> tuple[Path, dict[str, Any]]:
+    source = env.roots["region1"] / "source"
+    build_tree(source, big_files=3, big_size=8 * MiB)
+    _many_small_files(source, 2500)
+    return source, register_dir(env, name="source")
+
+
+def test_tree_backup_incremental_and_byte_identical_restores(
+    env: Env, tree: tuple[Path, dict[str, Any]]
+) -> None:
+    source, resource = tree
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    first = backup_now(env, vault["id"], name="first")
+    assert first["status"] == "available" and first["image_type"] == "backup"
+    assert first["resource_id"] == resource["id"]
+    snapshot_dir = env.roots["region1"] / "expected-first"
+    os.system(f"cp -a '{source}' '{snapshot_dir}'")
+    changed = mutate_in_place(source, 0.02)
+    second = backup_now(env, vault["id"], name="second")
+    assert 0 < second["stored_bytes"] <= changed * 2 + 4 * MiB, (second["stored_bytes"], changed)
+    assert second["stored_bytes"] < first["stored_bytes"] / 5
+    used = env.get("region1", f"/vaults/{vault['id']}").json()["vault"]["billing"]["used"]
+    assert used == -(-(first["stored_bytes"] + second["stored_bytes"]) // MiB)
+
+    target = register_dir(env, name="target")
+    log = restore(env, first["id"], {"resource_id": target["id"]})
+    assert log["status"] == "success", log
+    assert log["extra_info"]["common"]["progress"] == 100
+    assert_same_tree(snapshot_dir, env.roots["region1"] / "target")
+    empty = register_dir(env, name="target2")
+    log = restore(env, second["id"], {"resource_id": empty["id"]})
+    assert log["status"] == "success", log
+    assert_same_tree(source, env.roots["region1"] / "target2")
+
+
+def test_sparse_disk_image_backup_and_restore(env: Env) -> None:
+    disk = register_disk(env, name="sda", size=1 << 30)
+    image = env.roots["region1"] / "sda.img"
+    rng = random.Random(5)
+    blocks = {}
+    with open(image, "r+b") as handle:
+        for _ in range(12):
+            offset = rng.randrange(0, (1 << 30) - MiB)
+            data = rng.randbytes(MiB)
+            handle.seek(offset)
+            handle.write(data)
+            blocks[offset] = data
+    vault = create_vault(
+        env, object_type="disk", resources=[{"id": disk["id"], "type": "OS::Cinder::Volume"}]
+    )
+    backup = backup_now(env, vault["id"])
+    assert backup["size_bytes"] == 1 << 30
+    assert backup["stored_bytes"] < 64 * MiB
+    target = register_disk(env, name="sdb", size=0)
+    log = restore(env, backup["id"], {"volume_id": target["id"]})
+    assert log["status"] == "success", log
+    restored = env.roots["region1"] / "sdb.img"
+    assert restored.stat().st_size == 1 << 30
+    assert restored.stat().st_blocks * 512 < 128 * MiB  # holes stay holes
+    with open(image, "rb") as want, open(restored, "rb") as got:
+        while chunk := want.read(16 * MiB):
+            assert got.read(len(chunk)) == chunk
+
+
+def test_operation_logs_follow_backup_and_restore(env: Env, tmp_path: Path) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "hello.txt").write_text("hello")
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"], name="nightly", description="first")
+    logs = env.get(
+        "region1", "/operation-logs", params={"operation_type": "backup", "vault_id": vault["id"]}
+    ).json()
+    assert logs["count"] == 1
+    entry = logs["operation_logs"][0]
+    assert entry["status"] == "success" and entry["ended_at"].endswith("Z")
+    assert entry["extra_info"]["backup"]["backup_id"] == backup["id"]
+    assert entry["extra_info"]["resource"]["id"] == resource["id"]
+    assert entry["vault_name"] == vault["name"]
+    shown = env.get("region1", f"/operation-logs/{entry['id']}").json()["operation_log"]
+    assert shown["id"] == entry["id"]
+    assert_error(env.get("region1", "/operation-logs/nope"), 404, "BackupService.6500")
+    assert_error(
+        env.get("region1", "/operation-logs", params={"operation_type": "bogus"}),
+        400,
+        "BackupService.9900",
+    )
+    assert env.get("region1", "/operation-logs", params={"status": "failed"}).json()["count"] == 0
+
+
+def test_backup_list_filters_sort_and_update(env: Env) -> None:
+    resource = register_dir(env)
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    made = [backup_now(env, vault["id"], name=f"b{i}") for i in range(3)]
+    listing = env.get("region1", "/backups", params={"vault_id": vault["id"]}).json()
+    assert listing["count"] == 3
+    assert [b["id"] for b in listing["backups"]] == [b["id"] for b in reversed(made)]
+    by_name = env.get("region1", "/backups", params={"sort": "name:asc"}).json()["backups"]
+    assert [b["name"] for b in by_name] == ["b0", "b1", "b2"]
+    assert (
+        env.get("region1", "/backups", params={"name": "b1"}).json()["backups"][0]["id"]
+        == made[1]["id"]
+    )
+    assert (
+        env.get(
+            "region1", "/backups", params=[("status", "error"), ("status", "available")]
+        ).json()["count"]
+        == 3
+    )
+    assert env.get("region1", "/backups", params={"image_type": "replication"}).json()["count"] == 0
+    page = env.get("region1", "/backups", params={"limit": 1, "marker": made[2]["id"]}).json()[
+        "backups"
+    ]
+    assert [b["id"] for b in page] == [made[1]["id"]]
+    assert (
+        env.get("region1", "/backups", params={"start_time": "2000-01-01T00:00:00Z"}).json()[
+            "count"
+        ]
+        == 3
+    )
+    assert (
+        env.get("region1", "/backups", params={"end_time": "2000-01-01T00:00:00Z"}).json()["count"]
+        == 0
+    )
+    assert_error(
+        env.get("region1", "/backups", params={"sort": "size:up"}), 400, "BackupService.9900"
+    )
+    assert_error(
+        env.get("region1", "/backups", params={"start_time": "yesterday"}),
+        400,
+        "BackupService.9900",
+    )
+    renamed = env.put(
+        "region1", f"/backups/{made[0]['id']}", {"backup": {"name": "renamed"}}
+    ).json()["backup"]
+    assert renamed["name"] == "renamed"
+    assert_error(
+        env.put("region1", f"/backups/{made[0]['id']}", {"backup": {"name": 7}}),
+        400,
+        "BackupService.9900",
+    )
+    assert_error(env.get("region1", "/backups/unknown"), 404, "BackupService.6200")
+
+
+def test_delete_backup_then_garbage_collection_reclaims_space(env: Env) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "blob").write_bytes(random.Random(1).randbytes(3 * MiB))
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"])
+    assert env.get("region1", f"/vaults/{vault['id']}").json()["vault"]["billing"]["used"] >= 3
+    assert env.delete("region1", f"/backups/{backup['id']}").status_code == 204
+    env.wait_for("region1", "/backups", lambda b: b["count"] == 0)
+    env.wait_for("region1", f"/vaults/{vault['id']}", lambda b: b["vault"]["billing"]["used"] == 0)
+    store = env.settings.data_dir / "store" / "region1" / "vaults" / vault["id"] / "chunks"
+    assert not [p for p in store.rglob("*") if p.is_file()]
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"}).json()[
+        "operation_logs"
+    ]
+    assert (
+        logs[0]["status"] == "success"
+        and logs[0]["extra_info"]["delete"]["backup_id"] == backup["id"]
+    )
+    assert_error(env.delete("region1", f"/backups/{backup['id']}"), 404, "BackupService.6200")
+
+
+def test_corrupted_chunk_is_detected_at_restore(env: Env) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "blob").write_bytes(random.Random(2).randbytes(2 * MiB))
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"])
+    store = env.settings.data_dir / "store" / "region1" / "vaults" / vault["id"] / "chunks"
+    victim = max((p for p in store.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    target = register_dir(env, name="target")
+    log = restore(env, backup["id"], {"resource_id": target["id"]})
+    assert log["status"] == "failed"
+    assert victim.name in log["error_info"]["message"]
+    assert env.get("region1", f"/backups/{backup['id']}").json()["backup"]["status"] == "available"
+
+
+def test_checkpoint_validation(env: Env) -> None:
+    empty = create_vault(env, name="empty")
+    assert_error(
+        env.post("region1", "/checkpoints", {"checkpoint": {"vault_id": empty["id"]}}),
+        400,
+        "BackupService.0001",
+    )
+    assert_error(
+        env.post("region1", "/checkpoints", {"checkpoint": {"vault_id": "nope"}}),
+        404,
+        "BackupService.6105",
+    )
+    assert_error(env.post("region1", "/checkpoints", {"checkpoint": {}}), 400, "BackupService.9900")
+    replication = create_vault(env, name="repl", protect_type="replication")
+    assert_error(
+        env.post("region1", "/checkpoints", {"checkpoint": {"vault_id": replication["id"]}}),
+        400,
+        "BackupService.6124",
+    )
+    resource = register_dir(env)
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    body = {"checkpoint": {"vault_id": vault["id"], "parameters": {"resources": ["other"]}}}
+    assert_error(env.post("region1", "/checkpoints", body), 400, "BackupService.6135")
+    assert_error(env.get("region1", "/checkpoints/nope"), 404, "BackupService.6217")
+    viewer = env.client.post(
+        env.url("region1", "/checkpoints"),
+        json={"checkpoint": {"vault_id": vault["id"]}},
+        headers=env.headers("region1", "viewer"),
+    )
+    assert_error(viewer, 403, "APIGW.0302")
+
+
+def test_backup_exceeding_capacity_fails_with_6114(env: Env) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "big").write_bytes(random.Random(9).randbytes(3 * MiB))
+    vault = create_vault(env, size=1, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    env.client.app.state.db  # noqa: B018 - the vault is 1 GB; shrink it below the data instead
+    with env.db.transaction() as session:
+        from opencbr.db.vaults import Vault
+
+        row = session.get(Vault, vault["id"])
+        assert row is not None
+        row.used_bytes = (1 << 30) - MiB  # almost full: 1 MiB left
+    response = env.post("region1", "/checkpoints", {"checkpoint": {"vault_id": vault["id"]}})
+    checkpoint = response.json()["checkpoint"]
+    done = env.wait_for(
+        "region1",
+        f"/checkpoints/{checkpoint['id']}",
+        lambda b: b["checkpoint"]["status"] != "protecting",
+    )
+    assert done["checkpoint"]["status"] == "error"
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "backup"}).json()[
+        "operation_logs"
+    ]
+    assert logs[0]["status"] == "failed" and logs[0]["error_info"]["code"] == "BackupService.6114"
+
+
+def test_vault_delete_removes_backups_and_store(env: Env) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "f").write_bytes(b"x" * 1000)
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"])
+    assert env.delete("region1", f"/vaults/{vault['id']}").status_code == 204
+    assert_error(env.get("region1", f"/backups/{backup['id']}"), 404, "BackupService.6200")
+    store = env.settings.data_dir / "store" / "region1" / "vaults" / vault["id"]
+    env.wait_for("region1", "/vaults", lambda _b: not store.exists())
+
+
+def test_server_backup_has_volume_children_and_restores_by_mapping(env: Env) -> None:
+    root = env.roots["region1"]
+    (root / "web" / "sys").mkdir(parents=True)
+    (root / "web" / "sys" / "etc.conf").write_text("port=80\n")
+    with open(root / "web" / "data.img", "wb") as image:
+        image.truncate(8 * MiB)
+        image.seek(MiB)
+        image.write(b"payload" * 1000)
+    body = {
+        "instance": {
+            "name": "web",
+            "volumes": [
+                {"name": "sys", "path": str(root / "web" / "sys")},
+                {"name": "data", "path": str(root / "web" / "data.img")},
+            ],
+        }
+    }
+    server = env.post("region1", "/protectables/server/instances", body).json()["instance"]
+    vault = create_vault(
+        env, object_type="server", resources=[{"id": server["id"], "type": "OS::Nova::Server"}]
+    )
+    backup = backup_now(env, vault["id"])
+    assert {c["resource_name"] for c in backup["children"]} == {"sys", "data"}
+    assert backup["extend_info"]["supported_restore_mode"] == "backup"
+    (root / "web2" / "sys").mkdir(parents=True)
+    (root / "web2" / "data.img").write_bytes(b"")
+    body2 = {
+        "instance": {
+            "name": "web2",
+            "volumes": [
+                {"name": "a", "path": str(root / "web2" / "sys")},
+                {"name": "b", "path": str(root / "web2" / "data.img")},
+            ],
+        }
+    }
+    other = env.post("region1", "/protectables/server/instances", body2).json()["instance"]
+    volumes = {c["name"]: c["id"] for c in other["children"]}
+    children = {c["resource_name"]: c["id"] for c in backup["children"]}
+    mappings = [
+        {"backup_id": children["sys"], "volume_id": volumes["a"]},
+        {"backup_id": children["data"], "volume_id": volumes["b"]},
+    ]
+    log = restore(
+        env, backup["id"], {"server_id": other["id"], "mappings": mappings, "power_on": True}
+    )
+    assert log["status"] == "success", log
+    assert (root / "web2" / "sys" / "etc.conf").read_text() == "port=80\n"
+    assert (root / "web2" / "data.img").read_bytes() == (root / "web" / "data.img").read_bytes()
+
+
+def test_restore_validation(env: Env) -> None:
+    resource = register_dir(env)
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"])
+    assert_error(
+        env.post("region1", "/backups/nope/restore", {"restore": {}}), 404, "BackupService.6200"
+    )
+    assert_error(
+        env.post(
+            "region1", f"/backups/{backup['id']}/restore", {"restore": {"resource_id": "nope"}}
+        ),
+        404,
+        "BackupService.6302",
+    )
+    disk = register_disk(env)
+    assert_error(
+        env.post(
+            "region1", f"/backups/{backup['id']}/restore", {"restore": {"resource_id": disk["id"]}}
+        ),
+        404,
+        "BackupService.6302",
+    )
+    assert_error(
+        env.post(
+            "region1",
+            f"/backups/{backup['id']}/restore",
+            {"restore": {"details": {"destination_path": "../../escape"}}},
+        ),
+        400,
+        "BackupService.9900",
+    )
+    assert_error(
+        env.post("region1", f"/backups/{backup['id']}/restore", {"restore": "x"}),
+        400,
+        "BackupService.9900",
+    )
