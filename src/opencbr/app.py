@@ -18,6 +18,7 @@ from opencbr.api.routes import (
     operation_logs,
     protectables,
     regions,
+    replication,
     vaults,
 )
 from opencbr.db.migrate import upgrade
@@ -59,7 +60,17 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     app.state.verify_signature = None
     app.state.runtime = runtime
     app.state.jobs = jobs
-    for module in (identity, vaults, protectables, regions, checkpoints, backups, operation_logs):
+    routers = (
+        identity,
+        vaults,
+        protectables,
+        regions,
+        replication,
+        checkpoints,
+        backups,
+        operation_logs,
+    )
+    for module in routers:
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -111,6 +111,13 @@ VAULT_TYPE_FORBIDS_REPLICATION = _code(
 DESTINATION_VAULT_FULL = _code(
     "BackupService.6129", 400, "The maximum capacity of the destination vault has been reached."
 )
+REPLICATION_BAD_STATUS = _code(
+    "BackupService.2005", 400, "Only available backups can be replicated."
+)
+CROSS_ACCOUNT_UNSUPPORTED = _code(
+    "BackupService.9900", 400, "Cross-account replication (cross_account_urn) is not supported."
+)
+CORRUPT_SOURCE_CHUNK = _code("BackupService.1006", 500, "Failed to import the backup replica.")
 REPLICA_IMPORT_FAILED = _code("BackupService.1006", 500, "Failed to import the backup replica.")
 
 # Vaults and their resources.

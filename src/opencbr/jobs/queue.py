@@ -20,7 +20,7 @@ import structlog
 from huey import SqliteHuey
 from huey.consumer import Consumer
 
-from opencbr.services import backup_runs, backups, gc, restores
+from opencbr.services import backup_runs, backups, gc, replication_runs, restores
 from opencbr.services.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -44,6 +44,7 @@ class Jobs:
         self._delete = self._task("delete_backup", self._delete_backup)
         self._gc = self._task("collect_garbage", lambda vault_id: gc.collect(runtime, vault_id))
         self._purge = self._task("purge_vault", runtime.stores.purge)
+        self._replicate = self._task("replicate", lambda rid: replication_runs.run(runtime, rid))
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
@@ -53,6 +54,8 @@ class Jobs:
                 body(*args)
             except backup_runs.VaultBusy:
                 task.schedule(args=args, delay=5)  # garbage collection holds the vault
+            except replication_runs.DestinationBusy:
+                task.schedule(args=args, delay=1)  # an earlier replica into the vault runs
 
         task = self.huey.task(name=name)(run)
         return task
@@ -89,6 +92,9 @@ class Jobs:
     def purge_vault(self, region: str, vault_id: str) -> None:
         self._purge(region, vault_id)
 
+    def replicate(self, record_id: str) -> None:
+        self._replicate(record_id)
+
     def reconcile(self) -> None:
         """Enqueue again every piece of work that no live worker holds."""
         rt = self.runtime
@@ -98,6 +104,8 @@ class Jobs:
             self.run_restore(log_id)
         for backup_id in backups.deleting_backups(rt.db):
             self.delete_backup(backup_id)
+        for record_id in replication_runs.stuck(rt):
+            self.replicate(record_id)
 
     # --- consumer ----------------------------------------------------------------------
 

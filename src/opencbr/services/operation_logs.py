@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.db.backups import OperationLog
+from opencbr.db.base import new_uuid
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
 from opencbr.errors import INVALID_PARAMETER, OPERATION_LOG_NOT_FOUND, CbrError, ErrorCode
@@ -42,6 +43,7 @@ def open_log(
 ) -> OperationLog:
     now = clock.now()
     log = OperationLog(
+        id=new_uuid(),
         project_id=project_id,
         operation_type=operation_type,
         status=status,

@@ -1,0 +1,83 @@
+"""Replication: /checkpoints/replicate (every backup of a vault) and /backups/{id}/replicate.
+
+Both answer at once with the replication record ids; the copies run in the background.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from opencbr.api.deps import DbDep, JobsDep, RequestIdDep, SettingsDep, WriterDep
+from opencbr.api.schemas.replication import (
+    BackupReplicateBody,
+    BackupReplicateResponse,
+    BackupReplication,
+    CheckpointReplicateBody,
+    CheckpointReplicateResponse,
+    CheckpointReplication,
+    ReplicatedBackup,
+)
+from opencbr.services import replication
+
+router = APIRouter(prefix="/v3/{project_id}", tags=["replication"])
+
+
+@router.post("/checkpoints/replicate", response_model=CheckpointReplicateResponse)
+def replicate_vault(
+    body: CheckpointReplicateBody,
+    ctx: WriterDep,
+    db: DbDep,
+    settings: SettingsDep,
+    jobs: JobsDep,
+    request_id: RequestIdDep,
+) -> CheckpointReplicateResponse:
+    param = body.replicate
+    plan = replication.replicate_vault(
+        db, settings, ctx, param.vault_id, param.destination(), request_id
+    )
+    for planned in plan.planned:
+        jobs.replicate(planned.record_id)
+    return CheckpointReplicateResponse(
+        replication=CheckpointReplication(
+            backups=[
+                ReplicatedBackup(backup_id=p.backup_id, replication_record_id=p.record_id)
+                for p in plan.planned
+            ],
+            destination_project_id=param.destination_project_id,
+            destination_region=param.destination_region,
+            destination_vault_id=param.destination_vault_id,
+            project_id=ctx.project_id,
+            provider_id=plan.provider_id,
+            source_region=plan.source_region,
+            vault_id=plan.source_vault_id,
+        )
+    )
+
+
+@router.post("/backups/{backup_id}/replicate", response_model=BackupReplicateResponse)
+def replicate_backup(
+    backup_id: str,
+    body: BackupReplicateBody,
+    ctx: WriterDep,
+    db: DbDep,
+    settings: SettingsDep,
+    jobs: JobsDep,
+    request_id: RequestIdDep,
+) -> BackupReplicateResponse:
+    param = body.replicate
+    plan, planned = replication.replicate_backup(
+        db, settings, ctx, backup_id, param.destination(), param.name, param.description, request_id
+    )
+    jobs.replicate(planned.record_id)
+    return BackupReplicateResponse(
+        replication=BackupReplication(
+            backup_id=planned.backup_id,
+            replication_record_id=planned.record_id,
+            destination_project_id=param.destination_project_id,
+            destination_region=param.destination_region,
+            destination_vault_id=param.destination_vault_id,
+            project_id=ctx.project_id,
+            provider_id=plan.provider_id,
+            source_region=plan.source_region,
+        )
+    )

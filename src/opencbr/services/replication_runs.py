@@ -1,0 +1,358 @@
+"""Copying one backup to one destination vault (one task per replication record).
+
+Steps, each idempotent:
+1. plan: the chunks of each volume the destination lacks, from one anti-join per volume;
+2. copy them with bounded parallelism: read the stored bytes at the source, verify their
+   BLAKE3 (a corrupt chunk fails the record), write the same bytes at the destination;
+   every batch is flushed and then indexed in the destination vault, so a rerun after a
+   crash plans only what is still missing;
+3. write the manifests, then commit replica + record + operation log in one transaction.
+
+Garbage collection cannot run in the destination vault meanwhile: the replica is
+`protecting` there (see gc.py). Replications into one vault run one at a time, oldest first,
+so the backups of one vault share chunks instead of copying them twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencbr import clock
+from opencbr.archive.manifest import Manifest
+from opencbr.db import chunks
+from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationRecord
+from opencbr.db.vaults import Vault
+from opencbr.errors import (
+    CORRUPT_SOURCE_CHUNK,
+    DESTINATION_VAULT_FULL,
+    INTERNAL_ERROR,
+    REPLICA_IMPORT_FAILED,
+    CbrError,
+    ErrorCode,
+)
+from opencbr.services import leases, operation_logs
+from opencbr.services.runtime import Runtime
+from opencbr.services.stores import with_retries
+from opencbr.storage.chunk import decode_chunk
+from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
+
+log = structlog.get_logger(__name__)
+GB = 1024**3
+HEARTBEAT_SECONDS = 2.0
+INDEX_EVERY_BYTES = 256 * 1024**2  # flush + index the destination this often
+IN_FLIGHT = 16
+
+
+class DestinationBusy(Exception):
+    """Another replication into the same vault is running; this one waits its turn."""
+
+
+@dataclass
+class _Work:
+    record_id: str
+    log_id: str | None
+    source_region: str
+    source_vault_id: str
+    dest_region: str
+    dest_vault_id: str
+    units: list[tuple[str, str]]  # (source unit id, replica unit id)
+    budget: int
+    missing: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
+    bytes_total: int = 0
+    bytes_copied: int = 0
+    chunks_total: int = 0
+    chunks_copied: int = 0
+    chunks_present: int = 0
+
+
+def run(rt: Runtime, record_id: str) -> None:
+    work = _claim(rt, record_id)
+    if work is None:
+        return
+    try:
+        _plan(rt, work)
+        with leases.heartbeat(lambda: _beat(rt, work), HEARTBEAT_SECONDS):
+            source = rt.stores.vault(work.source_region, work.source_vault_id)
+            dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
+            for unit_id, _replica_id in work.units:
+                _copy_unit(rt, work, source, dest, unit_id)
+            manifests = _copy_manifests(work, source, dest)
+        _commit(rt, work, manifests)
+    except CbrError as exc:
+        _fail(rt, work, exc.error, exc.detail)
+    except CorruptChunkError as exc:
+        _fail(
+            rt,
+            work,
+            CORRUPT_SOURCE_CHUNK,
+            f"A source chunk is corrupt: {exc}. Restore the "
+            "source vault's data or delete the damaged backup, then replicate again.",
+        )
+    except NotFoundError as exc:
+        _fail(rt, work, REPLICA_IMPORT_FAILED, f"A source chunk or manifest is missing: {exc}")
+    except (StorageError, OSError) as exc:
+        log.warning("replication failed", record_id=record_id, error=str(exc))
+        _fail(rt, work, REPLICA_IMPORT_FAILED, f"{type(exc).__name__}: {exc}")
+
+
+# --- claim and plan ---------------------------------------------------------------------
+
+
+def _claim(rt: Runtime, record_id: str) -> _Work | None:
+    with rt.db.transaction() as session:
+        record = session.get(ReplicationRecord, record_id, with_for_update=True)
+        if record is None or record.status not in ("waiting_replicate", "replicating"):
+            return None
+        if leases.is_held(record):
+            return None
+        dest = session.get(Vault, record.destination_vault_id, with_for_update=True)
+        replica = session.get(Backup, record.destination_backup_id or "")
+        source_backup = session.get(Backup, record.source_backup_id)
+        if dest is None or replica is None or source_backup is None:
+            _fail_in_session(
+                session,
+                record,
+                REPLICA_IMPORT_FAILED,
+                "The source backup or the destination vault no longer exists.",
+            )
+            return None
+        if dest.gc_until is not None and dest.gc_until > clock.now():
+            raise DestinationBusy(dest.id)
+        if _earlier_record_running(session, record):
+            raise DestinationBusy(dest.id)
+        if record.attempts >= rt.settings.max_attempts:
+            _fail_in_session(
+                session,
+                record,
+                INTERNAL_ERROR,
+                f"gave up after {record.attempts} interrupted attempts",
+            )
+            return None
+        leases.take(record, rt.settings.lease_seconds)
+        record.status = "replicating"
+        operation_logs.set_progress(session, record.operation_log_id, 0)
+        return _Work(
+            record.id,
+            record.operation_log_id,
+            record.source_region,
+            record.source_vault_id,
+            dest.region,
+            dest.id,
+            _unit_pairs(source_backup, replica),
+            dest.size_gb * GB - dest.used_bytes,
+        )
+
+
+def _earlier_record_running(session: Session, record: ReplicationRecord) -> bool:
+    """Is an older record into the same vault still to finish? (it copies shared chunks)"""
+    earlier = session.scalars(
+        select(ReplicationRecord).where(
+            ReplicationRecord.destination_vault_id == record.destination_vault_id,
+            ReplicationRecord.status.in_(("waiting_replicate", "replicating")),
+            ReplicationRecord.id != record.id,
+            ReplicationRecord.created_at <= record.created_at,
+        )
+    )
+    return any(other.created_at < record.created_at or other.id < record.id for other in earlier)
+
+
+def _unit_pairs(source: Backup, replica: Backup) -> list[tuple[str, str]]:
+    if not source.children:
+        return [(source.id, replica.id)]
+    by_source = {child.source_backup_id: child.id for child in replica.children}
+    return [(child.id, by_source[child.id]) for child in source.children]
+
+
+def _plan(rt: Runtime, work: _Work) -> None:
+    with rt.db.transaction() as session:
+        for unit_id, _replica_id in work.units:
+            missing = chunks.missing_in_vault(session, unit_id, work.dest_vault_id)
+            count, _plain, _stored = chunks.backup_totals(session, unit_id)
+            work.missing[unit_id] = missing
+            work.chunks_total += count
+            work.chunks_present += count - len(missing)
+            work.bytes_total += sum(stored for _d, _p, stored in missing)
+        if work.bytes_total > work.budget:
+            raise CbrError(
+                DESTINATION_VAULT_FULL,
+                "The replica does not fit in the "
+                "destination vault; enlarge it (PUT vault billing.size).",
+            )
+        record = session.get(ReplicationRecord, work.record_id)
+        if record is not None:
+            record.bytes_total, record.chunks_total = work.bytes_total, work.chunks_total
+            record.chunks_present = work.chunks_present
+
+
+# --- copy -------------------------------------------------------------------------------
+
+
+def _copy_one(source: ChunkStore, dest: ChunkStore, digest: str) -> int:
+    """Copy one chunk's stored bytes after checking them against their digest."""
+    blob = with_retries(lambda: source.get_chunk(digest))
+    decode_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
+    with_retries(lambda: dest.put_chunk(digest, blob))
+    return len(blob)
+
+
+def _bounded(
+    pool: ThreadPoolExecutor, source: ChunkStore, dest: ChunkStore, todo: list[tuple[str, int, int]]
+) -> Iterator[tuple[tuple[str, int, int], int]]:
+    """Copy in order with at most IN_FLIGHT chunks (hence bounded memory) under way."""
+    pending: list[tuple[tuple[str, int, int], Future[int]]] = []
+    for item in todo:
+        pending.append((item, pool.submit(_copy_one, source, dest, item[0])))
+        if len(pending) >= IN_FLIGHT:
+            done, future = pending.pop(0)
+            yield done, future.result()
+    for done, future in pending:
+        yield done, future.result()
+
+
+def _copy_unit(
+    rt: Runtime, work: _Work, source: ChunkStore, dest: ChunkStore, unit_id: str
+) -> None:
+    batch: list[tuple[str, int, int]] = []
+    batch_bytes = 0
+    lock = threading.Lock()
+    with ThreadPoolExecutor(
+        max(2, rt.settings.io_threads * 2), thread_name_prefix="replicate"
+    ) as pool:
+        for item, copied in _bounded(pool, source, dest, work.missing[unit_id]):
+            with lock:
+                work.bytes_copied += copied
+                work.chunks_copied += 1
+            batch.append(item)
+            batch_bytes += copied
+            if batch_bytes >= INDEX_EVERY_BYTES:
+                _index(rt, work, dest, batch)
+                batch, batch_bytes = [], 0
+    _index(rt, work, dest, batch)
+
+
+def _index(rt: Runtime, work: _Work, dest: ChunkStore, batch: list[tuple[str, int, int]]) -> None:
+    """Make copied chunks durable, then record them in the destination's chunk index."""
+    if not batch:
+        return
+    dest.flush()
+    with rt.db.transaction() as session:
+        added = chunks.index_chunks(session, work.dest_vault_id, batch)
+        vault = session.get(Vault, work.dest_vault_id)
+        if vault is not None:
+            vault.used_bytes += added
+
+
+def _copy_manifests(work: _Work, source: ChunkStore, dest: ChunkStore) -> dict[str, Manifest]:
+    manifests = {}
+    for unit_id, replica_id in work.units:
+        blob = with_retries(partial(source.get_manifest, f"backup-{unit_id}"))
+        manifest = Manifest.from_bytes(blob)  # validates before it is published
+        dest.put_manifest(f"backup-{replica_id}", blob)
+        manifests[replica_id] = manifest
+    return manifests
+
+
+# --- progress, commit, failure -------------------------------------------------------------
+
+
+def _percent(work: _Work) -> int:
+    if work.bytes_total <= 0:
+        return 99
+    return min(99, work.bytes_copied * 100 // work.bytes_total)
+
+
+def _beat(rt: Runtime, work: _Work) -> None:
+    with rt.db.transaction() as session:
+        record = session.get(ReplicationRecord, work.record_id)
+        if record is None:
+            return
+        record.lease_until = leases.renewal(rt.settings.lease_seconds)
+        record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
+        record.progress = _percent(work)
+        operation_logs.set_progress(session, work.log_id, record.progress)
+
+
+def _commit(rt: Runtime, work: _Work, manifests: dict[str, Manifest]) -> None:
+    with rt.db.transaction() as session:
+        for replica_id, manifest in manifests.items():
+            linked = chunks.link_backup(session, replica_id, work.dest_vault_id, manifest.digests())
+            if linked != len(manifest.digests()):
+                raise CbrError(REPLICA_IMPORT_FAILED, "destination index lacks replica chunks")
+            _publish_unit(session, replica_id, manifest)
+        record = session.get(ReplicationRecord, work.record_id)
+        assert record is not None
+        replica = session.get(Backup, record.destination_backup_id or "")
+        assert replica is not None
+        _publish_unit(session, replica.id, None)
+        record.status, record.progress, record.lease_until = "success", 100, None
+        record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
+        checkpoint = session.get(Checkpoint, replica.checkpoint_id)
+        if checkpoint is not None:
+            checkpoint.status = "available"
+        operation_logs.close_log(session, work.log_id)
+
+
+def _publish_unit(session: Session, backup_id: str, manifest: Manifest | None) -> None:
+    unit = session.get(Backup, backup_id)
+    assert unit is not None
+    if manifest is not None:
+        unit.bytes_total, unit.chunk_count = manifest.size, len(manifest.chunks)
+        unit.bytes_new = chunks.backup_totals(session, unit.id)[2]
+    elif unit.children:
+        unit.bytes_total = sum(c.bytes_total for c in unit.children)
+        unit.bytes_new = sum(c.bytes_new for c in unit.children)
+        unit.chunk_count = sum(c.chunk_count for c in unit.children)
+    unit.status = "available"
+
+
+def _fail(rt: Runtime, work: _Work, error: ErrorCode, reason: str) -> None:
+    with rt.db.transaction() as session:
+        record = session.get(ReplicationRecord, work.record_id)
+        if record is not None:
+            record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
+            _fail_in_session(session, record, error, reason)
+    dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
+    for _unit_id, replica_id in work.units:
+        dest.delete_manifest(f"backup-{replica_id}")
+
+
+def _fail_in_session(
+    session: Session, record: ReplicationRecord, error: ErrorCode, reason: str
+) -> None:
+    """Fail the record; the partial replica disappears (copied chunks are left to GC)."""
+    record.status, record.fail_code, record.fail_reason = "fail", error.code, reason[:1024]
+    record.lease_until = None
+    replica = session.get(Backup, record.destination_backup_id or "")
+    if replica is not None and replica.status != "available":
+        checkpoint = session.get(Checkpoint, replica.checkpoint_id)
+        session.delete(replica)
+        if checkpoint is not None:
+            session.delete(checkpoint)
+        record.destination_backup_id = None
+        record.destination_checkpoint_id = None
+    operation_logs.close_log(session, record.operation_log_id, error, reason)
+
+
+def stuck(rt: Runtime) -> list[str]:
+    """Records in progress that no live worker holds, oldest first."""
+    now = clock.now()
+    with rt.db.transaction() as session:
+        rows = session.scalars(
+            select(ReplicationRecord)
+            .where(ReplicationRecord.status.in_(("waiting_replicate", "replicating")))
+            .order_by(ReplicationRecord.created_at)
+        )
+        return [r.id for r in rows if (r.lease_until or r.created_at) < now]
+
+
+def log_of(session: Session, record_id: str) -> OperationLog | None:
+    record = session.get(ReplicationRecord, record_id)
+    return session.get(OperationLog, record.operation_log_id or "") if record else None

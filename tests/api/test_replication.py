@@ -1,0 +1,352 @@
+"""Replication over HTTP: the replicate APIs, records, validation codes, dedup, faults."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from opencbr.app import create_app
+from opencbr.db.session import Database
+from opencbr.services import identity
+from opencbr.settings import RegionSettings
+from tests.api.conftest import PASSWORD, Env, make_settings
+from tests.api.helpers import assert_error, create_vault, register_dir
+from tests.api.test_backups import backup_now, restore
+from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
+
+MiB = 1 << 20
+
+
+def seed_body(env: Env, vault_id: str, dest_vault_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "replicate": {
+            "auto_trigger": False,
+            "destination_project_id": env.projects["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest_vault_id,
+            "vault_id": vault_id,
+            **extra,
+        }
+    }
+
+
+def records(env: Env, vault_id: str) -> list[dict[str, Any]]:
+    body = env.get(
+        "region1", "/backups", params={"vault_id": vault_id, "show_replication": "true"}
+    ).json()
+    return [r for b in body["backups"] for r in b["replication_records"]]
+
+
+def wait_records(env: Env, vault_id: str, count: int) -> list[dict[str, Any]]:
+    """Poll the source backups' replication records until `count` of them have ended."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = records(env, vault_id)
+        if sum(1 for r in found if r["status"] in ("success", "fail")) >= count:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"replication did not finish: {records(env, vault_id)}")
+
+
+@pytest.fixture
+def source(env: Env) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    tree = env.roots["region1"] / "source"
+    build_tree(tree, big_files=3, big_size=6 * MiB)
+    resource = register_dir(env, name="source")
+    vault = create_vault(
+        env, name="vault-src", resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    return tree, resource, vault
+
+
+def test_vault_replication_end_to_end(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    tree, _resource, vault = source
+    first = backup_now(env, vault["id"], name="first")
+    expected_first = env.roots["region1"] / "expected-first"
+    subprocess.run(["cp", "-a", str(tree), str(expected_first)], check=True)
+    mutate_in_place(tree, 0.02)
+    second = backup_now(env, vault["id"], name="second")
+    dest = create_vault(
+        env, "region2", name="vault-dst", object_type="turbo", protect_type="replication"
+    )
+    response = env.post(
+        "region1", "/checkpoints/replicate", seed_body(env, vault["id"], dest["id"])
+    )
+    assert response.status_code == 200, response.text
+    replication = response.json()["replication"]
+    assert (
+        replication["source_region"] == "region1" and replication["destination_region"] == "region2"
+    )
+    assert replication["project_id"] == env.projects["region1"]
+    assert (
+        replication["provider_id"] == vault["provider_id"]
+        and replication["vault_id"] == vault["id"]
+    )
+    assert {b["backup_id"] for b in replication["backups"]} == {first["id"], second["id"]}
+    done = wait_records(env, vault["id"], 2)
+    assert {r["status"] for r in done} == {"success"}, done
+    for record in done:
+        assert record["extra_info"]["progress"] == 100 and record["extra_info"]["fail_code"] == ""
+        assert record["destination_vault_id"] == dest["id"] and record["source_region"] == "region1"
+    replicas = env.get(
+        "region2", "/backups", params={"vault_id": dest["id"], "image_type": "replication"}
+    ).json()
+    assert replicas["count"] == 2
+    by_source = {b["source_backup_id"]: b for b in replicas["backups"]}
+    assert all(b["status"] == "available" for b in replicas["backups"])
+    assert by_source[first["id"]]["resource_id"] == first["resource_id"]
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "replication"}).json()
+    assert {entry["status"] for entry in logs["operation_logs"]} == {"success"}
+    assert logs["operation_logs"][0]["extra_info"]["replication"]["destination_region"] == "region2"
+
+    for name, backup_id, expected in (
+        ("r1", by_source[first["id"]]["id"], expected_first),
+        ("r2", by_source[second["id"]]["id"], tree),
+    ):
+        target = register_dir(env, "region2", name=name)
+        log = restore(env, backup_id, {"resource_id": target["id"]}, region="region2")
+        assert log["status"] == "success", log
+        assert_same_tree(expected, env.roots["region2"] / name)
+
+    again = env.post("region1", "/checkpoints/replicate", seed_body(env, vault["id"], dest["id"]))
+    assert_error(again, 400, "BackupService.0001")
+    single = env.post(
+        "region1",
+        f"/backups/{first['id']}/replicate",
+        {
+            "replicate": {
+                "destination_project_id": env.projects["region2"],
+                "destination_region": "region2",
+                "destination_vault_id": dest["id"],
+            }
+        },
+    )
+    assert_error(single, 400, "BackupService.1009")
+    assert env.get("region2", "/backups", params={"vault_id": dest["id"]}).json()["count"] == 2
+
+
+def test_incremental_replication_moves_only_new_chunks(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    tree, _resource, vault = source
+    first = backup_now(env, vault["id"])
+    mutate_in_place(tree, 0.02)
+    second = backup_now(env, vault["id"])
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    body = {
+        "replicate": {
+            "destination_project_id": env.projects["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest["id"],
+            "name": "copy-one",
+            "description": "first",
+        }
+    }
+    response = env.post("region1", f"/backups/{first['id']}/replicate", body)
+    assert response.status_code == 200, response.text
+    single = response.json()["replication"]
+    assert single["backup_id"] == first["id"] and single["replication_record_id"]
+    wait_records(env, vault["id"], 1)
+    response = env.post(
+        "region1",
+        f"/backups/{second['id']}/replicate",
+        {**body, "replicate": {**body["replicate"], "name": "copy-two"}},
+    )
+    assert response.status_code == 200
+    done = wait_records(env, vault["id"], 2)
+    record = next(r for r in done if r["source_backup_id"] == second["id"])
+    extra = record["extra_info"]
+    assert record["status"] == "success"
+    assert extra["bytes_copied"] <= 1.1 * second["stored_bytes"], (extra, second["stored_bytes"])
+    assert extra["chunks_present"] > 0 and extra["chunks_copied"] < extra["chunks_total"]
+    replica = env.get("region2", f"/backups/{record['destination_backup_id']}").json()["backup"]
+    assert replica["name"] == "copy-two" and replica["image_type"] == "replication"
+
+
+def test_replicate_validation_codes(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    _tree, _resource, vault = source
+    backup = backup_now(env, vault["id"])
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    backup_vault_r2 = create_vault(env, "region2", name="plain")
+    server_repl = create_vault(
+        env, "region2", name="srv", object_type="server", protect_type="replication"
+    )
+    repl_r1 = create_vault(env, "region1", name="repl-r1", protect_type="replication")
+    cases = [
+        (seed_body(env, "nope", dest["id"]), 404, "BackupService.6105"),
+        (
+            seed_body(env, vault["id"], dest["id"], destination_region="region9"),
+            400,
+            "BackupService.1005",
+        ),
+        (
+            seed_body(env, vault["id"], dest["id"], destination_region="region1"),
+            400,
+            "BackupService.1005",
+        ),
+        (
+            seed_body(env, vault["id"], dest["id"], destination_project_id=env.projects["region1"]),
+            400,
+            "BackupService.1011",
+        ),
+        (seed_body(env, vault["id"], "nope"), 400, "BackupService.6120"),
+        (seed_body(env, vault["id"], backup_vault_r2["id"]), 400, "BackupService.6119"),
+        (seed_body(env, vault["id"], server_repl["id"]), 400, "BackupService.6119"),
+        (seed_body(env, repl_r1["id"], dest["id"]), 400, "BackupService.6128"),
+        (
+            seed_body(env, vault["id"], dest["id"], cross_account_urn="urn:x"),
+            400,
+            "BackupService.9900",
+        ),
+        (seed_body(env, vault["id"], dest["id"], auto_trigger="yes"), 400, "BackupService.9900"),
+        ({"replicate": {"vault_id": vault["id"]}}, 400, "BackupService.9900"),
+    ]
+    for body, status, code in cases:
+        assert_error(env.post("region1", "/checkpoints/replicate", body), status, code)
+    empty = create_vault(env, name="empty")
+    assert_error(
+        env.post("region1", "/checkpoints/replicate", seed_body(env, empty["id"], dest["id"])),
+        400,
+        "BackupService.0001",
+    )
+    # a viewer in the destination project may not write there
+    identity.create_user(env.db, "writer-r1", PASSWORD)
+    identity.grant_role(env.db, "writer-r1", "region1", "member")
+    identity.grant_role(env.db, "writer-r1", "region2", "viewer")
+    from tests.api.conftest import issue
+
+    token = issue(env.client, "writer-r1", PASSWORD, env.projects["region1"])
+    response = env.client.post(
+        env.url("region1", "/checkpoints/replicate"),
+        json=seed_body(env, vault["id"], dest["id"]),
+        headers={"X-Auth-Token": token},
+    )
+    assert_error(response, 400, "BackupService.1011")
+    # full destination
+    tiny = create_vault(env, "region2", name="tiny", protect_type="replication", size=1)
+    with env.db.transaction() as session:
+        from opencbr.db.vaults import Vault
+
+        row = session.get(Vault, tiny["id"])
+        assert row is not None
+        row.used_bytes = 1 << 30
+    assert_error(
+        env.post("region1", "/checkpoints/replicate", seed_body(env, vault["id"], tiny["id"])),
+        400,
+        "BackupService.6129",
+    )
+    single = f"/backups/{backup['id']}/replicate"
+    body = {
+        "replicate": {
+            "destination_project_id": env.projects["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest["id"],
+        }
+    }
+    assert_error(env.post("region1", "/backups/nope/replicate", body), 404, "BackupService.6200")
+    assert env.post("region1", single, body).status_code == 200
+    assert_error(env.post("region1", single, body), 400, "BackupService.1009")
+    done = wait_records(env, vault["id"], 1)
+    replica_id = done[0]["destination_backup_id"]
+    r2_body = {
+        "replicate": {
+            "destination_project_id": env.projects["region1"],
+            "destination_region": "region1",
+            "destination_vault_id": repl_r1["id"],
+        }
+    }
+    assert_error(
+        env.post("region2", f"/backups/{replica_id}/replicate", r2_body), 400, "BackupService.1002"
+    )
+    other_project = env.post("region2", single, body)
+    assert_error(other_project, 404, "BackupService.6200")
+
+
+@pytest.fixture
+def faulty_env(tmp_path: Path, database: Database) -> Iterator[Env]:
+    """Like `env`, but region2's store fails 10% of chunk writes (transiently)."""
+    store2 = tmp_path / "data" / "store" / "region2"
+    regions = [
+        RegionSettings(name="region1", storage=str(tmp_path / "data" / "store" / "region1")),
+        RegionSettings(name="region2", storage=f"faulty+{store2}?fail_put=0.1&seed=7"),
+    ]
+    settings = make_settings(tmp_path, regions=regions)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    result = identity.bootstrap(database, settings, "admin", PASSWORD)
+    app = create_app(settings, database, migrate=False)
+    with TestClient(app) as client:
+        roots = {root.project: root.path for root in settings.protectable_roots}
+        yield Env(client, settings, database, result.projects, roots)
+
+
+def test_failing_writes_are_retried_then_a_corrupt_source_chunk_fails_the_record(
+    faulty_env: Env,
+) -> None:
+    env = faulty_env
+    tree = env.roots["region1"] / "data"
+    tree.mkdir()
+    rng = random.Random(4)
+    for index in range(12):
+        (tree / f"f{index}").write_bytes(rng.randbytes(2 * MiB))
+    resource = register_dir(env, name="data")
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    first = backup_now(env, vault["id"])
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    body = {
+        "replicate": {
+            "destination_project_id": env.projects["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest["id"],
+        }
+    }
+    assert env.post("region1", f"/backups/{first['id']}/replicate", body).status_code == 200
+    done = wait_records(env, vault["id"], 1)
+    assert done[0]["status"] == "success", done
+
+    (tree / "new").write_bytes(rng.randbytes(3 * MiB))
+    second = backup_now(env, vault["id"])
+    shared = {d for d in _chunk_files(env, "region1", vault["id"])}
+    replicated = {d for d in _chunk_files(env, "region2", dest["id"])}
+    new_only = sorted(shared - replicated)
+    assert new_only
+    victim = (
+        env.settings.data_dir
+        / "store"
+        / "region1"
+        / "vaults"
+        / vault["id"]
+        / "chunks"
+        / new_only[0][:2]
+        / new_only[0]
+    )
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0x55
+    victim.write_bytes(bytes(data))
+    assert env.post("region1", f"/backups/{second['id']}/replicate", body).status_code == 200
+    done = wait_records(env, vault["id"], 2)
+    record = next(r for r in done if r["source_backup_id"] == second["id"])
+    assert record["status"] == "fail"
+    assert record["extra_info"]["fail_code"] == "BackupService.1006"
+    assert (
+        "corrupt" in record["extra_info"]["fail_reason"]
+        and new_only[0] in record["extra_info"]["fail_reason"]
+    )
+    replicas = env.get("region2", "/backups", params={"vault_id": dest["id"]}).json()["backups"]
+    assert [b["source_backup_id"] for b in replicas] == [first["id"]]
+    assert new_only[0] not in _chunk_files(env, "region2", dest["id"])
+
+
+def _chunk_files(env: Env, region: str, vault_id: str) -> set[str]:
+    root = env.settings.data_dir / "store" / region / "vaults" / vault_id / "chunks"
+    return {p.name for p in root.rglob("*") if p.is_file()}
