@@ -1,0 +1,182 @@
+"""The service as a real process: about 1 GiB backed up twice and replicated to region2
+with a SIGKILL in the middle of the copy; a SIGKILL during a backup; memory stays flat."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Server, free_port, write_config
+from tests.e2e.flows import Client
+from tests.unit.archive_support import assert_same_tree
+
+MiB = 1 << 20
+FAST_RECOVERY = "lease_seconds = 3.0\n"
+
+
+def make_tree(root: Path, total: int, seed: int) -> None:
+    """Files of 4 KiB to 64 MiB: 60% incompressible, 40% text-like; deterministic."""
+    rng = random.Random(seed)
+    written, index = 0, 0
+    while written < total:
+        size = min(rng.choice([4096, 60_000, MiB, 8 * MiB, 64 * MiB]), total - written)
+        folder = root / f"d{index % 7}"
+        folder.mkdir(parents=True, exist_ok=True)
+        data = (
+            rng.randbytes(size)
+            if rng.random() < 0.6
+            else rng.randbytes(size // 2 + 1).hex().encode()[:size]
+        )
+        (folder / f"f{index:04d}.bin").write_bytes(data)
+        written, index = written + size, index + 1
+
+
+def mutate(root: Path, fraction: float, seed: int) -> None:
+    """Overwrite `fraction` of the bytes in place, in ten clustered regions."""
+    rng = random.Random(seed)
+    files = sorted(p for p in root.rglob("*.bin") if p.stat().st_size >= 8 * MiB)
+    total = sum(p.stat().st_size for p in root.rglob("*.bin"))
+    for path in rng.sample(files, min(10, len(files))):
+        with open(path, "r+b") as handle:
+            length = int(total * fraction / 10)
+            handle.seek(rng.randrange(max(1, path.stat().st_size - length)))
+            handle.write(rng.randbytes(length))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    instance = Server(write_config(tmp_path, port, FAST_RECOVERY), tmp_path / "data", port)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+def projects(server: Server) -> dict[str, str]:
+    result = server.admin("bootstrap", "--user", "admin", "--password", server.password())
+    return {p["name"]: p["id"] for p in result["projects"]}
+
+
+def chunk_count(store: Path) -> int:
+    return (
+        sum(len(files) for _dir, _sub, files in os.walk(store / "chunks")) if store.exists() else 0
+    )
+
+
+@pytest.mark.slow
+def test_one_gib_replication_survives_sigkill_and_restores_identically(
+    server: Server, tmp_path: Path
+) -> None:
+    ids = projects(server)
+    r1, r2 = Client(server, ids["region1"]), Client(server, ids["region2"])
+    source = tmp_path / "roots" / "region1" / "data"
+    make_tree(source, 1024 * MiB, seed=11)
+    vault = r1.vault("vault-src", resources=[r1.register_dir("data", str(source))])
+    first = r1.finished_backup(r1.start_backup(vault, "first"))
+    expected_first = tmp_path / "expected-first"
+    subprocess.run(["cp", "-a", str(source), str(expected_first)], check=True)
+    mutate(source, 0.02, seed=12)
+    second = r1.finished_backup(r1.start_backup(vault, "second"))
+    assert first["status"] == second["status"] == "available"
+    assert second["stored_bytes"] < first["stored_bytes"] / 4
+    dest = r2.vault("vault-dst", protect_type="replication")
+
+    body = {
+        "replicate": {
+            "auto_trigger": False,
+            "destination_project_id": ids["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest,
+            "vault_id": vault,
+        }
+    }
+    answer = r1.call("POST", "/checkpoints/replicate", body)["replication"]
+    assert len(answer["backups"]) == 2
+    source_chunks = chunk_count(server.data_dir / "store" / "region1" / "vaults" / vault)
+    dest_store = server.data_dir / "store" / "region2" / "vaults" / dest
+    deadline = time.monotonic() + 120
+    while not 0.1 * source_chunks <= chunk_count(dest_store) <= 0.9 * source_chunks:
+        assert time.monotonic() < deadline, "replication never reached 10%"
+        time.sleep(0.01)
+    server.kill()
+    server.start()
+
+    def all_ended(body: dict[str, object]) -> bool:
+        records = [r for b in body["backups"] for r in b["replication_records"]]  # type: ignore[attr-defined]
+        return len(records) == 2 and all(r["status"] in ("success", "fail") for r in records)
+
+    listing = r1.wait("/backups", all_ended, vault_id=vault, show_replication="true")
+    records = [r for b in listing["backups"] for r in b["replication_records"]]
+    assert [r["status"] for r in records] == ["success", "success"], records
+    replicas = r2.call("GET", "/backups", vault_id=dest)["backups"]
+    assert len(replicas) == 2 and {b["status"] for b in replicas} == {"available"}
+    by_source = {b["source_backup_id"]: b["id"] for b in replicas}
+    for name, backup_id, expected in (
+        ("one", by_source[first["id"]], expected_first),
+        ("two", by_source[second["id"]], source),
+    ):
+        target = tmp_path / "roots" / "region2" / name
+        target.mkdir()
+        log = r2.restore(backup_id, r2.register_dir(name, str(target)))
+        assert log["status"] == "success", log
+        assert_same_tree(expected, target)
+    again = r1.http.post("/checkpoints/replicate", json=body)
+    assert again.status_code == 400 and again.json()["error_code"] == "BackupService.0001"
+
+
+@pytest.mark.slow
+def test_sigkill_during_backup_ends_available_or_error_never_stuck(
+    server: Server, tmp_path: Path
+) -> None:
+    ids = projects(server)
+    r1 = Client(server, ids["region1"])
+    source = tmp_path / "roots" / "region1" / "data"
+    make_tree(source, 400 * MiB, seed=21)
+    vault = r1.vault("v", resources=[r1.register_dir("data", str(source))])
+    checkpoint = r1.start_backup(vault, "interrupted")
+    store = server.data_dir / "store" / "region1" / "vaults" / vault
+    deadline = time.monotonic() + 60
+    while chunk_count(store) < 20:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    server.kill()
+    server.start()
+    backup = r1.finished_backup(checkpoint)
+    assert backup["status"] in ("available", "error")
+    if backup["status"] == "available":
+        target = tmp_path / "roots" / "region1" / "restored"
+        target.mkdir()
+        log = r1.restore(backup["id"], r1.register_dir("restored", str(target)))
+        assert log["status"] == "success", log
+        assert_same_tree(source, target)
+    logs = r1.call("GET", "/operation-logs", operation_type="backup")["operation_logs"]
+    assert logs[0]["status"] in ("success", "failed")
+
+
+@pytest.mark.slow
+def test_backing_up_a_2_gib_file_keeps_the_server_under_300_mb(
+    server: Server, tmp_path: Path
+) -> None:
+    ids = projects(server)
+    r1 = Client(server, ids["region1"])
+    source = tmp_path / "roots" / "region1" / "big"
+    source.mkdir()
+    block = random.Random(5).randbytes(64 * MiB)
+    with open(source / "two-gib.bin", "wb") as handle:
+        for index in range(32):
+            handle.write(block[index:] + block[:index])  # shifted: every block differs
+    vault = r1.vault("v", resources=[r1.register_dir("big", str(source))])
+    backup = r1.finished_backup(r1.start_backup(vault, "big"))
+    assert backup["status"] == "available" and backup["size_bytes"] >= 2 << 30
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+    assert peak_kb < 300 * 1024, f"peak RSS {peak_kb} kB"
