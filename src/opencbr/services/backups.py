@@ -161,26 +161,25 @@ def start_delete(db: Database, ctx: AuthContext, backup_id: str, request_id: str
             session,
             project_id=ctx.project_id,
             operation_type="delete",
-            provider_id=backup.provider_id,
-            vault_id=backup.vault_id,
-            vault_name=vault.name if vault else None,
-            resource_id=backup.resource_id,
-            resource_name=backup.resource_name,
-            resource_type=backup.resource_type,
+            subject=backup_subject(backup, vault),
+            details={"backup_id": backup.id, "backup_name": backup.name},
+            request_id=request_id,
             backup_id=backup.id,
             checkpoint_id=backup.checkpoint_id,
-            request_id=request_id,
-            extra_info={
-                "delete": {"backup_id": backup.id, "backup_name": backup.name},
-                "common": {"progress": 0, "request_id": request_id or ""},
-                "resource": {
-                    "id": backup.resource_id,
-                    "type": backup.resource_type,
-                    "name": backup.resource_name,
-                },
-            },
         )
         return backup.id
+
+
+def backup_subject(backup: Backup, vault: Vault | None) -> operation_logs.Subject:
+    """The operation-log subject of a task on a backup: its resource in its vault."""
+    return operation_logs.Subject(
+        backup.resource_id,
+        backup.resource_type,
+        backup.resource_name,
+        backup.vault_id,
+        vault.name if vault else None,
+        backup.provider_id,
+    )
 
 
 def _being_replicated(session: Session, backup_id: str) -> bool:

@@ -192,25 +192,18 @@ def _plan_backup(
         session,
         project_id=ctx.project_id,
         operation_type="backup",
-        checkpoint_id=checkpoint.id,
-        provider_id=vault.provider_id,
-        vault_id=vault.id,
-        vault_name=vault.name,
-        resource_id=resource.id,
-        resource_name=resource.name,
-        resource_type=resource.type,
-        backup_id=backup.id,
-        request_id=request_id,
-        policy_id=params.policy_id,
-        extra_info={
-            "backup": {
-                "backup_id": backup.id,
-                "backup_name": name,
-                "incremental": str(params.incremental).lower(),
-            },
-            "common": {"progress": 0, "request_id": request_id or ""},
-            "resource": {"id": resource.id, "type": resource.type, "name": resource.name},
+        subject=operation_logs.Subject(
+            resource.id, resource.type, resource.name, vault.id, vault.name, vault.provider_id
+        ),
+        details={
+            "backup_id": backup.id,
+            "backup_name": name,
+            "incremental": str(params.incremental).lower(),
         },
+        request_id=request_id,
+        checkpoint_id=checkpoint.id,
+        backup_id=backup.id,
+        policy_id=params.policy_id,
     )
     return backup
 

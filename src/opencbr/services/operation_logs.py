@@ -33,15 +33,36 @@ OPERATION_TYPES = (
 STATUSES = ("success", "skipped", "failed", "running", "timeout", "waiting")
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What a task acts on: a resource, the vault it is in, and that vault's provider."""
+
+    resource_id: str
+    resource_type: str
+    resource_name: str
+    vault_id: str | None
+    vault_name: str | None
+    provider_id: str | None
+
+
 def open_log(
     session: Session,
     *,
     project_id: str,
     operation_type: str,
+    subject: Subject,
+    details: dict[str, Any],
+    request_id: str | None,
     status: str = "running",
     **fields: Any,
 ) -> OperationLog:
+    """A new task log; `details` becomes the `extra_info` block named after the type."""
     now = clock.now()
+    resource = {
+        "id": subject.resource_id,
+        "type": subject.resource_type,
+        "name": subject.resource_name,
+    }
     log = OperationLog(
         id=new_uuid(),
         project_id=project_id,
@@ -50,6 +71,18 @@ def open_log(
         created_at=now,
         started_at=now,
         updated_at=now,
+        request_id=request_id,
+        provider_id=subject.provider_id,
+        vault_id=subject.vault_id,
+        vault_name=subject.vault_name,
+        resource_id=subject.resource_id,
+        resource_name=subject.resource_name,
+        resource_type=subject.resource_type,
+        extra_info={
+            operation_type: details,
+            "resource": resource,
+            "common": {"progress": 0, "request_id": request_id or ""},
+        },
         **fields,
     )
     session.add(log)

@@ -162,26 +162,24 @@ def start(
             session,
             project_id=ctx.project_id,
             operation_type="restore",
-            provider_id=backup.provider_id,
-            vault_id=backup.vault_id,
-            vault_name=vault.name if vault else None,
-            resource_id=target.id,
-            resource_name=target.name,
-            resource_type=target.type,
+            subject=operation_logs.Subject(
+                target.id,
+                target.type,
+                target.name,
+                backup.vault_id,
+                vault.name if vault else None,
+                backup.provider_id,
+            ),
+            details={
+                "backup_id": backup.id,
+                "backup_name": backup.name,
+                "target_resource_id": target.id,
+                "target_resource_name": target.name,
+            },
+            request_id=request_id,
             backup_id=backup.id,
             checkpoint_id=backup.checkpoint_id,
-            request_id=request_id,
             plan=plan,
-            extra_info={
-                "restore": {
-                    "backup_id": backup.id,
-                    "backup_name": backup.name,
-                    "target_resource_id": target.id,
-                    "target_resource_name": target.name,
-                },
-                "common": {"progress": 0, "request_id": request_id or ""},
-                "resource": {"id": target.id, "type": target.type, "name": target.name},
-            },
         )
         session.flush()
         return entry.id
