@@ -10,6 +10,7 @@ simply found again.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,12 +176,15 @@ class _BudgetSink(VaultSink):
     def __init__(self, *args: Any, budget: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._budget = budget
+        self._count_lock = threading.Lock()
         self.stored = 0
 
     def store(self, digest: str, data: bytes) -> int:
         written = super().store(digest, data)
-        self.stored += written
-        if self.stored > self._budget:
+        with self._count_lock:  # called from the engine's worker threads
+            self.stored += written
+            over = self.stored > self._budget
+        if over:
             raise CbrError(VAULT_FULL, "The backup would exceed the vault's capacity.")
         return written
 
