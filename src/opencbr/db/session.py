@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+READ_ONLY = "opencbr_read_only"
+
 
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
@@ -30,8 +32,12 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that later writes
-        # can fail with "database is locked" without waiting for busy_timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # can fail with "database is locked" without waiting for busy_timeout. Read-only
+        # work (`Database.reading`) begins deferred, so readers never wait for a writer.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -51,6 +57,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        reader = self.engine.execution_options(**{READ_ONLY: True})
+        self._readers = sessionmaker(reader, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -60,6 +68,12 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it does not take the write lock."""
+        with self._readers.begin() as session:
             yield session
 
     def dispose(self) -> None:

@@ -43,7 +43,7 @@ class VaultBusy(Exception):
 
 
 def pending_backups(rt: Runtime, checkpoint_id: str) -> list[str]:
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         return list(
             session.scalars(
                 select(Backup.id)
@@ -291,7 +291,7 @@ def _fail_in_session(session: Session, backup: Backup, error: ErrorCode, reason:
 def stuck_checkpoints(rt: Runtime, grace_seconds: float) -> list[str]:
     """Checkpoints with a backup in progress that no live worker holds."""
     cutoff = clock.now()
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         rows = session.scalars(
             select(Backup).where(
                 Backup.status == "protecting",

@@ -38,7 +38,7 @@ def get_in_session(session: Session, ctx: AuthContext, backup_id: str) -> Backup
 
 
 def get(db: Database, ctx: AuthContext, backup_id: str) -> Backup:
-    with db.transaction() as session:
+    with db.reading() as session:
         return get_in_session(session, ctx, backup_id)
 
 
@@ -102,7 +102,7 @@ def list_page(
     db: Database, ctx: AuthContext, filters: BackupFilter, page: PageRequest
 ) -> Page[Backup]:
     query = _filtered(ctx, filters)
-    with db.transaction() as session:
+    with db.reading() as session:
         if not filters.sort:
             return fetch_page(session, query, Backup.created_at, Backup.id, page)
         if page.marker:
@@ -119,7 +119,7 @@ def records_for(db: Database, backup_ids: list[str]) -> dict[str, list[Replicati
     """Replication records of source backups, oldest first."""
     if not backup_ids:
         return {}
-    with db.transaction() as session:
+    with db.reading() as session:
         rows = session.scalars(
             select(ReplicationRecord)
             .where(ReplicationRecord.source_backup_id.in_(backup_ids))
@@ -197,7 +197,7 @@ def _being_replicated(session: Session, backup_id: str) -> bool:
 
 
 def deleting_backups(db: Database) -> list[str]:
-    with db.transaction() as session:
+    with db.reading() as session:
         return list(
             session.scalars(
                 select(Backup.id).where(Backup.status == "deleting", Backup.parent_id.is_(None))
@@ -207,7 +207,7 @@ def deleting_backups(db: Database) -> list[str]:
 
 def manifests_of(db: Database, backup_id: str) -> tuple[str, str, list[str]]:
     """(vault id, region, manifest names) of a backup, for deleting its data."""
-    with db.transaction() as session:
+    with db.reading() as session:
         backup = session.get(Backup, backup_id)
         if backup is None:
             return "", "", []
@@ -241,7 +241,7 @@ def usage_by_resource(db: Database, vault_ids: list[str]) -> dict[str, tuple[int
     """resource id -> (backup count, backup size in MB) over available backups of vaults."""
     if not vault_ids:
         return {}
-    with db.transaction() as session:
+    with db.reading() as session:
         rows = session.execute(
             select(Backup.resource_id, Backup.bytes_new).where(
                 Backup.vault_id.in_(vault_ids),

@@ -213,7 +213,7 @@ def _kind(resource: Protectable) -> str:
 
 
 def get(db: Database, ctx: AuthContext, checkpoint_id: str) -> CheckpointView:
-    with db.transaction() as session:
+    with db.reading() as session:
         checkpoint = session.get(Checkpoint, checkpoint_id)
         if checkpoint is None or checkpoint.project_id != ctx.project_id:
             raise CbrError(

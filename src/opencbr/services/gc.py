@@ -89,5 +89,5 @@ def _sweep_unindexed(rt: Runtime, store: ChunkStore, indexed: set[str]) -> int:
 
 
 def vaults_with_garbage(rt: Runtime) -> list[str]:
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         return list(session.scalars(select(Vault.id)))

@@ -266,7 +266,7 @@ def _new_token(
 
 
 def projects_of_user(db: Database, user_id: str, name: str | None) -> list[Project]:
-    with db.transaction() as session:
+    with db.reading() as session:
         query = (
             select(Project)
             .join(RoleAssignment, RoleAssignment.project_id == Project.id)
@@ -280,7 +280,7 @@ def projects_of_user(db: Database, user_id: str, name: str | None) -> list[Proje
 
 def check_token(db: Database, token: str) -> tuple[Token, tuple[str, ...]]:
     """The token's row and roles; CbrError(UNAUTHORIZED) when unknown, revoked or expired."""
-    with db.transaction() as session:
+    with db.reading() as session:
         row = session.get(Token, token_digest(token))
         if row is None or row.revoked_at is not None:
             raise CbrError(
@@ -325,7 +325,7 @@ def roles_in(session: Session, user_id: str, project_id: str) -> tuple[str, ...]
 
 
 def list_projects(db: Database, name: str | None = None) -> list[Project]:
-    with db.transaction() as session:
+    with db.reading() as session:
         query = select(Project).order_by(Project.name)
         if name is not None:
             query = query.where(Project.name == name)

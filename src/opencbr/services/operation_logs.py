@@ -121,7 +121,7 @@ def close_log(
 
 
 def get(db: Database, ctx: AuthContext, log_id: str) -> OperationLog:
-    with db.transaction() as session:
+    with db.reading() as session:
         log = session.get(OperationLog, log_id)
         if log is None or log.project_id != ctx.project_id:
             raise CbrError(OPERATION_LOG_NOT_FOUND, f"The operation log {log_id} does not exist.")
@@ -166,5 +166,5 @@ def list_page(
         query = query.where(OperationLog.created_at >= filters.start_time)
     if filters.end_time is not None:
         query = query.where(OperationLog.created_at <= filters.end_time)
-    with db.transaction() as session:
+    with db.reading() as session:
         return fetch_page(session, query, OperationLog.created_at, OperationLog.id, page)

@@ -159,7 +159,7 @@ def find_in_project(session: Session, project_id: str, resource_id: str) -> Prot
 
 def get(db: Database, ctx: AuthContext, protectable_type: str, resource_id: str) -> Protectable:
     resource_type = resource_type_for(protectable_type)
-    with db.transaction() as session:
+    with db.reading() as session:
         row = find_in_project(session, ctx.project_id, resource_id)
         if row is None or row.type != resource_type:
             raise CbrError(RESOURCE_NOT_FOUND)
@@ -190,7 +190,7 @@ def list_page(
         query = query.where(Protectable.id.in_(filters.ids))
     if filters.status not in (None, "available", "active"):
         query = query.where(Protectable.id.is_(None))  # every registered resource is active
-    with db.transaction() as session:
+    with db.reading() as session:
         return fetch_page(session, query, Protectable.created_at, Protectable.id, page)
 
 
@@ -227,7 +227,7 @@ def get_with_binding(
     db: Database, ctx: AuthContext, protectable_type: str, resource_id: str
 ) -> tuple[Protectable, VaultResource | None]:
     resource_type = resource_type_for(protectable_type)
-    with db.transaction() as session:
+    with db.reading() as session:
         row = find_in_project(session, ctx.project_id, resource_id)
         if row is None or row.type != resource_type:
             raise CbrError(RESOURCE_NOT_FOUND)
@@ -242,5 +242,5 @@ def list_with_bindings(
     page: PageRequest,
 ) -> list[tuple[Protectable, VaultResource | None]]:
     rows = list_page(db, ctx, protectable_type, filters, page).items
-    with db.transaction() as session:
+    with db.reading() as session:
         return [(row, _binding(session, row.id)) for row in rows]

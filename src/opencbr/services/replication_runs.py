@@ -344,7 +344,7 @@ def _fail_in_session(
 def stuck(rt: Runtime) -> list[str]:
     """Records in progress that no live worker holds, oldest first."""
     now = clock.now()
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         rows = session.scalars(
             select(ReplicationRecord)
             .where(ReplicationRecord.status.in_(("waiting_replicate", "replicating")))

@@ -272,7 +272,7 @@ def _finish_in_session(
 def stuck(rt: Runtime) -> list[str]:
     """Restore logs in progress that no live worker holds."""
     now = clock.now()
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         rows = session.scalars(
             select(OperationLog).where(
                 OperationLog.operation_type == "restore",

@@ -103,7 +103,7 @@ class VaultSink:
             wanted = {d for d in digests if d not in self.written}
         if not wanted:
             return set()
-        with self._db.transaction() as session:
+        with self._db.reading() as session:
             known = set(
                 session.scalars(
                     select(VaultChunk.digest).where(

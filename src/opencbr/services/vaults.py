@@ -127,7 +127,7 @@ def get_in_session(session: Session, ctx: AuthContext, vault_id: str) -> Vault:
 
 
 def get(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
-    with db.transaction() as session:
+    with db.reading() as session:
         return get_in_session(session, ctx, vault_id)
 
 
@@ -168,7 +168,7 @@ def list_page(
         query = query.where(Vault.id.in_(bound))
     if filters.policy_id is not None:
         query = query.where(Vault.id.in_(_vaults_bound_to_policy(filters.policy_id)))
-    with db.transaction() as session:
+    with db.reading() as session:
         return fetch_page(session, query, Vault.created_at, Vault.id, page)
 
 
