@@ -7,7 +7,7 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,6 +60,20 @@ def server(tmp_path: Path) -> Iterator[Server]:
         instance.stop()
 
 
+@pytest.fixture
+def connect(server: Server) -> Iterator[Callable[[str], Client]]:
+    """Clients for projects of the running server, closed at the end of the test."""
+    opened: list[Client] = []
+
+    def open_client(project_id: str) -> Client:
+        opened.append(Client(server, project_id))
+        return opened[-1]
+
+    yield open_client
+    for client in opened:
+        client.http.close()
+
+
 def projects(server: Server) -> dict[str, str]:
     result = server.admin("bootstrap", "--user", "admin", "--password", server.password())
     return {p["name"]: p["id"] for p in result["projects"]}
@@ -73,10 +87,10 @@ def chunk_count(store: Path) -> int:
 
 @pytest.mark.slow
 def test_one_gib_replication_survives_sigkill_and_restores_identically(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
     ids = projects(server)
-    r1, r2 = Client(server, ids["region1"]), Client(server, ids["region2"])
+    r1, r2 = connect(ids["region1"]), connect(ids["region2"])
     source = tmp_path / "roots" / "region1" / "data"
     make_tree(source, 1024 * MiB, seed=11)
     vault = r1.vault("vault-src", resources=[r1.register_dir("data", str(source))])
@@ -134,10 +148,10 @@ def test_one_gib_replication_survives_sigkill_and_restores_identically(
 
 @pytest.mark.slow
 def test_sigkill_during_backup_ends_available_or_error_never_stuck(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
     ids = projects(server)
-    r1 = Client(server, ids["region1"])
+    r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "data"
     make_tree(source, 400 * MiB, seed=21)
     vault = r1.vault("v", resources=[r1.register_dir("data", str(source))])
@@ -163,10 +177,10 @@ def test_sigkill_during_backup_ends_available_or_error_never_stuck(
 
 @pytest.mark.slow
 def test_backing_up_a_2_gib_file_keeps_the_server_under_300_mb(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
     ids = projects(server)
-    r1 = Client(server, ids["region1"])
+    r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "big"
     source.mkdir()
     block = random.Random(5).randbytes(64 * MiB)
