@@ -14,6 +14,7 @@ from opencbr.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from opencbr.api.routes import (
     backups,
     checkpoints,
+    credentials,
     identity,
     operation_logs,
     protectables,
@@ -21,6 +22,7 @@ from opencbr.api.routes import (
     replication,
     vaults,
 )
+from opencbr.api.signature import verify_signature
 from opencbr.db.migrate import upgrade
 from opencbr.db.session import Database
 from opencbr.jobs.queue import Jobs
@@ -57,11 +59,12 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     )
     app.state.settings = settings
     app.state.db = database
-    app.state.verify_signature = None
+    app.state.verify_signature = verify_signature
     app.state.runtime = runtime
     app.state.jobs = jobs
     routers = (
         identity,
+        credentials,
         vaults,
         protectables,
         regions,

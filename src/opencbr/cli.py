@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
+from opencbr.db.credentials import Credential
 from opencbr.db.migrate import upgrade
 from opencbr.db.session import Database
-from opencbr.services import identity
+from opencbr.errors import CbrError
+from opencbr.services import credentials, identity
 from opencbr.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -23,10 +25,14 @@ admin = typer.Typer(help="Operator commands; each prints JSON.", no_args_is_help
 project_cmd = typer.Typer(help="Projects (each belongs to one region).", no_args_is_help=True)
 user_cmd = typer.Typer(help="Users.", no_args_is_help=True)
 role_cmd = typer.Typer(help="Role grants.", no_args_is_help=True)
+credential_cmd = typer.Typer(
+    help="Permanent access keys (AK/SK) for the Huawei SDK.", no_args_is_help=True
+)
 app.add_typer(admin, name="admin")
 admin.add_typer(project_cmd, name="project")
 admin.add_typer(user_cmd, name="user")
 admin.add_typer(role_cmd, name="role")
+admin.add_typer(credential_cmd, name="credential")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")]
 ADMIN_USER = "admin"
@@ -174,6 +180,57 @@ def role_grant(
             }
         }
     )
+
+
+def _credential_json(credential: Credential) -> dict[str, Any]:
+    return {
+        "access": credential.access,
+        "user_id": credential.user_id,
+        "status": credential.status,
+        "description": credential.description,
+        "create_time": credential.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
+@credential_cmd.command("create")
+def credential_create(
+    user: Annotated[str, typer.Option(help="User name or id.")],
+    description: Annotated[str, typer.Option()] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Create an access key; the secret is printed this once and cannot be shown again."""
+    settings, db = _open(config)
+    try:
+        created = credentials.create(db, credentials.secret_box(settings), None, user, description)
+    except CbrError as exc:
+        _fail(exc.detail)
+    _print({**_credential_json(created.credential), "secret": created.secret})
+
+
+@credential_cmd.command("list")
+def credential_list(
+    user: Annotated[str, typer.Option(help="User name or id.")],
+    config: ConfigOption = None,
+) -> None:
+    _settings, db = _open(config)
+    try:
+        found = credentials.list_for_user(db, None, user)
+    except CbrError as exc:
+        _fail(exc.detail)
+    _print({"credentials": [_credential_json(credential) for credential in found]})
+
+
+@credential_cmd.command("delete")
+def credential_delete(
+    access: Annotated[str, typer.Option(help="The access key id (AK).")],
+    config: ConfigOption = None,
+) -> None:
+    _settings, db = _open(config)
+    try:
+        credentials.delete(db, None, access)
+    except CbrError as exc:
+        _fail(exc.detail)
+    _print({"deleted": access})
 
 
 def main() -> None:

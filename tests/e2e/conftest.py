@@ -75,6 +75,10 @@ class Server:
     def password(self) -> str:
         return (self.data_dir / "admin-password").read_text().strip()
 
+    def root(self, region: str) -> Path:
+        """The protectable root `write_config` gave the project named after `region`."""
+        return self.data_dir.parent / "roots" / region
+
     def admin(self, *args: str) -> dict[str, Any]:
         done = subprocess.run(
             [*OPENCBR, "admin", *args, "--config", str(self.config)],
@@ -109,6 +113,19 @@ def server(tmp_path: Path) -> Iterator[Server]:
     port = free_port()
     config = write_config(tmp_path, port)
     instance = Server(config, tmp_path / "data", port)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server shared by a module's tests (for slower flows that keep their own names)."""
+    tmp = tmp_path_factory.mktemp("served")
+    port = free_port()
+    instance = Server(write_config(tmp, port), tmp / "data", port)
     instance.start()
     try:
         yield instance

@@ -9,6 +9,7 @@ from opencbr.db.backups import (
     VaultChunk,
 )
 from opencbr.db.base import Base
+from opencbr.db.credentials import Credential
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
 from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource
 
@@ -17,6 +18,7 @@ __all__ = [
     "BackupChunk",
     "Base",
     "Checkpoint",
+    "Credential",
     "Domain",
     "OperationLog",
     "Project",

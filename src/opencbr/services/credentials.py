@@ -1,0 +1,276 @@
+"""Permanent access keys (AK/SK): create, list, update, delete, and what signature checks need.
+
+A key belongs to a user, not to a project: a request signed with it acts in the project named
+by the request, with the role its owner holds there.
+
+Secrets are stored encrypted with Fernet (AES-128-CBC + HMAC-SHA256). The server has to
+recompute each request's HMAC, so a one-way hash will not do; the encryption key lives in
+``<data_dir>/secret.key`` (mode 0600, created on first use), outside the database, so a copy
+of the database alone reveals no usable secret. Every process sharing one database needs
+the same key file; losing it makes every stored secret useless (create new keys).
+
+Who may manage whose keys. ``caller=None`` is the operator (``opencbr admin``): anyone's.
+Through the API a user manages its own keys; a caller whose token carries the ``admin`` role
+may also manage the keys of a user who holds roles only in projects where the caller is
+admin, so minting a key for someone never lets an admin do more than it already can.
+Keys a caller may not manage look exactly like unknown keys (404).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import string
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencbr.db.credentials import CREDENTIAL_STATUSES, Credential
+from opencbr.db.identity import Project, RoleAssignment, User
+from opencbr.db.session import Database
+from opencbr.errors import (
+    FORBIDDEN_ROLE,
+    INVALID_PARAMETER,
+    UNAUTHORIZED,
+    WRONG_PROJECT,
+    CbrError,
+    ErrorCode,
+)
+from opencbr.services.identity import AuthContext, find_user, roles_in
+from opencbr.settings import Settings
+
+# IAM publishes no codes for these; opencbr's own, in IAM's namespace.
+CREDENTIAL_NOT_FOUND = ErrorCode("IAM.0004", 404, "Could not find the access key.")
+USER_NOT_FOUND = ErrorCode("IAM.0005", 404, "Could not find the user.")
+
+KEY_FILE = "secret.key"
+ACCESS_ALPHABET = string.ascii_uppercase + string.digits
+SECRET_ALPHABET = string.ascii_letters + string.digits
+ACCESS_LENGTH = 20  # like IAM's AKs; 103 bits
+SECRET_LENGTH = 40  # like IAM's SKs; 238 bits
+DESCRIPTION_LENGTH = 255
+SIGNATURE_FAILED = "Incorrect IAM authentication information: verify aksk signature fail"
+
+
+class SecretBox:
+    """Seals and opens access-key secrets with the key in ``path``.
+
+    The key file is created on first use, atomically: written to a temporary file and
+    hard-linked into place, so concurrent first users (the server and an ``opencbr admin``
+    command) end up with the same key. Stateless after construction, so thread-safe.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fernet = Fernet(_load_or_create_key(path))
+
+    def seal(self, access: str, secret: str) -> str:
+        return self._fernet.encrypt(f"{access}\n{secret}".encode()).decode("ascii")
+
+    def open(self, access: str, ciphertext: str) -> str | None:
+        """The secret, or None if the ciphertext is not this key's or not this AK's."""
+        try:
+            plain = self._fernet.decrypt(ciphertext.encode("ascii")).decode()
+        except (InvalidToken, UnicodeError):
+            return None
+        sealed_access, _, secret = plain.partition("\n")
+        return secret if sealed_access == access else None
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    return SecretBox(settings.data_dir / KEY_FILE)
+
+
+def _load_or_create_key(path: Path) -> bytes:
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-key-")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process got there first
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return path.read_bytes().strip()
+
+
+@dataclass(frozen=True)
+class NewCredential:
+    """A freshly created key: the only time its secret is handed out."""
+
+    credential: Credential
+    secret: str
+
+
+# --- managing keys -------------------------------------------------------------------------
+
+
+def create(
+    db: Database,
+    box: SecretBox,
+    caller: AuthContext | None,
+    user: str,
+    description: str = "",
+) -> NewCredential:
+    """A new active key for ``user`` (id, or name for the operator). Not idempotent."""
+    _check_description(description)
+    with db.transaction() as session:
+        _check_may_manage(session, caller, user)
+        owner = find_user(session, user) if caller is None else session.get(User, user)
+        if owner is None:
+            raise CbrError(USER_NOT_FOUND, f"Could not find user {user!r}.")
+        access = _unused_access(session)
+        secret = "".join(secrets.choice(SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
+        credential = Credential(
+            access=access,
+            user_id=owner.id,
+            secret_ciphertext=box.seal(access, secret),
+            status="active",
+            description=description,
+        )
+        session.add(credential)
+        session.flush()
+        return NewCredential(credential, secret)
+
+
+def list_for_user(db: Database, caller: AuthContext | None, user: str) -> list[Credential]:
+    """The user's keys (id, or name for the operator), oldest first."""
+    with db.transaction() as session:
+        _check_may_manage(session, caller, user)
+        owner = find_user(session, user) if caller is None else session.get(User, user)
+        if owner is None:
+            raise CbrError(USER_NOT_FOUND, f"Could not find user {user!r}.")
+        query = (
+            select(Credential)
+            .where(Credential.user_id == owner.id)
+            .order_by(Credential.created_at, Credential.access)
+        )
+        return list(session.scalars(query))
+
+
+def get(db: Database, caller: AuthContext | None, access: str) -> Credential:
+    with db.transaction() as session:
+        return _get(session, caller, access)
+
+
+def update(
+    db: Database,
+    caller: AuthContext | None,
+    access: str,
+    status: str | None = None,
+    description: str | None = None,
+) -> Credential:
+    """Activate or deactivate a key, or change its description. Idempotent."""
+    if status is not None and status not in CREDENTIAL_STATUSES:
+        raise CbrError(INVALID_PARAMETER, f"status must be one of {', '.join(CREDENTIAL_STATUSES)}")
+    if description is not None:
+        _check_description(description)
+    with db.transaction() as session:
+        credential = _get(session, caller, access)
+        if status is not None:
+            credential.status = status
+        if description is not None:
+            credential.description = description
+        return credential
+
+
+def delete(db: Database, caller: AuthContext | None, access: str) -> None:
+    """Delete a key; requests signed with it fail from the moment this commits."""
+    with db.transaction() as session:
+        session.delete(_get(session, caller, access))
+
+
+def _get(session: Session, caller: AuthContext | None, access: str) -> Credential:
+    credential = session.get(Credential, access)
+    if credential is None or not _may_manage(session, caller, credential.user_id):
+        raise CbrError(CREDENTIAL_NOT_FOUND, f"Could not find access key {access!r}.")
+    return credential
+
+
+def _check_description(description: str) -> None:
+    if len(description) > DESCRIPTION_LENGTH:
+        raise CbrError(INVALID_PARAMETER, f"description is longer than {DESCRIPTION_LENGTH}")
+
+
+def _unused_access(session: Session) -> str:
+    while True:  # a collision has odds of 1 in 2**103 per existing key
+        access = "".join(secrets.choice(ACCESS_ALPHABET) for _ in range(ACCESS_LENGTH))
+        if session.get(Credential, access) is None:
+            return access
+
+
+def _check_may_manage(session: Session, caller: AuthContext | None, user_id: str) -> None:
+    if not _may_manage(session, caller, user_id):
+        raise CbrError(FORBIDDEN_ROLE, "You may only manage your own access keys.")
+
+
+def _may_manage(session: Session, caller: AuthContext | None, user_id: str) -> bool:
+    if caller is None or caller.user_id == user_id:
+        return True
+    if "admin" not in caller.roles:
+        return False
+    grants = session.scalars(select(RoleAssignment).where(RoleAssignment.user_id == user_id))
+    administered = set(
+        session.scalars(
+            select(RoleAssignment.project_id).where(
+                RoleAssignment.user_id == caller.user_id, RoleAssignment.role == "admin"
+            )
+        )
+    )
+    return all(grant.project_id in administered for grant in grants)
+
+
+# --- signed requests -----------------------------------------------------------------------
+
+
+def find_secret(db: Database, box: SecretBox, access: str) -> str | None:
+    """The SK of an active key of an enabled user; None otherwise (the request is refused)."""
+    with db.transaction() as session:
+        credential = session.get(Credential, access)
+        if credential is None or credential.status != "active":
+            return None
+        owner = session.get(User, credential.user_id)
+        if owner is None or not owner.enabled:
+            return None
+        return box.open(access, credential.secret_ciphertext)
+
+
+def context_for_key(db: Database, access: str, project_id: str | None) -> AuthContext:
+    """Who a verified key acts for, in ``project_id``.
+
+    Raises UNAUTHORIZED if the key stopped being usable since it was verified, and
+    WRONG_PROJECT (403) if its owner holds no role in an enabled ``project_id``. With
+    ``project_id=None`` the context names the user only (project fields empty, no roles):
+    enough for calls that are not about a project, such as listing the user's projects.
+    """
+    with db.transaction() as session:
+        credential = session.get(Credential, access)
+        owner = session.get(User, credential.user_id) if credential else None
+        if credential is None or credential.status != "active" or owner is None:
+            raise CbrError(UNAUTHORIZED, f"{SIGNATURE_FAILED}: access key {access!r} is gone")
+        if project_id is None:
+            return AuthContext(owner.id, owner.name, "", "", "", roles=(), method="aksk")
+        project = session.get(Project, project_id)
+        roles = roles_in(session, owner.id, project_id)
+        if project is None or not project.enabled or not roles:
+            raise CbrError(WRONG_PROJECT, "The access key's user has no role in this project.")
+        return AuthContext(
+            user_id=owner.id,
+            user_name=owner.name,
+            project_id=project.id,
+            project_name=project.name,
+            region=project.region,
+            roles=roles,
+            method="aksk",
+        )
