@@ -75,6 +75,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(identity.root_router)
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

@@ -168,6 +168,15 @@ def test_project_lookup_by_name(env: Env) -> None:
     assert [p["id"] for p in response.json()["projects"]] == [env.projects["region2"]]
 
 
+def test_project_lookup_also_at_the_root_for_the_huawei_sdk(env: Env) -> None:
+    response = env.client.get(
+        "/v3/projects", params={"name": "region1"}, headers={"X-Auth-Token": env.token("region1")}
+    )
+    assert response.status_code == 200
+    assert [p["name"] for p in response.json()["projects"]] == ["region1"]
+    assert env.client.get("/v3/projects").status_code == 401
+
+
 def test_unknown_route_is_apigw_404(env: Env) -> None:
     response = env.client.get("/v4/nothing")
     assert response.status_code == 404

@@ -16,6 +16,9 @@ from opencbr.services import identity
 from opencbr.settings import Settings
 
 router = APIRouter(prefix="/identity", tags=["identity"])
+# The Huawei SDK, given a region but no project id, asks `GET /v3/projects?name=<region>` at
+# the root of the IAM endpoint it was given; serving it there too lets that endpoint be ours.
+root_router = APIRouter()
 
 
 def _keystone_time(token_row: Token, attribute: str) -> str:
@@ -174,6 +177,7 @@ def revoke_token(
 
 
 @router.get("/v3/projects")
+@root_router.get("/v3/projects", tags=["identity"])
 async def list_projects(
     request: Request, db: DbDep, settings: SettingsDep, name: str | None = None
 ) -> dict[str, Any]:
