@@ -37,6 +37,9 @@ API_NOT_FOUND = _code(
 )
 ENTITY_TOO_LARGE = _code("APIGW.0201", 413, "Request entity too large.")
 TOKEN_NOT_FOUND = _code("APIGW.0301", 404, "The token could not be found.")
+# Access keys (the IAM-style credential API).
+CREDENTIAL_NOT_FOUND = _code("IAM.0004", 404, "Could not find the access key.")
+USER_NOT_FOUND = _code("IAM.0005", 404, "Could not find the user.")
 WRONG_PROJECT = _code("BackupService.8600", 403, "Not authenticated.")
 FORBIDDEN_ROLE = _code("APIGW.0302", 403, "The IAM user is not authorized to access the API.")
 

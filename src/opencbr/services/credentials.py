@@ -34,19 +34,18 @@ from opencbr.db.credentials import CREDENTIAL_STATUSES, Credential
 from opencbr.db.identity import Project, RoleAssignment, User
 from opencbr.db.session import Database
 from opencbr.errors import (
+    CREDENTIAL_NOT_FOUND,
     FORBIDDEN_ROLE,
     INVALID_PARAMETER,
     UNAUTHORIZED,
+    USER_NOT_FOUND,
     WRONG_PROJECT,
     CbrError,
-    ErrorCode,
 )
 from opencbr.services.identity import AuthContext, find_user, roles_in
 from opencbr.settings import Settings
 
 # IAM publishes no codes for these; opencbr's own, in IAM's namespace.
-CREDENTIAL_NOT_FOUND = ErrorCode("IAM.0004", 404, "Could not find the access key.")
-USER_NOT_FOUND = ErrorCode("IAM.0005", 404, "Could not find the user.")
 
 KEY_FILE = "secret.key"
 ACCESS_ALPHABET = string.ascii_uppercase + string.digits
