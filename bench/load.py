@@ -1,0 +1,268 @@
+"""API latency under load: list backups, show backup and the replicate call.
+
+The driver (`run`) starts an API-only server (no embedded worker: the replicate call must
+only plan and enqueue, and copies running behind it would load the machine), creates the
+vaults, stops it, seeds backup rows (`seed.py`: 10,000 in one vault, 1,000 in another),
+starts it again and runs the load generator in a second process: `python -m bench.load
+SPEC.json` prints one JSON object per scenario. The generator sends a fixed number of
+requests from N threads, each with its own keep-alive connection, after a short warm-up,
+and reports latency percentiles and requests per second.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.client import Api, ApiError
+from bench.seed import seed_backups
+from bench.server import Server, write_config
+
+LIST_BACKUPS, REPLICATE_BACKUPS = 10_000, 1_000
+PAGE = 100
+WARMUP = 20
+Request = dict[str, Any]  # {"method", "path", "body"?}: one HTTP request to send
+Sample = tuple[float, int]  # (latency in seconds, HTTP status)
+
+
+# --- the load generator (second process) -------------------------------------------------
+
+
+def _percentile(sorted_values: list[float], share: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, round(share * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+def _send(client: httpx.Client, request: Request) -> Sample:
+    started = time.perf_counter()
+    response = client.request(request["method"], request["path"], json=request.get("body"))
+    return time.perf_counter() - started, response.status_code
+
+
+def _worker(url: str, token: str, queue: list[Request], lock: threading.Lock) -> list[Sample]:
+    """Take requests off the shared list until it is empty; (latency, status) each."""
+    results: list[Sample] = []
+    with httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=60) as client:
+        while True:
+            with lock:
+                if not queue:
+                    return results
+                request = queue.pop()
+            results.append(_send(client, request))
+
+
+def run_scenario(url: str, token: str, scenario: dict[str, Any]) -> dict[str, Any]:
+    requests = list(reversed(scenario["requests"]))  # pop() from the end keeps the order
+    with httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=60) as client:
+        for request in scenario.get("warmup", []):
+            _send(client, request)
+    lock = threading.Lock()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(scenario["concurrency"]) as pool:
+        futures = [
+            pool.submit(_worker, url, token, requests, lock) for _ in range(scenario["concurrency"])
+        ]
+        samples = [sample for future in futures for sample in future.result()]
+    elapsed = time.perf_counter() - started
+    return _summary(scenario, samples, elapsed)
+
+
+def _summary(scenario: dict[str, Any], samples: list[Sample], elapsed: float) -> dict[str, Any]:
+    latencies = sorted(latency for latency, _status in samples)
+    statuses: dict[str, int] = {}
+    for _latency, status in samples:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    return {
+        "name": scenario["name"],
+        "concurrency": scenario["concurrency"],
+        "requests": len(samples),
+        "errors": sum(n for code, n in statuses.items() if code != str(scenario["expect"])),
+        "statuses": statuses,
+        "seconds": round(elapsed, 3),
+        "req_per_s": round(len(samples) / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(latencies[-1] * 1000, 2) if latencies else 0.0,
+    }
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    for scenario in spec["scenarios"]:
+        print(json.dumps(run_scenario(spec["url"], spec["token"], scenario)), flush=True)
+
+
+# --- the driver --------------------------------------------------------------------------
+
+
+class Setup:
+    """The load server's vaults: one of 10,000 backups, `sources` vaults of 1,000 (a
+    replicate call takes every backup of a vault not yet replicated to the region, so each
+    call needs a vault of its own) and one replication vault in region2."""
+
+    def __init__(self, server: Server, folders: Path, sources: int) -> None:
+        server.start()
+        self.projects = server.projects()
+        api = Api(server.url, server.password(), self.projects)
+        try:
+            self.listed = self._vault(api, folders, "listed")
+            self.sources = [self._vault(api, folders, f"source-{n:04d}") for n in range(sources)]
+            self.destination = api.create_vault("region2", "target", [], "replication")
+        finally:
+            api.close()
+            server.stop()
+
+    @staticmethod
+    def _vault(api: Api, folders: Path, name: str) -> str:
+        folder = folders / name
+        folder.mkdir(parents=True, exist_ok=True)
+        resource = api.register_directory("region1", name, str(folder))
+        return api.create_vault("region1", name, [resource])
+
+
+def _list_requests(base: str, vault_id: str, count: int, rng: random.Random) -> list[Request]:
+    pages = LIST_BACKUPS // PAGE
+    return [
+        {
+            "method": "GET",
+            "path": f"{base}/backups?vault_id={vault_id}&limit={PAGE}"
+            f"&offset={rng.randrange(pages) * PAGE}",
+        }
+        for _ in range(count)
+    ]
+
+
+def _show_requests(base: str, ids: list[str], count: int, rng: random.Random) -> list[Request]:
+    return [{"method": "GET", "path": f"{base}/backups/{rng.choice(ids)}"} for _ in range(count)]
+
+
+def _replicate_request(base: str, setup: Setup, source: str) -> Request:
+    replicate = {
+        "vault_id": source,
+        "destination_region": "region2",
+        "destination_project_id": setup.projects["region2"],
+        "destination_vault_id": setup.destination,
+    }
+    return {
+        "method": "POST",
+        "path": f"{base}/checkpoints/replicate",
+        "body": {"replicate": replicate},
+    }
+
+
+def replication_available(api: Api, request: Request) -> bool:
+    """Send one replicate call (a warm-up that also tells whether the route exists)."""
+    try:
+        api.call("POST", "region1", "/checkpoints/replicate", json=request["body"])
+    except ApiError as exc:
+        if exc.status == 405 or (exc.status == 404 and exc.code == "APIGW.0101"):
+            return False
+        raise
+    return True
+
+
+def _scenarios(
+    base: str, setup: Setup, shown: list[str], requests: int, concurrencies: list[int]
+) -> list[dict[str, Any]]:
+    """list and show `requests` times at each concurrency; replicate once per source vault.
+
+    The replicate call runs one client at a time only: its planning writes a record per
+    backup, and SQLite takes one writer at a time, so concurrent calls only queue.
+    """
+    rng = random.Random(6)
+    warm_list = _list_requests(base, setup.listed, WARMUP, rng)
+    warm_show = _show_requests(base, shown, WARMUP, rng)
+    scenarios: list[dict[str, Any]] = []
+    for concurrency in concurrencies:
+        scenarios.append(
+            {
+                "name": "list_backups",
+                "requests": _list_requests(base, setup.listed, requests, rng),
+                "warmup": warm_list,
+                "concurrency": concurrency,
+                "expect": 200,
+            }
+        )
+        scenarios.append(
+            {
+                "name": "show_backup",
+                "requests": _show_requests(base, shown, requests, rng),
+                "warmup": warm_show,
+                "concurrency": concurrency,
+                "expect": 200,
+            }
+        )
+    replicate = [_replicate_request(base, setup, source) for source in setup.sources[1:]]
+    scenarios.append({"name": "replicate", "requests": replicate, "concurrency": 1, "expect": 200})
+    return scenarios
+
+
+def _generate(spec: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """Run the load generator in its own process; one summary per scenario."""
+    path = folder / "load-spec.json"
+    path.write_text(json.dumps(spec))
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def run(
+    run_dir: Path,
+    requests: int,
+    replicate_requests: int,
+    concurrencies: list[int],
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """The whole API load measurement; a JSON-ready dict."""
+    data_dir, folders = run_dir / "load-data", run_dir / "load-roots"
+    roots = {region: folders / region for region in ("region1", "region2")}
+    config = write_config(run_dir / "load.toml", data_dir, roots, embedded_worker=False)
+    server = Server(config, data_dir)
+    setup = Setup(server, roots["region1"], 1 + replicate_requests)
+    shown = seed_backups(config, setup.listed, LIST_BACKUPS)
+    for source in setup.sources:
+        seed_backups(config, source, REPLICATE_BACKUPS)
+    server.start()
+    try:
+        api = Api(server.url, server.password(), setup.projects)
+        base = f"/v3/{setup.projects['region1']}"
+        first = _replicate_request(base, setup, setup.sources[0])
+        available = replication_available(api, first)
+        scenarios = _scenarios(base, setup, shown, requests, concurrencies)
+        if not available:
+            scenarios = [s for s in scenarios if s["name"] != "replicate"]
+        spec = {"url": server.url, "token": api.token("region1"), "scenarios": scenarios}
+        api.close()
+        server.reset_peak_rss()
+        with server.profiling(profile):
+            results = _generate(spec, run_dir)
+        peak = server.peak_rss()
+    finally:
+        server.stop()
+    return {
+        "backups_listed_vault": LIST_BACKUPS,
+        "backups_replicated_vault": REPLICATE_BACKUPS,
+        "replication_available": available,
+        "scenarios": results,
+        "server_peak_rss_bytes": peak,
+    }
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
