@@ -116,6 +116,12 @@ class Jobs:
             worker_type="thread",
             periodic=False,
             check_worker_health=False,
+            # Huey's default backs idle workers off to one poll every 10 s, which made a
+            # request issued after a quiet minute wait seconds before it started. Polling
+            # the queue's SQLite file 4 times a second per worker is cheap.
+            initial_delay=0.05,
+            backoff=1.5,
+            max_delay=0.25,
         )
         consumer.start()
         self._consumer = consumer
