@@ -90,7 +90,7 @@ class VaultSink:
     flushes the store and calls `index_written()`.
     """
 
-    def __init__(self, db: Database, store: ChunkStore, vault_id: str, level: int = 3) -> None:
+    def __init__(self, db: Database, store: ChunkStore, vault_id: str, level: int = 1) -> None:
         self._db = db
         self._store = store
         self._vault_id = vault_id
