@@ -581,3 +581,31 @@ def test_open_store_parses_faulty_options(tmp_path: Path) -> None:
 def test_open_store_rejects_urls_it_cannot_open(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         open_store(url)
+
+
+def test_local_flush_of_many_chunks_is_one_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = local._syncfs
+
+    def counting(path: str) -> bool:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(local, "_syncfs", counting)
+    store = LocalChunkStore(tmp_path / "store")
+    blobs = {
+        digest(bytes([i]) * 100): encode_chunk(bytes([i]) * 100)
+        for i in range(local.SYNCFS_MIN_FILES)
+    }
+    for name, blob in blobs.items():
+        store.put_chunk(name, blob)
+    store.flush()
+    assert calls == [str(store.root)]
+    for name, blob in blobs.items():
+        assert decode_chunk(store.get_chunk(name), name) == decode_chunk(blob, name)
+    store.put_chunk(digest(b"one more"), encode_chunk(b"one more"))
+    store.flush()  # a few files: fsync each, no syncfs
+    assert len(calls) == 1
+    store.close()

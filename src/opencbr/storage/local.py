@@ -18,6 +18,7 @@ fsync'd (file and folder) before `put_manifest` returns.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import itertools
 import os
@@ -295,11 +296,39 @@ class LocalChunkStore:
         return True
 
     def _sync_all(self, paths: set[str]) -> None:
-        """fsync the files, then their folders, on the flush thread pool."""
+        """fsync the files, then their folders, on the flush thread pool.
+
+        Many files at once are made durable with one syncfs(2) of the store's file system
+        instead: what `cp` + `sync` does, and several times faster than hundreds of fsyncs
+        on the virtual disks measured (bench/README.md). It also covers the folders.
+        """
+        if len(paths) >= SYNCFS_MIN_FILES and _syncfs(str(self.root)):
+            return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._flush_workers, "chunk-flush")
         _drain(self._executor.map(_sync_file, paths))
         _drain(self._executor.map(_sync_dir, {os.path.dirname(p) for p in paths}))
+
+
+SYNCFS_MIN_FILES = 64
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _syncfs(path: str) -> bool:
+    """syncfs(2) the file system holding `path`; False where unsupported (then fsync each)."""
+    syncfs = getattr(_LIBC, "syncfs", None)
+    if syncfs is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if syncfs(fd) == 0:
+            return True
+        error = ctypes.get_errno()
+        if error == errno.ENOSYS:
+            return False
+        raise _storage_error(OSError(error, os.strerror(error)), f"syncfs {path}")
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
