@@ -230,3 +230,15 @@ def assert_same_tree(expected: Path, actual: Path) -> None:
     for path, entry in want.items():
         assert got[path] == entry, path
     assert got_groups == want_groups
+
+
+def build_small_files(
+    root: Path, count: int, *, per_folder: int = 500, sizes: tuple[int, int] = (1024, 2048)
+) -> None:
+    """`count` files of random bytes (sizes in `sizes`, inclusive), `per_folder` a folder."""
+    rng = random.Random(3)
+    for index in range(count):
+        folder = root / f"s{index // per_folder:03d}"
+        if index % per_folder == 0:
+            folder.mkdir(parents=True)
+        (folder / f"{index:06d}.dat").write_bytes(rng.randbytes(rng.randint(*sizes)))
