@@ -49,6 +49,11 @@ class Backup(Base):
         UniqueConstraint("source_backup_id", "vault_id"),
         Index("ix_backups_project_created", "project_id", "created_at", "id"),
         Index("ix_backups_vault_status", "vault_id", "status"),
+        # Lists of a vault (project, top level or one parent's volumes, newest first) and
+        # their count walk this index alone, whatever the page's offset.
+        Index(
+            "ix_backups_vault_created", "vault_id", "project_id", "parent_id", "created_at", "id"
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)

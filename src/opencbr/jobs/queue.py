@@ -45,6 +45,7 @@ class Jobs:
         self._gc = self._task("collect_garbage", lambda vault_id: gc.collect(runtime, vault_id))
         self._purge = self._task("purge_vault", runtime.stores.purge)
         self._replicate = self._task("replicate", lambda rid: replication_runs.run(runtime, rid))
+        self._replicate_many = self._task("replicate_many", self._fan_out_replications)
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
@@ -75,6 +76,11 @@ class Jobs:
         if backups.finish_delete(self.runtime.db, backup_id):
             self.collect_garbage(vault_id)
 
+    def _fan_out_replications(self, record_ids: list[str]) -> None:
+        """One `replicate` task per record, enqueued by a worker rather than the request."""
+        for record_id in record_ids:
+            self.replicate(record_id)
+
     # --- enqueueing --------------------------------------------------------------------
 
     def run_checkpoint(self, checkpoint_id: str) -> None:
@@ -94,6 +100,14 @@ class Jobs:
 
     def replicate(self, record_id: str) -> None:
         self._replicate(record_id)
+
+    def replicate_many(self, record_ids: list[str]) -> None:
+        """One task for the records of one plan; a worker fans it out, one task per record.
+        (A crash before the fan-out is safe: the reconciler enqueues records nobody holds.)"""
+        if len(record_ids) == 1:
+            self.replicate(record_ids[0])
+        elif record_ids:
+            self._replicate_many(list(record_ids))
 
     def reconcile(self) -> None:
         """Enqueue again every piece of work that no live worker holds."""

@@ -7,9 +7,10 @@ State machine: waiting -> running -> success | failed (| skipped | timeout).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from opencbr import clock
@@ -57,36 +58,69 @@ def open_log(
     **fields: Any,
 ) -> OperationLog:
     """A new task log; `details` becomes the `extra_info` block named after the type."""
-    now = clock.now()
+    log = OperationLog(
+        **log_row(
+            project_id=project_id,
+            operation_type=operation_type,
+            subject=subject,
+            details=details,
+            request_id=request_id,
+            status=status,
+            **fields,
+        )
+    )
+    session.add(log)
+    return log
+
+
+def log_row(
+    *,
+    project_id: str,
+    operation_type: str,
+    subject: Subject,
+    details: dict[str, Any],
+    request_id: str | None,
+    status: str = "running",
+    now: datetime | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The column values of a new task log (as `open_log` makes it), for `insert_logs`."""
+    now = now or clock.now()
     resource = {
         "id": subject.resource_id,
         "type": subject.resource_type,
         "name": subject.resource_name,
     }
-    log = OperationLog(
-        id=new_uuid(),
-        project_id=project_id,
-        operation_type=operation_type,
-        status=status,
-        created_at=now,
-        started_at=now,
-        updated_at=now,
-        request_id=request_id,
-        provider_id=subject.provider_id,
-        vault_id=subject.vault_id,
-        vault_name=subject.vault_name,
-        resource_id=subject.resource_id,
-        resource_name=subject.resource_name,
-        resource_type=subject.resource_type,
-        extra_info={
+    return {
+        "id": new_uuid(),
+        "project_id": project_id,
+        "operation_type": operation_type,
+        "status": status,
+        "created_at": now,
+        "started_at": now,
+        "updated_at": now,
+        "request_id": request_id,
+        "provider_id": subject.provider_id,
+        "vault_id": subject.vault_id,
+        "vault_name": subject.vault_name,
+        "resource_id": subject.resource_id,
+        "resource_name": subject.resource_name,
+        "resource_type": subject.resource_type,
+        "extra_info": {
             operation_type: details,
             "resource": resource,
             "common": {"progress": 0, "request_id": request_id or ""},
         },
         **fields,
-    )
-    session.add(log)
-    return log
+    }
+
+
+def insert_logs(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert many `log_row`s (with the same keys) in one statement."""
+    if rows:
+        session.execute(
+            insert(cast(Table, OperationLog.__table__)), rows
+        )  # Core: no ORM bookkeeping
 
 
 def set_progress(session: Session, log_id: str | None, progress: int) -> None:

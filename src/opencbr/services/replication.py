@@ -2,20 +2,27 @@
 replication record, a `protecting` replica (with its own checkpoint, and one child per
 volume of a server backup) and a `replication` operation log per backup to copy.
 
+Planning costs a constant number of statements whatever the number of backups: the
+eligible backups, the records that exclude some of them and their volumes are read in one
+query each, and the planned rows are inserted with one Core statement per table.
+
 The copy itself runs in `replication_runs`, one task per record. Exactly one replica per
 (source backup, destination vault) is guaranteed by a unique key on backups (invariant 4).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Select, Table, and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from opencbr import clock
-from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationRecord
+from opencbr.db.backups import Backup, Checkpoint, ReplicationRecord
 from opencbr.db.identity import WRITING_ROLES, Project
 from opencbr.db.session import Database
 from opencbr.db.vaults import Vault
@@ -105,22 +112,29 @@ def _check_destination(
 
 def replicated_or_replicating(session: Session, backup_id: str, region: str) -> bool:
     """True when a live record, or a successful one whose replica still exists, exists."""
-    records = session.scalars(
-        select(ReplicationRecord).where(
-            ReplicationRecord.source_backup_id == backup_id,
+    return bool(_already_replicated(session, [backup_id], region))
+
+
+def _already_replicated(
+    session: Session, backup_ids: list[str] | Select[Any], region: str
+) -> set[str]:
+    """The backups among `backup_ids` (a list or a subquery of ids) that are replicated
+    or being replicated to `region`: one query, whatever their number."""
+    replica = aliased(Backup)
+    rows = session.scalars(
+        select(ReplicationRecord.source_backup_id)
+        .outerjoin(replica, replica.id == ReplicationRecord.destination_backup_id)
+        .where(
+            ReplicationRecord.source_backup_id.in_(backup_ids),
             ReplicationRecord.destination_region == region,
+            or_(
+                ReplicationRecord.status.in_(LIVE_STATUSES),
+                and_(ReplicationRecord.status == "success", replica.id.is_not(None)),
+            ),
         )
+        .distinct()
     )
-    for record in records:
-        if record.status in LIVE_STATUSES:
-            return True
-        if (
-            record.status == "success"
-            and record.destination_backup_id
-            and session.get(Backup, record.destination_backup_id) is not None
-        ):
-            return True
-    return False
+    return set(rows)
 
 
 def replicate_vault(
@@ -155,24 +169,24 @@ def _plan_vault(
     with db.transaction() as session:
         source = vaults.get_in_session(session, ctx, vault_id)
         target = _check_destination(session, settings, ctx, source, dest)
-        candidates = session.scalars(
-            select(Backup)
-            .where(
-                Backup.vault_id == source.id,
-                Backup.parent_id.is_(None),
-                Backup.image_type == "backup",
-                Backup.status == "available",
-            )
-            .order_by(Backup.created_at, Backup.id)
+        eligible = (
+            Backup.vault_id == source.id,
+            Backup.parent_id.is_(None),
+            Backup.image_type == "backup",
+            Backup.status == "available",
         )
-        chosen = [
-            b for b in candidates if not replicated_or_replicating(session, b.id, dest.region)
-        ]
+        eligible_ids = select(Backup.id).where(*eligible)
+        done = _already_replicated(session, eligible_ids, dest.region)
+        candidates = session.execute(
+            select(*_COPIED).where(*eligible).order_by(Backup.created_at, Backup.id)
+        )
+        chosen = [b for b in candidates if b.id not in done]
         if not chosen:
             raise CbrError(NOTHING_TO_BACKUP, "No backup of the vault is left to replicate.")
-        planned = [
-            _plan_one(session, ctx, source, target, b, dest, None, None, request_id) for b in chosen
-        ]
+        volumes = _volumes_of(session, eligible_ids)
+        planned = _insert_plans(
+            session, ctx, source, target, chosen, volumes, dest, None, None, request_id
+        )
         return Plan(source.id, source.provider_id, source.region, planned)
 
 
@@ -201,133 +215,230 @@ def replicate_backup(
             target = _check_destination(session, settings, ctx, source, dest)
             if replicated_or_replicating(session, backup.id, dest.region):
                 raise CbrError(ALREADY_REPLICATED)
-            planned = _plan_one(
-                session, ctx, source, target, backup, dest, name, description, request_id
+            [row] = session.execute(select(*_COPIED).where(Backup.id == backup.id))
+            [planned] = _insert_plans(
+                session,
+                ctx,
+                source,
+                target,
+                [row],
+                _volumes_of(session, [backup.id]),
+                dest,
+                name,
+                description,
+                request_id,
             )
             return Plan(source.id, source.provider_id, source.region, [planned]), planned
     except IntegrityError:
         raise CbrError(ALREADY_REPLICATED) from None
 
 
-def _plan_one(
+# What a replica copies from its source backup (read as plain rows: no ORM objects).
+SourceRow = Any  # a Row of _COPIED
+_COPIED = (
+    Backup.id,
+    Backup.parent_id,
+    Backup.checkpoint_id,
+    Backup.project_id,
+    Backup.vault_id,
+    Backup.name,
+    Backup.description,
+    Backup.resource_id,
+    Backup.resource_name,
+    Backup.resource_type,
+    Backup.resource_size_gb,
+    Backup.provider_id,
+    Backup.kind,
+    Backup.incremental,
+    Backup.auto_trigger,
+    Backup.protected_at,
+    Backup.expired_at,
+)
+
+
+def _volumes_of(
+    session: Session, parent_ids: list[str] | Select[Any]
+) -> dict[str, list[SourceRow]]:
+    """The volume backups of server backups, by parent, in the order of `children`."""
+    result: dict[str, list[SourceRow]] = {}
+    rows = session.execute(
+        select(*_COPIED).where(Backup.parent_id.in_(parent_ids)).order_by(Backup.name)
+    )
+    for row in rows:
+        result.setdefault(row.parent_id, []).append(row)
+    return result
+
+
+def _uuids(count: int) -> list[str]:
+    """`count` UUIDv4 strings (as `new_uuid` makes them) from one read of the OS's RNG."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, len(h), 32)
+    ]
+
+
+def _insert_plans(
     session: Session,
     ctx: AuthContext,
     source: Vault,
     target: Vault,
-    backup: Backup,
+    chosen: list[SourceRow],
+    volumes_by_parent: dict[str, list[SourceRow]],
     dest: Destination,
     name: str | None,
     description: str | None,
     request_id: str | None,
-) -> Planned:
+) -> list[Planned]:
+    """Per backup: a checkpoint, a `protecting` replica (and its volumes), a record and an
+    operation log, all inserted in one statement per table. The unique (source backup,
+    vault) key on backups fires at the replicas' insert when a concurrent plan won."""
     now = clock.now()
-    checkpoint = Checkpoint(
-        project_id=target.project_id,
-        vault_id=target.id,
-        status="protecting",
-        name=name or backup.name,
-        description=description or backup.description,
-        auto_trigger=dest.auto_trigger,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(checkpoint)
-    session.flush()
-    replica = _replica_of(backup, target, checkpoint, name, description, source.region, now)
-    session.add(replica)
-    session.flush()  # the unique (source backup, vault) key fires here, not at commit
-    for child in backup.children:
-        session.add(
-            _replica_of(
-                child, target, checkpoint, None, None, source.region, now, parent_id=replica.id
-            )
+    checkpoints: list[dict[str, Any]] = []
+    replicas: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    logs: list[dict[str, Any]] = []
+    planned: list[Planned] = []
+    ids = iter(_uuids(4 * len(chosen) + sum(len(v) for v in volumes_by_parent.values())))
+    for index, backup in enumerate(chosen):
+        # One microsecond apart, oldest backup first: runs into a vault go oldest first.
+        at = now + timedelta(microseconds=index)
+        checkpoint_id, replica_id, record_id, log_id = next(ids), next(ids), next(ids), next(ids)
+        checkpoints.append(
+            {
+                "id": checkpoint_id,
+                "project_id": target.project_id,
+                "vault_id": target.id,
+                "status": "protecting",
+                "name": name or backup.name,
+                "description": description or backup.description,
+                "auto_trigger": dest.auto_trigger,
+                "created_at": at,
+                "updated_at": at,
+            }
         )
-    record = ReplicationRecord(
-        source_backup_id=backup.id,
-        source_checkpoint_id=backup.checkpoint_id,
-        source_project_id=backup.project_id,
-        source_region=source.region,
-        source_vault_id=source.id,
-        destination_backup_id=replica.id,
-        destination_checkpoint_id=checkpoint.id,
-        destination_project_id=target.project_id,
-        destination_region=target.region,
-        destination_vault_id=target.id,
-        auto_trigger=dest.auto_trigger,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(record)
-    session.flush()
-    record.operation_log_id = _open_log(
-        session, ctx, source, backup, replica, record, request_id
-    ).id
-    return Planned(backup.id, record.id)
+        replica = _replica_of(
+            backup, target, checkpoint_id, replica_id, name, description, source.region, at
+        )
+        replicas.append(replica)
+        volumes += [
+            _replica_of(
+                child, target, checkpoint_id, next(ids), None, None, source.region, at, replica_id
+            )
+            for child in volumes_by_parent.get(backup.id, ())
+        ]
+        records.append(
+            {
+                "id": record_id,
+                "source_backup_id": backup.id,
+                "source_checkpoint_id": backup.checkpoint_id,
+                "source_project_id": backup.project_id,
+                "source_region": source.region,
+                "source_vault_id": source.id,
+                "destination_backup_id": replica_id,
+                "destination_checkpoint_id": checkpoint_id,
+                "destination_project_id": target.project_id,
+                "destination_region": target.region,
+                "destination_vault_id": target.id,
+                "auto_trigger": dest.auto_trigger,
+                "operation_log_id": log_id,
+                "created_at": at,
+                "updated_at": at,
+            }
+        )
+        logs.append(_log_row(ctx, source, target, backup, replica, log_id, at, request_id))
+        planned.append(Planned(backup.id, record_id))
+    for model, rows in (
+        (Checkpoint, checkpoints),
+        (Backup, replicas),
+        (Backup, volumes),  # after their parents: parent_id is a foreign key
+        (ReplicationRecord, records),
+    ):
+        if rows:
+            session.execute(insert(cast(Table, model.__table__)), rows)  # Core: no ORM bookkeeping
+    operation_logs.insert_logs(session, logs)
+    return planned
 
 
 def _replica_of(
-    backup: Backup,
+    backup: SourceRow,
     target: Vault,
-    checkpoint: Checkpoint,
+    checkpoint_id: str,
+    replica_id: str,
     name: str | None,
     description: str | None,
     source_region: str,
-    now: object,
+    now: datetime,
     parent_id: str | None = None,
-) -> Backup:
-    return Backup(
-        project_id=target.project_id,
-        vault_id=target.id,
-        checkpoint_id=checkpoint.id,
-        parent_id=parent_id,
-        name=name or backup.name,
-        description=description if description is not None else backup.description,
-        image_type="replication",
-        status="protecting",
-        resource_id=backup.resource_id,
-        resource_name=backup.resource_name,
-        resource_type=backup.resource_type,
-        resource_size_gb=backup.resource_size_gb,
-        provider_id=backup.provider_id,
-        kind=backup.kind,
-        volume_path=None,
-        incremental=backup.incremental,
-        auto_trigger=backup.auto_trigger,
-        source_backup_id=backup.id,
-        source_region=source_region,
-        protected_at=backup.protected_at,
-        expired_at=backup.expired_at,
-        created_at=now,
-        updated_at=now,
-    )
+) -> dict[str, Any]:
+    return {
+        "id": replica_id,
+        "project_id": target.project_id,
+        "vault_id": target.id,
+        "checkpoint_id": checkpoint_id,
+        "parent_id": parent_id,
+        "name": name or backup.name,
+        "description": description if description is not None else backup.description,
+        "image_type": "replication",
+        "status": "protecting",
+        "resource_id": backup.resource_id,
+        "resource_name": backup.resource_name,
+        "resource_type": backup.resource_type,
+        "resource_size_gb": backup.resource_size_gb,
+        "provider_id": backup.provider_id,
+        "kind": backup.kind,
+        "volume_path": None,
+        "incremental": backup.incremental,
+        "auto_trigger": backup.auto_trigger,
+        "source_backup_id": backup.id,
+        "source_region": source_region,
+        "protected_at": backup.protected_at,
+        "expired_at": backup.expired_at,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
-def _open_log(
-    session: Session,
+def _log_row(
     ctx: AuthContext,
     source: Vault,
-    backup: Backup,
-    replica: Backup,
-    record: ReplicationRecord,
+    target: Vault,
+    backup: SourceRow,
+    replica: dict[str, Any],
+    log_id: str,
+    now: datetime,
     request_id: str | None,
-) -> OperationLog:
-    return operation_logs.open_log(
-        session,
+) -> dict[str, Any]:
+    return operation_logs.log_row(
+        id=log_id,
+        now=now,
         project_id=ctx.project_id,
         operation_type="replication",
         status="waiting",
-        subject=backups.backup_subject(backup, source),
+        subject=operation_logs.Subject(
+            backup.resource_id,
+            backup.resource_type,
+            backup.resource_name,
+            backup.vault_id,
+            source.name,
+            backup.provider_id,
+        ),
         details={
             "source_backup_id": backup.id,
             "source_checkpoint_id": backup.checkpoint_id,
             "source_project_id": backup.project_id,
             "source_region": source.region,
-            "destination_backup_id": replica.id,
-            "destination_checkpoint_id": replica.checkpoint_id,
-            "destination_project_id": record.destination_project_id,
-            "destination_region": record.destination_region,
+            "destination_backup_id": replica["id"],
+            "destination_checkpoint_id": replica["checkpoint_id"],
+            "destination_project_id": target.project_id,
+            "destination_region": target.region,
             "source_backup_name": backup.name,
-            "destination_backup_name": replica.name,
+            "destination_backup_name": replica["name"],
         },
         request_id=request_id,
         checkpoint_id=backup.checkpoint_id,

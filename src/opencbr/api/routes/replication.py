@@ -35,8 +35,7 @@ def replicate_vault(
     plan = replication.replicate_vault(
         db, settings, ctx, param.vault_id, param.destination(), request_id
     )
-    for planned in plan.planned:
-        jobs.replicate(planned.record_id)
+    jobs.replicate_many([planned.record_id for planned in plan.planned])
     return CheckpointReplicateResponse(
         replication=CheckpointReplication(
             backups=[
