@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=2, ge=1, le=64)
     # Threads per backup/restore/replication for hashing, compression and I/O.
     io_threads: int = Field(default=2, ge=1, le=64)
+    # Chunks (or 4 MiB disk blocks) a backup holds in memory at once: bounds its memory
+    # whatever the data's size; 16 keeps two compression threads busy.
+    max_chunks_in_flight: int = Field(default=16, ge=2, le=1024)
     # How often the reconciler looks for stuck work, and garbage collection's cadence.
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
     gc_interval_seconds: float = Field(default=3600.0, gt=0)

@@ -213,6 +213,7 @@ def _write_unit(
         workers=rt.settings.io_threads,
         on_progress=advance,
         metadata={"backup_id": unit_id, "path": str(path)},
+        max_in_flight=rt.settings.max_chunks_in_flight,
     )
     store.put_manifest(f"backup-{unit_id}", result.manifest.to_bytes())
     claim.budget -= sink.stored
