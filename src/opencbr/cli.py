@@ -93,6 +93,10 @@ def serve(
     typer.echo(f"  password:  in {first['password_file']}")
     for region, project_id in first["projects"].items():
         typer.echo(f"  project:   {region} = {project_id} (region {region})")
+    for root in settings.protectable_roots:
+        if root.path.is_relative_to(settings.data_dir):  # the defaults; never operator paths
+            root.path.mkdir(parents=True, exist_ok=True)
+        typer.echo(f"  resources: project {root.project} may register paths under {root.path}")
     sys.stdout.flush()
     from opencbr.app import create_app
 

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
                 RegionSettings(name=name, storage=str(self.data_dir / "store" / name))
                 for name in DEFAULT_REGIONS
             ]
+        if not self.protectable_roots:
+            # With no roots configured, each region's default project may register
+            # resources under data_dir/resources/<region> (a place to try things out).
+            self.protectable_roots = [
+                ProtectableRoot(project=region.name, path=self.data_dir / "resources" / region.name)
+                for region in self.regions
+            ]
         names = [region.name for region in self.regions]
         if len(set(names)) != len(names):
             raise ValueError("region names must be unique")

@@ -21,6 +21,8 @@ def test_defaults_give_two_regions_under_the_data_dir(
     assert settings.regions[0].storage == str(tmp_path / ".opencbr" / "store" / "region1")
     assert settings.db_url == f"sqlite:///{tmp_path / '.opencbr' / 'opencbr.db'}"
     assert settings.replication_destinations("region1") == ["region2"]
+    roots = {root.project: root.path for root in settings.protectable_roots}
+    assert roots == {r: tmp_path / ".opencbr" / "resources" / r for r in ("region1", "region2")}
 
 
 def test_toml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
