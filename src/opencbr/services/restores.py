@@ -222,8 +222,8 @@ def run(rt: Runtime, log_id: str) -> None:
     claim = _claim(rt, log_id)
     if claim is None:
         return
-    source = VaultSource(rt.stores.vault(claim.region, claim.vault_id))
     store = rt.stores.vault(claim.region, claim.vault_id)
+    source = VaultSource(store)
     done = [0]
     try:
         with leases.heartbeat(lambda: _beat(rt, claim, done[0]), HEARTBEAT_SECONDS):
