@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from tests.api.conftest import Env
 from tests.api.helpers import assert_error, create_vault, register_dir, register_disk
@@ -105,6 +106,24 @@ def test_tree_backup_incremental_and_byte_identical_restores(
     log = restore(env, second["id"], {"resource_id": empty["id"]})
     assert log["status"] == "success", log
     assert_same_tree(source, env.roots["region1"] / "target2")
+
+
+def test_incremental_tree_backup_does_not_read_unchanged_large_files(
+    env: Env, tree: tuple[Path, dict[str, Any]]
+) -> None:
+    source, resource = tree
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup_now(env, vault["id"])
+    with open(source / "big1.bin", "r+b") as handle:
+        handle.write(b"changed")
+    unchanged = sum((source / name).stat().st_size for name in ("big0.bin", "big2.bin"))
+    with structlog.testing.capture_logs() as events:
+        second = backup_now(env, vault["id"])
+    written = [e for e in events if e["event"] == "backup unit written"]
+    assert [e["bytes_reused"] for e in written] == [unchanged]
+    target = register_dir(env, name="target")
+    assert restore(env, second["id"], {"resource_id": target["id"]})["status"] == "success"
+    assert_same_tree(source, env.roots["region1"] / "target")
 
 
 def test_sparse_disk_image_backup_and_restore(env: Env) -> None:

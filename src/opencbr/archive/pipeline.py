@@ -50,10 +50,14 @@ class BackupResult:
     chunks_new: int  # chunks this backup stored for the first time
     digests: frozenset[str]  # unique digests the manifest references
     warnings: tuple[str, ...] = ()  # what was skipped or changed while being read
+    bytes_reused: int = 0  # file bytes not read: unchanged since the previous backup
 
 
 def backup_result(
-    manifest: Manifest, pipelines: Sequence[ChunkPipeline], warnings: tuple[str, ...] = ()
+    manifest: Manifest,
+    pipelines: Sequence[ChunkPipeline],
+    warnings: tuple[str, ...] = (),
+    bytes_reused: int = 0,
 ) -> BackupResult:
     """Sum what the finished `pipelines` (data, and catalog for a tree) did."""
     return BackupResult(
@@ -65,6 +69,7 @@ def backup_result(
         chunks_new=sum(p.chunks_new for p in pipelines),
         digests=frozenset().union(*(p.digests for p in pipelines)),
         warnings=warnings,
+        bytes_reused=bytes_reused,
     )
 
 
@@ -119,10 +124,12 @@ class StreamChunker:
         emit: Callable[[bytes], None],
         cdc: FastCDC,
         buffer_size: int = 16 * MiB,
+        emit_known: Callable[[Sequence[ChunkRef]], None] | None = None,
     ) -> None:
         if buffer_size < 2 * cdc.max_size:
             raise ValueError("the cutting buffer must hold at least two maximal chunks")
         self._emit = emit
+        self._emit_known = emit_known
         self._cdc = cdc
         self._buffer = bytearray(buffer_size)
         self._view = memoryview(self._buffer)
@@ -153,6 +160,24 @@ class StreamChunker:
             self._advance(got)
             done += got
         return done
+
+    def cut(self) -> None:
+        """Force a chunk boundary here: emit everything written so far.
+
+        Cutting afresh from a forced boundary makes the chunks that follow a function of
+        the bytes after it alone (how unchanged files keep their chunks).
+        """
+        if self._fill:
+            self._cut(final=True)
+
+    def append_known(self, refs: Sequence[ChunkRef]) -> None:
+        """Append chunks already stored (from a previous backup) right after a cut()."""
+        if self._fill:
+            raise ValueError("append_known() needs a chunk boundary: call cut() first")
+        if self._emit_known is None:
+            raise ValueError("this stream was not given an emit_known callback")
+        self._emit_known(refs)
+        self.position += sum(ref.length for ref in refs)
 
     def close(self) -> None:
         self._cut(final=True)
@@ -237,6 +262,15 @@ class ChunkPipeline:
         self._hashing.append((self._executor.submit(chunk_digest, data), data))
         if len(self._hashing) >= self._batch_size:
             self._resolve_batch()
+
+    def submit_known(self, refs: Sequence[ChunkRef]) -> None:
+        """Append, in stream order, chunks the sink is known to hold (a previous backup's
+        chunks of an unchanged file): they are neither hashed nor queried nor stored."""
+        self._resolve_batch()
+        self._refs.extend(refs)
+        self.digests.update(ref.digest for ref in refs)
+        if self._progress is not None:
+            self._progress.advance(sum(ref.length for ref in refs))
 
     def finish(self) -> tuple[ChunkRef, ...]:
         self._resolve_batch()

@@ -7,11 +7,10 @@ nanosecond mtimes (each member's PAX `mtime` record carries all nine decimals). 
 are bytes-safe: undecodable ones are stored with `hdrcharset=BINARY`. Sockets, FIFOs
 and devices are skipped with a warning.
 
-The catalog is a second stream, stored as chunks through the same sink: the magic
-`OCBRCAT1`, then per member a struct `<cIIIQqQQII` (tar typeflag, mode, uid, gid, size,
-mtime_ns, header offset, data offset, path length, link length), the path bytes and
-the link-target bytes. Offsets point into the tar stream, so one file can be restored
-from only the chunks covering its data.
+Beside the tar stream, a catalog stream records every member and its offsets
+(`opencbr.archive.catalog`). Regular files of at least 1 MiB start and end on a chunk
+boundary, so the next backup reuses the chunks of those it finds unchanged without
+reading them (`opencbr.archive.parent`).
 
 Restore parses the stream with tarfile but creates each member itself, relative to
 directory descriptors opened with O_NOFOLLOW: names that are absolute or hold `..` are
@@ -30,17 +29,25 @@ import os
 import pwd
 import shutil
 import stat
-import struct
 import tarfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from pyfastcdc import FastCDC
 
+from opencbr.archive.catalog import CATALOG_MAGIC as CATALOG_MAGIC
+from opencbr.archive.catalog import (
+    CatalogEntry,
+    CatalogWriter,
+    header_digest,
+    require_kind,
+)
+from opencbr.archive.catalog import iter_catalog as iter_catalog
 from opencbr.archive.manifest import Manifest
+from opencbr.archive.parent import REUSE_MIN_SIZE, ParentTree, PreviousBackup
 from opencbr.archive.pipeline import (
     BackupResult,
     ChunkPipeline,
@@ -66,8 +73,6 @@ CDC_AVG, CDC_MIN, CDC_MAX = 1 * MiB, 256 * KiB, 4 * MiB
 DEFAULT_MAX_IN_FLIGHT = 48  # chunks held by a backup: ~60 MiB typical, 192 MiB worst
 DEFAULT_PREFETCH = 24  # chunks loaded ahead by a restore
 _CATALOG_IN_FLIGHT = 4  # the catalog is ~1/10000 of the data
-CATALOG_MAGIC = b"OCBRCAT1"
-_CATALOG_RECORD = struct.Struct("<cIIIQqQQII")
 _NS = 1_000_000_000
 _ENCODING, _ERRORS = "utf-8", "surrogateescape"
 _FILE_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE})
@@ -92,21 +97,6 @@ class MemberNotFoundError(ArchiveError):
     """The catalog has no such member, or it is not a regular file."""
 
 
-class CatalogEntry(NamedTuple):
-    """One tar member as the catalog records it; `path` is relative, b"." is the root."""
-
-    path: bytes
-    type: bytes  # tar typeflag: tarfile.REGTYPE, DIRTYPE, SYMTYPE or LNKTYPE
-    mode: int
-    uid: int
-    gid: int
-    size: int
-    mtime_ns: int
-    header_offset: int  # stream offset of the member's first header block
-    data_offset: int  # stream offset of its data (the end of its headers)
-    linkname: bytes  # symlink target or hard-link target path; b"" otherwise
-
-
 def new_cdc() -> FastCDC:
     """The chunker tree backups use (one per stream: FastCDC is not thread-safe)."""
     return FastCDC(CDC_AVG, min_size=CDC_MIN, max_size=CDC_MAX)
@@ -123,20 +113,27 @@ def backup_tree(
     on_progress: ProgressCallback | None = None,
     metadata: dict[str, Any] | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    previous: PreviousBackup | None = None,
 ) -> BackupResult:
     """Back up the directory tree at `root` into `sink`; return the manifest and counts.
 
     `on_progress` receives the cumulative tar-stream bytes processed. Only chunks are
-    stored: making them durable and writing the manifest is the caller's job.
+    stored: making them durable and writing the manifest is the caller's job. With
+    `previous` (an earlier backup of this tree whose chunks `sink` holds), unchanged
+    large files are not read: their chunks are referenced again.
     """
     if not os.path.isdir(root):
         raise ArchiveError(f"{root} is not a directory")
     progress = ProgressMeter(on_progress)
+    parent = ParentTree(previous) if previous is not None else None
     with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
         data = ChunkPipeline(sink, pool, max_in_flight=max_in_flight, progress=progress)
         catalog = ChunkPipeline(sink, pool, max_in_flight=_CATALOG_IN_FLIGHT, batch_size=2)
-        with data, catalog:
-            writer = _TarWriter(StreamChunker(data.submit, new_cdc()), catalog.submit)
+        with data, catalog, contextlib.ExitStack() as stack:
+            if parent is not None:
+                stack.callback(parent.close)
+            stream = StreamChunker(data.submit, new_cdc(), emit_known=data.submit_known)
+            writer = _TarWriter(stream, catalog.submit, parent)
             for arcname, path, st in _walk(os.fspath(root), writer.warn):
                 writer.add(arcname, path, st)
             writer.close()
@@ -149,7 +146,8 @@ def backup_tree(
         catalog=catalog_refs,
         metadata=dict(metadata or {}),
     )
-    return backup_result(manifest, [data, catalog], tuple(writer.warnings))
+    reused = parent.bytes_reused if parent is not None else 0
+    return backup_result(manifest, [data, catalog], tuple(writer.warnings), reused)
 
 
 def _walk(root: str, warn: Callable[[str], None]) -> Iterator[tuple[str, str, os.stat_result]]:
@@ -194,11 +192,15 @@ class _TarWriter:
     Lifecycle: add() per member in stream order, close() once. Thread rules: owner only.
     """
 
-    def __init__(self, stream: StreamChunker, emit_catalog_chunk: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        stream: StreamChunker,
+        emit_catalog_chunk: Callable[[bytes], None],
+        parent: ParentTree | None = None,
+    ) -> None:
         self._stream = stream
-        # The catalog is ~1/10000 of the data: the smallest cutting buffer will do.
-        self._catalog = StreamChunker(emit_catalog_chunk, new_cdc(), buffer_size=2 * CDC_MAX)
-        self._catalog.write(CATALOG_MAGIC)
+        self._catalog = CatalogWriter(emit_catalog_chunk, new_cdc())
+        self._parent = parent
         self._inodes: dict[tuple[int, int], str] = {}  # only files with st_nlink > 1
         self._noatime = _O_NOATIME
         self.warnings: list[str] = []
@@ -229,19 +231,36 @@ class _TarWriter:
             arcname, typeflag, perms, uid, gid, size, mtime_ns, linkname, uname, gname
         )
         header_offset = self._stream.position
-        self._stream.write(header)
-        data_offset = self._stream.position
+        whole_chunks = size >= REUSE_MIN_SIZE  # starts and ends on a chunk boundary
+        if whole_chunks:
+            self._stream.cut()
         if fd >= 0:
             try:
-                self._copy_data(arcname, fd, size)
+                self._write_file(arcname, fd, st, header)
             finally:
                 os.close(fd)
             if st.st_nlink > 1:
                 self._inodes[(st.st_dev, st.st_ino)] = arcname
-        path_bytes, link_bytes = os.fsencode(arcname), os.fsencode(linkname)
-        fields = (perms, uid, gid, size, mtime_ns, header_offset, data_offset)
-        record = _CATALOG_RECORD.pack(typeflag, *fields, len(path_bytes), len(link_bytes))
-        self._catalog.write(record + path_bytes + link_bytes)
+        else:
+            self._stream.write(header)
+        if whole_chunks:
+            self._stream.cut()
+        entry = CatalogEntry(
+            os.fsencode(arcname),
+            typeflag,
+            perms,
+            uid,
+            gid,
+            size,
+            mtime_ns,
+            header_offset,
+            header_offset + len(header),
+            os.fsencode(linkname),
+            st.st_ctime_ns,
+            st.st_ino,
+            header_digest(header),
+        )
+        self._catalog.add(entry)
 
     def close(self) -> None:
         # End of archive: two zero blocks, then zeros up to a whole tar record.
@@ -262,6 +281,15 @@ class _TarWriter:
                 if os.geteuid() != 0:
                     self._noatime = 0  # not our files: stop paying a failed open each
         return os.open(path, _READ_FLAGS)
+
+    def _write_file(self, arcname: str, fd: int, st: os.stat_result, header: bytes) -> None:
+        if st.st_size >= REUSE_MIN_SIZE and self._parent is not None:
+            known = self._parent.unchanged(arcname, st, header)
+            if known:
+                self._stream.append_known(known)
+                return
+        self._stream.write(header)
+        self._copy_data(arcname, fd, st.st_size)
 
     def _copy_data(self, arcname: str, fd: int, size: int) -> None:
         got = self._stream.write_from(functools.partial(_readinto, fd), size)
@@ -308,43 +336,6 @@ def parse_ns(text: str) -> int:
     if not text or not digits or not digits.isascii() or not digits.isdigit():
         raise ValueError(f"not a PAX time value: {text!r}")
     return sign * (int(whole or "0") * _NS + int((fraction + "0" * 9)[:9]))
-
-
-# ---------------------------------------------------------------- catalog
-
-
-def iter_catalog(
-    manifest: Manifest, source: ChunkSource, *, workers: int = 2
-) -> Generator[CatalogEntry, None, None]:
-    """Yield the catalog of a tree backup in stream order, loading it chunk by chunk.
-
-    Close the generator when stopping early (contextlib.closing).
-    """
-    _require_kind(manifest, "tree")
-    with ThreadPoolExecutor(workers, thread_name_prefix="catalog") as pool:
-        chunks = prefetch_chunks(source, manifest.catalog, pool, depth=2 * workers)
-        with closing(ChunkStreamReader(chunks)) as reader:
-            if reader.read(len(CATALOG_MAGIC)) != CATALOG_MAGIC:
-                raise ArchiveError("catalog stream does not start with its magic")
-            while head := reader.read(_CATALOG_RECORD.size):
-                yield _decode_catalog_entry(head, reader)
-
-
-def _decode_catalog_entry(head: bytes, reader: ChunkStreamReader) -> CatalogEntry:
-    if len(head) != _CATALOG_RECORD.size:
-        raise ArchiveError("catalog stream is truncated")
-    *fields, path_len, link_len = _CATALOG_RECORD.unpack(head)
-    names = reader.read(path_len + link_len)
-    if len(names) != path_len + link_len:
-        raise ArchiveError("catalog stream is truncated")
-    type_, mode, uid, gid, size, mtime_ns, header, data = fields
-    path, link = names[:path_len], names[path_len:]
-    return CatalogEntry(path, type_, mode, uid, gid, size, mtime_ns, header, data, link)
-
-
-def _require_kind(manifest: Manifest, kind: str) -> None:
-    if manifest.kind != kind:
-        raise ArchiveError(f"expected a {kind} manifest, got a {manifest.kind} one")
 
 
 # ---------------------------------------------------------------- restore
@@ -416,7 +407,7 @@ def restore_tree(
     running as root. Nothing is fsynced. On error the restore stops where it was.
     `on_progress` receives the cumulative tar-stream bytes restored.
     """
-    _require_kind(manifest, "tree")
+    require_kind(manifest, "tree")
     progress = ProgressMeter(on_progress)
     with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
         chunks = prefetch_chunks(source, manifest.chunks, pool, depth=max_in_flight)

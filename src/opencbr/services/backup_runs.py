@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.archive.disk import backup_disk
+from opencbr.archive.manifest import Manifest
+from opencbr.archive.parent import PreviousBackup
 from opencbr.archive.pipeline import BackupResult
 from opencbr.archive.sink import ArchiveError
 from opencbr.archive.tree import backup_tree
@@ -30,7 +32,7 @@ from opencbr.db.vaults import Vault, VaultResource
 from opencbr.errors import INTERNAL_ERROR, VAULT_FULL, CbrError, ErrorCode
 from opencbr.services import checkpoints, leases, operation_logs
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import VaultSink
+from opencbr.services.stores import VaultSink, VaultSource
 from opencbr.storage.store import ChunkStore, StorageError
 
 log = structlog.get_logger(__name__)
@@ -206,20 +208,61 @@ def _write_unit(
     def advance(done: int) -> None:
         progress.current = done
 
-    engine = backup_tree if kind == "tree" else backup_disk
-    result: BackupResult = engine(
-        path,
-        sink,
-        workers=rt.settings.io_threads,
-        on_progress=advance,
-        metadata={"backup_id": unit_id, "path": str(path)},
-        max_in_flight=rt.settings.max_chunks_in_flight,
+    options: dict[str, Any] = {
+        "workers": rt.settings.io_threads,
+        "on_progress": advance,
+        "metadata": {"backup_id": unit_id, "path": str(path)},
+        "max_in_flight": rt.settings.max_chunks_in_flight,
+    }
+    result: BackupResult
+    if kind == "tree":
+        previous = _previous_tree(rt, store, claim.vault_id, unit_id)
+        result = backup_tree(path, sink, previous=previous, **options)
+    else:
+        result = backup_disk(path, sink, **options)
+    log.info(
+        "backup unit written",
+        backup_id=unit_id,
+        bytes_total=result.bytes_total,
+        bytes_new=result.bytes_new,
+        bytes_reused=result.bytes_reused,
     )
     store.put_manifest(f"backup-{unit_id}", result.manifest.to_bytes())
     claim.budget -= sink.stored
     _commit_unit(rt, claim, unit_id, sink, result)
     progress.done_units += progress.current
     progress.current = 0
+
+
+def _previous_tree(
+    rt: Runtime, store: ChunkStore, vault_id: str, unit_id: str
+) -> PreviousBackup | None:
+    """The newest available backup of the same tree in this vault: its unchanged files
+    are not read again. Its chunks cannot vanish meanwhile: garbage collection never
+    runs in a vault while a backup holds its lease there (invariant 2)."""
+    with rt.db.reading() as session:
+        resource_id = session.scalar(select(Backup.resource_id).where(Backup.id == unit_id))
+        previous_id = session.scalar(
+            select(Backup.id)
+            .where(
+                Backup.vault_id == vault_id,
+                Backup.resource_id == resource_id,
+                Backup.kind == "tree",
+                Backup.status == "available",
+                Backup.id != unit_id,
+            )
+            .order_by(Backup.created_at.desc())
+            .limit(1)
+        )
+    if previous_id is None:
+        return None
+    try:
+        manifest = Manifest.from_bytes(store.get_manifest(f"backup-{previous_id}"))
+    except (StorageError, ArchiveError) as exc:
+        # A full read is always correct; only slower.
+        log.warning("previous backup unreadable", backup_id=previous_id, error=str(exc))
+        return None
+    return PreviousBackup(manifest, VaultSource(store))
 
 
 def _commit_unit(
