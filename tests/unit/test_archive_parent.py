@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from opencbr.archive.catalog import CATALOG_MAGIC_V1, iter_catalog
+from opencbr.archive.extract import restore_tree
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.parent import REUSE_MIN_SIZE, PreviousBackup
 from opencbr.archive.sink import ChunkRef
-from opencbr.archive.tree import backup_tree, restore_tree
+from opencbr.archive.tree import backup_tree
 from tests.unit.archive_support import MemoryVault, assert_same_tree, build_tree
 
 MiB = 1 << 20

@@ -16,21 +16,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyfastcdc import FastCDC
 
-from opencbr.archive.manifest import Manifest
-from opencbr.archive.pipeline import BackupResult, ChunkPipeline, StreamChunker
-from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkVerifyError
-from opencbr.archive.tree import (
-    CATALOG_MAGIC,
+from opencbr.archive.catalog import CATALOG_MAGIC, iter_catalog
+from opencbr.archive.extract import (
     MemberNotFoundError,
     UnsafeMemberError,
-    backup_tree,
-    format_ns,
-    iter_catalog,
-    parse_ns,
     restore_file,
     restore_filter,
     restore_tree,
 )
+from opencbr.archive.manifest import Manifest
+from opencbr.archive.pipeline import BackupResult, ChunkPipeline, StreamChunker
+from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkVerifyError
+from opencbr.archive.tarheader import format_ns, parse_ns
+from opencbr.archive.tree import backup_tree
 from tests.unit.archive_support import (
     CorruptingSource,
     MemoryVault,

@@ -8,9 +8,9 @@ restore reads them back through a `ChunkSource`, verifying each one.
 
 Modules: `sink` (the two store-facing protocols, `ChunkRef`, errors), `manifest`,
 `pipeline` (chunking, the bounded ordered backup pipeline, the restore prefetcher),
-`tree` (file trees, single-file restore), `catalog` (a tree backup's member records),
-`parent` (reusing the previous backup's chunks of unchanged files), `disk` (images and
-block devices).
+`tree` (backing up file trees), `extract` (restoring them, whole or one file),
+`catalog` (a tree backup's member records), `parent` (reusing the previous backup's
+chunks of unchanged files), `disk` (images and block devices).
 
 May import: `opencbr.storage` only (and, today, nothing of ours at all: the engine talks
 to a store solely through the protocols in `sink`, which `storage` adapts).

@@ -14,7 +14,7 @@ newer manifest):
                   (never stored); [] for a tree
     block_size    fixed block size of a disk backup; null for a tree
     catalog       [[digest, plain_length], ...]: the chunks of the tree's catalog
-                  stream (see `opencbr.archive.tree`); [] for a disk
+                  stream (see `opencbr.archive.catalog`); [] for a disk
     metadata      free-form JSON object describing the resource (opaque to the engine)
 """
 

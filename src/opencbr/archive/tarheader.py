@@ -37,6 +37,16 @@ def format_ns(ns: int) -> str:
     return f"{sign}{seconds}.{fraction:09d}"
 
 
+def parse_ns(text: str) -> int:
+    """Inverse of `format_ns`; accepts any PAX decimal, truncating past nanoseconds."""
+    sign = -1 if text[:1] == "-" else 1
+    whole, _, fraction = text[1:].partition(".") if text[:1] in "+-" else text.partition(".")
+    digits = whole + fraction
+    if not text or not digits or not digits.isascii() or not digits.isdigit():
+        raise ValueError(f"not a PAX time value: {text!r}")
+    return sign * (int(whole or "0") * _NS + int((fraction + "0" * 9)[:9]))
+
+
 def member_header(
     name: str,
     typeflag: bytes,

@@ -1,4 +1,4 @@
-"""File trees <-> a PAX tar stream cut into content-defined chunks, plus a catalog.
+"""Backing up file trees: a PAX tar stream cut into content-defined chunks, plus a catalog.
 
 Backup walks the tree depth-first, siblings in byte order (an unchanged tree gives an
 identical stream, which dedups completely), and writes a POSIX.1-2001 (PAX) tar stream:
@@ -12,55 +12,38 @@ Beside the tar stream, a catalog stream records every member and its offsets
 boundary, so the next backup reuses the chunks of those it finds unchanged without
 reading them (`opencbr.archive.parent`).
 
-Restore parses the stream with tarfile but creates each member itself, relative to
-directory descriptors opened with O_NOFOLLOW: names that are absolute or hold `..` are
-refused, a symlinked parent is refused, and nothing is ever written through a symlink.
+Restoring lives in `opencbr.archive.extract`.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import functools
 import grp
-import itertools
 import os
 import pwd
-import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from pyfastcdc import FastCDC
 
-from opencbr.archive.catalog import CATALOG_MAGIC as CATALOG_MAGIC
-from opencbr.archive.catalog import (
-    CatalogEntry,
-    CatalogWriter,
-    header_digest,
-    require_kind,
-)
-from opencbr.archive.catalog import iter_catalog as iter_catalog
+from opencbr.archive.catalog import CatalogEntry, CatalogWriter, header_digest
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.parent import REUSE_MIN_SIZE, ParentTree, PreviousBackup
 from opencbr.archive.pipeline import (
     BackupResult,
     ChunkPipeline,
-    ChunkStreamReader,
     ProgressCallback,
     ProgressMeter,
-    RestoreResult,
     StreamChunker,
     backup_result,
-    prefetch_chunks,
 )
-from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkSink, ChunkSource
-from opencbr.archive.tarheader import format_ns as format_ns
+from opencbr.archive.sink import ArchiveError, ChunkSink
 from opencbr.archive.tarheader import member_header
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -71,30 +54,11 @@ KiB, MiB = 1 << 10, 1 << 20
 # max are FastCDC's usual avg/4 and 4*avg.
 CDC_AVG, CDC_MIN, CDC_MAX = 1 * MiB, 256 * KiB, 4 * MiB
 DEFAULT_MAX_IN_FLIGHT = 48  # chunks held by a backup: ~60 MiB typical, 192 MiB worst
-DEFAULT_PREFETCH = 24  # chunks loaded ahead by a restore
 _CATALOG_IN_FLIGHT = 4  # the catalog is ~1/10000 of the data
-_NS = 1_000_000_000
-_ENCODING, _ERRORS = "utf-8", "surrogateescape"
-_FILE_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE})
-_MEMBER_TYPES = _FILE_TYPES | {tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE}
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_WARNINGS = 1000
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NOATIME: int = getattr(os, "O_NOATIME", 0)  # Linux only
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
-
-
-class UnsafeMemberError(ArchiveError, tarfile.FilterError):
-    """A tar member would escape the target or be written through a symlink."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"refusing tar member {name!r}: {reason}")
-        self.name = name
-
-
-class MemberNotFoundError(ArchiveError):
-    """The catalog has no such member, or it is not a regular file."""
 
 
 def new_cdc() -> FastCDC:
@@ -326,384 +290,3 @@ def _group_name(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return ""
-
-
-def parse_ns(text: str) -> int:
-    """Inverse of `format_ns`; accepts any PAX decimal, truncating past nanoseconds."""
-    sign = -1 if text[:1] == "-" else 1
-    whole, _, fraction = text[1:].partition(".") if text[:1] in "+-" else text.partition(".")
-    digits = whole + fraction
-    if not text or not digits or not digits.isascii() or not digits.isdigit():
-        raise ValueError(f"not a PAX time value: {text!r}")
-    return sign * (int(whole or "0") * _NS + int((fraction + "0" * 9)[:9]))
-
-
-# ---------------------------------------------------------------- restore
-
-
-def member_parts(name: str) -> tuple[str, ...]:
-    """Split a member name into components, dropping "" and "." (() is the root).
-
-    Raises `UnsafeMemberError` for absolute names, `..` components and NUL bytes.
-    """
-    if name.startswith("/"):
-        raise UnsafeMemberError(name, "absolute path")
-    if "\0" in name:
-        raise UnsafeMemberError(name, "NUL byte in name")
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
-    if ".." in parts:
-        raise UnsafeMemberError(name, "'..' component")
-    return parts
-
-
-def restore_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
-    """Extraction filter for `tarfile.TarFile.extractall(filter=...)` built on our rules.
-
-    Accepts regular files, directories, symlinks (any target: recreated as they were,
-    never followed) and hard links to members inside the archive; refuses absolute
-    names, `..`, NUL bytes, sparse and special members, and members whose parent under
-    `dest_path` is a symlink (for instance one this extraction created). restore_tree
-    enforces the parent rule race-free through O_NOFOLLOW descriptors instead.
-    """
-    safe = _sanitize(member)
-    for name in (safe.name, safe.linkname) if safe.islnk() else (safe.name,):
-        _refuse_symlinked_parent(dest_path, member_parts(name), member.name)
-    return safe
-
-
-def _sanitize(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    parts = member_parts(member.name)
-    if member.type not in _MEMBER_TYPES or member.sparse is not None:
-        raise UnsafeMemberError(member.name, f"unsupported member type {member.type!r}")
-    if member.islnk() and not member_parts(member.linkname):
-        raise UnsafeMemberError(member.name, "hard link to the archive root")
-    if "\0" in member.linkname:
-        raise UnsafeMemberError(member.name, "NUL byte in link target")
-    if not parts and not member.isdir():
-        raise UnsafeMemberError(member.name, "the archive root must be a directory")
-    return member.replace(name="/".join(parts) or ".", mode=member.mode & 0o7777, deep=False)
-
-
-def _refuse_symlinked_parent(dest_path: str, parts: tuple[str, ...], name: str) -> None:
-    path = dest_path
-    for part in parts[:-1]:
-        path = os.path.join(path, part)
-        if os.path.islink(path):
-            raise UnsafeMemberError(name, f"parent component {part!r} is a symlink")
-
-
-def restore_tree(
-    manifest: Manifest,
-    source: ChunkSource,
-    target: Path,
-    *,
-    workers: int = 2,
-    on_progress: ProgressCallback | None = None,
-    max_in_flight: int = DEFAULT_PREFETCH,
-) -> RestoreResult:
-    """Restore a tree backup into the existing directory `target`, replacing what is there.
-
-    Entries of `target` the backup lacks are left alone; owners are restored only when
-    running as root. Nothing is fsynced. On error the restore stops where it was.
-    `on_progress` receives the cumulative tar-stream bytes restored.
-    """
-    require_kind(manifest, "tree")
-    progress = ProgressMeter(on_progress)
-    with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
-        chunks = prefetch_chunks(source, manifest.chunks, pool, depth=max_in_flight)
-        with closing(ChunkStreamReader(chunks)) as reader, _Extractor(target) as extractor:
-            members = _extract_all(reader, extractor, progress)
-    progress.close()
-    return RestoreResult(progress.done, reader.chunks_read, members)
-
-
-def _extract_all(reader: ChunkStreamReader, extractor: _Extractor, progress: ProgressMeter) -> int:
-    members = 0
-    try:
-        tar = _StreamTarFile(fileobj=reader, mode="r", encoding=_ENCODING, errors=_ERRORS)
-        while (member := tar.next()) is not None:
-            extractor.extract(_sanitize(member), reader)
-            members += 1
-            progress.advance(reader.tell() - progress.done)
-    except (tarfile.ReadError, tarfile.HeaderError) as exc:
-        raise ArchiveError(f"damaged tar stream at {reader.tell()}: {exc}") from exc
-    # tarfile ends quietly at an unreadable header: only zeros may follow the last
-    # member, anything else means members were lost rather than the archive ended.
-    while view := reader.read_view(MiB):
-        if bytes(view).count(0) != len(view):
-            raise ArchiveError(f"damaged tar stream: data after its end at {reader.tell()}")
-    extractor.finish()
-    progress.advance(reader.tell() - progress.done)
-    return members
-
-
-class _StreamTarFile(tarfile.TarFile):
-    """TarFile forgetting each member once read: it otherwise keeps all (~1 KiB each)
-    and a restore must stay bounded for any number of files. Only next() is used."""
-
-    members: list[tarfile.TarInfo]  # undocumented TarFile attribute
-
-    def next(self) -> tarfile.TarInfo | None:
-        member = super().next()
-        self.members.clear()
-        return member
-
-
-class _Extractor:
-    """Creates sanitised tar members under `target`, never following a symlink.
-
-    Paths are opened component by component from a descriptor of `target` with
-    O_NOFOLLOW|O_DIRECTORY; whatever exists at a member's name is removed first and
-    files are created with O_EXCL, so an old symlink or hard link is replaced, never
-    written through. Directory attributes are set in finish(), deepest first.
-    Lifecycle: extract() per member, finish() once; the `with` block closes descriptors.
-    Thread rules: owner thread only. Memory: one small record per directory.
-    """
-
-    def __init__(self, target: Path) -> None:
-        self._root = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._cached: tuple[tuple[str, ...], int] | None = None  # last parent opened
-        self._dirs: list[tarfile.TarInfo] = []
-        self._as_root = os.geteuid() == 0
-
-    def __enter__(self) -> _Extractor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._drop_cache()
-        os.close(self._root)
-
-    def extract(self, member: tarfile.TarInfo, reader: ChunkStreamReader) -> None:
-        parts = member_parts(member.name)
-        if not parts:
-            self._dirs.append(member)  # the root: `target` itself takes its attributes
-            return
-        parent, name = self._parent_fd(parts[:-1], member.name), parts[-1]
-        self._clear(parent, name, parts, keep_dir=member.isdir())
-        if member.isdir():
-            self._make_dir(parent, name)
-            self._dirs.append(member)
-        elif member.issym():
-            os.symlink(member.linkname, name, dir_fd=parent)
-            self._set_link_attrs(parent, name, member)
-        elif member.islnk():
-            self._make_hard_link(parent, name, member)
-        else:
-            self._make_file(parent, name, member, reader)
-
-    def finish(self) -> None:
-        for member in reversed(self._dirs):
-            fd = self._open_dir(member_parts(member.name), member.name, create=False)
-            if fd is not None:
-                try:
-                    self._set_attrs(fd, member)
-                finally:
-                    self._close(fd)
-
-    def _make_dir(self, parent: int, name: str) -> None:
-        try:
-            os.mkdir(name, 0o700, dir_fd=parent)
-        except FileExistsError:
-            # Kept from before the restore: make sure its new contents can be written.
-            mode = stat.S_IMODE(os.stat(name, dir_fd=parent).st_mode)
-            os.chmod(name, mode | 0o700, dir_fd=parent)
-
-    def _make_file(
-        self, parent: int, name: str, member: tarfile.TarInfo, reader: ChunkStreamReader
-    ) -> None:
-        fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-        try:
-            reader.seek(member.offset_data)
-            remaining = member.size
-            while remaining:
-                view = reader.read_view(remaining)
-                if not view:
-                    raise ArchiveError(f"tar stream ends inside {member.name!r}")
-                _write_all(fd, view)
-                remaining -= len(view)
-            self._set_attrs(fd, member)
-        finally:
-            os.close(fd)
-
-    def _make_hard_link(self, parent: int, name: str, member: tarfile.TarInfo) -> None:
-        link = member_parts(member.linkname)
-        source = self._open_dir(link[:-1], member.name, create=False)
-        try:
-            if source is None:
-                raise FileNotFoundError(member.linkname)
-            os.link(link[-1], name, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError as exc:
-            raise ArchiveError(f"hard link {member.name!r}: target not restored") from exc
-        finally:
-            if source is not None:
-                self._close(source)
-
-    def _set_attrs(self, fd: int, member: tarfile.TarInfo) -> None:
-        if self._as_root:
-            os.fchown(fd, member.uid, member.gid)  # before chmod: chown clears set-id bits
-        os.fchmod(fd, member.mode)
-        mtime = _mtime_ns(member)
-        os.utime(fd, ns=(mtime, mtime))
-
-    def _set_link_attrs(self, parent: int, name: str, member: tarfile.TarInfo) -> None:
-        if self._as_root:
-            os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
-        mtime = _mtime_ns(member)
-        os.utime(name, ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
-
-    def _clear(self, parent: int, name: str, parts: tuple[str, ...], *, keep_dir: bool) -> None:
-        try:
-            existing = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
-        except FileNotFoundError:
-            return
-        if keep_dir and stat.S_ISDIR(existing):
-            return
-        if self._cached is not None and self._cached[0][: len(parts)] == parts:
-            self._drop_cache()  # the cached directory is about to be removed
-        if stat.S_ISDIR(existing):
-            shutil.rmtree(name, dir_fd=parent)
-        else:
-            os.unlink(name, dir_fd=parent)
-
-    def _parent_fd(self, parts: tuple[str, ...], member_name: str) -> int:
-        # Members come depth-first, so most share the previous member's parent.
-        if self._cached is None or self._cached[0] != parts:
-            self._drop_cache()
-            fd = self._open_dir(parts, member_name, create=True)
-            assert fd is not None  # create=True never answers None
-            self._cached = (parts, fd)
-        return self._cached[1]
-
-    def _drop_cache(self) -> None:
-        if self._cached is not None:
-            self._close(self._cached[1])
-        self._cached = None
-
-    def _open_dir(self, parts: tuple[str, ...], member_name: str, *, create: bool) -> int | None:
-        """Open target/parts without following symlinks; None if absent and not `create`."""
-        fd: int | None = self._root
-        for part in parts:
-            assert fd is not None
-            try:
-                child = _open_component(fd, part, member_name, create=create)
-            finally:
-                self._close(fd)
-            fd = child
-            if fd is None:
-                break
-        return fd
-
-    def _close(self, fd: int) -> None:
-        if fd != self._root:
-            os.close(fd)
-
-
-def _open_component(parent: int, part: str, member_name: str, *, create: bool) -> int | None:
-    try:
-        return os.open(part, _DIR_FLAGS, dir_fd=parent)
-    except FileNotFoundError:
-        if not create:
-            return None
-        os.mkdir(part, 0o755, dir_fd=parent)  # a parent a hand-made stream left out
-        return os.open(part, _DIR_FLAGS, dir_fd=parent)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-            raise
-        is_link = stat.S_ISLNK(os.stat(part, dir_fd=parent, follow_symlinks=False).st_mode)
-        reason = "is a symlink" if is_link else "is not a directory"
-        raise UnsafeMemberError(member_name, f"parent component {part!r} {reason}") from exc
-
-
-def _mtime_ns(member: tarfile.TarInfo) -> int:
-    # tarfile parses PAX mtime into a float (~0.2 us precision); the raw text is exact.
-    text = member.pax_headers.get("mtime")
-    if text is not None:
-        with contextlib.suppress(ValueError):
-            return parse_ns(text)
-    return round(member.mtime * _NS)
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-# ---------------------------------------------------------------- single file
-
-
-def restore_file(
-    manifest: Manifest,
-    source: ChunkSource,
-    member_path: bytes | str,
-    dest: Path,
-    *,
-    workers: int = 2,
-) -> RestoreResult:
-    """Restore one regular file of a tree backup to the path `dest`, replacing it.
-
-    Reads the catalog, then only the data chunks covering the file (a hard link is
-    followed to the member holding the data). Raises `MemberNotFoundError`.
-    """
-    entry = _find_file(manifest, source, member_path, workers)
-    refs, start = _covering_chunks(manifest.chunks, entry.data_offset, entry.size)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(dest)  # replace: never write into an existing inode or through a link
-    fd = os.open(dest, _NEW_FILE_FLAGS, 0o600)
-    try:
-        with (
-            ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool,
-            closing(prefetch_chunks(source, refs, pool, depth=2 * workers)) as chunks,
-        ):
-            _write_range(fd, chunks, start, entry)
-        if os.geteuid() == 0:
-            os.fchown(fd, entry.uid, entry.gid)
-        os.fchmod(fd, entry.mode)
-        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
-    finally:
-        os.close(fd)
-    return RestoreResult(entry.size, len(refs), 1)
-
-
-def _find_file(
-    manifest: Manifest, source: ChunkSource, member_path: bytes | str, workers: int
-) -> CatalogEntry:
-    entry = _find_entry(manifest, source, member_path, workers)
-    if entry.type == tarfile.LNKTYPE:
-        entry = _find_entry(manifest, source, entry.linkname, workers)
-    if entry.type not in _FILE_TYPES:
-        raise MemberNotFoundError(f"{member_path!r} is not a regular file")
-    if entry.data_offset + entry.size > manifest.size:
-        raise ArchiveError(f"catalog places {member_path!r} past the end of the stream")
-    return entry
-
-
-def _find_entry(
-    manifest: Manifest, source: ChunkSource, member_path: bytes | str, workers: int
-) -> CatalogEntry:
-    key = os.fsencode("/".join(member_parts(os.fsdecode(member_path))) or ".")
-    # A linear scan: the catalog is in stream order, not sorted, and ~1/10000 the data.
-    with closing(iter_catalog(manifest, source, workers=workers)) as entries:
-        for entry in entries:
-            if entry.path == key:
-                return entry
-    raise MemberNotFoundError(f"no member {key!r} in this backup")
-
-
-def _covering_chunks(
-    chunks: tuple[ChunkRef, ...], offset: int, size: int
-) -> tuple[list[ChunkRef], int]:
-    """The chunks holding stream bytes [offset, offset + size), and the first one's offset."""
-    if size == 0:
-        return [], offset
-    starts = list(itertools.accumulate((ref.length for ref in chunks), initial=0))
-    first = bisect.bisect_right(starts, offset) - 1
-    last = bisect.bisect_left(starts, offset + size) - 1
-    return list(chunks[first : last + 1]), starts[first]
-
-
-def _write_range(fd: int, chunks: Iterator[bytes], start: int, entry: CatalogEntry) -> None:
-    position, end = start, entry.data_offset + entry.size
-    for data in chunks:
-        low, high = max(entry.data_offset - position, 0), min(end - position, len(data))
-        _write_all(fd, memoryview(data)[low:high])
-        position += len(data)

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.archive.disk import restore_disk
+from opencbr.archive.extract import restore_tree
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.sink import ArchiveError
-from opencbr.archive.tree import restore_tree
 from opencbr.db.backups import Backup, OperationLog
 from opencbr.db.session import Database
 from opencbr.db.vaults import Protectable, Vault, VaultResource
