@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ from fastapi.testclient import TestClient
 
 from opencbr.app import create_app
 from opencbr.db.session import Database
-from opencbr.services import identity
+from opencbr.errors import CbrError
+from opencbr.services import identity, replication
+from opencbr.services.replicas import create_replicas
 from opencbr.settings import RegionSettings
 from tests.api.conftest import PASSWORD, Env, make_settings
 from tests.api.helpers import assert_error, create_vault, register_dir
@@ -350,3 +354,129 @@ def test_failing_writes_are_retried_then_a_corrupt_source_chunk_fails_the_record
 def _chunk_files(env: Env, region: str, vault_id: str) -> set[str]:
     root = env.settings.data_dir / "store" / region / "vaults" / vault_id / "chunks"
     return {p.name for p in root.rglob("*") if p.is_file()}
+
+
+def _server_vault(env: Env) -> dict[str, Any]:
+    """A server vault whose one server has a directory volume and a disk volume."""
+    root = env.roots["region1"]
+    (root / "web" / "sys").mkdir(parents=True)
+    (root / "web" / "sys" / "etc.conf").write_text("port=80\n")
+    (root / "web" / "data.img").write_bytes(random.Random(3).randbytes(MiB))
+    body = {
+        "instance": {
+            "name": "web",
+            "volumes": [
+                {"name": "sys", "path": str(root / "web" / "sys")},
+                {"name": "data", "path": str(root / "web" / "data.img")},
+            ],
+        }
+    }
+    server = env.post("region1", "/protectables/server/instances", body).json()["instance"]
+    resources = [{"id": server["id"], "type": "OS::Nova::Server"}]
+    return create_vault(env, name="servers", object_type="server", resources=resources)
+
+
+def test_vault_replicate_answers_with_records_and_the_worker_adds_replicas_and_logs(
+    env: Env,
+) -> None:
+    """The call inserts only the records; the fan-out task then creates each replica (with
+    a child per volume) and operation log. What a client lists meanwhile is consistent."""
+    vault = _server_vault(env)
+    first = backup_now(env, vault["id"], name="first")
+    second = backup_now(env, vault["id"], name="second")
+    dest = create_vault(
+        env, "region2", name="dst", object_type="server", protect_type="replication"
+    )
+    response = env.post(
+        "region1", "/checkpoints/replicate", seed_body(env, vault["id"], dest["id"])
+    )
+    assert response.status_code == 200, response.text
+    planned = {
+        b["backup_id"]: b["replication_record_id"]
+        for b in response.json()["replication"]["backups"]
+    }
+    assert set(planned) == {first["id"], second["id"]}
+    listed = records(env, vault["id"])
+    assert {r["id"]: r["source_backup_id"] for r in listed} == {
+        record_id: backup_id for backup_id, record_id in planned.items()
+    }
+    for record in listed:  # a record names a replica only once the replica exists
+        if record["destination_backup_id"] is not None:
+            shown = env.get("region2", f"/backups/{record['destination_backup_id']}")
+            assert shown.status_code == 200, shown.text
+    for _ in range(2):  # alongside the fan-out task: whoever comes second adds nothing
+        create_replicas(env.db, list(planned.values()))
+
+    done = wait_records(env, vault["id"], 2)
+    assert {r["status"] for r in done} == {"success"}, done
+    copies = env.get("region2", "/backups", params={"vault_id": dest["id"]}).json()["backups"]
+    assert {b["id"] for b in copies} == {r["destination_backup_id"] for r in done}
+    assert len(copies) == 2
+    by_source = {b["source_backup_id"]: b for b in copies}
+    for backup in (first, second):
+        replica = by_source[backup["id"]]
+        assert replica["name"] == backup["name"] and replica["status"] == "available"
+        assert sorted(c["resource_name"] for c in replica["children"]) == ["data", "sys"]
+        assert {c["source_backup_id"] for c in replica["children"]} == {
+            c["id"] for c in backup["children"]
+        }
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "replication"}).json()[
+        "operation_logs"
+    ]
+    assert sorted(log["extra_info"]["replication"]["destination_backup_id"] for log in logs) == (
+        sorted(r["destination_backup_id"] for r in done)
+    )
+    assert {log["status"] for log in logs} == {"success"}
+    assert {log["extra_info"]["common"]["request_id"] for log in logs} == {
+        response.headers["x-request-id"]
+    }
+
+
+def test_records_whose_fan_out_never_ran_get_their_replicas_from_the_reconciler(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tree, _resource, vault = source
+    backups = [backup_now(env, vault["id"]) for _ in range(2)]
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    # The process dies between the plan's commit and the enqueue of its fan-out task.
+    jobs = env.client.app.state.jobs  # type: ignore[attr-defined]
+    monkeypatch.setattr(jobs, "replicate_many", lambda record_ids: None)
+    response = env.post(
+        "region1", "/checkpoints/replicate", seed_body(env, vault["id"], dest["id"])
+    )
+    assert response.status_code == 200, response.text
+    done = wait_records(env, vault["id"], 2)
+    assert {r["status"] for r in done} == {"success"}, done
+    replicas = env.get("region2", "/backups", params={"vault_id": dest["id"]}).json()["backups"]
+    assert sorted(b["source_backup_id"] for b in replicas) == sorted(b["id"] for b in backups)
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "replication"}).json()[
+        "operation_logs"
+    ]
+    assert [log["status"] for log in logs] == ["success", "success"]
+
+
+def test_concurrent_vault_plans_replicate_each_backup_once(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    _tree, _resource, vault = source
+    backups = [backup_now(env, vault["id"]) for _ in range(3)]
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    ctx = identity.context_for_token(env.db, env.token("region1"))
+    target = replication.Destination("region2", env.projects["region2"], dest["id"])
+    barrier = threading.Barrier(4)
+
+    def plan(_: int) -> list[str] | str:
+        barrier.wait()
+        try:
+            return replication.replicate_vault(
+                env.db, env.settings, ctx, vault["id"], target, None
+            ).backup_ids
+        except CbrError as exc:
+            return exc.error.code
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(plan, range(4)))
+    won = [o for o in outcomes if isinstance(o, list)]
+    assert len(won) == 1 and sorted(won[0]) == sorted(b["id"] for b in backups), outcomes
+    assert [o for o in outcomes if isinstance(o, str)] == ["BackupService.0001"] * 3
+    assert len(records(env, vault["id"])) == 3

@@ -20,7 +20,7 @@ import structlog
 from huey import SqliteHuey
 from huey.consumer import Consumer
 
-from opencbr.services import backup_runs, backups, gc, replication_runs, restores
+from opencbr.services import backup_runs, backups, gc, replicas, replication_runs, restores
 from opencbr.services.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -77,7 +77,9 @@ class Jobs:
             self.collect_garbage(vault_id)
 
     def _fan_out_replications(self, record_ids: list[str]) -> None:
-        """One `replicate` task per record, enqueued by a worker rather than the request."""
+        """Create the replicas and operation logs of a vault plan (the request inserted
+        only its records), then enqueue one `replicate` task per record."""
+        replicas.create_replicas(self.runtime.db, record_ids)
         for record_id in record_ids:
             self.replicate(record_id)
 
@@ -102,8 +104,9 @@ class Jobs:
         self._replicate(record_id)
 
     def replicate_many(self, record_ids: list[str]) -> None:
-        """One task for the records of one plan; a worker fans it out, one task per record.
-        (A crash before the fan-out is safe: the reconciler enqueues records nobody holds.)"""
+        """One task for the records of one plan; a worker creates their replicas and fans
+        it out, one task per record. (A crash before the fan-out is safe: the reconciler
+        enqueues records nobody holds, and a `replicate` task creates a missing replica.)"""
         if len(record_ids) == 1:
             self.replicate(record_ids[0])
         elif record_ids:

@@ -84,15 +84,17 @@ def log_row(
     now: datetime | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """The column values of a new task log (as `open_log` makes it), for `insert_logs`."""
+    """The column values of a new task log (as `open_log` makes it), for `insert_logs`.
+    A new id unless `fields` holds one."""
     now = now or clock.now()
+    log_id = fields.pop("id", None) or new_uuid()
     resource = {
         "id": subject.resource_id,
         "type": subject.resource_type,
         "name": subject.resource_name,
     }
     return {
-        "id": new_uuid(),
+        "id": log_id,
         "project_id": project_id,
         "operation_type": operation_type,
         "status": status,

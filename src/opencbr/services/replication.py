@@ -1,28 +1,47 @@
-"""Replication planning: validate a replicate request and create, in one transaction, a
-replication record, a `protecting` replica (with its own checkpoint, and one child per
-volume of a server backup) and a `replication` operation log per backup to copy.
+"""Replication planning: validate a replicate request, then insert one replication record
+per backup to copy; each record gets its replica and operation log from `replicas`.
 
-Planning costs a constant number of statements whatever the number of backups: the
-eligible backups, the records that exclude some of them and their volumes are read in one
-query each, and the planned rows are inserted with one Core statement per table.
+A vault plan (checkpoints/replicate: up to thousands of backups, and the client waits)
+inserts only the records, with one statement, and the worker's fan-out task creates the
+replicas; a single-backup plan creates its replica at once. The copy itself runs in
+`replication_runs`, one task per record.
 
-The copy itself runs in `replication_runs`, one task per record. Exactly one replica per
-(source backup, destination vault) is guaranteed by a unique key on backups (invariant 4).
+At most one live record per (source backup, destination region) is guaranteed by a
+partial unique index on the records, and exactly one replica per (source backup,
+destination vault) by a unique key on backups (invariant 4).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
+from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, insert, or_, select
+from sqlalchemy import (
+    ColumnDefault,
+    ColumnElement,
+    Exists,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from opencbr import clock
-from opencbr.db.backups import Backup, Checkpoint, ReplicationRecord
+from opencbr.db.backups import (
+    LIVE_RECORD_STATUSES,
+    Backup,
+    ReplicationRecord,
+)
 from opencbr.db.identity import WRITING_ROLES, Project
 from opencbr.db.session import Database
 from opencbr.db.vaults import Vault
@@ -40,12 +59,11 @@ from opencbr.errors import (
     VAULT_TYPE_FORBIDS_REPLICATION,
     CbrError,
 )
-from opencbr.services import backups, identity, operation_logs, vaults
+from opencbr.services import backups, identity, replicas, vaults
 from opencbr.services.identity import AuthContext
 from opencbr.settings import Settings
 
 GB = 1024**3
-LIVE_STATUSES = ("waiting_replicate", "replicating")
 
 
 @dataclass(frozen=True)
@@ -58,17 +76,14 @@ class Destination:
 
 
 @dataclass(frozen=True)
-class Planned:
-    backup_id: str
-    record_id: str
-
-
-@dataclass(frozen=True)
 class Plan:
     source_vault_id: str
     provider_id: str
     source_region: str
-    planned: list[Planned]
+    # The backups to copy, oldest first, and their records in the same order. (Lists of
+    # ids: a plan of thousands of backups makes no object per backup.)
+    backup_ids: list[str]
+    record_ids: list[str]
 
 
 def _check_destination(
@@ -112,29 +127,26 @@ def _check_destination(
 
 def replicated_or_replicating(session: Session, backup_id: str, region: str) -> bool:
     """True when a live record, or a successful one whose replica still exists, exists."""
-    return bool(_already_replicated(session, [backup_id], region))
+    return bool(session.scalar(select(_replicated_to(region, literal(backup_id)))))
 
 
-def _already_replicated(
-    session: Session, backup_ids: list[str] | Select[Any], region: str
-) -> set[str]:
-    """The backups among `backup_ids` (a list or a subquery of ids) that are replicated
-    or being replicated to `region`: one query, whatever their number."""
+def _replicated_to(
+    region: str | ColumnElement[str], backup_id: ColumnElement[str] | InstrumentedAttribute[str]
+) -> Exists:
+    """Criterion: the backup `backup_id` (a value or an outer query's column) is
+    replicated or being replicated to `region`."""
     replica = aliased(Backup)
-    rows = session.scalars(
-        select(ReplicationRecord.source_backup_id)
-        .outerjoin(replica, replica.id == ReplicationRecord.destination_backup_id)
-        .where(
-            ReplicationRecord.source_backup_id.in_(backup_ids),
-            ReplicationRecord.destination_region == region,
-            or_(
-                ReplicationRecord.status.in_(LIVE_STATUSES),
-                and_(ReplicationRecord.status == "success", replica.id.is_not(None)),
+    return exists().where(
+        ReplicationRecord.source_backup_id == backup_id,
+        ReplicationRecord.destination_region == region,
+        or_(
+            ReplicationRecord.status.in_(LIVE_RECORD_STATUSES),
+            and_(
+                ReplicationRecord.status == "success",
+                exists().where(replica.id == ReplicationRecord.destination_backup_id),
             ),
-        )
-        .distinct()
+        ),
     )
-    return set(rows)
 
 
 def replicate_vault(
@@ -145,7 +157,11 @@ def replicate_vault(
     dest: Destination,
     request_id: str | None,
 ) -> Plan:
-    """Plan the replication of every eligible backup of a vault (checkpoints/replicate)."""
+    """Plan the replication of every eligible backup of a vault (checkpoints/replicate).
+
+    Inserts one `waiting_replicate` record per backup and nothing else: the replicas and
+    operation logs are left to `replicas.create_replicas` (the worker's fan-out task).
+    """
     for attempt in range(2):
         try:
             return _plan_vault(db, settings, ctx, vault_id, dest, request_id)
@@ -169,25 +185,31 @@ def _plan_vault(
     with db.transaction() as session:
         source = vaults.get_in_session(session, ctx, vault_id)
         target = _check_destination(session, settings, ctx, source, dest)
-        eligible = (
-            Backup.vault_id == source.id,
-            Backup.parent_id.is_(None),
-            Backup.image_type == "backup",
-            Backup.status == "available",
-        )
-        eligible_ids = select(Backup.id).where(*eligible)
-        done = _already_replicated(session, eligible_ids, dest.region)
-        candidates = session.execute(
-            select(*_COPIED).where(*eligible).order_by(Backup.created_at, Backup.id)
-        )
-        chosen = [b for b in candidates if b.id not in done]
+        rows = session.execute(_TO_REPLICATE, {"vault_id": source.id, "region": dest.region})
+        # Plain tuples, not the result's Rows: objects the garbage collector would track.
+        chosen = [
+            (backup_id, checkpoint_id, project_id) for backup_id, checkpoint_id, project_id in rows
+        ]
         if not chosen:
             raise CbrError(NOTHING_TO_BACKUP, "No backup of the vault is left to replicate.")
-        volumes = _volumes_of(session, eligible_ids)
-        planned = _insert_plans(
-            session, ctx, source, target, chosen, volumes, dest, None, None, request_id
-        )
-        return Plan(source.id, source.provider_id, source.region, planned)
+        record_ids = _insert_records(session, source, target, chosen, dest.auto_trigger, request_id)
+        backup_ids = [backup_id for backup_id, _checkpoint_id, _project_id in chosen]
+        return Plan(source.id, source.provider_id, source.region, backup_ids, record_ids)
+
+
+# The backups of a vault that a plan takes, oldest first. Built once: building the
+# expression costs about as much as running it.
+_TO_REPLICATE = (
+    select(Backup.id, Backup.checkpoint_id, Backup.project_id)
+    .where(
+        Backup.vault_id == bindparam("vault_id"),
+        Backup.parent_id.is_(None),
+        Backup.image_type == "backup",
+        Backup.status == "available",
+        ~_replicated_to(bindparam("region"), Backup.id),
+    )
+    .order_by(Backup.created_at, Backup.id)
+)
 
 
 def replicate_backup(
@@ -199,8 +221,9 @@ def replicate_backup(
     name: str | None,
     description: str | None,
     request_id: str | None,
-) -> tuple[Plan, Planned]:
-    """Plan the replication of one backup (backups/{id}/replicate)."""
+) -> Plan:
+    """Plan the replication of one backup (backups/{id}/replicate): its record, and at once
+    its replica (named `name`, when given) and operation log."""
     try:
         with db.transaction() as session:
             backup = backups.get_in_session(session, ctx, backup_id)
@@ -215,58 +238,101 @@ def replicate_backup(
             target = _check_destination(session, settings, ctx, source, dest)
             if replicated_or_replicating(session, backup.id, dest.region):
                 raise CbrError(ALREADY_REPLICATED)
-            [row] = session.execute(select(*_COPIED).where(Backup.id == backup.id))
-            [planned] = _insert_plans(
-                session,
-                ctx,
-                source,
-                target,
-                [row],
-                _volumes_of(session, [backup.id]),
-                dest,
-                name,
-                description,
-                request_id,
+            copied = (backup.id, backup.checkpoint_id, backup.project_id)
+            record_ids = _insert_records(
+                session, source, target, [copied], dest.auto_trigger, request_id
             )
-            return Plan(source.id, source.provider_id, source.region, [planned]), planned
+            replicas.add_missing_replicas(session, record_ids, name, description)
+            return Plan(source.id, source.provider_id, source.region, [backup.id], record_ids)
     except IntegrityError:
         raise CbrError(ALREADY_REPLICATED) from None
 
 
-# What a replica copies from its source backup (read as plain rows: no ORM objects).
-SourceRow = Any  # a Row of _COPIED
-_COPIED = (
-    Backup.id,
-    Backup.parent_id,
-    Backup.checkpoint_id,
-    Backup.project_id,
-    Backup.vault_id,
-    Backup.name,
-    Backup.description,
-    Backup.resource_id,
-    Backup.resource_name,
-    Backup.resource_type,
-    Backup.resource_size_gb,
-    Backup.provider_id,
-    Backup.kind,
-    Backup.incremental,
-    Backup.auto_trigger,
-    Backup.protected_at,
-    Backup.expired_at,
-)
+def _insert_records(
+    session: Session,
+    source: Vault,
+    target: Vault,
+    chosen: list[tuple[str, str, str]],
+    auto_trigger: bool,
+    request_id: str | None,
+) -> list[str]:
+    """A `waiting_replicate` record per chosen (backup id, checkpoint id, project id), in
+    one statement; their ids, in order. The partial unique index on live records fires
+    when a concurrent plan of the same backup won."""
+    now = clock.now()
+    common = {
+        "source_region": source.region,
+        "source_vault_id": source.id,
+        "destination_project_id": target.project_id,
+        "destination_region": target.region,
+        "destination_vault_id": target.id,
+        "auto_trigger": auto_trigger,
+        "request_id": request_id,
+        "updated_at": now,
+    }
+    keys = ("id", "source_backup_id", "source_checkpoint_id", "source_project_id", "created_at")
+    record_ids = _uuids(len(chosen))
+    rows = [
+        # One microsecond apart, oldest backup first: runs into a vault go oldest first.
+        (record_id, *backup, now + timedelta(microseconds=n))
+        for n, (backup, record_id) in enumerate(zip(chosen, record_ids, strict=True))
+    ]
+    _insert_many(session, _table(ReplicationRecord), common, keys, rows)
+    return record_ids
 
 
-def _volumes_of(
-    session: Session, parent_ids: list[str] | Select[Any]
-) -> dict[str, list[SourceRow]]:
-    """The volume backups of server backups, by parent, in the order of `children`."""
-    result: dict[str, list[SourceRow]] = {}
-    rows = session.execute(
-        select(*_COPIED).where(Backup.parent_id.in_(parent_ids)).order_by(Backup.name)
-    )
-    for row in rows:
-        result.setdefault(row.parent_id, []).append(row)
-    return result
+def _insert_many(
+    session: Session,
+    table: Table,
+    common: dict[str, Any],
+    keys: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """Insert rows that share the `common` values, each row giving the values of `keys`,
+    with one executemany of the driver.
+
+    The same as `session.execute(insert(table), [common | dict(zip(keys, row)) ...])` for a
+    fraction of the cost: SQLAlchemy converts each value of each row, which for 1,000
+    records costs more than SQLite's insert itself. Here the common values are converted
+    once, and only the columns of `keys` that need it (SQLite: datetimes to text) value by
+    value. A column given neither way takes its default, which must be a constant.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    compiled = insert(table).compile(dialect=dialect, column_keys=[*keys, *common])
+    names = list(compiled.positiontup or compiled.binds)
+
+    def convert(name: str) -> Callable[[Any], Any] | None:
+        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+
+    fixed = {}
+    for name in (name for name in names if name not in keys):
+        value = common[name] if name in common else _constant_default(table, name)
+        fixed[name] = process(value) if (process := convert(name)) else value
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for index, key in enumerate(keys):
+        if process := convert(key):
+            columns[index] = [process(value) for value in columns[index]]
+    every, tail = (*keys, *fixed), tuple(fixed.values())
+    if compiled.positional:
+        pick = itemgetter(*(every.index(name) for name in names))
+        params: list[Any] = [pick(row + tail) for row in zip(*columns, strict=True)]
+    else:
+        params = [dict(zip(every, row + tail, strict=True)) for row in zip(*columns, strict=True)]
+    connection.exec_driver_sql(compiled.string, params)
+
+
+def _constant_default(table: Table, name: str) -> Any:
+    default = table.c[name].default
+    if not isinstance(default, ColumnDefault) or not default.is_scalar:
+        raise ValueError(f"{table.name}.{name} has no constant default: give its value")
+    return default.arg
+
+
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
 
 
 def _uuids(count: int) -> list[str]:
@@ -280,167 +346,3 @@ def _uuids(count: int) -> list[str]:
         f"{h[i + 20 : i + 32]}"
         for i in range(0, len(h), 32)
     ]
-
-
-def _insert_plans(
-    session: Session,
-    ctx: AuthContext,
-    source: Vault,
-    target: Vault,
-    chosen: list[SourceRow],
-    volumes_by_parent: dict[str, list[SourceRow]],
-    dest: Destination,
-    name: str | None,
-    description: str | None,
-    request_id: str | None,
-) -> list[Planned]:
-    """Per backup: a checkpoint, a `protecting` replica (and its volumes), a record and an
-    operation log, all inserted in one statement per table. The unique (source backup,
-    vault) key on backups fires at the replicas' insert when a concurrent plan won."""
-    now = clock.now()
-    checkpoints: list[dict[str, Any]] = []
-    replicas: list[dict[str, Any]] = []
-    volumes: list[dict[str, Any]] = []
-    records: list[dict[str, Any]] = []
-    logs: list[dict[str, Any]] = []
-    planned: list[Planned] = []
-    ids = iter(_uuids(4 * len(chosen) + sum(len(v) for v in volumes_by_parent.values())))
-    for index, backup in enumerate(chosen):
-        # One microsecond apart, oldest backup first: runs into a vault go oldest first.
-        at = now + timedelta(microseconds=index)
-        checkpoint_id, replica_id, record_id, log_id = next(ids), next(ids), next(ids), next(ids)
-        checkpoints.append(
-            {
-                "id": checkpoint_id,
-                "project_id": target.project_id,
-                "vault_id": target.id,
-                "status": "protecting",
-                "name": name or backup.name,
-                "description": description or backup.description,
-                "auto_trigger": dest.auto_trigger,
-                "created_at": at,
-                "updated_at": at,
-            }
-        )
-        replica = _replica_of(
-            backup, target, checkpoint_id, replica_id, name, description, source.region, at
-        )
-        replicas.append(replica)
-        volumes += [
-            _replica_of(
-                child, target, checkpoint_id, next(ids), None, None, source.region, at, replica_id
-            )
-            for child in volumes_by_parent.get(backup.id, ())
-        ]
-        records.append(
-            {
-                "id": record_id,
-                "source_backup_id": backup.id,
-                "source_checkpoint_id": backup.checkpoint_id,
-                "source_project_id": backup.project_id,
-                "source_region": source.region,
-                "source_vault_id": source.id,
-                "destination_backup_id": replica_id,
-                "destination_checkpoint_id": checkpoint_id,
-                "destination_project_id": target.project_id,
-                "destination_region": target.region,
-                "destination_vault_id": target.id,
-                "auto_trigger": dest.auto_trigger,
-                "operation_log_id": log_id,
-                "created_at": at,
-                "updated_at": at,
-            }
-        )
-        logs.append(_log_row(ctx, source, target, backup, replica, log_id, at, request_id))
-        planned.append(Planned(backup.id, record_id))
-    for model, rows in (
-        (Checkpoint, checkpoints),
-        (Backup, replicas),
-        (Backup, volumes),  # after their parents: parent_id is a foreign key
-        (ReplicationRecord, records),
-    ):
-        if rows:
-            session.execute(insert(cast(Table, model.__table__)), rows)  # Core: no ORM bookkeeping
-    operation_logs.insert_logs(session, logs)
-    return planned
-
-
-def _replica_of(
-    backup: SourceRow,
-    target: Vault,
-    checkpoint_id: str,
-    replica_id: str,
-    name: str | None,
-    description: str | None,
-    source_region: str,
-    now: datetime,
-    parent_id: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": replica_id,
-        "project_id": target.project_id,
-        "vault_id": target.id,
-        "checkpoint_id": checkpoint_id,
-        "parent_id": parent_id,
-        "name": name or backup.name,
-        "description": description if description is not None else backup.description,
-        "image_type": "replication",
-        "status": "protecting",
-        "resource_id": backup.resource_id,
-        "resource_name": backup.resource_name,
-        "resource_type": backup.resource_type,
-        "resource_size_gb": backup.resource_size_gb,
-        "provider_id": backup.provider_id,
-        "kind": backup.kind,
-        "volume_path": None,
-        "incremental": backup.incremental,
-        "auto_trigger": backup.auto_trigger,
-        "source_backup_id": backup.id,
-        "source_region": source_region,
-        "protected_at": backup.protected_at,
-        "expired_at": backup.expired_at,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _log_row(
-    ctx: AuthContext,
-    source: Vault,
-    target: Vault,
-    backup: SourceRow,
-    replica: dict[str, Any],
-    log_id: str,
-    now: datetime,
-    request_id: str | None,
-) -> dict[str, Any]:
-    return operation_logs.log_row(
-        id=log_id,
-        now=now,
-        project_id=ctx.project_id,
-        operation_type="replication",
-        status="waiting",
-        subject=operation_logs.Subject(
-            backup.resource_id,
-            backup.resource_type,
-            backup.resource_name,
-            backup.vault_id,
-            source.name,
-            backup.provider_id,
-        ),
-        details={
-            "source_backup_id": backup.id,
-            "source_checkpoint_id": backup.checkpoint_id,
-            "source_project_id": backup.project_id,
-            "source_region": source.region,
-            "destination_backup_id": replica["id"],
-            "destination_checkpoint_id": replica["checkpoint_id"],
-            "destination_project_id": target.project_id,
-            "destination_region": target.region,
-            "source_backup_name": backup.name,
-            "destination_backup_name": replica["name"],
-        },
-        request_id=request_id,
-        checkpoint_id=backup.checkpoint_id,
-        backup_id=backup.id,
-    )

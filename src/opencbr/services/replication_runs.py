@@ -28,7 +28,13 @@ from sqlalchemy.orm import Session
 from opencbr import clock
 from opencbr.archive.manifest import Manifest
 from opencbr.db import chunks
-from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationRecord
+from opencbr.db.backups import (
+    LIVE_RECORD_STATUSES,
+    Backup,
+    Checkpoint,
+    OperationLog,
+    ReplicationRecord,
+)
 from opencbr.db.vaults import Vault
 from opencbr.errors import (
     CORRUPT_SOURCE_CHUNK,
@@ -38,7 +44,7 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import leases, operation_logs
+from opencbr.services import leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import with_retries
 from opencbr.storage.chunk import decode_chunk
@@ -107,9 +113,14 @@ def run(rt: Runtime, record_id: str) -> None:
 
 
 def _claim(rt: Runtime, record_id: str) -> _Work | None:
+    """Lease the record; None when there is nothing to do. Raises DestinationBusy when the
+    record must wait its turn, after committing the replica it may have created for it."""
     with rt.db.transaction() as session:
+        # A record planned with its vault has no replica until the fan-out task creates
+        # it; one that task never reached (a crash in between) gets it here.
+        replicas.add_missing_replicas(session, [record_id])
         record = session.get(ReplicationRecord, record_id, with_for_update=True)
-        if record is None or record.status not in ("waiting_replicate", "replicating"):
+        if record is None or record.status not in LIVE_RECORD_STATUSES:
             return None
         if leases.is_held(record):
             return None
@@ -124,31 +135,39 @@ def _claim(rt: Runtime, record_id: str) -> _Work | None:
                 "The source backup or the destination vault no longer exists.",
             )
             return None
-        if dest.gc_until is not None and dest.gc_until > clock.now():
-            raise DestinationBusy(dest.id)
-        if _earlier_record_running(session, record):
-            raise DestinationBusy(dest.id)
-        if record.attempts >= rt.settings.max_attempts:
-            _fail_in_session(
-                session,
-                record,
-                INTERNAL_ERROR,
-                f"gave up after {record.attempts} interrupted attempts",
-            )
-            return None
-        leases.take(record, rt.settings.lease_seconds)
-        record.status = "replicating"
-        operation_logs.set_progress(session, record.operation_log_id, 0)
-        return _Work(
-            record.id,
-            record.operation_log_id,
-            record.source_region,
-            record.source_vault_id,
-            dest.region,
-            dest.id,
-            _unit_pairs(source_backup, replica),
-            dest.size_gb * GB - dest.used_bytes,
+        gc_running = dest.gc_until is not None and dest.gc_until > clock.now()
+        if not gc_running and not _earlier_record_running(session, record):
+            return _take(rt, session, record, dest, source_backup, replica)
+    raise DestinationBusy(record.destination_vault_id)
+
+
+def _take(
+    rt: Runtime,
+    session: Session,
+    record: ReplicationRecord,
+    dest: Vault,
+    source_backup: Backup,
+    replica: Backup,
+) -> _Work | None:
+    """Lease the record for this worker; fail it when it was interrupted too often."""
+    if record.attempts >= rt.settings.max_attempts:
+        _fail_in_session(
+            session, record, INTERNAL_ERROR, f"gave up after {record.attempts} interrupted attempts"
         )
+        return None
+    leases.take(record, rt.settings.lease_seconds)
+    record.status = "replicating"
+    operation_logs.set_progress(session, record.operation_log_id, 0)
+    return _Work(
+        record.id,
+        record.operation_log_id,
+        record.source_region,
+        record.source_vault_id,
+        dest.region,
+        dest.id,
+        _unit_pairs(source_backup, replica),
+        dest.size_gb * GB - dest.used_bytes,
+    )
 
 
 def _earlier_record_running(session: Session, record: ReplicationRecord) -> bool:
@@ -156,7 +175,7 @@ def _earlier_record_running(session: Session, record: ReplicationRecord) -> bool
     earlier = session.scalars(
         select(ReplicationRecord).where(
             ReplicationRecord.destination_vault_id == record.destination_vault_id,
-            ReplicationRecord.status.in_(("waiting_replicate", "replicating")),
+            ReplicationRecord.status.in_(LIVE_RECORD_STATUSES),
             ReplicationRecord.id != record.id,
             ReplicationRecord.created_at <= record.created_at,
         )
@@ -347,7 +366,7 @@ def stuck(rt: Runtime) -> list[str]:
     with rt.db.reading() as session:
         rows = session.scalars(
             select(ReplicationRecord)
-            .where(ReplicationRecord.status.in_(("waiting_replicate", "replicating")))
+            .where(ReplicationRecord.status.in_(LIVE_RECORD_STATUSES))
             .order_by(ReplicationRecord.created_at)
         )
         return [r.id for r in rows if (r.lease_until or r.created_at) < now]

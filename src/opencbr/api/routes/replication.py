@@ -35,12 +35,12 @@ def replicate_vault(
     plan = replication.replicate_vault(
         db, settings, ctx, param.vault_id, param.destination(), request_id
     )
-    jobs.replicate_many([planned.record_id for planned in plan.planned])
+    jobs.replicate_many(plan.record_ids)
     return CheckpointReplicateResponse(
         replication=CheckpointReplication(
             backups=[
-                ReplicatedBackup(backup_id=p.backup_id, replication_record_id=p.record_id)
-                for p in plan.planned
+                ReplicatedBackup(backup_id=backup_id, replication_record_id=record_id)
+                for backup_id, record_id in zip(plan.backup_ids, plan.record_ids, strict=True)
             ],
             destination_project_id=param.destination_project_id,
             destination_region=param.destination_region,
@@ -64,14 +64,15 @@ def replicate_backup(
     request_id: RequestIdDep,
 ) -> BackupReplicateResponse:
     param = body.replicate
-    plan, planned = replication.replicate_backup(
+    plan = replication.replicate_backup(
         db, settings, ctx, backup_id, param.destination(), param.name, param.description, request_id
     )
-    jobs.replicate(planned.record_id)
+    [record_id] = plan.record_ids
+    jobs.replicate(record_id)
     return BackupReplicateResponse(
         replication=BackupReplication(
-            backup_id=planned.backup_id,
-            replication_record_id=planned.record_id,
+            backup_id=backup_id,
+            replication_record_id=record_id,
             destination_project_id=param.destination_project_id,
             destination_region=param.destination_region,
             destination_vault_id=param.destination_vault_id,
