@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import secrets
 import sys
@@ -101,6 +102,11 @@ def serve(
     from opencbr.app import create_app
 
     application = create_app(settings, db, migrate=False)
+    # Everything imported so far lives as long as the process: moving it out of the
+    # collector's sight turns the 100-140 ms full collections that landed in request
+    # latency (bench: replicate p99) into pauses of a few milliseconds.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         application,
         host=settings.host,
