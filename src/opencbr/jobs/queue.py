@@ -17,13 +17,55 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from huey import SqliteHuey
+from huey import Huey
 from huey.consumer import Consumer
+from huey.storage import SqliteStorage
 
 from opencbr.services import backup_runs, backups, gc, replicas, replication_runs, restores
 from opencbr.services.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+
+
+IDLE_POLL_SECONDS = 0.25  # how often idle workers look for tasks other processes queued
+
+
+class _WakingSqliteStorage(SqliteStorage):  # type: ignore[misc]
+    """Huey's SQLite queue, whose idle workers are woken at once by an enqueue made in
+    this process (the API's requests), instead of finding it at their next poll.
+
+    `blocking = True` tells Huey's worker loop not to sleep after an empty dequeue: the
+    wait happens here, on a condition an enqueue notifies, for at most IDLE_POLL_SECONDS
+    (tasks queued by another process are still found by polling). That took up to 250 ms
+    (125 ms on average) off the start of every backup, restore and replication.
+    """
+
+    blocking = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ready = threading.Condition()
+        self._enqueued = 0  # bumped by every enqueue: a wait never misses one
+
+    def enqueue(self, data: bytes, priority: float | None = None) -> None:
+        super().enqueue(data, priority)
+        with self._ready:
+            self._enqueued += 1
+            self._ready.notify_all()
+
+    def dequeue(self) -> bytes | None:
+        with self._ready:
+            seen = self._enqueued
+        task: bytes | None = super().dequeue()
+        if task is None:
+            with self._ready:
+                self._ready.wait_for(lambda: self._enqueued != seen, IDLE_POLL_SECONDS)
+            task = super().dequeue()
+        return task
+
+
+class _SqliteHuey(Huey):  # type: ignore[misc]
+    storage_class = _WakingSqliteStorage
 
 
 class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
@@ -35,7 +77,7 @@ class Jobs:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         settings = runtime.settings
-        self.huey = SqliteHuey(
+        self.huey = _SqliteHuey(
             "opencbr", filename=str(settings.data_dir / "queue.db"), results=False, utc=True
         )
         self._consumer: Consumer | None = None
@@ -133,9 +175,8 @@ class Jobs:
             worker_type="thread",
             periodic=False,
             check_worker_health=False,
-            # Huey's default backs idle workers off to one poll every 10 s, which made a
-            # request issued after a quiet minute wait seconds before it started. Polling
-            # the queue's SQLite file 4 times a second per worker is cheap.
+            # Idle workers wait in the storage's dequeue (woken by enqueues); these only
+            # pace retries after a queue read failed (Huey's default backs off to 10 s).
             initial_delay=0.05,
             backoff=1.5,
             max_delay=0.25,
