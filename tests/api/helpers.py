@@ -65,6 +65,28 @@ def register_disk(
     return instance
 
 
+def register_web_server(env: Env, image: bytes) -> dict[str, Any]:
+    """A server `web` under region1's root: a directory volume `sys` holding one config
+    file and a disk volume `data` whose image holds `image`."""
+    root = env.roots["region1"]
+    (root / "web" / "sys").mkdir(parents=True)
+    (root / "web" / "sys" / "etc.conf").write_text("port=80\n")
+    (root / "web" / "data.img").write_bytes(image)
+    body = {
+        "instance": {
+            "name": "web",
+            "volumes": [
+                {"name": "sys", "path": str(root / "web" / "sys")},
+                {"name": "data", "path": str(root / "web" / "data.img")},
+            ],
+        }
+    }
+    response = env.post("region1", "/protectables/server/instances", body)
+    assert response.status_code == 200, response.text
+    server: dict[str, Any] = response.json()["instance"]
+    return server
+
+
 def assert_error(response: Any, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()

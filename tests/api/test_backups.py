@@ -12,7 +12,13 @@ import pytest
 import structlog
 
 from tests.api.conftest import Env
-from tests.api.helpers import assert_error, create_vault, register_dir, register_disk
+from tests.api.helpers import (
+    assert_error,
+    create_vault,
+    register_dir,
+    register_disk,
+    register_web_server,
+)
 from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
 
 MiB = 1 << 20
@@ -342,22 +348,9 @@ def test_vault_delete_removes_backups_and_store(env: Env) -> None:
 
 def test_server_backup_has_volume_children_and_restores_by_mapping(env: Env) -> None:
     root = env.roots["region1"]
-    (root / "web" / "sys").mkdir(parents=True)
-    (root / "web" / "sys" / "etc.conf").write_text("port=80\n")
-    with open(root / "web" / "data.img", "wb") as image:
-        image.truncate(8 * MiB)
-        image.seek(MiB)
-        image.write(b"payload" * 1000)
-    body = {
-        "instance": {
-            "name": "web",
-            "volumes": [
-                {"name": "sys", "path": str(root / "web" / "sys")},
-                {"name": "data", "path": str(root / "web" / "data.img")},
-            ],
-        }
-    }
-    server = env.post("region1", "/protectables/server/instances", body).json()["instance"]
+    image = bytearray(8 * MiB)  # mostly zeros: not stored, restored as holes
+    image[MiB : MiB + 7000] = b"payload" * 1000
+    server = register_web_server(env, bytes(image))
     vault = create_vault(
         env, object_type="server", resources=[{"id": server["id"], "type": "OS::Nova::Server"}]
     )

@@ -21,7 +21,7 @@ from opencbr.services import identity, replication
 from opencbr.services.replicas import create_replicas
 from opencbr.settings import RegionSettings
 from tests.api.conftest import PASSWORD, Env, make_settings
-from tests.api.helpers import assert_error, create_vault, register_dir
+from tests.api.helpers import assert_error, create_vault, register_dir, register_web_server
 from tests.api.test_backups import backup_now, restore
 from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
 
@@ -358,20 +358,7 @@ def _chunk_files(env: Env, region: str, vault_id: str) -> set[str]:
 
 def _server_vault(env: Env) -> dict[str, Any]:
     """A server vault whose one server has a directory volume and a disk volume."""
-    root = env.roots["region1"]
-    (root / "web" / "sys").mkdir(parents=True)
-    (root / "web" / "sys" / "etc.conf").write_text("port=80\n")
-    (root / "web" / "data.img").write_bytes(random.Random(3).randbytes(MiB))
-    body = {
-        "instance": {
-            "name": "web",
-            "volumes": [
-                {"name": "sys", "path": str(root / "web" / "sys")},
-                {"name": "data", "path": str(root / "web" / "data.img")},
-            ],
-        }
-    }
-    server = env.post("region1", "/protectables/server/instances", body).json()["instance"]
+    server = register_web_server(env, random.Random(3).randbytes(MiB))
     resources = [{"id": server["id"], "type": "OS::Nova::Server"}]
     return create_vault(env, name="servers", object_type="server", resources=resources)
 
