@@ -13,22 +13,17 @@ destination vault) by a unique key on backups (invariant 4).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
-    ColumnDefault,
     ColumnElement,
     Exists,
     Table,
     and_,
     bindparam,
     exists,
-    insert,
     literal,
     or_,
     select,
@@ -42,6 +37,8 @@ from opencbr.db.backups import (
     Backup,
     ReplicationRecord,
 )
+from opencbr.db.base import new_uuids
+from opencbr.db.bulk import insert_many
 from opencbr.db.identity import WRITING_ROLES, Project
 from opencbr.db.session import Database
 from opencbr.db.vaults import Vault
@@ -271,78 +268,15 @@ def _insert_records(
         "updated_at": now,
     }
     keys = ("id", "source_backup_id", "source_checkpoint_id", "source_project_id", "created_at")
-    record_ids = _uuids(len(chosen))
+    record_ids = new_uuids(len(chosen))
     rows = [
         # One microsecond apart, oldest backup first: runs into a vault go oldest first.
         (record_id, *backup, now + timedelta(microseconds=n))
         for n, (backup, record_id) in enumerate(zip(chosen, record_ids, strict=True))
     ]
-    _insert_many(session, _table(ReplicationRecord), common, keys, rows)
+    insert_many(session, _table(ReplicationRecord), common, keys, rows)
     return record_ids
-
-
-def _insert_many(
-    session: Session,
-    table: Table,
-    common: dict[str, Any],
-    keys: tuple[str, ...],
-    rows: list[tuple[Any, ...]],
-) -> None:
-    """Insert rows that share the `common` values, each row giving the values of `keys`,
-    with one executemany of the driver.
-
-    The same as `session.execute(insert(table), [common | dict(zip(keys, row)) ...])` for a
-    fraction of the cost: SQLAlchemy converts each value of each row, which for 1,000
-    records costs more than SQLite's insert itself. Here the common values are converted
-    once, and only the columns of `keys` that need it (SQLite: datetimes to text) value by
-    value. A column given neither way takes its default, which must be a constant.
-    """
-    if not rows:
-        return
-    connection = session.connection()
-    dialect = connection.dialect
-    compiled = insert(table).compile(dialect=dialect, column_keys=[*keys, *common])
-    names = list(compiled.positiontup or compiled.binds)
-
-    def convert(name: str) -> Callable[[Any], Any] | None:
-        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-
-    fixed = {}
-    for name in (name for name in names if name not in keys):
-        value = common[name] if name in common else _constant_default(table, name)
-        fixed[name] = process(value) if (process := convert(name)) else value
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
-    for index, key in enumerate(keys):
-        if process := convert(key):
-            columns[index] = [process(value) for value in columns[index]]
-    every, tail = (*keys, *fixed), tuple(fixed.values())
-    if compiled.positional:
-        pick = itemgetter(*(every.index(name) for name in names))
-        params: list[Any] = [pick(row + tail) for row in zip(*columns, strict=True)]
-    else:
-        params = [dict(zip(every, row + tail, strict=True)) for row in zip(*columns, strict=True)]
-    connection.exec_driver_sql(compiled.string, params)
-
-
-def _constant_default(table: Table, name: str) -> Any:
-    default = table.c[name].default
-    if not isinstance(default, ColumnDefault) or not default.is_scalar:
-        raise ValueError(f"{table.name}.{name} has no constant default: give its value")
-    return default.arg
 
 
 def _table(model: type[Any]) -> Table:
     return cast(Table, model.__table__)
-
-
-def _uuids(count: int) -> list[str]:
-    """`count` UUIDv4 strings (as `new_uuid` makes them) from one read of the OS's RNG."""
-    raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
-    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
-    h = raw.hex()
-    return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
-        f"{h[i + 20 : i + 32]}"
-        for i in range(0, len(h), 32)
-    ]
