@@ -200,7 +200,7 @@ class _TarWriter:
             self._stream.cut()
         if fd >= 0:
             try:
-                self._write_file(arcname, fd, st, header)
+                self._write_file(arcname, fd, st, header, reusable=whole_chunks)
             finally:
                 os.close(fd)
             if st.st_nlink > 1:
@@ -246,8 +246,11 @@ class _TarWriter:
                     self._noatime = 0  # not our files: stop paying a failed open each
         return os.open(path, _READ_FLAGS)
 
-    def _write_file(self, arcname: str, fd: int, st: os.stat_result, header: bytes) -> None:
-        if st.st_size >= REUSE_MIN_SIZE and self._parent is not None:
+    def _write_file(
+        self, arcname: str, fd: int, st: os.stat_result, header: bytes, *, reusable: bool
+    ) -> None:
+        """Header and data of a regular file; only a whole-chunked file can be reused."""
+        if reusable and self._parent is not None:
             known = self._parent.unchanged(arcname, st, header)
             if known:
                 self._stream.append_known(known)
