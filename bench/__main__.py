@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -27,7 +26,14 @@ from typing import Any
 
 from bench import dataset, load, peers, report
 from bench.client import Api
-from bench.measure import Result, load_average, tree_bytes
+from bench.measure import (
+    Result,
+    load_average,
+    read_tree,
+    remove_tree,
+    seconds_until_inodes_reusable,
+    tree_bytes,
+)
 from bench.opencbr_runner import OpencbrRunner, ReplicationUnavailable, Vaults
 from bench.server import Server, write_config
 
@@ -100,7 +106,7 @@ class Run:
         self.args = args
         self.only = selection
         self.run_dir = args.workdir / "run"
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        remove_tree(self.run_dir, args.workdir)  # left by --keep or an interrupted run
         self.run_dir.mkdir(parents=True)
         self.source = self.run_dir / "dataset"
         self.results: list[Result] = []
@@ -151,6 +157,7 @@ class Run:
 
 def phase_full(run: Run, data: dataset.Dataset) -> None:
     size = data.logical_bytes
+    read_tree(run.source)  # every tool starts from a cached tree (see read_tree)
     if run.opencbr is not None and run.vaults is not None:  # the server runs only if needed
         _result, backup = run.measure(run.opencbr.backup, run.vaults.dataset, "backup_full", size)
         run.backups["full"] = backup
@@ -200,6 +207,7 @@ def phase_incremental(run: Run, data: dataset.Dataset) -> None:
     run.meta["mutation"] = dataclasses.asdict(mutation)
     size = tree_bytes(run.source)
     run.meta["mutated_logical_bytes"] = size
+    read_tree(run.source)
     if run.only.wants("incremental", "opencbr"):
         assert run.opencbr is not None and run.vaults is not None
         vault = run.vaults.dataset
@@ -214,6 +222,7 @@ def phase_incremental(run: Run, data: dataset.Dataset) -> None:
 
 def phase_small(run: Run, data: dataset.Dataset) -> None:
     size, tree, operation = data.small_bytes, data.small, "backup_small_files"
+    read_tree(tree)  # every tool starts from a cached tree (see read_tree)
     if run.only.wants("small", "opencbr"):
         assert run.opencbr is not None and run.vaults is not None
         run.measure(run.opencbr.backup, run.vaults.small, operation, size)
@@ -248,6 +257,14 @@ def check_peers(selection: Selection) -> None:
             f"missing: {', '.join(missing)}. Install Debian's packages:\n  {peers.INSTALL_HINT}\n"
             "or leave them out with --only (e.g. --only opencbr)."
         )
+
+
+def settle(workdir: Path) -> None:
+    """Wait until the files deleted by the last cleanup no longer slow down file creation."""
+    wait = seconds_until_inodes_reusable(workdir)
+    if wait > 0:
+        log(f"waiting {wait:.0f} s for the inodes the last cleanup freed (bench/README.md)")
+        time.sleep(wait)
 
 
 def machine_meta(args: argparse.Namespace, selection: Selection) -> dict[str, Any]:
@@ -329,6 +346,7 @@ def main(argv: list[str]) -> int:
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     run = Run(args, selection)
+    settle(args.workdir)
     run.meta = machine_meta(args, selection)
     load_result, status = None, 0
     try:
@@ -340,7 +358,7 @@ def main(argv: list[str]) -> int:
     finally:
         run.meta["load_average_after"] = load_average()
         if not args.keep:
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+            remove_tree(run.run_dir, args.workdir)
     write_outputs(run, load_result)
     return status
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,6 +20,7 @@ from opencbr.storage.chunk import (
     decode_chunk,
     digest,
     encode_chunk,
+    verify_chunk,
 )
 from opencbr.storage.store import CorruptChunkError
 
@@ -37,6 +39,11 @@ def with_header(blob: bytes, **fields: int) -> bytes:
     values.update(fields)
     packed = struct.pack(">4sBBHQ", magic, *values.values())
     return packed + blob[HEADER_SIZE:]
+
+
+# Both ways of reading a stored chunk refuse the same damage.
+CHECKS = pytest.mark.parametrize("check", [decode_chunk, verify_chunk], ids=["decode", "verify"])
+Check = Callable[[bytes, str], object]
 
 
 def flip(blob: bytes, index: int) -> bytes:
@@ -81,12 +88,21 @@ def test_data_over_the_size_limit_is_refused() -> None:
         encode_chunk(bytes(MAX_CHUNK_SIZE + 1))
 
 
-def test_unsupported_version_is_corrupt() -> None:
+@pytest.mark.parametrize("data", [TEXT, os.urandom(4096), b""], ids=["zstd", "raw", "empty"])
+def test_verify_accepts_what_decode_accepts(data: bytes) -> None:
+    blob = encode_chunk(data)
+    assert verify_chunk(blob, digest(data)) is None
+    assert decode_chunk(blob, digest(data)) == data
+
+
+@CHECKS
+def test_unsupported_version_is_corrupt(check: Check) -> None:
     blob = with_header(encode_chunk(TEXT), version=2)
     with pytest.raises(CorruptChunkError, match="version 2"):
-        decode_chunk(blob, digest(TEXT))
+        check(blob, digest(TEXT))
 
 
+@CHECKS
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -101,37 +117,41 @@ def test_unsupported_version_is_corrupt() -> None:
     ],
     ids=["magic", "truncated-header", "codec", "flags", "huge-length", "length", "cut", "extra"],
 )
-def test_malformed_stored_bytes_are_corrupt(damage: object, message: str) -> None:
+def test_malformed_stored_bytes_are_corrupt(damage: object, message: str, check: Check) -> None:
     assert callable(damage)
     with pytest.raises(CorruptChunkError, match=message):
-        decode_chunk(damage(encode_chunk(TEXT)), digest(TEXT))
+        check(damage(encode_chunk(TEXT)), digest(TEXT))
 
 
-def test_raw_payload_of_the_wrong_length_is_corrupt() -> None:
+@CHECKS
+def test_raw_payload_of_the_wrong_length_is_corrupt(check: Check) -> None:
     data = os.urandom(1000)
     with pytest.raises(CorruptChunkError, match="header says 1000"):
-        decode_chunk(encode_chunk(data)[:-1], digest(data))
+        check(encode_chunk(data)[:-1], digest(data))
 
 
+@CHECKS
 @pytest.mark.parametrize("data", [TEXT, os.urandom(4096)], ids=["zstd", "raw"])
-def test_a_flipped_payload_byte_is_corrupt_and_names_the_digest(data: bytes) -> None:
+def test_a_flipped_payload_byte_is_corrupt_and_names_the_digest(data: bytes, check: Check) -> None:
     blob = encode_chunk(data)
     for index in (HEADER_SIZE, len(blob) // 2, len(blob) - 1):
         with pytest.raises(CorruptChunkError, match=digest(data)):
-            decode_chunk(flip(blob, index), digest(data))
+            check(flip(blob, index), digest(data))
 
 
-def test_a_wrong_expected_digest_is_corrupt_and_names_it() -> None:
+@CHECKS
+def test_a_wrong_expected_digest_is_corrupt_and_names_it(check: Check) -> None:
     other = digest(b"something else")
     with pytest.raises(CorruptChunkError, match=f"{other}: content does not match"):
-        decode_chunk(encode_chunk(TEXT), other)
+        check(encode_chunk(TEXT), other)
 
 
-def test_a_zstd_frame_without_content_size_is_corrupt() -> None:
+@CHECKS
+def test_a_zstd_frame_without_content_size_is_corrupt(check: Check) -> None:
     frame = zstandard.ZstdCompressor(write_content_size=False).compress(TEXT)
     blob = struct.pack(">4sBBHQ", b"OCBC", 1, CODEC_ZSTD, 0, len(TEXT)) + frame
     with pytest.raises(CorruptChunkError, match="frame size"):
-        decode_chunk(blob, digest(TEXT))
+        check(blob, digest(TEXT))
 
 
 def test_encode_and_decode_are_safe_from_many_threads() -> None:
@@ -154,9 +174,10 @@ def test_any_bytes_round_trip_at_any_level(data: bytes, level: int) -> None:
     assert decode_chunk(blob, digest(data)) == data
 
 
+@CHECKS
 @settings(max_examples=200, deadline=None)
 @given(data=st.binary(min_size=1, max_size=5000), position=st.integers(min_value=0))
-def test_any_single_byte_change_is_detected(data: bytes, position: int) -> None:
+def test_any_single_byte_change_is_detected(data: bytes, position: int, check: Check) -> None:
     blob = encode_chunk(data)
     with pytest.raises(CorruptChunkError):
-        decode_chunk(flip(blob, position % len(blob)), digest(data))
+        check(flip(blob, position % len(blob)), digest(data))

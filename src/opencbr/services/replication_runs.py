@@ -16,6 +16,7 @@ so the backups of one vault share chunks instead of copying them twice.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from opencbr.errors import (
 from opencbr.services import leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import with_retries
-from opencbr.storage.chunk import decode_chunk
+from opencbr.storage.chunk import verify_chunk
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -83,15 +84,27 @@ def run(rt: Runtime, record_id: str) -> None:
     work = _claim(rt, record_id)
     if work is None:
         return
+    started = time.monotonic()
     try:
         _plan(rt, work)
+        planned = time.monotonic()
         with leases.heartbeat(lambda: _beat(rt, work), HEARTBEAT_SECONDS):
             source = rt.stores.vault(work.source_region, work.source_vault_id)
             dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
             for unit_id, _replica_id in work.units:
                 _copy_unit(rt, work, source, dest, unit_id)
             manifests = _copy_manifests(work, source, dest)
+        copied = time.monotonic()
         _commit(rt, work, manifests)
+        log.info(
+            "replication record finished",
+            record_id=record_id,
+            chunks_copied=work.chunks_copied,
+            bytes_copied=work.bytes_copied,
+            plan_s=round(planned - started, 3),
+            copy_s=round(copied - planned, 3),
+            commit_s=round(time.monotonic() - copied, 3),
+        )
     except CbrError as exc:
         _fail(rt, work, exc.error, exc.detail)
     except CorruptChunkError as exc:
@@ -217,7 +230,7 @@ def _plan(rt: Runtime, work: _Work) -> None:
 def _copy_one(source: ChunkStore, dest: ChunkStore, digest: str) -> int:
     """Copy one chunk's stored bytes after checking them against their digest."""
     blob = with_retries(lambda: source.get_chunk(digest))
-    decode_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
+    verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
     with_retries(lambda: dest.put_chunk(digest, blob))
     return len(blob)
 
