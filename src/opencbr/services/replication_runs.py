@@ -15,7 +15,6 @@ so the backups of one vault share chunks instead of copying them twice.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -252,21 +251,26 @@ def _bounded(
 def _copy_unit(
     rt: Runtime, work: _Work, source: ChunkStore, dest: ChunkStore, unit_id: str
 ) -> None:
+    """Copy one unit's missing chunks; every INDEX_EVERY_BYTES, flush and index what was
+    copied on a thread of its own, so the copy threads never wait for the disk barrier."""
     batch: list[tuple[str, int, int]] = []
     batch_bytes = 0
-    lock = threading.Lock()
-    with ThreadPoolExecutor(
-        max(2, rt.settings.io_threads * 2), thread_name_prefix="replicate"
-    ) as pool:
+    indexed: list[Future[None]] = []
+    copiers = max(2, rt.settings.io_threads * 2)
+    with (
+        ThreadPoolExecutor(copiers, thread_name_prefix="replicate") as pool,
+        ThreadPoolExecutor(1, thread_name_prefix="replicate-index") as indexer,
+    ):
         for item, copied in _bounded(pool, source, dest, work.missing[unit_id]):
-            with lock:
-                work.bytes_copied += copied
-                work.chunks_copied += 1
+            work.bytes_copied += copied
+            work.chunks_copied += 1
             batch.append(item)
             batch_bytes += copied
             if batch_bytes >= INDEX_EVERY_BYTES:
-                _index(rt, work, dest, batch)
+                indexed.append(indexer.submit(_index, rt, work, dest, batch))
                 batch, batch_bytes = [], 0
+        for future in indexed:
+            future.result()  # raises what indexing raised
     _index(rt, work, dest, batch)
 
 
