@@ -27,6 +27,7 @@ from typing import Any
 from bench import dataset, load, peers, report
 from bench.client import Api
 from bench.measure import (
+    INODE_REUSE_SECONDS,
     Result,
     load_average,
     read_tree,
@@ -63,6 +64,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--clients", default="1,4", help="load generator threads, per scenario")
     parser.add_argument("--profile", type=Path, help="py-spy the server into this folder")
     parser.add_argument("--keep", action="store_true", help="keep the run's stores and repos")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=INODE_REUSE_SECONDS,
+        help="seconds to leave between the last cleanup and the measurements (ext4 "
+        "without a journal reuses freed inodes only after that; 0 = do not wait)",
+    )
     return parser.parse_args(argv)
 
 
@@ -259,9 +267,9 @@ def check_peers(selection: Selection) -> None:
         )
 
 
-def settle(workdir: Path) -> None:
+def settle(workdir: Path, window: float) -> None:
     """Wait until the files deleted by the last cleanup no longer slow down file creation."""
-    wait = seconds_until_inodes_reusable(workdir)
+    wait = seconds_until_inodes_reusable(workdir, window)
     if wait > 0:
         log(f"waiting {wait:.0f} s for the inodes the last cleanup freed (bench/README.md)")
         time.sleep(wait)
@@ -346,7 +354,7 @@ def main(argv: list[str]) -> int:
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     run = Run(args, selection)
-    settle(args.workdir)
+    settle(args.workdir, args.settle)
     run.meta = machine_meta(args, selection)
     load_result, status = None, 0
     try:

@@ -134,12 +134,13 @@ def load_average() -> tuple[float, float, float]:
 
 
 # ext4 without a journal (these machines' root file system) does not hand out an inode
-# freed in the last 60 s (300 s more while its inode table block is dirty): every file
-# created meanwhile first walks past all of them, under its folder's lock. Deleting the
-# previous run's ~4,000 files therefore slows every file creation of the next few
-# minutes (up to a quarter of a replication's CPU in perf), and most for the tool that
-# writes one file per chunk. The run waits that window out instead of measuring it.
-INODE_REUSE_SECONDS = 65.0
+# freed in the last 60 s, or 360 s while its inode table block is dirty, which the next
+# run's own new files make it: every file created meanwhile first walks past all of
+# them, under its folder's lock. Deleting the previous run's ~4,000 files therefore
+# slowed the next run's file creation for minutes (perf: 15-25% of a replication's CPU in
+# recently_deleted(), `cp` of the chunk folder 1.7 s instead of 0.6 s), most for the
+# tools that write one file per chunk. A run waits that window out (`--settle`).
+INODE_REUSE_SECONDS = 370.0
 _CLEANUP_STAMP = ".last-cleanup"
 
 
@@ -152,9 +153,9 @@ def remove_tree(path: Path, workdir: Path) -> None:
     (workdir / _CLEANUP_STAMP).touch()
 
 
-def seconds_until_inodes_reusable(workdir: Path) -> float:
+def seconds_until_inodes_reusable(workdir: Path, window: float = INODE_REUSE_SECONDS) -> float:
     try:
         deleted_at = (workdir / _CLEANUP_STAMP).stat().st_mtime
     except FileNotFoundError:
         return 0.0
-    return max(0.0, deleted_at + INODE_REUSE_SECONDS - time.time())
+    return max(0.0, deleted_at + window - time.time())
