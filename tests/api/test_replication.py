@@ -15,9 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from opencbr.app import create_app
+from opencbr.db import chunks
 from opencbr.db.session import Database
+from opencbr.db.vaults import Vault
 from opencbr.errors import CbrError
-from opencbr.services import identity, replication
+from opencbr.services import identity, replication, replication_runs
 from opencbr.services.replicas import create_replicas
 from opencbr.settings import RegionSettings
 from tests.api.conftest import PASSWORD, Env, make_settings
@@ -174,6 +176,50 @@ def test_incremental_replication_moves_only_new_chunks(
     assert extra["chunks_present"] > 0 and extra["chunks_copied"] < extra["chunks_total"]
     replica = env.get("region2", f"/backups/{record['destination_backup_id']}").json()["backup"]
     assert replica["name"] == "copy-two" and replica["image_type"] == "replication"
+
+
+def test_batches_are_flushed_and_indexed_beside_the_copy(
+    env: Env,
+    source: tuple[Path, dict[str, Any], dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tree, _resource, vault = source
+    backup = backup_now(env, vault["id"])
+    monkeypatch.setattr(replication_runs, "INDEX_EVERY_BYTES", 2 * MiB)  # many batches
+    indexed_on: list[str] = []
+    real_index = replication_runs._index
+
+    def index(*args: Any) -> None:
+        indexed_on.append(threading.current_thread().name)
+        real_index(*args)
+
+    monkeypatch.setattr(replication_runs, "_index", index)
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    body = {
+        "replicate": {
+            "destination_project_id": env.projects["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest["id"],
+        }
+    }
+    assert env.post("region1", f"/backups/{backup['id']}/replicate", body).status_code == 200
+    (record,) = wait_records(env, vault["id"], 1)
+    assert record["status"] == "success", record
+    assert sum(name.startswith("replicate-index") for name in indexed_on) >= 5, indexed_on
+    with env.db.reading() as session:
+        index_rows = chunks.missing_in_vault(session, record["destination_backup_id"], dest["id"])
+        stored = sum(s for _d, _p, s in chunks.missing_in_vault(session, backup["id"], "none"))
+        used = session.get(Vault, dest["id"]).used_bytes
+    assert index_rows == []  # every chunk the replica references is indexed there
+    assert used == stored == record["extra_info"]["bytes_copied"]
+    target = register_dir(env, "region2", name="restored")
+    assert (
+        restore(env, record["destination_backup_id"], {"resource_id": target["id"]}, "region2")[
+            "status"
+        ]
+        == "success"
+    )
+    assert_same_tree(tree, env.roots["region2"] / "restored")
 
 
 def test_replicate_validation_codes(
