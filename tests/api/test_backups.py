@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+from opencbr.db import chunks
 from tests.api.conftest import Env
 from tests.api.helpers import (
     assert_error,
@@ -419,3 +421,49 @@ def test_restore_validation(env: Env) -> None:
         400,
         "BackupService.9900",
     )
+
+
+def test_a_torn_chunk_file_left_by_a_crash_is_rewritten_by_the_next_backup(env: Env) -> None:
+    """Chunks are published before the flush that makes them durable: after a power cut
+    a chunk's name can exist without its data (and stays until garbage collection's
+    margin). A backup that needs that chunk rewrites it instead of trusting the name."""
+    first_tree = env.roots["region1"] / "first"
+    build_tree(first_tree, big_files=2, big_size=3 * 1024 * 1024)
+    first = register_dir(env, name="first")
+    vault_a = create_vault(env, name="a", resources=[{"id": first["id"], "type": "OS::Sfs::Turbo"}])
+    backup_now(env, vault_a["id"])
+    second_tree = env.roots["region1"] / "second"
+    subprocess.run(["cp", "-a", str(first_tree), str(second_tree)], check=True)  # same times
+    second = register_dir(env, name="second")
+    vault_b = create_vault(
+        env, name="b", resources=[{"id": second["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    torn = []
+    for path in _vault_chunks(env, vault_a["id"]):
+        leftover = _vault_chunks_dir(env, vault_b["id"]) / path.parent.name / path.name
+        leftover.parent.mkdir(parents=True, exist_ok=True)
+        leftover.write_bytes(b"")
+        torn.append(leftover)
+    backup = backup_now(env, vault_b["id"])
+    assert backup["status"] == "available"
+    rewritten = [path for path in torn if path.stat().st_size > 0]
+    assert rewritten, "the second tree shares no chunk with the first"
+    referenced = _referenced(env, backup["id"])
+    assert all(p.stat().st_size > 0 for p in torn if p.name in referenced)
+    target = register_dir(env, name="restored")
+    log = restore(env, backup["id"], {"resource_id": target["id"]})
+    assert log["status"] == "success", log
+    assert_same_tree(second_tree, env.roots["region1"] / "restored")
+
+
+def _vault_chunks_dir(env: Env, vault_id: str) -> Path:
+    return env.settings.data_dir / "store" / "region1" / "vaults" / vault_id / "chunks"
+
+
+def _vault_chunks(env: Env, vault_id: str) -> list[Path]:
+    return [p for p in _vault_chunks_dir(env, vault_id).rglob("*") if p.is_file()]
+
+
+def _referenced(env: Env, backup_id: str) -> set[str]:
+    with env.db.reading() as session:
+        return {d for d, _p, _s in chunks.missing_in_vault(session, backup_id, "none")}

@@ -222,6 +222,36 @@ def test_batches_are_flushed_and_indexed_beside_the_copy(
     assert_same_tree(tree, env.roots["region2"] / "restored")
 
 
+def test_a_torn_chunk_file_left_in_the_destination_is_replaced_not_trusted(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    """A machine that stops after a chunk is published but before it is flushed leaves a
+    name without its data; replication must rewrite it, not index it as copied."""
+    tree, _resource, vault = source
+    backup = backup_now(env, vault["id"])
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    digests = sorted(_chunk_files(env, "region1", vault["id"]))
+    torn = [_chunk_path(env, "region2", dest["id"], d) for d in digests[::2]]
+    for path in torn:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")  # what delayed allocation leaves after a power cut
+    body = {
+        "replicate": {
+            "destination_project_id": env.projects["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest["id"],
+        }
+    }
+    assert env.post("region1", f"/backups/{backup['id']}/replicate", body).status_code == 200
+    (record,) = wait_records(env, vault["id"], 1)
+    assert record["status"] == "success", record
+    assert all(path.stat().st_size > 0 for path in torn)
+    target = register_dir(env, "region2", name="restored")
+    log = restore(env, record["destination_backup_id"], {"resource_id": target["id"]}, "region2")
+    assert log["status"] == "success", log
+    assert_same_tree(tree, env.roots["region2"] / "restored")
+
+
 def test_replicate_validation_codes(
     env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
 ) -> None:
@@ -395,6 +425,11 @@ def test_failing_writes_are_retried_then_a_corrupt_source_chunk_fails_the_record
     replicas = env.get("region2", "/backups", params={"vault_id": dest["id"]}).json()["backups"]
     assert [b["source_backup_id"] for b in replicas] == [first["id"]]
     assert new_only[0] not in _chunk_files(env, "region2", dest["id"])
+
+
+def _chunk_path(env: Env, region: str, vault_id: str, digest: str) -> Path:
+    chunks_dir = env.settings.data_dir / "store" / region / "vaults" / vault_id / "chunks"
+    return chunks_dir / digest[:2] / digest
 
 
 def _chunk_files(env: Env, region: str, vault_id: str) -> set[str]:

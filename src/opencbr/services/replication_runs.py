@@ -46,7 +46,7 @@ from opencbr.errors import (
 )
 from opencbr.services import leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import with_retries
+from opencbr.services.stores import put_chunk_checked, with_retries
 from opencbr.storage.chunk import verify_chunk
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
@@ -230,7 +230,7 @@ def _copy_one(source: ChunkStore, dest: ChunkStore, digest: str) -> int:
     """Copy one chunk's stored bytes after checking them against their digest."""
     blob = with_retries(lambda: source.get_chunk(digest))
     verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
-    with_retries(lambda: dest.put_chunk(digest, blob))
+    put_chunk_checked(dest, digest, blob)
     return len(blob)
 
 

@@ -17,8 +17,14 @@ from sqlalchemy import select
 
 from opencbr.db.backups import VaultChunk
 from opencbr.db.session import Database
-from opencbr.storage.chunk import decode_chunk, encode_chunk
-from opencbr.storage.store import ChunkStore, TransientStorageError, open_store
+from opencbr.storage.chunk import decode_chunk, encode_chunk, verify_chunk
+from opencbr.storage.store import (
+    ChunkNotFoundError,
+    ChunkStore,
+    CorruptChunkError,
+    TransientStorageError,
+    open_store,
+)
 
 T = TypeVar("T")
 RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)  # transient storage errors: backoff, then give up
@@ -76,6 +82,26 @@ def with_retries(call: Callable[[], T]) -> T:
     return call()
 
 
+def put_chunk_checked(store: ChunkStore, digest: str, blob: bytes) -> bool:
+    """Put a chunk the vault's index lacks; True if this call wrote it.
+
+    A chunk file that is already there is trusted only after it verifies: chunks are
+    published before the flush that makes them durable, so a machine that stopped in
+    between can leave a name whose data never reached the disk, and an index-less
+    leftover is kept for `gc_safety_margin_seconds`. One that fails is replaced. Rare:
+    the index normally says which chunks exist, so this costs a read only for chunks
+    another writer of the vault just stored or a crash left behind.
+    """
+    if with_retries(lambda: store.put_chunk(digest, blob)):
+        return True
+    try:
+        verify_chunk(with_retries(lambda: store.get_chunk(digest)), digest)
+        return False
+    except (CorruptChunkError, ChunkNotFoundError):
+        with_retries(lambda: store.delete_chunk(digest))
+        return with_retries(lambda: store.put_chunk(digest, blob))
+
+
 @dataclass(frozen=True)
 class StoredChunk:
     digest: str
@@ -118,7 +144,7 @@ class VaultSink:
             if digest in self.written:
                 return 0
         blob = encode_chunk(data, self._level)
-        created = with_retries(lambda: self._store.put_chunk(digest, blob))
+        created = put_chunk_checked(self._store, digest, blob)
         with self._lock:
             self.written[digest] = StoredChunk(digest, len(data), len(blob))
         return len(blob) if created else 0
