@@ -61,6 +61,27 @@ def wait_records(env: Env, vault_id: str, count: int) -> list[dict[str, Any]]:
     raise AssertionError(f"replication did not finish: {records(env, vault_id)}")
 
 
+def replicate_backup(env: Env, vault_id: str, backup_id: str, dest_id: str) -> dict[str, Any]:
+    """Replicate one backup of `vault_id` into region2's `dest_id`; its ended record."""
+    body = {
+        "replicate": {
+            "destination_project_id": env.projects["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest_id,
+        }
+    }
+    assert env.post("region1", f"/backups/{backup_id}/replicate", body).status_code == 200
+    ended = wait_records(env, vault_id, 1)
+    return next(r for r in ended if r["source_backup_id"] == backup_id)
+
+
+def assert_restores_in_region2(env: Env, backup_id: str, expected: Path) -> None:
+    target = register_dir(env, "region2", name="restored")
+    log = restore(env, backup_id, {"resource_id": target["id"]}, "region2")
+    assert log["status"] == "success", log
+    assert_same_tree(expected, env.roots["region2"] / "restored")
+
+
 @pytest.fixture
 def source(env: Env) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     tree = env.roots["region1"] / "source"
@@ -195,15 +216,7 @@ def test_batches_are_flushed_and_indexed_beside_the_copy(
 
     monkeypatch.setattr(replication_runs, "_index", index)
     dest = create_vault(env, "region2", name="dst", protect_type="replication")
-    body = {
-        "replicate": {
-            "destination_project_id": env.projects["region2"],
-            "destination_region": "region2",
-            "destination_vault_id": dest["id"],
-        }
-    }
-    assert env.post("region1", f"/backups/{backup['id']}/replicate", body).status_code == 200
-    (record,) = wait_records(env, vault["id"], 1)
+    record = replicate_backup(env, vault["id"], backup["id"], dest["id"])
     assert record["status"] == "success", record
     assert sum(name.startswith("replicate-index") for name in indexed_on) >= 5, indexed_on
     with env.db.reading() as session:
@@ -212,14 +225,7 @@ def test_batches_are_flushed_and_indexed_beside_the_copy(
         used = session.get(Vault, dest["id"]).used_bytes
     assert index_rows == []  # every chunk the replica references is indexed there
     assert used == stored == record["extra_info"]["bytes_copied"]
-    target = register_dir(env, "region2", name="restored")
-    assert (
-        restore(env, record["destination_backup_id"], {"resource_id": target["id"]}, "region2")[
-            "status"
-        ]
-        == "success"
-    )
-    assert_same_tree(tree, env.roots["region2"] / "restored")
+    assert_restores_in_region2(env, record["destination_backup_id"], tree)
 
 
 def test_a_torn_chunk_file_left_in_the_destination_is_replaced_not_trusted(
@@ -235,21 +241,10 @@ def test_a_torn_chunk_file_left_in_the_destination_is_replaced_not_trusted(
     for path in torn:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")  # what delayed allocation leaves after a power cut
-    body = {
-        "replicate": {
-            "destination_project_id": env.projects["region2"],
-            "destination_region": "region2",
-            "destination_vault_id": dest["id"],
-        }
-    }
-    assert env.post("region1", f"/backups/{backup['id']}/replicate", body).status_code == 200
-    (record,) = wait_records(env, vault["id"], 1)
+    record = replicate_backup(env, vault["id"], backup["id"], dest["id"])
     assert record["status"] == "success", record
     assert all(path.stat().st_size > 0 for path in torn)
-    target = register_dir(env, "region2", name="restored")
-    log = restore(env, record["destination_backup_id"], {"resource_id": target["id"]}, "region2")
-    assert log["status"] == "success", log
-    assert_same_tree(tree, env.roots["region2"] / "restored")
+    assert_restores_in_region2(env, record["destination_backup_id"], tree)
 
 
 def test_replicate_validation_codes(
