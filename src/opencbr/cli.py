@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -82,6 +84,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
 ) -> None:
     """Start the service (API and, by default, the embedded workers)."""
+    _limit_malloc_arenas()  # before any thread starts
     overrides: dict[str, Any] = {}
     if host or port:
         base = load_settings(config)
@@ -114,6 +117,26 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+_M_ARENA_MAX = -8  # <malloc.h>
+MALLOC_ARENAS = 2
+
+
+def _limit_malloc_arenas() -> None:
+    """Let glibc's malloc use two arenas unless the operator set MALLOC_ARENA_MAX.
+
+    By default a thread that contends for the allocator gets an arena of its own, up to 8
+    per core, and each arena keeps the buffers freed into it. With a dozen worker, I/O and
+    request threads passing ~1 MiB chunks around, that retained memory grew the server's
+    RSS operation after operation (bench, server's peak during the small-files backup at
+    the end of a run: 234 MiB, 204 MiB with two arenas, same speed).
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc only
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
 @admin.command("bootstrap")
