@@ -92,3 +92,13 @@ def assert_error(response: Any, status: int, code: str) -> None:
     body = response.json()
     assert body["error_code"] == code, body
     assert body["error_msg"]
+
+
+def chunks_dir(env: Env, region: str, vault_id: str) -> Path:
+    """The chunk folder of a vault's local store."""
+    return env.settings.data_dir / "store" / region / "vaults" / vault_id / "chunks"
+
+
+def chunk_names(env: Env, region: str, vault_id: str) -> set[str]:
+    """The digests of the chunk files in a vault's local store."""
+    return {p.name for p in chunks_dir(env, region, vault_id).rglob("*") if p.is_file()}

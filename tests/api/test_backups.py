@@ -16,6 +16,8 @@ from opencbr.db import chunks
 from tests.api.conftest import Env
 from tests.api.helpers import (
     assert_error,
+    chunk_names,
+    chunks_dir,
     create_vault,
     register_dir,
     register_disk,
@@ -251,8 +253,7 @@ def test_delete_backup_then_garbage_collection_reclaims_space(env: Env) -> None:
     assert env.delete("region1", f"/backups/{backup['id']}").status_code == 204
     env.wait_for("region1", "/backups", lambda b: b["count"] == 0)
     env.wait_for("region1", f"/vaults/{vault['id']}", lambda b: b["vault"]["billing"]["used"] == 0)
-    store = env.settings.data_dir / "store" / "region1" / "vaults" / vault["id"] / "chunks"
-    assert not [p for p in store.rglob("*") if p.is_file()]
+    assert not chunk_names(env, "region1", vault["id"])
     logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"}).json()[
         "operation_logs"
     ]
@@ -268,7 +269,7 @@ def test_corrupted_chunk_is_detected_at_restore(env: Env) -> None:
     (env.roots["region1"] / "data" / "blob").write_bytes(random.Random(2).randbytes(2 * MiB))
     vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
     backup = backup_now(env, vault["id"])
-    store = env.settings.data_dir / "store" / "region1" / "vaults" / vault["id"] / "chunks"
+    store = chunks_dir(env, "region1", vault["id"])
     victim = max((p for p in store.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -439,8 +440,8 @@ def test_a_torn_chunk_file_left_by_a_crash_is_rewritten_by_the_next_backup(env: 
         env, name="b", resources=[{"id": second["id"], "type": "OS::Sfs::Turbo"}]
     )
     torn = []
-    for path in _vault_chunks(env, vault_a["id"]):
-        leftover = _vault_chunks_dir(env, vault_b["id"]) / path.parent.name / path.name
+    for name in chunk_names(env, "region1", vault_a["id"]):
+        leftover = chunks_dir(env, "region1", vault_b["id"]) / name[:2] / name
         leftover.parent.mkdir(parents=True, exist_ok=True)
         leftover.write_bytes(b"")
         torn.append(leftover)
@@ -454,14 +455,6 @@ def test_a_torn_chunk_file_left_by_a_crash_is_rewritten_by_the_next_backup(env: 
     log = restore(env, backup["id"], {"resource_id": target["id"]})
     assert log["status"] == "success", log
     assert_same_tree(second_tree, env.roots["region1"] / "restored")
-
-
-def _vault_chunks_dir(env: Env, vault_id: str) -> Path:
-    return env.settings.data_dir / "store" / "region1" / "vaults" / vault_id / "chunks"
-
-
-def _vault_chunks(env: Env, vault_id: str) -> list[Path]:
-    return [p for p in _vault_chunks_dir(env, vault_id).rglob("*") if p.is_file()]
 
 
 def _referenced(env: Env, backup_id: str) -> set[str]:

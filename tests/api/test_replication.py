@@ -23,7 +23,14 @@ from opencbr.services import identity, replication, replication_runs
 from opencbr.services.replicas import create_replicas
 from opencbr.settings import RegionSettings
 from tests.api.conftest import PASSWORD, Env, make_settings
-from tests.api.helpers import assert_error, create_vault, register_dir, register_web_server
+from tests.api.helpers import (
+    assert_error,
+    chunk_names,
+    chunks_dir,
+    create_vault,
+    register_dir,
+    register_web_server,
+)
 from tests.api.test_backups import backup_now, restore
 from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
 
@@ -236,8 +243,8 @@ def test_a_torn_chunk_file_left_in_the_destination_is_replaced_not_trusted(
     tree, _resource, vault = source
     backup = backup_now(env, vault["id"])
     dest = create_vault(env, "region2", name="dst", protect_type="replication")
-    digests = sorted(_chunk_files(env, "region1", vault["id"]))
-    torn = [_chunk_path(env, "region2", dest["id"], d) for d in digests[::2]]
+    digests = sorted(chunk_names(env, "region1", vault["id"]))
+    torn = [chunks_dir(env, "region2", dest["id"]) / d[:2] / d for d in digests[::2]]
     for path in torn:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")  # what delayed allocation leaves after a power cut
@@ -391,8 +398,8 @@ def test_failing_writes_are_retried_then_a_corrupt_source_chunk_fails_the_record
 
     (tree / "new").write_bytes(rng.randbytes(3 * MiB))
     second = backup_now(env, vault["id"])
-    shared = {d for d in _chunk_files(env, "region1", vault["id"])}
-    replicated = {d for d in _chunk_files(env, "region2", dest["id"])}
+    shared = {d for d in chunk_names(env, "region1", vault["id"])}
+    replicated = {d for d in chunk_names(env, "region2", dest["id"])}
     new_only = sorted(shared - replicated)
     assert new_only
     victim = (
@@ -419,17 +426,7 @@ def test_failing_writes_are_retried_then_a_corrupt_source_chunk_fails_the_record
     )
     replicas = env.get("region2", "/backups", params={"vault_id": dest["id"]}).json()["backups"]
     assert [b["source_backup_id"] for b in replicas] == [first["id"]]
-    assert new_only[0] not in _chunk_files(env, "region2", dest["id"])
-
-
-def _chunk_path(env: Env, region: str, vault_id: str, digest: str) -> Path:
-    chunks_dir = env.settings.data_dir / "store" / region / "vaults" / vault_id / "chunks"
-    return chunks_dir / digest[:2] / digest
-
-
-def _chunk_files(env: Env, region: str, vault_id: str) -> set[str]:
-    root = env.settings.data_dir / "store" / region / "vaults" / vault_id / "chunks"
-    return {p.name for p in root.rglob("*") if p.is_file()}
+    assert new_only[0] not in chunk_names(env, "region2", dest["id"])
 
 
 def _server_vault(env: Env) -> dict[str, Any]:
