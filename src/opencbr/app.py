@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from opencbr import __version__
 from opencbr.api import errors
-from opencbr.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from opencbr.api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from opencbr.api.routes import (
     backups,
     checkpoints,
@@ -78,5 +78,6 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     app.include_router(identity.root_router)
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(NulRefusalMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

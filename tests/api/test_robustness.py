@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import Env
-from tests.api.helpers import create_vault
+from tests.api.helpers import assert_error, create_vault
 
 JSON = st.recursive(
     st.none()
@@ -144,3 +144,14 @@ def test_malformed_raw_bodies_are_400(env: Env, raw: bytes) -> None:
         "/identity/v3/auth/tokens", content=raw, headers={"content-type": "application/json"}
     )
     assert response.status_code in (400, 401), response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/vaults/%00", "/backups/a%00b", "/backups?name=%00", "/operation-logs?vault_id=x%00"]
+)
+def test_nul_in_a_path_or_query_is_400_on_every_backend(env: Env, path: str) -> None:
+    # PostgreSQL refuses NUL in text parameters; the lookup answered 500 there.
+    response = env.client.get(env.url("region1", path), headers=env.headers())
+    assert_error(response, 400, "BackupService.9900")
+    delete = env.client.delete(env.url("region1", "/vaults/%00"), headers=env.headers())
+    assert_error(delete, 400, "BackupService.9900")

@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id on every response, and a cap on request body size."""
+"""ASGI middleware: a request id on every response, a cap on request body size, and no NUL
+characters in paths or query strings."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from opencbr.errors import ENTITY_TOO_LARGE
+from opencbr.errors import ENTITY_TOO_LARGE, INVALID_PARAMETER, ErrorCode
 
 
 class RequestIdMiddleware:
@@ -68,12 +69,31 @@ class BodyLimitMiddleware:
             await _refuse(send)
 
 
-async def _refuse(send: Send) -> None:
-    body = json.dumps({"error_code": ENTITY_TOO_LARGE.code, "error_msg": ENTITY_TOO_LARGE.message})
+class NulRefusalMiddleware:
+    """Refuse a path or query string holding NUL with 400 `BackupService.9900`.
+
+    No id or filter can contain it, and PostgreSQL refuses it in any text parameter: a
+    lookup of `/vaults/%00` reached the database and answered 500 there.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            await _refuse(send, INVALID_PARAMETER)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, error: ErrorCode = ENTITY_TOO_LARGE) -> None:
+    body = json.dumps({"error_code": error.code, "error_msg": error.message})
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": error.status,
             "headers": [(b"content-type", b"application/json")],
         }
     )
