@@ -53,6 +53,9 @@ VAULT_NOT_FOUND = _code("BackupService.6105", 404, "The vault does not exist.")
 BACKUP_NOT_FOUND = _code("BackupService.6200", 404, "The backup does not exist.")
 CHECKPOINT_NOT_FOUND = _code("BackupService.6217", 404, "The backup restore point does not exist.")
 RESOURCE_NOT_FOUND = _code("BackupService.6302", 404, "The resource does not exist.")
+# A registered path that no longer lies inside its root as registered (a component was
+# swapped for a symlink, the root was removed from the configuration, the leaf changed kind).
+RESOURCE_PATH_INVALID = _code("BackupService.6302", 400, "The resource path is no longer valid.")
 OPERATION_LOG_NOT_FOUND = _code("BackupService.6500", 404, "The operation log does not exist.")
 
 # Checkpoints and backups.

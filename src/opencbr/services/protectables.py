@@ -23,7 +23,7 @@ from opencbr.db.vaults import (
     ProtectableVolume,
     VaultResource,
 )
-from opencbr.errors import INVALID_PARAMETER, RESOURCE_NOT_FOUND, CbrError
+from opencbr.errors import INVALID_PARAMETER, RESOURCE_NOT_FOUND, RESOURCE_PATH_INVALID, CbrError
 from opencbr.services.identity import AuthContext
 from opencbr.settings import Settings
 
@@ -58,11 +58,43 @@ def resource_type_for(protectable_type: str) -> str:
 
 
 def allowed_roots(settings: Settings, ctx: AuthContext) -> list[Path]:
+    return project_roots(settings, ctx.project_id, ctx.project_name)
+
+
+def project_roots(settings: Settings, project_id: str, project_name: str) -> list[Path]:
+    """The roots the operator configured for a project (by id or name), resolved."""
     return [
         root.path.expanduser().resolve()
         for root in settings.protectable_roots
-        if root.project in (ctx.project_id, ctx.project_name)
+        if root.project in (project_id, project_name)
     ]
+
+
+@dataclass(frozen=True)
+class Location:
+    """A registered path as it must be opened: below a root, never through a symlink."""
+
+    root: Path
+    relative: str  # "" is the root itself; no "..", no leading "/"
+
+
+def locate(roots: list[Path], path: str) -> Location:
+    """The most specific root holding `path`, and the path below it.
+
+    Registration stored `path` resolved inside a root; if the operator has since removed
+    that root, the resource can no longer be used (RESOURCE_PATH_INVALID). Whether the
+    components below the root are still what they were is checked when the path is opened
+    (archive.confined), not here.
+    """
+    candidate = Path(path)
+    holding = [root for root in roots if candidate == root or candidate.is_relative_to(root)]
+    if not holding or "\x00" in path:
+        raise CbrError(
+            RESOURCE_PATH_INVALID, "The resource path is no longer inside a configured root."
+        )
+    root = max(holding, key=lambda r: len(r.parts))
+    relative = candidate.relative_to(root).as_posix()
+    return Location(root, "" if relative == "." else relative)
 
 
 def confine(settings: Settings, ctx: AuthContext, raw_path: str) -> Path:
