@@ -7,23 +7,29 @@ blocks that read as all zero are elided too. Both become the manifest's zero ran
 never hashed, never sent to the sink. Block devices have no holes to ask about
 (SEEK_DATA is refused), so they are read in full.
 
-Restore writes the stored blocks at their offsets. A regular-file target is truncated
-to nothing and then to the image size, so zero ranges stay holes; a block device's
-previous contents are unknown, so its zero ranges are written as zeros. Both end with
-fsync.
+Restore writes the stored blocks at their offsets. A regular-file image is written into
+a new file beside it (sized to the image, so zero ranges stay holes), fsynced and renamed
+over the old one only once complete: a failed restore leaves the old image as it was,
+and nothing is ever written through a link into another file. A block device is written
+in place (its previous contents are unknown, so its zero ranges are written as zeros)
+and fsynced. The target is opened below a directory descriptor, non-blocking and
+kind-checked (archive.confined) before anything is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from opencbr.archive.confined import PathNotConfined, open_data
+from opencbr.archive.extract import create_temp
 from opencbr.archive.manifest import Manifest, ManifestError, ZeroRange
 from opencbr.archive.pipeline import (
     BackupResult,
@@ -165,43 +171,141 @@ def restore_disk(
     on_progress: ProgressCallback | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> RestoreResult:
-    """Restore a disk backup into `target`: a block device at least as large as the
-    image, or a regular file (created or replaced; zero ranges become holes).
+    """Restore a disk backup to the path `target`, which the caller trusts: a block
+    device at least as large as the image, or a regular file (created or replaced;
+    zero ranges become holes). Links in `target` are followed (/dev/disk/by-id);
+    confined restores use open_disk_target and restore_disk_into instead.
     """
+    target = Path(os.path.realpath(target))
+    directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with open_disk_target(directory, target.name, manifest.size) as opened:
+            return restore_disk_into(
+                manifest,
+                source,
+                opened,
+                workers=workers,
+                on_progress=on_progress,
+                max_in_flight=max_in_flight,
+            )
+    finally:
+        os.close(directory)
+
+
+class DiskTarget:
+    """A restore target opened and checked, before anything is written to it.
+
+    Either a block device, open for writing (`device_fd`), or the name of a regular file
+    in a directory (`directory_fd`, not owned) with the attributes of the image it will
+    replace (`previous`, None when there is none yet). Lifecycle: from open_disk_target,
+    used once by restore_disk_into, closed by its `with` block. One thread at a time.
+    """
+
+    def __init__(
+        self,
+        directory_fd: int,
+        name: str,
+        device_fd: int | None,
+        previous: os.stat_result | None,
+    ) -> None:
+        self.directory_fd = directory_fd
+        self.name = name
+        self.device_fd = device_fd
+        self.previous = previous
+
+    def __enter__(self) -> DiskTarget:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.device_fd is not None:
+            os.close(self.device_fd)
+            self.device_fd = None
+
+
+def open_disk_target(directory_fd: int, name: str, size: int) -> DiskTarget:
+    """Open the image `name` in the directory `directory_fd` for a restore of `size` bytes.
+
+    The leaf is opened O_NOFOLLOW|O_NONBLOCK and must be a regular file or a block device
+    (PathNotConfined otherwise: a link, a FIFO, a socket, a directory ...); a device must
+    hold `size` bytes. A missing file is fine: the restore creates it.
+    """
+    if not name or "/" in name or name in (".", ".."):
+        raise PathNotConfined(name, "a disk image must be a file below its root")
+    try:
+        fd = open_data(directory_fd, name, os.O_WRONLY, ("file", "block"))
+    except FileNotFoundError:
+        return DiskTarget(directory_fd, name, None, None)
+    try:
+        info = os.fstat(fd)
+        is_file = stat.S_ISREG(info.st_mode)
+        if not is_file and os.lseek(fd, 0, os.SEEK_END) < size:
+            raise ArchiveError(f"the block device is smaller than the {size}-byte image")
+    except BaseException:
+        os.close(fd)
+        raise
+    if is_file:
+        os.close(fd)  # never written to: the restore replaces the file by its name
+        return DiskTarget(directory_fd, name, None, info)
+    return DiskTarget(directory_fd, name, fd, info)
+
+
+def restore_disk_into(
+    manifest: Manifest,
+    source: ChunkSource,
+    target: DiskTarget,
+    *,
+    workers: int = 2,
+    on_progress: ProgressCallback | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+) -> RestoreResult:
+    """Restore a disk backup into a target from open_disk_target (see the module doc)."""
     if manifest.kind != "disk":
         raise ArchiveError(f"expected a disk manifest, got a {manifest.kind} one")
-    fd, is_device = _open_target(target, manifest.size)
-    try:
-        progress = ProgressMeter(on_progress)
+    progress = ProgressMeter(on_progress)
+
+    def write(fd: int, zero_fill: bool) -> None:
         with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
             chunks = prefetch_chunks(source, manifest.chunks, pool, depth=max_in_flight)
             with closing(chunks):
-                write_blocks(fd, manifest, chunks, progress, zero_fill=is_device)
+                write_blocks(fd, manifest, chunks, progress, zero_fill=zero_fill)
         os.fsync(fd)
-    finally:
-        os.close(fd)
+
+    if target.device_fd is not None:
+        write(target.device_fd, True)
+    else:
+        _replace_image(target, manifest.size, write)
     progress.close()
     return RestoreResult(manifest.size, len(manifest.chunks))
 
 
-def _open_target(target: Path, size: int) -> tuple[int, bool]:
+def _replace_image(target: DiskTarget, size: int, write: Callable[[int, bool], None]) -> None:
+    directory = target.directory_fd
+    fd, temp = create_temp(directory)
     try:
-        mode = os.stat(target).st_mode  # follows /dev/disk/by-id style symlinks
-    except FileNotFoundError:
-        mode = stat.S_IFREG
-    if stat.S_ISBLK(mode):
-        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
-        if os.lseek(fd, 0, os.SEEK_END) < size:
+        try:
+            _take_attributes(fd, target.previous)
+            os.ftruncate(fd, size)  # a sparse file: ranges never written stay holes
+            write(fd, False)
+        finally:
             os.close(fd)
-            raise ArchiveError(f"{target} is smaller than the {size}-byte image")
-        return fd, True
-    if not stat.S_ISREG(mode):
-        raise ArchiveError(f"{target} is neither a regular file nor a block device")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    # Truncating to nothing first drops every old block, so unwritten ranges are holes.
-    os.ftruncate(fd, 0)
-    os.ftruncate(fd, size)
-    return fd, False
+        os.rename(temp, target.name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=directory)
+        raise
+    os.fsync(directory)  # the rename itself survives a power cut
+
+
+def _take_attributes(fd: int, previous: os.stat_result | None) -> None:
+    """The new image keeps the old one's owner and permissions (0600 if there was none)."""
+    if previous is None:
+        return
+    if os.geteuid() == 0:
+        os.fchown(fd, previous.st_uid, previous.st_gid)  # before chmod: it clears set-id bits
+    os.fchmod(fd, stat.S_IMODE(previous.st_mode))
 
 
 def write_blocks(

@@ -3,7 +3,10 @@
 Restore parses the PAX tar stream with tarfile but creates each member itself, relative
 to directory descriptors opened with O_NOFOLLOW: names that are absolute or hold `..`
 are refused, a symlinked parent is refused, and nothing is ever written through a
-symlink. A single file is restored from only the chunks covering its data.
+symlink. Each regular file is written under a temporary name in its directory and
+renamed over the old one only once complete, so a failed restore leaves every file it
+did not finish as it was. A single file is restored from only the chunks covering its
+data.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import errno
 import itertools
 import os
+import secrets
 import shutil
 import stat
 import tarfile
@@ -22,6 +26,7 @@ from contextlib import closing
 from pathlib import Path
 
 from opencbr.archive.catalog import CatalogEntry, iter_catalog, require_kind
+from opencbr.archive.confined import PathNotConfined
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.pipeline import (
     ChunkStreamReader,
@@ -41,6 +46,7 @@ _FILE_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE})
 _MEMBER_TYPES = _FILE_TYPES | {tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+TEMP_PREFIX = ".opencbr-restore-"  # files a restore is still writing (see create_temp)
 
 
 class UnsafeMemberError(ArchiveError, tarfile.FilterError):
@@ -109,7 +115,7 @@ def _refuse_symlinked_parent(dest_path: str, parts: tuple[str, ...], name: str) 
 def restore_tree(
     manifest: Manifest,
     source: ChunkSource,
-    target: Path,
+    target: Path | int,
     *,
     workers: int = 2,
     on_progress: ProgressCallback | None = None,
@@ -117,9 +123,13 @@ def restore_tree(
 ) -> RestoreResult:
     """Restore a tree backup into the existing directory `target`, replacing what is there.
 
-    Entries of `target` the backup lacks are left alone; owners are restored only when
-    running as root. Nothing is fsynced. On error the restore stops where it was.
-    `on_progress` receives the cumulative tar-stream bytes restored.
+    `target` is a path the caller trusts, or a descriptor of the directory (left open:
+    the caller owns it), which is how a confined restore names it. Entries of `target`
+    the backup lacks are left alone; owners are restored only when running as root.
+    Nothing is fsynced. On error the restore stops where it was: files already restored
+    stay restored, the file being written keeps its old contents (its temporary file is
+    removed), later ones are untouched. `on_progress` receives the cumulative tar-stream
+    bytes restored.
     """
     require_kind(manifest, "tree")
     progress = ProgressMeter(on_progress)
@@ -174,8 +184,11 @@ class _Extractor:
     Thread rules: owner thread only. Memory: one small record per directory.
     """
 
-    def __init__(self, target: Path) -> None:
-        self._root = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def __init__(self, target: Path | int) -> None:
+        if isinstance(target, int):
+            self._root = os.dup(target)  # O_CLOEXEC by default
+        else:
+            self._root = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._cached: tuple[tuple[str, ...], int] | None = None  # last parent opened
         self._dirs: list[tarfile.TarInfo] = []
         self._as_root = os.geteuid() == 0
@@ -193,17 +206,25 @@ class _Extractor:
             self._dirs.append(member)  # the root: `target` itself takes its attributes
             return
         parent, name = self._parent_fd(parts[:-1], member.name), parts[-1]
-        self._clear(parent, name, parts, keep_dir=member.isdir())
         if member.isdir():
+            self._clear(parent, name, parts, keep_dir=True)
             self._make_dir(parent, name)
             self._dirs.append(member)
-        elif member.issym():
-            os.symlink(member.linkname, name, dir_fd=parent)
-            self._set_link_attrs(parent, name, member)
-        elif member.islnk():
-            self._make_hard_link(parent, name, member)
-        else:
-            self._make_file(parent, name, member, reader)
+            return
+        temp = temp_name()
+        try:
+            if member.issym():
+                os.symlink(member.linkname, temp, dir_fd=parent)
+                self._set_link_attrs(parent, temp, member)
+            elif member.islnk():
+                self._make_hard_link(parent, temp, member)
+            else:
+                self._make_file(parent, temp, member, reader)
+            self._replace(parent, temp, name, parts, hard_link=member.islnk())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=parent)
+            raise
 
     def finish(self) -> None:
         for member in reversed(self._dirs):
@@ -225,6 +246,7 @@ class _Extractor:
     def _make_file(
         self, parent: int, name: str, member: tarfile.TarInfo, reader: ChunkStreamReader
     ) -> None:
+        # O_EXCL|O_NOFOLLOW: the random name is never an existing file or a planted link.
         fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
         try:
             reader.seek(member.offset_data)
@@ -265,12 +287,35 @@ class _Extractor:
         mtime = _mtime_ns(member)
         os.utime(name, ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
 
-    def _clear(self, parent: int, name: str, parts: tuple[str, ...], *, keep_dir: bool) -> None:
+    def _replace(
+        self, parent: int, temp: str, name: str, parts: tuple[str, ...], *, hard_link: bool
+    ) -> None:
+        """Put the finished entry `temp` in place of `name` (a rename replaces a file or a
+        link itself, never writes through it; only a directory must go first)."""
+        self._clear(parent, name, parts, keep_dir=False, only_dir=True)
+        os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        if hard_link:
+            # rename() does nothing when both names are links to one inode (a hard link
+            # restored over itself): the temporary name is then still there.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=parent)
+
+    def _clear(
+        self,
+        parent: int,
+        name: str,
+        parts: tuple[str, ...],
+        *,
+        keep_dir: bool,
+        only_dir: bool = False,
+    ) -> None:
         try:
             existing = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
         except FileNotFoundError:
             return
         if keep_dir and stat.S_ISDIR(existing):
+            return
+        if only_dir and not stat.S_ISDIR(existing):
             return
         if self._cached is not None and self._cached[0][: len(parts)] == parts:
             self._drop_cache()  # the cached directory is about to be removed
@@ -328,6 +373,73 @@ def _open_component(parent: int, part: str, member_name: str, *, create: bool) -
         raise UnsafeMemberError(member_name, f"parent component {part!r} {reason}") from exc
 
 
+def open_destination(target: int, relative: str) -> int:
+    """A descriptor of the directory `relative` below the directory `target`, made if missing.
+
+    Each component is opened with O_NOFOLLOW|O_DIRECTORY (or made with mkdirat first), so
+    a symlink anywhere on the way raises PathNotConfined, as does a component that is not
+    a directory or a `..`. A directory made here takes the owner, group and permission
+    bits of the directory it is made in. The caller owns the returned descriptor.
+    """
+    parts = relative.split("/") if relative else []
+    if any(part in ("", ".", "..") or "\0" in part for part in parts):
+        raise PathNotConfined(relative, "it is not a plain relative path")
+    fd = os.dup(target)
+    try:
+        for part in parts:
+            child = _open_or_make_dir(fd, part, relative)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_or_make_dir(parent: int, part: str, relative: str) -> int:
+    existing = _open_existing_dir(parent, part, relative)
+    if existing is not None:
+        return existing
+    try:
+        os.mkdir(part, 0o700, dir_fd=parent)
+    except FileExistsError:  # made meanwhile by someone else: use it if it is a directory
+        made = False
+    else:
+        made = True
+    child = _open_existing_dir(parent, part, relative)
+    if child is None:
+        raise PathNotConfined(relative, "a component keeps changing")
+    if made:
+        try:
+            _inherit_attrs(parent, child)
+        except BaseException:
+            os.close(child)
+            raise
+    return child
+
+
+def _open_existing_dir(parent: int, part: str, relative: str) -> int | None:
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        is_link = stat.S_ISLNK(os.stat(part, dir_fd=parent, follow_symlinks=False).st_mode)
+        why = "a component is a symbolic link" if is_link else "a component is not a directory"
+        raise PathNotConfined(relative, why) from None
+
+
+def _inherit_attrs(parent: int, child: int) -> None:
+    # Made as root, it would otherwise be root's: the tenant owning the tree could not
+    # use the directory its own restore made.
+    info = os.fstat(parent)
+    if os.geteuid() == 0:
+        os.fchown(child, info.st_uid, info.st_gid)
+    os.fchmod(child, stat.S_IMODE(info.st_mode))
+
+
 def _mtime_ns(member: tarfile.TarInfo) -> int:
     # tarfile parses PAX mtime into a float (~0.2 us precision); the raw text is exact.
     text = member.pax_headers.get("mtime")
@@ -356,26 +468,63 @@ def restore_file(
     """Restore one regular file of a tree backup to the path `dest`, replacing it.
 
     Reads the catalog, then only the data chunks covering the file (a hard link is
-    followed to the member holding the data). Raises `MemberNotFoundError`.
+    followed to the member holding the data). The file is written under a temporary
+    name beside `dest` and renamed over it once complete: never into the existing inode
+    or through a link, and a failure leaves `dest` as it was. Raises
+    `MemberNotFoundError`.
     """
     entry = _find_file(manifest, source, member_path, workers)
     refs, start = _covering_chunks(manifest.chunks, entry.data_offset, entry.size)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(dest)  # replace: never write into an existing inode or through a link
-    fd = os.open(dest, _NEW_FILE_FLAGS, 0o600)
+    parent = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with (
-            ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool,
-            closing(prefetch_chunks(source, refs, pool, depth=2 * workers)) as chunks,
-        ):
-            _write_range(fd, chunks, start, entry)
-        if os.geteuid() == 0:
-            os.fchown(fd, entry.uid, entry.gid)
-        os.fchmod(fd, entry.mode)
-        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        fd, temp = create_temp(parent)
+        try:
+            try:
+                _write_file_range(fd, source, refs, start, entry, workers)
+            finally:
+                os.close(fd)
+            os.rename(temp, dest.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=parent)
+            raise
     finally:
-        os.close(fd)
+        os.close(parent)
     return RestoreResult(entry.size, len(refs), 1)
+
+
+def _write_file_range(
+    fd: int,
+    source: ChunkSource,
+    refs: list[ChunkRef],
+    start: int,
+    entry: CatalogEntry,
+    workers: int,
+) -> None:
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool,
+        closing(prefetch_chunks(source, refs, pool, depth=2 * workers)) as chunks,
+    ):
+        _write_range(fd, chunks, start, entry)
+    if os.geteuid() == 0:
+        os.fchown(fd, entry.uid, entry.gid)
+    os.fchmod(fd, entry.mode)
+    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def temp_name() -> str:
+    """A fresh name for an entry being restored: random, so nobody can plant it first."""
+    return f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+
+
+def create_temp(parent: int) -> tuple[int, str]:
+    """Create a new, empty, private file under a temp_name() in the directory `parent`.
+
+    O_EXCL|O_NOFOLLOW: the name can be neither an existing file nor a planted link.
+    Returns (write descriptor, name); the caller renames or removes it.
+    """
+    name = temp_name()
+    return os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent), name
 
 
 def _find_file(

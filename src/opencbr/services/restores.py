@@ -3,11 +3,16 @@
 The target is the backed-up resource itself, or another registered resource of the same
 type named by `resource_id` (trees), `volume_id` (disks) or `server_id` + `mappings`
 (servers). `details.destination_path` picks a subdirectory inside a tree target. Restores
-write only inside registered resources.
+write only inside registered resources: the worker locates each target in the project's
+configured roots again and opens it below a descriptor of its root, never through a
+symlink (archive.confined), before it writes anything. One restore at a time per target:
+the request locks the target's row while it checks for a live restore and opens its log.
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,17 +21,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opencbr import clock
-from opencbr.archive.disk import restore_disk
-from opencbr.archive.extract import restore_tree
+from opencbr.archive.confined import PathNotConfined, open_directory, open_root, opened
+from opencbr.archive.disk import DiskTarget, open_disk_target, restore_disk_into
+from opencbr.archive.extract import open_destination, restore_tree
 from opencbr.archive.manifest import Manifest
-from opencbr.archive.sink import ArchiveError
+from opencbr.archive.sink import ArchiveError, ChunkSource
 from opencbr.db.backups import Backup, OperationLog
+from opencbr.db.identity import Project
 from opencbr.db.session import Database
 from opencbr.db.vaults import Protectable, Vault, VaultResource
 from opencbr.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMETER,
     RESOURCE_NOT_FOUND,
+    RESOURCE_PATH_INVALID,
     RESOURCE_RESTORING,
     RESTORE_BAD_STATUS,
     RESTORE_TARGET_BUSY,
@@ -71,13 +79,21 @@ def _target(
     return target
 
 
-def _inside(root: str, relative: str | None) -> str:
-    if not relative:
-        return root
-    candidate = (Path(root) / relative.lstrip("/")).resolve()
-    if not candidate.is_relative_to(Path(root).resolve()):
-        raise CbrError(INVALID_PARAMETER, "details.destination_path must stay inside the target")
-    return str(candidate)
+def destination(raw: str | None) -> str:
+    """`details.destination_path` as components below the target, joined by "/" ("" is
+    the target itself). A leading "/" names the target; NUL and `..` are refused."""
+    if not raw:
+        return ""
+    if "\x00" in raw:
+        raise CbrError(INVALID_PARAMETER, "details.destination_path must not contain NUL")
+    parts = [part for part in raw.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise CbrError(
+            INVALID_PARAMETER, "details.destination_path must stay inside the target (no '..')"
+        )
+    if any(len(os.fsencode(part)) > 255 for part in parts):
+        raise CbrError(INVALID_PARAMETER, "details.destination_path has a name over 255 bytes")
+    return "/".join(parts)
 
 
 def _server_plan(backup: Backup, target: Protectable, request: RestoreRequest) -> list[list[str]]:
@@ -97,7 +113,7 @@ def _server_plan(backup: Backup, target: Protectable, request: RestoreRequest) -
                 raise CbrError(
                     INVALID_PARAMETER, f"volume {volume.name} cannot take a {child.kind} backup"
                 )
-            plan.append([child.id, child.kind, volume.path])
+            plan.append([child.id, child.kind, volume.path, ""])
         return plan
     by_name = {volume.name: volume for volume in target.volumes}
     plan = []
@@ -109,22 +125,21 @@ def _server_plan(backup: Backup, target: Protectable, request: RestoreRequest) -
                 "mappings are required: the target server's volumes "
                 "do not match the backup's by name",
             )
-        plan.append([child.id, child.kind, volume.path])
+        plan.append([child.id, child.kind, volume.path, ""])
     return plan
 
 
 def _plan(backup: Backup, target: Protectable, request: RestoreRequest) -> list[list[str]]:
+    """[[unit backup id, kind, registered path, destination below it], ...]: paths as
+    registered; the worker confines them again when it opens them."""
     if backup.kind == "server":
         return _server_plan(backup, target, request)
-    path = target.path or ""
-    if backup.kind == "tree":
-        path = _inside(path, request.destination_path)
-        Path(path).mkdir(parents=True, exist_ok=True)
-    return [[backup.id, backup.kind, path]]
+    below = destination(request.destination_path) if backup.kind == "tree" else ""
+    return [[backup.id, backup.kind, target.path or "", below]]
 
 
 def _check_target_free(session: Session, target: Protectable) -> None:
-    binding = session.get(VaultResource, target.id)
+    binding = session.get(VaultResource, target.id, populate_existing=True)
     if binding is not None and binding.protect_status == "protecting":
         raise CbrError(RESTORE_TARGET_BUSY)
     if binding is not None and binding.protect_status == "restoring":
@@ -148,9 +163,14 @@ def start(
     """Validate, mark the backup `restoring`, open the restore log; returns the log id."""
     with db.transaction() as session:
         backup = backups.get_in_session(session, ctx, backup_id)
+        # Row locks (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers),
+        # always backup first, then target: under READ COMMITTED a concurrent request
+        # waits here and then sees the log this one inserted.
+        session.refresh(backup, with_for_update=True)
         if backup.status != "available" or backup.parent_id is not None:
             raise CbrError(RESTORE_BAD_STATUS, f"The backup is {backup.status}.")
         target = _target(session, ctx, backup, request)
+        session.refresh(target, with_for_update=True)
         _check_target_free(session, target)
         plan = _plan(backup, target, request)
         backup.status = "restoring"
@@ -193,6 +213,7 @@ class _Claim:
     region: str
     target_id: str | None
     plan: list[list[str]]
+    roots: list[Path]  # the project's configured roots, as settings say now
 
 
 def _claim(rt: Runtime, log_id: str) -> _Claim | None:
@@ -215,7 +236,29 @@ def _claim(rt: Runtime, log_id: str) -> _Claim | None:
             )
             return None
         leases.take(entry, rt.settings.lease_seconds)
-        return _Claim(log_id, backup.id, vault.id, vault.region, entry.resource_id, entry.plan)
+        project = session.get(Project, entry.project_id)
+        roots = protectables.project_roots(
+            rt.settings, entry.project_id, project.name if project else entry.project_id
+        )
+        return _Claim(
+            log_id, backup.id, vault.id, vault.region, entry.resource_id, entry.plan, roots
+        )
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One step of a plan: a tree or disk backup and the registered path it goes to."""
+
+    backup_id: str
+    kind: str  # "tree" or "disk"
+    path: str
+    destination: str  # below `path`, trees only
+
+    @classmethod
+    def of(cls, step: list[str]) -> _Unit:
+        # Plans written before destinations were kept apart hold three items.
+        backup_id, kind, path, *rest = step
+        return cls(backup_id, kind, path, rest[0] if rest else "")
 
 
 def run(rt: Runtime, log_id: str) -> None:
@@ -226,18 +269,66 @@ def run(rt: Runtime, log_id: str) -> None:
     source = VaultSource(store)
     done = [0]
     try:
-        with leases.heartbeat(lambda: _beat(rt, claim, done[0]), HEARTBEAT_SECONDS):
-            for index, (unit_id, kind, path) in enumerate(claim.plan):
-                manifest = Manifest.from_bytes(store.get_manifest(f"backup-{unit_id}"))
-                engine = restore_tree if kind == "tree" else restore_disk
-                engine(manifest, source, Path(path), workers=rt.settings.io_threads)
-                done[0] = (index + 1) * 100 // len(claim.plan)
+        with (
+            leases.heartbeat(lambda: _beat(rt, claim, done[0]), HEARTBEAT_SECONDS),
+            ExitStack() as targets,
+        ):
+            units = [_Unit.of(step) for step in claim.plan]
+            manifests = [
+                Manifest.from_bytes(store.get_manifest(f"backup-{unit.backup_id}"))
+                for unit in units
+            ]
+            # Every target is opened and checked before anything is written to any.
+            opened_targets = [
+                _open_target(targets, claim.roots, unit, manifest)
+                for unit, manifest in zip(units, manifests, strict=True)
+            ]
+            for index, (manifest, target) in enumerate(zip(manifests, opened_targets, strict=True)):
+                _restore_unit(rt, manifest, source, target)
+                done[0] = (index + 1) * 100 // len(units)
         _finish(rt, claim, None, "")
+    except PathNotConfined as exc:
+        _finish(rt, claim, RESOURCE_PATH_INVALID, exc.strerror or "")
     except CbrError as exc:
         _finish(rt, claim, exc.error, exc.detail)
     except (StorageError, ArchiveError, OSError) as exc:
         log.warning("restore failed", log_id=log_id, error=str(exc))
         _finish(rt, claim, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _open_target(
+    stack: ExitStack, roots: list[Path], unit: _Unit, manifest: Manifest
+) -> int | DiskTarget:
+    """The unit's target, confined below its root: a directory descriptor (trees, made
+    if missing, the destination below it included) or an opened DiskTarget."""
+    location = protectables.locate(roots, unit.path)
+    try:
+        root = stack.enter_context(opened(open_root(location.root)))
+    except OSError:
+        raise CbrError(
+            RESOURCE_PATH_INVALID, "resource path is no longer valid: its root is not accessible"
+        ) from None
+    if unit.kind == "tree":
+        below = "/".join(part for part in (location.relative, unit.destination) if part)
+        return stack.enter_context(opened(open_destination(root, below)))
+    parent, _, name = location.relative.rpartition("/")
+    try:
+        directory = stack.enter_context(opened(open_directory(root, parent)))
+    except FileNotFoundError:
+        raise CbrError(
+            RESOURCE_PATH_INVALID, "resource path is no longer valid: its directory is gone"
+        ) from None
+    return stack.enter_context(open_disk_target(directory, name, manifest.size))
+
+
+def _restore_unit(
+    rt: Runtime, manifest: Manifest, source: ChunkSource, target: int | DiskTarget
+) -> None:
+    workers = rt.settings.io_threads
+    if isinstance(target, DiskTarget):
+        restore_disk_into(manifest, source, target, workers=workers)
+    else:
+        restore_tree(manifest, source, target, workers=workers)
 
 
 def _beat(rt: Runtime, claim: _Claim, percent: int) -> None:
