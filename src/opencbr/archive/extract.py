@@ -373,8 +373,9 @@ def _open_component(parent: int, part: str, member_name: str, *, create: bool) -
         raise UnsafeMemberError(member_name, f"parent component {part!r} {reason}") from exc
 
 
-def open_destination(target: int, relative: str) -> int:
-    """A descriptor of the directory `relative` below the directory `target`, made if missing.
+def open_destination(target: int, relative: str, *, create: bool = True) -> int:
+    """A descriptor of the directory `relative` below the directory `target`, made if
+    missing and `create` (else FileNotFoundError).
 
     Each component is opened with O_NOFOLLOW|O_DIRECTORY (or made with mkdirat first), so
     a symlink anywhere on the way raises PathNotConfined, as does a component that is not
@@ -387,7 +388,13 @@ def open_destination(target: int, relative: str) -> int:
     fd = os.dup(target)
     try:
         for part in parts:
-            child = _open_or_make_dir(fd, part, relative)
+            if create:
+                child = _open_or_make_dir(fd, part, relative)
+            else:
+                found = _open_existing_dir(fd, part, relative)
+                if found is None:
+                    raise FileNotFoundError(errno.ENOENT, "a directory on the way is missing")
+                child = found
             os.close(fd)
             fd = child
     except BaseException:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opencbr import clock
-from opencbr.archive.confined import PathNotConfined, open_directory, open_root, opened
+from opencbr.archive.confined import PathNotConfined, open_root, opened
 from opencbr.archive.disk import DiskTarget, open_disk_target, restore_disk_into
 from opencbr.archive.extract import open_destination, restore_tree
 from opencbr.archive.manifest import Manifest
@@ -313,7 +313,7 @@ def _open_target(
         return stack.enter_context(opened(open_destination(root, below)))
     parent, _, name = location.relative.rpartition("/")
     try:
-        directory = stack.enter_context(opened(open_directory(root, parent)))
+        directory = stack.enter_context(opened(open_destination(root, parent, create=False)))
     except FileNotFoundError:
         raise CbrError(
             RESOURCE_PATH_INVALID, "resource path is no longer valid: its directory is gone"
