@@ -117,6 +117,7 @@ def test_a_symlink_in_destination_path_after_the_request_writes_nothing_outside(
     inner = env.roots["region1"] / "target" / "inner"
     inner.mkdir()
     outside = _outside(tmp_path)
+    (outside / "new").mkdir()  # what `inner/new` will lead to
     before = _state(outside)
     _pause_workers(env)
 
