@@ -279,6 +279,24 @@ def test_a_failed_restore_leaves_every_file_it_did_not_finish_as_it_was(
     ]
 
 
+def test_a_failed_disk_restore_leaves_the_old_image_as_it_was(env: Env) -> None:
+    backup, _ = _disk_backup(env)
+    for chunk in chunks_dir(env, "region1", backup["vault_id"]).rglob("*"):
+        if chunk.is_file():
+            data = bytearray(chunk.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            chunk.write_bytes(bytes(data))
+    victim = register_disk(env, name="victim", size=0)
+    image = env.roots["region1"] / "victim.img"
+    old = random.Random(3).randbytes(2 * MiB)
+    image.write_bytes(old)
+
+    log = restore(env, backup["id"], {"volume_id": victim["id"]})
+    assert log["status"] == "failed", log
+    assert image.read_bytes() == old
+    assert sorted(p.name for p in image.parent.iterdir() if p.name.startswith(".")) == []
+
+
 def _damage_chunk_at_the_middle(env: Env, vault_id: str, backup_id: str) -> None:
     """Flip one byte of the stored chunk holding the middle of the backup's tar stream."""
     store = chunks_dir(env, "region1", vault_id)
