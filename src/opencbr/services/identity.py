@@ -40,6 +40,8 @@ class AuthContext:
     region: str
     roles: tuple[str, ...]
     method: str  # "token" or "aksk"
+    # For an access key bound to the projects its minter administered: those projects.
+    key_projects: frozenset[str] | None = None
 
     @property
     def can_write(self) -> bool:
@@ -265,7 +267,10 @@ def _new_token(
     return IssuedToken(token, row, (role,))
 
 
-def projects_of_user(db: Database, user_id: str, name: str | None) -> list[Project]:
+def projects_of_user(
+    db: Database, user_id: str, name: str | None, within: frozenset[str] | None = None
+) -> list[Project]:
+    """The projects the user holds a role in (only those in ``within`` when given)."""
     with db.reading() as session:
         query = (
             select(Project)
@@ -275,6 +280,8 @@ def projects_of_user(db: Database, user_id: str, name: str | None) -> list[Proje
         )
         if name is not None:
             query = query.where(Project.name == name)
+        if within is not None:
+            query = query.where(Project.id.in_(within))
         return list(session.scalars(query))
 
 

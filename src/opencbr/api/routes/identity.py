@@ -192,7 +192,7 @@ async def list_projects(
         raise CbrError(
             UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
         )
-    projects = identity.projects_of_user(db, context.user_id, name)
+    projects = identity.projects_of_user(db, context.user_id, name, context.key_projects)
     base = settings.base_url
     return {
         "projects": [
