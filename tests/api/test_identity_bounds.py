@@ -6,12 +6,16 @@ Signed requests are built as in tests/api/test_credentials.py, with the Huawei S
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opencbr import clock
+from opencbr.db.identity import Project, User
 from opencbr.services import credentials, identity
 from tests.api.conftest import PASSWORD, Env, issue
 from tests.api.helpers import assert_error
-from tests.api.test_credentials import CREDENTIALS, Key, send, sign
+from tests.api.test_credentials import CREDENTIALS, Key, create_key, send, sign, user_id
+from tests.api.test_identity import password_body as keystone_password_body
 
 UNKNOWN_KEY = "Incorrect IAM authentication information: verify aksk signature fail: unknown"
 
@@ -91,3 +95,168 @@ def test_keys_minted_by_their_user_or_the_operator_follow_the_users_roles(env: E
     for key in (own_key, operator_key):
         assert vaults_with(env, key, team).status_code == 200
         assert vaults_with(env, key, elsewhere).status_code == 200
+
+
+# --- §4: tokens expire with the token they were rescoped from and die with it ----------------
+
+TOKENS = "/identity/v3/auth/tokens"
+
+
+def rescope(env: Env, token: str, project_id: str) -> Any:
+    body = {
+        "auth": {
+            "identity": {"methods": ["token"], "token": {"id": token}},
+            "scope": {"project": {"id": project_id}},
+        }
+    }
+    return env.client.post(TOKENS, json=body)
+
+
+def password_body(user: str, project_id: str) -> dict[str, object]:
+    return keystone_password_body(user, PASSWORD, {"project": {"id": project_id}})
+
+
+def at(moment: datetime) -> None:
+    clock.set_clock(lambda: moment)
+
+
+def test_rescoped_tokens_keep_their_parents_expiry(env: Env) -> None:
+    start = datetime.now(UTC)
+    region1, region2 = env.projects["region1"], env.projects["region2"]
+    try:
+        at(start)
+        parent = env.client.post(TOKENS, json=password_body("admin", region1))
+        parent_expiry = parent.json()["token"]["expires_at"]
+        token = parent.headers["X-Subject-Token"]
+        for hours in range(1, 5):  # a chain of rescopes, an hour apart
+            at(start + timedelta(hours=hours))
+            child = rescope(env, token, region2 if hours % 2 else region1)
+            assert child.status_code == 201, child.text
+            assert child.json()["token"]["expires_at"] == parent_expiry
+            token = child.headers["X-Subject-Token"]
+        at(start + timedelta(seconds=env.settings.token_ttl_seconds + 1))
+        response = env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": token})
+        assert_error(response, 401, "APIGW.0301")
+        assert "token expires" in response.json()["error_msg"]
+        assert rescope(env, token, region1).status_code == 401
+    finally:
+        clock.reset_clock()
+
+
+def test_revoking_a_token_revokes_every_token_rescoped_from_it(env: Env) -> None:
+    region1, region2 = env.projects["region1"], env.projects["region2"]
+    parent = issue(env.client, "admin", PASSWORD, region1)
+    child = rescope(env, parent, region2).headers["X-Subject-Token"]
+    grandchild = rescope(env, child, region1).headers["X-Subject-Token"]
+    sibling = issue(env.client, "admin", PASSWORD, region1)  # not rescoped from parent
+    assert env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": grandchild})
+
+    headers = {"X-Auth-Token": sibling, "X-Subject-Token": parent}
+    assert env.client.delete(TOKENS, headers=headers).status_code == 204
+    for token, region in ((parent, "region1"), (child, "region2"), (grandchild, "region1")):
+        response = env.client.get(env.url(region, "/vaults"), headers={"X-Auth-Token": token})
+        assert_error(response, 401, "APIGW.0301")
+    kept = env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": sibling})
+    assert kept.status_code == 200
+
+
+def test_revoking_a_rescoped_token_leaves_its_parent(env: Env) -> None:
+    parent = issue(env.client, "admin", PASSWORD, env.projects["region1"])
+    child = rescope(env, parent, env.projects["region2"]).headers["X-Subject-Token"]
+    headers = {"X-Auth-Token": parent, "X-Subject-Token": child}
+    assert env.client.delete(TOKENS, headers=headers).status_code == 204
+    assert env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": parent})
+    assert_error(
+        env.client.get(env.url("region2", "/vaults"), headers={"X-Auth-Token": child}),
+        401,
+        "APIGW.0301",
+    )
+
+
+# --- §4: a disabled user or project loses its tokens and keys -------------------------------
+
+
+def set_enabled(env: Env, model: type[User] | type[Project], row_id: str, enabled: bool) -> None:
+    with env.db.transaction() as session:
+        row = session.get(model, row_id)
+        assert row is not None
+        row.enabled = enabled
+
+
+def test_a_disabled_user_is_refused_by_token_and_by_key(env: Env) -> None:
+    project = env.projects["region1"]
+    token = env.token("region1", "member")
+    key = create_key(env, user="member")
+    member = user_id(env, "member")
+    set_enabled(env, User, member, False)
+
+    vaults = env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": token})
+    assert_error(vaults, 401, "APIGW.0301")
+    assert rescope(env, token, project).status_code == 401
+    check = env.client.head(TOKENS, headers={"X-Auth-Token": env.token(), "X-Subject-Token": token})
+    assert check.status_code == 404
+    assert_refused_like_an_unknown_key(vaults_with(env, key, project))
+
+    set_enabled(env, User, member, True)
+    assert env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": token})
+    assert vaults_with(env, key, project).status_code == 200
+
+
+def test_a_disabled_project_is_refused_by_token_and_by_key(env: Env) -> None:
+    project = env.projects["region1"]
+    token = env.token("region1")
+    key = create_key(env)
+    set_enabled(env, Project, project, False)
+
+    vaults = env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": token})
+    assert_error(vaults, 401, "APIGW.0301")
+    assert rescope(env, env.token("region2"), project).status_code == 401
+    assert_refused_like_an_unknown_key(vaults_with(env, key, project))
+    # The user's other projects are not affected.
+    assert vaults_with(env, key, env.projects["region2"]).status_code == 200
+
+
+# --- §4: only a token's own user, or an admin of its project, may validate or revoke it ------
+
+
+def test_others_tokens_can_be_neither_validated_nor_revoked(env: Env) -> None:
+    admin = env.token("region1")
+    member = env.token("region1", "member")
+    viewer = env.token("region1", "viewer")
+    for method in ("GET", "HEAD", "DELETE"):
+        response = env.client.request(
+            method, TOKENS, headers={"X-Auth-Token": member, "X-Subject-Token": viewer}
+        )
+        assert response.status_code == 403, (method, response.text)
+        if method != "HEAD":
+            assert response.json()["error_code"] == "APIGW.0302"
+        # A subject that is not a valid token stays 404, as Keystone answers.
+        unknown = env.client.request(
+            method, TOKENS, headers={"X-Auth-Token": member, "X-Subject-Token": "nonsense"}
+        )
+        assert unknown.status_code == 404, method
+    # Nor by an admin of another project: admin's region2 token, subject in region1.
+    other_project = {"X-Auth-Token": env.token("region2"), "X-Subject-Token": viewer}
+    assert env.client.get(TOKENS, headers=other_project).status_code == 403
+    still = env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": viewer})
+    assert still.status_code == 200
+    assert env.client.get(TOKENS, headers={"X-Auth-Token": admin, "X-Subject-Token": member})
+
+
+def test_own_tokens_and_an_admins_projects_tokens_can_be_validated_and_revoked(
+    env: Env,
+) -> None:
+    member = env.token("region1", "member")
+    other_member = issue(env.client, "member", PASSWORD, env.projects["region2"])
+    own = {"X-Auth-Token": member, "X-Subject-Token": other_member}
+    shown = env.client.get(TOKENS, headers=own)
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["token"]["user"]["name"] == "member"
+    assert env.client.head(TOKENS, headers=own).status_code == 200
+    assert env.client.delete(TOKENS, headers=own).status_code == 204
+
+    by_admin = {"X-Auth-Token": env.token("region1"), "X-Subject-Token": member}
+    assert env.client.get(TOKENS, headers=by_admin).status_code == 200
+    assert env.client.delete(TOKENS, headers=by_admin).status_code == 204
+    gone = env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": member})
+    assert_error(gone, 401, "APIGW.0301")
