@@ -1,7 +1,7 @@
 """Permanent access keys (AK/SK): create, list, update, delete, and what signature checks need.
 
 A key belongs to a user, not to a project: a request signed with it acts in the project named
-by the request, with the role its owner holds there.
+by the request, with the role its owner holds there (within the key's bound, below).
 
 Secrets are stored encrypted with Fernet (AES-128-CBC + HMAC-SHA256). The server has to
 recompute each request's HMAC, so a one-way hash will not do; the encryption key lives in
