@@ -116,6 +116,10 @@ def password_body(user: str, project_id: str) -> dict[str, object]:
     return keystone_password_body(user, PASSWORD, {"project": {"id": project_id}})
 
 
+def vaults_by_token(env: Env, region: str, token: str) -> Any:
+    return env.client.get(env.url(region, "/vaults"), headers={"X-Auth-Token": token})
+
+
 def at(moment: datetime) -> None:
     clock.set_clock(lambda: moment)
 
@@ -149,7 +153,7 @@ def test_revoking_a_token_revokes_every_token_rescoped_from_it(env: Env) -> None
     child = rescope(env, parent, region2).headers["X-Subject-Token"]
     grandchild = rescope(env, child, region1).headers["X-Subject-Token"]
     sibling = issue(env.client, "admin", PASSWORD, region1)  # not rescoped from parent
-    assert env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": grandchild})
+    assert vaults_by_token(env, "region1", grandchild).status_code == 200
 
     headers = {"X-Auth-Token": sibling, "X-Subject-Token": parent}
     assert env.client.delete(TOKENS, headers=headers).status_code == 204
@@ -165,7 +169,7 @@ def test_revoking_a_rescoped_token_leaves_its_parent(env: Env) -> None:
     child = rescope(env, parent, env.projects["region2"]).headers["X-Subject-Token"]
     headers = {"X-Auth-Token": parent, "X-Subject-Token": child}
     assert env.client.delete(TOKENS, headers=headers).status_code == 204
-    assert env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": parent})
+    assert vaults_by_token(env, "region1", parent).status_code == 200
     assert_error(
         env.client.get(env.url("region2", "/vaults"), headers={"X-Auth-Token": child}),
         401,
@@ -198,7 +202,7 @@ def test_a_disabled_user_is_refused_by_token_and_by_key(env: Env) -> None:
     assert_refused_like_an_unknown_key(vaults_with(env, key, project))
 
     set_enabled(env, User, member, True)
-    assert env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": token})
+    assert vaults_by_token(env, "region1", token).status_code == 200
     assert vaults_with(env, key, project).status_code == 200
 
 
@@ -240,7 +244,8 @@ def test_others_tokens_can_be_neither_validated_nor_revoked(env: Env) -> None:
     assert env.client.get(TOKENS, headers=other_project).status_code == 403
     still = env.client.get(env.url("region1", "/vaults"), headers={"X-Auth-Token": viewer})
     assert still.status_code == 200
-    assert env.client.get(TOKENS, headers={"X-Auth-Token": admin, "X-Subject-Token": member})
+    by_admin = {"X-Auth-Token": admin, "X-Subject-Token": member}
+    assert env.client.get(TOKENS, headers=by_admin).status_code == 200
 
 
 def test_own_tokens_and_an_admins_projects_tokens_can_be_validated_and_revoked(
