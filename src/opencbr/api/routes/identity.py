@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from opencbr.api.deps import DbDep, SettingsDep
 from opencbr.api.schemas.identity import AuthBody, version_document
 from opencbr.db.identity import Token
-from opencbr.errors import INVALID_PARAMETER, TOKEN_NOT_FOUND, UNAUTHORIZED, CbrError
+from opencbr.errors import INVALID_PARAMETER, UNAUTHORIZED, CbrError
 from opencbr.services import identity
 from opencbr.settings import Settings
 
@@ -115,13 +115,12 @@ def issue_token(
 
 def _rescope(body: AuthBody, db: DbDep, settings: SettingsDep, with_catalog: bool) -> JSONResponse:
     assert body.auth.identity.token is not None
-    row, _roles = identity.check_token(db, body.auth.identity.token.id)
     project = body.auth.scope.project if body.auth.scope and body.auth.scope.project else None
     issued = identity.rescope_token(
         db,
         settings,
-        row.user_id,
-        project.id if project else row.project_id,
+        body.auth.identity.token.id,
+        project.id if project else None,
         project.name if project else None,
     )
     payload = _token_body(settings, issued.row, issued.roles, with_catalog, "token")
@@ -129,17 +128,13 @@ def _rescope(body: AuthBody, db: DbDep, settings: SettingsDep, with_catalog: boo
 
 
 def _subject(
-    db: DbDep, x_auth_token: str | None, x_subject_token: str | None
+    db: DbDep, x_auth_token: str | None, x_subject_token: str | None, action: str
 ) -> tuple[Token, tuple[str, ...]]:
     if not x_auth_token:
         raise CbrError(
             UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
         )
-    identity.check_token(db, x_auth_token)
-    try:
-        return identity.check_token(db, x_subject_token or "")
-    except CbrError:
-        raise CbrError(TOKEN_NOT_FOUND) from None
+    return identity.subject_token(db, x_auth_token, x_subject_token or "", action)
 
 
 @router.get("/v3/auth/tokens")
@@ -150,7 +145,7 @@ def validate_token(
     x_subject_token: Annotated[str | None, Header()] = None,
     nocatalog: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
-    row, roles = _subject(db, x_auth_token, x_subject_token)
+    row, roles = _subject(db, x_auth_token, x_subject_token, "validate_token")
     payload = _token_body(settings, row, roles, nocatalog is None, "password")
     return JSONResponse(payload, headers={"X-Subject-Token": x_subject_token or ""})
 
@@ -161,7 +156,7 @@ def check_token(
     x_auth_token: Annotated[str | None, Header()] = None,
     x_subject_token: Annotated[str | None, Header()] = None,
 ) -> Response:
-    _subject(db, x_auth_token, x_subject_token)
+    _subject(db, x_auth_token, x_subject_token, "check_token")
     return Response(status_code=200)
 
 
@@ -171,7 +166,7 @@ def revoke_token(
     x_auth_token: Annotated[str | None, Header()] = None,
     x_subject_token: Annotated[str | None, Header()] = None,
 ) -> Response:
-    _subject(db, x_auth_token, x_subject_token)
+    _subject(db, x_auth_token, x_subject_token, "revoke_token")
     identity.revoke_token(db, x_subject_token or "")
     return Response(status_code=204)
 
@@ -192,7 +187,7 @@ async def list_projects(
         raise CbrError(
             UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
         )
-    projects = identity.projects_of_user(db, context.user_id, name)
+    projects = identity.projects_of_user(db, context.user_id, name, context.key_projects)
     base = settings.base_url
     return {
         "projects": [
