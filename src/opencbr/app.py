@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from opencbr import __version__
+from opencbr import __version__, logs
 from opencbr.api import errors
 from opencbr.api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from opencbr.api.routes import (
@@ -31,6 +31,7 @@ from opencbr.settings import Settings
 
 
 def create_app(settings: Settings, db: Database | None = None, *, migrate: bool = True) -> FastAPI:
+    logs.configure(settings)  # before anything can log: no event escapes redaction
     database = db or Database(settings.db_url)
     if migrate:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
