@@ -34,9 +34,9 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from opencbr.settings import Settings
 
 REDACTED = "[redacted]"
-# Libraries whose INFO lines are noise for an operator (a line per task, per statement):
-# only their warnings and errors are written.
-QUIET_LIBRARIES = ("huey", "sqlalchemy")
+# Libraries whose INFO lines are noise for an operator (a line per task, per statement,
+# per migration step on every command): only their warnings and errors are written.
+QUIET_LIBRARIES = ("huey", "sqlalchemy", "alembic")
 # Frames kept of a JSON traceback (first and last halves); the plain one is Python's own.
 MAX_FRAMES = 30
 FIRST_KEYS = ("timestamp", "level", "logger", "event")
