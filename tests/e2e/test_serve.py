@@ -219,7 +219,13 @@ def test_serve_keeps_the_data_dir_and_every_file_in_it_private(tmp_path: Path) -
     assert found["."] == 0o700
     for name in ("opencbr.db", "queue.db", "admin-password", "secret.key"):
         assert found.get(name, 0o600) == 0o600, name
-    assert {"opencbr.db", "queue.db", "admin-password", "store/region1", "resources/region1"} <= set(found)
+    assert {
+        "opencbr.db",
+        "queue.db",
+        "admin-password",
+        "store/region1",
+        "resources/region1",
+    } <= set(found)
     loose = {name: oct(mode) for name, mode in found.items() if mode & 0o077}
     assert loose == {}
 
