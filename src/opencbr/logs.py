@@ -199,7 +199,9 @@ def configure(settings: Settings) -> None:
         processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: structlog.testing.capture_logs must still see module-level loggers
+        # already used (events are rare; the lookup per event costs microseconds).
+        cache_logger_on_first_use=False,
     )
     handler = _StderrHandler()
     handler.set_name("opencbr")

@@ -29,7 +29,6 @@ def tables_missing(db: Database, *names: str) -> Iterator[None]:
     try:
         yield
     finally:
-        db.engine.dispose()  # connections may still hold the old names' statements
         with db.engine.begin() as connection:
             for name in names:
                 connection.execute(text(f"ALTER TABLE {name}_gone RENAME TO {name}"))
