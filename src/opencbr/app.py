@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from opencbr import __version__
+from opencbr import __version__, data_dir, logs
 from opencbr.api import errors
 from opencbr.api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from opencbr.api.routes import (
@@ -31,9 +31,10 @@ from opencbr.settings import Settings
 
 
 def create_app(settings: Settings, db: Database | None = None, *, migrate: bool = True) -> FastAPI:
+    logs.configure(settings)  # before anything can log: no event escapes redaction
     database = db or Database(settings.db_url)
     if migrate:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.prepare(settings.data_dir)
         upgrade(database)
 
     runtime = Runtime(database, settings)
