@@ -9,14 +9,18 @@ simply found again.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from opencbr import clock
@@ -28,16 +32,27 @@ from opencbr.archive.sink import ArchiveError
 from opencbr.archive.tree import backup_tree
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
-from opencbr.db.vaults import Vault, VaultResource
+from opencbr.db.vaults import Vault, VaultResource, reserve_capacity, settle_capacity
 from opencbr.errors import INTERNAL_ERROR, VAULT_FULL, CbrError, ErrorCode
-from opencbr.services import checkpoints, leases, operation_logs
+from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import VaultSink, VaultSource
-from opencbr.storage.store import ChunkStore, StorageError
+from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
+MiB = 1024**2
 HEARTBEAT_SECONDS = 2.0
+# Capacity is reserved in slabs of at most this (one UPDATE per slab, not per chunk)...
+RESERVE_SLAB = 64 * MiB
+# ...and at most this share of what is still free, so that near a full vault concurrent
+# backups do not hold each other's room.
+RESERVE_SHARE = 4
+# The warnings kept on a backup (the archive engine collects up to 1,000).
+MAX_WARNINGS = 100
+MAX_WARNING_CHARS = 300
+LOGGED_WARNINGS = 3
+RESERVE_WAIT_SECONDS = 0.2
 
 
 class VaultBusy(Exception):
@@ -74,7 +89,9 @@ class Claim:
     region: str
     log_id: str | None
     units: list[tuple[str, str, str]]  # (backup id owning data, kind, path)
-    budget: int  # bytes the vault may still grow by
+    created_at: datetime  # of the backup: the older of two backups short of room waits
+    # Digests of the chunks this run stored first (removed again if it fails).
+    created: set[str] = field(default_factory=set)
 
 
 def _claim(rt: Runtime, backup_id: str) -> Claim | None:
@@ -95,6 +112,8 @@ def _claim(rt: Runtime, backup_id: str) -> Claim | None:
             )
             return None
         leases.take(backup, rt.settings.lease_seconds)
+        # A rerun after a crash: the dead attempt's reservation is given back.
+        _release_reservation(session, backup)
         units = [(c.id, c.kind, c.volume_path or "") for c in backup.children] or [
             (backup.id, backup.kind, backup.volume_path or "")
         ]
@@ -103,27 +122,59 @@ def _claim(rt: Runtime, backup_id: str) -> Claim | None:
                 OperationLog.backup_id == backup.id, OperationLog.operation_type == "backup"
             )
         )
-        return Claim(
-            backup.id, vault.id, vault.region, log_id, units, vault.size_gb * GB - vault.used_bytes
-        )
+        return Claim(backup.id, vault.id, vault.region, log_id, units, backup.created_at)
 
 
 def run_backup(rt: Runtime, backup_id: str) -> None:
     claim = _claim(rt, backup_id)
     if claim is None:
         return
-    store = rt.stores.vault(claim.region, claim.vault_id)
     progress = _Progress(_expected_bytes(claim))
     try:
+        store = rt.stores.vault(claim.region, claim.vault_id)
         with leases.heartbeat(lambda: _beat(rt, claim, progress), HEARTBEAT_SECONDS):
             for unit_id, kind, path in claim.units:
                 _write_unit(rt, store, claim, unit_id, kind, Path(path), progress)
         _complete(rt, claim)
     except CbrError as exc:
         _fail(rt, claim, exc.error, exc.detail)
-    except (StorageError, ArchiveError, OSError) as exc:
+    except StorageError as exc:
+        reason = storage_reason(exc)
+        log.warning("backup failed", backup_id=backup_id, error=reason, region=claim.region)
+        _fail(rt, claim, INTERNAL_ERROR, reason)
+    except (ArchiveError, OSError) as exc:
         log.warning("backup failed", backup_id=backup_id, error=str(exc))
         _fail(rt, claim, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+# The faults of a region's storage a retry does not fix, named without the server's path.
+_STORAGE_FAULTS = {
+    errno.ENOENT: "storage path missing",
+    errno.ENOTDIR: "storage path is not a directory",
+    errno.EEXIST: "storage path is not a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def storage_reason(exc: StorageError) -> str:
+    """A backup's fail reason for a storage fault: its kind, never a server path.
+
+    Permanent faults (a path missing or not a directory, no permission, a read-only or
+    full file system) make the region's storage unusable until an operator acts; a
+    transient one (EIO, EAGAIN...) got here only after the store's retries ran out.
+    """
+    cause = exc.__cause__
+    code = cause.errno if isinstance(cause, OSError) else None
+    fault = _STORAGE_FAULTS.get(code or 0) or (
+        os.strerror(code).lower() if code else type(exc).__name__
+    )
+    if isinstance(exc, PermanentStorageError):
+        return f"region storage unusable: {fault}"
+    return f"region storage error: {fault}"
 
 
 class _Progress:
@@ -173,22 +224,80 @@ def _beat(rt: Runtime, claim: Claim, progress: _Progress) -> None:
 
 
 class _BudgetSink(VaultSink):
-    """Refuses to grow the vault beyond its capacity (BackupService.6114)."""
+    """Stores within the vault's capacity: every stored byte is covered by a reservation
+    (`Vault.reserved_bytes`) before the store returns, so concurrent backups never
+    together overshoot `billing.size`; BackupService.6114 when none is left. Remembers
+    the chunks it created in `claim.created` (a failed backup removes them).
 
-    def __init__(self, *args: Any, budget: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._budget = budget
-        self._count_lock = threading.Lock()
+    Thread rules: `store` runs on the engine's worker threads; reservations are taken
+    one at a time under a lock. Lifecycle: one unit of one backup; `_commit_unit` turns
+    its reservation into used bytes.
+    """
+
+    def __init__(self, rt: Runtime, store: ChunkStore, claim: Claim) -> None:
+        super().__init__(rt.db, store, claim.vault_id, rt.settings.compression_level)
+        self._claim = claim
+        self._budget_lock = threading.Lock()
         self.stored = 0
+        self.reserved = 0
 
     def store(self, digest: str, data: bytes) -> int:
         written = super().store(digest, data)
-        with self._count_lock:  # called from the engine's worker threads
-            self.stored += written
-            over = self.stored > self._budget
-        if over:
-            raise CbrError(VAULT_FULL, "The backup would exceed the vault's capacity.")
+        if written:
+            with self._budget_lock:
+                self._claim.created.add(digest)
+                self.stored += written
+                if self.stored > self.reserved:
+                    self._reserve(self.stored - self.reserved)
         return written
+
+    def _reserve(self, needed: int) -> None:
+        """Reserve at least `needed` more bytes, or raise BackupService.6114.
+
+        When the room is held by younger backups still running, wait for them to end
+        (they free it by failing or turn it into used bytes): of two backups that do not
+        both fit, the older one gets its chance. Younger ones never wait for older ones,
+        so two backups never wait for each other.
+        """
+        while not self._try_reserve(needed):
+            if not self._younger_holder():
+                raise CbrError(VAULT_FULL, "The backup would exceed the vault's capacity.")
+            time.sleep(RESERVE_WAIT_SECONDS)
+
+    def _younger_holder(self) -> bool:
+        claim = self._claim
+        younger = (Backup.created_at > claim.created_at) | (
+            (Backup.created_at == claim.created_at) & (Backup.id > claim.backup_id)
+        )
+        with self._db.reading() as session:
+            holder = session.scalar(
+                select(Backup.id)
+                .where(
+                    Backup.vault_id == claim.vault_id,
+                    Backup.status == "protecting",
+                    Backup.reserved_bytes > 0,
+                    younger,
+                )
+                .limit(1)
+            )
+        return holder is not None
+
+    def _try_reserve(self, needed: int) -> bool:
+        with self._db.transaction() as session:
+            vault = session.get(Vault, self._claim.vault_id)
+            assert vault is not None
+            free = vault.size_gb * GB - vault.used_bytes - vault.reserved_bytes
+            slab = max(needed, min(RESERVE_SLAB, free // RESERVE_SHARE))
+            for amount in dict.fromkeys((slab, needed)):
+                if reserve_capacity(session, self._claim.vault_id, amount):
+                    session.execute(
+                        update(Backup)
+                        .where(Backup.id == self._claim.backup_id)
+                        .values(reserved_bytes=Backup.reserved_bytes + amount)
+                    )
+                    self.reserved += amount
+                    return True
+        return False
 
 
 def _write_unit(
@@ -200,9 +309,7 @@ def _write_unit(
     path: Path,
     progress: _Progress,
 ) -> None:
-    sink = _BudgetSink(
-        rt.db, store, claim.vault_id, rt.settings.compression_level, budget=claim.budget
-    )
+    sink = _BudgetSink(rt, store, claim)
     progress.current = 0
 
     def advance(done: int) -> None:
@@ -227,8 +334,8 @@ def _write_unit(
         bytes_new=result.bytes_new,
         bytes_reused=result.bytes_reused,
     )
+    _log_warnings(unit_id, result.warnings)
     store.put_manifest(f"backup-{unit_id}", result.manifest.to_bytes())
-    claim.budget -= sink.stored
     _commit_unit(rt, claim, unit_id, sink, result)
     progress.done_units += progress.current
     progress.current = 0
@@ -265,8 +372,33 @@ def _previous_tree(
     return PreviousBackup(manifest, VaultSource(store))
 
 
+def _log_warnings(unit_id: str, warnings: Sequence[str]) -> None:
+    if warnings:
+        log.warning(
+            "backup skipped or saw changing entries",
+            backup_id=unit_id,
+            count=len(warnings),
+            first=[w[:MAX_WARNING_CHARS] for w in warnings[:LOGGED_WARNINGS]],
+        )
+
+
+def capped_warnings(warnings: Sequence[str], limit: int = MAX_WARNINGS) -> list[str]:
+    """At most `limit` entries of at most MAX_WARNING_CHARS each; the last one says how
+    many more there were when they do not all fit."""
+    if len(warnings) <= limit:
+        kept, rest = list(warnings), 0
+    else:
+        kept, rest = list(warnings[: limit - 1]), len(warnings) - (limit - 1)
+    entries = [
+        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 3] + "..." for w in kept
+    ]
+    if rest:
+        entries.append(f"... and {rest} more")
+    return entries
+
+
 def _commit_unit(
-    rt: Runtime, claim: Claim, unit_id: str, sink: VaultSink, result: BackupResult
+    rt: Runtime, claim: Claim, unit_id: str, sink: _BudgetSink, result: BackupResult
 ) -> None:
     written = [(c.digest, c.plain_size, c.stored_size) for c in sink.written.values()]
     with rt.db.transaction() as session:
@@ -274,10 +406,13 @@ def _commit_unit(
         linked = chunks.link_backup(session, unit_id, claim.vault_id, result.digests)
         if linked != len(result.digests):
             raise CbrError(INTERNAL_ERROR, "chunk index is missing chunks this backup references")
-        vault = session.get(Vault, claim.vault_id)
+        # The unit's reservation becomes the bytes it added (index rows it inserted).
+        settle_capacity(session, claim.vault_id, used=added, released=sink.reserved)
+        owner = session.get(Backup, claim.backup_id)
         unit = session.get(Backup, unit_id)
-        assert vault is not None and unit is not None
-        vault.used_bytes += added
+        assert owner is not None and unit is not None
+        owner.reserved_bytes -= sink.reserved
+        unit.warnings = capped_warnings(result.warnings)
         unit.bytes_total = result.bytes_total
         unit.bytes_new = added
         unit.chunk_count = result.chunks_total
@@ -291,11 +426,15 @@ def _complete(rt: Runtime, claim: Claim) -> None:
         backup = session.get(Backup, claim.backup_id)
         assert backup is not None
         if backup.children:
+            backup.warnings = capped_warnings(
+                [f"{c.resource_name}: {w}" for c in backup.children for w in c.warnings]
+            )
             backup.bytes_total = sum(c.bytes_total for c in backup.children)
             backup.bytes_new = sum(c.bytes_new for c in backup.children)
             backup.chunk_count = sum(c.chunk_count for c in backup.children)
         backup.status, backup.lease_until = "available", None
         backup.protected_at = backup.protected_at or clock.now()
+        _release_reservation(session, backup)
         _release_resource(session, backup.resource_id)
         operation_logs.close_log(session, claim.log_id)
         checkpoints.settle(session, backup.checkpoint_id)
@@ -308,17 +447,37 @@ def _release_resource(session: Session, resource_id: str) -> None:
 
 
 def _fail(rt: Runtime, claim: Claim, error: ErrorCode, reason: str) -> None:
+    """Mark the backup `error`, drop its manifests, and remove the chunks it created that
+    nothing references (`backup_cleanup`), unless another writer is in the vault."""
+    own_ids = {claim.backup_id, *(unit_id for unit_id, _kind, _path in claim.units)}
     with rt.db.transaction() as session:
+        held = bool(claim.created) and backup_cleanup.hold_for_cleanup(
+            session, rt, claim.vault_id, own_ids
+        )
         backup = session.get(Backup, claim.backup_id)
         if backup is not None:
             _fail_in_session(session, backup, error, reason)
-    store = rt.stores.vault(claim.region, claim.vault_id)
-    for unit_id, _kind, _path in claim.units:
-        store.delete_manifest(f"backup-{unit_id}")
+    try:
+        store = rt.stores.vault(claim.region, claim.vault_id)
+        for unit_id, _kind, _path in claim.units:
+            store.delete_manifest(f"backup-{unit_id}")
+    except StorageError as exc:
+        log.warning("manifests of a failed backup not removed", reason=storage_reason(exc))
+    if held:
+        removed = backup_cleanup.remove_orphans(rt, claim.region, claim.vault_id, claim.created)
+        log.info("failed backup cleaned up", backup_id=claim.backup_id, chunks_removed=removed)
+
+
+def _release_reservation(session: Session, backup: Backup) -> None:
+    if backup.reserved_bytes:
+        settle_capacity(session, backup.vault_id, released=backup.reserved_bytes)
+        backup.reserved_bytes = 0
 
 
 def _fail_in_session(session: Session, backup: Backup, error: ErrorCode, reason: str) -> None:
-    """Mark the backup `error`; its chunks are no longer referenced (GC reclaims them)."""
+    """Mark the backup `error` and give back its reserved capacity; its chunks are no
+    longer referenced (the caller or garbage collection removes them)."""
+    _release_reservation(session, backup)
     for unit in [backup, *backup.children]:
         unit.status, unit.fail_reason, unit.lease_until = "error", reason[:1024], None
         session.execute(delete(BackupChunk).where(BackupChunk.backup_id == unit.id))
