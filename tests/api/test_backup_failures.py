@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from opencbr.db.backups import VaultChunk
 from opencbr.db.vaults import Vault
-from opencbr.services.backup_runs import capped_warnings
 from tests.api.conftest import Env
 from tests.api.helpers import chunk_names, create_vault, register_dir
 
@@ -92,12 +91,11 @@ def test_backup_keeps_warnings_about_what_it_could_not_read(env: Env) -> None:
     (data / "plain.txt").write_text("kept\n")
     os.mkfifo(data / "pipe")
     os.mknod(data / "null-device", stat.S_IFCHR | 0o600, os.makedev(1, 3))
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(data / "sock"))
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(data / "sock"))  # the socket file stays after close
     vault = create_vault(env, resources=[{"id": resource["id"], "type": TURBO}])
     with structlog.testing.capture_logs() as logs:
         backup = settled_backup(env, start_backup(env, vault["id"]))
-    listener.close()
 
     assert backup["status"] == "available", backup
     warnings = backup["warnings"]
@@ -127,7 +125,6 @@ def test_many_warnings_are_capped_and_counted(env: Env) -> None:
     assert len(warnings) == 100
     assert warnings[-1] == "... and 51 more"
     assert all(len(w) <= 300 for w in warnings)
-    assert capped_warnings(["a"] * 100) == ["a"] * 100
 
 
 def test_server_backup_gathers_its_volumes_warnings(env: Env) -> None:
