@@ -10,13 +10,15 @@ import socket
 import stat
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 from sqlalchemy import select
 
-from opencbr.db.backups import VaultChunk
+from opencbr import clock
+from opencbr.db.backups import Backup, VaultChunk
 from opencbr.db.vaults import Vault
 from tests.api.conftest import Env
 from tests.api.helpers import chunk_names, create_vault, register_dir
@@ -280,3 +282,26 @@ def test_backup_into_a_region_whose_storage_is_a_file_fails_at_once(env: Env) ->
     log = backup_log(env, backup["id"])
     assert log["status"] == "failed" and log["error_info"]["message"] == reason
     assert str(env.settings.data_dir) not in str(backup) + str(log)
+
+
+def test_a_rerun_after_a_crash_gives_back_the_dead_attempts_reservation(env: Env) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "blob").write_bytes(os.urandom(2 * MiB))
+    vault = create_vault(env, size=1, resources=[{"id": resource["id"], "type": TURBO}])
+    set_free_capacity(env, vault["id"], 8 * MiB)
+    with env.db.transaction() as session:  # workers wait while collection holds the vault
+        row = session.get(Vault, vault["id"])
+        assert row is not None
+        row.gc_until = clock.now() + timedelta(minutes=5)
+    checkpoint_id = start_backup(env, vault["id"])
+    # What a worker killed mid-backup leaves: an expired lease and 7 of 8 free MiB reserved.
+    with env.db.transaction() as session:
+        (backup,) = session.scalars(select(Backup).where(Backup.checkpoint_id == checkpoint_id))
+        backup.lease_until = clock.now() - timedelta(seconds=1)
+        backup.attempts, backup.reserved_bytes = 1, 7 * MiB
+        row = session.get(Vault, vault["id"])
+        assert row is not None
+        row.reserved_bytes, row.gc_until = 7 * MiB, None
+    rerun = settled_backup(env, checkpoint_id)
+    assert rerun["status"] == "available", rerun
+    assert vault_row(env, vault["id"]) == (GB - 8 * MiB + rerun["stored_bytes"], 0)
