@@ -52,6 +52,7 @@ RESERVE_SHARE = 4
 MAX_WARNINGS = 100
 MAX_WARNING_CHARS = 300
 LOGGED_WARNINGS = 3
+ENGINE_MAX_WARNINGS = 1000  # the archive engine keeps no more (archive/tree.py)
 RESERVE_WAIT_SECONDS = 0.2
 
 
@@ -393,7 +394,8 @@ def capped_warnings(warnings: Sequence[str], limit: int = MAX_WARNINGS) -> list[
         w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 3] + "..." for w in kept
     ]
     if rest:
-        entries.append(f"... and {rest} more")
+        more = "at least " if len(warnings) >= ENGINE_MAX_WARNINGS else ""
+        entries.append(f"... and {more}{rest} more")
     return entries
 
 
