@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from opencbr import clock
@@ -32,28 +29,22 @@ from opencbr.archive.sink import ArchiveError
 from opencbr.archive.tree import backup_tree
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
-from opencbr.db.vaults import Vault, VaultResource, reserve_capacity, settle_capacity
-from opencbr.errors import INTERNAL_ERROR, VAULT_FULL, CbrError, ErrorCode
+from opencbr.db.vaults import Vault, VaultResource, settle_capacity
+from opencbr.errors import INTERNAL_ERROR, CbrError, ErrorCode
 from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
+from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import VaultSink, VaultSource
+from opencbr.services.stores import VaultSource
 from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
-MiB = 1024**2
 HEARTBEAT_SECONDS = 2.0
-# Capacity is reserved in slabs of at most this (one UPDATE per slab, not per chunk)...
-RESERVE_SLAB = 64 * MiB
-# ...and at most this share of what is still free, so that near a full vault concurrent
-# backups do not hold each other's room.
-RESERVE_SHARE = 4
 # The warnings kept on a backup (the archive engine collects up to 1,000).
 MAX_WARNINGS = 100
 MAX_WARNING_CHARS = 300
 LOGGED_WARNINGS = 3
 ENGINE_MAX_WARNINGS = 1000  # the archive engine keeps no more (archive/tree.py)
-RESERVE_WAIT_SECONDS = 0.2
 
 
 class VaultBusy(Exception):
@@ -90,9 +81,7 @@ class Claim:
     region: str
     log_id: str | None
     units: list[tuple[str, str, str]]  # (backup id owning data, kind, path)
-    created_at: datetime  # of the backup: the older of two backups short of room waits
-    # Digests of the chunks this run stored first (removed again if it fails).
-    created: set[str] = field(default_factory=set)
+    owner: CapacityOwner  # the capacity it reserves, the chunks it created
 
 
 def _claim(rt: Runtime, backup_id: str) -> Claim | None:
@@ -123,7 +112,8 @@ def _claim(rt: Runtime, backup_id: str) -> Claim | None:
                 OperationLog.backup_id == backup.id, OperationLog.operation_type == "backup"
             )
         )
-        return Claim(backup.id, vault.id, vault.region, log_id, units, backup.created_at)
+        owner = CapacityOwner(backup.id, vault.id, backup.created_at)
+        return Claim(backup.id, vault.id, vault.region, log_id, units, owner)
 
 
 def run_backup(rt: Runtime, backup_id: str) -> None:
@@ -224,83 +214,6 @@ def _beat(rt: Runtime, claim: Claim, progress: _Progress) -> None:
         operation_logs.set_progress(session, claim.log_id, progress.percent())
 
 
-class _BudgetSink(VaultSink):
-    """Stores within the vault's capacity: every stored byte is covered by a reservation
-    (`Vault.reserved_bytes`) before the store returns, so concurrent backups never
-    together overshoot `billing.size`; BackupService.6114 when none is left. Remembers
-    the chunks it created in `claim.created` (a failed backup removes them).
-
-    Thread rules: `store` runs on the engine's worker threads; reservations are taken
-    one at a time under a lock. Lifecycle: one unit of one backup; `_commit_unit` turns
-    its reservation into used bytes.
-    """
-
-    def __init__(self, rt: Runtime, store: ChunkStore, claim: Claim) -> None:
-        super().__init__(rt.db, store, claim.vault_id, rt.settings.compression_level)
-        self._claim = claim
-        self._budget_lock = threading.Lock()
-        self.stored = 0
-        self.reserved = 0
-
-    def store(self, digest: str, data: bytes) -> int:
-        written = super().store(digest, data)
-        if written:
-            with self._budget_lock:
-                self._claim.created.add(digest)
-                self.stored += written
-                if self.stored > self.reserved:
-                    self._reserve(self.stored - self.reserved)
-        return written
-
-    def _reserve(self, needed: int) -> None:
-        """Reserve at least `needed` more bytes, or raise BackupService.6114.
-
-        When the room is held by younger backups still running, wait for them to end
-        (they free it by failing or turn it into used bytes): of two backups that do not
-        both fit, the older one gets its chance. Younger ones never wait for older ones,
-        so two backups never wait for each other.
-        """
-        while not self._try_reserve(needed):
-            if not self._younger_holder():
-                raise CbrError(VAULT_FULL, "The backup would exceed the vault's capacity.")
-            time.sleep(RESERVE_WAIT_SECONDS)
-
-    def _younger_holder(self) -> bool:
-        claim = self._claim
-        younger = (Backup.created_at > claim.created_at) | (
-            (Backup.created_at == claim.created_at) & (Backup.id > claim.backup_id)
-        )
-        with self._db.reading() as session:
-            holder = session.scalar(
-                select(Backup.id)
-                .where(
-                    Backup.vault_id == claim.vault_id,
-                    Backup.status == "protecting",
-                    Backup.reserved_bytes > 0,
-                    younger,
-                )
-                .limit(1)
-            )
-        return holder is not None
-
-    def _try_reserve(self, needed: int) -> bool:
-        with self._db.transaction() as session:
-            vault = session.get(Vault, self._claim.vault_id)
-            assert vault is not None
-            free = vault.size_gb * GB - vault.used_bytes - vault.reserved_bytes
-            slab = max(needed, min(RESERVE_SLAB, free // RESERVE_SHARE))
-            for amount in dict.fromkeys((slab, needed)):
-                if reserve_capacity(session, self._claim.vault_id, amount):
-                    session.execute(
-                        update(Backup)
-                        .where(Backup.id == self._claim.backup_id)
-                        .values(reserved_bytes=Backup.reserved_bytes + amount)
-                    )
-                    self.reserved += amount
-                    return True
-        return False
-
-
 def _write_unit(
     rt: Runtime,
     store: ChunkStore,
@@ -310,7 +223,7 @@ def _write_unit(
     path: Path,
     progress: _Progress,
 ) -> None:
-    sink = _BudgetSink(rt, store, claim)
+    sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner)
     progress.current = 0
 
     def advance(done: int) -> None:
@@ -400,7 +313,7 @@ def capped_warnings(warnings: Sequence[str], limit: int = MAX_WARNINGS) -> list[
 
 
 def _commit_unit(
-    rt: Runtime, claim: Claim, unit_id: str, sink: _BudgetSink, result: BackupResult
+    rt: Runtime, claim: Claim, unit_id: str, sink: BudgetSink, result: BackupResult
 ) -> None:
     written = [(c.digest, c.plain_size, c.stored_size) for c in sink.written.values()]
     with rt.db.transaction() as session:
@@ -453,10 +366,10 @@ def _fail(rt: Runtime, claim: Claim, error: ErrorCode, reason: str) -> None:
     nothing references (`backup_cleanup`), unless another writer is in the vault."""
     own_ids = {claim.backup_id, *(unit_id for unit_id, _kind, _path in claim.units)}
     with rt.db.transaction() as session:
-        held = bool(claim.created) and backup_cleanup.hold_for_cleanup(
+        backup = session.get(Backup, claim.backup_id, with_for_update=True)  # then the vault
+        held = bool(claim.owner.created) and backup_cleanup.hold_for_cleanup(
             session, rt, claim.vault_id, own_ids
         )
-        backup = session.get(Backup, claim.backup_id)
         if backup is not None:
             _fail_in_session(session, backup, error, reason)
     try:
@@ -466,7 +379,9 @@ def _fail(rt: Runtime, claim: Claim, error: ErrorCode, reason: str) -> None:
     except StorageError as exc:
         log.warning("manifests of a failed backup not removed", reason=storage_reason(exc))
     if held:
-        removed = backup_cleanup.remove_orphans(rt, claim.region, claim.vault_id, claim.created)
+        removed = backup_cleanup.remove_orphans(
+            rt, claim.region, claim.vault_id, claim.owner.created
+        )
         log.info("failed backup cleaned up", backup_id=claim.backup_id, chunks_removed=removed)
 
 
