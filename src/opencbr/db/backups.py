@@ -86,6 +86,11 @@ class Backup(Base):
     bytes_new: Mapped[int] = mapped_column(BigInteger, default=0)  # stored bytes it added
     chunk_count: Mapped[int] = mapped_column(default=0)
     fail_reason: Mapped[str | None] = mapped_column(String(1024))
+    # What the read skipped or saw change (FIFOs, unreadable folders...), capped; an
+    # opencbr extension on the wire.
+    warnings: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'"))
+    # Vault capacity this backup holds while it runs (see Vault.reserved_bytes).
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     source_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
     source_region: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(default=0)

@@ -9,8 +9,9 @@ simply found again.
 
 from __future__ import annotations
 
+import errno
 import os
-import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +29,22 @@ from opencbr.archive.sink import ArchiveError
 from opencbr.archive.tree import backup_tree
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
-from opencbr.db.vaults import Vault, VaultResource
-from opencbr.errors import INTERNAL_ERROR, VAULT_FULL, CbrError, ErrorCode
-from opencbr.services import checkpoints, leases, operation_logs
+from opencbr.db.vaults import Vault, VaultResource, settle_capacity
+from opencbr.errors import INTERNAL_ERROR, CbrError, ErrorCode
+from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
+from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import VaultSink, VaultSource
-from opencbr.storage.store import ChunkStore, StorageError
+from opencbr.services.stores import VaultSource
+from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
 HEARTBEAT_SECONDS = 2.0
+# The warnings kept on a backup (the archive engine collects up to 1,000).
+MAX_WARNINGS = 100
+MAX_WARNING_CHARS = 300
+LOGGED_WARNINGS = 3
+ENGINE_MAX_WARNINGS = 1000  # the archive engine keeps no more (archive/tree.py)
 
 
 class VaultBusy(Exception):
@@ -74,7 +81,7 @@ class Claim:
     region: str
     log_id: str | None
     units: list[tuple[str, str, str]]  # (backup id owning data, kind, path)
-    budget: int  # bytes the vault may still grow by
+    owner: CapacityOwner  # the capacity it reserves, the chunks it created
 
 
 def _claim(rt: Runtime, backup_id: str) -> Claim | None:
@@ -95,6 +102,8 @@ def _claim(rt: Runtime, backup_id: str) -> Claim | None:
             )
             return None
         leases.take(backup, rt.settings.lease_seconds)
+        # A rerun after a crash: the dead attempt's reservation is given back.
+        _release_reservation(session, backup)
         units = [(c.id, c.kind, c.volume_path or "") for c in backup.children] or [
             (backup.id, backup.kind, backup.volume_path or "")
         ]
@@ -103,27 +112,60 @@ def _claim(rt: Runtime, backup_id: str) -> Claim | None:
                 OperationLog.backup_id == backup.id, OperationLog.operation_type == "backup"
             )
         )
-        return Claim(
-            backup.id, vault.id, vault.region, log_id, units, vault.size_gb * GB - vault.used_bytes
-        )
+        owner = CapacityOwner(backup.id, vault.id, backup.created_at)
+        return Claim(backup.id, vault.id, vault.region, log_id, units, owner)
 
 
 def run_backup(rt: Runtime, backup_id: str) -> None:
     claim = _claim(rt, backup_id)
     if claim is None:
         return
-    store = rt.stores.vault(claim.region, claim.vault_id)
     progress = _Progress(_expected_bytes(claim))
     try:
+        store = rt.stores.vault(claim.region, claim.vault_id)
         with leases.heartbeat(lambda: _beat(rt, claim, progress), HEARTBEAT_SECONDS):
             for unit_id, kind, path in claim.units:
                 _write_unit(rt, store, claim, unit_id, kind, Path(path), progress)
         _complete(rt, claim)
     except CbrError as exc:
         _fail(rt, claim, exc.error, exc.detail)
-    except (StorageError, ArchiveError, OSError) as exc:
+    except StorageError as exc:
+        reason = storage_reason(exc)
+        log.warning("backup failed", backup_id=backup_id, error=reason, region=claim.region)
+        _fail(rt, claim, INTERNAL_ERROR, reason)
+    except (ArchiveError, OSError) as exc:
         log.warning("backup failed", backup_id=backup_id, error=str(exc))
         _fail(rt, claim, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+# The faults of a region's storage a retry does not fix, named without the server's path.
+_STORAGE_FAULTS = {
+    errno.ENOENT: "storage path missing",
+    errno.ENOTDIR: "storage path is not a directory",
+    errno.EEXIST: "storage path is not a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def storage_reason(exc: StorageError) -> str:
+    """A backup's fail reason for a storage fault: its kind, never a server path.
+
+    Permanent faults (a path missing or not a directory, no permission, a read-only or
+    full file system) make the region's storage unusable until an operator acts; a
+    transient one (EIO, EAGAIN...) got here only after the store's retries ran out.
+    """
+    cause = exc.__cause__
+    code = cause.errno if isinstance(cause, OSError) else None
+    fault = _STORAGE_FAULTS.get(code or 0) or (
+        os.strerror(code).lower() if code else type(exc).__name__
+    )
+    if isinstance(exc, PermanentStorageError):
+        return f"region storage unusable: {fault}"
+    return f"region storage error: {fault}"
 
 
 class _Progress:
@@ -172,25 +214,6 @@ def _beat(rt: Runtime, claim: Claim, progress: _Progress) -> None:
         operation_logs.set_progress(session, claim.log_id, progress.percent())
 
 
-class _BudgetSink(VaultSink):
-    """Refuses to grow the vault beyond its capacity (BackupService.6114)."""
-
-    def __init__(self, *args: Any, budget: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._budget = budget
-        self._count_lock = threading.Lock()
-        self.stored = 0
-
-    def store(self, digest: str, data: bytes) -> int:
-        written = super().store(digest, data)
-        with self._count_lock:  # called from the engine's worker threads
-            self.stored += written
-            over = self.stored > self._budget
-        if over:
-            raise CbrError(VAULT_FULL, "The backup would exceed the vault's capacity.")
-        return written
-
-
 def _write_unit(
     rt: Runtime,
     store: ChunkStore,
@@ -200,9 +223,7 @@ def _write_unit(
     path: Path,
     progress: _Progress,
 ) -> None:
-    sink = _BudgetSink(
-        rt.db, store, claim.vault_id, rt.settings.compression_level, budget=claim.budget
-    )
+    sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner)
     progress.current = 0
 
     def advance(done: int) -> None:
@@ -227,8 +248,8 @@ def _write_unit(
         bytes_new=result.bytes_new,
         bytes_reused=result.bytes_reused,
     )
+    _log_warnings(unit_id, result.warnings)
     store.put_manifest(f"backup-{unit_id}", result.manifest.to_bytes())
-    claim.budget -= sink.stored
     _commit_unit(rt, claim, unit_id, sink, result)
     progress.done_units += progress.current
     progress.current = 0
@@ -265,8 +286,34 @@ def _previous_tree(
     return PreviousBackup(manifest, VaultSource(store))
 
 
+def _log_warnings(unit_id: str, warnings: Sequence[str]) -> None:
+    if warnings:
+        log.warning(
+            "backup skipped or saw changing entries",
+            backup_id=unit_id,
+            count=len(warnings),
+            first=[w[:MAX_WARNING_CHARS] for w in warnings[:LOGGED_WARNINGS]],
+        )
+
+
+def capped_warnings(warnings: Sequence[str], limit: int = MAX_WARNINGS) -> list[str]:
+    """At most `limit` entries of at most MAX_WARNING_CHARS each; the last one says how
+    many more there were when they do not all fit."""
+    if len(warnings) <= limit:
+        kept, rest = list(warnings), 0
+    else:
+        kept, rest = list(warnings[: limit - 1]), len(warnings) - (limit - 1)
+    entries = [
+        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 3] + "..." for w in kept
+    ]
+    if rest:
+        more = "at least " if len(warnings) >= ENGINE_MAX_WARNINGS else ""
+        entries.append(f"... and {more}{rest} more")
+    return entries
+
+
 def _commit_unit(
-    rt: Runtime, claim: Claim, unit_id: str, sink: VaultSink, result: BackupResult
+    rt: Runtime, claim: Claim, unit_id: str, sink: BudgetSink, result: BackupResult
 ) -> None:
     written = [(c.digest, c.plain_size, c.stored_size) for c in sink.written.values()]
     with rt.db.transaction() as session:
@@ -274,10 +321,13 @@ def _commit_unit(
         linked = chunks.link_backup(session, unit_id, claim.vault_id, result.digests)
         if linked != len(result.digests):
             raise CbrError(INTERNAL_ERROR, "chunk index is missing chunks this backup references")
-        vault = session.get(Vault, claim.vault_id)
+        # The unit's reservation becomes the bytes it added (index rows it inserted).
+        settle_capacity(session, claim.vault_id, used=added, released=sink.reserved)
+        owner = session.get(Backup, claim.backup_id)
         unit = session.get(Backup, unit_id)
-        assert vault is not None and unit is not None
-        vault.used_bytes += added
+        assert owner is not None and unit is not None
+        owner.reserved_bytes -= sink.reserved
+        unit.warnings = capped_warnings(result.warnings)
         unit.bytes_total = result.bytes_total
         unit.bytes_new = added
         unit.chunk_count = result.chunks_total
@@ -291,11 +341,15 @@ def _complete(rt: Runtime, claim: Claim) -> None:
         backup = session.get(Backup, claim.backup_id)
         assert backup is not None
         if backup.children:
+            backup.warnings = capped_warnings(
+                [f"{c.resource_name}: {w}" for c in backup.children for w in c.warnings]
+            )
             backup.bytes_total = sum(c.bytes_total for c in backup.children)
             backup.bytes_new = sum(c.bytes_new for c in backup.children)
             backup.chunk_count = sum(c.chunk_count for c in backup.children)
         backup.status, backup.lease_until = "available", None
         backup.protected_at = backup.protected_at or clock.now()
+        _release_reservation(session, backup)
         _release_resource(session, backup.resource_id)
         operation_logs.close_log(session, claim.log_id)
         checkpoints.settle(session, backup.checkpoint_id)
@@ -308,17 +362,39 @@ def _release_resource(session: Session, resource_id: str) -> None:
 
 
 def _fail(rt: Runtime, claim: Claim, error: ErrorCode, reason: str) -> None:
+    """Mark the backup `error`, drop its manifests, and remove the chunks it created that
+    nothing references (`backup_cleanup`), unless another writer is in the vault."""
+    own_ids = {claim.backup_id, *(unit_id for unit_id, _kind, _path in claim.units)}
     with rt.db.transaction() as session:
-        backup = session.get(Backup, claim.backup_id)
+        backup = session.get(Backup, claim.backup_id, with_for_update=True)  # then the vault
+        held = bool(claim.owner.created) and backup_cleanup.hold_for_cleanup(
+            session, rt, claim.vault_id, own_ids
+        )
         if backup is not None:
             _fail_in_session(session, backup, error, reason)
-    store = rt.stores.vault(claim.region, claim.vault_id)
-    for unit_id, _kind, _path in claim.units:
-        store.delete_manifest(f"backup-{unit_id}")
+    try:
+        store = rt.stores.vault(claim.region, claim.vault_id)
+        for unit_id, _kind, _path in claim.units:
+            store.delete_manifest(f"backup-{unit_id}")
+    except StorageError as exc:
+        log.warning("manifests of a failed backup not removed", reason=storage_reason(exc))
+    if held:
+        removed = backup_cleanup.remove_orphans(
+            rt, claim.region, claim.vault_id, claim.owner.created
+        )
+        log.info("failed backup cleaned up", backup_id=claim.backup_id, chunks_removed=removed)
+
+
+def _release_reservation(session: Session, backup: Backup) -> None:
+    if backup.reserved_bytes:
+        settle_capacity(session, backup.vault_id, released=backup.reserved_bytes)
+        backup.reserved_bytes = 0
 
 
 def _fail_in_session(session: Session, backup: Backup, error: ErrorCode, reason: str) -> None:
-    """Mark the backup `error`; its chunks are no longer referenced (GC reclaims them)."""
+    """Mark the backup `error` and give back its reserved capacity; its chunks are no
+    longer referenced (the caller or garbage collection removes them)."""
+    _release_reservation(session, backup)
     for unit in [backup, *backup.children]:
         unit.status, unit.fail_reason, unit.lease_until = "error", reason[:1024], None
         session.execute(delete(BackupChunk).where(BackupChunk.backup_id == unit.id))

@@ -286,6 +286,9 @@ class BackupOut(ResponseModel):
     stored_bytes: int
     fail_reason: str | None
     source_backup_id: str | None
+    # What the backup skipped or saw change while reading (FIFOs, sockets, devices,
+    # unreadable folders, files changed while read); capped, the last entry counts the rest.
+    warnings: list[str]
 
 
 class BackupResponse(ResponseModel):
@@ -346,6 +349,7 @@ def backup_out(
         stored_bytes=backup.bytes_new,
         fail_reason=backup.fail_reason,
         source_backup_id=backup.source_backup_id,
+        warnings=list(backup.warnings),
     )
 
 
