@@ -122,6 +122,9 @@ def _via_openat2(root_fd: int, relative: str, parts: list[str], flags: int, mode
             return _via_walk(root_fd, relative, parts, flags, mode)
         if exc.errno in (errno.ELOOP, errno.EXDEV):
             raise PathNotConfined(relative, "a component is a symbolic link") from None
+        if exc.errno == errno.ENOTDIR:
+            # With O_DIRECTORY, a symlinked leaf also reads ENOTDIR: the walk tells which.
+            return _via_walk(root_fd, relative, parts, flags, mode)
         raise
 
 
