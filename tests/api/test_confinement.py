@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import os
 import secrets
+import stat
 import subprocess
 import sys
 import time
@@ -20,7 +21,13 @@ import pytest
 
 from opencbr.services.stores import StoreRegistry, VaultSource
 from tests.api.conftest import Env
-from tests.api.helpers import create_vault, register_dir, register_disk, register_web_server
+from tests.api.helpers import (
+    assert_error,
+    create_vault,
+    register_dir,
+    register_disk,
+    register_web_server,
+)
 
 MiB = 1 << 20
 INVALID = "BackupService.6302"
@@ -275,3 +282,42 @@ def _release_readers(fifo: Path) -> None:
     """Open the FIFO's write end once: a worker blocked reading it (the bug) returns."""
     with contextlib.suppress(OSError):  # ENXIO: no reader, nothing is blocked
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_unregistering_never_opens_the_path(env: Env) -> None:
+    resource = register_disk(env, name="sdb", size=MiB)
+    image = env.roots["region1"] / "sdb.img"
+    image.unlink()
+    os.mkfifo(image)  # opening it for reading would wait for a writer forever
+    started = time.monotonic()
+    response = env.delete("region1", f"/protectables/disk/instances/{resource['id']}")
+    assert response.status_code == 204, response.text
+    assert time.monotonic() - started < 5
+
+
+def test_registration_opens_devices_only_as_what_they_are(env: Env) -> None:
+    root = env.roots["region1"]
+    try:
+        os.mknod(root / "loop", stat.S_IFBLK | 0o600, os.makedev(7, 0))
+        os.mknod(root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("no CAP_MKNOD here")
+    os.mkfifo(root / "pipe")
+    for name in ("null", "pipe"):
+        response = env.post(
+            "region1",
+            "/protectables/disk/instances",
+            {"instance": {"name": name, "path": str(root / name)}},
+        )
+        assert_error(response, 400, "BackupService.9900")
+        assert "must be a file or block device" in response.json()["error_msg"]
+    try:
+        os.close(os.open(root / "loop", os.O_RDONLY | os.O_NONBLOCK))
+    except OSError:
+        pytest.skip("no loop device to open here")
+    response = env.post(
+        "region1",
+        "/protectables/disk/instances",
+        {"instance": {"name": "loop", "path": str(root / "loop")}},
+    )
+    assert response.status_code == 200, response.text
