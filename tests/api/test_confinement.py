@@ -272,7 +272,7 @@ def test_a_disk_image_swapped_for_a_fifo_fails_at_once_and_blocks_no_other_tenan
         stuck = settled(env, stuck_id, timeout=10)
         assert time.monotonic() - started < 10
         assert_path_invalid(env, stuck)
-        assert "no longer a regular file or a block device" in stuck["fail_reason"]
+        assert stuck["fail_reason"].endswith("it is no longer a regular file")
         assert settled(env, other_id, "region2", timeout=30)["status"] == "available"
     finally:
         _release_readers(image)
@@ -321,3 +321,21 @@ def test_registration_opens_devices_only_as_what_they_are(env: Env) -> None:
         {"instance": {"name": "loop", "path": str(root / "loop")}},
     )
     assert response.status_code == 200, response.text
+
+
+def test_a_disk_is_backed_up_only_as_the_node_it_was_registered_as(env: Env) -> None:
+    # A tenant able to create device nodes (CAP_MKNOD in a container sharing the root)
+    # swaps its image file for a node of a host block device: never read.
+    resource = register_disk(env, name="sdb", size=MiB)
+    vault = _vault_for(env, resource, "disk")
+    image = env.roots["region1"] / "sdb.img"
+    image.unlink()
+    try:
+        os.mknod(image, stat.S_IFBLK | 0o600, os.makedev(7, 0))
+    except PermissionError:
+        pytest.skip("no CAP_MKNOD here")
+
+    backup = backup_once(env, vault["id"])
+
+    assert_path_invalid(env, backup)
+    assert backup["fail_reason"].endswith("it is no longer a regular file")

@@ -32,7 +32,7 @@ from opencbr.archive.tree import backup_tree, tree_size
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
 from opencbr.db.identity import Project
-from opencbr.db.vaults import Vault, VaultResource
+from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource
 from opencbr.errors import INTERNAL_ERROR, RESOURCE_PATH_INVALID, VAULT_FULL, CbrError, ErrorCode
 from opencbr.services import checkpoints, leases, operation_logs
 from opencbr.services.protectables import locate, project_roots
@@ -162,13 +162,12 @@ def _opened_units(rt: Runtime, claim: Claim) -> Iterator[list[_Unit]]:
     """Every unit's resource opened confined below its root (invariant 7), all before any
     is read: a server with one swapped volume fails before reading the others."""
     roots = _project_roots(rt, claim.backup_id)
+    nodes = _registered_nodes(rt, [unit_id for unit_id, _kind, _path in claim.units])
     with ExitStack() as stack:
-        units = [
-            _Unit(
-                unit_id, kind, path, stack.enter_context(opened(_open_resource(roots, kind, path)))
-            )
-            for unit_id, kind, path in claim.units
-        ]
+        units = []
+        for unit_id, kind, path in claim.units:
+            fd = _open_resource(roots, kind, nodes.get(unit_id), path)
+            units.append(_Unit(unit_id, kind, path, stack.enter_context(opened(fd))))
         yield units
 
 
@@ -182,7 +181,22 @@ def _project_roots(rt: Runtime, backup_id: str) -> list[Path]:
     return project_roots(rt.settings, project.id, project.name)
 
 
-def _open_resource(roots: list[Path], kind: str, path: str) -> int:
+def _registered_nodes(rt: Runtime, unit_ids: list[str]) -> dict[str, str | None]:
+    """unit backup id -> the node its disk was registered as ("file", "block"; None for a
+    tree or a disk registered before nodes were recorded)."""
+    with rt.db.reading() as session:
+        query = select(Backup.id, Backup.resource_id).where(Backup.id.in_(unit_ids))
+        resources = {unit: resource for unit, resource in session.execute(query)}
+        nodes: dict[str, str | None] = {}
+        for model in (Protectable, ProtectableVolume):
+            rows = session.execute(
+                select(model.id, model.node).where(model.id.in_(list(resources.values())))
+            )
+            nodes.update({resource: node for resource, node in rows})
+    return {unit: nodes.get(resource) for unit, resource in resources.items()}
+
+
+def _open_resource(roots: list[Path], kind: str, node: str | None, path: str) -> int:
     """A descriptor of the unit's directory, image file or block device, opened below its
     configured root without following any symlink and without blocking; RESOURCE_PATH_INVALID
     when the path no longer leads there."""
@@ -198,7 +212,8 @@ def _open_resource(roots: list[Path], kind: str, path: str) -> int:
         try:
             if kind == "tree":
                 return open_directory(root_fd, location.relative)
-            return open_data(root_fd, location.relative, os.O_RDONLY, DISK_KINDS)
+            kinds = (node,) if node in DISK_KINDS else DISK_KINDS
+            return open_data(root_fd, location.relative, os.O_RDONLY, kinds)
         except PathNotConfined as exc:
             raise CbrError(RESOURCE_PATH_INVALID, _no_longer_valid(path, exc.why)) from None
         except FileNotFoundError:
@@ -210,8 +225,9 @@ def _open_resource(roots: list[Path], kind: str, path: str) -> int:
             raise CbrError(RESOURCE_PATH_INVALID, _no_longer_valid(path, why)) from None
 
 
-# What registration accepts for a disk. Which of the two a resource was registered as is
-# not recorded, so both are accepted here; never a FIFO, socket or character device.
+# What registration accepts for a disk. A disk is opened only as the node it was registered
+# as; one registered before nodes were recorded may be either. Never a FIFO, socket or
+# character device.
 DISK_KINDS = ("file", "block")
 
 

@@ -124,8 +124,15 @@ def confine(settings: Settings, ctx: AuthContext, raw_path: str) -> Path:
 _EXPECTED = {"tree": "a directory", "disk": "a file or block device"}
 
 
-def _inspect(settings: Settings, ctx: AuthContext, path: Path, want: str) -> tuple[str, int]:
-    """('tree'|'disk', size in bytes) of an existing directory, image file or block device.
+@dataclass(frozen=True)
+class _Inspected:
+    kind: str  # "tree" or "disk"
+    node: str | None  # a disk's: "file" or "block" (what every backup will insist on)
+    size: int
+
+
+def _inspect(settings: Settings, ctx: AuthContext, path: Path, want: str) -> _Inspected:
+    """What an existing directory, image file or block device is, and its size in bytes.
 
     `path` was resolved inside a root; it is opened below that root's descriptor without
     following symlinks (one swapped in since the resolution is refused), its kind read
@@ -151,16 +158,16 @@ class _WrongKind(Exception):
     pass
 
 
-def _inspect_beneath(root_fd: int, relative: str, want: str) -> tuple[str, int]:
+def _inspect_beneath(root_fd: int, relative: str, want: str) -> _Inspected:
     with opened(open_beneath(root_fd, relative, os.O_PATH)) as handle:
         mode = os.fstat(handle).st_mode
     if stat.S_ISDIR(mode) and want in ("tree", "any"):
         os.close(open_directory(root_fd, relative))  # still a directory, still confined
-        return "tree", 0
+        return _Inspected("tree", None, 0)
     for kind, is_kind in DATA_KINDS.items():
         if is_kind(mode) and want in ("disk", "any"):
             with opened(open_data(root_fd, relative, os.O_RDONLY, (kind,))) as fd:
-                return "disk", image_size(fd)
+                return _Inspected("disk", kind, image_size(fd))
     raise _WrongKind
 
 
@@ -173,14 +180,15 @@ def register(
     if not spec.path:
         raise CbrError(INVALID_PARAMETER, "instance.path is required")
     path = confine(settings, ctx, spec.path)
-    _kind, size = _inspect(settings, ctx, path, "tree" if protectable_type == "turbo" else "disk")
+    found = _inspect(settings, ctx, path, "tree" if protectable_type == "turbo" else "disk")
     with db.transaction() as session:
         row = Protectable(
             project_id=ctx.project_id,
             type=resource_type,
             name=spec.name,
             path=str(path),
-            size_bytes=size,
+            node=found.node,
+            size_bytes=found.size,
             volumes=[],
         )
         session.add(row)
@@ -198,10 +206,15 @@ def _register_server(
     volumes = []
     for position, volume in enumerate(spec.volumes):
         path = confine(settings, ctx, volume.path)
-        kind, size = _inspect(settings, ctx, path, "any")
+        found = _inspect(settings, ctx, path, "any")
         volumes.append(
             ProtectableVolume(
-                position=position, name=volume.name, path=str(path), kind=kind, size_bytes=size
+                position=position,
+                name=volume.name,
+                path=str(path),
+                kind=found.kind,
+                node=found.node,
+                size_bytes=found.size,
             )
         )
     with db.transaction() as session:
