@@ -148,6 +148,8 @@ class Protectable(Base):
     type: Mapped[str] = mapped_column(String(32))  # wire resource type, e.g. OS::Sfs::Turbo
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str | None] = mapped_column(String(4096))
+    # A disk's node as registered: "file" or "block"; the backup opens nothing else.
+    node: Mapped[str | None] = mapped_column(String(8))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -172,6 +174,7 @@ class ProtectableVolume(Base):
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(String(4096))
     kind: Mapped[str] = mapped_column(String(8))  # "tree" or "disk"
+    node: Mapped[str | None] = mapped_column(String(8))  # a disk's: "file" or "block"
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
     server: Mapped[Protectable] = relationship(back_populates="volumes")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,18 +22,27 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from opencbr import clock
-from opencbr.archive.disk import backup_disk
+from opencbr.archive.confined import PathNotConfined, open_data, open_directory, open_root, opened
+from opencbr.archive.disk import backup_disk, image_size
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.parent import PreviousBackup
 from opencbr.archive.pipeline import BackupResult
 from opencbr.archive.sink import ArchiveError
-from opencbr.archive.tree import backup_tree
+from opencbr.archive.tree import backup_tree, tree_size
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
-from opencbr.db.vaults import Vault, VaultResource, settle_capacity
-from opencbr.errors import INTERNAL_ERROR, CbrError, ErrorCode
+from opencbr.db.identity import Project
+from opencbr.db.vaults import (
+    Protectable,
+    ProtectableVolume,
+    Vault,
+    VaultResource,
+    settle_capacity,
+)
+from opencbr.errors import INTERNAL_ERROR, RESOURCE_PATH_INVALID, CbrError, ErrorCode
 from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
 from opencbr.services.capacity import BudgetSink, CapacityOwner
+from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import VaultSource
 from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
@@ -120,12 +130,16 @@ def run_backup(rt: Runtime, backup_id: str) -> None:
     claim = _claim(rt, backup_id)
     if claim is None:
         return
-    progress = _Progress(_expected_bytes(claim))
+    progress = _Progress(1)
     try:
         store = rt.stores.vault(claim.region, claim.vault_id)
-        with leases.heartbeat(lambda: _beat(rt, claim, progress), HEARTBEAT_SECONDS):
-            for unit_id, kind, path in claim.units:
-                _write_unit(rt, store, claim, unit_id, kind, Path(path), progress)
+        with (
+            leases.heartbeat(lambda: _beat(rt, claim, progress), HEARTBEAT_SECONDS),
+            _opened_units(rt, claim) as units,
+        ):
+            progress.expected = max(_expected_bytes(units), 1)
+            for unit in units:
+                _write_unit(rt, store, claim, unit, progress)
         _complete(rt, claim)
     except CbrError as exc:
         _fail(rt, claim, exc.error, exc.detail)
@@ -180,29 +194,99 @@ class _Progress:
         return min(99, (self.done_units + self.current) * 100 // self.expected)
 
 
-def _expected_bytes(claim: Claim) -> int:
-    total = 0
-    for _unit, kind, path in claim.units:
-        total += _tree_size(path) if kind == "tree" else _disk_size(path)
-    return total
+@dataclass(frozen=True)
+class _Unit:
+    """A backup unit with its resource open: every read goes through `fd`, never `path`."""
+
+    backup_id: str  # the backup owning the data
+    kind: str  # "tree" or "disk"
+    path: str  # as registered (for messages and metadata only)
+    fd: int
 
 
-def _disk_size(path: str) -> int:
+@contextmanager
+def _opened_units(rt: Runtime, claim: Claim) -> Iterator[list[_Unit]]:
+    """Every unit's resource opened confined below its root (invariant 7), all before any
+    is read: a server with one swapped volume fails before reading the others."""
+    roots = _project_roots(rt, claim.backup_id)
+    nodes = _registered_nodes(rt, [unit_id for unit_id, _kind, _path in claim.units])
+    with ExitStack() as stack:
+        units = []
+        for unit_id, kind, path in claim.units:
+            fd = _open_resource(roots, kind, nodes.get(unit_id), path)
+            units.append(_Unit(unit_id, kind, path, stack.enter_context(opened(fd))))
+        yield units
+
+
+def _project_roots(rt: Runtime, backup_id: str) -> list[Path]:
+    with rt.db.reading() as session:
+        project = session.execute(
+            select(Project.id, Project.name)
+            .join(Backup, Backup.project_id == Project.id)
+            .where(Backup.id == backup_id)
+        ).one()
+    return project_roots(rt.settings, project.id, project.name)
+
+
+def _registered_nodes(rt: Runtime, unit_ids: list[str]) -> dict[str, str | None]:
+    """unit backup id -> the node its disk was registered as ("file", "block"; None for a
+    tree or a disk registered before nodes were recorded)."""
+    with rt.db.reading() as session:
+        query = select(Backup.id, Backup.resource_id).where(Backup.id.in_(unit_ids))
+        resources = {unit: resource for unit, resource in session.execute(query)}
+        nodes: dict[str, str | None] = {}
+        for model in (Protectable, ProtectableVolume):
+            rows = session.execute(
+                select(model.id, model.node).where(model.id.in_(list(resources.values())))
+            )
+            nodes.update({resource: node for resource, node in rows})
+    return {unit: nodes.get(resource) for unit, resource in resources.items()}
+
+
+def _open_resource(roots: list[Path], kind: str, node: str | None, path: str) -> int:
+    """A descriptor of the unit's directory, image file or block device, opened below its
+    configured root without following any symlink and without blocking; RESOURCE_PATH_INVALID
+    when the path no longer leads there."""
+    location = locate(roots, path)
     try:
-        with open(path, "rb") as device:
-            return device.seek(0, os.SEEK_END)
-    except OSError:
-        return 0
+        root_fd = open_root(location.root)
+    except OSError as exc:
+        raise CbrError(
+            RESOURCE_PATH_INVALID,
+            _no_longer_valid(path, f"its configured root is not accessible ({exc.strerror})"),
+        ) from None
+    with opened(root_fd):
+        try:
+            if kind == "tree":
+                return open_directory(root_fd, location.relative)
+            kinds = (node,) if node in DISK_KINDS else DISK_KINDS
+            return open_data(root_fd, location.relative, os.O_RDONLY, kinds)
+        except PathNotConfined as exc:
+            raise CbrError(RESOURCE_PATH_INVALID, _no_longer_valid(path, exc.why)) from None
+        except FileNotFoundError:
+            raise CbrError(
+                RESOURCE_PATH_INVALID, _no_longer_valid(path, "it does not exist")
+            ) from None
+        except NotADirectoryError:
+            why = "it is not a directory" if kind == "tree" else "a component is not a directory"
+            raise CbrError(RESOURCE_PATH_INVALID, _no_longer_valid(path, why)) from None
 
 
-def _tree_size(path: str) -> int:
+# What registration accepts for a disk. A disk is opened only as the node it was registered
+# as; one registered before nodes were recorded may be either. Never a FIFO, socket or
+# character device.
+DISK_KINDS = ("file", "block")
+
+
+def _no_longer_valid(path: str, why: str) -> str:
+    return f"resource path is no longer valid: {path}: {why}"
+
+
+def _expected_bytes(units: list[_Unit]) -> int:
+    """Bytes the units will read, for progress (read through their descriptors)."""
     total = 0
-    for directory, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size + 512
-            except OSError:
-                continue
+    for unit in units:
+        total += tree_size(unit.fd) if unit.kind == "tree" else image_size(unit.fd)
     return total
 
 
@@ -218,9 +302,7 @@ def _write_unit(
     rt: Runtime,
     store: ChunkStore,
     claim: Claim,
-    unit_id: str,
-    kind: str,
-    path: Path,
+    unit: _Unit,
     progress: _Progress,
 ) -> None:
     sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner)
@@ -232,25 +314,25 @@ def _write_unit(
     options: dict[str, Any] = {
         "workers": rt.settings.io_threads,
         "on_progress": advance,
-        "metadata": {"backup_id": unit_id, "path": str(path)},
+        "metadata": {"backup_id": unit.backup_id, "path": unit.path},
         "max_in_flight": rt.settings.max_chunks_in_flight,
     }
     result: BackupResult
-    if kind == "tree":
-        previous = _previous_tree(rt, store, claim.vault_id, unit_id)
-        result = backup_tree(path, sink, previous=previous, **options)
+    if unit.kind == "tree":
+        previous = _previous_tree(rt, store, claim.vault_id, unit.backup_id)
+        result = backup_tree(unit.fd, sink, previous=previous, **options)
     else:
-        result = backup_disk(path, sink, **options)
+        result = backup_disk(unit.fd, sink, **options)
     log.info(
         "backup unit written",
-        backup_id=unit_id,
+        backup_id=unit.backup_id,
         bytes_total=result.bytes_total,
         bytes_new=result.bytes_new,
         bytes_reused=result.bytes_reused,
     )
-    _log_warnings(unit_id, result.warnings)
-    store.put_manifest(f"backup-{unit_id}", result.manifest.to_bytes())
-    _commit_unit(rt, claim, unit_id, sink, result)
+    _log_warnings(unit.backup_id, result.warnings)
+    store.put_manifest(f"backup-{unit.backup_id}", result.manifest.to_bytes())
+    _commit_unit(rt, claim, unit.backup_id, sink, result)
     progress.done_units += progress.current
     progress.current = 0
 
