@@ -4,10 +4,19 @@ each backup references, operation logs and replication records."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
 
@@ -16,6 +25,7 @@ BUSY_STATUSES = ("protecting", "restoring", "deleting", "waiting_protect")
 # Replication record statuses of a copy still to finish.
 LIVE_RECORD_STATUSES = ("waiting_replicate", "replicating")
 _LIVE_RECORD = text("status IN ('waiting_replicate', 'replicating')")
+_DAMAGED_CHUNK = text("damaged_at IS NOT NULL")
 
 
 class Checkpoint(Base):
@@ -100,6 +110,11 @@ class Backup(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    if TYPE_CHECKING:
+        # Chunks of this backup its vault's index marks damaged (a column property set
+        # below the chunk models; 0 for a server backup, whose volumes hold the data).
+        damaged_chunks: int
+
     children: Mapped[list[Backup]] = relationship(
         lazy="selectin",
         order_by="Backup.name",
@@ -113,9 +128,24 @@ class Backup(Base):
 
 
 class VaultChunk(Base):
-    """The per-vault chunk index: a row exists only once the chunk is durable in the store."""
+    """The per-vault chunk index: a row exists only once the chunk is durable in the store.
+
+    `damaged_at` is set when a read of the chunk failed verification (or found no file):
+    such a chunk no longer counts as present (dedup and replication planning write it
+    again), and is cleared when a writer stores a verified copy.
+    """
 
     __tablename__ = "vault_chunks"
+    __table_args__ = (
+        # Damaged chunks are rare: this index holds only them, so asking a vault for its
+        # damaged chunks costs nothing in the common case.
+        Index(
+            "ix_vault_chunks_damaged",
+            "vault_id",
+            sqlite_where=_DAMAGED_CHUNK,
+            postgresql_where=_DAMAGED_CHUNK,
+        ),
+    )
 
     vault_id: Mapped[str] = mapped_column(
         ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True
@@ -123,6 +153,7 @@ class VaultChunk(Base):
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     plain_size: Mapped[int] = mapped_column(BigInteger)
     stored_size: Mapped[int] = mapped_column(BigInteger)
+    damaged_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class BackupChunk(Base):
@@ -136,6 +167,23 @@ class BackupChunk(Base):
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     plain_size: Mapped[int] = mapped_column(BigInteger)
     stored_size: Mapped[int] = mapped_column(BigInteger)
+
+
+# Walks the vault's damaged chunks (the partial index above; usually none), not the
+# backup's chunks: a list of large backups stays as cheap as before.
+Backup.damaged_chunks = column_property(  # type: ignore[assignment]
+    select(func.count())
+    .select_from(VaultChunk)
+    .where(
+        VaultChunk.vault_id == Backup.vault_id,
+        VaultChunk.damaged_at.is_not(None),
+        select(BackupChunk.digest)
+        .where(BackupChunk.backup_id == Backup.id, BackupChunk.digest == VaultChunk.digest)
+        .exists(),
+    )
+    .correlate_except(VaultChunk, BackupChunk)
+    .scalar_subquery()
+)
 
 
 class OperationLog(Base):

@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.archive.disk import backup_disk
-from opencbr.archive.manifest import Manifest
 from opencbr.archive.parent import PreviousBackup
 from opencbr.archive.pipeline import BackupResult
 from opencbr.archive.sink import ArchiveError
@@ -34,7 +33,7 @@ from opencbr.errors import INTERNAL_ERROR, CbrError, ErrorCode
 from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
 from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import VaultSource
+from opencbr.services.stores import previous_backup
 from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -278,12 +277,11 @@ def _previous_tree(
     if previous_id is None:
         return None
     try:
-        manifest = Manifest.from_bytes(store.get_manifest(f"backup-{previous_id}"))
+        return previous_backup(rt.db, store, vault_id, store.get_manifest(f"backup-{previous_id}"))
     except (StorageError, ArchiveError) as exc:
         # A full read is always correct; only slower.
         log.warning("previous backup unreadable", backup_id=previous_id, error=str(exc))
         return None
-    return PreviousBackup(manifest, VaultSource(store))
 
 
 def _log_warnings(unit_id: str, warnings: Sequence[str]) -> None:
