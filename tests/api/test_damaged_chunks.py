@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from opencbr.archive.manifest import Manifest
 from opencbr.storage.chunk import decode_chunk
 from opencbr.storage.store import CorruptChunkError
 from tests.api.conftest import Env
@@ -125,6 +126,29 @@ def test_a_damaged_chunk_is_marked_reported_and_stored_anew_by_the_next_backup(
     log = restore(env, old["id"], {"resource_id": register_dir(env, name="t3")["id"]})
     assert log["status"] == "success", log
     assert_same_tree(source, env.roots["region1"] / "t3")
+
+
+def test_a_damaged_catalog_of_the_previous_backup_means_a_full_read_not_a_failure(
+    env: Env,
+) -> None:
+    source, _resource, vault = _tree_with_a_large_file(env)
+    old = backup_now(env, vault["id"])
+    store = chunks_dir(env, "region1", vault["id"]).parent
+    manifest = Manifest.from_bytes((store / "manifests" / f"backup-{old['id']}").read_bytes())
+    catalog = manifest.catalog[0].digest
+    _flip_byte(store / "chunks" / catalog[:2] / catalog)
+
+    new = backup_now(env, vault["id"])
+    assert new["status"] == "available" and new["damaged_chunks"] == 0
+    new_manifest = (store / "manifests" / f"backup-{new['id']}").read_bytes()
+    if catalog in Manifest.from_bytes(new_manifest).digests():
+        assert _intact(store / "chunks" / catalog[:2] / catalog)  # stored anew
+        assert _backup(env, old["id"])["damaged_chunks"] == 0
+    else:
+        assert _backup(env, old["id"])["damaged_chunks"] == 1  # known, reported
+    log = restore(env, new["id"], {"resource_id": register_dir(env, name="t")["id"]})
+    assert log["status"] == "success", log
+    assert_same_tree(source, env.roots["region1"] / "t")
 
 
 def test_a_disk_backup_of_the_same_data_rewrites_a_damaged_chunk(env: Env) -> None:
