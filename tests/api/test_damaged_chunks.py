@@ -15,7 +15,14 @@ from opencbr.archive.manifest import Manifest
 from opencbr.storage.chunk import decode_chunk
 from opencbr.storage.store import CorruptChunkError
 from tests.api.conftest import Env
-from tests.api.helpers import chunk_names, chunks_dir, create_vault, register_dir, register_disk
+from tests.api.helpers import (
+    chunk_names,
+    chunks_dir,
+    create_vault,
+    register_dir,
+    register_disk,
+    register_web_server,
+)
 from tests.api.test_backups import backup_now
 from tests.api.test_replication import replicate_backup, wait_records
 from tests.unit.archive_support import assert_same_tree
@@ -172,6 +179,23 @@ def test_a_disk_backup_of_the_same_data_rewrites_a_damaged_chunk(env: Env) -> No
     log = restore(env, new["id"], {"volume_id": target["id"]})
     assert log["status"] == "success", log
     assert (env.roots["region1"] / "sdb.img").read_bytes() == image.read_bytes()
+
+
+def test_a_server_backup_reports_the_damaged_chunks_of_its_volumes(env: Env) -> None:
+    server = register_web_server(env, random.Random(13).randbytes(6 * MiB))
+    vault = create_vault(
+        env, object_type="server", resources=[{"id": server["id"], "type": "OS::Nova::Server"}]
+    )
+    backup = backup_now(env, vault["id"])
+    _flip_byte(_largest_chunk(env, "region1", vault["id"]))  # a block of the data volume
+    failed = restore(env, backup["id"], {"server_id": server["id"]})
+    assert failed["status"] == "failed"
+    reported = _backup(env, backup["id"])
+    volumes = {c["resource_name"]: c["damaged_chunks"] for c in reported["children"]}
+    assert volumes == {"sys": 0, "data": 1}
+    assert reported["damaged_chunks"] == 1 and "damaged" in reported["fail_reason"]
+    listed = env.get("region1", "/backups", params={"vault_id": vault["id"]}).json()
+    assert [b["damaged_chunks"] for b in listed["backups"]] == [1]
 
 
 def test_a_replication_copies_again_a_chunk_damaged_in_the_destination(env: Env) -> None:

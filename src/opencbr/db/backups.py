@@ -12,7 +12,9 @@ from sqlalchemy import (
     Index,
     String,
     UniqueConstraint,
+    and_,
     func,
+    inspect,
     select,
     text,
 )
@@ -126,6 +128,12 @@ class Backup(Base):
     def manifest_name(self) -> str:
         return f"backup-{self.id}"
 
+    def damaged_chunk_count(self) -> int:
+        """`damaged_chunks` as read with the row; 0 for a row this session created, which
+        references no chunk yet (reading it would need the session, perhaps closed)."""
+        value = inspect(self).attrs.damaged_chunks.loaded_value
+        return value if isinstance(value, int) else 0
+
 
 class VaultChunk(Base):
     """The per-vault chunk index: a row exists only once the chunk is durable in the store.
@@ -174,15 +182,16 @@ class BackupChunk(Base):
 Backup.damaged_chunks = column_property(  # type: ignore[assignment]
     select(func.count())
     .select_from(VaultChunk)
-    .where(
-        VaultChunk.vault_id == Backup.vault_id,
-        VaultChunk.damaged_at.is_not(None),
-        select(BackupChunk.digest)
-        .where(BackupChunk.backup_id == Backup.id, BackupChunk.digest == VaultChunk.digest)
-        .exists(),
+    .join(
+        BackupChunk,
+        and_(BackupChunk.backup_id == Backup.id, BackupChunk.digest == VaultChunk.digest),
     )
+    .where(VaultChunk.vault_id == Backup.vault_id, VaultChunk.damaged_at.is_not(None))
     .correlate_except(VaultChunk, BackupChunk)
-    .scalar_subquery()
+    .scalar_subquery(),
+    # Read-only: a flush (a rename, a status change) must not expire it, or reading it
+    # after the transaction would need the closed session.
+    expire_on_flush=False,
 )
 
 

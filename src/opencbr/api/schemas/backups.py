@@ -310,7 +310,7 @@ def backup_out(
 ) -> BackupOut:
     """The wire form; `nested` includes the volume children (which have none themselves)."""
     restorable = backup.status == "available" and backup.kind == "server"
-    damaged = _damaged_chunks(backup)
+    damaged = _damaged_chunks(backup) if nested else backup.damaged_chunk_count()
     return BackupOut(
         id=backup.id,
         name=backup.name,
@@ -359,8 +359,8 @@ def backup_out(
 
 
 def _damaged_chunks(backup: Backup) -> int:
-    # A server backup's data lives in its volumes; a backup not yet loaded counts none.
-    return (backup.damaged_chunks or 0) + sum(c.damaged_chunks or 0 for c in backup.children)
+    # A server backup's data lives in its volumes (loaded with it).
+    return backup.damaged_chunk_count() + sum(c.damaged_chunk_count() for c in backup.children)
 
 
 def _damage_reason(damaged: int) -> str | None:
