@@ -162,9 +162,9 @@ def storage_reason(exc: StorageError) -> str:
     fault = _STORAGE_FAULTS.get(code or 0) or (
         os.strerror(code).lower() if code else type(exc).__name__
     )
-    if isinstance(exc, PermanentStorageError):
-        return f"region storage unusable: {fault}"
-    return f"region storage error: {fault}"
+    kind = "unusable" if isinstance(exc, PermanentStorageError) else "error"
+    reason = f"region storage {kind}: {fault}"
+    return f"chunk {exc.digest}: {reason}" if exc.digest else reason  # which chunk, if one
 
 
 class _Progress:

@@ -4,7 +4,7 @@ A damaged chunk no longer counts as present in its vault: the next backup or rep
 that needs it writes it again and clears the mark.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-04 10:00:00.000000
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
