@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 from opencbr import clock
 from opencbr.archive.confined import PathNotConfined, open_data, open_directory, open_root, opened
 from opencbr.archive.disk import backup_disk, image_size
-from opencbr.archive.manifest import Manifest
 from opencbr.archive.parent import PreviousBackup
 from opencbr.archive.pipeline import BackupResult
 from opencbr.archive.sink import ArchiveError
@@ -44,7 +43,7 @@ from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
 from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import VaultSource
+from opencbr.services.stores import previous_backup
 from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -177,9 +176,9 @@ def storage_reason(exc: StorageError) -> str:
     fault = _STORAGE_FAULTS.get(code or 0) or (
         os.strerror(code).lower() if code else type(exc).__name__
     )
-    if isinstance(exc, PermanentStorageError):
-        return f"region storage unusable: {fault}"
-    return f"region storage error: {fault}"
+    kind = "unusable" if isinstance(exc, PermanentStorageError) else "error"
+    reason = f"region storage {kind}: {fault}"
+    return f"chunk {exc.digest}: {reason}" if exc.digest else reason  # which chunk, if one
 
 
 class _Progress:
@@ -360,12 +359,11 @@ def _previous_tree(
     if previous_id is None:
         return None
     try:
-        manifest = Manifest.from_bytes(store.get_manifest(f"backup-{previous_id}"))
+        return previous_backup(rt.db, store, vault_id, store.get_manifest(f"backup-{previous_id}"))
     except (StorageError, ArchiveError) as exc:
         # A full read is always correct; only slower.
         log.warning("previous backup unreadable", backup_id=previous_id, error=str(exc))
         return None
-    return PreviousBackup(manifest, VaultSource(store))
 
 
 def _log_warnings(unit_id: str, warnings: Sequence[str]) -> None:

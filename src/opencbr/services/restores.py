@@ -36,7 +36,7 @@ from opencbr.errors import (
 from opencbr.services import backups, leases, operation_logs, protectables
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import VaultSource
+from opencbr.services.stores import DamageMarker, VaultSource
 from opencbr.storage.store import StorageError
 
 log = structlog.get_logger(__name__)
@@ -223,7 +223,7 @@ def run(rt: Runtime, log_id: str) -> None:
     if claim is None:
         return
     store = rt.stores.vault(claim.region, claim.vault_id)
-    source = VaultSource(store)
+    source = VaultSource(store, DamageMarker(rt.db, claim.vault_id))  # marks failed reads
     done = [0]
     try:
         with leases.heartbeat(lambda: _beat(rt, claim, done[0]), HEARTBEAT_SECONDS):

@@ -4,8 +4,8 @@ A backup opens a registered disk only as what registration saw: a regular image 
 a block device (a file swapped for a device node must not expose the device). NULL for
 trees and for disks registered before this revision (either kind accepted).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-29 02:00:00.000000
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

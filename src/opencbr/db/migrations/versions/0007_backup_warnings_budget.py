@@ -6,7 +6,7 @@ yet committed, and `backups.reserved_bytes` each backup's share of it, so that c
 backups never together overshoot `billing.size` and a crashed backup's share can be given
 back when it is run again.
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02 10:00:00.000000
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
+revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
