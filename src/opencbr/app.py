@@ -15,11 +15,15 @@ from opencbr.api.routes import (
     backups,
     checkpoints,
     credentials,
+    features,
     identity,
     operation_logs,
     protectables,
     regions,
     replication,
+    unsupported,
+    usage,
+    vault_collection,
     vaults,
 )
 from opencbr.api.signature import verify_signature
@@ -66,6 +70,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     routers = (
         identity,
         credentials,
+        vault_collection,  # before vaults: its /vaults/<name> routes are no vault ids
         vaults,
         protectables,
         regions,
@@ -73,10 +78,13 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         checkpoints,
         backups,
         operation_logs,
+        usage,
+        features,
     )
     for module in routers:
         app.include_router(module.router)
     app.include_router(identity.root_router)
+    app.include_router(unsupported.router)  # last: it never shadows a route that works
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(NulRefusalMiddleware)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from opencbr.api.deps import DbDep, SettingsDep
@@ -13,6 +13,7 @@ from opencbr.api.schemas.identity import AuthBody, version_document
 from opencbr.db.identity import Token
 from opencbr.errors import INVALID_PARAMETER, UNAUTHORIZED, CbrError
 from opencbr.services import identity
+from opencbr.services.identity import AuthContext
 from opencbr.settings import Settings
 
 router = APIRouter(prefix="/identity", tags=["identity"])
@@ -204,4 +205,59 @@ async def list_projects(
             for p in projects
         ],
         "links": {"self": f"{base}/identity/v3/projects", "next": None, "previous": None},
+    }
+
+
+async def any_caller(request: Request, db: DbDep) -> AuthContext:
+    """The caller of a call about no one project: a token's user, or a signed request's
+    (in the project of X-Project-Id when it names one, else with no project)."""
+    token = request.headers.get("x-auth-token")
+    if token:
+        return identity.context_for_token(db, token)
+    verify = request.app.state.verify_signature
+    if verify is not None and request.headers.get("authorization", "").startswith("SDK-"):
+        context: AuthContext = await verify(request, db, require_project=False)
+        return context
+    raise CbrError(UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found")
+
+
+AnyCallerDep = Annotated[AuthContext, Depends(any_caller)]
+
+
+@root_router.get("/v3/region-projects", tags=["identity"])
+def list_region_projects(ctx: AnyCallerDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+    """CBR's list_projects: the caller's projects, every region (one listener serves all)."""
+    base = settings.base_url
+    projects = identity.projects_of_user(db, ctx.user_id, None, ctx.key_projects)
+    return {
+        "projects": [
+            {
+                "id": p.id,
+                "name": p.name,
+                "domain_id": p.domain_id,
+                "enabled": p.enabled,
+                "is_domain": False,
+                "parent_id": p.domain_id,
+                "description": "",
+                "links": {"self": f"{base}/identity/v3/projects/{p.id}"},
+            }
+            for p in projects
+        ],
+        "links": {"self": f"{base}/identity/v3/auth/projects"},
+    }
+
+
+@root_router.get("/v3/domain/{domain_name}/projects", tags=["identity"])
+def list_domain_projects(
+    domain_name: Annotated[str, Path(max_length=255)], ctx: AnyCallerDep, db: DbDep
+) -> dict[str, Any]:
+    """The caller's projects in the named domain (tenant). Another tenant's domain and an
+    unknown one answer alike: an empty list."""
+    projects = identity.projects_of_user(db, ctx.user_id, None, ctx.key_projects)
+    return {
+        "projects": [
+            {"project_id": p.id, "project_name": p.name}
+            for p in projects
+            if domain_name in (p.domain.name, p.domain_id)
+        ]
     }
