@@ -77,7 +77,8 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         app.include_router(module.router)
     app.include_router(identity.root_router)
     errors.install(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # The last added runs first: the body limit bounds what the NUL check buffers.
     app.add_middleware(NulRefusalMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
