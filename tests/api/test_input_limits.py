@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from opencbr.api.middleware import BodyLimitMiddleware
 from opencbr.services import identity
 from tests.api.conftest import PASSWORD, Env, issue
 from tests.api.helpers import assert_error, create_vault, register_dir
@@ -185,6 +187,28 @@ def test_a_chunked_body_over_the_limit_is_413_like_a_declared_one(env: Env) -> N
     small = asyncio.run(_post_chunked(env, MiB))
     assert_error(small, 400, "BackupService.9900")
     assert "vault" in small.json()["error_msg"]
+
+
+def test_the_body_limit_answers_413_even_when_the_handler_reads_the_chunked_body() -> None:
+    # The app above buffers the body in the NUL check; here the handler's own body read
+    # (FastAPI's, which turns any error in it into a 400) is the one that passes the limit.
+    app = FastAPI()
+
+    @app.post("/echo")
+    def echo(body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    limited = BodyLimitMiddleware(app, limit=4096)
+
+    async def post(total: int) -> httpx.Response:
+        transport = httpx.ASGITransport(app=limited)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"content-type": "application/json"}
+            return await client.post("/echo", content=_chunks(total, size=1024), headers=headers)
+
+    assert_error(asyncio.run(post(8192)), 413, "APIGW.0201")
+    small = asyncio.run(post(1024))
+    assert small.status_code == 200, small.text
 
 
 @pytest.fixture
