@@ -58,7 +58,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _refuse(send)
+            await _refuse(scope, send)
             return
         seen = 0
         exceeded = started = False
@@ -82,7 +82,10 @@ class BodyLimitMiddleware:
         with contextlib.suppress(_TooLarge):  # the 413 below answers it
             await self.app(scope, counting_receive, send_unless_exceeded)
         if exceeded and not started:
-            await _refuse(send)
+            await _refuse(scope, send)
+
+
+NUL_MESSAGE = "Parameter verification failed: NUL characters are not allowed."
 
 
 class NulRefusalMiddleware:
@@ -103,13 +106,13 @@ class NulRefusalMiddleware:
             await self.app(scope, receive, send)
             return
         if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
-            await _refuse(send, INVALID_PARAMETER)
+            await _refuse(scope, send, INVALID_PARAMETER, NUL_MESSAGE)
             return
         body = await _read_body(receive)
         if body is None:
             return  # the client went away before its body was complete: no one to answer
         if _holds_nul(body):
-            await _refuse(send, INVALID_PARAMETER)
+            await _refuse(scope, send, INVALID_PARAMETER, NUL_MESSAGE)
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -167,8 +170,15 @@ def _strings_hold_nul(document: Any) -> bool:
     return False
 
 
-async def _refuse(send: Send, error: ErrorCode = ENTITY_TOO_LARGE) -> None:
-    body = json.dumps({"error_code": error.code, "error_msg": error.message})
+async def _refuse(
+    scope: Scope, send: Send, error: ErrorCode = ENTITY_TOO_LARGE, message: str = ""
+) -> None:
+    """Answer `error` as api/errors.py would, before any route is chosen."""
+    text = message or error.message
+    content: dict[str, object] = {"error_code": error.code, "error_msg": text}
+    if scope["path"].startswith("/identity"):
+        # keystoneauth reads Keystone's own shape there (as api/errors.error_response gives).
+        content["error"] = {"code": error.status, "title": "Error", "message": text}
     await send(
         {
             "type": "http.response.start",
@@ -176,4 +186,4 @@ async def _refuse(send: Send, error: ErrorCode = ENTITY_TOO_LARGE) -> None:
             "headers": [(b"content-type", b"application/json")],
         }
     )
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send({"type": "http.response.body", "body": json.dumps(content).encode()})
