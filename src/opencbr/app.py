@@ -86,7 +86,8 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     app.include_router(identity.root_router)
     app.include_router(unsupported.router)  # last: it never shadows a route that works
     errors.install(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # The last added runs first: the body limit bounds what the NUL check buffers.
     app.add_middleware(NulRefusalMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -268,7 +268,14 @@ def list_page(
     if filters.status not in (None, "available", "active"):
         query = query.where(Protectable.id.is_(None))  # every registered resource is active
     with db.reading() as session:
-        return fetch_page(session, query, Protectable.created_at, Protectable.id, page)
+        return fetch_page(
+            session,
+            query,
+            Protectable.created_at,
+            Protectable.id,
+            page,
+            Protectable.project_id == ctx.project_id,
+        )
 
 
 def unregister(db: Database, ctx: AuthContext, protectable_type: str, resource_id: str) -> None:
