@@ -8,18 +8,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from opencbr import __version__
+from opencbr import __version__, data_dir, logs
 from opencbr.api import errors
 from opencbr.api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from opencbr.api.routes import (
     backups,
     checkpoints,
     credentials,
+    features,
     identity,
     operation_logs,
     protectables,
     regions,
     replication,
+    unsupported,
+    usage,
+    vault_collection,
     vaults,
 )
 from opencbr.api.signature import verify_signature
@@ -31,9 +35,10 @@ from opencbr.settings import Settings
 
 
 def create_app(settings: Settings, db: Database | None = None, *, migrate: bool = True) -> FastAPI:
+    logs.configure(settings)  # before anything can log: no event escapes redaction
     database = db or Database(settings.db_url)
     if migrate:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.prepare(settings.data_dir)
         upgrade(database)
 
     runtime = Runtime(database, settings)
@@ -65,6 +70,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     routers = (
         identity,
         credentials,
+        vault_collection,  # before vaults: its /vaults/<name> routes are no vault ids
         vaults,
         protectables,
         regions,
@@ -72,12 +78,16 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         checkpoints,
         backups,
         operation_logs,
+        usage,
+        features,
     )
     for module in routers:
         app.include_router(module.router)
     app.include_router(identity.root_router)
+    app.include_router(unsupported.router)  # last: it never shadows a route that works
     errors.install(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # The last added runs first: the body limit bounds what the NUL check buffers.
     app.add_middleware(NulRefusalMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

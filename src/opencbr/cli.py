@@ -7,19 +7,27 @@ import gc
 import json
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
+import structlog
 import typer
 import uvicorn
+from alembic.util.exc import CommandError as AlembicError
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from opencbr import data_dir, logs
 from opencbr.db.credentials import Credential
 from opencbr.db.migrate import upgrade
 from opencbr.db.session import Database
 from opencbr.errors import CbrError
 from opencbr.services import credentials, identity
 from opencbr.settings import Settings, load_settings
+from opencbr.storage import probe
 
 app = typer.Typer(
     help="opencbr: self-hosted Cloud Backup and Recovery (CBR v3 API).", no_args_is_help=True
@@ -37,26 +45,68 @@ admin.add_typer(user_cmd, name="user")
 admin.add_typer(role_cmd, name="role")
 admin.add_typer(credential_cmd, name="credential")
 
+log = structlog.get_logger(__name__)
+
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")]
 ADMIN_USER = "admin"
 
 
 def _open(config: Path | None, **overrides: Any) -> tuple[Settings, Database]:
+    settings = _load(config, **overrides)
+    logs.configure(settings)  # services may log: to stderr, never into the JSON on stdout
+    return settings, _open_database(settings)
+
+
+def _load(config: Path | None, **overrides: Any) -> Settings:
+    """The settings, or exit with one `error: configuration error: ...` line."""
     try:
-        settings = load_settings(config, **overrides)
-    except (OSError, ValueError) as exc:
-        _fail(f"configuration error: {exc}")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
-    upgrade(db)
-    return settings, db
+        return load_settings(config, **overrides)
+    except ValidationError as exc:
+        _fail(f"configuration error: {_problems(exc)}")
+    except (OSError, ValueError) as exc:  # an unreadable file, bad TOML
+        _fail(f"configuration error: {_one_line(str(exc))}")
+
+
+def _problems(exc: ValidationError) -> str:
+    # Location and message only: pydantic's text also quotes the input (a database URL
+    # with its password, say) and spreads over several lines.
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+        for error in exc.errors()
+    )
+
+
+def _open_database(settings: Settings) -> Database:
+    """The private data directory and the migrated database, or exit with one line."""
+    try:
+        data_dir.prepare(settings.data_dir)
+    except OSError as exc:
+        _fail(f"cannot use the data directory {settings.data_dir}: {exc.strerror or exc}")
+    try:
+        db = Database(settings.db_url)
+        upgrade(db)
+    except (SQLAlchemyError, AlembicError, OSError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        _fail(f"cannot use the database {_safe_url(settings.db_url)}: {_one_line(str(reason))}")
+    return db
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(database_url)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _print(payload: dict[str, Any]) -> None:
     typer.echo(json.dumps(payload, indent=2, sort_keys=True))
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=1)
 
@@ -77,6 +127,13 @@ def _first_start(settings: Settings, db: Database) -> dict[str, Any]:
     }
 
 
+@app.callback()
+def _private_files() -> None:
+    """Every file and directory the service creates is its user's alone (data_dir 0700,
+    its files 0600): the database, the queue and the keys of every tenant's data."""
+    os.umask(data_dir.PRIVATE_UMASK)
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -84,13 +141,79 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
 ) -> None:
     """Start the service (API and, by default, the embedded workers)."""
+    # Order matters: the port is bound before anything is printed or started, so a busy
+    # port ends the command at once; then the database, the first-start admin, storage
+    # checks, the announcement, and only then the workers (with the app).
     _limit_malloc_arenas()  # before any thread starts
-    overrides: dict[str, Any] = {}
+    settings = _load(config)
     if host or port:
-        base = load_settings(config)
-        overrides["listen"] = f"{host or base.host}:{port or base.port}"
-    settings, db = _open(config, **overrides)
+        settings = _load(config, listen=f"{host or settings.host}:{port or settings.port}")
+    logs.configure(settings)
+    sockets = _listen(settings)
+    db = _open_database(settings)
     first = _first_start(settings, db)
+    _report_unusable_storage(settings)
+    _announce(settings, first)
+    from opencbr.app import create_app
+
+    application = create_app(settings, db, migrate=False)
+    # Everything imported so far lives as long as the process: moving it out of the
+    # collector's sight turns the 100-140 ms full collections that landed in request
+    # latency (bench: replicate p99) into pauses of a few milliseconds.
+    gc.collect()
+    gc.freeze()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            log_level=settings.log_level,
+            log_config=None,  # uvicorn's lines go through opencbr.logs like every other
+            access_log=False,
+            lifespan="on",  # a failing start-up is an error, not "lifespan unsupported"
+        )
+    )
+    server.run(sockets=sockets)
+    if not server.started:
+        raise typer.Exit(code=3)  # the app's start-up failed; uvicorn logged why
+
+
+def _listen(settings: Settings) -> list[socket.socket]:
+    """Listening sockets on every address `settings.host` names (as uvicorn would bind),
+    or exit with one line naming the address and the reason."""
+    host = settings.host.strip("[]")  # "[::1]:8080"
+    sockets: list[socket.socket] = []
+    try:
+        addresses = socket.getaddrinfo(
+            host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _name, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        _fail(f"cannot listen on {settings.listen}: {reason}")
+    return sockets
+
+
+LISTEN_BACKLOG = 2048  # uvicorn's default
+
+
+def _report_unusable_storage(settings: Settings) -> None:
+    """One error line per region whose storage cannot be written. The service still
+    starts: the other regions work, and backups into that region fail with the reason."""
+    for region in settings.regions:
+        reason = probe.unusable_reason(region.storage)
+        if reason is not None:
+            log.error("region storage unusable", region=region.name, reason=reason)
+
+
+def _announce(settings: Settings, first: dict[str, Any]) -> None:
     typer.echo(f"opencbr listening on {settings.base_url}")
     typer.echo(f"  auth URL:  {settings.base_url}/identity/v3")
     typer.echo(f"  user:      {first['user']} (domain Default)")
@@ -102,21 +225,6 @@ def serve(
             root.path.mkdir(parents=True, exist_ok=True)
         typer.echo(f"  resources: project {root.project} may register paths under {root.path}")
     sys.stdout.flush()
-    from opencbr.app import create_app
-
-    application = create_app(settings, db, migrate=False)
-    # Everything imported so far lives as long as the process: moving it out of the
-    # collector's sight turns the 100-140 ms full collections that landed in request
-    # latency (bench: replicate p99) into pauses of a few milliseconds.
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-    )
 
 
 _M_ARENA_MAX = -8  # <malloc.h>

@@ -149,3 +149,10 @@ RESOURCE_NOT_IN_VAULT = _code(
     "BackupService.6135", 400, "The resource does not exist in the vault."
 )
 UNSUPPORTED_RESOURCE_TYPE = _code("BackupService.6116", 400, "Unsupported resource type.")
+
+# Operations of CBR's API that only make sense on a public cloud (orders, organization
+# policies, agents...). CBR's table has no "not supported" code; 9900 is the code every CBR
+# client already treats as a final refusal of the request, and opencbr already answers it
+# for features it does not offer (cross_account_urn). The message names the operation.
+NOT_SUPPORTED = _code("BackupService.9900", 400, "The operation is not supported by opencbr.")
+FEATURE_NOT_SUPPORTED = _code("BackupService.9900", 400, "The feature key is not supported.")

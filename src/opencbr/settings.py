@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_REGIONS = ("region1", "region2")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("plain", "json")
 
 
 class RegionSettings(BaseModel):
@@ -68,6 +70,8 @@ class Settings(BaseSettings):
     # compressed it as well (3.96x against 3.89x); compression is most of a backup's CPU.
     compression_level: int = Field(default=1, ge=1, le=19)
     log_level: str = "info"
+    # Log lines on stderr: "plain" (key=value pairs) or "json" (one object per line).
+    log_format: str = "plain"
 
     @classmethod
     def settings_customise_sources(
@@ -87,6 +91,20 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        if value not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         return value
 
     @model_validator(mode="after")

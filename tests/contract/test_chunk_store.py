@@ -77,6 +77,13 @@ def test_get_of_a_missing_chunk_raises_chunk_not_found(store: ChunkStore) -> Non
         store.chunk_mtime(name)
 
 
+def test_a_missing_chunk_error_carries_its_digest(store: ChunkStore) -> None:
+    name, _ = make_chunk(3)
+    with pytest.raises(ChunkNotFoundError) as raised:
+        store.get_chunk(name)
+    assert raised.value.digest == name
+
+
 def test_has_chunk_follows_put_and_delete(store: ChunkStore) -> None:
     name, blob = make_chunk(4)
     assert store.has_chunk(name) is False
@@ -422,6 +429,35 @@ def test_local_write_errors_are_classified_and_leave_nothing_behind(
     assert os.listdir(tmp_path / "tmp") == []
     assert local_store.has_chunk(name) is False
     local_store.flush()  # the failed put left no pending work that breaks the barrier
+
+
+def test_local_errors_name_the_chunk_and_the_fault_never_a_path(
+    local_store: LocalChunkStore, tmp_path: Path
+) -> None:
+    """Store errors reach operation logs: `[Errno 21] Is a directory: '/srv/…'` must not."""
+    name = store_chunk(local_store, 1)
+    chunk = tmp_path / "chunks" / name[:2] / name
+    chunk.unlink()
+    chunk.mkdir()
+    with pytest.raises(PermanentStorageError) as raised:
+        local_store.get_chunk(name)
+    message = str(raised.value)
+    assert message == f"chunk {name}: storage I/O error (is a directory) while reading it"
+    assert raised.value.digest == name
+    os.mkdir(tmp_path / "manifests" / "m")
+    with pytest.raises(PermanentStorageError) as raised:
+        local_store.put_manifest("m", b"x")
+    assert str(raised.value).startswith("manifest m: storage I/O error (")
+    assert str(tmp_path) not in str(raised.value)
+
+
+def test_corrupt_chunk_errors_carry_their_digest() -> None:
+    name, blob = make_chunk(4)
+    damaged = bytearray(blob)
+    damaged[-1] ^= 0xFF
+    with pytest.raises(CorruptChunkError) as raised:
+        decode_chunk(bytes(damaged), name)
+    assert raised.value.digest == name and name in str(raised.value)
 
 
 def test_local_open_keeps_young_temp_files_of_other_writers(tmp_path: Path) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
+import sqlite3
+import stat
 import subprocess
+import time
+from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.e2e.conftest import OPENCBR, Server, token_for
+from tests.e2e.conftest import OPENCBR, Server, free_port, token_for, write_config
 
 
 def test_first_start_bootstraps_an_admin_and_prints_how_to_log_in(server: Server) -> None:
@@ -90,3 +98,253 @@ def test_admin_errors_exit_non_zero_with_one_line(server: Server) -> None:
     )
     assert done.returncode != 0
     assert done.stderr.strip().startswith("error: no user")
+
+
+# --- start-up: the port first, one line per error, private files --------------------
+
+
+def run_serve(config: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`opencbr serve` that is expected to stop by itself (a start-up error)."""
+    return subprocess.run(
+        [*OPENCBR, "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == [expected], done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_busy_port_ends_serve_before_it_announces_or_starts_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, port)
+        shutil.rmtree(tmp_path / "data")
+        done = run_serve(config)
+    assert_one_error_line(done, f"error: cannot listen on 127.0.0.1:{port}: address already in use")
+    assert "listening" not in done.stdout
+    assert not (tmp_path / "data").exists()  # no database, no queue, no worker
+
+
+@pytest.mark.parametrize(
+    ("config_text", "expected"),
+    [
+        (
+            'listen = "nowhere"\n',
+            "error: configuration error: listen: Value error, listen must be HOST:PORT",
+        ),
+        (
+            'log_format = "xml"\n',
+            "error: configuration error: log_format: Value error, log_format must be one of plain, json",
+        ),
+        (
+            "worker_threads = 0\n",
+            "error: configuration error: worker_threads: Input should be greater than or equal to 1",
+        ),
+        ("listen = \n", "error: configuration error: Invalid value (at line 1, column 10)"),
+        (
+            'database_url = "postgresql+psycopg://opencbr:hunter2@127.0.0.1:1/opencbr"\n',
+            "error: cannot use the database postgresql+psycopg://opencbr:***@127.0.0.1:1/opencbr: connection failed: ",
+        ),
+    ],
+    ids=["bad listen", "bad log_format", "bad number", "bad TOML", "database unreachable"],
+)
+def test_a_start_up_error_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, config_text: str, expected: str
+) -> None:
+    config = tmp_path / "opencbr.toml"
+    if "listen" not in config_text:
+        config_text += f'listen = "127.0.0.1:{free_port()}"\n'
+    config.write_text(f'{config_text}data_dir = "{tmp_path / "data"}"\n')
+    done = run_serve(config)
+    assert done.returncode != 0
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(expected), line
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+    assert "listening" not in done.stdout
+
+
+def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    done = run_serve(tmp_path / "absent.toml")
+    assert_one_error_line(
+        done,
+        f"error: configuration error: [Errno 2] No such file or directory: '{tmp_path / 'absent.toml'}'",
+    )
+
+
+def modes(root: Path) -> dict[str, int]:
+    found = {".": stat.S_IMODE(root.stat().st_mode)}
+    for path in root.rglob("*"):
+        found[str(path.relative_to(root))] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def test_serve_keeps_the_data_dir_and_every_file_in_it_private(tmp_path: Path) -> None:
+    """A fresh data dir (default regions and resource roots inside it), used once."""
+    port = free_port()
+    config = tmp_path / "opencbr.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\nlisten = "127.0.0.1:{port}"\n')
+    instance = Server(config, tmp_path / "data", port)
+    (tmp_path / "data").mkdir(mode=0o700)  # the harness writes serve.log into it
+    instance.start()
+    try:
+        projects = {
+            p["name"]: p["id"]
+            for p in instance.admin("bootstrap", "--user", "admin", "--password", "x")["projects"]
+        }
+        headers = {"X-Auth-Token": token_for(instance, projects["region1"])}
+        body = {
+            "vault": {
+                "name": "v",
+                "billing": {
+                    "consistent_level": "crash_consistent",
+                    "object_type": "turbo",
+                    "protect_type": "backup",
+                    "size": 1,
+                },
+                "resources": [],
+            }
+        }
+        vaults = f"{instance.url}/v3/{projects['region1']}/vaults"
+        assert httpx.post(vaults, json=body, headers=headers).status_code == 200
+    finally:
+        instance.stop()
+    found = modes(tmp_path / "data")
+    assert found["."] == 0o700
+    for name in ("opencbr.db", "queue.db", "admin-password", "secret.key"):
+        assert found.get(name, 0o600) == 0o600, name
+    assert {
+        "opencbr.db",
+        "queue.db",
+        "admin-password",
+        "store/region1",
+        "resources/region1",
+    } <= set(found)
+    loose = {name: oct(mode) for name, mode in found.items() if mode & 0o077}
+    assert loose == {}
+
+
+def test_serve_takes_group_and_other_access_off_an_existing_data_dir(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    data = tmp_path / "data"
+    data.chmod(0o755)
+    with sqlite3.connect(data / "opencbr.db") as connection:  # as an older version left it
+        connection.execute("PRAGMA user_version = 0")
+    (data / "opencbr.db").chmod(0o644)
+    (data / "admin-password").write_text("from-before\n")
+    (data / "admin-password").chmod(0o644)
+    instance = Server(config, data, port)
+    instance.start()
+    try:
+        assert instance.password() == "from-before"
+    finally:
+        instance.stop()
+    found = modes(data)
+    assert found["."] == 0o700
+    loose = {name: oct(mode) for name, mode in found.items() if mode & 0o077}
+    assert loose == {}
+
+
+def test_an_unusable_region_storage_is_one_error_line_and_the_others_work(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    (tmp_path / "a-file").write_text("not a directory\n")
+    regions = (
+        f'[[regions]]\nname = "region1"\nstorage = "{tmp_path / "store1"}"\n'
+        f'[[regions]]\nname = "region2"\nstorage = "{tmp_path / "a-file" / "store2"}"\n'
+    )
+    instance = Server(write_config(tmp_path, port, regions), tmp_path / "data", port)
+    instance.start()
+    try:
+        lines = [line for line in instance.log().splitlines() if "level=error" in line]
+        assert lines == [
+            lines[0].split(" level=")[0]
+            + ' level=error logger=opencbr.cli event="region storage unusable" region=region2'
+            + f' reason="Not a directory: {tmp_path / "a-file" / "store2"}"'
+        ]
+        projects = {
+            p["name"]: p["id"]
+            for p in instance.admin("bootstrap", "--user", "admin", "--password", "x")["projects"]
+        }
+        headers = {"X-Auth-Token": token_for(instance, projects["region1"])}
+        body = {
+            "vault": {
+                "name": "v",
+                "billing": {
+                    "consistent_level": "crash_consistent",
+                    "object_type": "turbo",
+                    "protect_type": "backup",
+                    "size": 1,
+                },
+                "resources": [],
+            }
+        }
+        vaults = f"{instance.url}/v3/{projects['region1']}/vaults"
+        assert httpx.post(vaults, json=body, headers=headers).status_code == 200
+    finally:
+        instance.stop()
+    assert "Traceback" not in instance.log()
+
+
+# --- the log of an unexpected error -------------------------------------------------
+
+
+@pytest.mark.parametrize("log_format", ["plain", "json"])
+def test_an_unexpected_error_is_logged_once_short_and_without_secrets(
+    tmp_path: Path, log_format: str
+) -> None:
+    """A real failure: the tokens table disappears under the running server."""
+    port = free_port()
+    instance = Server(
+        write_config(tmp_path, port, f'log_format = "{log_format}"'), tmp_path / "data", port
+    )
+    instance.start()
+    try:
+        project = instance.admin("bootstrap", "--user", "admin", "--password", "x")["projects"][0]
+        token = token_for(instance, project["id"])
+        with sqlite3.connect(instance.data_dir / "opencbr.db") as connection:
+            connection.execute("ALTER TABLE tokens RENAME TO tokens_gone")
+        before = len(instance.log().encode())
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": "admin",
+                            "domain": {"name": "Default"},
+                            "password": instance.password(),
+                        }
+                    },
+                },
+                "scope": {"project": {"id": project["id"]}},
+            }
+        }
+        failed = httpx.post(
+            f"{instance.url}/identity/v3/auth/tokens",
+            json=body,
+            headers={"X-Auth-Token": token, "Authorization": f"Bearer {token}"},
+        )
+        assert failed.status_code == 500
+        time.sleep(0.5)  # the server writes its log after the answer
+        log = instance.log().encode()[before:].decode()
+    finally:
+        instance.stop()
+    assert len(log.encode()) < 20 * 1024, len(log)
+    assert instance.password() not in log and token not in log
+    errors = [line for line in log.splitlines() if "error" in line]
+    assert len(errors) == 1, log  # ours; uvicorn's "Exception in ASGI application" is dropped
+    if log_format == "json":
+        (record,) = (json.loads(line) for line in errors)
+        assert record["event"] == "unexpected error"
+        assert record["exception"][-1]["exc_type"] == "OperationalError"
+    else:
+        assert 'event="unexpected error"' in errors[0] and "no such table: tokens" in errors[0]

@@ -9,11 +9,12 @@ from pathlib import Path
 import blake3
 import pytest
 
-from opencbr.archive.disk import backup_disk, block_plan, data_extents, restore_disk, write_blocks
+from opencbr.archive.disk import block_plan, data_extents, restore_disk, write_blocks
 from opencbr.archive.manifest import Manifest, ManifestError, ZeroRange
 from opencbr.archive.pipeline import ProgressMeter
 from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkVerifyError
 from tests.unit.archive_support import CorruptingSource, MemoryVault
+from tests.unit.opening import backup_disk_at
 
 MiB = 1 << 20
 BLOCK = 4 * MiB
@@ -51,7 +52,7 @@ def _touched_blocks() -> set[int]:
 def test_sparse_image_stores_only_its_data_blocks_and_skips_holes(sparse_image: Path) -> None:
     vault = MemoryVault()
     started = time.perf_counter()
-    result = backup_disk(sparse_image, vault)
+    result = backup_disk_at(sparse_image, vault)
     elapsed = time.perf_counter() - started
     manifest = result.manifest
     assert len(manifest.chunks) == len(_touched_blocks()) == result.chunks_new
@@ -65,7 +66,7 @@ def test_sparse_image_restores_identically_and_stays_sparse(
     sparse_image: Path, tmp_path: Path
 ) -> None:
     vault = MemoryVault()
-    manifest = backup_disk(sparse_image, vault).manifest
+    manifest = backup_disk_at(sparse_image, vault).manifest
     target = tmp_path / "restored.img"
     target.write_bytes(os.urandom(3 * MiB))  # old contents must not survive
     restored = restore_disk(manifest, vault, target)
@@ -90,7 +91,7 @@ def test_zero_blocks_written_out_are_elided_too(tmp_path: Path) -> None:
     data = os.urandom(BLOCK)
     image.write_bytes(bytes(BLOCK) + data + bytes(2 * BLOCK) + data[:12345])
     vault = MemoryVault()
-    result = backup_disk(image, vault)
+    result = backup_disk_at(image, vault)
     assert result.manifest.zero_ranges == (ZeroRange(0, BLOCK), ZeroRange(2 * BLOCK, 2 * BLOCK))
     assert [ref.length for ref in result.manifest.chunks] == [BLOCK, 12345]
     target = tmp_path / "out.img"
@@ -100,9 +101,9 @@ def test_zero_blocks_written_out_are_elided_too(tmp_path: Path) -> None:
 
 def test_unchanged_image_stores_nothing_the_second_time(sparse_image: Path) -> None:
     vault = MemoryVault()
-    backup_disk(sparse_image, vault)
+    backup_disk_at(sparse_image, vault)
     progress: list[int] = []
-    again = backup_disk(sparse_image, vault, workers=3, on_progress=progress.append)
+    again = backup_disk_at(sparse_image, vault, workers=3, on_progress=progress.append)
     assert (again.bytes_new, again.chunks_new) == (0, 0)
     assert progress == sorted(progress) and progress[-1] == 256 * MiB
 
@@ -110,7 +111,7 @@ def test_unchanged_image_stores_nothing_the_second_time(sparse_image: Path) -> N
 def test_repeated_blocks_are_stored_once(tmp_path: Path) -> None:
     image = tmp_path / "repeat.img"
     image.write_bytes(os.urandom(MiB) * 6)
-    result = backup_disk(image, MemoryVault(), block_size=MiB)
+    result = backup_disk_at(image, MemoryVault(), block_size=MiB)
     assert (len(result.manifest.chunks), result.chunks_new, len(result.digests)) == (6, 1, 1)
 
 
@@ -118,7 +119,7 @@ def test_empty_image_round_trips(tmp_path: Path) -> None:
     image = tmp_path / "empty.img"
     image.write_bytes(b"")
     vault = MemoryVault()
-    manifest = backup_disk(image, vault).manifest
+    manifest = backup_disk_at(image, vault).manifest
     assert (manifest.size, manifest.chunks, manifest.zero_ranges) == (0, (), ())
     restore_disk(manifest, vault, tmp_path / "out.img")
     assert (tmp_path / "out.img").read_bytes() == b""
@@ -129,7 +130,7 @@ def test_zero_fill_overwrites_unknown_contents(tmp_path: Path) -> None:
     image = tmp_path / "image.img"
     image.write_bytes(bytes(3 * MiB) + os.urandom(MiB) + bytes(MiB // 2))
     vault = MemoryVault()
-    manifest = backup_disk(image, vault, block_size=MiB).manifest
+    manifest = backup_disk_at(image, vault, block_size=MiB).manifest
     target = tmp_path / "device-like.img"
     target.write_bytes(b"\xaa" * (5 * MiB))
     fd = os.open(target, os.O_WRONLY)
@@ -145,7 +146,7 @@ def test_corrupt_block_fails_the_restore_naming_its_digest(
     sparse_image: Path, tmp_path: Path
 ) -> None:
     vault = MemoryVault()
-    manifest = backup_disk(sparse_image, vault).manifest
+    manifest = backup_disk_at(sparse_image, vault).manifest
     bad = manifest.chunks[1].digest
     with pytest.raises(ChunkVerifyError, match=bad):
         restore_disk(manifest, CorruptingSource(vault, bad), tmp_path / "out.img")
@@ -153,7 +154,7 @@ def test_corrupt_block_fails_the_restore_naming_its_digest(
 
 def test_neither_file_nor_device_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="neither"):
-        backup_disk(tmp_path, MemoryVault())
+        backup_disk_at(tmp_path, MemoryVault())
 
 
 def test_block_plan_marks_blocks_overlapping_data() -> None:

@@ -15,8 +15,8 @@ from opencbr.archive.extract import restore_tree
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.parent import REUSE_MIN_SIZE, PreviousBackup
 from opencbr.archive.sink import ChunkRef
-from opencbr.archive.tree import backup_tree
 from tests.unit.archive_support import MemoryVault, assert_same_tree, build_tree
+from tests.unit.opening import backup_tree_at
 
 MiB = 1 << 20
 BIG_NAMES = ("a_same.bin", "b_rewritten.bin", "c_appended.bin", "d_chmod.bin", "e_touched.bin")
@@ -56,7 +56,7 @@ def two_backups(tmp_path: Path) -> tuple[Path, MemoryVault, Manifest, int]:
     root = tmp_path / "tree"
     sizes = _big_tree(root)
     vault = MemoryVault()
-    first = backup_tree(root, vault)
+    first = backup_tree_at(root, vault)
     _change(root)
     return root, vault, first.manifest, sizes["a_same.bin"]
 
@@ -66,7 +66,7 @@ def test_only_unchanged_large_files_are_reused(
 ) -> None:
     root, vault, first, same_size = two_backups
     vault.loads.clear()
-    second = backup_tree(root, vault, previous=PreviousBackup(first, vault))
+    second = backup_tree_at(root, vault, previous=PreviousBackup(first, vault))
     # Rewritten with its mtime put back (ctime differs), appended, chmod-ed, touched
     # and new files are all read again; only a_same.bin is not.
     assert second.bytes_reused == same_size
@@ -81,8 +81,8 @@ def test_reused_chunks_are_exactly_what_reading_the_files_gives(
     two_backups: tuple[Path, MemoryVault, Manifest, int],
 ) -> None:
     root, vault, first, _ = two_backups
-    reused = backup_tree(root, vault, previous=PreviousBackup(first, vault))
-    read = backup_tree(root, MemoryVault())
+    reused = backup_tree_at(root, vault, previous=PreviousBackup(first, vault))
+    read = backup_tree_at(root, MemoryVault())
     assert reused.manifest.chunks == read.manifest.chunks
     assert reused.manifest.catalog == read.manifest.catalog
     assert read.bytes_reused == 0
@@ -109,8 +109,8 @@ def test_unchanged_tree_reuses_every_large_file_and_stores_nothing(tmp_path: Pat
     root = tmp_path / "tree"
     sizes = _big_tree(root)
     vault = MemoryVault()
-    first = backup_tree(root, vault)
-    again = backup_tree(root, vault, previous=PreviousBackup(first.manifest, vault))
+    first = backup_tree_at(root, vault)
+    again = backup_tree_at(root, vault, previous=PreviousBackup(first.manifest, vault))
     assert again.bytes_reused == sum(sizes.values())
     assert again.manifest.chunks == first.manifest.chunks
     assert (again.chunks_new, again.bytes_new) == (0, 0)
@@ -120,9 +120,9 @@ def test_a_moved_tree_is_read_again(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     _big_tree(root)
     vault = MemoryVault()
-    first = backup_tree(root, vault)
+    first = backup_tree_at(root, vault)
     (root / "a_same.bin").rename(root / "z_moved.bin")  # same inode, another name
-    second = backup_tree(root, vault, previous=PreviousBackup(first.manifest, vault))
+    second = backup_tree_at(root, vault, previous=PreviousBackup(first.manifest, vault))
     assert second.bytes_reused == sum(
         (root / name).stat().st_size for name in BIG_NAMES if name != "a_same.bin"
     )
@@ -133,7 +133,7 @@ def test_version_1_catalogs_are_read_with_no_file_taken_as_unchanged(tmp_path: P
     (root / "sub").mkdir(parents=True)
     (root / "sub" / "big.bin").write_bytes(random.Random(1).randbytes(2 * MiB))
     vault = MemoryVault()
-    current = backup_tree(root, vault).manifest
+    current = backup_tree_at(root, vault).manifest
     entries = list(iter_catalog(current, vault))
     record = struct.Struct("<cIIIQqQQII")
     stream = CATALOG_MAGIC_V1 + b"".join(
@@ -150,6 +150,6 @@ def test_version_1_catalogs_are_read_with_no_file_taken_as_unchanged(tmp_path: P
     decoded = list(iter_catalog(old, vault))
     assert [e[:10] for e in decoded] == [e[:10] for e in entries]
     assert {(e.ctime_ns, e.inode, e.header_digest) for e in decoded} == {(0, 0, b"")}
-    again = backup_tree(root, vault, previous=PreviousBackup(old, vault))
+    again = backup_tree_at(root, vault, previous=PreviousBackup(old, vault))
     assert again.bytes_reused == 0
     assert again.manifest.chunks == current.chunks

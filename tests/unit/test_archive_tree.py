@@ -28,7 +28,6 @@ from opencbr.archive.manifest import Manifest
 from opencbr.archive.pipeline import BackupResult, ChunkPipeline, StreamChunker
 from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkVerifyError
 from opencbr.archive.tarheader import format_ns, parse_ns
-from opencbr.archive.tree import backup_tree
 from tests.unit.archive_support import (
     CorruptingSource,
     MemoryVault,
@@ -36,6 +35,7 @@ from tests.unit.archive_support import (
     build_tree,
     mutate_in_place,
 )
+from tests.unit.opening import backup_tree_at
 
 MiB = 1 << 20
 
@@ -45,7 +45,7 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, MemoryVau
     root = tmp_path_factory.mktemp("src") / "tree"
     build_tree(root)
     vault = MemoryVault()
-    return root, vault, backup_tree(root, vault)
+    return root, vault, backup_tree_at(root, vault)
 
 
 def test_restore_reproduces_every_byte_and_attribute(
@@ -79,7 +79,7 @@ def test_second_backup_of_unchanged_tree_stores_nothing(
     backed_up: tuple[Path, MemoryVault, BackupResult],
 ) -> None:
     root, vault, first = backed_up
-    second = backup_tree(root, vault, metadata={"resource": "r1"})
+    second = backup_tree_at(root, vault, metadata={"resource": "r1"})
     assert second.manifest.chunks == first.manifest.chunks
     assert second.manifest.metadata == {"resource": "r1"}
     assert (second.bytes_new, second.chunks_new, second.bytes_stored_new) == (0, 0, 0)
@@ -89,7 +89,7 @@ def test_a_smaller_in_flight_window_changes_nothing_but_memory(
     backed_up: tuple[Path, MemoryVault, BackupResult],
 ) -> None:
     root, _, result = backed_up
-    narrow = backup_tree(root, MemoryVault(), workers=1, max_in_flight=2)
+    narrow = backup_tree_at(root, MemoryVault(), workers=1, max_in_flight=2)
     assert narrow.manifest.chunks == result.manifest.chunks
     assert narrow.manifest.catalog == result.manifest.catalog
 
@@ -116,9 +116,9 @@ def test_incremental_backup_stores_little_and_restores_identically(tmp_path: Pat
     root = tmp_path / "tree"
     build_tree(root, big_files=6, big_size=16 * MiB)
     vault = MemoryVault()
-    first = backup_tree(root, vault)
+    first = backup_tree_at(root, vault)
     changed = mutate_in_place(root, 0.02)  # one region in each of 3 files
-    second = backup_tree(root, vault, workers=3)
+    second = backup_tree_at(root, vault, workers=3)
     # Per changed file: the chunk with its header (new mtime) and the 1-2 chunks
     # around the changed region; plus the catalog chunk holding the new mtimes.
     assert second.chunks_new <= 3 * 3 + 1
@@ -135,7 +135,7 @@ def test_progress_is_cumulative_and_ends_at_the_total(
 ) -> None:
     root, vault, result = backed_up
     seen: list[int] = []
-    backup_tree(root, vault, on_progress=seen.append)
+    backup_tree_at(root, vault, on_progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == result.bytes_total
     restored: list[int] = []
     restore_tree(result.manifest, vault, tmp_path, on_progress=restored.append)
@@ -297,14 +297,14 @@ def test_special_files_are_skipped_with_a_warning(tmp_path: Path) -> None:
     root.mkdir()
     os.mkfifo(root / "pipe")
     (root / "file").write_bytes(b"data")
-    result = backup_tree(root, MemoryVault())
+    result = backup_tree_at(root, MemoryVault())
     assert len(result.warnings) == 1 and "pipe" in result.warnings[0]
 
 
 def test_backup_of_a_non_directory_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(ArchiveError, match="not a directory"):
-        backup_tree(tmp_path / "file", MemoryVault())
+        backup_tree_at(tmp_path / "file", MemoryVault())
 
 
 def test_filter_normalises_names_and_keeps_symlink_targets() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from opencbr.archive.confined import opened
 from opencbr.archive.pipeline import StreamChunker
 from opencbr.archive.tarheader import format_ns, member_header
 from opencbr.archive.tree import _TarWriter, _walk, new_cdc
@@ -75,10 +76,11 @@ def test_tree_writer_holds_nothing_per_file(tmp_path: Path) -> None:
     in_use: list[int] = []
     tracemalloc.start()
     try:
-        for index, (arcname, path, st) in enumerate(_walk(os.fspath(root), writer.warn)):
-            writer.add(arcname, path, st)
-            if index % 1000 == 999:
-                in_use.append(tracemalloc.get_traced_memory()[0])
+        with opened(os.open(root, os.O_RDONLY | os.O_CLOEXEC)) as root_fd:
+            for index, member in enumerate(_walk(root_fd, writer.warn)):
+                writer.add(*member)
+                if index % 1000 == 999:
+                    in_use.append(tracemalloc.get_traced_memory()[0])
         writer.close()
     finally:
         tracemalloc.stop()

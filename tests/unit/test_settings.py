@@ -54,3 +54,15 @@ def test_invalid_configuration_is_refused(tmp_path: Path) -> None:
     config.write_text("unknown_key = 1\n")
     with pytest.raises(ValidationError):
         load_settings(config)
+
+
+def test_log_format_and_level_are_checked(tmp_path: Path) -> None:
+    config = tmp_path / "log.toml"
+    config.write_text('log_format = "json"\nlog_level = "WARNING"\n')
+    settings = load_settings(config)
+    assert (settings.log_format, settings.log_level) == ("json", "warning")
+    assert load_settings(tmp_path / "log.toml", log_format="plain").log_format == "plain"
+    for bad in ('log_format = "xml"\n', 'log_format = "JSON"\n', 'log_level = "loud"\n'):
+        config.write_text(bad)
+        with pytest.raises(ValidationError):
+            load_settings(config)

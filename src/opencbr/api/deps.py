@@ -84,11 +84,18 @@ RequestIdDep = Annotated[str, Depends(request_id)]
 
 
 def query_time(value: str | None, name: str) -> datetime | None:
-    """Parse a `YYYY-MM-DDTHH:MM:SSZ` query parameter into naive UTC."""
+    """Parse a `YYYY-MM-DDTHH:MM:SSZ` query parameter into naive UTC.
+
+    A zone offset can carry a valid local time out of the years 1..9999 once moved to UTC
+    (`0001-01-01T00:00:00+01:00`); that is an invalid parameter, not an overflow (a 500).
+    """
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise CbrError(INVALID_PARAMETER, f"{name} must look like 2018-02-01T12:00:00Z") from None
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    except (ValueError, OverflowError):
+        raise CbrError(
+            INVALID_PARAMETER,
+            f"{name} must look like 2018-02-01T12:00:00Z and lie within the years 1 to 9999 UTC",
+        ) from None

@@ -16,6 +16,7 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
+from opencbr.logs import mark_logged
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +59,17 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error", path=request.url.path)
+    # The one report of this exception: Starlette re-raises it after this answer and the
+    # server would log it again, so it is marked as written (opencbr.logs drops the copy).
+    # Method, path and request id only: headers and bodies hold tokens and passwords.
+    log.error(
+        "unexpected error",
+        method=request.method,
+        path=request.url.path,
+        request_id=getattr(request.state, "request_id", ""),
+        exc_info=exc,
+    )
+    mark_logged(exc)
     return error_response(INTERNAL_ERROR, INTERNAL_ERROR.message, request)
 
 

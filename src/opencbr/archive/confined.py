@@ -122,6 +122,9 @@ def _via_openat2(root_fd: int, relative: str, parts: list[str], flags: int, mode
             return _via_walk(root_fd, relative, parts, flags, mode)
         if exc.errno in (errno.ELOOP, errno.EXDEV):
             raise PathNotConfined(relative, "a component is a symbolic link") from None
+        if exc.errno == errno.ENOTDIR:
+            # With O_DIRECTORY, a symlinked leaf also reads ENOTDIR: the walk tells which.
+            return _via_walk(root_fd, relative, parts, flags, mode)
         raise
 
 
@@ -173,17 +176,17 @@ def open_data(root_fd: int, relative: str, flags: int, kinds: tuple[str, ...]) -
     the kind is checked on the open descriptor (no race with a swap), then blocking I/O is
     restored. A leaf of another kind raises PathNotConfined.
     """
+    wrong_kind = "it is no longer " + " or ".join(_KIND_NAMES[kind] for kind in kinds)
     try:
         fd = open_beneath(root_fd, relative, flags | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing
-            raise PathNotConfined(relative, "it is not a regular file or block device") from None
+            raise PathNotConfined(relative, wrong_kind) from None
         raise
     try:
         mode = os.fstat(fd).st_mode
         if not any(DATA_KINDS[kind](mode) for kind in kinds):
-            wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds)
-            raise PathNotConfined(relative, f"it is no longer {wanted}")
+            raise PathNotConfined(relative, wrong_kind)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     except BaseException:
         os.close(fd)

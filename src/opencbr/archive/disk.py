@@ -48,7 +48,7 @@ DEFAULT_MAX_IN_FLIGHT = 16  # blocks: 64 MiB of 4 MiB blocks held at most
 
 
 def backup_disk(
-    path: Path,
+    image_fd: int,
     sink: ChunkSink,
     *,
     block_size: int = DEFAULT_BLOCK_SIZE,
@@ -57,25 +57,23 @@ def backup_disk(
     metadata: dict[str, Any] | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> BackupResult:
-    """Back up the image file or block device at `path` into `sink`.
+    """Back up the image file or block device open at `image_fd` into `sink`.
 
-    `on_progress` receives the cumulative image bytes processed (zero ranges included).
-    Only chunks are stored: making them durable and writing the manifest is the
-    caller's job. Back up a snapshot: the size is taken once, at the start.
+    The caller opens it (confined below its root and checked for its kind, without
+    blocking: `archive.confined.open_data`) and keeps the descriptor. `on_progress`
+    receives the cumulative image bytes processed (zero ranges included). Only chunks
+    are stored: making them durable and writing the manifest is the caller's job. Back
+    up a snapshot: the size is taken once, at the start.
     """
     if block_size <= 0:
         raise ValueError("block_size must be positive")
     progress = ProgressMeter(on_progress)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = _image_size(fd, path)
-        with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
-            pipeline = ChunkPipeline(sink, pool, max_in_flight=max_in_flight, progress=progress)
-            with pipeline:
-                zeros = _feed_blocks(fd, size, block_size, pipeline, progress)
-                refs = pipeline.finish()
-    finally:
-        os.close(fd)
+    size = image_size(image_fd)
+    with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
+        pipeline = ChunkPipeline(sink, pool, max_in_flight=max_in_flight, progress=progress)
+        with pipeline:
+            zeros = _feed_blocks(image_fd, size, block_size, pipeline, progress)
+            refs = pipeline.finish()
     progress.close()
     manifest = Manifest(
         kind="disk",
@@ -107,13 +105,14 @@ def _feed_blocks(
     return zeros
 
 
-def _image_size(fd: int, path: Path) -> int:
-    mode = os.fstat(fd).st_mode
-    if stat.S_ISREG(mode):
-        return os.fstat(fd).st_size
-    if stat.S_ISBLK(mode):
+def image_size(fd: int) -> int:
+    """The size of the image file or block device open at `fd`."""
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size
+    if stat.S_ISBLK(info.st_mode):
         return os.lseek(fd, 0, os.SEEK_END)  # st_size is 0 for a device
-    raise ArchiveError(f"{path} is neither a regular file nor a block device")
+    raise ArchiveError("the resource is neither a regular file nor a block device")
 
 
 def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:

@@ -12,6 +12,10 @@ size, mtime, ctime and inode, and the same tar headers (name, mode, owner, times
 whose record lies between two chunk boundaries of the previous stream, is taken as
 unchanged: its chunk references are copied and its bytes are never read. This is the
 check restic and borg make (ctime catches a rewrite that restored the mtime).
+
+Chunks the vault knows to be damaged are never reused: a file one of them covers is read
+again, so the new backup stores the chunk anew. A previous catalog that cannot be read
+ends reuse for the rest of the walk: a full read is always correct, only slower.
 """
 
 from __future__ import annotations
@@ -25,16 +29,19 @@ from typing import NamedTuple
 
 from opencbr.archive.catalog import CatalogEntry, header_digest, iter_catalog, require_kind
 from opencbr.archive.manifest import Manifest
-from opencbr.archive.sink import ChunkRef, ChunkSource
+from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkSource
+from opencbr.storage.store import StorageError
 
 REUSE_MIN_SIZE = 1 << 20  # CDC's average chunk: smaller files share chunks with others
 
 
 class PreviousBackup(NamedTuple):
-    """The previous backup of the same tree and where its chunks can be read."""
+    """The previous backup of the same tree, where its chunks can be read, and which of
+    them the vault marks damaged (never reused)."""
 
     manifest: Manifest
     source: ChunkSource
+    damaged: frozenset[str] = frozenset()
 
 
 def padded(size: int) -> int:
@@ -58,6 +65,7 @@ class ParentTree:
 
     def __init__(self, previous: PreviousBackup, workers: int = 1) -> None:
         require_kind(previous.manifest, "tree")
+        self._damaged = previous.damaged
         self._chunks = previous.manifest.chunks
         self._starts = list(itertools.accumulate((r.length for r in self._chunks), initial=0))
         self._entries: Generator[CatalogEntry, None, None] = iter_catalog(
@@ -75,6 +83,8 @@ class ParentTree:
         if entry is None or not _same_file(entry, st, header):
             return ()
         refs = self._between(entry.header_offset, entry.data_offset + padded(entry.size))
+        if any(ref.digest in self._damaged for ref in refs):
+            return ()
         if refs:
             self.files_reused += 1
             self.bytes_reused += entry.size
@@ -86,7 +96,7 @@ class ParentTree:
     def _seek(self, path: bytes) -> CatalogEntry | None:
         key = _sort_key(path)
         while not self._exhausted and (self._current is None or self._current_key < key):
-            self._current = next(self._entries, None)
+            self._current = self._next_entry()
             if self._current is None:
                 self._exhausted = True
             else:
@@ -94,6 +104,13 @@ class ParentTree:
         if self._current is not None and self._current_key == key:
             return self._current
         return None
+
+    def _next_entry(self) -> CatalogEntry | None:
+        try:
+            return next(self._entries, None)
+        except (ArchiveError, StorageError):
+            # The catalog reader closed itself when it raised; nothing more is reused.
+            return None
 
     def _between(self, start: int, end: int) -> tuple[ChunkRef, ...]:
         first = bisect.bisect_left(self._starts, start)

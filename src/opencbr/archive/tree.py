@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import grp
 import os
 import pwd
+import resource
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from pyfastcdc import FastCDC
@@ -56,7 +57,13 @@ CDC_AVG, CDC_MIN, CDC_MAX = 1 * MiB, 256 * KiB, 4 * MiB
 DEFAULT_MAX_IN_FLIGHT = 48  # chunks held by a backup: ~60 MiB typical, 192 MiB worst
 _CATALOG_IN_FLIGHT = 4  # the catalog is ~1/10000 of the data
 _MAX_WARNINGS = 1000
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NOFOLLOW: an entry swapped for a symlink since its lstat must not pull in the target.
+# O_NONBLOCK: an entry swapped for a FIFO must not block the walk (its kind is checked on
+# the opened descriptor; regular files get blocking reads back).
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_MIN_DEPTH, _MAX_DEPTH = 64, 4096  # levels a walk may descend (see max_walk_depth)
+_SWAPPED = "replaced while being read"
 _O_NOATIME: int = getattr(os, "O_NOATIME", 0)  # Linux only
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 
@@ -70,7 +77,7 @@ def new_cdc() -> FastCDC:
 
 
 def backup_tree(
-    root: Path,
+    directory_fd: int,
     sink: ChunkSink,
     *,
     workers: int = 2,
@@ -79,15 +86,18 @@ def backup_tree(
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     previous: PreviousBackup | None = None,
 ) -> BackupResult:
-    """Back up the directory tree at `root` into `sink`; return the manifest and counts.
+    """Back up the directory open at `directory_fd` into `sink`; return the manifest and counts.
 
+    The caller opens the directory (confined below its root: `archive.confined`) and keeps
+    the descriptor; every entry below it is reached from its parent's descriptor, never by
+    path, so nothing outside the tree is read however it changes meanwhile.
     `on_progress` receives the cumulative tar-stream bytes processed. Only chunks are
     stored: making them durable and writing the manifest is the caller's job. With
     `previous` (an earlier backup of this tree whose chunks `sink` holds), unchanged
     large files are not read: their chunks are referenced again.
     """
-    if not os.path.isdir(root):
-        raise ArchiveError(f"{root} is not a directory")
+    if not stat.S_ISDIR(os.fstat(directory_fd).st_mode):
+        raise ArchiveError("the resource is not a directory")
     progress = ProgressMeter(on_progress)
     parent = ParentTree(previous) if previous is not None else None
     with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
@@ -98,8 +108,9 @@ def backup_tree(
                 stack.callback(parent.close)
             stream = StreamChunker(data.submit, new_cdc(), emit_known=data.submit_known)
             writer = _TarWriter(stream, catalog.submit, parent)
-            for arcname, path, st in _walk(os.fspath(root), writer.warn):
-                writer.add(arcname, path, st)
+            walk = stack.enter_context(contextlib.closing(_walk(directory_fd, writer.warn)))
+            for arcname, dir_fd, name, st in walk:
+                writer.add(arcname, dir_fd, name, st)
             writer.close()
             data_refs, catalog_refs = data.finish(), catalog.finish()
     progress.close()
@@ -114,35 +125,122 @@ def backup_tree(
     return backup_result(manifest, [data, catalog], tuple(writer.warnings), reused)
 
 
-def _walk(root: str, warn: Callable[[str], None]) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Yield (arcname, path, lstat) depth-first; memory O(depth x siblings)."""
-    yield ".", root, os.stat(root)
-    stack = [_children(root, "", warn)]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        arcname, path = entry
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue  # removed since its directory was listed
-        yield arcname, path, st
-        if stat.S_ISDIR(st.st_mode):
-            stack.append(_children(path, arcname + "/", warn))
+def tree_size(directory_fd: int) -> int:
+    """About the tar stream size of the tree open at `directory_fd` (for progress only).
 
-
-def _children(path: str, prefix: str, warn: Callable[[str], None]) -> Iterator[tuple[str, str]]:
+    Walked like a backup (from descriptors, no symlink followed); 0 if the walk fails.
+    """
+    total = 0
     try:
-        names = sorted(os.listdir(path), key=os.fsencode)
-    except FileNotFoundError:
-        names = []  # removed since it was listed
+        with contextlib.closing(_walk(directory_fd, lambda _message: None)) as walk:
+            for _arcname, _dir_fd, _name, st in walk:
+                if not stat.S_ISDIR(st.st_mode):
+                    total += st.st_size + tarfile.BLOCKSIZE
+    except (OSError, ArchiveError):
+        return 0
+    return total
+
+
+# (arcname, descriptor of the directory holding it, name in that directory, lstat)
+Member = tuple[str, int, str, os.stat_result]
+
+
+def _walk(directory_fd: int, warn: Callable[[str], None]) -> Generator[Member, None, None]:
+    """Yield every member below `directory_fd` depth-first, siblings in byte order.
+
+    Each entry is looked up (fstatat), opened and listed relative to its directory's
+    descriptor: a component renamed or swapped for a symlink while the walk runs can
+    never lead it out of the tree. Memory O(depth x siblings); descriptors: one per
+    level being walked, at most `max_walk_depth()` (deeper trees fail cleanly). The
+    caller keeps `directory_fd`; the walk closes every descriptor it opened.
+    """
+    yield ".", directory_fd, ".", os.fstat(directory_fd)
+    max_depth = max_walk_depth()
+    stack = [_Level(directory_fd, _names(directory_fd, ".", warn), "")]
+    try:
+        while stack:
+            level = stack[-1]
+            name = next(level.names, None)
+            if name is None:
+                stack.pop()
+                level.close(directory_fd)
+                continue
+            try:
+                st = os.stat(name, dir_fd=level.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since its directory was listed
+            arcname = level.prefix + name
+            yield arcname, level.fd, name, st
+            if stat.S_ISDIR(st.st_mode):
+                if len(stack) >= max_depth:
+                    raise ArchiveError(f"the tree is nested deeper than {max_depth} levels")
+                child = _open_subdirectory(level.fd, name, arcname, st, warn)
+                if child >= 0:
+                    stack.append(_Level(child, _names(child, arcname, warn), arcname + "/"))
+    finally:
+        for level in stack:
+            level.close(directory_fd)
+
+
+class _Level:
+    """A directory being walked: its descriptor, the names still to visit, its prefix."""
+
+    __slots__ = ("fd", "names", "prefix")
+
+    def __init__(self, fd: int, names: Iterator[str], prefix: str) -> None:
+        self.fd, self.names, self.prefix = fd, names, prefix
+
+    def close(self, keep: int) -> None:
+        if self.fd != keep:
+            os.close(self.fd)
+
+
+def max_walk_depth() -> int:
+    """How deep a tree walk may go: it holds one descriptor per level, and a deep tree must
+    not starve the process (other backups, the database, HTTP) of descriptors."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_DEPTH
+    return max(_MIN_DEPTH, min(_MAX_DEPTH, soft // 8))
+
+
+def _names(fd: int, arcname: str, warn: Callable[[str], None]) -> Iterator[str]:
+    try:
+        names = sorted(os.listdir(fd), key=os.fsencode)
     except OSError as exc:
-        warn(f"skipped the contents of {prefix or '.'!r}: {exc.strerror}")
+        _fatal_if_out_of_descriptors(exc)
+        warn(f"skipped the contents of {arcname!r}: {exc.strerror}")
         names = []
-    base = path if path.endswith("/") else path + "/"
-    return ((prefix + name, base + name) for name in names)
+    return iter(names)
+
+
+def _open_subdirectory(
+    parent_fd: int, name: str, arcname: str, st: os.stat_result, warn: Callable[[str], None]
+) -> int:
+    """A descriptor of the directory `st` describes, or -1 (with a warning) if `name` is no
+    longer that directory (swapped for a symlink or another entry since the lstat)."""
+    try:
+        fd = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:
+        _fatal_if_out_of_descriptors(exc)
+        why = _SWAPPED if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror
+        warn(f"skipped the contents of {arcname!r}: {why}")
+        return -1
+    if not _same_inode(os.fstat(fd), st):
+        os.close(fd)
+        warn(f"skipped the contents of {arcname!r}: {_SWAPPED}")
+        return -1
+    return fd
+
+
+def _same_inode(opened: os.stat_result, looked_up: os.stat_result) -> bool:
+    return opened.st_ino == looked_up.st_ino and opened.st_dev == looked_up.st_dev
+
+
+def _fatal_if_out_of_descriptors(exc: OSError) -> None:
+    # Skipping here would silently drop part of the tree for a passing shortage.
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        raise ArchiveError("out of file descriptors while walking the tree") from exc
 
 
 class _TarWriter:
@@ -169,23 +267,28 @@ class _TarWriter:
         self._noatime = _O_NOATIME
         self.warnings: list[str] = []
 
-    def add(self, arcname: str, path: str, st: os.stat_result) -> None:
+    def add(self, arcname: str, dir_fd: int, name: str, st: os.stat_result) -> None:
+        """Write the member `name` of the directory open at `dir_fd`, as `st` (its lstat)."""
         mode, size, linkname, fd = st.st_mode, 0, "", -1
         try:
             if stat.S_ISREG(mode):
                 link = self._inodes.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
                 if link is None:
-                    typeflag, size, fd = tarfile.REGTYPE, st.st_size, self._open_regular(path)
+                    typeflag, size = tarfile.REGTYPE, st.st_size
+                    fd = self._open_regular(dir_fd, name, arcname, st)
+                    if fd < 0:
+                        return
                 else:
                     typeflag, linkname = tarfile.LNKTYPE, link
             elif stat.S_ISDIR(mode):
                 typeflag = tarfile.DIRTYPE
             elif stat.S_ISLNK(mode):
-                typeflag, linkname = tarfile.SYMTYPE, os.readlink(path)
+                typeflag, linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dir_fd)
             else:
                 self.warn(f"skipped {arcname!r}: not a file, directory or symlink")
                 return
         except OSError as exc:
+            _fatal_if_out_of_descriptors(exc)
             self.warn(f"skipped {arcname!r}: {exc.strerror}")
             return
         uid, gid, mtime_ns = st.st_uid, st.st_gid, st.st_mtime_ns
@@ -233,18 +336,33 @@ class _TarWriter:
         self._stream.close()
         self._catalog.close()
 
-    def _open_regular(self, path: str) -> int:
-        # O_NOFOLLOW: a file swapped for a symlink since lstat must not pull in its target.
+    def _open_regular(self, dir_fd: int, name: str, arcname: str, st: os.stat_result) -> int:
+        """A descriptor of the regular file `st` (its lstat) describes, ready for blocking
+        reads; -1 with a warning if `name` has been swapped for anything else since."""
+        fd, status_flags = self._open_nonblocking(dir_fd, name)
+        try:
+            if not _is_file_of(os.fstat(fd), st):
+                os.close(fd)
+                self.warn(f"skipped {arcname!r}: {_SWAPPED}")
+                return -1
+            fcntl.fcntl(fd, fcntl.F_SETFL, status_flags)  # drops O_NONBLOCK
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_nonblocking(self, dir_fd: int, name: str) -> tuple[int, int]:
+        """(descriptor, the F_SETFL status flags it was opened with, less O_NONBLOCK)."""
         # O_NOATIME spares an inode update per file; only the owner (or root) may use it.
         if self._noatime:
             try:
-                return os.open(path, _READ_FLAGS | self._noatime)
+                return os.open(name, _READ_FLAGS | self._noatime, dir_fd=dir_fd), self._noatime
             except PermissionError as exc:
                 if exc.errno != errno.EPERM:
                     raise
                 if os.geteuid() != 0:
                     self._noatime = 0  # not our files: stop paying a failed open each
-        return os.open(path, _READ_FLAGS)
+        return os.open(name, _READ_FLAGS, dir_fd=dir_fd), 0
 
     def _write_file(
         self, arcname: str, fd: int, st: os.stat_result, header: bytes, *, reusable: bool
@@ -273,6 +391,11 @@ class _TarWriter:
     def warn(self, message: str) -> None:
         if len(self.warnings) < _MAX_WARNINGS:
             self.warnings.append(message)
+
+
+def _is_file_of(opened: os.stat_result, looked_up: os.stat_result) -> bool:
+    """Whether the descriptor opened is still the regular file the walk looked up."""
+    return stat.S_ISREG(opened.st_mode) and _same_inode(opened, looked_up)
 
 
 def _readinto(fd: int, buffer: memoryview) -> int:

@@ -4,10 +4,21 @@ each backup references, operation logs and replication records."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    and_,
+    func,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
 
@@ -16,6 +27,7 @@ BUSY_STATUSES = ("protecting", "restoring", "deleting", "waiting_protect")
 # Replication record statuses of a copy still to finish.
 LIVE_RECORD_STATUSES = ("waiting_replicate", "replicating")
 _LIVE_RECORD = text("status IN ('waiting_replicate', 'replicating')")
+_DAMAGED_CHUNK = text("damaged_at IS NOT NULL")
 
 
 class Checkpoint(Base):
@@ -86,6 +98,11 @@ class Backup(Base):
     bytes_new: Mapped[int] = mapped_column(BigInteger, default=0)  # stored bytes it added
     chunk_count: Mapped[int] = mapped_column(default=0)
     fail_reason: Mapped[str | None] = mapped_column(String(1024))
+    # What the read skipped or saw change (FIFOs, unreadable folders...), capped; an
+    # opencbr extension on the wire.
+    warnings: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'"))
+    # Vault capacity this backup holds while it runs (see Vault.reserved_bytes).
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     source_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
     source_region: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(default=0)
@@ -94,6 +111,11 @@ class Backup(Base):
     expired_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    if TYPE_CHECKING:
+        # Chunks of this backup its vault's index marks damaged (a column property set
+        # below the chunk models; 0 for a server backup, whose volumes hold the data).
+        damaged_chunks: int
 
     children: Mapped[list[Backup]] = relationship(
         lazy="selectin",
@@ -106,11 +128,32 @@ class Backup(Base):
     def manifest_name(self) -> str:
         return f"backup-{self.id}"
 
+    def damaged_chunk_count(self) -> int:
+        """`damaged_chunks` as read with the row; 0 for a row this session created, which
+        references no chunk yet (reading it would need the session, perhaps closed)."""
+        value = inspect(self).attrs.damaged_chunks.loaded_value
+        return value if isinstance(value, int) else 0
+
 
 class VaultChunk(Base):
-    """The per-vault chunk index: a row exists only once the chunk is durable in the store."""
+    """The per-vault chunk index: a row exists only once the chunk is durable in the store.
+
+    `damaged_at` is set when a read of the chunk failed verification (or found no file):
+    such a chunk no longer counts as present (dedup and replication planning write it
+    again), and is cleared when a writer stores a verified copy.
+    """
 
     __tablename__ = "vault_chunks"
+    __table_args__ = (
+        # Damaged chunks are rare: this index holds only them, so asking a vault for its
+        # damaged chunks costs nothing in the common case.
+        Index(
+            "ix_vault_chunks_damaged",
+            "vault_id",
+            sqlite_where=_DAMAGED_CHUNK,
+            postgresql_where=_DAMAGED_CHUNK,
+        ),
+    )
 
     vault_id: Mapped[str] = mapped_column(
         ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True
@@ -118,6 +161,7 @@ class VaultChunk(Base):
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     plain_size: Mapped[int] = mapped_column(BigInteger)
     stored_size: Mapped[int] = mapped_column(BigInteger)
+    damaged_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class BackupChunk(Base):
@@ -131,6 +175,24 @@ class BackupChunk(Base):
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     plain_size: Mapped[int] = mapped_column(BigInteger)
     stored_size: Mapped[int] = mapped_column(BigInteger)
+
+
+# Walks the vault's damaged chunks (the partial index above; usually none), not the
+# backup's chunks: a list of large backups stays as cheap as before.
+Backup.damaged_chunks = column_property(  # type: ignore[assignment]
+    select(func.count())
+    .select_from(VaultChunk)
+    .join(
+        BackupChunk,
+        and_(BackupChunk.backup_id == Backup.id, BackupChunk.digest == VaultChunk.digest),
+    )
+    .where(VaultChunk.vault_id == Backup.vault_id, VaultChunk.damaged_at.is_not(None))
+    .correlate_except(VaultChunk, BackupChunk)
+    .scalar_subquery(),
+    # Read-only: a flush (a rename, a status change) must not expire it, or reading it
+    # after the transaction would need the closed session.
+    expire_on_flush=False,
+)
 
 
 class OperationLog(Base):

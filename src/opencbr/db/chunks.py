@@ -10,10 +10,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Table, delete, func, select
+from sqlalchemy import Insert, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from opencbr import clock
 from opencbr.db.backups import Backup, BackupChunk, VaultChunk
 
 BATCH = 500
@@ -37,9 +38,15 @@ def _insert_ignoring_duplicates(session: Session, model: Any) -> Insert:
 
 
 def index_chunks(session: Session, vault_id: str, chunks: Iterable[tuple[str, int, int]]) -> int:
-    """Record durable chunks (digest, plain size, stored size); return stored bytes added."""
+    """Record durable, verified chunks (digest, plain size, stored size); return the stored
+    bytes this adds to the vault.
+
+    A chunk indexed as damaged that is among them was stored again (or verified) by the
+    caller: its mark is cleared and its stored size updated.
+    """
     statement = _insert_ignoring_duplicates(session, VaultChunk)
     statement = statement.returning(VaultChunk.__table__.c.stored_size)
+    chunks = list(chunks)
     added = 0
     for batch in batched(chunks):
         rows = [
@@ -47,7 +54,73 @@ def index_chunks(session: Session, vault_id: str, chunks: Iterable[tuple[str, in
             for d, p, s in batch
         ]
         added += sum(session.scalars(statement, rows))  # only inserted rows are returned
-    return added
+    return added + _repair(session, vault_id, {d: s for d, _p, s in chunks})
+
+
+def _repair(session: Session, vault_id: str, stored_sizes: dict[str, int]) -> int:
+    """Clear the damage mark of the rewritten chunks; return the change in stored bytes."""
+    if not stored_sizes:
+        return 0
+    damaged = session.execute(
+        select(VaultChunk.digest, VaultChunk.stored_size).where(
+            VaultChunk.vault_id == vault_id, VaultChunk.damaged_at.is_not(None)
+        )
+    ).all()
+    growth = 0
+    for digest, old_size in damaged:
+        new_size = stored_sizes.get(digest)
+        if new_size is None:
+            continue
+        session.execute(
+            update(VaultChunk)
+            .where(VaultChunk.vault_id == vault_id, VaultChunk.digest == digest)
+            .values(damaged_at=None, stored_size=new_size)
+        )
+        growth += new_size - old_size
+    return growth
+
+
+def mark_damaged(session: Session, vault_id: str, digest: str) -> bool:
+    """Mark an indexed chunk damaged (a read failed verification or found no file).
+
+    Idempotent: the first mark's time is kept. False when the vault does not index the
+    chunk or it was marked already.
+    """
+    result = session.execute(
+        update(VaultChunk)
+        .where(
+            VaultChunk.vault_id == vault_id,
+            VaultChunk.digest == digest,
+            VaultChunk.damaged_at.is_(None),
+        )
+        .values(damaged_at=clock.now())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def damaged_digests(session: Session, vault_id: str) -> frozenset[str]:
+    """The chunks of a vault marked damaged (usually none: one partial-index lookup)."""
+    query = select(VaultChunk.digest).where(
+        VaultChunk.vault_id == vault_id, VaultChunk.damaged_at.is_not(None)
+    )
+    return frozenset(session.scalars(query))
+
+
+def damaged_in_backup(session: Session, backup_id: str, vault_id: str) -> list[str]:
+    """The chunks `backup_id` references that its vault marks damaged, in digest order."""
+    referenced = select(BackupChunk.digest).where(
+        BackupChunk.backup_id == backup_id, BackupChunk.digest == VaultChunk.digest
+    )
+    query = (
+        select(VaultChunk.digest)
+        .where(
+            VaultChunk.vault_id == vault_id,
+            VaultChunk.damaged_at.is_not(None),
+            referenced.exists(),
+        )
+        .order_by(VaultChunk.digest)
+    )
+    return list(session.scalars(query))
 
 
 def link_backup(session: Session, backup_id: str, vault_id: str, digests: Iterable[str]) -> int:
@@ -74,9 +147,11 @@ def link_backup(session: Session, backup_id: str, vault_id: str, digests: Iterab
 
 
 def missing_in_vault(session: Session, backup_id: str, vault_id: str) -> list[tuple[str, int, int]]:
-    """The chunks of `backup_id` that `vault_id` does not hold: one anti-join."""
+    """The chunks of `backup_id` that `vault_id` does not hold intact: one anti-join."""
     present = select(VaultChunk.digest).where(
-        VaultChunk.vault_id == vault_id, VaultChunk.digest == BackupChunk.digest
+        VaultChunk.vault_id == vault_id,
+        VaultChunk.digest == BackupChunk.digest,
+        VaultChunk.damaged_at.is_(None),
     )
     query = (
         select(BackupChunk.digest, BackupChunk.plain_size, BackupChunk.stored_size)

@@ -62,7 +62,11 @@ class RoleAssignment(Base):
 
 
 class Token(Base):
-    """An issued token. Only its SHA-256 is stored: a database leak reveals no usable token."""
+    """An issued token. Only its SHA-256 is stored: a database leak reveals no usable token.
+
+    A token made by rescoping another (``methods: ["token"]``) names it in ``parent_digest``:
+    it expires with its parent and is revoked with it.
+    """
 
     __tablename__ = "tokens"
 
@@ -73,6 +77,10 @@ class Token(Base):
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Children never outlive their parent, so deleting a parent may take them along.
+    parent_digest: Mapped[str | None] = mapped_column(
+        ForeignKey("tokens.digest", ondelete="CASCADE"), index=True, default=None
+    )
 
     user: Mapped[User] = relationship(lazy="joined")
     project: Mapped[Project] = relationship(lazy="joined")

@@ -9,7 +9,7 @@ from opencbr.db.backups import (
     VaultChunk,
 )
 from opencbr.db.base import Base
-from opencbr.db.credentials import Credential
+from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
 from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource
 
@@ -19,6 +19,7 @@ __all__ = [
     "Base",
     "Checkpoint",
     "Credential",
+    "CredentialProject",
     "Domain",
     "OperationLog",
     "Project",

@@ -7,14 +7,50 @@ inside a transaction: SQLite has one writer at a time.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "opencbr_read_only"
+PRIVATE_FILE_MODE = 0o600
+# The files SQLite keeps beside a database (the write-ahead log, its index, the journal).
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def make_private_sqlite_file(path: Path) -> None:
+    """Create the SQLite database at `path` as 0600 if absent, and take group and other
+    permissions off it and its companion files if present.
+
+    SQLite creates a database 0644 (less the umask) and gives its WAL and shared-memory
+    files the database's own mode; a file created 0600 first keeps all three private.
+    """
+    if path.parent.is_dir():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE))
+    for name in _SQLITE_COMPANIONS:
+        companion = path.with_name(path.name + name)
+        try:
+            mode = stat.S_IMODE(companion.lstat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077 and companion.is_file() and not companion.is_symlink():
+            companion.chmod(mode & ~0o077)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or an in-memory one."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -41,13 +77,20 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str) -> Engine:
+    # hide_parameters: a database error's text would otherwise carry the statement's values
+    # (token digests, key material, tenants' names) into logs and tracebacks.
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 class Database:
@@ -55,6 +98,9 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        database_file = sqlite_file(url)
+        if database_file is not None:
+            make_private_sqlite_file(database_file)
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         reader = self.engine.execution_options(**{READ_ONLY: True})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import BigInteger, ForeignKey, Index, String, update
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
 
@@ -44,6 +44,10 @@ class Vault(Base):
     size_gb: Mapped[int] = mapped_column(BigInteger)
     # Unique bytes stored in this vault's chunk store (billing.used is this in MB).
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bytes backups in progress have stored but not committed yet: used + reserved never
+    # exceeds the capacity, however many backups run at once (the sum of the backups'
+    # own `reserved_bytes`; changed only by conditional UPDATEs, never read-modify-write).
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), default="available")
     tags: Mapped[list[Any]] = mapped_column(default=list)
     enterprise_project_id: Mapped[str] = mapped_column(String(64), default="0")
@@ -81,6 +85,40 @@ class Vault(Base):
         )
 
 
+GB = 1024**3
+
+
+def reserve_capacity(session: Session, vault_id: str, nbytes: int) -> bool:
+    """Reserve `nbytes` of the vault's capacity if they fit; True if they did.
+
+    One conditional UPDATE: atomic on both backends (PostgreSQL re-checks the condition
+    on the row a concurrent writer just committed; SQLite has one writer at a time), so
+    used + reserved never exceeds the capacity, however many backups run at once.
+    """
+    fits = Vault.used_bytes + Vault.reserved_bytes + nbytes <= Vault.size_gb * GB
+    result = session.execute(
+        update(Vault)
+        .where(Vault.id == vault_id, fits)
+        .values(reserved_bytes=Vault.reserved_bytes + nbytes)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def settle_capacity(session: Session, vault_id: str, *, used: int = 0, released: int = 0) -> None:
+    """Add `used` committed bytes and give back `released` reserved ones, atomically
+    (never read-modify-write: concurrent backups commit into the same row)."""
+    session.execute(
+        update(Vault)
+        .where(Vault.id == vault_id)
+        .values(
+            used_bytes=Vault.used_bytes + used,
+            reserved_bytes=Vault.reserved_bytes - released,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 class VaultResource(Base):
     """A protectable bound to a vault; a resource is in at most one vault (the unique key)."""
 
@@ -110,6 +148,8 @@ class Protectable(Base):
     type: Mapped[str] = mapped_column(String(32))  # wire resource type, e.g. OS::Sfs::Turbo
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str | None] = mapped_column(String(4096))
+    # A disk's node as registered: "file" or "block"; the backup opens nothing else.
+    node: Mapped[str | None] = mapped_column(String(8))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -134,6 +174,7 @@ class ProtectableVolume(Base):
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(String(4096))
     kind: Mapped[str] = mapped_column(String(8))  # "tree" or "disk"
+    node: Mapped[str | None] = mapped_column(String(8))  # a disk's: "file" or "block"
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
     server: Mapped[Protectable] = relationship(back_populates="volumes")

@@ -21,6 +21,7 @@ from huey import Huey
 from huey.consumer import Consumer
 from huey.storage import SqliteStorage
 
+from opencbr.db.session import make_private_sqlite_file
 from opencbr.services import backup_runs, backups, gc, replicas, replication_runs, restores
 from opencbr.services.runtime import Runtime
 
@@ -77,9 +78,9 @@ class Jobs:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         settings = runtime.settings
-        self.huey = _SqliteHuey(
-            "opencbr", filename=str(settings.data_dir / "queue.db"), results=False, utc=True
-        )
+        queue_file = settings.data_dir / "queue.db"
+        make_private_sqlite_file(queue_file)  # tasks name backups and vaults: keep it 0600
+        self.huey = _SqliteHuey("opencbr", filename=str(queue_file), results=False, utc=True)
         self._consumer: Consumer | None = None
         self._checkpoint = self._task("run_checkpoint", self._run_checkpoint)
         self._restore = self._task("run_restore", lambda log_id: restores.run(runtime, log_id))

@@ -9,8 +9,10 @@ simply found again.
 
 from __future__ import annotations
 
+import errno
 import os
-import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,24 +22,38 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from opencbr import clock
-from opencbr.archive.disk import backup_disk
-from opencbr.archive.manifest import Manifest
+from opencbr.archive.confined import PathNotConfined, open_data, open_directory, open_root, opened
+from opencbr.archive.disk import backup_disk, image_size
 from opencbr.archive.parent import PreviousBackup
 from opencbr.archive.pipeline import BackupResult
 from opencbr.archive.sink import ArchiveError
-from opencbr.archive.tree import backup_tree
+from opencbr.archive.tree import backup_tree, tree_size
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
-from opencbr.db.vaults import Vault, VaultResource
-from opencbr.errors import INTERNAL_ERROR, VAULT_FULL, CbrError, ErrorCode
-from opencbr.services import checkpoints, leases, operation_logs
+from opencbr.db.identity import Project
+from opencbr.db.vaults import (
+    Protectable,
+    ProtectableVolume,
+    Vault,
+    VaultResource,
+    settle_capacity,
+)
+from opencbr.errors import INTERNAL_ERROR, RESOURCE_PATH_INVALID, CbrError, ErrorCode
+from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
+from opencbr.services.capacity import BudgetSink, CapacityOwner
+from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import VaultSink, VaultSource
-from opencbr.storage.store import ChunkStore, StorageError
+from opencbr.services.stores import previous_backup
+from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
 HEARTBEAT_SECONDS = 2.0
+# The warnings kept on a backup (the archive engine collects up to 1,000).
+MAX_WARNINGS = 100
+MAX_WARNING_CHARS = 300
+LOGGED_WARNINGS = 3
+ENGINE_MAX_WARNINGS = 1000  # the archive engine keeps no more (archive/tree.py)
 
 
 class VaultBusy(Exception):
@@ -74,7 +90,7 @@ class Claim:
     region: str
     log_id: str | None
     units: list[tuple[str, str, str]]  # (backup id owning data, kind, path)
-    budget: int  # bytes the vault may still grow by
+    owner: CapacityOwner  # the capacity it reserves, the chunks it created
 
 
 def _claim(rt: Runtime, backup_id: str) -> Claim | None:
@@ -95,6 +111,8 @@ def _claim(rt: Runtime, backup_id: str) -> Claim | None:
             )
             return None
         leases.take(backup, rt.settings.lease_seconds)
+        # A rerun after a crash: the dead attempt's reservation is given back.
+        _release_reservation(session, backup)
         units = [(c.id, c.kind, c.volume_path or "") for c in backup.children] or [
             (backup.id, backup.kind, backup.volume_path or "")
         ]
@@ -103,27 +121,64 @@ def _claim(rt: Runtime, backup_id: str) -> Claim | None:
                 OperationLog.backup_id == backup.id, OperationLog.operation_type == "backup"
             )
         )
-        return Claim(
-            backup.id, vault.id, vault.region, log_id, units, vault.size_gb * GB - vault.used_bytes
-        )
+        owner = CapacityOwner(backup.id, vault.id, backup.created_at)
+        return Claim(backup.id, vault.id, vault.region, log_id, units, owner)
 
 
 def run_backup(rt: Runtime, backup_id: str) -> None:
     claim = _claim(rt, backup_id)
     if claim is None:
         return
-    store = rt.stores.vault(claim.region, claim.vault_id)
-    progress = _Progress(_expected_bytes(claim))
+    progress = _Progress(1)
     try:
-        with leases.heartbeat(lambda: _beat(rt, claim, progress), HEARTBEAT_SECONDS):
-            for unit_id, kind, path in claim.units:
-                _write_unit(rt, store, claim, unit_id, kind, Path(path), progress)
+        store = rt.stores.vault(claim.region, claim.vault_id)
+        with (
+            leases.heartbeat(lambda: _beat(rt, claim, progress), HEARTBEAT_SECONDS),
+            _opened_units(rt, claim) as units,
+        ):
+            progress.expected = max(_expected_bytes(units), 1)
+            for unit in units:
+                _write_unit(rt, store, claim, unit, progress)
         _complete(rt, claim)
     except CbrError as exc:
         _fail(rt, claim, exc.error, exc.detail)
-    except (StorageError, ArchiveError, OSError) as exc:
+    except StorageError as exc:
+        reason = storage_reason(exc)
+        log.warning("backup failed", backup_id=backup_id, error=reason, region=claim.region)
+        _fail(rt, claim, INTERNAL_ERROR, reason)
+    except (ArchiveError, OSError) as exc:
         log.warning("backup failed", backup_id=backup_id, error=str(exc))
         _fail(rt, claim, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+# The faults of a region's storage a retry does not fix, named without the server's path.
+_STORAGE_FAULTS = {
+    errno.ENOENT: "storage path missing",
+    errno.ENOTDIR: "storage path is not a directory",
+    errno.EEXIST: "storage path is not a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def storage_reason(exc: StorageError) -> str:
+    """A backup's fail reason for a storage fault: its kind, never a server path.
+
+    Permanent faults (a path missing or not a directory, no permission, a read-only or
+    full file system) make the region's storage unusable until an operator acts; a
+    transient one (EIO, EAGAIN...) got here only after the store's retries ran out.
+    """
+    cause = exc.__cause__
+    code = cause.errno if isinstance(cause, OSError) else None
+    fault = _STORAGE_FAULTS.get(code or 0) or (
+        os.strerror(code).lower() if code else type(exc).__name__
+    )
+    kind = "unusable" if isinstance(exc, PermanentStorageError) else "error"
+    reason = f"region storage {kind}: {fault}"
+    return f"chunk {exc.digest}: {reason}" if exc.digest else reason  # which chunk, if one
 
 
 class _Progress:
@@ -138,29 +193,99 @@ class _Progress:
         return min(99, (self.done_units + self.current) * 100 // self.expected)
 
 
-def _expected_bytes(claim: Claim) -> int:
-    total = 0
-    for _unit, kind, path in claim.units:
-        total += _tree_size(path) if kind == "tree" else _disk_size(path)
-    return total
+@dataclass(frozen=True)
+class _Unit:
+    """A backup unit with its resource open: every read goes through `fd`, never `path`."""
+
+    backup_id: str  # the backup owning the data
+    kind: str  # "tree" or "disk"
+    path: str  # as registered (for messages and metadata only)
+    fd: int
 
 
-def _disk_size(path: str) -> int:
+@contextmanager
+def _opened_units(rt: Runtime, claim: Claim) -> Iterator[list[_Unit]]:
+    """Every unit's resource opened confined below its root (invariant 7), all before any
+    is read: a server with one swapped volume fails before reading the others."""
+    roots = _project_roots(rt, claim.backup_id)
+    nodes = _registered_nodes(rt, [unit_id for unit_id, _kind, _path in claim.units])
+    with ExitStack() as stack:
+        units = []
+        for unit_id, kind, path in claim.units:
+            fd = _open_resource(roots, kind, nodes.get(unit_id), path)
+            units.append(_Unit(unit_id, kind, path, stack.enter_context(opened(fd))))
+        yield units
+
+
+def _project_roots(rt: Runtime, backup_id: str) -> list[Path]:
+    with rt.db.reading() as session:
+        project = session.execute(
+            select(Project.id, Project.name)
+            .join(Backup, Backup.project_id == Project.id)
+            .where(Backup.id == backup_id)
+        ).one()
+    return project_roots(rt.settings, project.id, project.name)
+
+
+def _registered_nodes(rt: Runtime, unit_ids: list[str]) -> dict[str, str | None]:
+    """unit backup id -> the node its disk was registered as ("file", "block"; None for a
+    tree or a disk registered before nodes were recorded)."""
+    with rt.db.reading() as session:
+        query = select(Backup.id, Backup.resource_id).where(Backup.id.in_(unit_ids))
+        resources = {unit: resource for unit, resource in session.execute(query)}
+        nodes: dict[str, str | None] = {}
+        for model in (Protectable, ProtectableVolume):
+            rows = session.execute(
+                select(model.id, model.node).where(model.id.in_(list(resources.values())))
+            )
+            nodes.update({resource: node for resource, node in rows})
+    return {unit: nodes.get(resource) for unit, resource in resources.items()}
+
+
+def _open_resource(roots: list[Path], kind: str, node: str | None, path: str) -> int:
+    """A descriptor of the unit's directory, image file or block device, opened below its
+    configured root without following any symlink and without blocking; RESOURCE_PATH_INVALID
+    when the path no longer leads there."""
+    location = locate(roots, path)
     try:
-        with open(path, "rb") as device:
-            return device.seek(0, os.SEEK_END)
-    except OSError:
-        return 0
+        root_fd = open_root(location.root)
+    except OSError as exc:
+        raise CbrError(
+            RESOURCE_PATH_INVALID,
+            _no_longer_valid(path, f"its configured root is not accessible ({exc.strerror})"),
+        ) from None
+    with opened(root_fd):
+        try:
+            if kind == "tree":
+                return open_directory(root_fd, location.relative)
+            kinds = (node,) if node in DISK_KINDS else DISK_KINDS
+            return open_data(root_fd, location.relative, os.O_RDONLY, kinds)
+        except PathNotConfined as exc:
+            raise CbrError(RESOURCE_PATH_INVALID, _no_longer_valid(path, exc.why)) from None
+        except FileNotFoundError:
+            raise CbrError(
+                RESOURCE_PATH_INVALID, _no_longer_valid(path, "it does not exist")
+            ) from None
+        except NotADirectoryError:
+            why = "it is not a directory" if kind == "tree" else "a component is not a directory"
+            raise CbrError(RESOURCE_PATH_INVALID, _no_longer_valid(path, why)) from None
 
 
-def _tree_size(path: str) -> int:
+# What registration accepts for a disk. A disk is opened only as the node it was registered
+# as; one registered before nodes were recorded may be either. Never a FIFO, socket or
+# character device.
+DISK_KINDS = ("file", "block")
+
+
+def _no_longer_valid(path: str, why: str) -> str:
+    return f"resource path is no longer valid: {path}: {why}"
+
+
+def _expected_bytes(units: list[_Unit]) -> int:
+    """Bytes the units will read, for progress (read through their descriptors)."""
     total = 0
-    for directory, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size + 512
-            except OSError:
-                continue
+    for unit in units:
+        total += tree_size(unit.fd) if unit.kind == "tree" else image_size(unit.fd)
     return total
 
 
@@ -172,37 +297,14 @@ def _beat(rt: Runtime, claim: Claim, progress: _Progress) -> None:
         operation_logs.set_progress(session, claim.log_id, progress.percent())
 
 
-class _BudgetSink(VaultSink):
-    """Refuses to grow the vault beyond its capacity (BackupService.6114)."""
-
-    def __init__(self, *args: Any, budget: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._budget = budget
-        self._count_lock = threading.Lock()
-        self.stored = 0
-
-    def store(self, digest: str, data: bytes) -> int:
-        written = super().store(digest, data)
-        with self._count_lock:  # called from the engine's worker threads
-            self.stored += written
-            over = self.stored > self._budget
-        if over:
-            raise CbrError(VAULT_FULL, "The backup would exceed the vault's capacity.")
-        return written
-
-
 def _write_unit(
     rt: Runtime,
     store: ChunkStore,
     claim: Claim,
-    unit_id: str,
-    kind: str,
-    path: Path,
+    unit: _Unit,
     progress: _Progress,
 ) -> None:
-    sink = _BudgetSink(
-        rt.db, store, claim.vault_id, rt.settings.compression_level, budget=claim.budget
-    )
+    sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner)
     progress.current = 0
 
     def advance(done: int) -> None:
@@ -211,25 +313,25 @@ def _write_unit(
     options: dict[str, Any] = {
         "workers": rt.settings.io_threads,
         "on_progress": advance,
-        "metadata": {"backup_id": unit_id, "path": str(path)},
+        "metadata": {"backup_id": unit.backup_id, "path": unit.path},
         "max_in_flight": rt.settings.max_chunks_in_flight,
     }
     result: BackupResult
-    if kind == "tree":
-        previous = _previous_tree(rt, store, claim.vault_id, unit_id)
-        result = backup_tree(path, sink, previous=previous, **options)
+    if unit.kind == "tree":
+        previous = _previous_tree(rt, store, claim.vault_id, unit.backup_id)
+        result = backup_tree(unit.fd, sink, previous=previous, **options)
     else:
-        result = backup_disk(path, sink, **options)
+        result = backup_disk(unit.fd, sink, **options)
     log.info(
         "backup unit written",
-        backup_id=unit_id,
+        backup_id=unit.backup_id,
         bytes_total=result.bytes_total,
         bytes_new=result.bytes_new,
         bytes_reused=result.bytes_reused,
     )
-    store.put_manifest(f"backup-{unit_id}", result.manifest.to_bytes())
-    claim.budget -= sink.stored
-    _commit_unit(rt, claim, unit_id, sink, result)
+    _log_warnings(unit.backup_id, result.warnings)
+    store.put_manifest(f"backup-{unit.backup_id}", result.manifest.to_bytes())
+    _commit_unit(rt, claim, unit.backup_id, sink, result)
     progress.done_units += progress.current
     progress.current = 0
 
@@ -257,16 +359,41 @@ def _previous_tree(
     if previous_id is None:
         return None
     try:
-        manifest = Manifest.from_bytes(store.get_manifest(f"backup-{previous_id}"))
+        return previous_backup(rt.db, store, vault_id, store.get_manifest(f"backup-{previous_id}"))
     except (StorageError, ArchiveError) as exc:
         # A full read is always correct; only slower.
         log.warning("previous backup unreadable", backup_id=previous_id, error=str(exc))
         return None
-    return PreviousBackup(manifest, VaultSource(store))
+
+
+def _log_warnings(unit_id: str, warnings: Sequence[str]) -> None:
+    if warnings:
+        log.warning(
+            "backup skipped or saw changing entries",
+            backup_id=unit_id,
+            count=len(warnings),
+            first=[w[:MAX_WARNING_CHARS] for w in warnings[:LOGGED_WARNINGS]],
+        )
+
+
+def capped_warnings(warnings: Sequence[str], limit: int = MAX_WARNINGS) -> list[str]:
+    """At most `limit` entries of at most MAX_WARNING_CHARS each; the last one says how
+    many more there were when they do not all fit."""
+    if len(warnings) <= limit:
+        kept, rest = list(warnings), 0
+    else:
+        kept, rest = list(warnings[: limit - 1]), len(warnings) - (limit - 1)
+    entries = [
+        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 3] + "..." for w in kept
+    ]
+    if rest:
+        more = "at least " if len(warnings) >= ENGINE_MAX_WARNINGS else ""
+        entries.append(f"... and {more}{rest} more")
+    return entries
 
 
 def _commit_unit(
-    rt: Runtime, claim: Claim, unit_id: str, sink: VaultSink, result: BackupResult
+    rt: Runtime, claim: Claim, unit_id: str, sink: BudgetSink, result: BackupResult
 ) -> None:
     written = [(c.digest, c.plain_size, c.stored_size) for c in sink.written.values()]
     with rt.db.transaction() as session:
@@ -274,10 +401,13 @@ def _commit_unit(
         linked = chunks.link_backup(session, unit_id, claim.vault_id, result.digests)
         if linked != len(result.digests):
             raise CbrError(INTERNAL_ERROR, "chunk index is missing chunks this backup references")
-        vault = session.get(Vault, claim.vault_id)
+        # The unit's reservation becomes the bytes it added (index rows it inserted).
+        settle_capacity(session, claim.vault_id, used=added, released=sink.reserved)
+        owner = session.get(Backup, claim.backup_id)
         unit = session.get(Backup, unit_id)
-        assert vault is not None and unit is not None
-        vault.used_bytes += added
+        assert owner is not None and unit is not None
+        owner.reserved_bytes -= sink.reserved
+        unit.warnings = capped_warnings(result.warnings)
         unit.bytes_total = result.bytes_total
         unit.bytes_new = added
         unit.chunk_count = result.chunks_total
@@ -291,11 +421,15 @@ def _complete(rt: Runtime, claim: Claim) -> None:
         backup = session.get(Backup, claim.backup_id)
         assert backup is not None
         if backup.children:
+            backup.warnings = capped_warnings(
+                [f"{c.resource_name}: {w}" for c in backup.children for w in c.warnings]
+            )
             backup.bytes_total = sum(c.bytes_total for c in backup.children)
             backup.bytes_new = sum(c.bytes_new for c in backup.children)
             backup.chunk_count = sum(c.chunk_count for c in backup.children)
         backup.status, backup.lease_until = "available", None
         backup.protected_at = backup.protected_at or clock.now()
+        _release_reservation(session, backup)
         _release_resource(session, backup.resource_id)
         operation_logs.close_log(session, claim.log_id)
         checkpoints.settle(session, backup.checkpoint_id)
@@ -308,17 +442,39 @@ def _release_resource(session: Session, resource_id: str) -> None:
 
 
 def _fail(rt: Runtime, claim: Claim, error: ErrorCode, reason: str) -> None:
+    """Mark the backup `error`, drop its manifests, and remove the chunks it created that
+    nothing references (`backup_cleanup`), unless another writer is in the vault."""
+    own_ids = {claim.backup_id, *(unit_id for unit_id, _kind, _path in claim.units)}
     with rt.db.transaction() as session:
-        backup = session.get(Backup, claim.backup_id)
+        backup = session.get(Backup, claim.backup_id, with_for_update=True)  # then the vault
+        held = bool(claim.owner.created) and backup_cleanup.hold_for_cleanup(
+            session, rt, claim.vault_id, own_ids
+        )
         if backup is not None:
             _fail_in_session(session, backup, error, reason)
-    store = rt.stores.vault(claim.region, claim.vault_id)
-    for unit_id, _kind, _path in claim.units:
-        store.delete_manifest(f"backup-{unit_id}")
+    try:
+        store = rt.stores.vault(claim.region, claim.vault_id)
+        for unit_id, _kind, _path in claim.units:
+            store.delete_manifest(f"backup-{unit_id}")
+    except StorageError as exc:
+        log.warning("manifests of a failed backup not removed", reason=storage_reason(exc))
+    if held:
+        removed = backup_cleanup.remove_orphans(
+            rt, claim.region, claim.vault_id, claim.owner.created
+        )
+        log.info("failed backup cleaned up", backup_id=claim.backup_id, chunks_removed=removed)
+
+
+def _release_reservation(session: Session, backup: Backup) -> None:
+    if backup.reserved_bytes:
+        settle_capacity(session, backup.vault_id, released=backup.reserved_bytes)
+        backup.reserved_bytes = 0
 
 
 def _fail_in_session(session: Session, backup: Backup, error: ErrorCode, reason: str) -> None:
-    """Mark the backup `error`; its chunks are no longer referenced (GC reclaims them)."""
+    """Mark the backup `error` and give back its reserved capacity; its chunks are no
+    longer referenced (the caller or garbage collection removes them)."""
+    _release_reservation(session, backup)
     for unit in [backup, *backup.children]:
         unit.status, unit.fail_reason, unit.lease_until = "error", reason[:1024], None
         session.execute(delete(BackupChunk).where(BackupChunk.backup_id == unit.id))

@@ -102,14 +102,14 @@ def list_page(
     db: Database, ctx: AuthContext, filters: BackupFilter, page: PageRequest
 ) -> Page[Backup]:
     query = _filtered(ctx, filters)
+    in_project = Backup.project_id == ctx.project_id
     with db.reading() as session:
         if not filters.sort:
-            return fetch_page(session, query, Backup.created_at, Backup.id, page)
+            return fetch_page(session, query, Backup.created_at, Backup.id, page, in_project)
         if page.marker:
             raise CbrError(INVALID_PARAMETER, "marker cannot be combined with sort")
-        count = fetch_page(
-            session, query, Backup.created_at, Backup.id, PageRequest(limit=1, offset=0)
-        ).count
+        first = PageRequest(limit=1, offset=0)
+        count = fetch_page(session, query, Backup.created_at, Backup.id, first, in_project).count
         ordered = query.order_by(*_sort_clauses(filters.sort), Backup.id.desc())  # type: ignore[arg-type]
         items = list(session.scalars(ordered.limit(page.limit).offset(page.offset)))
         return Page(items, count, page.limit, page.offset)

@@ -1,7 +1,7 @@
 """Permanent access keys (AK/SK): create, list, update, delete, and what signature checks need.
 
 A key belongs to a user, not to a project: a request signed with it acts in the project named
-by the request, with the role its owner holds there.
+by the request, with the role its owner holds there (within the key's bound, below).
 
 Secrets are stored encrypted with Fernet (AES-128-CBC + HMAC-SHA256). The server has to
 recompute each request's HMAC, so a one-way hash will not do; the encryption key lives in
@@ -12,8 +12,14 @@ the same key file; losing it makes every stored secret useless (create new keys)
 Who may manage whose keys. ``caller=None`` is the operator (``opencbr admin``): anyone's.
 Through the API a user manages its own keys; a caller whose token carries the ``admin`` role
 may also manage the keys of a user who holds roles only in projects where the caller is
-admin, so minting a key for someone never lets an admin do more than it already can.
-Keys a caller may not manage look exactly like unknown keys (404).
+admin. Keys a caller may not manage look exactly like unknown keys (404).
+
+Where a key may act. A key minted by its own user or by the operator acts wherever its user
+holds a role. A key an admin mints for another user is bound to the projects the admin
+administered at that moment (``Credential.project_scoped``): the user may later gain roles
+elsewhere, but this key never acts there, so minting a key for someone never lets an admin
+do more than it could when minting. A signed request outside that bound is refused exactly
+like one signed with an unknown key (401), so the answer does not tell why.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from opencbr.db.credentials import CREDENTIAL_STATUSES, Credential
+from opencbr.db.credentials import CREDENTIAL_STATUSES, Credential, CredentialProject
 from opencbr.db.identity import Project, RoleAssignment, User
 from opencbr.db.session import Database
 from opencbr.errors import (
@@ -131,16 +137,30 @@ def create(
             raise CbrError(USER_NOT_FOUND, f"Could not find user {user!r}.")
         access = _unused_access(session)
         secret = "".join(secrets.choice(SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
+        bound = _minting_bound(session, caller, owner.id)
         credential = Credential(
             access=access,
             user_id=owner.id,
             secret_ciphertext=box.seal(access, secret),
             status="active",
             description=description,
+            project_scoped=bound is not None,
         )
         session.add(credential)
         session.flush()
+        session.add_all(
+            CredentialProject(access=access, project_id=project) for project in sorted(bound or ())
+        )
+        session.flush()
         return NewCredential(credential, secret)
+
+
+def _minting_bound(session: Session, caller: AuthContext | None, owner_id: str) -> set[str] | None:
+    """The projects a new key may act in: None (no bound) for the operator or the key's
+    own user; for an admin minting for someone else, the projects that admin administers."""
+    if caller is None or caller.user_id == owner_id:
+        return None
+    return _administered_by(session, caller.user_id)
 
 
 def list_for_user(db: Database, caller: AuthContext | None, user: str) -> list[Credential]:
@@ -220,14 +240,15 @@ def _may_manage(session: Session, caller: AuthContext | None, user_id: str) -> b
     if "admin" not in caller.roles:
         return False
     grants = session.scalars(select(RoleAssignment).where(RoleAssignment.user_id == user_id))
-    administered = set(
-        session.scalars(
-            select(RoleAssignment.project_id).where(
-                RoleAssignment.user_id == caller.user_id, RoleAssignment.role == "admin"
-            )
-        )
-    )
+    administered = _administered_by(session, caller.user_id)
     return all(grant.project_id in administered for grant in grants)
+
+
+def _administered_by(session: Session, user_id: str) -> set[str]:
+    query = select(RoleAssignment.project_id).where(
+        RoleAssignment.user_id == user_id, RoleAssignment.role == "admin"
+    )
+    return set(session.scalars(query))
 
 
 # --- signed requests -----------------------------------------------------------------------
@@ -248,21 +269,33 @@ def find_secret(db: Database, box: SecretBox, access: str) -> str | None:
 def context_for_key(db: Database, access: str, project_id: str | None) -> AuthContext:
     """Who a verified key acts for, in ``project_id``.
 
-    Raises UNAUTHORIZED if the key stopped being usable since it was verified, and
-    WRONG_PROJECT (403) if its owner holds no role in an enabled ``project_id``. With
-    ``project_id=None`` the context names the user only (project fields empty, no roles):
-    enough for calls that are not about a project, such as listing the user's projects.
+    Raises UNAUTHORIZED, worded as for an unknown key, if the key or its user stopped being
+    usable since it was verified, if ``project_id`` is disabled, or if the key is bound to
+    projects that do not include ``project_id``; WRONG_PROJECT (403) if its owner holds no
+    role in ``project_id``. With ``project_id=None`` the context names the user only (project
+    fields empty, no roles): enough for calls that are not about a project, such as listing
+    the user's projects (bounded keys see only their bound).
     """
+    refused = CbrError(UNAUTHORIZED, f"{SIGNATURE_FAILED}: unknown access key {access!r}")
     with db.transaction() as session:
         credential = session.get(Credential, access)
         owner = session.get(User, credential.user_id) if credential else None
-        if credential is None or credential.status != "active" or owner is None:
-            raise CbrError(UNAUTHORIZED, f"{SIGNATURE_FAILED}: access key {access!r} is gone")
+        if credential is None or credential.status != "active":
+            raise refused
+        if owner is None or not owner.enabled:
+            raise refused
+        bound = _bound_of(session, credential)
         if project_id is None:
-            return AuthContext(owner.id, owner.name, "", "", "", roles=(), method="aksk")
+            return AuthContext(
+                owner.id, owner.name, "", "", "", roles=(), method="aksk", key_projects=bound
+            )
+        if bound is not None and project_id not in bound:
+            raise refused
         project = session.get(Project, project_id)
+        if project is not None and not project.enabled:
+            raise refused
         roles = roles_in(session, owner.id, project_id)
-        if project is None or not project.enabled or not roles:
+        if project is None or not roles:
             raise CbrError(WRONG_PROJECT, "The access key's user has no role in this project.")
         return AuthContext(
             user_id=owner.id,
@@ -272,4 +305,15 @@ def context_for_key(db: Database, access: str, project_id: str | None) -> AuthCo
             region=project.region,
             roles=roles,
             method="aksk",
+            key_projects=bound,
         )
+
+
+def _bound_of(session: Session, credential: Credential) -> frozenset[str] | None:
+    """The projects a bounded key may act in; None for a key without a bound."""
+    if not credential.project_scoped:
+        return None
+    query = select(CredentialProject.project_id).where(
+        CredentialProject.access == credential.access
+    )
+    return frozenset(session.scalars(query))

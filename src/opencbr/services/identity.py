@@ -1,6 +1,13 @@
 """Identity: users, projects, roles, password authentication and tokens (Keystone v3 subset).
 
 Tokens are 256-bit random strings; only their SHA-256 is stored. Passwords use argon2.
+
+Token rules (Keystone's). A token is valid while it is neither expired nor revoked, its user
+and project are enabled and its user holds a role in its project. A token made from another
+(``methods: ["token"]``, a rescope) expires when that parent expires, so rescoping never
+extends a lifetime, and revoking a token revokes every token made from it, transitively.
+A token may be validated or revoked by its own user, or by a token carrying the ``admin``
+role in the project the token is scoped to; anyone else gets 403 (404 when it is not valid).
 """
 
 from __future__ import annotations
@@ -13,13 +20,13 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.db.identity import ROLES, WRITING_ROLES, Domain, Project, RoleAssignment, Token, User
 from opencbr.db.session import Database
-from opencbr.errors import UNAUTHORIZED, CbrError
+from opencbr.errors import FORBIDDEN_ROLE, TOKEN_NOT_FOUND, UNAUTHORIZED, CbrError
 from opencbr.settings import Settings
 
 DEFAULT_DOMAIN = "Default"
@@ -40,6 +47,8 @@ class AuthContext:
     region: str
     roles: tuple[str, ...]
     method: str  # "token" or "aksk"
+    # For an access key bound to the projects its minter administered: those projects.
+    key_projects: frozenset[str] | None = None
 
     @property
     def can_write(self) -> bool:
@@ -231,32 +240,51 @@ def issue_token(db: Database, settings: Settings, auth: PasswordAuth) -> IssuedT
 
 
 def rescope_token(
-    db: Database, settings: Settings, user_id: str, project_id: str | None, project_name: str | None
+    db: Database,
+    settings: Settings,
+    parent_token: str,
+    project_id: str | None,
+    project_name: str | None,
 ) -> IssuedToken:
-    """A new token for the same user, scoped to another project it holds a role in."""
+    """A new token for the parent's user, scoped to a project it holds a role in (the
+    parent's project when none is named), expiring with the parent."""
     with db.transaction() as session:
-        user = session.get(User, user_id)
-        project = _resolve_project(
-            session, PasswordAuth(password="", project_id=project_id, project_name=project_name)
+        # Locked so that a concurrent revocation of the parent either sees this child or
+        # is seen by it (PostgreSQL; SQLite transactions are serialised anyway).
+        parent, _roles = _live_token(session, parent_token, lock=True)
+        named = project_id is not None or project_name is not None
+        project = (
+            _resolve_project(
+                session, PasswordAuth(password="", project_id=project_id, project_name=project_name)
+            )
+            if named
+            else parent.project
         )
-        grant = session.get(RoleAssignment, (user_id, project.id))
-        if user is None or grant is None:
+        grant = session.get(RoleAssignment, (parent.user_id, project.id))
+        if grant is None or not project.enabled:
             raise CbrError(UNAUTHORIZED, "The request you have made requires authentication.")
-        return _new_token(session, settings, user, project, grant.role)
+        return _new_token(session, settings, parent.user, project, grant.role, parent)
 
 
 def _new_token(
-    session: Session, settings: Settings, user: User, project: Project, role: str
+    session: Session,
+    settings: Settings,
+    user: User,
+    project: Project,
+    role: str,
+    parent: Token | None = None,
 ) -> IssuedToken:
     token = secrets.token_urlsafe(32)
     issued = clock.now()
+    lifetime = issued + timedelta(seconds=settings.token_ttl_seconds)
     row = Token(
         digest=token_digest(token),
         user_id=user.id,
         project_id=project.id,
         audit_id=secrets.token_urlsafe(16)[:22],
         issued_at=issued,
-        expires_at=issued + timedelta(seconds=settings.token_ttl_seconds),
+        expires_at=lifetime if parent is None else min(lifetime, parent.expires_at),
+        parent_digest=None if parent is None else parent.digest,
         user=user,
         project=project,
     )
@@ -265,7 +293,10 @@ def _new_token(
     return IssuedToken(token, row, (role,))
 
 
-def projects_of_user(db: Database, user_id: str, name: str | None) -> list[Project]:
+def projects_of_user(
+    db: Database, user_id: str, name: str | None, within: frozenset[str] | None = None
+) -> list[Project]:
+    """The projects the user holds a role in (only those in ``within`` when given)."""
     with db.reading() as session:
         query = (
             select(Project)
@@ -275,27 +306,37 @@ def projects_of_user(db: Database, user_id: str, name: str | None) -> list[Proje
         )
         if name is not None:
             query = query.where(Project.name == name)
+        if within is not None:
+            query = query.where(Project.id.in_(within))
         return list(session.scalars(query))
 
 
 def check_token(db: Database, token: str) -> tuple[Token, tuple[str, ...]]:
-    """The token's row and roles; CbrError(UNAUTHORIZED) when unknown, revoked or expired."""
+    """The token's row and roles; CbrError(UNAUTHORIZED) unless the token is valid."""
     with db.reading() as session:
-        row = session.get(Token, token_digest(token))
-        if row is None or row.revoked_at is not None:
-            raise CbrError(
-                UNAUTHORIZED, "Incorrect IAM authentication information: decrypt token fail"
-            )
-        if row.expires_at <= clock.now():
-            expired = row.expires_at.isoformat()
-            raise CbrError(
-                UNAUTHORIZED,
-                f"Incorrect IAM authentication information: token expires, expires_at: {expired}",
-            )
-        grant = session.get(RoleAssignment, (row.user_id, row.project_id))
-        if grant is None:
-            raise CbrError(UNAUTHORIZED, "Incorrect IAM authentication information: no role")
-        return row, (grant.role,)
+        return _live_token(session, token)
+
+
+def _live_token(session: Session, token: str, lock: bool = False) -> tuple[Token, tuple[str, ...]]:
+    digest = token_digest(token)
+    if lock:  # the row alone: PostgreSQL cannot lock the outer joins that load user/project
+        session.execute(select(Token.digest).where(Token.digest == digest).with_for_update())
+    row = session.get(Token, digest)
+    # A disabled user or project reads like an unknown token: the answer does not say why.
+    if row is None or row.revoked_at is not None or not row.user.enabled:
+        raise CbrError(UNAUTHORIZED, "Incorrect IAM authentication information: decrypt token fail")
+    if not row.project.enabled:
+        raise CbrError(UNAUTHORIZED, "Incorrect IAM authentication information: decrypt token fail")
+    if row.expires_at <= clock.now():
+        expired = row.expires_at.isoformat()
+        raise CbrError(
+            UNAUTHORIZED,
+            f"Incorrect IAM authentication information: token expires, expires_at: {expired}",
+        )
+    grant = session.get(RoleAssignment, (row.user_id, row.project_id))
+    if grant is None:
+        raise CbrError(UNAUTHORIZED, "Incorrect IAM authentication information: no role")
+    return row, (grant.role,)
 
 
 def context_for_token(db: Database, token: str) -> AuthContext:
@@ -311,12 +352,43 @@ def context_for_token(db: Database, token: str) -> AuthContext:
     )
 
 
+def subject_token(
+    db: Database, caller_token: str, subject: str, action: str
+) -> tuple[Token, tuple[str, ...]]:
+    """The subject of a validate, check or revoke call (``action``), if the caller may see it.
+
+    401 unless the caller's own token is valid; 404 (TOKEN_NOT_FOUND) unless the subject is;
+    403 unless the subject is a token of the caller's user or the caller's token carries the
+    admin role in the subject's project. Keystone answers in the same order.
+    """
+    caller = context_for_token(db, caller_token)
+    try:
+        row, roles = check_token(db, subject)
+    except CbrError:
+        raise CbrError(TOKEN_NOT_FOUND) from None
+    own = row.user_id == caller.user_id
+    administers = caller.project_id == row.project_id and "admin" in caller.roles
+    if not (own or administers):
+        raise CbrError(
+            FORBIDDEN_ROLE,
+            f"You are not authorized to perform the requested action: identity:{action}.",
+        )
+    return row, roles
+
+
 def revoke_token(db: Database, token: str) -> None:
-    check_token(db, token)
+    """Revoke the token and every token rescoped from it, directly or transitively."""
     with db.transaction() as session:
-        row = session.get(Token, token_digest(token))
-        if row is not None and row.revoked_at is None:
-            row.revoked_at = clock.now()
+        now = clock.now()
+        generation = [token_digest(token)]
+        while generation:
+            session.execute(
+                update(Token)
+                .where(Token.digest.in_(generation), Token.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            children = select(Token.digest).where(Token.parent_digest.in_(generation))
+            generation = list(session.scalars(children))
 
 
 def roles_in(session: Session, user_id: str, project_id: str) -> tuple[str, ...]:

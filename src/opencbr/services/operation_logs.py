@@ -203,4 +203,11 @@ def list_page(
     if filters.end_time is not None:
         query = query.where(OperationLog.created_at <= filters.end_time)
     with db.reading() as session:
-        return fetch_page(session, query, OperationLog.created_at, OperationLog.id, page)
+        return fetch_page(
+            session,
+            query,
+            OperationLog.created_at,
+            OperationLog.id,
+            page,
+            OperationLog.project_id == ctx.project_id,
+        )

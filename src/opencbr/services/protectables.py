@@ -14,6 +14,16 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from opencbr.archive.confined import (
+    DATA_KINDS,
+    PathNotConfined,
+    open_beneath,
+    open_data,
+    open_directory,
+    open_root,
+    opened,
+)
+from opencbr.archive.disk import image_size
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
 from opencbr.db.vaults import (
@@ -111,25 +121,54 @@ def confine(settings: Settings, ctx: AuthContext, raw_path: str) -> Path:
     )
 
 
-def _inspect(path: Path, want: str) -> tuple[str, int]:
-    """('tree'|'disk', size in bytes) of an existing directory, image file or block device."""
+_EXPECTED = {"tree": "a directory", "disk": "a file or block device"}
+
+
+@dataclass(frozen=True)
+class _Inspected:
+    kind: str  # "tree" or "disk"
+    node: str | None  # a disk's: "file" or "block" (what every backup will insist on)
+    size: int
+
+
+def _inspect(settings: Settings, ctx: AuthContext, path: Path, want: str) -> _Inspected:
+    """What an existing directory, image file or block device is, and its size in bytes.
+
+    `path` was resolved inside a root; it is opened below that root's descriptor without
+    following symlinks (one swapped in since the resolution is refused), its kind read
+    first from an O_PATH descriptor (opening a FIFO or a device has effects), and a
+    disk's size read from a non-blocking descriptor checked to be of that kind.
+    """
+    location = locate(allowed_roots(settings, ctx), str(path))
     try:
-        info = path.stat()
+        with opened(open_root(location.root)) as root_fd:
+            return _inspect_beneath(root_fd, location.relative, want)
+    except PathNotConfined as exc:
+        raise CbrError(INVALID_PARAMETER, f"path {path} is not accessible: {exc.why}") from None
     except OSError as exc:
         raise CbrError(
             INVALID_PARAMETER, f"path {path} is not accessible: {exc.strerror}"
         ) from None
-    if stat.S_ISDIR(info.st_mode) and want in ("tree", "any"):
-        return "tree", 0
-    if stat.S_ISREG(info.st_mode) and want in ("disk", "any"):
-        return "disk", info.st_size
-    if stat.S_ISBLK(info.st_mode) and want in ("disk", "any"):
-        with open(path, "rb") as device:
-            return "disk", device.seek(0, os.SEEK_END)
-    expected = {"tree": "a directory", "disk": "a file or block device"}.get(
-        want, "a directory, file or block device"
-    )
-    raise CbrError(INVALID_PARAMETER, f"path {path} must be {expected}")
+    except _WrongKind:
+        expected = _EXPECTED.get(want, "a directory, file or block device")
+        raise CbrError(INVALID_PARAMETER, f"path {path} must be {expected}") from None
+
+
+class _WrongKind(Exception):
+    pass
+
+
+def _inspect_beneath(root_fd: int, relative: str, want: str) -> _Inspected:
+    with opened(open_beneath(root_fd, relative, os.O_PATH)) as handle:
+        mode = os.fstat(handle).st_mode
+    if stat.S_ISDIR(mode) and want in ("tree", "any"):
+        os.close(open_directory(root_fd, relative))  # still a directory, still confined
+        return _Inspected("tree", None, 0)
+    for kind, is_kind in DATA_KINDS.items():
+        if is_kind(mode) and want in ("disk", "any"):
+            with opened(open_data(root_fd, relative, os.O_RDONLY, (kind,))) as fd:
+                return _Inspected("disk", kind, image_size(fd))
+    raise _WrongKind
 
 
 def register(
@@ -141,14 +180,15 @@ def register(
     if not spec.path:
         raise CbrError(INVALID_PARAMETER, "instance.path is required")
     path = confine(settings, ctx, spec.path)
-    _kind, size = _inspect(path, "tree" if protectable_type == "turbo" else "disk")
+    found = _inspect(settings, ctx, path, "tree" if protectable_type == "turbo" else "disk")
     with db.transaction() as session:
         row = Protectable(
             project_id=ctx.project_id,
             type=resource_type,
             name=spec.name,
             path=str(path),
-            size_bytes=size,
+            node=found.node,
+            size_bytes=found.size,
             volumes=[],
         )
         session.add(row)
@@ -166,10 +206,15 @@ def _register_server(
     volumes = []
     for position, volume in enumerate(spec.volumes):
         path = confine(settings, ctx, volume.path)
-        kind, size = _inspect(path, "any")
+        found = _inspect(settings, ctx, path, "any")
         volumes.append(
             ProtectableVolume(
-                position=position, name=volume.name, path=str(path), kind=kind, size_bytes=size
+                position=position,
+                name=volume.name,
+                path=str(path),
+                kind=found.kind,
+                node=found.node,
+                size_bytes=found.size,
             )
         )
     with db.transaction() as session:
@@ -223,7 +268,14 @@ def list_page(
     if filters.status not in (None, "available", "active"):
         query = query.where(Protectable.id.is_(None))  # every registered resource is active
     with db.reading() as session:
-        return fetch_page(session, query, Protectable.created_at, Protectable.id, page)
+        return fetch_page(
+            session,
+            query,
+            Protectable.created_at,
+            Protectable.id,
+            page,
+            Protectable.project_id == ctx.project_id,
+        )
 
 
 def unregister(db: Database, ctx: AuthContext, protectable_type: str, resource_id: str) -> None:

@@ -83,6 +83,24 @@ class Plan:
     record_ids: list[str]
 
 
+def _writable_project(session: Session, ctx: AuthContext, dest: Destination) -> Project:
+    """The destination project, if it is of the destination region and the caller may write
+    there. One answer for every refusal: telling "no such project here" from "not yours"
+    would let a caller probe which project ids exist in a region."""
+    project = session.get(Project, dest.project_id)
+    if (
+        project is None
+        or project.region != dest.region
+        or not WRITING_ROLES.intersection(identity.roles_in(session, ctx.user_id, project.id))
+    ):
+        raise CbrError(
+            PROJECT_CANNOT_REPLICATE,
+            f"The destination project is not a project of region {dest.region}"
+            " in which you hold a writing role.",
+        )
+    return project
+
+
 def _check_destination(
     session: Session, settings: Settings, ctx: AuthContext, source: Vault, dest: Destination
 ) -> Vault:
@@ -96,16 +114,7 @@ def _check_destination(
         raise CbrError(
             REGION_CANNOT_REPLICATE, f"Region {source.region} cannot replicate to {dest.region!r}."
         )
-    project = session.get(Project, dest.project_id)
-    if project is None or project.region != dest.region:
-        raise CbrError(
-            PROJECT_CANNOT_REPLICATE,
-            f"Project {dest.project_id} is not a project of region {dest.region}.",
-        )
-    if not WRITING_ROLES.intersection(identity.roles_in(session, ctx.user_id, project.id)):
-        raise CbrError(
-            PROJECT_CANNOT_REPLICATE, f"You hold no writing role in project {dest.project_id}."
-        )
+    project = _writable_project(session, ctx, dest)
     vault = vaults.find_in_project(session, project.id, dest.vault_id)
     if vault is None:
         raise CbrError(

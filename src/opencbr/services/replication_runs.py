@@ -1,12 +1,16 @@
 """Copying one backup to one destination vault (one task per replication record).
 
 Steps, each idempotent:
-1. plan: the chunks of each volume the destination lacks, from one anti-join per volume;
-2. copy them with bounded parallelism: read the stored bytes at the source, verify their
-   BLAKE3 (a corrupt chunk fails the record), write the same bytes at the destination;
-   every batch is flushed and then indexed in the destination vault, so a rerun after a
-   crash plans only what is still missing;
-3. write the manifests, then commit replica + record + operation log in one transaction.
+1. plan: the chunks of each volume the destination lacks (or holds damaged), from one
+   anti-join per volume; a source chunk its vault marks damaged fails the record at once;
+2. read and validate the source manifests: a damaged one fails the record at once;
+3. copy the chunks with bounded parallelism: read the stored bytes at the source, verify
+   their BLAKE3 (a corrupt chunk is marked damaged at the source and fails the record),
+   write the same bytes at the destination; every batch is flushed and then indexed in
+   the destination vault, so a rerun after a crash plans only what is still missing;
+4. write the manifests, then commit replica + record + operation log in one transaction.
+
+Failure reasons name backups, chunks and the kind of fault, never a store path.
 
 Garbage collection cannot run in the destination vault meanwhile: the replica is
 `protecting` there (see gc.py). Replications into one vault run one at a time, oldest first,
@@ -27,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.archive.manifest import Manifest
+from opencbr.archive.sink import ArchiveError
 from opencbr.db import chunks
 from opencbr.db.backups import (
     LIVE_RECORD_STATUSES,
@@ -46,7 +51,7 @@ from opencbr.errors import (
 )
 from opencbr.services import leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import put_chunk_checked, with_retries
+from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked, with_retries
 from opencbr.storage.chunk import verify_chunk
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
@@ -90,11 +95,14 @@ def run(rt: Runtime, record_id: str) -> None:
         with leases.heartbeat(lambda: _beat(rt, work), HEARTBEAT_SECONDS):
             source = rt.stores.vault(work.source_region, work.source_vault_id)
             dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
+            manifests = _read_manifests(work, source)  # a damaged one fails before the copy
             for unit_id, _replica_id in work.units:
                 _copy_unit(rt, work, source, dest, unit_id)
-            manifests = _copy_manifests(work, source, dest)
+            _write_manifests(dest, manifests)
         copied = time.monotonic()
-        _commit(rt, work, manifests)
+        _commit(
+            rt, work, {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
+        )
         log.info(
             "replication record finished",
             record_id=record_id,
@@ -111,14 +119,15 @@ def run(rt: Runtime, record_id: str) -> None:
             rt,
             work,
             CORRUPT_SOURCE_CHUNK,
-            f"A source chunk is corrupt: {exc}. Restore the "
-            "source vault's data or delete the damaged backup, then replicate again.",
+            f"A source chunk is corrupt: {exc}. It is marked damaged: back the same data up "
+            "again (which stores it anew) or delete the damaged backup, then replicate again.",
         )
     except NotFoundError as exc:
         _fail(rt, work, REPLICA_IMPORT_FAILED, f"A source chunk or manifest is missing: {exc}")
     except (StorageError, OSError) as exc:
-        log.warning("replication failed", record_id=record_id, error=str(exc))
-        _fail(rt, work, REPLICA_IMPORT_FAILED, f"{type(exc).__name__}: {exc}")
+        reason = failure_reason(exc)
+        log.warning("replication failed", record_id=record_id, error=reason)
+        _fail(rt, work, REPLICA_IMPORT_FAILED, reason)
 
 
 # --- claim and plan ---------------------------------------------------------------------
@@ -205,6 +214,7 @@ def _unit_pairs(source: Backup, replica: Backup) -> list[tuple[str, str]]:
 def _plan(rt: Runtime, work: _Work) -> None:
     with rt.db.transaction() as session:
         for unit_id, _replica_id in work.units:
+            _refuse_damaged_source(session, unit_id, work.source_vault_id)
             missing = chunks.missing_in_vault(session, unit_id, work.dest_vault_id)
             count, _plain, _stored = chunks.backup_totals(session, unit_id)
             work.missing[unit_id] = missing
@@ -223,24 +233,51 @@ def _plan(rt: Runtime, work: _Work) -> None:
             record.chunks_present = work.chunks_present
 
 
+def _refuse_damaged_source(session: Session, unit_id: str, vault_id: str) -> None:
+    """Fail the record when its backup references chunks its vault knows to be damaged:
+    copying them would only fail later, after the rest was copied for nothing."""
+    damaged = chunks.damaged_in_backup(session, unit_id, vault_id)
+    if damaged:
+        raise CbrError(
+            CORRUPT_SOURCE_CHUNK,
+            f"Source chunk {damaged[0]} is damaged ({len(damaged)} damaged chunk(s) in "
+            f"backup {unit_id}). Back the same data up again (which stores it anew) or "
+            "delete the damaged backup, then replicate again.",
+        )
+
+
 # --- copy -------------------------------------------------------------------------------
 
 
-def _copy_one(source: ChunkStore, dest: ChunkStore, digest: str) -> int:
-    """Copy one chunk's stored bytes after checking them against their digest."""
-    blob = with_retries(lambda: source.get_chunk(digest))
-    verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
-    put_chunk_checked(dest, digest, blob)
-    return len(blob)
+@dataclass(frozen=True)
+class _Copier:
+    """Copies chunks from one vault's store to another's, marking the chunks whose reads
+    fail verification damaged in their vault's index."""
+
+    source: ChunkStore
+    dest: ChunkStore
+    source_damage: DamageMarker
+    dest_damage: DamageMarker
+
+    def copy(self, digest: str) -> int:
+        """Copy one chunk's stored bytes after checking them against their digest."""
+        try:
+            blob = with_retries(lambda: self.source.get_chunk(digest))
+            verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
+        except (CorruptChunkError, NotFoundError) as exc:
+            self.source_damage.mark_failed_read(exc)
+            raise
+        put_chunk_checked(self.dest, digest, blob, self.dest_damage)
+        return len(blob)
 
 
 def _bounded(
-    pool: ThreadPoolExecutor, source: ChunkStore, dest: ChunkStore, todo: list[tuple[str, int, int]]
+    pool: ThreadPoolExecutor, copier: _Copier, todo: list[tuple[str, int, int]]
 ) -> Iterator[tuple[tuple[str, int, int], int]]:
     """Copy in order with at most IN_FLIGHT chunks (hence bounded memory) under way."""
     pending: list[tuple[tuple[str, int, int], Future[int]]] = []
     for item in todo:
-        pending.append((item, pool.submit(_copy_one, source, dest, item[0])))
+        pending.append((item, pool.submit(copier.copy, item[0])))
         if len(pending) >= IN_FLIGHT:
             done, future = pending.pop(0)
             yield done, future.result()
@@ -257,11 +294,17 @@ def _copy_unit(
     batch_bytes = 0
     indexed: list[Future[None]] = []
     copiers = max(2, rt.settings.io_threads * 2)
+    copier = _Copier(
+        source,
+        dest,
+        DamageMarker(rt.db, work.source_vault_id),
+        DamageMarker(rt.db, work.dest_vault_id),
+    )
     with (
         ThreadPoolExecutor(copiers, thread_name_prefix="replicate") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="replicate-index") as indexer,
     ):
-        for item, copied in _bounded(pool, source, dest, work.missing[unit_id]):
+        for item, copied in _bounded(pool, copier, work.missing[unit_id]):
             work.bytes_copied += copied
             work.chunks_copied += 1
             batch.append(item)
@@ -286,14 +329,26 @@ def _index(rt: Runtime, work: _Work, dest: ChunkStore, batch: list[tuple[str, in
             vault.used_bytes += added
 
 
-def _copy_manifests(work: _Work, source: ChunkStore, dest: ChunkStore) -> dict[str, Manifest]:
+def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, Manifest]]:
+    """Each source unit's manifest, validated, by replica unit id; a manifest that does
+    not parse fails the record with CORRUPT_SOURCE_CHUNK (1006) naming the backup."""
     manifests = {}
     for unit_id, replica_id in work.units:
         blob = with_retries(partial(source.get_manifest, f"backup-{unit_id}"))
-        manifest = Manifest.from_bytes(blob)  # validates before it is published
-        dest.put_manifest(f"backup-{replica_id}", blob)
-        manifests[replica_id] = manifest
+        try:
+            manifests[replica_id] = (blob, Manifest.from_bytes(blob))
+        except ArchiveError as exc:
+            raise CbrError(
+                CORRUPT_SOURCE_CHUNK,
+                f"The manifest of source backup {unit_id} is damaged ({exc}); "
+                "it cannot be replicated.",
+            ) from exc
     return manifests
+
+
+def _write_manifests(dest: ChunkStore, manifests: dict[str, tuple[bytes, Manifest]]) -> None:
+    for replica_id, (blob, _manifest) in manifests.items():
+        dest.put_manifest(f"backup-{replica_id}", blob)
 
 
 # --- progress, commit, failure -------------------------------------------------------------

@@ -44,7 +44,7 @@ from opencbr.errors import (
 from opencbr.services import backups, leases, operation_logs, protectables
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import VaultSource
+from opencbr.services.stores import DamageMarker, VaultSource
 from opencbr.storage.store import StorageError
 
 log = structlog.get_logger(__name__)
@@ -266,7 +266,7 @@ def run(rt: Runtime, log_id: str) -> None:
     if claim is None:
         return
     store = rt.stores.vault(claim.region, claim.vault_id)
-    source = VaultSource(store)
+    source = VaultSource(store, DamageMarker(rt.db, claim.vault_id))  # marks failed reads
     done = [0]
     try:
         with (

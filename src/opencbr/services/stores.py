@@ -2,6 +2,12 @@
 
 A vault's chunks live under `<region storage>/vaults/<vault id>`. Stores are opened once
 per process and shared by threads (the store classes are thread-safe).
+
+Damaged chunks: every read that fails verification (or finds no file) marks the chunk
+damaged in the vault's index (`DamageMarker`), in a short transaction of its own, so the
+mark survives the failure of the work that found it. A damaged chunk counts as missing:
+the next writer that produces it stores it again and `db.chunks.index_chunks` clears the
+mark.
 """
 
 from __future__ import annotations
@@ -13,8 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
+from opencbr.archive.manifest import Manifest
+from opencbr.archive.parent import PreviousBackup
+from opencbr.db import chunks
 from opencbr.db.backups import VaultChunk
 from opencbr.db.session import Database
 from opencbr.storage.chunk import decode_chunk, encode_chunk, verify_chunk
@@ -22,9 +33,12 @@ from opencbr.storage.store import (
     ChunkNotFoundError,
     ChunkStore,
     CorruptChunkError,
+    StorageError,
     TransientStorageError,
     open_store,
 )
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)  # transient storage errors: backoff, then give up
@@ -82,22 +96,58 @@ def with_retries(call: Callable[[], T]) -> T:
     return call()
 
 
-def put_chunk_checked(store: ChunkStore, digest: str, blob: bytes) -> bool:
-    """Put a chunk the vault's index lacks; True if this call wrote it.
+class DamageMarker:
+    """Marks chunks of one vault damaged in its index (see the module docstring).
+
+    Thread-safe: each mark is its own short transaction. Marking never raises: the read
+    failure that led here is what the caller reports.
+    """
+
+    def __init__(self, db: Database, vault_id: str) -> None:
+        self._db = db
+        self.vault_id = vault_id
+
+    def mark(self, digest: str) -> None:
+        try:
+            with self._db.transaction() as session:
+                marked = chunks.mark_damaged(session, self.vault_id, digest)
+        except SQLAlchemyError as exc:  # the read error the caller raises matters more
+            log.warning("could not mark chunk damaged", digest=digest, error=type(exc).__name__)
+            return
+        if marked:
+            log.warning("chunk marked damaged", vault_id=self.vault_id, digest=digest)
+
+    def mark_failed_read(self, exc: BaseException) -> None:
+        """Mark the chunk `exc` names if it is a content fault (corrupt or missing file).
+
+        Other storage errors (permissions, a full disk, I/O hiccups) say nothing about the
+        chunk's bytes, so they leave the index alone.
+        """
+        if isinstance(exc, (CorruptChunkError, ChunkNotFoundError)) and exc.digest:
+            self.mark(exc.digest)
+
+
+def put_chunk_checked(
+    store: ChunkStore, digest: str, blob: bytes, damage: DamageMarker | None = None
+) -> bool:
+    """Put a chunk the vault's index lacks (or marks damaged); True if this call wrote it.
 
     A chunk file that is already there is trusted only after it verifies: chunks are
     published before the flush that makes them durable, so a machine that stopped in
-    between can leave a name whose data never reached the disk, and an index-less
-    leftover is kept for `gc_safety_margin_seconds`. One that fails is replaced. Rare:
-    the index normally says which chunks exist, so this costs a read only for chunks
-    another writer of the vault just stored or a crash left behind.
+    between can leave a name whose data never reached the disk, an index-less leftover
+    is kept for `gc_safety_margin_seconds`, and a damaged chunk's file is still there.
+    One that fails is marked in `damage` and replaced. Rare: the index normally says
+    which chunks exist, so this costs a read only for chunks another writer of the vault
+    just stored, a crash left behind, or a failed read marked damaged.
     """
     if with_retries(lambda: store.put_chunk(digest, blob)):
         return True
     try:
         verify_chunk(with_retries(lambda: store.get_chunk(digest)), digest)
         return False
-    except (CorruptChunkError, ChunkNotFoundError):
+    except (CorruptChunkError, ChunkNotFoundError) as exc:
+        if damage is not None:
+            damage.mark_failed_read(exc)
         with_retries(lambda: store.delete_chunk(digest))
         return with_retries(lambda: store.put_chunk(digest, blob))
 
@@ -121,10 +171,12 @@ class VaultSink:
         self._store = store
         self._vault_id = vault_id
         self._level = level
+        self._damage = DamageMarker(db, vault_id)
         self._lock = threading.Lock()
         self.written: dict[str, StoredChunk] = {}
 
     def missing(self, digests: Sequence[str]) -> set[str]:
+        """The digests the vault does not hold intact: absent, or marked damaged."""
         with self._lock:
             wanted = {d for d in digests if d not in self.written}
         if not wanted:
@@ -133,7 +185,9 @@ class VaultSink:
             known = set(
                 session.scalars(
                     select(VaultChunk.digest).where(
-                        VaultChunk.vault_id == self._vault_id, VaultChunk.digest.in_(wanted)
+                        VaultChunk.vault_id == self._vault_id,
+                        VaultChunk.digest.in_(wanted),
+                        VaultChunk.damaged_at.is_(None),
                     )
                 )
             )
@@ -144,18 +198,45 @@ class VaultSink:
             if digest in self.written:
                 return 0
         blob = encode_chunk(data, self._level)
-        created = put_chunk_checked(self._store, digest, blob)
+        created = put_chunk_checked(self._store, digest, blob, self._damage)
         with self._lock:
             self.written[digest] = StoredChunk(digest, len(data), len(blob))
         return len(blob) if created else 0
 
 
 class VaultSource:
-    """The archive engine's ChunkSource for one vault: every read is hash-verified."""
+    """The archive engine's ChunkSource for one vault: every read is hash-verified, and a
+    chunk that fails (or has no file) is marked in `damage` when one is given."""
 
-    def __init__(self, store: ChunkStore) -> None:
+    def __init__(self, store: ChunkStore, damage: DamageMarker | None = None) -> None:
         self._store = store
+        self._damage = damage
 
     def load(self, digest: str) -> bytes:
-        blob = with_retries(lambda: self._store.get_chunk(digest))
-        return decode_chunk(blob, digest)
+        try:
+            return decode_chunk(with_retries(lambda: self._store.get_chunk(digest)), digest)
+        except (CorruptChunkError, ChunkNotFoundError) as exc:
+            if self._damage is not None:
+                self._damage.mark_failed_read(exc)
+            raise
+
+
+def previous_backup(db: Database, store: ChunkStore, vault_id: str, blob: bytes) -> PreviousBackup:
+    """The previous backup of a tree (its manifest `blob`) for a new backup to reuse: its
+    chunks the vault marks damaged are left out, so the files they hold are read again,
+    and a catalog chunk found damaged is marked."""
+    with db.reading() as session:
+        damaged = chunks.damaged_digests(session, vault_id)
+    source = VaultSource(store, DamageMarker(db, vault_id))
+    return PreviousBackup(Manifest.from_bytes(blob), source, damaged)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What an operation log or record may say about a failed storage call: the object
+    and the kind of fault, never a server path (an OSError's file name is left out)."""
+    if isinstance(exc, StorageError):
+        return str(exc)  # storage messages carry no paths (storage.store.StorageError)
+    if isinstance(exc, OSError):
+        fault = exc.strerror or type(exc).__name__
+        return f"storage I/O error ({fault.lower()})"
+    return f"{type(exc).__name__}: {exc}"

@@ -169,7 +169,9 @@ def list_page(
     if filters.policy_id is not None:
         query = query.where(Vault.id.in_(_vaults_bound_to_policy(filters.policy_id)))
     with db.reading() as session:
-        return fetch_page(session, query, Vault.created_at, Vault.id, page)
+        return fetch_page(
+            session, query, Vault.created_at, Vault.id, page, Vault.project_id == ctx.project_id
+        )
 
 
 def _vaults_bound_to_policy(policy_id: str) -> Any:

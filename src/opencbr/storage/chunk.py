@@ -99,26 +99,35 @@ def _verified_plain(blob: bytes, expected_digest: str) -> bytes | memoryview:
     data = _decompress(payload, length, expected_digest) if codec == CODEC_ZSTD else payload
     if len(data) != length:
         raise CorruptChunkError(
-            f"chunk {expected_digest}: {len(data)} plain bytes, header says {length}"
+            f"chunk {expected_digest}: {len(data)} plain bytes, header says {length}",
+            digest=expected_digest,
         )
     if blake3.blake3(data).hexdigest() != expected_digest:
-        raise CorruptChunkError(f"chunk {expected_digest}: content does not match its digest")
+        raise CorruptChunkError(
+            f"chunk {expected_digest}: content does not match its digest", digest=expected_digest
+        )
     return data
 
 
 def _parse_header(blob: bytes, name: str) -> tuple[int, int]:
     """Return (codec, plain length) of a stored chunk or raise CorruptChunkError."""
     if len(blob) < HEADER_SIZE:
-        raise CorruptChunkError(f"chunk {name}: {len(blob)} bytes, shorter than its header")
+        raise CorruptChunkError(
+            f"chunk {name}: {len(blob)} bytes, shorter than its header", digest=name
+        )
     magic, version, codec, reserved, length = _HEADER.unpack_from(blob)
     if magic != MAGIC:
-        raise CorruptChunkError(f"chunk {name}: bad magic {magic!r}")
+        raise CorruptChunkError(f"chunk {name}: bad magic {magic!r}", digest=name)
     if version != FORMAT_VERSION:
-        raise CorruptChunkError(f"chunk {name}: unsupported format version {version}")
+        raise CorruptChunkError(f"chunk {name}: unsupported format version {version}", digest=name)
     if codec not in (CODEC_RAW, CODEC_ZSTD) or reserved != 0:
-        raise CorruptChunkError(f"chunk {name}: unknown codec {codec} or flags {reserved:#x}")
+        raise CorruptChunkError(
+            f"chunk {name}: unknown codec {codec} or flags {reserved:#x}", digest=name
+        )
     if length > MAX_CHUNK_SIZE:
-        raise CorruptChunkError(f"chunk {name}: plain length {length} exceeds {MAX_CHUNK_SIZE}")
+        raise CorruptChunkError(
+            f"chunk {name}: plain length {length} exceeds {MAX_CHUNK_SIZE}", digest=name
+        )
     return codec, length
 
 
@@ -127,7 +136,11 @@ def _decompress(payload: memoryview, length: int, name: str) -> bytes:
     # cannot make the decompressor allocate an arbitrary buffer.
     try:
         if zstandard.frame_content_size(payload) != length:
-            raise CorruptChunkError(f"chunk {name}: zstd frame size differs from header")
+            raise CorruptChunkError(
+                f"chunk {name}: zstd frame size differs from header", digest=name
+            )
         return _codecs.decompressor.decompress(payload, allow_extra_data=False)
     except zstandard.ZstdError as exc:
-        raise CorruptChunkError(f"chunk {name}: zstd payload is damaged: {exc}") from exc
+        raise CorruptChunkError(
+            f"chunk {name}: zstd payload is damaged: {exc}", digest=name
+        ) from exc

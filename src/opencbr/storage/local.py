@@ -52,13 +52,23 @@ _STALE_TEMP_AGE = 3600.0
 _sync_data: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
-def _storage_error(exc: OSError, action: str) -> StorageError:
+def _storage_error(exc: OSError, what: str, doing: str, digest: str | None = None) -> StorageError:
     """Classify an OSError: transient if a retry may help, permanent otherwise.
 
-    Unknown errnos count as permanent so callers do not retry blindly.
+    Unknown errnos count as permanent so callers do not retry blindly. The message names
+    the object (`what`), the kind of fault and what was being done, but no path: store
+    paths are the server's business, and these messages reach operation logs.
     """
     kind = TransientStorageError if exc.errno in _TRANSIENT_ERRNOS else PermanentStorageError
-    return kind(f"{action}: {exc}")
+    fault = os.strerror(exc.errno) if exc.errno else (exc.strerror or type(exc).__name__)
+    return kind(f"{what}: storage I/O error ({fault.lower()}) while {doing}", digest=digest)
+
+
+def _chunk_error(exc: OSError, digest: str, doing: str) -> StorageError:
+    return _storage_error(exc, f"chunk {digest}", doing, digest)
+
+
+_STORE = "chunk store"
 
 
 class LocalChunkStore:
@@ -106,9 +116,9 @@ class LocalChunkStore:
         # and then flushes must cover it too.
         with self._lock:
             self._pending.add(final)
-        temp = self._write_temp(blob, sync=False)
+        temp = self._write_temp(blob, f"chunk {digest}", sync=False)
         try:
-            return self._publish(temp, final)
+            return self._publish(temp, final, digest)
         finally:
             _remove_quietly(temp)
 
@@ -118,9 +128,9 @@ class LocalChunkStore:
             with open(self._chunk_path(digest), "rb", buffering=0) as f:
                 return f.read()
         except FileNotFoundError:
-            raise ChunkNotFoundError(f"chunk {digest} not found") from None
+            raise ChunkNotFoundError(f"chunk {digest} not found", digest=digest) from None
         except OSError as exc:
-            raise _storage_error(exc, f"read chunk {digest}") from exc
+            raise _chunk_error(exc, digest, "reading it") from exc
 
     def has_chunk(self, digest: str) -> bool:
         check_digest(digest)
@@ -129,7 +139,7 @@ class LocalChunkStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _storage_error(exc, f"stat chunk {digest}") from exc
+            raise _chunk_error(exc, digest, "looking it up") from exc
         return True
 
     def delete_chunk(self, digest: str) -> bool:
@@ -139,7 +149,7 @@ class LocalChunkStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _storage_error(exc, f"delete chunk {digest}") from exc
+            raise _chunk_error(exc, digest, "deleting it") from exc
         return True
 
     def list_chunks(self) -> Iterator[str]:
@@ -152,21 +162,21 @@ class LocalChunkStore:
         try:
             return os.stat(self._chunk_path(digest)).st_mtime
         except FileNotFoundError:
-            raise ChunkNotFoundError(f"chunk {digest} not found") from None
+            raise ChunkNotFoundError(f"chunk {digest} not found", digest=digest) from None
         except OSError as exc:
-            raise _storage_error(exc, f"stat chunk {digest}") from exc
+            raise _chunk_error(exc, digest, "reading its time") from exc
 
     # -- manifests ------------------------------------------------------------
 
     def put_manifest(self, name: str, data: bytes) -> None:
         check_manifest_name(name)
         self.flush()
-        temp = self._write_temp(data, sync=True)
+        temp = self._write_temp(data, f"manifest {name}", sync=True)
         try:
             os.replace(temp, os.path.join(self._manifests, name))
         except OSError as exc:
             _remove_quietly(temp)
-            raise _storage_error(exc, f"write manifest {name}") from exc
+            raise _storage_error(exc, f"manifest {name}", "publishing it") from exc
         _sync_dir(self._manifests)
 
     def get_manifest(self, name: str) -> bytes:
@@ -177,7 +187,7 @@ class LocalChunkStore:
         except FileNotFoundError:
             raise ManifestNotFoundError(f"manifest {name} not found") from None
         except OSError as exc:
-            raise _storage_error(exc, f"read manifest {name}") from exc
+            raise _storage_error(exc, f"manifest {name}", "reading it") from exc
 
     def delete_manifest(self, name: str) -> bool:
         check_manifest_name(name)
@@ -186,7 +196,7 @@ class LocalChunkStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _storage_error(exc, f"delete manifest {name}") from exc
+            raise _storage_error(exc, f"manifest {name}", "deleting it") from exc
         _sync_dir(self._manifests)
         return True
 
@@ -233,7 +243,7 @@ class LocalChunkStore:
             for folder in (self._chunks, str(self.root), str(self.root.parent)):
                 _sync_dir(folder)
         except OSError as exc:
-            raise _storage_error(exc, f"create chunk store in {self.root}") from exc
+            raise _storage_error(exc, _STORE, "creating its folders") from exc
 
     def _remove_stale_temps(self, cutoff: float) -> None:
         # Younger temp files may belong to another process writing right now.
@@ -242,7 +252,7 @@ class LocalChunkStore:
                 for entry in entries:
                     _remove_if_older(entry, cutoff)
         except OSError as exc:
-            raise _storage_error(exc, f"remove stale temp files in {self._tmp}") from exc
+            raise _storage_error(exc, _STORE, "removing stale temporary files") from exc
 
     def _touch(self, path: str) -> bool:
         """Refresh an existing file's mtime (garbage collection reads it); False if absent."""
@@ -251,16 +261,17 @@ class LocalChunkStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise _storage_error(exc, f"touch {path}") from exc
+            raise _chunk_error(exc, os.path.basename(path), "refreshing its time") from exc
         return True
 
-    def _write_temp(self, data: bytes, *, sync: bool) -> str:
-        """Write `data` to a new temp file and return its path; no temp file is left on error."""
+    def _write_temp(self, data: bytes, what: str, *, sync: bool) -> str:
+        """Write `data` (of object `what`) to a new temp file and return its path; no temp
+        file is left on error."""
         path = f"{self._tmp}/{os.getpid()}-{threading.get_ident()}-{next(self._temp_names)}.tmp"
         try:
             fd = os.open(path, _WRITE_FLAGS, _FILE_MODE)
         except OSError as exc:
-            raise _storage_error(exc, "create temp file") from exc
+            raise _storage_error(exc, what, "creating its temporary file") from exc
         try:
             try:
                 _write_all(fd, data)
@@ -272,10 +283,10 @@ class LocalChunkStore:
                 os.close(fd)  # close can report a failed write too (NFS)
         except OSError as exc:
             _remove_quietly(path)
-            raise _storage_error(exc, "write temp file") from exc
+            raise _storage_error(exc, what, "writing its temporary file") from exc
         return path
 
-    def _publish(self, temp: str, final: str) -> bool:
+    def _publish(self, temp: str, final: str, digest: str) -> bool:
         """Give the temp file its final name unless that name exists; True if it was free."""
         if self._can_link:
             try:
@@ -285,11 +296,11 @@ class LocalChunkStore:
                 return False
             except OSError as exc:
                 if exc.errno not in _NO_LINK_ERRNOS:
-                    raise _storage_error(exc, f"publish {final}") from exc
+                    raise _chunk_error(exc, digest, "publishing it") from exc
                 self._can_link = False
-        return self._publish_by_rename(temp, final)
+        return self._publish_by_rename(temp, final, digest)
 
-    def _publish_by_rename(self, temp: str, final: str) -> bool:
+    def _publish_by_rename(self, temp: str, final: str, digest: str) -> bool:
         # Without hard links two racing writers may both rename; the loser
         # replaces identical content atomically, so readers stay safe.
         if os.path.exists(final):
@@ -297,7 +308,7 @@ class LocalChunkStore:
         try:
             os.replace(temp, final)
         except OSError as exc:
-            raise _storage_error(exc, f"publish {final}") from exc
+            raise _chunk_error(exc, digest, "publishing it") from exc
         return True
 
     def _sync_all(self, paths: set[str]) -> None:
@@ -324,14 +335,17 @@ def _syncfs(path: str) -> bool:
     syncfs = getattr(_LIBC, "syncfs", None)
     if syncfs is None:
         return False
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _storage_error(exc, _STORE, "syncing its file system") from exc
     try:
         if syncfs(fd) == 0:
             return True
         error = ctypes.get_errno()
         if error == errno.ENOSYS:
             return False
-        raise _storage_error(OSError(error, os.strerror(error)), f"syncfs {path}")
+        raise _storage_error(OSError(error, os.strerror(error)), _STORE, "syncing its file system")
     finally:
         os.close(fd)
 
@@ -365,11 +379,11 @@ def _sync_file(path: str) -> None:
     except FileNotFoundError:
         return  # deleted since it was put: nothing left to make durable
     except OSError as exc:
-        raise _storage_error(exc, f"open {path} to sync") from exc
+        raise _chunk_error(exc, os.path.basename(path), "opening it to sync") from exc
     try:
         _sync_data(fd)
     except OSError as exc:
-        raise _storage_error(exc, f"sync {path}") from exc
+        raise _chunk_error(exc, os.path.basename(path), "syncing it") from exc
     finally:
         os.close(fd)
 
@@ -382,7 +396,7 @@ def _sync_dir(path: str) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise _storage_error(exc, f"sync folder {path}") from exc
+        raise _storage_error(exc, _STORE, f"syncing its folder {os.path.basename(path)}") from exc
 
 
 def _scan(folder: str) -> Iterator[str]:
@@ -393,7 +407,7 @@ def _scan(folder: str) -> Iterator[str]:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise _storage_error(exc, f"list {folder}") from exc
+        raise _storage_error(exc, _STORE, f"listing its folder {os.path.basename(folder)}") from exc
 
 
 def _is_digest(name: str) -> bool:

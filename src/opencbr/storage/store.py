@@ -24,7 +24,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class StorageError(Exception):
-    """Base class of every error a chunk store raises."""
+    """Base class of every error a chunk store raises.
+
+    Messages name the object (`chunk <digest>`, `manifest <name>`) and the kind of fault,
+    never a server path: they reach operation logs and API answers. `digest` is the
+    chunk concerned, when there is one.
+    """
+
+    def __init__(self, message: str, *, digest: str | None = None) -> None:
+        super().__init__(message)
+        self.digest = digest
 
 
 class NotFoundError(StorageError):
@@ -40,7 +49,7 @@ class ManifestNotFoundError(NotFoundError):
 
 
 class CorruptChunkError(StorageError):
-    """Stored chunk bytes fail to parse, decompress or match their digest."""
+    """Stored chunk bytes fail to parse, decompress or match their digest (`digest`)."""
 
 
 class TransientStorageError(StorageError):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from opencbr.api.deps import DbDep, SettingsDep
 from opencbr.api.schemas.identity import AuthBody, version_document
 from opencbr.db.identity import Token
-from opencbr.errors import INVALID_PARAMETER, TOKEN_NOT_FOUND, UNAUTHORIZED, CbrError
+from opencbr.errors import INVALID_PARAMETER, UNAUTHORIZED, CbrError
 from opencbr.services import identity
+from opencbr.services.identity import AuthContext
 from opencbr.settings import Settings
 
 router = APIRouter(prefix="/identity", tags=["identity"])
@@ -115,13 +116,12 @@ def issue_token(
 
 def _rescope(body: AuthBody, db: DbDep, settings: SettingsDep, with_catalog: bool) -> JSONResponse:
     assert body.auth.identity.token is not None
-    row, _roles = identity.check_token(db, body.auth.identity.token.id)
     project = body.auth.scope.project if body.auth.scope and body.auth.scope.project else None
     issued = identity.rescope_token(
         db,
         settings,
-        row.user_id,
-        project.id if project else row.project_id,
+        body.auth.identity.token.id,
+        project.id if project else None,
         project.name if project else None,
     )
     payload = _token_body(settings, issued.row, issued.roles, with_catalog, "token")
@@ -129,17 +129,13 @@ def _rescope(body: AuthBody, db: DbDep, settings: SettingsDep, with_catalog: boo
 
 
 def _subject(
-    db: DbDep, x_auth_token: str | None, x_subject_token: str | None
+    db: DbDep, x_auth_token: str | None, x_subject_token: str | None, action: str
 ) -> tuple[Token, tuple[str, ...]]:
     if not x_auth_token:
         raise CbrError(
             UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
         )
-    identity.check_token(db, x_auth_token)
-    try:
-        return identity.check_token(db, x_subject_token or "")
-    except CbrError:
-        raise CbrError(TOKEN_NOT_FOUND) from None
+    return identity.subject_token(db, x_auth_token, x_subject_token or "", action)
 
 
 @router.get("/v3/auth/tokens")
@@ -150,7 +146,7 @@ def validate_token(
     x_subject_token: Annotated[str | None, Header()] = None,
     nocatalog: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
-    row, roles = _subject(db, x_auth_token, x_subject_token)
+    row, roles = _subject(db, x_auth_token, x_subject_token, "validate_token")
     payload = _token_body(settings, row, roles, nocatalog is None, "password")
     return JSONResponse(payload, headers={"X-Subject-Token": x_subject_token or ""})
 
@@ -161,7 +157,7 @@ def check_token(
     x_auth_token: Annotated[str | None, Header()] = None,
     x_subject_token: Annotated[str | None, Header()] = None,
 ) -> Response:
-    _subject(db, x_auth_token, x_subject_token)
+    _subject(db, x_auth_token, x_subject_token, "check_token")
     return Response(status_code=200)
 
 
@@ -171,7 +167,7 @@ def revoke_token(
     x_auth_token: Annotated[str | None, Header()] = None,
     x_subject_token: Annotated[str | None, Header()] = None,
 ) -> Response:
-    _subject(db, x_auth_token, x_subject_token)
+    _subject(db, x_auth_token, x_subject_token, "revoke_token")
     identity.revoke_token(db, x_subject_token or "")
     return Response(status_code=204)
 
@@ -192,7 +188,7 @@ async def list_projects(
         raise CbrError(
             UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
         )
-    projects = identity.projects_of_user(db, context.user_id, name)
+    projects = identity.projects_of_user(db, context.user_id, name, context.key_projects)
     base = settings.base_url
     return {
         "projects": [
@@ -209,4 +205,59 @@ async def list_projects(
             for p in projects
         ],
         "links": {"self": f"{base}/identity/v3/projects", "next": None, "previous": None},
+    }
+
+
+async def any_caller(request: Request, db: DbDep) -> AuthContext:
+    """The caller of a call about no one project: a token's user, or a signed request's
+    (in the project of X-Project-Id when it names one, else with no project)."""
+    token = request.headers.get("x-auth-token")
+    if token:
+        return identity.context_for_token(db, token)
+    verify = request.app.state.verify_signature
+    if verify is not None and request.headers.get("authorization", "").startswith("SDK-"):
+        context: AuthContext = await verify(request, db, require_project=False)
+        return context
+    raise CbrError(UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found")
+
+
+AnyCallerDep = Annotated[AuthContext, Depends(any_caller)]
+
+
+@root_router.get("/v3/region-projects", tags=["identity"])
+def list_region_projects(ctx: AnyCallerDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+    """CBR's list_projects: the caller's projects, every region (one listener serves all)."""
+    base = settings.base_url
+    projects = identity.projects_of_user(db, ctx.user_id, None, ctx.key_projects)
+    return {
+        "projects": [
+            {
+                "id": p.id,
+                "name": p.name,
+                "domain_id": p.domain_id,
+                "enabled": p.enabled,
+                "is_domain": False,
+                "parent_id": p.domain_id,
+                "description": "",
+                "links": {"self": f"{base}/identity/v3/projects/{p.id}"},
+            }
+            for p in projects
+        ],
+        "links": {"self": f"{base}/identity/v3/auth/projects"},
+    }
+
+
+@root_router.get("/v3/domain/{domain_name}/projects", tags=["identity"])
+def list_domain_projects(
+    domain_name: Annotated[str, Path(max_length=255)], ctx: AnyCallerDep, db: DbDep
+) -> dict[str, Any]:
+    """The caller's projects in the named domain (tenant). Another tenant's domain and an
+    unknown one answer alike: an empty list."""
+    projects = identity.projects_of_user(db, ctx.user_id, None, ctx.key_projects)
+    return {
+        "projects": [
+            {"project_id": p.id, "project_name": p.name}
+            for p in projects
+            if domain_name in (p.domain.name, p.domain_id)
+        ]
     }

@@ -281,11 +281,17 @@ class BackupOut(ResponseModel):
     incremental: bool
     version: int
     replication_records: list[ReplicationRecordOut] | None = None
-    # opencbr's own fields: logical bytes, stored bytes it added, why it failed.
+    # opencbr's own fields: logical bytes, stored bytes it added, why it failed, how many
+    # of its chunks the vault knows to be damaged (a restore fails on them until a later
+    # backup or replication stores them again).
     size_bytes: int
     stored_bytes: int
     fail_reason: str | None
     source_backup_id: str | None
+    # What the backup skipped or saw change while reading (FIFOs, sockets, devices,
+    # unreadable folders, files changed while read); capped, the last entry counts the rest.
+    warnings: list[str]
+    damaged_chunks: int
 
 
 class BackupResponse(ResponseModel):
@@ -304,6 +310,7 @@ def backup_out(
 ) -> BackupOut:
     """The wire form; `nested` includes the volume children (which have none themselves)."""
     restorable = backup.status == "available" and backup.kind == "server"
+    damaged = _damaged_chunks(backup) if nested else backup.damaged_chunk_count()
     return BackupOut(
         id=backup.id,
         name=backup.name,
@@ -344,8 +351,24 @@ def backup_out(
         replication_records=[record_out(r) for r in records] if records is not None else None,
         size_bytes=backup.bytes_total,
         stored_bytes=backup.bytes_new,
-        fail_reason=backup.fail_reason,
+        fail_reason=backup.fail_reason or _damage_reason(damaged),
         source_backup_id=backup.source_backup_id,
+        warnings=list(backup.warnings),
+        damaged_chunks=damaged,
+    )
+
+
+def _damaged_chunks(backup: Backup) -> int:
+    # A server backup's data lives in its volumes (loaded with it).
+    return backup.damaged_chunk_count() + sum(c.damaged_chunk_count() for c in backup.children)
+
+
+def _damage_reason(damaged: int) -> str | None:
+    if not damaged:
+        return None
+    return (
+        f"{damaged} chunk(s) of this backup are damaged in the vault: restoring it fails "
+        "until a later backup or replication of the same data stores them again."
     )
 
 

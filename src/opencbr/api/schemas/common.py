@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from opencbr.db.paging import MAX_LIMIT, PageRequest
+from opencbr.db.paging import MAX_LIMIT, MAX_OFFSET, PageRequest
 
 # Names of vaults, backups, policies: letters, digits, '_' and '-' (and CJK), 1-64 chars.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-\u4e00-\u9fa5]{1,64}$")]
@@ -38,7 +38,7 @@ def zulu_time(value: datetime | None) -> str | None:
 
 def page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     marker: Annotated[str | None, Query(max_length=64)] = None,
 ) -> PageRequest:
     return PageRequest(limit=limit, offset=offset, marker=marker or None)

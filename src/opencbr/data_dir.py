@@ -1,0 +1,37 @@
+"""The data directory holds the database, the task queue, the admin password and the key of
+stored secrets: it is private to the service's user.
+
+`prepare` creates it 0700, or takes group and other permissions off an existing one and off
+the files directly in it (left 0644 by older versions or by a copy). Files the service
+creates later are private by the process's umask (`PRIVATE_UMASK`, set by the CLI) and by
+the modes the code gives them; nothing here loosens a mode.
+
+Imports nothing of opencbr.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+PRIVATE_UMASK = 0o077
+DIRECTORY_MODE = 0o700
+
+
+def prepare(data_dir: Path) -> None:
+    """Create `data_dir` (0700) if absent; make it and the files directly in it private.
+
+    Raises OSError when it cannot be created or changed.
+    """
+    data_dir.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    _take_group_and_other_access(data_dir)
+    for entry in os.scandir(data_dir):
+        if entry.is_file(follow_symlinks=False):
+            _take_group_and_other_access(Path(entry.path))
+
+
+def _take_group_and_other_access(path: Path) -> None:
+    mode = stat.S_IMODE(path.lstat().st_mode)
+    if mode & 0o077:
+        path.chmod(mode & ~0o077)
