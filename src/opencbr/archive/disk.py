@@ -224,18 +224,23 @@ class DiskTarget:
             self.device_fd = None
 
 
-def open_disk_target(directory_fd: int, name: str, size: int) -> DiskTarget:
+def open_disk_target(
+    directory_fd: int, name: str, size: int, kinds: tuple[str, ...] = ("file", "block")
+) -> DiskTarget:
     """Open the image `name` in the directory `directory_fd` for a restore of `size` bytes.
 
-    The leaf is opened O_NOFOLLOW|O_NONBLOCK and must be a regular file or a block device
-    (PathNotConfined otherwise: a link, a FIFO, a socket, a directory ...); a device must
-    hold `size` bytes. A missing file is fine: the restore creates it.
+    The leaf is opened O_NOFOLLOW|O_NONBLOCK and must be one of `kinds` ("file": a
+    regular file, "block": a block device; PathNotConfined otherwise: a link, a FIFO, a
+    socket, a directory ...); a device must hold `size` bytes. A missing file is fine
+    when "file" is allowed: the restore creates it.
     """
     if not name or "/" in name or name in (".", ".."):
         raise PathNotConfined(name, "a disk image must be a file below its root")
     try:
-        fd = open_data(directory_fd, name, os.O_WRONLY, ("file", "block"))
+        fd = open_data(directory_fd, name, os.O_WRONLY, kinds)
     except FileNotFoundError:
+        if "file" not in kinds:
+            raise PathNotConfined(name, "the block device is gone") from None
         return DiskTarget(directory_fd, name, None, None)
     try:
         info = os.fstat(fd)

@@ -113,7 +113,7 @@ def _server_plan(backup: Backup, target: Protectable, request: RestoreRequest) -
                 raise CbrError(
                     INVALID_PARAMETER, f"volume {volume.name} cannot take a {child.kind} backup"
                 )
-            plan.append([child.id, child.kind, volume.path, ""])
+            plan.append([child.id, child.kind, volume.path, "", volume.node or ""])
         return plan
     by_name = {volume.name: volume for volume in target.volumes}
     plan = []
@@ -125,17 +125,17 @@ def _server_plan(backup: Backup, target: Protectable, request: RestoreRequest) -
                 "mappings are required: the target server's volumes "
                 "do not match the backup's by name",
             )
-        plan.append([child.id, child.kind, volume.path, ""])
+        plan.append([child.id, child.kind, volume.path, "", volume.node or ""])
     return plan
 
 
 def _plan(backup: Backup, target: Protectable, request: RestoreRequest) -> list[list[str]]:
-    """[[unit backup id, kind, registered path, destination below it], ...]: paths as
-    registered; the worker confines them again when it opens them."""
+    """[[unit backup id, kind, registered path, destination below it, disk node], ...]:
+    paths as registered; the worker confines them again when it opens them."""
     if backup.kind == "server":
         return _server_plan(backup, target, request)
     below = destination(request.destination_path) if backup.kind == "tree" else ""
-    return [[backup.id, backup.kind, target.path or "", below]]
+    return [[backup.id, backup.kind, target.path or "", below, target.node or ""]]
 
 
 def _check_target_free(session: Session, target: Protectable) -> None:
@@ -253,12 +253,17 @@ class _Unit:
     kind: str  # "tree" or "disk"
     path: str
     destination: str  # below `path`, trees only
+    node: str  # disks: "file" or "block" as registered; "" (older rows) takes either
 
     @classmethod
     def of(cls, step: list[str]) -> _Unit:
-        # Plans written before destinations were kept apart hold three items.
-        backup_id, kind, path, *rest = step
-        return cls(backup_id, kind, path, rest[0] if rest else "")
+        # Older plans hold only the first three (or four) items.
+        backup_id, kind, path, *rest = [*step, "", ""]
+        return cls(backup_id, kind, path, rest[0], rest[1])
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (self.node,) if self.node else ("file", "block")
 
 
 def run(rt: Runtime, log_id: str) -> None:
@@ -318,7 +323,7 @@ def _open_target(
         raise CbrError(
             RESOURCE_PATH_INVALID, "resource path is no longer valid: its directory is gone"
         ) from None
-    return stack.enter_context(open_disk_target(directory, name, manifest.size))
+    return stack.enter_context(open_disk_target(directory, name, manifest.size, unit.kinds))
 
 
 def _restore_unit(
