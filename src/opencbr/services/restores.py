@@ -37,6 +37,7 @@ from opencbr.services import backups, leases, operation_logs, protectables
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, VaultSource
+from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import StorageError
 
 log = structlog.get_logger(__name__)
@@ -228,7 +229,7 @@ def run(rt: Runtime, log_id: str) -> None:
     try:
         with leases.heartbeat(lambda: _beat(rt, claim, done[0]), HEARTBEAT_SECONDS):
             for index, (unit_id, kind, path) in enumerate(claim.plan):
-                manifest = Manifest.from_bytes(store.get_manifest(f"backup-{unit_id}"))
+                manifest = Manifest.from_bytes(store.get_manifest(manifest_name(unit_id)))
                 engine = restore_tree if kind == "tree" else restore_disk
                 engine(manifest, source, Path(path), workers=rt.settings.io_threads)
                 done[0] = (index + 1) * 100 // len(claim.plan)
