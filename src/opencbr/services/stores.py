@@ -66,8 +66,8 @@ class StoreRegistry:
         A failure is logged, not raised: the vault is gone from the API either way, and
         what is left of its store is only disk space.
         """
-        store = self._take(region, vault_id) or open_store(self.url(region, vault_id))
         try:
+            store = self._take(region, vault_id) or open_store(self.url(region, vault_id))
             store.destroy()
         except StorageError as exc:
             log.warning(
