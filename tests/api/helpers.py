@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from opencbr.storage import layout
 from tests.api.conftest import Env
 
 
@@ -96,7 +97,8 @@ def assert_error(response: Any, status: int, code: str) -> None:
 
 def chunks_dir(env: Env, region: str, vault_id: str) -> Path:
     """The chunk folder of a vault's local store."""
-    return env.settings.data_dir / "store" / region / "vaults" / vault_id / "chunks"
+    region_storage = str(env.settings.data_dir / "store" / region)
+    return Path(layout.vault_location(region_storage, vault_id)) / layout.CHUNKS_FOLDER
 
 
 def chunk_names(env: Env, region: str, vault_id: str) -> set[str]:

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import math
+import os
 import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
 
 from opencbr.db.backups import Backup, BackupChunk
 from opencbr.services import gc
-from tests.api.conftest import Env
-from tests.api.helpers import chunk_names, create_vault, register_dir
+from opencbr.settings import Settings
+from opencbr.storage.chunk import digest, encode_chunk
+from opencbr.storage.store import ChunkStore
+from tests.api.conftest import Env, make_settings
+from tests.api.helpers import chunk_names, chunks_dir, create_vault, register_dir
 from tests.api.test_backups import backup_now, restore
 
 MiB = 1 << 20
+SAFETY_MARGIN = 600.0
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Leftover chunks younger than the margin must survive collection."""
+    return make_settings(tmp_path, gc_safety_margin_seconds=SAFETY_MARGIN)
 
 
 def test_collection_waits_while_a_backup_is_being_written(env: Env) -> None:
@@ -58,3 +76,42 @@ def test_collection_keeps_chunks_still_referenced(env: Env) -> None:
     log = restore(env, second["id"], {"resource_id": target["id"]})
     assert log["status"] == "success", log
     assert (env.roots["region1"] / "target" / "a").read_bytes() == (data / "a").read_bytes()
+
+
+def plant_leftover(env: Env, store: ChunkStore, vault_id: str, seed: int, age: float) -> str:
+    """A chunk in the vault's store that the index does not know (as a crash leaves one),
+    last written `age` seconds ago."""
+    data = b"leftover %d " % seed * 100
+    name = digest(data)
+    store.put_chunk(name, encode_chunk(data))
+    then = time.time() - age
+    os.utime(chunks_dir(env, "region1", vault_id) / name[:2] / name, (then, then))
+    return name
+
+
+def test_collection_checks_the_store_against_the_index_in_batches(env: Env) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "blob").write_bytes(random.Random(6).randbytes(3 * MiB))
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup_now(env, vault["id"])
+    referenced = chunk_names(env, "region1", vault["id"])
+    runtime = env.client.app.state.runtime  # type: ignore[attr-defined]
+    store = runtime.stores.vault("region1", vault["id"])
+    old = {plant_leftover(env, store, vault["id"], i, 2 * SAFETY_MARGIN) for i in range(7)}
+    young = {plant_leftover(env, store, vault["id"], 100 + i, 10) for i in range(4)}
+    lookups: list[Any] = []
+
+    def record_index_lookup(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and "vault_chunks.digest IN" in sql:
+            lookups.append(params)
+
+    event.listen(env.db.engine, "before_cursor_execute", record_index_lookup)
+    try:
+        result = gc.collect(runtime, vault["id"], batch_size=3)
+    finally:
+        event.remove(env.db.engine, "before_cursor_execute", record_index_lookup)
+    assert result.chunks_deleted == len(old)
+    assert chunk_names(env, "region1", vault["id"]) == referenced | young
+    listed = len(referenced) + len(old) + len(young)
+    assert len(lookups) == math.ceil(listed / 3)  # one query per batch of listed digests
+    assert max(len(params) for params in lookups) == 1 + 3  # the vault id and the batch

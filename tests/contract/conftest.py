@@ -16,7 +16,8 @@ from typing import Protocol
 
 import pytest
 
-from opencbr.storage.store import ChunkStore, open_store
+from opencbr.storage.location import open_store
+from opencbr.storage.store import ChunkStore
 
 
 class Backend(Protocol):
@@ -38,7 +39,10 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """A LocalChunkStore in a fresh folder, opened through `open_store`."""
+    """A LocalChunkStore in a fresh folder, opened through `open_store` (so behind the
+    retrying wrapper every store is opened with)."""
+
+    retry_delays: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0)
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -47,7 +51,7 @@ class LocalBackend:
         return str(self.root)
 
     def open(self) -> ChunkStore:
-        return open_store(self.url())
+        return open_store(self.url(), retry_delays=self.retry_delays)
 
     def plant_partial_write(self, blob: bytes) -> None:
         leftover = self.root / "tmp" / "99999-1-1.tmp"
@@ -71,9 +75,20 @@ class FaultyLocalBackend(LocalBackend):
         return f"faulty+file://{self.root}?seed=1"
 
 
+class FlakyLocalBackend(LocalBackend):
+    """A tenth of every call fails transiently: the retrying wrapper must hide that, so
+    the contract holds as if nothing failed (six failures in a row: one call in 10^6)."""
+
+    retry_delays = (0.0,) * 5
+
+    def url(self) -> str:
+        return f"faulty+file://{self.root}?fail_put=0.1&fail_get=0.1&fail_other=0.1"
+
+
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "local": LocalBackend,
     "faulty-local": FaultyLocalBackend,
+    "flaky-local-retried": FlakyLocalBackend,
 }
 
 

@@ -3,7 +3,7 @@
 The first part uses only the protocol (plus the harness hooks), so a new
 backend passes it or breaks the contract. The parts after it test what only
 one implementation has: the local backend's files, the faulty wrapper, and
-`open_store`'s URLs.
+`open_store`'s URLs. The retrying wrapper has its own file, test_retrying.py.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from opencbr.storage import local
 from opencbr.storage.chunk import decode_chunk, digest, encode_chunk
 from opencbr.storage.faulty import FaultyChunkStore
 from opencbr.storage.local import LocalChunkStore
+from opencbr.storage.location import open_store
+from opencbr.storage.retrying import RetryingChunkStore
 from opencbr.storage.store import (
     ChunkNotFoundError,
     ChunkStore,
@@ -33,7 +35,6 @@ from opencbr.storage.store import (
     ManifestNotFoundError,
     PermanentStorageError,
     TransientStorageError,
-    open_store,
 )
 
 if TYPE_CHECKING:  # pytest imports conftest itself; the harness type is only for readers
@@ -329,6 +330,21 @@ def test_a_write_interrupted_by_a_crash_is_invisible_and_cleaned_on_reopen(
         reopened.close()
 
 
+def test_destroy_removes_the_store_and_is_idempotent(backend: Backend) -> None:
+    store = backend.open()
+    store_chunk(store, 14)
+    store.flush()
+    store.put_manifest("backup-1", b"refs")
+    store.destroy()
+    store.destroy()  # a store already gone is no error
+    reopened = backend.open()
+    try:
+        assert list(reopened.list_chunks()) == []
+        assert list(reopened.list_manifests()) == []
+    finally:
+        reopened.destroy()
+
+
 def store_chunk(store: ChunkStore, seed: int) -> str:
     name, blob = make_chunk(seed)
     store.put_chunk(name, blob)
@@ -470,6 +486,14 @@ def test_local_open_keeps_young_temp_files_of_other_writers(tmp_path: Path) -> N
     assert not young.exists()
 
 
+def test_local_destroy_removes_the_vault_folder(tmp_path: Path) -> None:
+    store = LocalChunkStore(tmp_path / "vault")
+    store_chunk(store, 1)  # pending, never flushed: destroy must not trip over it
+    store.destroy()
+    assert not (tmp_path / "vault").exists()
+    assert os.listdir(tmp_path) == []
+
+
 def test_local_listings_skip_foreign_files(local_store: LocalChunkStore, tmp_path: Path) -> None:
     name = store_chunk(local_store, 1)
     (tmp_path / "chunks" / name[:2] / "notes.txt").write_bytes(b"")
@@ -585,22 +609,33 @@ def test_faulty_rejects_ratios_outside_zero_to_one(tmp_path: Path, ratio: float)
 def test_open_store_opens_plain_paths_and_file_urls(tmp_path: Path) -> None:
     for url in (str(tmp_path / "a"), f"file://{tmp_path / 'b'}", f"file://localhost{tmp_path}/c"):
         store = open_store(url)
-        assert isinstance(store, LocalChunkStore)
-        assert store.root.is_dir()
+        assert isinstance(store, RetryingChunkStore)
+        assert isinstance(store.inner, LocalChunkStore)
+        assert store.inner.root.is_dir()
         store.close()
     assert (tmp_path / "b" / "chunks").is_dir()
 
 
 def test_open_store_parses_faulty_options(tmp_path: Path) -> None:
     one, two = make_chunk(1)[0], make_chunk(2)[0]
-    url = f"faulty+file://{tmp_path}?fail_put=0.25&fail_get=0.5&seed=3&corrupt={one},{two}"
+    url = (
+        f"faulty+file://{tmp_path}?fail_put=0.25&fail_get=0.5&fail_other=0.125"
+        f"&fault=permanent&seed=3&corrupt={one},{two}"
+    )
     store = open_store(url)
-    assert isinstance(store, FaultyChunkStore)
-    assert isinstance(store.inner, LocalChunkStore)
-    assert store.inner.root == tmp_path
-    assert (store.fail_put_ratio, store.fail_get_ratio) == (0.25, 0.5)
-    assert store.corrupt_digests == {one, two}
-    store.close()
+    assert isinstance(store, RetryingChunkStore)  # around the faulty store, not inside it
+    faulty = store.inner
+    assert isinstance(faulty, FaultyChunkStore)
+    assert isinstance(faulty.inner, LocalChunkStore)
+    assert faulty.inner.root == tmp_path
+    assert (faulty.fail_put_ratio, faulty.fail_get_ratio, faulty.fail_other_ratio) == (
+        0.25,
+        0.5,
+        0.125,
+    )
+    assert faulty.fault is PermanentStorageError
+    assert faulty.corrupt_digests == {one, two}
+    faulty.inner.close()
 
 
 @pytest.mark.parametrize(
@@ -611,6 +646,7 @@ def test_open_store_parses_faulty_options(tmp_path: Path) -> None:
         ("ftp://host/x", "scheme"),
         ("file://host/x", "absolute"),
         ("faulty+/tmp/x?explode=1", "unknown faulty store options"),
+        ("faulty+/tmp/x?fault=gremlins", "fault kind"),
         ("faulty+s3://bucket", "S3 storage is not supported yet"),
     ],
 )

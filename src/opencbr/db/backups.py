@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
+from opencbr.storage.layout import manifest_name
 
 # Backup statuses in which the backup's data is being written or read by a task.
 BUSY_STATUSES = ("protecting", "restoring", "deleting", "waiting_protect")
@@ -126,7 +127,7 @@ class Backup(Base):
 
     @property
     def manifest_name(self) -> str:
-        return f"backup-{self.id}"
+        return manifest_name(self.id)
 
     def damaged_chunk_count(self) -> int:
         """`damaged_chunks` as read with the row; 0 for a row this session created, which

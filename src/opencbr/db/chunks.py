@@ -203,5 +203,9 @@ def forget_chunks(session: Session, vault_id: str, digests: Sequence[str]) -> No
         )
 
 
-def indexed_digests(session: Session, vault_id: str) -> set[str]:
-    return set(session.scalars(select(VaultChunk.digest).where(VaultChunk.vault_id == vault_id)))
+def indexed_among(session: Session, vault_id: str, digests: Sequence[str]) -> set[str]:
+    """Those of `digests` (one batch) that the vault's index lists: one query."""
+    query = select(VaultChunk.digest).where(
+        VaultChunk.vault_id == vault_id, VaultChunk.digest.in_(digests)
+    )
+    return set(session.scalars(query))

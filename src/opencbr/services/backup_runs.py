@@ -44,6 +44,7 @@ from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import previous_backup
+from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -330,7 +331,7 @@ def _write_unit(
         bytes_reused=result.bytes_reused,
     )
     _log_warnings(unit.backup_id, result.warnings)
-    store.put_manifest(f"backup-{unit.backup_id}", result.manifest.to_bytes())
+    store.put_manifest(manifest_name(unit.backup_id), result.manifest.to_bytes())
     _commit_unit(rt, claim, unit.backup_id, sink, result)
     progress.done_units += progress.current
     progress.current = 0
@@ -359,7 +360,9 @@ def _previous_tree(
     if previous_id is None:
         return None
     try:
-        return previous_backup(rt.db, store, vault_id, store.get_manifest(f"backup-{previous_id}"))
+        return previous_backup(
+            rt.db, store, vault_id, store.get_manifest(manifest_name(previous_id))
+        )
     except (StorageError, ArchiveError) as exc:
         # A full read is always correct; only slower.
         log.warning("previous backup unreadable", backup_id=previous_id, error=str(exc))
@@ -455,7 +458,7 @@ def _fail(rt: Runtime, claim: Claim, error: ErrorCode, reason: str) -> None:
     try:
         store = rt.stores.vault(claim.region, claim.vault_id)
         for unit_id, _kind, _path in claim.units:
-            store.delete_manifest(f"backup-{unit_id}")
+            store.delete_manifest(manifest_name(unit_id))
     except StorageError as exc:
         log.warning("manifests of a failed backup not removed", reason=storage_reason(exc))
     if held:

@@ -5,6 +5,9 @@ may reference. Collection and writers exclude each other per vault: collection s
 when no backup or replica is being written into the vault, and holds `vault.gc_until`
 while it runs; writers refuse to start while it is held. Chunks in the store that the index
 does not know (leftovers of a crash) are deleted only when older than the safety margin.
+
+Memory does not grow with the vault: the store's listing is streamed and checked against
+the index a batch of `batch_size` digests (one query) at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from opencbr.db.backups import Backup
 from opencbr.db.vaults import Vault
 from opencbr.services.runtime import Runtime
 from opencbr.storage.store import ChunkStore
+
+BATCH_SIZE = 1000  # store-listed digests checked against the index per query
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ def _release(rt: Runtime, vault_id: str, freed: int) -> None:
             vault.used_bytes = max(0, vault.used_bytes - freed)
 
 
-def collect(rt: Runtime, vault_id: str) -> Collected:
+def collect(rt: Runtime, vault_id: str, batch_size: int = BATCH_SIZE) -> Collected:
     region = _hold(rt, vault_id)
     if region is None:
         return Collected(0, 0, skipped=True)
@@ -70,21 +75,23 @@ def collect(rt: Runtime, vault_id: str) -> Collected:
             deleted += 1
         with rt.db.transaction() as session:
             chunks.forget_chunks(session, vault_id, [d for d, _ in garbage])
-            indexed = chunks.indexed_digests(session, vault_id)
-        deleted += _sweep_unindexed(rt, store, indexed)
+        deleted += _sweep_unindexed(rt, store, vault_id, batch_size)
     finally:
         _release(rt, vault_id, freed)
     return Collected(deleted, freed)
 
 
-def _sweep_unindexed(rt: Runtime, store: ChunkStore, indexed: set[str]) -> int:
+def _sweep_unindexed(rt: Runtime, store: ChunkStore, vault_id: str, batch_size: int) -> int:
     """Delete store chunks the index does not know, once older than the safety margin."""
     cutoff = time.time() - rt.settings.gc_safety_margin_seconds
     deleted = 0
-    for digest in store.list_chunks():
-        if digest not in indexed and store.chunk_mtime(digest) < cutoff:
-            store.delete_chunk(digest)
-            deleted += 1
+    for listed in chunks.batched(store.list_chunks(), batch_size):
+        with rt.db.reading() as session:
+            indexed = chunks.indexed_among(session, vault_id, listed)
+        for digest in listed:
+            if digest not in indexed and store.chunk_mtime(digest) < cutoff:
+                store.delete_chunk(digest)
+                deleted += 1
     return deleted
 
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 
 import structlog
 from sqlalchemy import select
@@ -51,8 +50,9 @@ from opencbr.errors import (
 )
 from opencbr.services import leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked, with_retries
+from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked
 from opencbr.storage.chunk import verify_chunk
+from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -262,7 +262,7 @@ class _Copier:
     def copy(self, digest: str) -> int:
         """Copy one chunk's stored bytes after checking them against their digest."""
         try:
-            blob = with_retries(lambda: self.source.get_chunk(digest))
+            blob = self.source.get_chunk(digest)
             verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
         except (CorruptChunkError, NotFoundError) as exc:
             self.source_damage.mark_failed_read(exc)
@@ -334,7 +334,7 @@ def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, M
     not parse fails the record with CORRUPT_SOURCE_CHUNK (1006) naming the backup."""
     manifests = {}
     for unit_id, replica_id in work.units:
-        blob = with_retries(partial(source.get_manifest, f"backup-{unit_id}"))
+        blob = source.get_manifest(manifest_name(unit_id))
         try:
             manifests[replica_id] = (blob, Manifest.from_bytes(blob))
         except ArchiveError as exc:
@@ -348,7 +348,7 @@ def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, M
 
 def _write_manifests(dest: ChunkStore, manifests: dict[str, tuple[bytes, Manifest]]) -> None:
     for replica_id, (blob, _manifest) in manifests.items():
-        dest.put_manifest(f"backup-{replica_id}", blob)
+        dest.put_manifest(manifest_name(replica_id), blob)
 
 
 # --- progress, commit, failure -------------------------------------------------------------
@@ -412,7 +412,7 @@ def _fail(rt: Runtime, work: _Work, error: ErrorCode, reason: str) -> None:
             _fail_in_session(session, record, error, reason)
     dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
     for _unit_id, replica_id in work.units:
-        dest.delete_manifest(f"backup-{replica_id}")
+        dest.delete_manifest(manifest_name(replica_id))
 
 
 def _fail_in_session(

@@ -45,6 +45,7 @@ from opencbr.services import backups, leases, operation_logs, protectables
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, VaultSource
+from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import StorageError
 
 log = structlog.get_logger(__name__)
@@ -280,7 +281,7 @@ def run(rt: Runtime, log_id: str) -> None:
         ):
             units = [_Unit.of(step) for step in claim.plan]
             manifests = [
-                Manifest.from_bytes(store.get_manifest(f"backup-{unit.backup_id}"))
+                Manifest.from_bytes(store.get_manifest(manifest_name(unit.backup_id)))
                 for unit in units
             ]
             # Every target is opened and checked before anything is written to any.

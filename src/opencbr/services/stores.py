@@ -1,7 +1,8 @@
 """Each vault's chunk store, and the adapters the archive engine writes and reads through.
 
-A vault's chunks live under `<region storage>/vaults/<vault id>`. Stores are opened once
-per process and shared by threads (the store classes are thread-safe).
+A vault's chunks live under `<region storage>/vaults/<vault id>` (`storage.layout`). Stores
+are opened once per process (`storage.location.open_store`, which also makes every call
+retry transient faults) and shared by threads (the store classes are thread-safe).
 
 Damaged chunks: every read that fails verification (or finds no file) marks the chunk
 damaged in the vault's index (`DamageMarker`), in a short transaction of its own, so the
@@ -12,12 +13,9 @@ mark.
 
 from __future__ import annotations
 
-import shutil
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import structlog
 from sqlalchemy import select
@@ -29,19 +27,12 @@ from opencbr.db import chunks
 from opencbr.db.backups import VaultChunk
 from opencbr.db.session import Database
 from opencbr.storage.chunk import decode_chunk, encode_chunk, verify_chunk
-from opencbr.storage.store import (
-    ChunkNotFoundError,
-    ChunkStore,
-    CorruptChunkError,
-    StorageError,
-    TransientStorageError,
-    open_store,
-)
+from opencbr.storage.layout import vault_location
+from opencbr.storage.location import open_store
+from opencbr.storage.store import ChunkNotFoundError, ChunkStore, CorruptChunkError, StorageError
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)  # transient storage errors: backoff, then give up
 INDEX_BATCH = 500
 
 
@@ -54,8 +45,7 @@ class StoreRegistry:
         self._lock = threading.Lock()
 
     def url(self, region: str, vault_id: str) -> str:
-        base, sep, query = self._region_storage[region].partition("?")
-        return f"{base.rstrip('/')}/vaults/{vault_id}{sep}{query}"
+        return vault_location(self._region_storage[region], vault_id)
 
     def vault(self, region: str, vault_id: str) -> ChunkStore:
         url = self.url(region, vault_id)
@@ -66,34 +56,33 @@ class StoreRegistry:
             return store
 
     def forget(self, region: str, vault_id: str) -> None:
-        with self._lock:
-            store = self._stores.pop(self.url(region, vault_id), None)
+        store = self._take(region, vault_id)
         if store is not None:
             store.close()
 
     def purge(self, region: str, vault_id: str) -> None:
-        """Remove a deleted vault's whole store (local directories only)."""
-        self.forget(region, vault_id)
-        location = self.url(region, vault_id).partition("?")[0].removeprefix("faulty+")
-        location = location.removeprefix("file://")
-        if location.startswith("/"):
-            shutil.rmtree(location, ignore_errors=True)
+        """Remove a deleted vault's whole store; the store removes itself.
+
+        A failure is logged, not raised: the vault is gone from the API either way, and
+        what is left of its store is only disk space.
+        """
+        try:
+            store = self._take(region, vault_id) or open_store(self.url(region, vault_id))
+            store.destroy()
+        except StorageError as exc:
+            log.warning(
+                "could not remove a deleted vault's store", vault_id=vault_id, error=str(exc)
+            )
+
+    def _take(self, region: str, vault_id: str) -> ChunkStore | None:
+        with self._lock:
+            return self._stores.pop(self.url(region, vault_id), None)
 
     def close(self) -> None:
         with self._lock:
             stores, self._stores = list(self._stores.values()), {}
         for store in stores:
             store.close()
-
-
-def with_retries(call: Callable[[], T]) -> T:
-    """Run `call`, retrying transient storage errors with backoff."""
-    for delay in RETRY_DELAYS:
-        try:
-            return call()
-        except TransientStorageError:
-            time.sleep(delay)
-    return call()
 
 
 class DamageMarker:
@@ -140,16 +129,16 @@ def put_chunk_checked(
     which chunks exist, so this costs a read only for chunks another writer of the vault
     just stored, a crash left behind, or a failed read marked damaged.
     """
-    if with_retries(lambda: store.put_chunk(digest, blob)):
+    if store.put_chunk(digest, blob):
         return True
     try:
-        verify_chunk(with_retries(lambda: store.get_chunk(digest)), digest)
+        verify_chunk(store.get_chunk(digest), digest)
         return False
     except (CorruptChunkError, ChunkNotFoundError) as exc:
         if damage is not None:
             damage.mark_failed_read(exc)
-        with_retries(lambda: store.delete_chunk(digest))
-        return with_retries(lambda: store.put_chunk(digest, blob))
+        store.delete_chunk(digest)
+        return store.put_chunk(digest, blob)
 
 
 @dataclass(frozen=True)
@@ -214,7 +203,7 @@ class VaultSource:
 
     def load(self, digest: str) -> bytes:
         try:
-            return decode_chunk(with_retries(lambda: self._store.get_chunk(digest)), digest)
+            return decode_chunk(self._store.get_chunk(digest), digest)
         except (CorruptChunkError, ChunkNotFoundError) as exc:
             if self._damage is not None:
                 self._damage.mark_failed_read(exc)

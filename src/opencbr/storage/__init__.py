@@ -1,16 +1,20 @@
 """Chunk storage: the chunk format and the chunk stores of vaults.
 
 - `chunk`: chunk digest (BLAKE3) and stored format (versioned header + zstd).
-- `store`: the ChunkStore protocol every backend keeps, its errors, `open_store`.
+- `store`: the ChunkStore protocol every backend keeps (the contract) and its errors.
+- `layout`: where a vault's objects live (store URLs, manifest names, chunk paths).
+- `location`: `open_store(url)`, a registry of URL schemes and their backends.
+- `retrying`: the wrapper `open_store` puts around every store to retry transient faults.
 - `local`: the local-directory backend.
-- `faulty`: a fault-injecting wrapper for tests.
+- `faulty`: a fault-injecting wrapper for tests (`faulty+<url>`).
+- `probe`: whether a region's storage location is usable, checked at start-up.
 
 Imports nothing of opencbr outside this package; every layer above may import it.
 """
 
 from opencbr.storage.chunk import decode_chunk, digest, encode_chunk
-from opencbr.storage.faulty import FaultyChunkStore
-from opencbr.storage.local import LocalChunkStore
+from opencbr.storage.layout import manifest_name, vault_location
+from opencbr.storage.location import open_store
 from opencbr.storage.store import (
     ChunkNotFoundError,
     ChunkStore,
@@ -20,15 +24,12 @@ from opencbr.storage.store import (
     PermanentStorageError,
     StorageError,
     TransientStorageError,
-    open_store,
 )
 
 __all__ = [
     "ChunkNotFoundError",
     "ChunkStore",
     "CorruptChunkError",
-    "FaultyChunkStore",
-    "LocalChunkStore",
     "ManifestNotFoundError",
     "NotFoundError",
     "PermanentStorageError",
@@ -37,5 +38,7 @@ __all__ = [
     "decode_chunk",
     "digest",
     "encode_chunk",
+    "manifest_name",
     "open_store",
+    "vault_location",
 ]

@@ -1,7 +1,8 @@
 """A ChunkStore wrapper that injects faults, for tests and fault-injection runs.
 
-Faults are drawn from one `random.Random(seed)`, so a given seed and call
-order always fail the same calls (with several threads the order, and so
+Test support, opened through `faulty+<url>` URLs (`opencbr.storage.location`); the store
+contract does not know it. Faults are drawn from one `random.Random(seed)`, so a given
+seed and call order always fail the same calls (with several threads the order, and so
 the failing calls, depend on scheduling; the ratio does not).
 """
 
@@ -9,22 +10,40 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from collections.abc import Iterator
 
-from opencbr.storage.store import ChunkStore, TransientStorageError, check_digest
+from opencbr.storage.store import (
+    ChunkStore,
+    CorruptChunkError,
+    PermanentStorageError,
+    StorageError,
+    TransientStorageError,
+    check_digest,
+)
+
+# The kinds of error an injected fault raises, by the name URLs give them.
+FAULT_KINDS: dict[str, type[StorageError]] = {
+    "transient": TransientStorageError,
+    "permanent": PermanentStorageError,
+    "corrupt": CorruptChunkError,
+}
 
 
 class FaultyChunkStore:
-    """Delegates to `inner`, except that:
+    """Delegates to `inner`, except that a share of the calls fail before reaching it:
 
-    - a `fail_put_ratio` share of `put_chunk` calls raise TransientStorageError
-      before anything is written (manifests are never failed);
-    - a `fail_get_ratio` share of `get_chunk` calls raise TransientStorageError;
-    - `get_chunk` of a digest in `corrupt_digests` returns the stored bytes with
-      the last byte flipped, so `decode_chunk` raises CorruptChunkError.
+    - `fail_put_ratio` of `put_chunk` calls (nothing is written);
+    - `fail_get_ratio` of `get_chunk` calls;
+    - `fail_other_ratio` of the calls of every other method (manifests, listings,
+      deletes, flush, close, destroy), so retries of every call can be tested;
 
-    Thread rules: safe from any thread (the random source is locked). Counters
-    `failed_puts` and `failed_gets` tell how many faults were injected.
+    an injected fault raises `fault` (TransientStorageError unless told otherwise).
+    Besides, `get_chunk` of a digest in `corrupt_digests` returns the stored bytes with the
+    last byte flipped, so `decode_chunk` raises CorruptChunkError.
+
+    Thread rules: safe from any thread (counters and the random source are locked).
+    `calls` counts the calls of each method, `faults` the faults injected into each.
     Lifecycle: `close()` closes the inner store.
     """
 
@@ -35,8 +54,10 @@ class FaultyChunkStore:
         seed: int | None = None,
         corrupt_digests: frozenset[str] = frozenset(),
         fail_get_ratio: float = 0.0,
+        fail_other_ratio: float = 0.0,
+        fault: type[StorageError] = TransientStorageError,
     ) -> None:
-        for ratio in (fail_put_ratio, fail_get_ratio):
+        for ratio in (fail_put_ratio, fail_get_ratio, fail_other_ratio):
             if not 0.0 <= ratio <= 1.0:
                 raise ValueError(f"fault ratio {ratio} is not between 0 and 1")
         for digest in corrupt_digests:
@@ -44,69 +65,96 @@ class FaultyChunkStore:
         self.inner = inner
         self.fail_put_ratio = fail_put_ratio
         self.fail_get_ratio = fail_get_ratio
+        self.fail_other_ratio = fail_other_ratio
+        self.fault = fault
         self.corrupt_digests = corrupt_digests
-        self.failed_puts = 0
-        self.failed_gets = 0
+        self.calls: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"FaultyChunkStore({self.inner!r})"
 
+    @property
+    def failed_puts(self) -> int:
+        return self.faults["put_chunk"]
+
+    @property
+    def failed_gets(self) -> int:
+        return self.faults["get_chunk"]
+
     def put_chunk(self, digest: str, blob: bytes) -> bool:
         check_digest(digest)  # a malformed digest is a caller bug, not a fault to inject
-        if self._should_fail(self.fail_put_ratio):
-            with self._lock:
-                self.failed_puts += 1
-            raise TransientStorageError(f"injected fault: put of chunk {digest}")
+        self._enter("put_chunk", self.fail_put_ratio, f"put of chunk {digest}", digest)
         return self.inner.put_chunk(digest, blob)
 
     def get_chunk(self, digest: str) -> bytes:
         check_digest(digest)
-        if self._should_fail(self.fail_get_ratio):
-            with self._lock:
-                self.failed_gets += 1
-            raise TransientStorageError(f"injected fault: get of chunk {digest}")
+        self._enter("get_chunk", self.fail_get_ratio, f"get of chunk {digest}", digest)
         blob = self.inner.get_chunk(digest)
         if digest in self.corrupt_digests:
             return _flip_last_byte(blob)
         return blob
 
     def has_chunk(self, digest: str) -> bool:
+        self._other("has_chunk", digest)
         return self.inner.has_chunk(digest)
 
     def delete_chunk(self, digest: str) -> bool:
+        self._other("delete_chunk", digest)
         return self.inner.delete_chunk(digest)
 
     def list_chunks(self) -> Iterator[str]:
+        self._other("list_chunks")
         return self.inner.list_chunks()
 
     def chunk_mtime(self, digest: str) -> float:
+        self._other("chunk_mtime", digest)
         return self.inner.chunk_mtime(digest)
 
     def put_manifest(self, name: str, data: bytes) -> None:
+        self._other("put_manifest")
         self.inner.put_manifest(name, data)
 
     def get_manifest(self, name: str) -> bytes:
+        self._other("get_manifest")
         return self.inner.get_manifest(name)
 
     def delete_manifest(self, name: str) -> bool:
+        self._other("delete_manifest")
         return self.inner.delete_manifest(name)
 
     def list_manifests(self) -> Iterator[str]:
+        self._other("list_manifests")
         return self.inner.list_manifests()
 
     def flush(self) -> None:
+        self._other("flush")
         self.inner.flush()
 
     def close(self) -> None:
+        self._other("close")
         self.inner.close()
 
-    def _should_fail(self, ratio: float) -> bool:
-        if ratio <= 0.0:
-            return False  # keeps the random sequence untouched when faults are off
+    def destroy(self) -> None:
+        self._other("destroy")
+        self.inner.destroy()
+
+    def _other(self, method: str, digest: str | None = None) -> None:
+        if digest is not None:
+            check_digest(digest)
+        self._enter(method, self.fail_other_ratio, method.replace("_", " "), digest)
+
+    def _enter(self, method: str, ratio: float, what: str, digest: str | None) -> None:
+        """Count a call of `method`; fail it (before it reaches the inner store) at `ratio`."""
         with self._lock:
-            return self._random.random() < ratio
+            self.calls[method] += 1
+            # A zero ratio leaves the random sequence untouched, so seeds stay repeatable.
+            if ratio <= 0.0 or self._random.random() >= ratio:
+                return
+            self.faults[method] += 1
+        raise self.fault(f"injected fault: {what}", digest=digest)
 
 
 def _flip_last_byte(blob: bytes) -> bytes:

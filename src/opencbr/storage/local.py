@@ -1,6 +1,6 @@
 """Chunk store in a local directory.
 
-Layout under the root directory:
+Layout under the root directory (names from `opencbr.storage.layout`):
 
     chunks/<first 2 hex of digest>/<digest>   stored chunk bytes (256 fan-out folders)
     manifests/<name>                          manifests
@@ -25,12 +25,14 @@ import ctypes
 import errno
 import itertools
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from opencbr.storage import layout
 from opencbr.storage.store import (
     ChunkNotFoundError,
     ManifestNotFoundError,
@@ -89,9 +91,10 @@ class LocalChunkStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = Path(os.path.abspath(root))  # a later chdir must not move the store
-        self._chunks = str(self.root / "chunks")
-        self._manifests = str(self.root / "manifests")
-        self._tmp = str(self.root / "tmp")
+        self._root = str(self.root)
+        self._chunks = str(self.root / layout.CHUNKS_FOLDER)
+        self._manifests = str(self.root / layout.MANIFESTS_FOLDER)
+        self._tmp = str(self.root / layout.TMP_FOLDER)
         self._temp_names = itertools.count()
         self._pending: set[str] = set()  # chunk paths put since the last flush
         self._lock = threading.Lock()  # guards _pending
@@ -153,9 +156,8 @@ class LocalChunkStore:
         return True
 
     def list_chunks(self) -> Iterator[str]:
-        for prefix in range(256):
-            folder = os.path.join(self._chunks, f"{prefix:02x}")
-            yield from (name for name in _scan(folder) if _is_digest(name))
+        for folder in layout.chunk_folders():
+            yield from (name for name in _scan(f"{self._root}/{folder}") if _is_digest(name))
 
     def chunk_mtime(self, digest: str) -> float:
         check_digest(digest)
@@ -223,22 +225,36 @@ class LocalChunkStore:
         try:
             self.flush()
         finally:
-            with self._flush_lock:
-                if self._executor is not None:
-                    self._executor.shutdown()
-                    self._executor = None
+            self._stop_flushing()
+
+    def destroy(self) -> None:
+        with self._lock:
+            self._pending = set()  # the chunks go: nothing is left to make durable
+        self._stop_flushing()
+        try:
+            shutil.rmtree(self._root)
+        except FileNotFoundError:
+            return  # gone already (a repeat, or removed by hand)
+        except OSError as exc:
+            raise _storage_error(exc, _STORE, "removing its folder") from exc
 
     # -- internals ------------------------------------------------------------
 
+    def _stop_flushing(self) -> None:
+        with self._flush_lock:
+            if self._executor is not None:
+                self._executor.shutdown()
+                self._executor = None
+
     def _chunk_path(self, digest: str) -> str:
-        return f"{self._chunks}/{digest[:2]}/{digest}"
+        return f"{self._root}/{layout.chunk_path(digest)}"
 
     def _create_layout(self) -> None:
         try:
             for folder in (self._manifests, self._tmp):
                 os.makedirs(folder, exist_ok=True)
-            for prefix in range(256):
-                os.makedirs(os.path.join(self._chunks, f"{prefix:02x}"), exist_ok=True)
+            for folder in layout.chunk_folders():
+                os.makedirs(f"{self._root}/{folder}", exist_ok=True)
             # The folders must survive a crash before chunks are linked into them.
             for folder in (self._chunks, str(self.root), str(self.root.parent)):
                 _sync_dir(folder)

@@ -1,4 +1,7 @@
-"""The chunk store contract every backend keeps, its errors, and `open_store`.
+"""The chunk store contract every backend keeps, and its errors.
+
+Opening a store from its URL is `opencbr.storage.location`'s job; where a vault's
+objects are named is `opencbr.storage.layout`'s. This module imports no backend.
 
 A chunk store holds two kinds of objects for one vault:
 
@@ -18,9 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Protocol, runtime_checkable
-from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class StorageError(Exception):
@@ -85,11 +86,17 @@ class ChunkStore(Protocol):
     """Chunks and manifests of one vault.
 
     Thread rules: every method may be called from several threads at once.
-    Lifecycle: open (constructor or `open_store`), use, `close()`. No method
-    may be called after `close()`. Every method raises ValueError for a
-    malformed digest or manifest name, and StorageError subclasses for
-    storage failures: TransientStorageError when a retry may help,
-    PermanentStorageError when it will not.
+    Lifecycle: open (`location.open_store`, or a backend's constructor), use,
+    then `close()` or `destroy()`. No method may be called after either. Every
+    method raises ValueError for a malformed digest or manifest name, and
+    StorageError subclasses for storage failures: TransientStorageError when a
+    retry may help, PermanentStorageError when it will not.
+
+    Retries: stores opened by `location.open_store` retry TransientStorageError
+    themselves (`retrying.RetryingChunkStore`), so callers never do. Each method
+    says below why repeating it after a transient failure is safe ("Retry: ..."):
+    a backend must keep that promise, i.e. a call that fails leaves nothing a
+    repeat of it would trip over.
     """
 
     def put_chunk(self, digest: str, blob: bytes) -> bool:
@@ -103,25 +110,32 @@ class ChunkStore(Protocol):
         Visible to get/has/list when it returns; durable only after the next
         `flush()` (or `put_manifest`) returns. A chunk that already existed
         when the store was opened is assumed durable.
+
+        Retry: safe. A failed put leaves no chunk, or (a backend that cannot tell
+        whether its write landed) a whole one, so a repeat returns True or False.
         """
         ...
 
     def get_chunk(self, digest: str) -> bytes:
         """Return the stored bytes of a chunk; the caller decodes and verifies them.
 
-        Raises ChunkNotFoundError if absent.
+        Raises ChunkNotFoundError if absent. Retry: safe (reads only).
         """
         ...
 
     def has_chunk(self, digest: str) -> bool:
-        """Whether the chunk exists now (visible, not necessarily durable)."""
+        """Whether the chunk exists now (visible, not necessarily durable).
+
+        Retry: safe (reads only).
+        """
         ...
 
     def delete_chunk(self, digest: str) -> bool:
         """Remove a chunk; True if it existed. Idempotent.
 
         Not durable: a machine crash may bring the chunk back, which is
-        harmless since garbage collection runs again.
+        harmless since garbage collection runs again. Retry: safe; a repeat after
+        a delete that landed but failed to answer returns False.
         """
         ...
 
@@ -129,7 +143,9 @@ class ChunkStore(Protocol):
         """Yield the digest of every visible chunk, in no particular order.
 
         Streams (memory does not grow with the store). Chunks put or deleted
-        while iterating may or may not be yielded.
+        while iterating may or may not be yielded. Retry: only until the first
+        digest is yielded; a listing that fails later raises, since starting it
+        again would yield digests twice.
         """
         ...
 
@@ -137,7 +153,7 @@ class ChunkStore(Protocol):
         """Seconds since the epoch when the chunk was last put (written or re-put).
 
         Garbage collection keeps chunks touched after its safety cut-off.
-        Raises ChunkNotFoundError if absent.
+        Raises ChunkNotFoundError if absent. Retry: safe (reads only).
         """
         ...
 
@@ -146,20 +162,30 @@ class ChunkStore(Protocol):
 
         First makes every chunk put so far durable, as `flush()` does, so a
         manifest can never commit chunks that a crash would lose. Atomic, and
-        visible and durable when it returns.
+        visible and durable when it returns. Retry: safe; the manifest is whole
+        or absent after a failure, and a repeat writes the same bytes again.
         """
         ...
 
     def get_manifest(self, name: str) -> bytes:
-        """Return a manifest's bytes. Raises ManifestNotFoundError if absent."""
+        """Return a manifest's bytes. Raises ManifestNotFoundError if absent.
+
+        Retry: safe (reads only).
+        """
         ...
 
     def delete_manifest(self, name: str) -> bool:
-        """Remove a manifest; True if it existed. Idempotent; durable when it returns."""
+        """Remove a manifest; True if it existed. Idempotent; durable when it returns.
+
+        Retry: safe, as for `delete_chunk`.
+        """
         ...
 
     def list_manifests(self) -> Iterator[str]:
-        """Yield every manifest name, in no particular order. Streams."""
+        """Yield every manifest name, in no particular order. Streams.
+
+        Retry: only until the first name is yielded, as for `list_chunks`.
+        """
         ...
 
     def flush(self) -> None:
@@ -168,78 +194,22 @@ class ChunkStore(Protocol):
         Every chunk whose put returned before this call is durable when it
         returns, including chunks put by other threads. Concurrent calls
         are safe. If it raises, the chunks stay pending and a later flush
-        retries them.
+        retries them. Retry: safe, for that reason.
         """
         ...
 
     def close(self) -> None:
-        """Flush pending chunks and release resources. Idempotent."""
+        """Flush pending chunks and release resources. Idempotent.
+
+        Retry: safe; a failed close keeps its pending chunks, as a failed flush does.
+        """
         ...
 
+    def destroy(self) -> None:
+        """Remove the store itself: every chunk, every manifest, and the location
+        that held them (a local store's vault folder), then release resources.
 
-def open_store(url: str) -> ChunkStore:
-    """Open the chunk store named by `url`.
-
-    - `/abs/or/relative/path` or `file:///abs/path`: a LocalChunkStore,
-      created if absent.
-    - `faulty+<inner-url>?<options>`: a FaultyChunkStore around the store of
-      `<inner-url>`, for fault-injection tests. The options are the query
-      after the last '?': `fail_put=<0..1>` (ratio of put_chunk calls that
-      fail), `fail_get=<0..1>` (ratio of get_chunk calls that fail),
-      `seed=<int>` (makes failures repeatable), `corrupt=<digest>` (get_chunk
-      returns that chunk damaged; repeat the option or separate digests by
-      commas). Example: `faulty+file:///srv/cbr?fail_put=0.1&seed=1`.
-    - `s3://...`: not supported yet (ValueError).
-
-    Raises ValueError for a URL it cannot open.
-    """
-    if url.startswith("faulty+"):
-        return _open_faulty(url.removeprefix("faulty+"))
-    if url.startswith("s3://"):
-        raise ValueError("S3 storage is not supported yet")
-    return _open_local(url)
-
-
-def _open_local(url: str) -> ChunkStore:
-    # Imported here because local.py imports this module.
-    from opencbr.storage.local import LocalChunkStore
-
-    if not url:
-        raise ValueError("empty storage URL")
-    if "://" not in url:
-        return LocalChunkStore(Path(url))
-    parts = urlsplit(url)
-    if parts.scheme != "file":
-        raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}")
-    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-        raise ValueError(f"file URL must be file:///absolute/path, got {url!r}")
-    return LocalChunkStore(Path(unquote(parts.path)))
-
-
-_FAULTY_OPTIONS = frozenset({"fail_put", "fail_get", "seed", "corrupt"})
-
-
-def _open_faulty(spec: str) -> ChunkStore:
-    from opencbr.storage.faulty import FaultyChunkStore
-
-    inner_url, _, query = spec.rpartition("?") if "?" in spec else (spec, "", "")
-    options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
-    unknown = set(options) - _FAULTY_OPTIONS
-    if unknown:
-        raise ValueError(f"unknown faulty store options: {sorted(unknown)}")
-    corrupt = {d for value in options.get("corrupt", []) for d in value.split(",") if d}
-    seed = options.get("seed", [None])[-1]
-    fail_put = float(options.get("fail_put", ["0"])[-1])
-    fail_get = float(options.get("fail_get", ["0"])[-1])
-    inner = open_store(inner_url)
-    try:
-        return FaultyChunkStore(
-            inner,
-            fail_put_ratio=fail_put,
-            fail_get_ratio=fail_get,
-            seed=None if seed is None else int(seed),
-            corrupt_digests=frozenset(corrupt),
-        )
-    except ValueError:
-        inner.close()  # options rejected: do not leak the store just opened
-        raise
+        For a deleted vault; nothing may use the store afterwards. Idempotent: a
+        store already gone is no error. Retry: safe, for that reason.
+        """
+        ...
