@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
 
 from opencbr.db.session import Database
 from opencbr.errors import FORBIDDEN_ROLE, INVALID_PARAMETER, UNAUTHORIZED, WRONG_PROJECT, CbrError
@@ -38,7 +39,9 @@ ProjectId = Annotated[str, Path(max_length=64)]
 async def _authenticate(request: Request, db: Database) -> AuthContext:
     token = request.headers.get("x-auth-token")
     if token:
-        return identity.context_for_token(db, token)
+        # The check reads the database: in the thread pool, like the signature check, so a
+        # slow read never holds up the event loop and every other request with it.
+        return await run_in_threadpool(identity.context_for_token, db, token)
     authorization = request.headers.get("authorization", "")
     if authorization.startswith("SDK-"):
         verify = request.app.state.verify_signature

@@ -16,6 +16,7 @@ from opencbr.api.schemas.backups import (
 )
 from opencbr.api.schemas.common import page_request
 from opencbr.db.paging import PageRequest
+from opencbr.jobs import tasks
 from opencbr.services import backups, restores
 
 router = APIRouter(prefix="/v3/{project_id}/backups", tags=["backups"])
@@ -93,7 +94,7 @@ def update_backup(
 def delete_backup(
     backup_id: str, ctx: WriterDep, db: DbDep, jobs: JobsDep, request_id: RequestIdDep
 ) -> Response:
-    jobs.delete_backup(backups.start_delete(db, ctx, backup_id, request_id))
+    jobs.enqueue(tasks.delete_backup, backups.start_delete(db, ctx, backup_id, request_id))
     return Response(status_code=204)
 
 
@@ -106,5 +107,7 @@ def restore_backup(
     jobs: JobsDep,
     request_id: RequestIdDep,
 ) -> Response:
-    jobs.run_restore(restores.start(db, ctx, backup_id, body.restore.request(), request_id))
+    jobs.enqueue(
+        tasks.run_restore, restores.start(db, ctx, backup_id, body.restore.request(), request_id)
+    )
     return Response(status_code=202)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from opencbr.api.deps import DbDep, SettingsDep
 from opencbr.api.schemas.identity import AuthBody, version_document
@@ -181,14 +182,16 @@ async def list_projects(
     verify = request.app.state.verify_signature
     token = request.headers.get("x-auth-token")
     if token:
-        context = identity.context_for_token(db, token)
+        context = await run_in_threadpool(identity.context_for_token, db, token)
     elif verify is not None and request.headers.get("authorization", "").startswith("SDK-"):
         context = await verify(request, db, require_project=False)
     else:
         raise CbrError(
             UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
         )
-    projects = identity.projects_of_user(db, context.user_id, name, context.key_projects)
+    projects = await run_in_threadpool(
+        identity.projects_of_user, db, context.user_id, name, context.key_projects
+    )
     base = settings.base_url
     return {
         "projects": [

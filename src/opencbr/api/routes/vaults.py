@@ -22,6 +22,7 @@ from opencbr.api.schemas.vaults import (
     vault_out,
 )
 from opencbr.db.paging import PageRequest
+from opencbr.jobs import tasks
 from opencbr.services import backups, vaults
 
 router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
@@ -91,7 +92,7 @@ def update_vault(vault_id: str, body: VaultUpdateBody, ctx: WriterDep, db: DbDep
 @router.delete("/{vault_id}", status_code=204, response_class=Response)
 def delete_vault(vault_id: str, ctx: WriterDep, db: DbDep, jobs: JobsDep) -> Response:
     vault = vaults.delete(db, ctx, vault_id)
-    jobs.purge_vault(vault.region, vault.id)
+    jobs.enqueue(tasks.purge_vault, vault.region, vault.id)
     return Response(status_code=204)
 
 
