@@ -19,6 +19,7 @@ from opencbr.db import chunks
 from opencbr.db.session import Database
 from opencbr.db.vaults import Vault
 from opencbr.errors import CbrError
+from opencbr.jobs import tasks
 from opencbr.services import identity, replication, replication_runs
 from opencbr.services.replicas import create_replicas
 from opencbr.settings import RegionSettings
@@ -500,7 +501,13 @@ def test_records_whose_fan_out_never_ran_get_their_replicas_from_the_reconciler(
     dest = create_vault(env, "region2", name="dst", protect_type="replication")
     # The process dies between the plan's commit and the enqueue of its fan-out task.
     jobs = env.client.app.state.jobs  # type: ignore[attr-defined]
-    monkeypatch.setattr(jobs, "replicate_many", lambda record_ids: None)
+    enqueue = jobs.enqueue
+
+    def enqueue_all_but_the_fan_out(task: Any, *args: Any) -> None:
+        if task is not tasks.fan_out_replications:
+            enqueue(task, *args)
+
+    monkeypatch.setattr(jobs, "enqueue", enqueue_all_but_the_fan_out)
     response = env.post(
         "region1", "/checkpoints/replicate", seed_body(env, vault["id"], dest["id"])
     )

@@ -32,7 +32,7 @@ from huaweicloudsdkcore.signer.signer import Signer, SM3Signer  # type: ignore[i
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opencbr.services.signing import (
+from opencbr.api.signing import (
     EMPTY_PAYLOAD_HASH,
     SignatureError,
     SignatureHeader,

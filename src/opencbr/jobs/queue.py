@@ -1,12 +1,12 @@
 """The task queue: Huey (SQLite storage in the data directory) running in-process threads.
 
-Each task loads ids and calls one service function. The database row is the truth: a
-task that finds nothing to do returns, and the reconciler (a periodic task) enqueues again
-any work whose lease expired or that was never enqueued (a crash between the commit and
-the enqueue).
+The tasks themselves are the functions of `tasks.py`. The database row is the truth: a
+task that finds nothing to do returns, and the reconciler (on the housekeeping thread)
+enqueues again any work whose lease expired or that was never enqueued (a crash between
+the commit and the enqueue).
 
 Lifecycle: `Jobs(runtime)` registers the tasks; `start()` runs the consumer threads in this
-process (embedded mode); `stop()` stops them. Enqueue methods are thread-safe.
+process (embedded mode); `stop()` stops them. `enqueue` is thread-safe.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 import structlog
 from huey import Huey
@@ -22,7 +22,8 @@ from huey.consumer import Consumer
 from huey.storage import SqliteStorage
 
 from opencbr.db.session import make_private_sqlite_file
-from opencbr.services import backup_runs, backups, gc, replicas, replication_runs, restores
+from opencbr.jobs import tasks
+from opencbr.services import backup_runs, replication_runs
 from opencbr.services.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -74,7 +75,12 @@ class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
         """The web server owns the process's signals; we are stopped from its lifespan."""
 
 
+P = ParamSpec("P")
+
+
 class Jobs:
+    """The queue of one process: enqueue a task of `tasks` by naming it, with its ids."""
+
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         settings = runtime.settings
@@ -82,90 +88,31 @@ class Jobs:
         make_private_sqlite_file(queue_file)  # tasks name backups and vaults: keep it 0600
         self.huey = _SqliteHuey("opencbr", filename=str(queue_file), results=False, utc=True)
         self._consumer: Consumer | None = None
-        self._checkpoint = self._task("run_checkpoint", self._run_checkpoint)
-        self._restore = self._task("run_restore", lambda log_id: restores.run(runtime, log_id))
-        self._delete = self._task("delete_backup", self._delete_backup)
-        self._gc = self._task("collect_garbage", lambda vault_id: gc.collect(runtime, vault_id))
-        self._purge = self._task("purge_vault", runtime.stores.purge)
-        self._replicate = self._task("replicate", lambda rid: replication_runs.run(runtime, rid))
-        self._replicate_many = self._task("replicate_many", self._fan_out_replications)
+        self._queued: dict[Callable[..., None], Any] = {t: self._register(t) for t in tasks.QUEUED}
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
-    def _task(self, name: str, body: Callable[..., Any]) -> Any:
-        def run(*args: Any) -> None:
+    def enqueue(
+        self, task: Callable[Concatenate[Jobs, P], None], *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """Queue `task(self, *args)` for a worker; thread-safe. The task must be in
+        `tasks.QUEUED`, and its arguments must pickle (ids, not rows)."""
+        self._queued[task](*args, **kwargs)
+
+    def _register(self, task: Callable[..., None]) -> Any:
+        """Register a task with Huey under its function name; when garbage collection holds
+        the vault the task needs, it is run again later."""
+
+        def run(*args: Any, **kwargs: Any) -> None:
             try:
-                body(*args)
+                task(self, *args, **kwargs)
             except backup_runs.VaultBusy:
-                task.schedule(args=args, delay=5)  # garbage collection holds the vault
+                queued.schedule(args=args, kwargs=kwargs, delay=5)
             except replication_runs.DestinationBusy:
-                task.schedule(args=args, delay=1)  # an earlier replica into the vault runs
+                queued.schedule(args=args, kwargs=kwargs, delay=1)
 
-        task = self.huey.task(name=name)(run)
-        return task
-
-    # --- task bodies -------------------------------------------------------------------
-
-    def _run_checkpoint(self, checkpoint_id: str) -> None:
-        backup_runs.run_checkpoint(self.runtime, checkpoint_id)
-
-    def _delete_backup(self, backup_id: str) -> None:
-        vault_id, region, names = backups.manifests_of(self.runtime.db, backup_id)
-        if not vault_id:
-            return
-        store = self.runtime.stores.vault(region, vault_id)
-        for name in names:
-            store.delete_manifest(name)
-        if backups.finish_delete(self.runtime.db, backup_id):
-            self.collect_garbage(vault_id)
-
-    def _fan_out_replications(self, record_ids: list[str]) -> None:
-        """Create the replicas and operation logs of a vault plan (the request inserted
-        only its records), then enqueue one `replicate` task per record."""
-        replicas.create_replicas(self.runtime.db, record_ids)
-        for record_id in record_ids:
-            self.replicate(record_id)
-
-    # --- enqueueing --------------------------------------------------------------------
-
-    def run_checkpoint(self, checkpoint_id: str) -> None:
-        self._checkpoint(checkpoint_id)
-
-    def run_restore(self, log_id: str) -> None:
-        self._restore(log_id)
-
-    def delete_backup(self, backup_id: str) -> None:
-        self._delete(backup_id)
-
-    def collect_garbage(self, vault_id: str) -> None:
-        self._gc(vault_id)
-
-    def purge_vault(self, region: str, vault_id: str) -> None:
-        self._purge(region, vault_id)
-
-    def replicate(self, record_id: str) -> None:
-        self._replicate(record_id)
-
-    def replicate_many(self, record_ids: list[str]) -> None:
-        """One task for the records of one plan; a worker creates their replicas and fans
-        it out, one task per record. (A crash before the fan-out is safe: the reconciler
-        enqueues records nobody holds, and a `replicate` task creates a missing replica.)"""
-        if len(record_ids) == 1:
-            self.replicate(record_ids[0])
-        elif record_ids:
-            self._replicate_many(list(record_ids))
-
-    def reconcile(self) -> None:
-        """Enqueue again every piece of work that no live worker holds."""
-        rt = self.runtime
-        for checkpoint_id in backup_runs.stuck_checkpoints(rt, rt.settings.lease_seconds):
-            self.run_checkpoint(checkpoint_id)
-        for log_id in restores.stuck(rt):
-            self.run_restore(log_id)
-        for backup_id in backups.deleting_backups(rt.db):
-            self.delete_backup(backup_id)
-        for record_id in replication_runs.stuck(rt):
-            self.replicate(record_id)
+        queued = self.huey.task(name=task.__name__)(run)
+        return queued
 
     # --- consumer ----------------------------------------------------------------------
 
@@ -194,11 +141,10 @@ class Jobs:
         next_gc = time.monotonic() + settings.gc_interval_seconds
         while True:
             try:
-                self.reconcile()
+                tasks.reconcile(self)
                 if time.monotonic() >= next_gc:
                     next_gc = time.monotonic() + settings.gc_interval_seconds
-                    for vault_id in gc.vaults_with_garbage(self.runtime):
-                        self.collect_garbage(vault_id)
+                    tasks.collect_all_garbage(self)
             except Exception:
                 log.exception("housekeeping failed; trying again next interval")
             if self._stop.wait(settings.reconcile_interval_seconds):

@@ -20,6 +20,7 @@ from opencbr.db.vaults import Vault
 from opencbr.errors import BACKUP_IN_USE, BACKUP_NOT_FOUND, INVALID_PARAMETER, CbrError
 from opencbr.services import operation_logs
 from opencbr.services.identity import AuthContext
+from opencbr.services.runtime import Runtime
 
 SORT_KEYS = {"created_at", "updated_at", "name", "status", "protected_at", "id"}
 ACTIVE_RECORD_STATUSES = ("waiting_replicate", "replicating")
@@ -205,7 +206,19 @@ def deleting_backups(db: Database) -> list[str]:
         )
 
 
-def manifests_of(db: Database, backup_id: str) -> tuple[str, str, list[str]]:
+def delete(rt: Runtime, backup_id: str) -> str | None:
+    """Delete a `deleting` backup: its manifests first, then its rows. Returns its vault,
+    whose chunks the caller leaves to garbage collection; None when the backup is gone."""
+    vault_id, region, names = _manifests_of(rt.db, backup_id)
+    if not vault_id:
+        return None
+    store = rt.stores.vault(region, vault_id)
+    for name in names:
+        store.delete_manifest(name)
+    return _finish_delete(rt.db, backup_id)
+
+
+def _manifests_of(db: Database, backup_id: str) -> tuple[str, str, list[str]]:
     """(vault id, region, manifest names) of a backup, for deleting its data."""
     with db.reading() as session:
         backup = session.get(Backup, backup_id)
@@ -216,7 +229,7 @@ def manifests_of(db: Database, backup_id: str) -> tuple[str, str, list[str]]:
         return backup.vault_id, vault.region if vault else "", [u.manifest_name for u in units]
 
 
-def finish_delete(db: Database, backup_id: str) -> str | None:
+def _finish_delete(db: Database, backup_id: str) -> str | None:
     """Drop the rows of a deleted backup (after its manifests are gone); returns its vault."""
     with db.transaction() as session:
         backup = session.get(Backup, backup_id)

@@ -14,7 +14,9 @@ Failure reasons name backups, chunks and the kind of fault, never a store path.
 
 Garbage collection cannot run in the destination vault meanwhile: the replica is
 `protecting` there (see gc.py). Replications into one vault run one at a time, oldest first,
-so the backups of one vault share chunks instead of copying them twice.
+so the backups of one vault share chunks instead of copying them twice: a record whose turn
+has not come returns at once, and `run` of the record before it, once that one has settled,
+names it as the next to run (the reconciler restarts the first record of each vault).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from opencbr import clock
@@ -63,7 +65,7 @@ IN_FLIGHT = 16
 
 
 class DestinationBusy(Exception):
-    """Another replication into the same vault is running; this one waits its turn."""
+    """Garbage collection holds the destination vault; the record tries again shortly."""
 
 
 @dataclass
@@ -84,10 +86,18 @@ class _Work:
     chunks_present: int = 0
 
 
-def run(rt: Runtime, record_id: str) -> None:
+def run(rt: Runtime, record_id: str) -> str | None:
+    """Run the record; once it has settled (succeeded or failed), return the record next in
+    line for its destination vault, for the caller to enqueue. None when it did not run."""
     work = _claim(rt, record_id)
     if work is None:
-        return
+        return None
+    _replicate(rt, work)
+    return next_in_line(rt, work.dest_vault_id)
+
+
+def _replicate(rt: Runtime, work: _Work) -> None:
+    record_id = work.record_id
     started = time.monotonic()
     try:
         _plan(rt, work)
@@ -134,8 +144,10 @@ def run(rt: Runtime, record_id: str) -> None:
 
 
 def _claim(rt: Runtime, record_id: str) -> _Work | None:
-    """Lease the record; None when there is nothing to do. Raises DestinationBusy when the
-    record must wait its turn, after committing the replica it may have created for it."""
+    """Lease the record; None when there is nothing to do or an earlier record into the
+    vault is still to finish (that one names this one next when it settles). Raises
+    DestinationBusy while GC holds the vault, after committing the replica it may have
+    created for the record."""
     with rt.db.transaction() as session:
         # A record planned with its vault has no replica until the fan-out task creates
         # it; one that task never reached (a crash in between) gets it here.
@@ -156,8 +168,10 @@ def _claim(rt: Runtime, record_id: str) -> _Work | None:
                 "The source backup or the destination vault no longer exists.",
             )
             return None
-        gc_running = dest.gc_until is not None and dest.gc_until > clock.now()
-        if not gc_running and not _earlier_record_running(session, record):
+        if _earlier_record_running(session, record):
+            log.info("replication waiting", record_id=record_id, vault_id=dest.id)
+            return None
+        if dest.gc_until is None or dest.gc_until <= clock.now():
             return _take(rt, session, record, dest, source_backup, replica)
     raise DestinationBusy(record.destination_vault_id)
 
@@ -433,15 +447,34 @@ def _fail_in_session(
 
 
 def stuck(rt: Runtime) -> list[str]:
-    """Records in progress that no live worker holds, oldest first."""
+    """The first live record of each destination vault when no live worker holds it (the
+    records behind it wait for it to settle, see `run`), oldest first."""
     now = clock.now()
     with rt.db.reading() as session:
-        rows = session.scalars(
-            select(ReplicationRecord)
-            .where(ReplicationRecord.status.in_(LIVE_RECORD_STATUSES))
-            .order_by(ReplicationRecord.created_at)
+        firsts: dict[str, ReplicationRecord] = {}
+        for record in session.scalars(_live_in_order()):
+            firsts.setdefault(record.destination_vault_id, record)
+        return [r.id for r in firsts.values() if (r.lease_until or r.created_at) < now]
+
+
+def next_in_line(rt: Runtime, vault_id: str) -> str | None:
+    """The oldest live record into the vault: the one whose turn it is."""
+    with rt.db.reading() as session:
+        return session.scalar(
+            _live_in_order()
+            .with_only_columns(ReplicationRecord.id)
+            .where(ReplicationRecord.destination_vault_id == vault_id)
+            .limit(1)
         )
-        return [r.id for r in rows if (r.lease_until or r.created_at) < now]
+
+
+def _live_in_order() -> Select[ReplicationRecord]:
+    """Live records in the order they run in: oldest first, ties broken by id."""
+    return (
+        select(ReplicationRecord)
+        .where(ReplicationRecord.status.in_(LIVE_RECORD_STATUSES))
+        .order_by(ReplicationRecord.created_at, ReplicationRecord.id)
+    )
 
 
 def log_of(session: Session, record_id: str) -> OperationLog | None:

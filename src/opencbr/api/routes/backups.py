@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from opencbr.api.deps import CallerDep, DbDep, JobsDep, RequestIdDep, WriterDep, query_time
+from opencbr.api.deps import CallerDep, DbDep, JobsDep, RequestIdDep, WriterDep
 from opencbr.api.schemas.backups import (
     BackupListResponse,
+    BackupQuery,
     BackupResponse,
     BackupUpdateBody,
     RestoreBody,
@@ -16,53 +17,23 @@ from opencbr.api.schemas.backups import (
 )
 from opencbr.api.schemas.common import page_request
 from opencbr.db.paging import PageRequest
+from opencbr.jobs import tasks
 from opencbr.services import backups, restores
 
 router = APIRouter(prefix="/v3/{project_id}/backups", tags=["backups"])
-
-
-def _filters(
-    checkpoint_id: str | None = None,
-    vault_id: str | None = None,
-    resource_id: str | None = None,
-    resource_name: str | None = None,
-    resource_type: str | None = None,
-    resource_az: str | None = None,
-    name: str | None = None,
-    image_type: str | None = None,
-    status: Annotated[list[str] | None, Query()] = None,
-    parent_id: str | None = None,
-    start_time: str | None = None,
-    end_time: str | None = None,
-    sort: Annotated[str | None, Query(max_length=255)] = None,
-) -> backups.BackupFilter:
-    return backups.BackupFilter(
-        checkpoint_id=checkpoint_id,
-        vault_id=vault_id,
-        resource_id=resource_id,
-        resource_name=resource_name,
-        resource_type=resource_type,
-        resource_az=resource_az,
-        name=name,
-        image_type=image_type,
-        statuses=tuple(status or ()),
-        parent_id=parent_id,
-        start_time=query_time(start_time, "start_time"),
-        end_time=query_time(end_time, "end_time"),
-        sort=sort,
-    )
 
 
 @router.get("", response_model=BackupListResponse, response_model_exclude_none=False)
 def list_backups(
     ctx: CallerDep,
     db: DbDep,
-    filters: Annotated[backups.BackupFilter, Depends(_filters)],
+    query: Annotated[BackupQuery, Query()],
     page: Annotated[PageRequest, Depends(page_request)],
-    show_replication: bool = False,
 ) -> BackupListResponse:
-    result = backups.list_page(db, ctx, filters, page)
-    records = backups.records_for(db, [b.id for b in result.items]) if show_replication else None
+    result = backups.list_page(db, ctx, query.filters(), page)
+    records = (
+        backups.records_for(db, [b.id for b in result.items]) if query.show_replication else None
+    )
     return BackupListResponse(
         backups=[
             backup_out(b, records.get(b.id, []) if records is not None else None)
@@ -93,7 +64,7 @@ def update_backup(
 def delete_backup(
     backup_id: str, ctx: WriterDep, db: DbDep, jobs: JobsDep, request_id: RequestIdDep
 ) -> Response:
-    jobs.delete_backup(backups.start_delete(db, ctx, backup_id, request_id))
+    jobs.enqueue(tasks.delete_backup, backups.start_delete(db, ctx, backup_id, request_id))
     return Response(status_code=204)
 
 
@@ -106,5 +77,7 @@ def restore_backup(
     jobs: JobsDep,
     request_id: RequestIdDep,
 ) -> Response:
-    jobs.run_restore(restores.start(db, ctx, backup_id, body.restore.request(), request_id))
+    jobs.enqueue(
+        tasks.run_restore, restores.start(db, ctx, backup_id, body.restore.request(), request_id)
+    )
     return Response(status_code=202)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from opencbr.api.deps import CallerDep, DbDep, JobsDep, RequestIdDep, WriterDep
 from opencbr.api.schemas.backups import CheckpointBody, CheckpointResponse, checkpoint_out
+from opencbr.jobs import tasks
 from opencbr.services import checkpoints
 
 router = APIRouter(prefix="/v3/{project_id}/checkpoints", tags=["checkpoints"])
@@ -21,7 +22,7 @@ def create_checkpoint(
         else checkpoints.CheckpointParams()
     )
     view = checkpoints.create(db, ctx, body.checkpoint.vault_id, params, request_id)
-    jobs.run_checkpoint(view.checkpoint.id)
+    jobs.enqueue(tasks.run_checkpoint, view.checkpoint.id)
     return CheckpointResponse(checkpoint=checkpoint_out(view))
 
 

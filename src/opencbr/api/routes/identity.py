@@ -2,85 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from opencbr.api.deps import DbDep, SettingsDep
-from opencbr.api.schemas.identity import AuthBody, version_document
+from opencbr.api.schemas.identity import (
+    AuthBody,
+    projects_body,
+    region_projects_body,
+    token_body,
+    version_document,
+)
 from opencbr.db.identity import Token
 from opencbr.errors import INVALID_PARAMETER, UNAUTHORIZED, CbrError
 from opencbr.services import identity
 from opencbr.services.identity import AuthContext
-from opencbr.settings import Settings
 
 router = APIRouter(prefix="/identity", tags=["identity"])
 # The Huawei SDK, given a region but no project id, asks `GET /v3/projects?name=<region>` at
 # the root of the IAM endpoint it was given; serving it there too lets that endpoint be ours.
 root_router = APIRouter()
-
-
-def _keystone_time(token_row: Token, attribute: str) -> str:
-    return str(getattr(token_row, attribute).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-
-
-def _catalog(settings: Settings, project_id: str) -> list[dict[str, Any]]:
-    base = settings.base_url
-
-    def endpoint(kind: str, region: str, url: str) -> dict[str, str]:
-        digest = hashlib.sha256(f"{kind}{region}{url}".encode()).hexdigest()[:32]
-        return {
-            "id": digest,
-            "interface": "public",
-            "region": region,
-            "region_id": region,
-            "url": url,
-        }
-
-    regions = [region.name for region in settings.regions]
-    return [
-        {
-            "type": "identity",
-            "name": "keystone",
-            "id": "identity",
-            "endpoints": [endpoint("identity", r, f"{base}/identity/v3") for r in regions],
-        },
-        {
-            "type": "cbr",
-            "name": "cbr",
-            "id": "cbr",
-            "endpoints": [endpoint("cbr", r, f"{base}/v3/{project_id}") for r in regions],
-        },
-    ]
-
-
-def _token_body(
-    settings: Settings, row: Token, roles: tuple[str, ...], with_catalog: bool, method: str
-) -> dict[str, Any]:
-    user, project = row.user, row.project
-    body: dict[str, Any] = {
-        "methods": [method],
-        "expires_at": _keystone_time(row, "expires_at"),
-        "issued_at": _keystone_time(row, "issued_at"),
-        "audit_ids": [row.audit_id],
-        "user": {
-            "id": user.id,
-            "name": user.name,
-            "password_expires_at": None,
-            "domain": {"id": user.domain.id, "name": user.domain.name},
-        },
-        "project": {
-            "id": project.id,
-            "name": project.name,
-            "domain": {"id": project.domain.id, "name": project.domain.name},
-        },
-        "roles": [{"id": hashlib.md5(role.encode()).hexdigest(), "name": role} for role in roles],
-    }
-    if with_catalog:
-        body["catalog"] = _catalog(settings, project.id)
-    return {"token": body}
 
 
 @router.get("")
@@ -110,7 +54,7 @@ def issue_token(
     if auth is None:
         raise CbrError(INVALID_PARAMETER, "only the password and token methods are supported")
     issued = identity.issue_token(db, settings, auth)
-    payload = _token_body(settings, issued.row, issued.roles, nocatalog is None, "password")
+    payload = token_body(settings, issued.row, issued.roles, nocatalog is None, "password")
     return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": issued.token})
 
 
@@ -124,7 +68,7 @@ def _rescope(body: AuthBody, db: DbDep, settings: SettingsDep, with_catalog: boo
         project.id if project else None,
         project.name if project else None,
     )
-    payload = _token_body(settings, issued.row, issued.roles, with_catalog, "token")
+    payload = token_body(settings, issued.row, issued.roles, with_catalog, "token")
     return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": issued.token})
 
 
@@ -147,7 +91,7 @@ def validate_token(
     nocatalog: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
     row, roles = _subject(db, x_auth_token, x_subject_token, "validate_token")
-    payload = _token_body(settings, row, roles, nocatalog is None, "password")
+    payload = token_body(settings, row, roles, nocatalog is None, "password")
     return JSONResponse(payload, headers={"X-Subject-Token": x_subject_token or ""})
 
 
@@ -181,31 +125,17 @@ async def list_projects(
     verify = request.app.state.verify_signature
     token = request.headers.get("x-auth-token")
     if token:
-        context = identity.context_for_token(db, token)
+        context = await run_in_threadpool(identity.context_for_token, db, token)
     elif verify is not None and request.headers.get("authorization", "").startswith("SDK-"):
         context = await verify(request, db, require_project=False)
     else:
         raise CbrError(
             UNAUTHORIZED, "Incorrect IAM authentication information: x-auth-token not found"
         )
-    projects = identity.projects_of_user(db, context.user_id, name, context.key_projects)
-    base = settings.base_url
-    return {
-        "projects": [
-            {
-                "id": p.id,
-                "name": p.name,
-                "domain_id": p.domain_id,
-                "enabled": p.enabled,
-                "is_domain": False,
-                "parent_id": p.domain_id,
-                "description": "",
-                "links": {"self": f"{base}/identity/v3/projects/{p.id}"},
-            }
-            for p in projects
-        ],
-        "links": {"self": f"{base}/identity/v3/projects", "next": None, "previous": None},
-    }
+    projects = await run_in_threadpool(
+        identity.projects_of_user, db, context.user_id, name, context.key_projects
+    )
+    return projects_body(settings.base_url, projects)
 
 
 async def any_caller(request: Request, db: DbDep) -> AuthContext:
@@ -213,7 +143,7 @@ async def any_caller(request: Request, db: DbDep) -> AuthContext:
     (in the project of X-Project-Id when it names one, else with no project)."""
     token = request.headers.get("x-auth-token")
     if token:
-        return identity.context_for_token(db, token)
+        return await run_in_threadpool(identity.context_for_token, db, token)
     verify = request.app.state.verify_signature
     if verify is not None and request.headers.get("authorization", "").startswith("SDK-"):
         context: AuthContext = await verify(request, db, require_project=False)
@@ -227,24 +157,8 @@ AnyCallerDep = Annotated[AuthContext, Depends(any_caller)]
 @root_router.get("/v3/region-projects", tags=["identity"])
 def list_region_projects(ctx: AnyCallerDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
     """CBR's list_projects: the caller's projects, every region (one listener serves all)."""
-    base = settings.base_url
     projects = identity.projects_of_user(db, ctx.user_id, None, ctx.key_projects)
-    return {
-        "projects": [
-            {
-                "id": p.id,
-                "name": p.name,
-                "domain_id": p.domain_id,
-                "enabled": p.enabled,
-                "is_domain": False,
-                "parent_id": p.domain_id,
-                "description": "",
-                "links": {"self": f"{base}/identity/v3/projects/{p.id}"},
-            }
-            for p in projects
-        ],
-        "links": {"self": f"{base}/identity/v3/auth/projects"},
-    }
+    return region_projects_body(settings.base_url, projects)
 
 
 @root_router.get("/v3/domain/{domain_name}/projects", tags=["identity"])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
-from opencbr.api.deps import CallerDep, DbDep, query_time
+from opencbr.api.deps import CallerDep, DbDep
 from opencbr.api.schemas.backups import (
     OperationLogListResponse,
+    OperationLogQuery,
     OperationLogResponse,
     operation_log_out,
 )
@@ -19,38 +20,14 @@ from opencbr.services import operation_logs
 router = APIRouter(prefix="/v3/{project_id}/operation-logs", tags=["operation-logs"])
 
 
-def _filters(
-    operation_type: str | None = None,
-    status: str | None = None,
-    vault_id: str | None = None,
-    vault_name: str | None = None,
-    resource_id: str | None = None,
-    resource_name: str | None = None,
-    provider_id: str | None = None,
-    start_time: str | None = None,
-    end_time: str | None = None,
-) -> operation_logs.LogFilter:
-    return operation_logs.LogFilter(
-        operation_type=operation_type,
-        status=status,
-        vault_id=vault_id,
-        vault_name=vault_name,
-        resource_id=resource_id,
-        resource_name=resource_name,
-        provider_id=provider_id,
-        start_time=query_time(start_time, "start_time"),
-        end_time=query_time(end_time, "end_time"),
-    )
-
-
 @router.get("", response_model=OperationLogListResponse)
 def list_operation_logs(
     ctx: CallerDep,
     db: DbDep,
-    filters: Annotated[operation_logs.LogFilter, Depends(_filters)],
+    query: Annotated[OperationLogQuery, Query()],
     page: Annotated[PageRequest, Depends(page_request)],
 ) -> OperationLogListResponse:
-    result = operation_logs.list_page(db, ctx, filters, page)
+    result = operation_logs.list_page(db, ctx, query.filters(), page)
     return OperationLogListResponse(
         operation_logs=[operation_log_out(entry) for entry in result.items],
         count=result.count,

@@ -12,6 +12,7 @@ from opencbr.api.schemas.common import page_request
 from opencbr.api.schemas.protectables import (
     InstanceBody,
     InstanceListResponse,
+    InstanceQuery,
     InstanceResponse,
     protectable_out,
 )
@@ -36,13 +37,10 @@ def list_instances(
     protectable_type: str,
     ctx: CallerDep,
     db: DbDep,
+    query: Annotated[InstanceQuery, Query()],
     page: Annotated[PageRequest, Depends(page_request)],
-    name: str | None = None,
-    status: str | None = None,
-    id: Annotated[list[str] | None, Query()] = None,
 ) -> InstanceListResponse:
-    filters = protectables.ProtectableFilter(name=name, ids=tuple(id or ()), status=status)
-    result = protectables.list_with_bindings(db, ctx, protectable_type, filters, page)
+    result = protectables.list_with_bindings(db, ctx, protectable_type, query.filters(), page)
     return InstanceListResponse(instances=[protectable_out(row, bound) for row, bound in result])
 
 

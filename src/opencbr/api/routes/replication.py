@@ -17,6 +17,7 @@ from opencbr.api.schemas.replication import (
     CheckpointReplication,
     ReplicatedBackup,
 )
+from opencbr.jobs import tasks
 from opencbr.services import replication
 
 router = APIRouter(prefix="/v3/{project_id}", tags=["replication"])
@@ -35,7 +36,7 @@ def replicate_vault(
     plan = replication.replicate_vault(
         db, settings, ctx, param.vault_id, param.destination(), request_id
     )
-    jobs.replicate_many(plan.record_ids)
+    jobs.enqueue(tasks.fan_out_replications, plan.record_ids)
     return CheckpointReplicateResponse(
         replication=CheckpointReplication(
             backups=[
@@ -68,7 +69,7 @@ def replicate_backup(
         db, settings, ctx, backup_id, param.destination(), param.name, param.description, request_id
     )
     [record_id] = plan.record_ids
-    jobs.replicate(record_id)
+    jobs.enqueue(tasks.replicate, record_id)
     return BackupReplicateResponse(
         replication=BackupReplication(
             backup_id=backup_id,

@@ -17,40 +17,16 @@ from opencbr.api.schemas.vaults import (
     SetResourcesResponse,
     VaultCreateBody,
     VaultListResponse,
+    VaultQuery,
     VaultResponse,
     VaultUpdateBody,
     vault_out,
 )
 from opencbr.db.paging import PageRequest
+from opencbr.jobs import tasks
 from opencbr.services import backups, vaults
 
 router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
-
-
-def _filters(
-    name: str | None = None,
-    cloud_type: str | None = None,
-    protect_type: str | None = None,
-    object_type: str | None = None,
-    enterprise_project_id: str | None = None,
-    id: Annotated[list[str] | None, Query()] = None,
-    status: str | None = None,
-    resource_ids: str | None = None,
-    resources_ids: str | None = None,  # otcextensions' spelling
-    policy_id: str | None = None,
-) -> vaults.VaultFilter:
-    raw_resources = resource_ids or resources_ids or ""
-    return vaults.VaultFilter(
-        name=name,
-        cloud_type=cloud_type,
-        protect_type=protect_type,
-        object_type=object_type,
-        enterprise_project_id=enterprise_project_id,
-        ids=tuple(id or ()),
-        status=status,
-        resource_ids=tuple(part for part in raw_resources.split(",") if part),
-        policy_id=policy_id,
-    )
 
 
 @router.post("", response_model=VaultResponse)
@@ -63,10 +39,10 @@ def create_vault(body: VaultCreateBody, ctx: WriterDep, db: DbDep) -> VaultRespo
 def list_vaults(
     ctx: CallerDep,
     db: DbDep,
-    filters: Annotated[vaults.VaultFilter, Depends(_filters)],
+    query: Annotated[VaultQuery, Query()],
     page: Annotated[PageRequest, Depends(page_request)],
 ) -> VaultListResponse:
-    result = vaults.list_page(db, ctx, filters, page)
+    result = vaults.list_page(db, ctx, query.filters(), page)
     stats = backups.usage_by_resource(db, [vault.id for vault in result.items])
     return VaultListResponse(
         vaults=[vault_out(vault, stats) for vault in result.items],
@@ -91,7 +67,7 @@ def update_vault(vault_id: str, body: VaultUpdateBody, ctx: WriterDep, db: DbDep
 @router.delete("/{vault_id}", status_code=204, response_class=Response)
 def delete_vault(vault_id: str, ctx: WriterDep, db: DbDep, jobs: JobsDep) -> Response:
     vault = vaults.delete(db, ctx, vault_id)
-    jobs.purge_vault(vault.region, vault.id)
+    jobs.enqueue(tasks.purge_vault, vault.region, vault.id)
     return Response(status_code=204)
 
 

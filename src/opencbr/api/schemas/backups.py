@@ -10,13 +10,17 @@ from opencbr.api.schemas.common import (
     Description,
     Identifier,
     Name,
+    QueryModel,
     RequestModel,
     ResponseModel,
+    query_time,
     wire_time,
     zulu_time,
 )
 from opencbr.db.backups import Backup, OperationLog, ReplicationRecord
+from opencbr.services.backups import BackupFilter
 from opencbr.services.checkpoints import CheckpointParams, CheckpointView
+from opencbr.services.operation_logs import LogFilter
 from opencbr.services.restores import RestoreRequest
 
 GB = 1024**3
@@ -139,6 +143,42 @@ def checkpoint_out(view: CheckpointView) -> CheckpointOut:
             retention_duration=checkpoint.retention_duration,
         ),
     )
+
+
+class BackupQuery(QueryModel):
+    """GET /backups: every filter of the reference (times as sent; `query_time` parses)."""
+
+    checkpoint_id: str | None = None
+    vault_id: str | None = None
+    resource_id: str | None = None
+    resource_name: str | None = None
+    resource_type: str | None = None
+    resource_az: str | None = None
+    name: str | None = None
+    image_type: str | None = None
+    status: list[str] | None = None
+    parent_id: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    sort: Annotated[str | None, Field(max_length=255)] = None
+    show_replication: bool = False
+
+    def filters(self) -> BackupFilter:
+        return BackupFilter(
+            checkpoint_id=self.checkpoint_id,
+            vault_id=self.vault_id,
+            resource_id=self.resource_id,
+            resource_name=self.resource_name,
+            resource_type=self.resource_type,
+            resource_az=self.resource_az,
+            name=self.name,
+            image_type=self.image_type,
+            statuses=tuple(self.status or ()),
+            parent_id=self.parent_id,
+            start_time=query_time(self.start_time, "start_time"),
+            end_time=query_time(self.end_time, "end_time"),
+            sort=self.sort,
+        )
 
 
 class BackupUpdate(RequestModel):
@@ -393,6 +433,33 @@ class OperationLogOut(ResponseModel):
     provider_id: str | None
     vault_id: str | None
     vault_name: str | None
+
+
+class OperationLogQuery(QueryModel):
+    """GET /operation-logs (times as sent; `query_time` parses them)."""
+
+    operation_type: str | None = None
+    status: str | None = None
+    vault_id: str | None = None
+    vault_name: str | None = None
+    resource_id: str | None = None
+    resource_name: str | None = None
+    provider_id: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+
+    def filters(self) -> LogFilter:
+        return LogFilter(
+            operation_type=self.operation_type,
+            status=self.status,
+            vault_id=self.vault_id,
+            vault_name=self.vault_name,
+            resource_id=self.resource_id,
+            resource_name=self.resource_name,
+            provider_id=self.provider_id,
+            start_time=query_time(self.start_time, "start_time"),
+            end_time=query_time(self.end_time, "end_time"),
+        )
 
 
 class OperationLogResponse(ResponseModel):

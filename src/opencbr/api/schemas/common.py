@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from opencbr.db.paging import MAX_LIMIT, MAX_OFFSET, PageRequest
+from opencbr.errors import INVALID_PARAMETER, CbrError
 
 # Names of vaults, backups, policies: letters, digits, '_' and '-' (and CJK), 1-64 chars.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-\u4e00-\u9fa5]{1,64}$")]
@@ -20,6 +21,13 @@ class RequestModel(BaseModel):
     """Requests: wrong JSON types are refused (no "10" for 10); unknown fields are ignored."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class QueryModel(BaseModel):
+    """Query-string filters (`Annotated[Model, Query()]`): values arrive as text and are
+    converted ("true" for True); parameters of no field (paging, unknown ones) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 class ResponseModel(BaseModel):
@@ -34,6 +42,24 @@ def wire_time(value: datetime | None) -> str | None:
 def zulu_time(value: datetime | None) -> str | None:
     """Operation logs' form: seconds with a trailing Z."""
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def query_time(value: str | None, name: str) -> datetime | None:
+    """Parse a `YYYY-MM-DDTHH:MM:SSZ` query parameter into naive UTC.
+
+    A zone offset can carry a valid local time out of the years 1..9999 once moved to UTC
+    (`0001-01-01T00:00:00+01:00`); that is an invalid parameter, not an overflow (a 500).
+    """
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    except (ValueError, OverflowError):
+        raise CbrError(
+            INVALID_PARAMETER,
+            f"{name} must look like 2018-02-01T12:00:00Z and lie within the years 1 to 9999 UTC",
+        ) from None
 
 
 def page_request(

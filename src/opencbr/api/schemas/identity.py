@@ -1,12 +1,17 @@
-"""Keystone v3 wire models for password (and token re-scoping) authentication."""
+"""Keystone v3 on the wire: the password (and token re-scoping) request bodies, and the
+token, project-list and version documents answered (built as plain dicts: they carry
+Keystone's own names and shapes, which no client reads back into a model)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from opencbr.db.identity import Project, Token
 from opencbr.services.identity import PasswordAuth
+from opencbr.settings import Settings
 
 
 class _Lenient(BaseModel):
@@ -87,4 +92,98 @@ def version_document(base_url: str) -> dict[str, Any]:
         "media-types": [
             {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
         ],
+    }
+
+
+# --- response bodies ---------------------------------------------------------------------
+
+
+def _keystone_time(token_row: Token, attribute: str) -> str:
+    return str(getattr(token_row, attribute).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+def _catalog(settings: Settings, project_id: str) -> list[dict[str, Any]]:
+    base = settings.base_url
+
+    def endpoint(kind: str, region: str, url: str) -> dict[str, str]:
+        digest = hashlib.sha256(f"{kind}{region}{url}".encode()).hexdigest()[:32]
+        return {
+            "id": digest,
+            "interface": "public",
+            "region": region,
+            "region_id": region,
+            "url": url,
+        }
+
+    regions = [region.name for region in settings.regions]
+    return [
+        {
+            "type": "identity",
+            "name": "keystone",
+            "id": "identity",
+            "endpoints": [endpoint("identity", r, f"{base}/identity/v3") for r in regions],
+        },
+        {
+            "type": "cbr",
+            "name": "cbr",
+            "id": "cbr",
+            "endpoints": [endpoint("cbr", r, f"{base}/v3/{project_id}") for r in regions],
+        },
+    ]
+
+
+def token_body(
+    settings: Settings, row: Token, roles: tuple[str, ...], with_catalog: bool, method: str
+) -> dict[str, Any]:
+    """The `token` document of an issued token (with its service catalog unless asked not)."""
+    user, project = row.user, row.project
+    body: dict[str, Any] = {
+        "methods": [method],
+        "expires_at": _keystone_time(row, "expires_at"),
+        "issued_at": _keystone_time(row, "issued_at"),
+        "audit_ids": [row.audit_id],
+        "user": {
+            "id": user.id,
+            "name": user.name,
+            "password_expires_at": None,
+            "domain": {"id": user.domain.id, "name": user.domain.name},
+        },
+        "project": {
+            "id": project.id,
+            "name": project.name,
+            "domain": {"id": project.domain.id, "name": project.domain.name},
+        },
+        "roles": [{"id": hashlib.md5(role.encode()).hexdigest(), "name": role} for role in roles],
+    }
+    if with_catalog:
+        body["catalog"] = _catalog(settings, project.id)
+    return {"token": body}
+
+
+def projects_body(base: str, projects: list[Project]) -> dict[str, Any]:
+    """`GET /v3/projects`: one page holding every project."""
+    return {
+        "projects": [_project_out(base, p) for p in projects],
+        "links": {"self": f"{base}/identity/v3/projects", "next": None, "previous": None},
+    }
+
+
+def region_projects_body(base: str, projects: list[Project]) -> dict[str, Any]:
+    """`GET /v3/region-projects` (CBR's list_projects): the caller's projects."""
+    return {
+        "projects": [_project_out(base, p) for p in projects],
+        "links": {"self": f"{base}/identity/v3/auth/projects"},
+    }
+
+
+def _project_out(base: str, project: Project) -> dict[str, Any]:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "domain_id": project.domain_id,
+        "enabled": project.enabled,
+        "is_domain": False,
+        "parent_id": project.domain_id,
+        "description": "",
+        "links": {"self": f"{base}/identity/v3/projects/{project.id}"},
     }

@@ -6,14 +6,25 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from opencbr.api.schemas.common import RequestModel, ResponseModel
+from opencbr.api.schemas.common import QueryModel, RequestModel, ResponseModel
 from opencbr.db.vaults import Protectable, VaultResource
-from opencbr.services.protectables import ProtectableSpec, VolumeSpec
+from opencbr.services.protectables import ProtectableFilter, ProtectableSpec, VolumeSpec
 
 GB = 1024**3
 
 ResourceName = Annotated[str, Field(min_length=1, max_length=255)]
 PathText = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class InstanceQuery(QueryModel):
+    """GET /protectables/{type}/instances."""
+
+    name: str | None = None
+    status: str | None = None
+    id: list[str] | None = None
+
+    def filters(self) -> ProtectableFilter:
+        return ProtectableFilter(name=self.name, ids=tuple(self.id or ()), status=self.status)
 
 
 class VolumeIn(RequestModel):

@@ -11,6 +11,7 @@ from opencbr.api.schemas.common import (
     Description,
     Identifier,
     Name,
+    QueryModel,
     RequestModel,
     ResponseModel,
     Tag,
@@ -158,6 +159,36 @@ class SetResourcesBody(RequestModel):
 
 
 # --- responses --------------------------------------------------------------------------
+
+
+class VaultQuery(QueryModel):
+    """GET /vaults. `resource_ids` is comma-separated; `resources_ids` is otcextensions'
+    spelling of it."""
+
+    name: str | None = None
+    cloud_type: str | None = None
+    protect_type: str | None = None
+    object_type: str | None = None
+    enterprise_project_id: str | None = None
+    id: list[str] | None = None
+    status: str | None = None
+    resource_ids: str | None = None
+    resources_ids: str | None = None
+    policy_id: str | None = None
+
+    def filters(self) -> vault_service.VaultFilter:
+        raw_resources = self.resource_ids or self.resources_ids or ""
+        return vault_service.VaultFilter(
+            name=self.name,
+            cloud_type=self.cloud_type,
+            protect_type=self.protect_type,
+            object_type=self.object_type,
+            enterprise_project_id=self.enterprise_project_id,
+            ids=tuple(self.id or ()),
+            status=self.status,
+            resource_ids=tuple(part for part in raw_resources.split(",") if part),
+            policy_id=self.policy_id,
+        )
 
 
 class Billing(ResponseModel):

@@ -1,0 +1,86 @@
+"""The background tasks: one module-level function per use case, run by a queue worker.
+
+Each task takes the `Jobs` that runs it (its runtime, and a way to enqueue what follows),
+then the ids it works on; it calls one service function and enqueues the work that
+service names next. The database row is the truth: a task that finds nothing to do
+returns. A route enqueues a task by naming it: `jobs.enqueue(tasks.run_restore, log_id)`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from opencbr.services import backup_runs, backups, gc, replicas, replication_runs, restores
+
+if TYPE_CHECKING:
+    from opencbr.jobs.queue import Jobs
+
+
+def run_checkpoint(jobs: Jobs, checkpoint_id: str) -> None:
+    backup_runs.run_checkpoint(jobs.runtime, checkpoint_id)
+
+
+def run_restore(jobs: Jobs, log_id: str) -> None:
+    restores.run(jobs.runtime, log_id)
+
+
+def delete_backup(jobs: Jobs, backup_id: str) -> None:
+    vault_id = backups.delete(jobs.runtime, backup_id)
+    if vault_id is not None:
+        jobs.enqueue(collect_garbage, vault_id)
+
+
+def collect_garbage(jobs: Jobs, vault_id: str) -> None:
+    gc.collect(jobs.runtime, vault_id)
+
+
+def purge_vault(jobs: Jobs, region: str, vault_id: str) -> None:
+    jobs.runtime.stores.purge(region, vault_id)
+
+
+def replicate(jobs: Jobs, record_id: str) -> None:
+    """Copy one backup; then wake the record waiting behind it for the same vault."""
+    next_record = replication_runs.run(jobs.runtime, record_id)
+    if next_record is not None:
+        jobs.enqueue(replicate, next_record)
+
+
+def fan_out_replications(jobs: Jobs, record_ids: list[str]) -> None:
+    """Create the replicas and operation logs of a vault plan (the request inserted only
+    its records), then enqueue one `replicate` per record. A crash before the fan-out is
+    safe: the reconciler enqueues the records, and `replicate` creates a missing replica."""
+    replicas.create_replicas(jobs.runtime.db, record_ids)
+    for record_id in record_ids:
+        jobs.enqueue(replicate, record_id)
+
+
+def reconcile(jobs: Jobs) -> None:
+    """Enqueue again every piece of work that no live worker holds (run by the housekeeping
+    thread, not queued: it is what recovers work whose task was lost)."""
+    rt = jobs.runtime
+    for checkpoint_id in backup_runs.stuck_checkpoints(rt, rt.settings.lease_seconds):
+        jobs.enqueue(run_checkpoint, checkpoint_id)
+    for log_id in restores.stuck(rt):
+        jobs.enqueue(run_restore, log_id)
+    for backup_id in backups.deleting_backups(rt.db):
+        jobs.enqueue(delete_backup, backup_id)
+    for record_id in replication_runs.stuck(rt):
+        jobs.enqueue(replicate, record_id)
+
+
+def collect_all_garbage(jobs: Jobs) -> None:
+    """Enqueue a collection for every vault that has garbage (on the GC cadence)."""
+    for vault_id in gc.vaults_with_garbage(jobs.runtime):
+        jobs.enqueue(collect_garbage, vault_id)
+
+
+# Registered with the queue under their function names (the names stored in queue.db).
+QUEUED = (
+    run_checkpoint,
+    run_restore,
+    delete_backup,
+    collect_garbage,
+    purge_vault,
+    replicate,
+    fan_out_replications,
+)

@@ -1,0 +1,100 @@
+"""The list routes' query filters (query models): each filter still filters, repeated
+parameters still mean "any of", and a bad value is still 400 BackupService.9900 naming it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import Env
+from tests.api.helpers import assert_error, create_vault, register_dir
+from tests.api.test_backups import backup_now
+
+
+def names(body: dict[str, Any], key: str) -> list[str]:
+    return sorted(item["name"] for item in body[key])
+
+
+def test_vault_filters(env: Env) -> None:
+    resource = register_dir(env, name="data")
+    first = create_vault(
+        env, name="first", resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    second = create_vault(env, name="second")
+    create_vault(env, name="third")
+    listed = env.get("region1", "/vaults", params={"id": [first["id"], second["id"]]}).json()
+    assert names(listed, "vaults") == ["first", "second"]
+    assert names(env.get("region1", "/vaults", params={"name": "third"}).json(), "vaults") == [
+        "third"
+    ]
+    for spelling in ("resource_ids", "resources_ids"):
+        body = env.get("region1", "/vaults", params={spelling: f"{resource['id']},other"}).json()
+        assert names(body, "vaults") == ["first"]
+    paged = env.get("region1", "/vaults", params={"limit": 1, "name": "first"}).json()
+    assert paged["count"] == 1 and paged["limit"] == 1
+
+
+def test_protectable_filters(env: Env) -> None:
+    one, two = register_dir(env, name="one"), register_dir(env, name="two")
+    register_dir(env, name="three")
+    path = "/protectables/turbo/instances"
+    body = env.get("region1", path, params={"id": [one["id"], two["id"]]}).json()
+    assert names(body, "instances") == ["one", "two"]
+    assert names(env.get("region1", path, params={"name": "three"}).json(), "instances") == [
+        "three"
+    ]
+
+
+def test_backup_and_operation_log_filters(env: Env) -> None:
+    resource = register_dir(env, name="data")
+    (env.roots["region1"] / "data" / "f").write_text("x")
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"], name="kept")
+    found = env.get(
+        "region1",
+        "/backups",
+        params={
+            "vault_id": vault["id"],
+            "status": ["error", "available"],
+            "start_time": "2000-01-01T00:00:00Z",
+            "sort": "created_at:asc",
+            "show_replication": "true",
+        },
+    ).json()["backups"]
+    assert [b["id"] for b in found] == [backup["id"]]
+    assert found[0]["replication_records"] == []
+    hidden = env.get("region1", "/backups", params={"vault_id": vault["id"]}).json()["backups"]
+    assert "replication_records" not in hidden[0] or hidden[0]["replication_records"] is None
+    none = env.get("region1", "/backups", params={"end_time": "2000-01-01T00:00:00Z"}).json()
+    assert none["backups"] == [] and none["count"] == 0
+    logs = env.get(
+        "region1",
+        "/operation-logs",
+        params={"operation_type": "backup", "vault_id": vault["id"], "status": "success"},
+    ).json()["operation_logs"]
+    assert len(logs) == 1
+    assert (
+        env.get("region1", "/operation-logs", params={"vault_id": "other"}).json()["operation_logs"]
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "named"),
+    [
+        ("/backups", {"show_replication": "maybe"}, "show_replication"),
+        ("/backups", {"sort": "x" * 256}, "sort"),
+        ("/backups", {"sort": "size:up"}, "sort"),
+        ("/backups", {"start_time": "yesterday"}, "start_time"),
+        ("/operation-logs", {"end_time": "2018-13-01T00:00:00Z"}, "end_time"),
+        ("/vaults", {"limit": 0}, "limit"),
+        ("/protectables/turbo/instances", {"offset": -1}, "offset"),
+    ],
+)
+def test_bad_query_values_are_invalid_parameters(
+    env: Env, path: str, params: dict[str, Any], named: str
+) -> None:
+    response = env.get("region1", path, params=params)
+    assert_error(response, 400, "BackupService.9900")
+    assert named in response.json()["error_msg"]
