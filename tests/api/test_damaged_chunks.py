@@ -13,6 +13,7 @@ from typing import Any
 
 from opencbr.archive.manifest import Manifest
 from opencbr.storage.chunk import decode_chunk
+from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import CorruptChunkError
 from tests.api.conftest import Env
 from tests.api.helpers import (
@@ -141,13 +142,13 @@ def test_a_damaged_catalog_of_the_previous_backup_means_a_full_read_not_a_failur
     source, _resource, vault = _tree_with_a_large_file(env)
     old = backup_now(env, vault["id"])
     store = chunks_dir(env, "region1", vault["id"]).parent
-    manifest = Manifest.from_bytes((store / "manifests" / f"backup-{old['id']}").read_bytes())
+    manifest = Manifest.from_bytes((store / "manifests" / manifest_name(old["id"])).read_bytes())
     catalog = manifest.catalog[0].digest
     _flip_byte(store / "chunks" / catalog[:2] / catalog)
 
     new = backup_now(env, vault["id"])
     assert new["status"] == "available" and new["damaged_chunks"] == 0
-    new_manifest = (store / "manifests" / f"backup-{new['id']}").read_bytes()
+    new_manifest = (store / "manifests" / manifest_name(new["id"])).read_bytes()
     if catalog in Manifest.from_bytes(new_manifest).digests():
         assert _intact(store / "chunks" / catalog[:2] / catalog)  # stored anew
         assert _backup(env, old["id"])["damaged_chunks"] == 0
@@ -270,7 +271,7 @@ def test_a_corrupt_source_manifest_fails_the_record_at_once_with_1006(env: Env) 
         / "vaults"
         / vault["id"]
         / "manifests"
-        / f"backup-{backup['id']}"
+        / manifest_name(backup["id"])
     )
     manifest.write_bytes(manifest.read_bytes()[:-7])  # a truncated zstd frame
     dest = create_vault(env, "region2", name="dst", protect_type="replication")

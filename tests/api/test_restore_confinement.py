@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from opencbr.archive.manifest import Manifest
 from opencbr.services import restores
+from opencbr.storage.layout import manifest_name
 from tests.api.conftest import Env
 from tests.api.helpers import (
     assert_error,
@@ -301,7 +302,7 @@ def _damage_chunk_at_the_middle(env: Env, vault_id: str, backup_id: str) -> None
     """Flip one byte of the stored chunk holding the middle of the backup's tar stream."""
     store = chunks_dir(env, "region1", vault_id)
     manifest = Manifest.from_bytes(
-        (store.parent / "manifests" / f"backup-{backup_id}").read_bytes()
+        (store.parent / "manifests" / manifest_name(backup_id)).read_bytes()
     )
     offset, middle = 0, manifest.size // 2
     for ref in manifest.chunks:
