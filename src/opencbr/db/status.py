@@ -1,0 +1,77 @@
+"""Statuses as types: every status column's values, and the groups the code asks about.
+
+The values are CBR's wire values (cbr-api.md), so a member compares and serialises as its
+string (StrEnum). A transition is a named function in the service that owns the row
+(`start_replication`, `complete_record`, `fail_record`, ...); this module only names the
+states. SQL that must list a group of states (a partial index, a filter) is generated from
+these groups with `sql_in`, never written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class BackupStatus(StrEnum):
+    PROTECTING = "protecting"
+    AVAILABLE = "available"
+    ERROR = "error"
+    RESTORING = "restoring"
+    DELETING = "deleting"
+    WAITING_PROTECT = "waiting_protect"
+
+
+class CheckpointStatus(StrEnum):
+    """Derived from its backups (checkpoints.settle)."""
+
+    PROTECTING = "protecting"
+    AVAILABLE = "available"
+    ERROR = "error"
+
+
+class RecordStatus(StrEnum):
+    """A replication record: waiting_replicate -> replicating -> success | fail."""
+
+    WAITING = "waiting_replicate"
+    REPLICATING = "replicating"
+    SUCCESS = "success"
+    FAIL = "fail"
+
+
+class OperationStatus(StrEnum):
+    """An operation log: waiting -> running -> success | failed (skipped: never ran)."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class ProtectStatus(StrEnum):
+    """A resource bound to a vault: what is being done to it now."""
+
+    AVAILABLE = "available"
+    PROTECTING = "protecting"
+    RESTORING = "restoring"
+    REMOVING = "removing"
+
+
+# Backups whose data a task is writing or reading.
+BUSY_BACKUP = (
+    BackupStatus.PROTECTING,
+    BackupStatus.RESTORING,
+    BackupStatus.DELETING,
+    BackupStatus.WAITING_PROTECT,
+)
+# Records whose copy is still to finish.
+LIVE_RECORD = (RecordStatus.WAITING, RecordStatus.REPLICATING)
+# Operation logs of work not yet ended.
+LIVE_OPERATION = (OperationStatus.WAITING, OperationStatus.RUNNING)
+
+
+def sql_in(column: str, statuses: Iterable[StrEnum]) -> str:
+    """`column IN ('a', 'b')` for a partial index or a raw filter, from the enum."""
+    values = ", ".join(f"'{status.value}'" for status in statuses)
+    return f"{column} IN ({values})"
