@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint fmt typecheck unit bench clean
@@ -10,34 +9,50 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -c 'import opencbr, fastapi, pytest' || (echo "installation failed" && exit 1)
-	@rm -f $(VENV)/.installed-* && touch $@
+# Two installs: `make run` needs only the service; `make test` adds the test tools
+# (official SDKs, openstack CLI, ruff, mypy: several hundred MB). Each is redone when
+# pyproject.toml changes (its checksum names the stamp).
+RUN_STAMP := $(VENV)/.run-$(shell cksum pyproject.toml | cut -d' ' -f1)
+TEST_STAMP := $(VENV)/.test-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-run: $(STAMP)  ## install into .venv and start the service on its embedded defaults
+$(BIN)/python:
+	@echo "creating the virtualenv $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing opencbr and what the service needs into $(VENV) (from PyPI, about 60 MB)"
+	@$(PIP) install -e . | grep -v "^Requirement already satisfied" || true
+	@$(BIN)/python -c 'import opencbr, fastapi, uvicorn' || (echo "installation failed" && exit 1)
+	@rm -f $(VENV)/.run-* && touch $@
+
+$(TEST_STAMP): $(RUN_STAMP)
+	@echo "installing the test tools into $(VENV) (official SDKs, openstack CLI, ruff, mypy; about 350 MB)"
+	@$(PIP) install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -c 'import opencbr, fastapi, pytest' || (echo "installation failed" && exit 1)
+	@rm -f $(VENV)/.test-* && touch $@
+
+run: $(RUN_STAMP)  ## install what the service needs into .venv and start it on its embedded defaults
 	$(BIN)/opencbr serve
 
-test: $(STAMP) lint typecheck  ## install test dependencies, lint, type-check and run every test
+test: $(TEST_STAMP) lint typecheck  ## install test dependencies, lint, type-check and run every test
 	$(BIN)/pytest -q
 
-unit: $(STAMP)  ## only the fast tests (no PostgreSQL, no subprocesses)
+unit: $(TEST_STAMP)  ## only the fast tests (no PostgreSQL, no subprocesses)
 	$(BIN)/pytest -q tests/unit tests/contract
 
-lint: $(STAMP)  ## ruff lint + format check
+lint: $(TEST_STAMP)  ## ruff lint + format check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(STAMP)  ## mypy --strict on the package
+typecheck: $(TEST_STAMP)  ## mypy --strict on the package
 	$(BIN)/mypy
 
-fmt: $(STAMP)  ## format and autofix
+fmt: $(TEST_STAMP)  ## format and autofix
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP)  ## benchmark against restic, borg and cp (see bench/README.md)
+bench: $(TEST_STAMP)  ## benchmark against restic, borg and cp (see bench/README.md)
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]' 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
