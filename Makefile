@@ -21,13 +21,13 @@ $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	@echo "installing opencbr and what the service needs into $(VENV) (from PyPI, about 60 MB)"
+	@echo "installing opencbr and what the service needs into $(VENV) (from PyPI; about 150 MB in .venv)"
 	@$(PIP) install -e . | grep -v "^Requirement already satisfied" || true
 	@$(BIN)/python -c 'import opencbr, fastapi, uvicorn' || (echo "installation failed" && exit 1)
 	@rm -f $(VENV)/.run-* && touch $@
 
 $(TEST_STAMP): $(RUN_STAMP)
-	@echo "installing the test tools into $(VENV) (official SDKs, openstack CLI, ruff, mypy; about 350 MB)"
+	@echo "installing the test tools into $(VENV) (official SDKs, openstack CLI, ruff, mypy; about 400 MB more)"
 	@$(PIP) install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -c 'import opencbr, fastapi, pytest' || (echo "installation failed" && exit 1)
 	@rm -f $(VENV)/.test-* && touch $@
