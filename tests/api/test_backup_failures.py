@@ -20,8 +20,7 @@ from sqlalchemy import select
 from opencbr import clock
 from opencbr.db.backups import Backup, VaultChunk
 from opencbr.db.vaults import Vault
-from tests.api.conftest import Env
-from tests.api.helpers import chunk_names, create_vault, register_dir
+from tests.api.helpers import Env, chunk_names, create_vault, register_dir
 
 MiB = 1 << 20
 GB = 1 << 30

@@ -13,15 +13,17 @@ import pytest
 import structlog
 
 from opencbr.db import chunks
-from tests.api.conftest import Env
 from tests.api.helpers import (
+    Env,
     assert_error,
+    backup_now,
     chunk_names,
     chunks_dir,
     create_vault,
     register_dir,
     register_disk,
     register_web_server,
+    restore,
 )
 from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
 
@@ -34,52 +36,6 @@ def _many_small_files(root: Path, count: int, seed: int = 3) -> None:
         folder = root / "many" / f"d{index // 200:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"file{index:05d}.txt").write_bytes(rng.randbytes(rng.randrange(0, 8192)))
-
-
-def backup_now(env: Env, vault_id: str, region: str = "region1", **params: Any) -> dict[str, Any]:
-    """Create a checkpoint and wait for it; returns the (single) backup."""
-    response = env.post(
-        region, "/checkpoints", {"checkpoint": {"vault_id": vault_id, "parameters": params}}
-    )
-    assert response.status_code == 200, response.text
-    checkpoint = response.json()["checkpoint"]
-    assert checkpoint["status"] == "protecting"
-    done = env.wait_for(
-        region,
-        f"/checkpoints/{checkpoint['id']}",
-        lambda body: body["checkpoint"]["status"] != "protecting",
-    )
-    assert done["checkpoint"]["status"] == "available", done
-    backups = env.get(region, "/backups", params={"checkpoint_id": checkpoint["id"]}).json()[
-        "backups"
-    ]
-    assert len(backups) == 1
-    backup: dict[str, Any] = backups[0]
-    return backup
-
-
-def restore(
-    env: Env, backup_id: str, body: dict[str, Any], region: str = "region1"
-) -> dict[str, Any]:
-    response = env.post(region, f"/backups/{backup_id}/restore", {"restore": body})
-    assert response.status_code == 202, response.text
-    assert response.content == b""
-    logs = env.wait_for(
-        region,
-        "/operation-logs",
-        lambda b: any(
-            log["extra_info"].get("restore", {}).get("backup_id") == backup_id
-            and log["status"] in ("success", "failed")
-            for log in b["operation_logs"]
-        ),
-    )["operation_logs"]
-    log: dict[str, Any] = next(
-        entry
-        for entry in logs
-        if entry["operation_type"] == "restore"
-        and entry["extra_info"]["restore"]["backup_id"] == backup_id
-    )
-    return log
 
 
 @pytest.fixture

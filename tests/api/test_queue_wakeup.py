@@ -7,8 +7,7 @@ import time
 import pytest
 
 from opencbr.jobs import queue
-from tests.api.conftest import Env
-from tests.api.helpers import create_vault, register_dir
+from tests.api.helpers import Env, create_vault, register_dir
 
 
 @pytest.fixture(autouse=True)

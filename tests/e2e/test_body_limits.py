@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from tests.e2e.conftest import Server
+from tests.e2e.flows import Server
 
 MiB = 1 << 20
 LIMIT = 12 * MiB  # the default max_body_bytes

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server, free_port, write_config
-from tests.e2e.flows import Client
+from tests.e2e.flows import Client, Server, free_port, write_config
 from tests.unit.archive_support import assert_same_tree
 
 MiB = 1 << 20

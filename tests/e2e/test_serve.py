@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import OPENCBR, Server, free_port, token_for, write_config
+from tests.e2e.flows import OPENCBR, Server, free_port, token_for, write_config
 
 
 def test_first_start_bootstraps_an_admin_and_prints_how_to_log_in(server: Server) -> None:
