@@ -203,26 +203,30 @@ def register_disk(
     return instance
 
 
-def register_web_server(env: Env, image: bytes) -> dict[str, Any]:
-    """A server `web` under region1's root: a directory volume `sys` holding one config
-    file and a disk volume `data` whose image holds `image`."""
-    root = env.roots["region1"]
-    (root / "web" / "sys").mkdir(parents=True)
-    (root / "web" / "sys" / "etc.conf").write_text("port=80\n")
-    (root / "web" / "data.img").write_bytes(image)
+def register_server(
+    env: Env, volumes: dict[str, Path], name: str = "web", region: str = "region1"
+) -> dict[str, Any]:
+    """A server `name` whose volumes (name -> directory or disk image) exist already."""
     body = {
         "instance": {
-            "name": "web",
-            "volumes": [
-                {"name": "sys", "path": str(root / "web" / "sys")},
-                {"name": "data", "path": str(root / "web" / "data.img")},
-            ],
+            "name": name,
+            "volumes": [{"name": vol, "path": str(path)} for vol, path in volumes.items()],
         }
     }
-    response = env.post("region1", "/protectables/server/instances", body)
+    response = env.post(region, "/protectables/server/instances", body)
     assert response.status_code == 200, response.text
     server: dict[str, Any] = response.json()["instance"]
     return server
+
+
+def register_web_server(env: Env, image: bytes) -> dict[str, Any]:
+    """A server `web` under region1's root: a directory volume `sys` holding one config
+    file and a disk volume `data` whose image holds `image`."""
+    web = env.roots["region1"] / "web"
+    (web / "sys").mkdir(parents=True)
+    (web / "sys" / "etc.conf").write_text("port=80\n")
+    (web / "data.img").write_bytes(image)
+    return register_server(env, {"sys": web / "sys", "data": web / "data.img"})
 
 
 def assert_error(response: Any, status: int, code: str) -> None:

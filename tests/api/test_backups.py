@@ -22,6 +22,7 @@ from tests.api.helpers import (
     create_vault,
     register_dir,
     register_disk,
+    register_server,
     register_web_server,
     restore,
 )
@@ -318,16 +319,9 @@ def test_server_backup_has_volume_children_and_restores_by_mapping(env: Env) -> 
     assert backup["extend_info"]["supported_restore_mode"] == "backup"
     (root / "web2" / "sys").mkdir(parents=True)
     (root / "web2" / "data.img").write_bytes(b"")
-    body2 = {
-        "instance": {
-            "name": "web2",
-            "volumes": [
-                {"name": "a", "path": str(root / "web2" / "sys")},
-                {"name": "b", "path": str(root / "web2" / "data.img")},
-            ],
-        }
-    }
-    other = env.post("region1", "/protectables/server/instances", body2).json()["instance"]
+    other = register_server(
+        env, {"a": root / "web2" / "sys", "b": root / "web2" / "data.img"}, name="web2"
+    )
     volumes = {c["name"]: c["id"] for c in other["children"]}
     children = {c["resource_name"]: c["id"] for c in backup["children"]}
     mappings = [

@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,6 +109,11 @@ class Server:
     def password(self) -> str:
         return (self.data_dir / "admin-password").read_text().strip()
 
+    def projects(self) -> dict[str, str]:
+        """Region -> id of its project, bootstrapping (idempotent; the password is kept)."""
+        result = self.admin("bootstrap", "--user", "admin", "--password", "unused")
+        return {p["name"]: p["id"] for p in result["projects"]}
+
     def root(self, region: str) -> Path:
         """The protectable root `write_config` gave the project named after `region`."""
         return self.data_dir.parent / "roots" / region
@@ -142,6 +148,18 @@ def write_config(tmp: Path, port: int, extra: str = "") -> Path:
         f"{extra}\n{roots}"
     )
     return config
+
+
+@contextmanager
+def serving(tmp: Path, extra: str = "") -> Iterator[Server]:
+    """A server on a free port with `write_config(tmp, port, extra)`, stopped at the end."""
+    port = free_port()
+    instance = Server(write_config(tmp, port, extra), tmp / "data", port)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
 
 
 def token_for(

@@ -63,7 +63,10 @@ from tests.e2e.flows import (
 
 # openstacksdk 4.22 warns of its own pending removals (InfluxDB on every connect, configured
 # or not; Resource._compute_attributes, which otcextensions still calls): not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack"),
+]
 
 T = TypeVar("T")
 OPENSTACK = str(Path(sys.executable).parent / "openstack")

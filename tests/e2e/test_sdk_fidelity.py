@@ -24,7 +24,10 @@ from tests.e2e.flows import (
     sdk_vault,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack"),
+]
 
 
 def test_summary_batch_update_and_external_vaults(site: Site) -> None:
