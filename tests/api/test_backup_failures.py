@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 from sqlalchemy import select
 
@@ -197,6 +198,7 @@ def test_a_failed_server_backup_also_drops_the_chunks_its_finished_volumes_index
 # --- two backups racing for the last capacity -----------------------------------------
 
 
+@pytest.mark.slow
 def test_two_concurrent_backups_never_together_exceed_the_vault_capacity(env: Env) -> None:
     ids = []
     for name in ("one", "two"):

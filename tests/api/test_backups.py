@@ -47,6 +47,7 @@ def tree(env: Env) -> tuple[Path, dict[str, Any]]:
     return source, register_dir(env, name="source")
 
 
+@pytest.mark.slow
 def test_tree_backup_incremental_and_byte_identical_restores(
     env: Env, tree: tuple[Path, dict[str, Any]]
 ) -> None:
@@ -93,6 +94,7 @@ def test_incremental_tree_backup_does_not_read_unchanged_large_files(
     assert_same_tree(source, env.roots["region1"] / "target")
 
 
+@pytest.mark.slow
 def test_sparse_disk_image_backup_and_restore(env: Env) -> None:
     disk = register_disk(env, name="sda", size=1 << 30)
     image = env.roots["region1"] / "sda.img"
