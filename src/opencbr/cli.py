@@ -292,9 +292,9 @@ def user_create(
     password: Annotated[str, typer.Option()],
     config: ConfigOption = None,
 ) -> None:
-    _settings, db = _open(config)
+    settings, db = _open(config)
     try:
-        user = identity.create_user(db, name, password)
+        user = identity.create_user(db, settings, name, password)
     except identity.IdentityError as exc:
         _fail(str(exc))
     _print({"user": {"id": user.id, "name": user.name}})

@@ -48,7 +48,6 @@ INVALID_PARAMETER = _code("BackupService.9900", 400, "Parameter verification fai
 INTERNAL_ERROR = _code("BackupService.9910", 500, "Unknown error.")
 
 # Not found (404 so that openstacksdk's find_*/ignore_missing work).
-POLICY_NOT_FOUND = _code("BackupService.6000", 404, "The policy does not exist.")
 VAULT_NOT_FOUND = _code("BackupService.6105", 404, "The vault does not exist.")
 BACKUP_NOT_FOUND = _code("BackupService.6200", 404, "The backup does not exist.")
 CHECKPOINT_NOT_FOUND = _code("BackupService.6217", 404, "The backup restore point does not exist.")
@@ -71,7 +70,6 @@ VAULT_FULL = _code(
 VAULT_TYPE_FORBIDS_BACKUP = _code(
     "BackupService.6124", 400, "Backup is not allowed for the current type of vaults."
 )
-BACKUP_NOT_DELETABLE = _code("BackupService.6201", 400, "The backup cannot be deleted.")
 BACKUP_IN_USE = _code(
     "BackupService.6216", 400, "The backup cannot be deleted because it is in use."
 )
@@ -81,9 +79,6 @@ RESTORE_TARGET_BUSY = _code(
     "BackupService.2002",
     400,
     "The resource is being backed up. Restore the resource after the backup is complete.",
-)
-RESTORE_TO_OTHER_SERVER = _code(
-    "BackupService.2003", 400, "Restoration to a different server is not allowed."
 )
 RESTORE_BAD_STATUS = _code(
     "BackupService.2005", 400, "Restoration is not allowed in the current backup status."
@@ -141,14 +136,11 @@ DUPLICATE_RESOURCE = _code("BackupService.6104", 400, "Duplicate vault resources
 VAULT_CANNOT_ADD_RESOURCES = _code(
     "BackupService.6108", 400, "New resources cannot be associated with the vault."
 )
-VAULT_NOT_DELETABLE = _code("BackupService.6111", 400, "The vault cannot be deleted.")
-VAULT_STATUS_INVALID = _code("BackupService.6112", 400, "Invalid vault status.")
 VAULT_HAS_RUNNING_BACKUP = _code("BackupService.6203", 400, "Performing backups.")
 RESOURCE_REMOVING = _code("BackupService.6134", 400, "Resources are being removed from the vault.")
 RESOURCE_NOT_IN_VAULT = _code(
     "BackupService.6135", 400, "The resource does not exist in the vault."
 )
-UNSUPPORTED_RESOURCE_TYPE = _code("BackupService.6116", 400, "Unsupported resource type.")
 
 # Operations of CBR's API that only make sense on a public cloud (orders, organization
 # policies, agents...). CBR's table has no "not supported" code; 9900 is the code every CBR

@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 DEFAULT_REGIONS = ("region1", "region2")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("plain", "json")
+# argon2id cost of new password hashes: "production" (argon2's RFC 9106 low-memory profile)
+# or "test" (the cheapest argon2id; for test suites only, never for a real service).
+PASSWORD_HASH_COSTS = ("production", "test")
 
 
 class RegionSettings(BaseModel):
@@ -72,6 +75,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Log lines on stderr: "plain" (key=value pairs) or "json" (one object per line).
     log_format: str = "plain"
+    # Cost of new password hashes; checking a password uses the cost stored in its hash.
+    password_hash_cost: str = "production"
 
     @classmethod
     def settings_customise_sources(
@@ -105,6 +110,13 @@ class Settings(BaseSettings):
     def _known_log_format(cls, value: str) -> str:
         if value not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        return value
+
+    @field_validator("password_hash_cost")
+    @classmethod
+    def _known_password_hash_cost(cls, value: str) -> str:
+        if value not in PASSWORD_HASH_COSTS:
+            raise ValueError(f"password_hash_cost must be one of {', '.join(PASSWORD_HASH_COSTS)}")
         return value
 
     @model_validator(mode="after")

@@ -1,12 +1,149 @@
-"""Request bodies and small flows shared by the API tests."""
+"""What the API tests share: the app under test (`Env`, `serving`), request bodies, flows
+(backups, restores, replication) and AK/SK signing as the Huawei SDK does it.
+
+Test modules import from here, never from one another; fixtures live in conftest.py.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import requests
+from fastapi.testclient import TestClient
+from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
+from huaweicloudsdkcore.sdk_request import SdkRequest  # type: ignore[import-untyped]
+from huaweicloudsdkcore.signer.signer import Signer  # type: ignore[import-untyped]
+
+from opencbr.app import create_app
+from opencbr.db.session import Database
+from opencbr.services import identity
+from opencbr.settings import ProtectableRoot, Settings
 from opencbr.storage import layout
-from tests.api.conftest import Env
+
+PASSWORD = "correct horse battery"
+
+
+# --- the app under test ---------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    client: TestClient
+    settings: Settings
+    db: Database
+    projects: dict[str, str]  # region -> project id
+    roots: dict[str, Path]  # region -> protectable root
+    _tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def token(self, region: str = "region1", user: str = "admin") -> str:
+        key = (region, user)
+        if key not in self._tokens:
+            self._tokens[key] = issue(self.client, user, PASSWORD, self.projects[region])
+        return self._tokens[key]
+
+    def headers(self, region: str = "region1", user: str = "admin") -> dict[str, str]:
+        return {"X-Auth-Token": self.token(region, user)}
+
+    def url(self, region: str, path: str) -> str:
+        return f"/v3/{self.projects[region]}{path}"
+
+    def get(self, region: str, path: str, **kwargs: Any) -> Any:
+        return self.client.get(self.url(region, path), headers=self.headers(region), **kwargs)
+
+    def post(self, region: str, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.client.post(
+            self.url(region, path), json=body, headers=self.headers(region), **kwargs
+        )
+
+    def put(self, region: str, path: str, body: Any) -> Any:
+        return self.client.put(self.url(region, path), json=body, headers=self.headers(region))
+
+    def delete(self, region: str, path: str) -> Any:
+        return self.client.delete(self.url(region, path), headers=self.headers(region))
+
+    def wait_for(
+        self, region: str, path: str, done: Callable[[Any], bool], timeout: float = 120.0
+    ) -> Any:
+        """Poll GET `path` until `done(json)` holds; return the last body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(region, path).json()
+            if done(body):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting on {path}: {body}")
+            time.sleep(0.1)
+
+
+def password_body(user: str, password: str, scope: dict[str, object]) -> dict[str, object]:
+    return {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
+                },
+            },
+            "scope": scope,
+        }
+    }
+
+
+def issue(client: TestClient, user: str, password: str, project_id: str) -> str:
+    """A password token for `user`, scoped to `project_id`."""
+    body = password_body(user, password, {"project": {"id": project_id}})
+    response = client.post("/identity/v3/auth/tokens", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.headers["X-Subject-Token"])
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    roots = [
+        ProtectableRoot(project=region, path=tmp_path / "roots" / region)
+        for region in ("region1", "region2")
+    ]
+    for root in roots:
+        root.path.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "protectable_roots": roots,
+        "reconcile_interval_seconds": 0.5,
+        "lease_seconds": 5.0,
+        "gc_safety_margin_seconds": 0.0,
+        # Real argon2id at its cheapest: production strength is tested in test_identity.py.
+        "password_hash_cost": "test",
+    }
+    return Settings(**{**values, **overrides})
+
+
+# The users every app under test has besides the bootstrapped admin: name -> role.
+USERS = {"viewer": "viewer", "member": "member"}
+
+
+@contextmanager
+def serving(settings: Settings, database: Database) -> Iterator[Env]:
+    """The app on `settings` and `database`, with the admin bootstrapped in every region
+    and USERS granted their role there; the worker runs until the block ends."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    result = identity.bootstrap(database, settings, "admin", PASSWORD)
+    for name, role in USERS.items():
+        identity.create_user(database, settings, name, PASSWORD)
+        for project in result.projects.values():
+            identity.grant_role(database, name, project, role)
+    app = create_app(settings, database, migrate=False)
+    with TestClient(app) as client:
+        roots = {root.project: root.path for root in settings.protectable_roots}
+        yield Env(client, settings, database, result.projects, roots)
+
+
+# --- bodies and resources -------------------------------------------------------------
 
 
 def vault_body(
@@ -66,26 +203,30 @@ def register_disk(
     return instance
 
 
-def register_web_server(env: Env, image: bytes) -> dict[str, Any]:
-    """A server `web` under region1's root: a directory volume `sys` holding one config
-    file and a disk volume `data` whose image holds `image`."""
-    root = env.roots["region1"]
-    (root / "web" / "sys").mkdir(parents=True)
-    (root / "web" / "sys" / "etc.conf").write_text("port=80\n")
-    (root / "web" / "data.img").write_bytes(image)
+def register_server(
+    env: Env, volumes: dict[str, Path], name: str = "web", region: str = "region1"
+) -> dict[str, Any]:
+    """A server `name` whose volumes (name -> directory or disk image) exist already."""
     body = {
         "instance": {
-            "name": "web",
-            "volumes": [
-                {"name": "sys", "path": str(root / "web" / "sys")},
-                {"name": "data", "path": str(root / "web" / "data.img")},
-            ],
+            "name": name,
+            "volumes": [{"name": vol, "path": str(path)} for vol, path in volumes.items()],
         }
     }
-    response = env.post("region1", "/protectables/server/instances", body)
+    response = env.post(region, "/protectables/server/instances", body)
     assert response.status_code == 200, response.text
     server: dict[str, Any] = response.json()["instance"]
     return server
+
+
+def register_web_server(env: Env, image: bytes) -> dict[str, Any]:
+    """A server `web` under region1's root: a directory volume `sys` holding one config
+    file and a disk volume `data` whose image holds `image`."""
+    web = env.roots["region1"] / "web"
+    (web / "sys").mkdir(parents=True)
+    (web / "sys" / "etc.conf").write_text("port=80\n")
+    (web / "data.img").write_bytes(image)
+    return register_server(env, {"sys": web / "sys", "data": web / "data.img"})
 
 
 def assert_error(response: Any, status: int, code: str) -> None:
@@ -104,3 +245,171 @@ def chunks_dir(env: Env, region: str, vault_id: str) -> Path:
 def chunk_names(env: Env, region: str, vault_id: str) -> set[str]:
     """The digests of the chunk files in a vault's local store."""
     return {p.name for p in chunks_dir(env, region, vault_id).rglob("*") if p.is_file()}
+
+
+# --- backups and restores -------------------------------------------------------------
+
+
+def backup_now(env: Env, vault_id: str, region: str = "region1", **params: Any) -> dict[str, Any]:
+    """Create a checkpoint and wait for it; returns the (single) backup."""
+    response = env.post(
+        region, "/checkpoints", {"checkpoint": {"vault_id": vault_id, "parameters": params}}
+    )
+    assert response.status_code == 200, response.text
+    checkpoint = response.json()["checkpoint"]
+    assert checkpoint["status"] == "protecting"
+    done = env.wait_for(
+        region,
+        f"/checkpoints/{checkpoint['id']}",
+        lambda body: body["checkpoint"]["status"] != "protecting",
+    )
+    assert done["checkpoint"]["status"] == "available", done
+    backups = env.get(region, "/backups", params={"checkpoint_id": checkpoint["id"]}).json()[
+        "backups"
+    ]
+    assert len(backups) == 1
+    backup: dict[str, Any] = backups[0]
+    return backup
+
+
+def restore(
+    env: Env, backup_id: str, body: dict[str, Any], region: str = "region1"
+) -> dict[str, Any]:
+    response = env.post(region, f"/backups/{backup_id}/restore", {"restore": body})
+    assert response.status_code == 202, response.text
+    assert response.content == b""
+    logs = env.wait_for(
+        region,
+        "/operation-logs",
+        lambda b: any(
+            log["extra_info"].get("restore", {}).get("backup_id") == backup_id
+            and log["status"] in ("success", "failed")
+            for log in b["operation_logs"]
+        ),
+    )["operation_logs"]
+    log: dict[str, Any] = next(
+        entry
+        for entry in logs
+        if entry["operation_type"] == "restore"
+        and entry["extra_info"]["restore"]["backup_id"] == backup_id
+    )
+    return log
+
+
+# --- replication ----------------------------------------------------------------------
+
+
+def records(env: Env, vault_id: str) -> list[dict[str, Any]]:
+    body = env.get(
+        "region1", "/backups", params={"vault_id": vault_id, "show_replication": "true"}
+    ).json()
+    return [r for b in body["backups"] for r in b["replication_records"]]
+
+
+def wait_records(env: Env, vault_id: str, count: int) -> list[dict[str, Any]]:
+    """Poll the source backups' replication records until `count` of them have ended."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = records(env, vault_id)
+        if sum(1 for r in found if r["status"] in ("success", "fail")) >= count:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"replication did not finish: {records(env, vault_id)}")
+
+
+def replicate_backup(env: Env, vault_id: str, backup_id: str, dest_id: str) -> dict[str, Any]:
+    """Replicate one backup of `vault_id` into region2's `dest_id`; its ended record."""
+    body = {
+        "replicate": {
+            "destination_project_id": env.projects["region2"],
+            "destination_region": "region2",
+            "destination_vault_id": dest_id,
+        }
+    }
+    assert env.post("region1", f"/backups/{backup_id}/replicate", body).status_code == 200
+    ended = wait_records(env, vault_id, 1)
+    return next(r for r in ended if r["source_backup_id"] == backup_id)
+
+
+# --- AK/SK keys and SDK signing -------------------------------------------------------
+
+
+CREDENTIALS = "/v3.0/OS-CREDENTIAL/credentials"
+HOST = "testserver"  # what Starlette's TestClient sends as Host
+
+
+@dataclass(frozen=True)
+class Key:
+    access: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A signed request as it goes on the wire."""
+
+    method: str
+    url: str  # path and query, percent-encoded
+    headers: dict[str, str]
+    body: bytes
+
+
+def sdk_date(at: datetime | None = None) -> str:
+    return (at or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def sign(
+    key: Key,
+    method: str,
+    path: str,
+    project_id: str | None,
+    query: list[tuple[str, Any]] | None = None,
+    body: Any = None,
+    date: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> Signed:
+    data = json.dumps(body) if body is not None else None
+    headers = {
+        "Content-Type": "application/json;charset=utf-8" if data else "application/json",
+        "User-Agent": "huaweicloud-usdk-python/3.0",
+        "X-Sdk-Date": date or sdk_date(),
+        **({"X-Project-Id": project_id} if project_id else {}),
+        **(extra or {}),
+    }
+    request = SdkRequest(
+        method=method,
+        schema="http",
+        host=HOST,
+        resource_path=path,
+        query_params=query or [],
+        header_params=headers,
+        body=data,
+    )
+    Signer(BasicCredentials(key.access, key.secret, project_id)).sign(request)
+    prepared = requests.Request(
+        method, request.url, headers=request.header_params, data=request.body
+    ).prepare()
+    sent = prepared.body or b""
+    assert isinstance(sent, bytes)
+    return Signed(method, prepared.path_url, dict(prepared.headers), sent)
+
+
+def send(env: Env, signed: Signed) -> Any:
+    return env.client.request(
+        signed.method, signed.url, headers=signed.headers, content=signed.body
+    )
+
+
+def create_key(env: Env, user_id: str | None = None, user: str = "admin") -> Key:
+    body = {"credential": {"user_id": user_id, "description": "ci"} if user_id else {}}
+    response = env.client.post(CREDENTIALS, json=body, headers=env.headers("region1", user))
+    assert response.status_code == 201, response.text
+    credential = response.json()["credential"]
+    return Key(credential["access"], credential["secret"])
+
+
+def user_id(env: Env, name: str) -> str:
+    with env.db.transaction() as session:
+        user = identity.find_user(session, name)
+        assert user is not None
+        return user.id

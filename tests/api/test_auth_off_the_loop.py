@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.api.conftest import Env
+from tests.api.helpers import Env
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 from sqlalchemy import select
 
 from opencbr import clock
 from opencbr.db.backups import Backup, VaultChunk
 from opencbr.db.vaults import Vault
-from tests.api.conftest import Env
-from tests.api.helpers import chunk_names, create_vault, register_dir
+from tests.api.helpers import Env, chunk_names, create_vault, register_dir, register_server
 
 MiB = 1 << 20
 GB = 1 << 30
@@ -134,16 +134,7 @@ def test_server_backup_gathers_its_volumes_warnings(env: Env) -> None:
     (root / "web" / "sys").mkdir(parents=True)
     os.mkfifo(root / "web" / "sys" / "pipe")
     (root / "web" / "data.img").write_bytes(b"\1" * 4096)
-    body = {
-        "instance": {
-            "name": "web",
-            "volumes": [
-                {"name": "sys", "path": str(root / "web" / "sys")},
-                {"name": "data", "path": str(root / "web" / "data.img")},
-            ],
-        }
-    }
-    server = env.post("region1", "/protectables/server/instances", body).json()["instance"]
+    server = register_server(env, {"sys": root / "web" / "sys", "data": root / "web" / "data.img"})
     vault = create_vault(
         env, object_type="server", resources=[{"id": server["id"], "type": "OS::Nova::Server"}]
     )
@@ -189,16 +180,7 @@ def test_a_failed_server_backup_also_drops_the_chunks_its_finished_volumes_index
     (root / "web" / "a" / "blob").write_bytes(os.urandom(3 * MiB))
     (root / "web" / "b").mkdir(parents=True)
     (root / "web" / "b" / "blob").write_bytes(os.urandom(24 * MiB))
-    body = {
-        "instance": {
-            "name": "web",
-            "volumes": [
-                {"name": "a", "path": str(root / "web" / "a")},
-                {"name": "b", "path": str(root / "web" / "b")},
-            ],
-        }
-    }
-    server = env.post("region1", "/protectables/server/instances", body).json()["instance"]
+    server = register_server(env, {"a": root / "web" / "a", "b": root / "web" / "b"})
     vault = create_vault(
         env,
         object_type="server",
@@ -216,6 +198,7 @@ def test_a_failed_server_backup_also_drops_the_chunks_its_finished_volumes_index
 # --- two backups racing for the last capacity -----------------------------------------
 
 
+@pytest.mark.slow
 def test_two_concurrent_backups_never_together_exceed_the_vault_capacity(env: Env) -> None:
     ids = []
     for name in ("one", "two"):

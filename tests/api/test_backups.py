@@ -13,15 +13,18 @@ import pytest
 import structlog
 
 from opencbr.db import chunks
-from tests.api.conftest import Env
 from tests.api.helpers import (
+    Env,
     assert_error,
+    backup_now,
     chunk_names,
     chunks_dir,
     create_vault,
     register_dir,
     register_disk,
+    register_server,
     register_web_server,
+    restore,
 )
 from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
 
@@ -36,52 +39,6 @@ def _many_small_files(root: Path, count: int, seed: int = 3) -> None:
         (folder / f"file{index:05d}.txt").write_bytes(rng.randbytes(rng.randrange(0, 8192)))
 
 
-def backup_now(env: Env, vault_id: str, region: str = "region1", **params: Any) -> dict[str, Any]:
-    """Create a checkpoint and wait for it; returns the (single) backup."""
-    response = env.post(
-        region, "/checkpoints", {"checkpoint": {"vault_id": vault_id, "parameters": params}}
-    )
-    assert response.status_code == 200, response.text
-    checkpoint = response.json()["checkpoint"]
-    assert checkpoint["status"] == "protecting"
-    done = env.wait_for(
-        region,
-        f"/checkpoints/{checkpoint['id']}",
-        lambda body: body["checkpoint"]["status"] != "protecting",
-    )
-    assert done["checkpoint"]["status"] == "available", done
-    backups = env.get(region, "/backups", params={"checkpoint_id": checkpoint["id"]}).json()[
-        "backups"
-    ]
-    assert len(backups) == 1
-    backup: dict[str, Any] = backups[0]
-    return backup
-
-
-def restore(
-    env: Env, backup_id: str, body: dict[str, Any], region: str = "region1"
-) -> dict[str, Any]:
-    response = env.post(region, f"/backups/{backup_id}/restore", {"restore": body})
-    assert response.status_code == 202, response.text
-    assert response.content == b""
-    logs = env.wait_for(
-        region,
-        "/operation-logs",
-        lambda b: any(
-            log["extra_info"].get("restore", {}).get("backup_id") == backup_id
-            and log["status"] in ("success", "failed")
-            for log in b["operation_logs"]
-        ),
-    )["operation_logs"]
-    log: dict[str, Any] = next(
-        entry
-        for entry in logs
-        if entry["operation_type"] == "restore"
-        and entry["extra_info"]["restore"]["backup_id"] == backup_id
-    )
-    return log
-
-
 @pytest.fixture
 def tree(env: Env) -> tuple[Path, dict[str, Any]]:
     source = env.roots["region1"] / "source"
@@ -90,6 +47,7 @@ def tree(env: Env) -> tuple[Path, dict[str, Any]]:
     return source, register_dir(env, name="source")
 
 
+@pytest.mark.slow
 def test_tree_backup_incremental_and_byte_identical_restores(
     env: Env, tree: tuple[Path, dict[str, Any]]
 ) -> None:
@@ -136,6 +94,7 @@ def test_incremental_tree_backup_does_not_read_unchanged_large_files(
     assert_same_tree(source, env.roots["region1"] / "target")
 
 
+@pytest.mark.slow
 def test_sparse_disk_image_backup_and_restore(env: Env) -> None:
     disk = register_disk(env, name="sda", size=1 << 30)
     image = env.roots["region1"] / "sda.img"
@@ -362,16 +321,9 @@ def test_server_backup_has_volume_children_and_restores_by_mapping(env: Env) -> 
     assert backup["extend_info"]["supported_restore_mode"] == "backup"
     (root / "web2" / "sys").mkdir(parents=True)
     (root / "web2" / "data.img").write_bytes(b"")
-    body2 = {
-        "instance": {
-            "name": "web2",
-            "volumes": [
-                {"name": "a", "path": str(root / "web2" / "sys")},
-                {"name": "b", "path": str(root / "web2" / "data.img")},
-            ],
-        }
-    }
-    other = env.post("region1", "/protectables/server/instances", body2).json()["instance"]
+    other = register_server(
+        env, {"a": root / "web2" / "sys", "b": root / "web2" / "data.img"}, name="web2"
+    )
     volumes = {c["name"]: c["id"] for c in other["children"]}
     children = {c["resource_name"]: c["id"] for c in backup["children"]}
     mappings = [

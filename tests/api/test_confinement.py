@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from opencbr.services.stores import StoreRegistry, VaultSource
-from tests.api.conftest import Env
 from tests.api.helpers import (
+    Env,
     assert_error,
     create_vault,
     register_dir,

@@ -7,104 +7,32 @@ Signed requests are built by huaweicloudsdkcore's own ``Signer`` and sent as
 
 from __future__ import annotations
 
-import json
 import re
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import requests
-from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
-from huaweicloudsdkcore.sdk_request import SdkRequest  # type: ignore[import-untyped]
-from huaweicloudsdkcore.signer.signer import Signer  # type: ignore[import-untyped]
-
 from opencbr.db.credentials import Credential
 from opencbr.services import identity
-from tests.api.conftest import PASSWORD, Env, issue
-from tests.api.helpers import assert_error, vault_body
+from tests.api.helpers import (
+    CREDENTIALS,
+    PASSWORD,
+    Env,
+    Key,
+    Signed,
+    assert_error,
+    create_key,
+    issue,
+    sdk_date,
+    send,
+    sign,
+    user_id,
+    vault_body,
+)
 
-CREDENTIALS = "/v3.0/OS-CREDENTIAL/credentials"
-HOST = "testserver"  # what Starlette's TestClient sends as Host
 SIGNATURE_FAILED = "Incorrect IAM authentication information: verify aksk signature fail"
-
-
-@dataclass(frozen=True)
-class Key:
-    access: str
-    secret: str
-
-
-@dataclass(frozen=True)
-class Signed:
-    """A signed request as it goes on the wire."""
-
-    method: str
-    url: str  # path and query, percent-encoded
-    headers: dict[str, str]
-    body: bytes
-
-
-def sdk_date(at: datetime | None = None) -> str:
-    return (at or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
-def sign(
-    key: Key,
-    method: str,
-    path: str,
-    project_id: str | None,
-    query: list[tuple[str, Any]] | None = None,
-    body: Any = None,
-    date: str | None = None,
-    extra: dict[str, str] | None = None,
-) -> Signed:
-    data = json.dumps(body) if body is not None else None
-    headers = {
-        "Content-Type": "application/json;charset=utf-8" if data else "application/json",
-        "User-Agent": "huaweicloud-usdk-python/3.0",
-        "X-Sdk-Date": date or sdk_date(),
-        **({"X-Project-Id": project_id} if project_id else {}),
-        **(extra or {}),
-    }
-    request = SdkRequest(
-        method=method,
-        schema="http",
-        host=HOST,
-        resource_path=path,
-        query_params=query or [],
-        header_params=headers,
-        body=data,
-    )
-    Signer(BasicCredentials(key.access, key.secret, project_id)).sign(request)
-    prepared = requests.Request(
-        method, request.url, headers=request.header_params, data=request.body
-    ).prepare()
-    sent = prepared.body or b""
-    assert isinstance(sent, bytes)
-    return Signed(method, prepared.path_url, dict(prepared.headers), sent)
-
-
-def send(env: Env, signed: Signed) -> Any:
-    return env.client.request(
-        signed.method, signed.url, headers=signed.headers, content=signed.body
-    )
-
-
-def create_key(env: Env, user_id: str | None = None, user: str = "admin") -> Key:
-    body = {"credential": {"user_id": user_id, "description": "ci"} if user_id else {}}
-    response = env.client.post(CREDENTIALS, json=body, headers=env.headers("region1", user))
-    assert response.status_code == 201, response.text
-    credential = response.json()["credential"]
-    return Key(credential["access"], credential["secret"])
-
-
-def user_id(env: Env, name: str) -> str:
-    with env.db.transaction() as session:
-        user = identity.find_user(session, name)
-        assert user is not None
-        return user.id
 
 
 def assert_refused(response: Any, reason: str) -> None:
@@ -194,7 +122,7 @@ def test_admin_manages_keys_of_users_in_projects_it_administers(env: Env) -> Non
 
 def test_admin_of_one_project_cannot_mint_keys_for_a_wider_user(env: Env) -> None:
     identity.create_project(env.db, env.settings, "team-a", "region1")
-    identity.create_user(env.db, "alice", PASSWORD)
+    identity.create_user(env.db, env.settings, "alice", PASSWORD)
     grant = identity.grant_role(env.db, "alice", "team-a", "admin")
     alice = {"X-Auth-Token": issue(env.client, "alice", PASSWORD, grant.project_id)}
     body = {"credential": {"user_id": user_id(env, "admin")}}

@@ -15,17 +15,18 @@ from opencbr.archive.manifest import Manifest
 from opencbr.storage.chunk import decode_chunk
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import CorruptChunkError
-from tests.api.conftest import Env
 from tests.api.helpers import (
+    Env,
+    backup_now,
     chunk_names,
     chunks_dir,
     create_vault,
     register_dir,
     register_disk,
     register_web_server,
+    replicate_backup,
+    wait_records,
 )
-from tests.api.test_backups import backup_now
-from tests.api.test_replication import replicate_backup, wait_records
 from tests.unit.archive_support import assert_same_tree
 
 MiB = 1 << 20

@@ -13,9 +13,16 @@ import pytest
 
 from opencbr.api.routes.unsupported import UNSUPPORTED
 from opencbr.services import identity
-from tests.api.conftest import PASSWORD, Env, issue
-from tests.api.helpers import assert_error, create_vault, register_dir, register_disk
-from tests.api.test_backups import backup_now
+from tests.api.helpers import (
+    PASSWORD,
+    Env,
+    assert_error,
+    backup_now,
+    create_vault,
+    issue,
+    register_dir,
+    register_disk,
+)
 
 MiB = 1 << 20
 
@@ -23,7 +30,7 @@ MiB = 1 << 20
 def outsider(env: Env) -> tuple[str, str]:
     """A project of another tenant's user in region2: (project id, that user's token)."""
     project = identity.create_project(env.db, env.settings, "outsider", "region2")
-    identity.create_user(env.db, "stranger", PASSWORD)
+    identity.create_user(env.db, env.settings, "stranger", PASSWORD)
     identity.grant_role(env.db, "stranger", "outsider", "admin")
     return project.id, issue(env.client, "stranger", PASSWORD, project.id)
 

@@ -17,9 +17,16 @@ from opencbr.services import gc
 from opencbr.settings import Settings
 from opencbr.storage.chunk import digest, encode_chunk
 from opencbr.storage.store import ChunkStore
-from tests.api.conftest import Env, make_settings
-from tests.api.helpers import chunk_names, chunks_dir, create_vault, register_dir
-from tests.api.test_backups import backup_now, restore
+from tests.api.helpers import (
+    Env,
+    backup_now,
+    chunk_names,
+    chunks_dir,
+    create_vault,
+    make_settings,
+    register_dir,
+    restore,
+)
 
 MiB = 1 << 20
 SAFETY_MARGIN = 600.0

@@ -7,21 +7,27 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from opencbr import clock
-from tests.api.conftest import PASSWORD, Env, issue
+from opencbr.services import identity
+from tests.api.helpers import PASSWORD, Env, issue, password_body
 
 
-def password_body(user: str, password: str, scope: dict[str, object]) -> dict[str, object]:
-    return {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
-                },
-            },
-            "scope": scope,
-        }
-    }
+def stored_password_hash(env: Env, name: str) -> str:
+    with env.db.reading() as session:
+        user = identity.find_user(session, name)
+        assert user is not None
+        return user.password_hash
+
+
+def test_passwords_are_hashed_at_production_strength_by_default(env: Env) -> None:
+    production = env.settings.model_copy(update={"password_hash_cost": "production"})
+    identity.create_user(env.db, production, "strong", PASSWORD)
+    identity.grant_role(env.db, "strong", env.projects["region1"], "member")
+    assert stored_password_hash(env, "strong").startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    # the suite's own users are argon2id too, only cheaper; both kinds log in
+    assert stored_password_hash(env, "admin").startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert issue(env.client, "strong", PASSWORD, env.projects["region1"])
+    wrong = password_body("strong", "wrong", {"project": {"id": env.projects["region1"]}})
+    assert env.client.post("/identity/v3/auth/tokens", json=wrong).status_code == 401
 
 
 def test_version_discovery_points_at_v3(env: Env) -> None:

@@ -12,10 +12,19 @@ from typing import Any
 from opencbr import clock
 from opencbr.db.identity import Project, User
 from opencbr.services import credentials, identity
-from tests.api.conftest import PASSWORD, Env, issue
-from tests.api.helpers import assert_error
-from tests.api.test_credentials import CREDENTIALS, Key, create_key, send, sign, user_id
-from tests.api.test_identity import password_body as keystone_password_body
+from tests.api.helpers import (
+    CREDENTIALS,
+    PASSWORD,
+    Env,
+    Key,
+    assert_error,
+    create_key,
+    issue,
+    send,
+    sign,
+    user_id,
+)
+from tests.api.helpers import password_body as keystone_password_body
 
 UNKNOWN_KEY = "Incorrect IAM authentication information: verify aksk signature fail: unknown"
 
@@ -32,7 +41,7 @@ def assert_refused_like_an_unknown_key(response: Any) -> None:
 def team_admin(env: Env) -> tuple[str, dict[str, str]]:
     """A project "team-a" in region1 and its admin "alice": (project id, alice's headers)."""
     team = identity.create_project(env.db, env.settings, "team-a", "region1")
-    identity.create_user(env.db, "alice", PASSWORD)
+    identity.create_user(env.db, env.settings, "alice", PASSWORD)
     identity.grant_role(env.db, "alice", "team-a", "admin")
     return team.id, {"X-Auth-Token": issue(env.client, "alice", PASSWORD, team.id)}
 
@@ -52,7 +61,7 @@ def test_key_minted_for_a_user_without_roles_never_acts_outside_the_minters_proj
     env: Env,
 ) -> None:
     team, alice = team_admin(env)
-    bob = identity.create_user(env.db, "bob", PASSWORD)
+    bob = identity.create_user(env.db, env.settings, "bob", PASSWORD)
     key = mint(env, alice, bob.id)  # bob holds no role anywhere yet
     elsewhere = env.projects["region1"]
     identity.grant_role(env.db, "bob", elsewhere, "member")  # the operator, later
@@ -67,7 +76,7 @@ def test_key_minted_for_a_user_without_roles_never_acts_outside_the_minters_proj
 
 def test_key_minted_for_a_team_member_does_not_follow_a_later_grant(env: Env) -> None:
     team, alice = team_admin(env)
-    bob = identity.create_user(env.db, "bob", PASSWORD)
+    bob = identity.create_user(env.db, env.settings, "bob", PASSWORD)
     identity.grant_role(env.db, "bob", team, "member")
     key = mint(env, alice, bob.id)
     elsewhere = env.projects["region2"]
@@ -83,7 +92,7 @@ def test_key_minted_for_a_team_member_does_not_follow_a_later_grant(env: Env) ->
 
 def test_keys_minted_by_their_user_or_the_operator_follow_the_users_roles(env: Env) -> None:
     team, _alice = team_admin(env)
-    bob = identity.create_user(env.db, "bob", PASSWORD)
+    bob = identity.create_user(env.db, env.settings, "bob", PASSWORD)
     identity.grant_role(env.db, "bob", team, "member")
     own_key = mint(env, {"X-Auth-Token": issue(env.client, "bob", PASSWORD, team)}, bob.id)
     box = credentials.secret_box(env.settings)

@@ -15,9 +15,15 @@ from fastapi import FastAPI
 
 from opencbr.api.middleware import BodyLimitMiddleware
 from opencbr.services import identity
-from tests.api.conftest import PASSWORD, Env, issue
-from tests.api.helpers import assert_error, create_vault, register_dir
-from tests.api.test_backups import backup_now
+from tests.api.helpers import (
+    PASSWORD,
+    Env,
+    assert_error,
+    backup_now,
+    create_vault,
+    issue,
+    register_dir,
+)
 
 MiB = 1 << 20
 LISTS = [
@@ -268,7 +274,7 @@ def _replicate_as(env: Env, token: str, vault_id: str, project_id: str) -> httpx
 
 def test_a_destination_project_one_cannot_use_has_one_answer(env: Env) -> None:
     vault = create_vault(env)
-    identity.create_user(env.db, "prober", PASSWORD)
+    identity.create_user(env.db, env.settings, "prober", PASSWORD)
     identity.grant_role(env.db, "prober", "region1", "member")
     identity.grant_role(env.db, "prober", "region2", "viewer")
     token = issue(env.client, "prober", PASSWORD, env.projects["region1"])

@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Env
-from tests.api.helpers import assert_error, create_vault, register_dir
-from tests.api.test_backups import backup_now
+from tests.api.helpers import Env, assert_error, backup_now, create_vault, register_dir
 
 
 def names(body: dict[str, Any], key: str) -> list[str]:

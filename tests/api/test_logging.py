@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from opencbr.db.session import Database
-from tests.api.conftest import PASSWORD, Env
-from tests.api.test_credentials import Key, create_key, sign
+from tests.api.helpers import PASSWORD, Env, Key, create_key, sign
 
 MAX_LOG_PER_FAILURE = 20 * 1024
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tests.api.conftest import Env
-from tests.api.helpers import assert_error, create_vault, register_dir
+from tests.api.helpers import Env, assert_error, create_vault, register_dir
 
 
 def test_register_list_show_and_unregister_a_tree(env: Env) -> None:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import random
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from opencbr.app import create_app
 from opencbr.db import chunks
 from opencbr.db.session import Database
 from opencbr.db.vaults import Vault
@@ -23,16 +20,25 @@ from opencbr.jobs import tasks
 from opencbr.services import identity, replication, replication_runs
 from opencbr.services.replicas import create_replicas
 from opencbr.settings import RegionSettings
-from tests.api.conftest import PASSWORD, Env, make_settings
+from opencbr.storage.faulty import FaultyChunkStore
 from tests.api.helpers import (
+    PASSWORD,
+    Env,
     assert_error,
+    backup_now,
     chunk_names,
     chunks_dir,
     create_vault,
+    issue,
+    make_settings,
+    records,
     register_dir,
     register_web_server,
+    replicate_backup,
+    restore,
+    serving,
+    wait_records,
 )
-from tests.api.test_backups import backup_now, restore
 from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
 
 MiB = 1 << 20
@@ -49,38 +55,6 @@ def seed_body(env: Env, vault_id: str, dest_vault_id: str, **extra: Any) -> dict
             **extra,
         }
     }
-
-
-def records(env: Env, vault_id: str) -> list[dict[str, Any]]:
-    body = env.get(
-        "region1", "/backups", params={"vault_id": vault_id, "show_replication": "true"}
-    ).json()
-    return [r for b in body["backups"] for r in b["replication_records"]]
-
-
-def wait_records(env: Env, vault_id: str, count: int) -> list[dict[str, Any]]:
-    """Poll the source backups' replication records until `count` of them have ended."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        found = records(env, vault_id)
-        if sum(1 for r in found if r["status"] in ("success", "fail")) >= count:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"replication did not finish: {records(env, vault_id)}")
-
-
-def replicate_backup(env: Env, vault_id: str, backup_id: str, dest_id: str) -> dict[str, Any]:
-    """Replicate one backup of `vault_id` into region2's `dest_id`; its ended record."""
-    body = {
-        "replicate": {
-            "destination_project_id": env.projects["region2"],
-            "destination_region": "region2",
-            "destination_vault_id": dest_id,
-        }
-    }
-    assert env.post("region1", f"/backups/{backup_id}/replicate", body).status_code == 200
-    ended = wait_records(env, vault_id, 1)
-    return next(r for r in ended if r["source_backup_id"] == backup_id)
 
 
 def assert_restores_in_region2(env: Env, backup_id: str, expected: Path) -> None:
@@ -304,11 +278,9 @@ def test_replicate_validation_codes(
         "BackupService.0001",
     )
     # a viewer in the destination project may not write there
-    identity.create_user(env.db, "writer-r1", PASSWORD)
+    identity.create_user(env.db, env.settings, "writer-r1", PASSWORD)
     identity.grant_role(env.db, "writer-r1", "region1", "member")
     identity.grant_role(env.db, "writer-r1", "region2", "viewer")
-    from tests.api.conftest import issue
-
     token = issue(env.client, "writer-r1", PASSWORD, env.projects["region1"])
     response = env.client.post(
         env.url("region1", "/checkpoints/replicate"),
@@ -364,13 +336,16 @@ def faulty_env(tmp_path: Path, database: Database) -> Iterator[Env]:
         RegionSettings(name="region1", storage=str(tmp_path / "data" / "store" / "region1")),
         RegionSettings(name="region2", storage=f"faulty+{store2}?fail_put=0.1&seed=7"),
     ]
-    settings = make_settings(tmp_path, regions=regions)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    result = identity.bootstrap(database, settings, "admin", PASSWORD)
-    app = create_app(settings, database, migrate=False)
-    with TestClient(app) as client:
-        roots = {root.project: root.path for root in settings.protectable_roots}
-        yield Env(client, settings, database, result.projects, roots)
+    with serving(make_settings(tmp_path, regions=regions), database) as running:
+        yield running
+
+
+def injected_put_faults(env: Env, region: str, vault_id: str) -> int:
+    """How many chunk writes the vault's FaultyChunkStore failed on purpose so far."""
+    store = env.client.app.state.runtime.stores.vault(region, vault_id)
+    while not isinstance(store, FaultyChunkStore):
+        store = store.inner  # through the wrappers the opener puts around it
+    return store.failed_puts
 
 
 def test_failing_writes_are_retried_then_a_corrupt_source_chunk_fails_the_record(
@@ -396,6 +371,7 @@ def test_failing_writes_are_retried_then_a_corrupt_source_chunk_fails_the_record
     assert env.post("region1", f"/backups/{first['id']}/replicate", body).status_code == 200
     done = wait_records(env, vault["id"], 1)
     assert done[0]["status"] == "success", done
+    assert injected_put_faults(env, "region2", dest["id"]) > 0  # the retries were exercised
 
     (tree / "new").write_bytes(rng.randbytes(3 * MiB))
     second = backup_now(env, vault["id"])

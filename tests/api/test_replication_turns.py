@@ -16,9 +16,7 @@ from huey.signals import SIGNAL_EXECUTING
 from opencbr.jobs import tasks
 from opencbr.jobs.queue import Jobs
 from opencbr.settings import Settings
-from tests.api.conftest import Env, make_settings
-from tests.api.helpers import create_vault, register_dir
-from tests.api.test_backups import backup_now
+from tests.api.helpers import Env, backup_now, create_vault, make_settings, register_dir
 
 WAIT_SECONDS = 3.0  # the old design re-ran a waiting record every second
 

@@ -23,15 +23,16 @@ from sqlalchemy import text
 from opencbr.archive.manifest import Manifest
 from opencbr.services import restores
 from opencbr.storage.layout import manifest_name
-from tests.api.conftest import Env
 from tests.api.helpers import (
+    Env,
     assert_error,
+    backup_now,
     chunks_dir,
     create_vault,
     register_dir,
     register_disk,
+    restore,
 )
-from tests.api.test_backups import backup_now, restore
 
 MiB = 1 << 20
 TURBO = "OS::Sfs::Turbo"

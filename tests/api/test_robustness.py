@@ -12,9 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api.conftest import PASSWORD, Env
-from tests.api.helpers import assert_error, create_vault, register_dir, vault_body
-from tests.api.test_backups import backup_now
+from tests.api.helpers import (
+    PASSWORD,
+    Env,
+    assert_error,
+    backup_now,
+    create_vault,
+    register_dir,
+    vault_body,
+)
 
 # Integers around the databases' limits (signed 64- and 32-bit) and far past them.
 EDGE_INTEGERS = [2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, -(2**31), 10**30]

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import Env
-from tests.api.helpers import assert_error, create_vault, register_dir, register_disk, vault_body
+from tests.api.helpers import (
+    Env,
+    assert_error,
+    create_vault,
+    register_dir,
+    register_disk,
+    vault_body,
+)
 
 
 def test_create_vault_answers_every_documented_field(env: Env) -> None:

@@ -1,14 +1,191 @@
-"""HTTP flows against a real server, shared by the end-to-end tests."""
+"""What the end-to-end tests share: a real `opencbr serve` process (`Server`), its config,
+tokens, HTTP flows (`Client`) and the official SDKs' helpers (`Site`).
+
+Test modules import from here, never from one another; fixtures live in conftest.py.
+"""
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
+    BillingCreate,
+    CbrClient,
+    CheckpointParam,
+    CreateCheckpointRequest,
+    CreateVaultRequest,
+    ListBackupsRequest,
+    ResourceCreate,
+    ShowBackupRequest,
+    ShowCheckpointRequest,
+    VaultBackup,
+    VaultBackupReq,
+    VaultCreate,
+    VaultCreateReq,
+)
+from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
 
-from tests.e2e.conftest import Server, token_for
+T = TypeVar("T")
+OPENCBR = [sys.executable, "-m", "opencbr"]
+TURBO = "OS::Sfs::Turbo"
+# Fields the SDK models mark as always present (cbr-sdk-models.md), checked on every answer.
+VAULT_FIELDS = ("billing", "id", "name", "project_id", "provider_id", "resources", "user_id")
+VAULT_FIELDS += ("created_at", "auto_bind", "auto_expand", "smn_notify", "threshold")
+BILLING_FIELDS = ("allocated", "charging_mode", "cloud_type", "consistent_level", "object_type")
+BILLING_FIELDS += ("protect_type", "size", "spec_code", "status", "used")
+CHECKPOINT_FIELDS = ("created_at", "id", "project_id", "status", "vault", "extra_info")
+BACKUP_FIELDS = ("checkpoint_id", "created_at", "description", "extend_info", "id", "image_type")
+BACKUP_FIELDS += ("name", "project_id", "protected_at", "resource_id", "resource_name")
+BACKUP_FIELDS += ("resource_size", "resource_type", "status", "updated_at", "vault_id")
+BACKUP_FIELDS += ("provider_id",)
+
+
+# --- a served process -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One `opencbr serve` process; `restart()` SIGKILLs and starts it again on the same port."""
+
+    config: Path
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.data_dir / "serve.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [*OPENCBR, "serve", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/identity/v3", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("opencbr serve did not come up:\n" + self.log())
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        path = self.data_dir / "serve.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def password(self) -> str:
+        return (self.data_dir / "admin-password").read_text().strip()
+
+    def projects(self) -> dict[str, str]:
+        """Region -> id of its project, bootstrapping (idempotent; the password is kept)."""
+        result = self.admin("bootstrap", "--user", "admin", "--password", "unused")
+        return {p["name"]: p["id"] for p in result["projects"]}
+
+    def root(self, region: str) -> Path:
+        """The protectable root `write_config` gave the project named after `region`."""
+        return self.data_dir.parent / "roots" / region
+
+    def admin(self, *args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [*OPENCBR, "admin", *args, "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+
+def write_config(tmp: Path, port: int, extra: str = "") -> Path:
+    data = tmp / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    roots = "".join(
+        f'[[protectable_roots]]\nproject = "{region}"\npath = "{tmp / "roots" / region}"\n'
+        for region in ("region1", "region2")
+    )
+    for region in ("region1", "region2"):
+        (tmp / "roots" / region).mkdir(parents=True, exist_ok=True)
+    config = tmp / "opencbr.toml"
+    config.write_text(
+        f'data_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
+        f"reconcile_interval_seconds = 1.0\n"
+        # Real argon2id at its cheapest: production strength is tested in the API tests.
+        'password_hash_cost = "test"\n'
+        f"{extra}\n{roots}"
+    )
+    return config
+
+
+@contextmanager
+def serving(tmp: Path, extra: str = "") -> Iterator[Server]:
+    """A server on a free port with `write_config(tmp, port, extra)`, stopped at the end."""
+    port = free_port()
+    instance = Server(write_config(tmp, port, extra), tmp / "data", port)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+def token_for(
+    server: Server, project_id: str, user: str = "admin", password: str | None = None
+) -> str:
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": user,
+                        "domain": {"name": "Default"},
+                        "password": password or server.password(),
+                    }
+                },
+            },
+            "scope": {"project": {"id": project_id}},
+        }
+    }
+    response = httpx.post(f"{server.url}/identity/v3/auth/tokens", json=body, timeout=30)
+    assert response.status_code == 201, response.text
+    return str(response.headers["X-Subject-Token"])
+
+
+# --- HTTP flows -----------------------------------------------------------------------
 
 
 class Client:
@@ -94,3 +271,105 @@ class Client:
             x for x in logs if x["extra_info"]["restore"]["backup_id"] == backup_id
         )
         return log
+
+
+# --- the official SDKs ----------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    server: Server
+    projects: dict[str, str]  # region -> project id (projects are named after regions)
+    access: str
+    secret: str
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run at the module's end
+
+    def cbr(self, region: str, access: str | None = None, secret: str | None = None) -> Any:
+        """A Huawei SDK client for the region's project (closed at the module's end)."""
+        credentials = BasicCredentials(
+            access or self.access, secret or self.secret, self.projects[region]
+        )
+        builder = CbrClient.new_builder().with_credentials(credentials)
+        client = builder.with_endpoints([self.server.url]).build()
+        self.cleanups.append(client.get_http_client().close)
+        return client
+
+    def close(self) -> None:
+        for cleanup in self.cleanups:
+            cleanup()
+
+
+def wait_until(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; last value: {value}")
+        time.sleep(0.2)
+
+
+def assert_populated(model: Any, fields: Iterable[str]) -> None:
+    missing = [name for name in fields if getattr(model, name) is None]
+    assert not missing, f"{type(model).__name__} lacks {missing}: {model}"
+
+
+def write_tree(path: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+
+
+def register_dir(site: Site, region: str, name: str, files: dict[str, str]) -> str:
+    """A directory under the region project's root, registered as a turbo resource."""
+    path = site.server.root(region) / name
+    path.mkdir(parents=True)
+    write_tree(path, files)
+    project = site.projects[region]
+    response = httpx.post(
+        f"{site.server.url}/v3/{project}/protectables/turbo/instances",
+        json={"instance": {"name": name, "path": str(path)}},
+        headers={"X-Auth-Token": token_for(site.server, project)},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["instance"]["id"])
+
+
+# --- Huawei Cloud SDK (AK/SK) --------------------------------------------------------------
+
+
+def sdk_vault(client: Any, name: str, protect_type: str, resources: list[str]) -> Any:
+    billing = BillingCreate(
+        consistent_level="crash_consistent", object_type="turbo", protect_type=protect_type, size=10
+    )
+    bound = [ResourceCreate(id=resource, type=TURBO) for resource in resources]
+    body = VaultCreateReq(vault=VaultCreate(name=name, billing=billing, resources=bound))
+    vault = client.create_vault(CreateVaultRequest(body=body)).vault
+    assert_populated(vault, VAULT_FIELDS)
+    assert_populated(vault.billing, BILLING_FIELDS)
+    expected = "vault.replication.server.normal" if protect_type == "replication" else None
+    assert vault.billing.spec_code == (expected or "vault.backup.turbo.normal")
+    return vault
+
+
+def sdk_back_up(client: Any, vault_id: str, name: str) -> Any:
+    """Back the vault up now; return its (only) backup once available."""
+    parameters = CheckpointParam(name=name, description="by the Huawei SDK", incremental=True)
+    body = VaultBackupReq(checkpoint=VaultBackup(vault_id=vault_id, parameters=parameters))
+    checkpoint = client.create_checkpoint(CreateCheckpointRequest(body=body)).checkpoint
+    assert_populated(checkpoint, CHECKPOINT_FIELDS)
+    wait_until(
+        lambda: client.show_checkpoint(ShowCheckpointRequest(checkpoint_id=checkpoint.id)),
+        lambda shown: shown.checkpoint.status == "available",
+    )
+    listed = client.list_backups(ListBackupsRequest(checkpoint_id=checkpoint.id))
+    assert listed.count == 1
+    backup = client.show_backup(ShowBackupRequest(backup_id=listed.backups[0].id)).backup
+    assert_populated(backup, BACKUP_FIELDS)
+    assert (backup.status, backup.vault_id, backup.checkpoint_id) == (
+        "available",
+        vault_id,
+        checkpoint.id,
+    )
+    return backup

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx
+import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.flows import Server
+
+pytestmark = pytest.mark.slow  # real `opencbr` processes: seconds a test
 
 MiB = 1 << 20
 LIMIT = 12 * MiB  # the default max_body_bytes

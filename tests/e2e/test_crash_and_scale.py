@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server, free_port, write_config
-from tests.e2e.flows import Client
+from tests.e2e.flows import Client, Server, free_port, write_config
 from tests.unit.archive_support import assert_same_tree
+
+pytestmark = pytest.mark.slow  # real `opencbr` processes: seconds a test
 
 MiB = 1 << 20
 FAST_RECOVERY = "lease_seconds = 3.0\n"
@@ -85,7 +86,6 @@ def chunk_count(store: Path) -> int:
     )
 
 
-@pytest.mark.slow
 def test_one_gib_replication_survives_sigkill_and_restores_identically(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
@@ -146,7 +146,6 @@ def test_one_gib_replication_survives_sigkill_and_restores_identically(
     assert again.status_code == 400 and again.json()["error_code"] == "BackupService.0001"
 
 
-@pytest.mark.slow
 def test_sigkill_during_backup_ends_available_or_error_never_stuck(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
@@ -175,7 +174,6 @@ def test_sigkill_during_backup_ends_available_or_error_never_stuck(
     assert logs[0]["status"] in ("success", "failed")
 
 
-@pytest.mark.slow
 def test_backing_up_a_2_gib_file_keeps_the_server_under_300_mb(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:

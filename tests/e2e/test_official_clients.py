@@ -11,9 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,16 +23,11 @@ from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
     BackupReplicateReqBody,
     BackupRestore,
     BackupRestoreReq,
-    BillingCreate,
     BillingUpdate,
-    CbrClient,
-    CheckpointParam,
     CheckpointReplicateParam,
     CheckpointReplicateReq,
     CopyBackupRequest,
     CopyCheckpointRequest,
-    CreateCheckpointRequest,
-    CreateVaultRequest,
     DeleteBackupRequest,
     DeleteVaultRequest,
     ListBackupsRequest,
@@ -43,164 +35,50 @@ from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
     ListVaultRequest,
     ResourceCreate,
     RestoreBackupRequest,
-    ShowBackupRequest,
-    ShowCheckpointRequest,
     ShowOpLogRequest,
     ShowReplicationCapabilitiesRequest,
     ShowVaultRequest,
     UpdateVaultRequest,
     VaultAddResourceReq,
-    VaultBackup,
-    VaultBackupReq,
-    VaultCreate,
-    VaultCreateReq,
     VaultUpdate,
     VaultUpdateReq,
 )
-from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
 from huaweicloudsdkcore.exceptions.exceptions import (  # type: ignore[import-untyped]
     ClientRequestException,
 )
 from otcextensions import sdk as otc_sdk
 
-from tests.e2e.conftest import OPENCBR, Server, token_for
+from tests.e2e.flows import (
+    BACKUP_FIELDS,
+    OPENCBR,
+    TURBO,
+    Site,
+    assert_populated,
+    register_dir,
+    sdk_back_up,
+    sdk_vault,
+    token_for,
+    wait_until,
+)
 
 # openstacksdk 4.22 warns of its own pending removals (InfluxDB on every connect, configured
 # or not; Resource._compute_attributes, which otcextensions still calls): not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack"),
+]
 
 T = TypeVar("T")
-TURBO = "OS::Sfs::Turbo"
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
 FILES = {"a.txt": "alpha\n", "sub/b.txt": "beta\n" * 1000}
 
-# Fields the SDK models mark as always present (cbr-sdk-models.md), checked on every answer.
-VAULT_FIELDS = ("billing", "id", "name", "project_id", "provider_id", "resources", "user_id")
-VAULT_FIELDS += ("created_at", "auto_bind", "auto_expand", "smn_notify", "threshold")
-BILLING_FIELDS = ("allocated", "charging_mode", "cloud_type", "consistent_level", "object_type")
-BILLING_FIELDS += ("protect_type", "size", "spec_code", "status", "used")
-CHECKPOINT_FIELDS = ("created_at", "id", "project_id", "status", "vault", "extra_info")
-BACKUP_FIELDS = ("checkpoint_id", "created_at", "description", "extend_info", "id", "image_type")
-BACKUP_FIELDS += ("name", "project_id", "protected_at", "resource_id", "resource_name")
-BACKUP_FIELDS += ("resource_size", "resource_type", "status", "updated_at", "vault_id")
-BACKUP_FIELDS += ("provider_id",)
+# Fields of an operation log the SDK model marks as always present (cbr-sdk-models.md).
 OPLOG_FIELDS = ("created_at", "error_info", "extra_info", "id", "operation_type", "project_id")
 OPLOG_FIELDS += ("provider_id", "started_at", "ended_at", "status", "updated_at", "vault_id")
 
 
-@dataclass
-class Site:
-    server: Server
-    projects: dict[str, str]  # region -> project id (projects are named after regions)
-    access: str
-    secret: str
-    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run at the module's end
-
-    def cbr(self, region: str, access: str | None = None, secret: str | None = None) -> Any:
-        """A Huawei SDK client for the region's project (closed at the module's end)."""
-        credentials = BasicCredentials(
-            access or self.access, secret or self.secret, self.projects[region]
-        )
-        builder = CbrClient.new_builder().with_credentials(credentials)
-        client = builder.with_endpoints([self.server.url]).build()
-        self.cleanups.append(client.get_http_client().close)
-        return client
-
-    def close(self) -> None:
-        for cleanup in self.cleanups:
-            cleanup()
-
-
-@pytest.fixture(scope="module")
-def site(module_server: Server) -> Iterator[Site]:
-    bootstrap = module_server.admin("bootstrap", "--user", "admin", "--password", "unused")
-    projects = {p["name"]: p["id"] for p in bootstrap["projects"]}
-    key = module_server.admin("credential", "create", "--user", "admin", "--description", "e2e")
-    instance = Site(module_server, projects, key["access"], key["secret"])
-    try:
-        yield instance
-    finally:
-        instance.close()
-
-
-def wait_until(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last value: {value}")
-        time.sleep(0.2)
-
-
-def assert_populated(model: Any, fields: Iterable[str]) -> None:
-    missing = [name for name in fields if getattr(model, name) is None]
-    assert not missing, f"{type(model).__name__} lacks {missing}: {model}"
-
-
-def write_tree(path: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_text(text)
-
-
 def read_tree(path: Path) -> dict[str, str]:
     return {str(p.relative_to(path)): p.read_text() for p in path.rglob("*") if p.is_file()}
-
-
-def register_dir(site: Site, region: str, name: str, files: dict[str, str]) -> str:
-    """A directory under the region project's root, registered as a turbo resource."""
-    path = site.server.root(region) / name
-    path.mkdir(parents=True)
-    write_tree(path, files)
-    project = site.projects[region]
-    response = httpx.post(
-        f"{site.server.url}/v3/{project}/protectables/turbo/instances",
-        json={"instance": {"name": name, "path": str(path)}},
-        headers={"X-Auth-Token": token_for(site.server, project)},
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["instance"]["id"])
-
-
-# --- Huawei Cloud SDK (AK/SK) --------------------------------------------------------------
-
-
-def sdk_vault(client: Any, name: str, protect_type: str, resources: list[str]) -> Any:
-    billing = BillingCreate(
-        consistent_level="crash_consistent", object_type="turbo", protect_type=protect_type, size=10
-    )
-    bound = [ResourceCreate(id=resource, type=TURBO) for resource in resources]
-    body = VaultCreateReq(vault=VaultCreate(name=name, billing=billing, resources=bound))
-    vault = client.create_vault(CreateVaultRequest(body=body)).vault
-    assert_populated(vault, VAULT_FIELDS)
-    assert_populated(vault.billing, BILLING_FIELDS)
-    expected = "vault.replication.server.normal" if protect_type == "replication" else None
-    assert vault.billing.spec_code == (expected or "vault.backup.turbo.normal")
-    return vault
-
-
-def sdk_back_up(client: Any, vault_id: str, name: str) -> Any:
-    """Back the vault up now; return its (only) backup once available."""
-    parameters = CheckpointParam(name=name, description="by the Huawei SDK", incremental=True)
-    body = VaultBackupReq(checkpoint=VaultBackup(vault_id=vault_id, parameters=parameters))
-    checkpoint = client.create_checkpoint(CreateCheckpointRequest(body=body)).checkpoint
-    assert_populated(checkpoint, CHECKPOINT_FIELDS)
-    wait_until(
-        lambda: client.show_checkpoint(ShowCheckpointRequest(checkpoint_id=checkpoint.id)),
-        lambda shown: shown.checkpoint.status == "available",
-    )
-    listed = client.list_backups(ListBackupsRequest(checkpoint_id=checkpoint.id))
-    assert listed.count == 1
-    backup = client.show_backup(ShowBackupRequest(backup_id=listed.backups[0].id)).backup
-    assert_populated(backup, BACKUP_FIELDS)
-    assert (backup.status, backup.vault_id, backup.checkpoint_id) == (
-        "available",
-        vault_id,
-        checkpoint.id,
-    )
-    return backup
 
 
 def sdk_restore(client: Any, backup_id: str, vault_id: str, target: str) -> Any:

@@ -14,7 +14,7 @@ from huaweicloudsdkcore.exceptions.exceptions import (  # type: ignore[import-un
 )
 
 from opencbr.api.routes.unsupported import UNSUPPORTED, Unsupported
-from tests.e2e.test_official_clients import (
+from tests.e2e.flows import (
     BILLING_FIELDS,
     VAULT_FIELDS,
     Site,
@@ -22,13 +22,15 @@ from tests.e2e.test_official_clients import (
     register_dir,
     sdk_back_up,
     sdk_vault,
-    site,  # noqa: F401  (the module's fixture)
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack"),
+]
 
 
-def test_summary_batch_update_and_external_vaults(site: Site) -> None:  # noqa: F811
+def test_summary_batch_update_and_external_vaults(site: Site) -> None:
     region1, region2 = site.cbr("region1"), site.cbr("region2")
     before = region1.show_summary(cbr.ShowSummaryRequest())
     resource = register_dir(site, "region1", "summary-dir", {"blob": "x" * 4096})
@@ -61,7 +63,7 @@ def test_summary_batch_update_and_external_vaults(site: Site) -> None:  # noqa: 
         assert found.project_id == site.projects["region2"]
 
 
-def test_storage_usage(site: Site) -> None:  # noqa: F811
+def test_storage_usage(site: Site) -> None:
     client = site.cbr("region1")
     resource = register_dir(site, "region1", "usage-dir", {"a.txt": "alpha\n"})
     vault = sdk_vault(client, "usage-vault", "backup", [resource])
@@ -84,7 +86,7 @@ def test_storage_usage(site: Site) -> None:  # noqa: F811
     assert len(paged.storage_usage) == 1 and paged.resource_count >= 1
 
 
-def test_features(site: Site) -> None:  # noqa: F811
+def test_features(site: Site) -> None:
     client = site.cbr("region1")
     listed = client.list_features(cbr.ListFeaturesRequest()).body
     assert listed["replication.enable"] is True
@@ -96,7 +98,7 @@ def test_features(site: Site) -> None:  # noqa: F811
     assert (refused.value.status_code, refused.value.error_code) == (400, "BackupService.9900")
 
 
-def test_identity_lookups(site: Site) -> None:  # noqa: F811
+def test_identity_lookups(site: Site) -> None:
     client = site.cbr("region1")
     listed = client.list_projects(cbr.ListProjectsRequest())
     assert {p.name: p.id for p in listed.projects} == site.projects
@@ -116,7 +118,7 @@ def _request_class(entry: Unsupported) -> Any:
     )
 
 
-def _request(entry: Unsupported, site: Site) -> Any:  # noqa: F811
+def _request(entry: Unsupported, site: Site) -> Any:
     """The SDK's request object for the operation, its path parameters filled in."""
     request = _request_class(entry)()
     for param in re.findall(r"{(\w+)}", entry.path):
@@ -127,7 +129,7 @@ def _request(entry: Unsupported, site: Site) -> Any:  # noqa: F811
 
 @pytest.mark.parametrize("entry", UNSUPPORTED, ids=lambda entry: entry.operation)
 def test_unsupported_operations_raise_the_documented_error(
-    site: Site,  # noqa: F811
+    site: Site,
     entry: Unsupported,
 ) -> None:
     client = site.cbr("region1")

@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import OPENCBR, Server, free_port, token_for, write_config
+from tests.e2e.flows import OPENCBR, Client, Server, free_port, token_for, write_config
+
+pytestmark = pytest.mark.slow  # real `opencbr` processes: seconds a test
 
 
 def test_first_start_bootstraps_an_admin_and_prints_how_to_log_in(server: Server) -> None:
@@ -194,25 +196,9 @@ def test_serve_keeps_the_data_dir_and_every_file_in_it_private(tmp_path: Path) -
     (tmp_path / "data").mkdir(mode=0o700)  # the harness writes serve.log into it
     instance.start()
     try:
-        projects = {
-            p["name"]: p["id"]
-            for p in instance.admin("bootstrap", "--user", "admin", "--password", "x")["projects"]
-        }
-        headers = {"X-Auth-Token": token_for(instance, projects["region1"])}
-        body = {
-            "vault": {
-                "name": "v",
-                "billing": {
-                    "consistent_level": "crash_consistent",
-                    "object_type": "turbo",
-                    "protect_type": "backup",
-                    "size": 1,
-                },
-                "resources": [],
-            }
-        }
-        vaults = f"{instance.url}/v3/{projects['region1']}/vaults"
-        assert httpx.post(vaults, json=body, headers=headers).status_code == 200
+        client = Client(instance, instance.projects()["region1"])
+        with client.http:
+            client.vault("v")  # it serves
     finally:
         instance.stop()
     found = modes(tmp_path / "data")
@@ -270,25 +256,9 @@ def test_an_unusable_region_storage_is_one_error_line_and_the_others_work(
             + ' level=error logger=opencbr.cli event="region storage unusable" region=region2'
             + f' reason="Not a directory: {tmp_path / "a-file" / "store2"}"'
         ]
-        projects = {
-            p["name"]: p["id"]
-            for p in instance.admin("bootstrap", "--user", "admin", "--password", "x")["projects"]
-        }
-        headers = {"X-Auth-Token": token_for(instance, projects["region1"])}
-        body = {
-            "vault": {
-                "name": "v",
-                "billing": {
-                    "consistent_level": "crash_consistent",
-                    "object_type": "turbo",
-                    "protect_type": "backup",
-                    "size": 1,
-                },
-                "resources": [],
-            }
-        }
-        vaults = f"{instance.url}/v3/{projects['region1']}/vaults"
-        assert httpx.post(vaults, json=body, headers=headers).status_code == 200
+        client = Client(instance, instance.projects()["region1"])
+        with client.http:
+            client.vault("v")  # it serves
     finally:
         instance.stop()
     assert "Traceback" not in instance.log()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -22,9 +23,10 @@ def test_every_model_table_exists(database: Database) -> None:
     assert set(Base.metadata.tables) <= tables
 
 
+# SQLite only: run on that backend alone rather than pass silently on PostgreSQL.
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(database: Database) -> None:
-    if not database.is_sqlite:
-        return
+    assert database.is_sqlite
     with database.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

@@ -7,6 +7,7 @@ import tarfile
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,6 +65,7 @@ def test_member_header_is_what_tarfile_writes(
     assert got == expected
 
 
+@pytest.mark.slow
 def test_tree_writer_holds_nothing_per_file(tmp_path: Path) -> None:
     # The walk and the tar writer with chunks dropped as soon as they are cut: memory
     # in use must stay flat from the 1,000th file to the 20,000th. A TarInfo kept per

@@ -66,3 +66,18 @@ def test_log_format_and_level_are_checked(tmp_path: Path) -> None:
         config.write_text(bad)
         with pytest.raises(ValidationError):
             load_settings(config)
+
+
+def test_password_hash_cost_defaults_to_production_and_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENCBR_PASSWORD_HASH_COST", raising=False)
+    config = tmp_path / "hash.toml"
+    config.write_text("")
+    assert load_settings(config).password_hash_cost == "production"
+    config.write_text('password_hash_cost = "test"\n')
+    assert load_settings(config).password_hash_cost == "test"
+    for bad in ('password_hash_cost = "cheap"\n', 'password_hash_cost = "Test"\n'):
+        config.write_text(bad)
+        with pytest.raises(ValidationError):
+            load_settings(config)

@@ -1,31 +1,27 @@
-"""Restoring tree backups: the whole tree, or one file found through the catalog.
+"""Restoring tree backups.
 
 Restore parses the PAX tar stream with tarfile but creates each member itself, relative
 to directory descriptors opened with O_NOFOLLOW: names that are absolute or hold `..`
 are refused, a symlinked parent is refused, and nothing is ever written through a
 symlink. Each regular file is written under a temporary name in its directory and
 renamed over the old one only once complete, so a failed restore leaves every file it
-did not finish as it was. A single file is restored from only the chunks covering its
-data.
+did not finish as it was.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
-import itertools
 import os
 import secrets
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
-from opencbr.archive.catalog import CatalogEntry, iter_catalog, require_kind
+from opencbr.archive.catalog import require_kind
 from opencbr.archive.confined import PathNotConfined
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.pipeline import (
@@ -35,7 +31,7 @@ from opencbr.archive.pipeline import (
     RestoreResult,
     prefetch_chunks,
 )
-from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkSource
+from opencbr.archive.sink import ArchiveError, ChunkSource
 from opencbr.archive.tarheader import parse_ns
 
 MiB = 1 << 20
@@ -57,10 +53,6 @@ class UnsafeMemberError(ArchiveError, tarfile.FilterError):
         self.name = name
 
 
-class MemberNotFoundError(ArchiveError):
-    """The catalog has no such member, or it is not a regular file."""
-
-
 def member_parts(name: str) -> tuple[str, ...]:
     """Split a member name into components, dropping "" and "." (() is the root).
 
@@ -76,21 +68,6 @@ def member_parts(name: str) -> tuple[str, ...]:
     return parts
 
 
-def restore_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
-    """Extraction filter for `tarfile.TarFile.extractall(filter=...)` built on our rules.
-
-    Accepts regular files, directories, symlinks (any target: recreated as they were,
-    never followed) and hard links to members inside the archive; refuses absolute
-    names, `..`, NUL bytes, sparse and special members, and members whose parent under
-    `dest_path` is a symlink (for instance one this extraction created). restore_tree
-    enforces the parent rule race-free through O_NOFOLLOW descriptors instead.
-    """
-    safe = _sanitize(member)
-    for name in (safe.name, safe.linkname) if safe.islnk() else (safe.name,):
-        _refuse_symlinked_parent(dest_path, member_parts(name), member.name)
-    return safe
-
-
 def _sanitize(member: tarfile.TarInfo) -> tarfile.TarInfo:
     parts = member_parts(member.name)
     if member.type not in _MEMBER_TYPES or member.sparse is not None:
@@ -102,14 +79,6 @@ def _sanitize(member: tarfile.TarInfo) -> tarfile.TarInfo:
     if not parts and not member.isdir():
         raise UnsafeMemberError(member.name, "the archive root must be a directory")
     return member.replace(name="/".join(parts) or ".", mode=member.mode & 0o7777, deep=False)
-
-
-def _refuse_symlinked_parent(dest_path: str, parts: tuple[str, ...], name: str) -> None:
-    path = dest_path
-    for part in parts[:-1]:
-        path = os.path.join(path, part)
-        if os.path.islink(path):
-            raise UnsafeMemberError(name, f"parent component {part!r} is a symlink")
 
 
 def restore_tree(
@@ -461,62 +430,7 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-# ---------------------------------------------------------------- single file
-
-
-def restore_file(
-    manifest: Manifest,
-    source: ChunkSource,
-    member_path: bytes | str,
-    dest: Path,
-    *,
-    workers: int = 2,
-) -> RestoreResult:
-    """Restore one regular file of a tree backup to the path `dest`, replacing it.
-
-    Reads the catalog, then only the data chunks covering the file (a hard link is
-    followed to the member holding the data). The file is written under a temporary
-    name beside `dest` and renamed over it once complete: never into the existing inode
-    or through a link, and a failure leaves `dest` as it was. Raises
-    `MemberNotFoundError`.
-    """
-    entry = _find_file(manifest, source, member_path, workers)
-    refs, start = _covering_chunks(manifest.chunks, entry.data_offset, entry.size)
-    parent = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fd, temp = create_temp(parent)
-        try:
-            try:
-                _write_file_range(fd, source, refs, start, entry, workers)
-            finally:
-                os.close(fd)
-            os.rename(temp, dest.name, src_dir_fd=parent, dst_dir_fd=parent)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=parent)
-            raise
-    finally:
-        os.close(parent)
-    return RestoreResult(entry.size, len(refs), 1)
-
-
-def _write_file_range(
-    fd: int,
-    source: ChunkSource,
-    refs: list[ChunkRef],
-    start: int,
-    entry: CatalogEntry,
-    workers: int,
-) -> None:
-    with (
-        ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool,
-        closing(prefetch_chunks(source, refs, pool, depth=2 * workers)) as chunks,
-    ):
-        _write_range(fd, chunks, start, entry)
-    if os.geteuid() == 0:
-        os.fchown(fd, entry.uid, entry.gid)
-    os.fchmod(fd, entry.mode)
-    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+# ---------------------------------------------------------------- temporary files
 
 
 def temp_name() -> str:
@@ -532,48 +446,3 @@ def create_temp(parent: int) -> tuple[int, str]:
     """
     name = temp_name()
     return os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent), name
-
-
-def _find_file(
-    manifest: Manifest, source: ChunkSource, member_path: bytes | str, workers: int
-) -> CatalogEntry:
-    entry = _find_entry(manifest, source, member_path, workers)
-    if entry.type == tarfile.LNKTYPE:
-        entry = _find_entry(manifest, source, entry.linkname, workers)
-    if entry.type not in _FILE_TYPES:
-        raise MemberNotFoundError(f"{member_path!r} is not a regular file")
-    if entry.data_offset + entry.size > manifest.size:
-        raise ArchiveError(f"catalog places {member_path!r} past the end of the stream")
-    return entry
-
-
-def _find_entry(
-    manifest: Manifest, source: ChunkSource, member_path: bytes | str, workers: int
-) -> CatalogEntry:
-    key = os.fsencode("/".join(member_parts(os.fsdecode(member_path))) or ".")
-    # A linear scan: the catalog is in stream order, not sorted, and ~1/10000 the data.
-    with closing(iter_catalog(manifest, source, workers=workers)) as entries:
-        for entry in entries:
-            if entry.path == key:
-                return entry
-    raise MemberNotFoundError(f"no member {key!r} in this backup")
-
-
-def _covering_chunks(
-    chunks: tuple[ChunkRef, ...], offset: int, size: int
-) -> tuple[list[ChunkRef], int]:
-    """The chunks holding stream bytes [offset, offset + size), and the first one's offset."""
-    if size == 0:
-        return [], offset
-    starts = list(itertools.accumulate((ref.length for ref in chunks), initial=0))
-    first = bisect.bisect_right(starts, offset) - 1
-    last = bisect.bisect_left(starts, offset + size) - 1
-    return list(chunks[first : last + 1]), starts[first]
-
-
-def _write_range(fd: int, chunks: Iterator[bytes], start: int, entry: CatalogEntry) -> None:
-    position, end = start, entry.data_offset + entry.size
-    for data in chunks:
-        low, high = max(entry.data_offset - position, 0), min(end - position, len(data))
-        _write_all(fd, memoryview(data)[low:high])
-        position += len(data)
