@@ -43,6 +43,7 @@ def settled_backup(env: Env, checkpoint_id: str, timeout: float = 120.0) -> dict
         lambda body: body["checkpoint"]["status"] != "protecting",
         timeout=timeout,
     )
+    cleaned_up(env, checkpoint_id, timeout)
     listed = env.get("region1", "/backups", params={"checkpoint_id": checkpoint_id}).json()
     assert len(listed["backups"]) == 1, listed
     response = env.get("region1", f"/backups/{listed['backups'][0]['id']}")
@@ -68,6 +69,22 @@ def set_free_capacity(env: Env, vault_id: str, free: int) -> None:
         vault = session.get(Vault, vault_id)
         assert vault is not None and vault.size_gb == 1
         vault.used_bytes = GB - free
+
+
+def cleaned_up(env: Env, checkpoint_id: str, timeout: float) -> None:
+    """Wait for a failed backup's cleanup: it publishes the failure first, then removes its
+    chunks under the vault's hold (gc_until) and releases the hold when done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with env.db.reading() as session:
+            vault_id = session.scalar(
+                select(Backup.vault_id).where(Backup.checkpoint_id == checkpoint_id).limit(1)
+            )
+            vault = session.get(Vault, vault_id)
+            if vault is None or vault.gc_until is None:
+                return
+        assert time.monotonic() < deadline, "the failed backup's cleanup never ended"
+        time.sleep(0.05)
 
 
 def indexed_digests(env: Env, vault_id: str) -> set[str]:
