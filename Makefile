@@ -39,7 +39,7 @@ test: $(TEST_STAMP) lint typecheck  ## install test dependencies, lint, type-che
 	$(BIN)/pytest -q
 
 unit: $(TEST_STAMP)  ## only the fast tests (no PostgreSQL, no subprocesses)
-	$(BIN)/pytest -q tests/unit tests/contract
+	$(BIN)/pytest -q -m "not slow" tests/unit tests/contract
 
 lint: $(TEST_STAMP)  ## ruff lint + format check
 	$(BIN)/ruff check src tests bench
