@@ -21,7 +21,9 @@ from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore
 from huaweicloudsdkcore.sdk_request import SdkRequest  # type: ignore[import-untyped]
 from huaweicloudsdkcore.signer.signer import Signer  # type: ignore[import-untyped]
 
-from tests.e2e.conftest import OPENCBR, Server, free_port, token_for, write_config
+from tests.e2e.flows import OPENCBR, Server, free_port, token_for, write_config
+
+pytestmark = pytest.mark.slow  # real `opencbr` processes: seconds a test
 
 USER_PASSWORD = "correct horse battery"
 
