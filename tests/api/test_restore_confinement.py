@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from opencbr.archive.manifest import Manifest
-from opencbr.services import restores
+from opencbr.services import leases, restores
 from opencbr.storage.layout import manifest_name
 from tests.api.helpers import (
     Env,
@@ -392,7 +392,7 @@ def _pause_workers(env: Env) -> None:
 def _run_waiting_restores(env: Env) -> None:
     """What a worker does with a queued restore task: restores.run(runtime, log id)."""
     runtime = env.client.app.state.runtime  # type: ignore[attr-defined]
-    for log_id in restores.stuck(runtime):
+    for log_id in leases.stuck(runtime, restores.RESTORE):
         restores.run(runtime, log_id)
 
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from opencbr.services import backup_runs, backups, gc, replicas, replication_runs, restores
+from opencbr.services import (
+    backup_runs,
+    backups,
+    gc,
+    leases,
+    replicas,
+    replication_runs,
+    restores,
+)
 
 if TYPE_CHECKING:
     from opencbr.jobs.queue import Jobs
@@ -58,13 +66,13 @@ def reconcile(jobs: Jobs) -> None:
     """Enqueue again every piece of work that no live worker holds (run by the housekeeping
     thread, not queued: it is what recovers work whose task was lost)."""
     rt = jobs.runtime
-    for checkpoint_id in backup_runs.stuck_checkpoints(rt, rt.settings.lease_seconds):
+    for checkpoint_id in leases.stuck(rt, backup_runs.BACKUP):
         jobs.enqueue(run_checkpoint, checkpoint_id)
-    for log_id in restores.stuck(rt):
+    for log_id in leases.stuck(rt, restores.RESTORE):
         jobs.enqueue(run_restore, log_id)
     for backup_id in backups.deleting_backups(rt.db):
         jobs.enqueue(delete_backup, backup_id)
-    for record_id in replication_runs.stuck(rt):
+    for record_id in leases.stuck(rt, replication_runs.REPLICATION):
         jobs.enqueue(replicate, record_id)
 
 

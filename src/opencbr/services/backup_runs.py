@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from opencbr.archive.tree import backup_tree, tree_size
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
 from opencbr.db.identity import Project
+from opencbr.db.status import BackupStatus, ProtectStatus
 from opencbr.db.vaults import (
     Protectable,
     ProtectableVolume,
@@ -49,7 +50,6 @@ from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageErro
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
-HEARTBEAT_SECONDS = 2.0
 # The warnings kept on a backup (the archive engine collects up to 1,000).
 MAX_WARNINGS = 100
 MAX_WARNING_CHARS = 300
@@ -57,8 +57,8 @@ LOGGED_WARNINGS = 3
 ENGINE_MAX_WARNINGS = 1000  # the archive engine keeps no more (archive/tree.py)
 
 
-class VaultBusy(Exception):
-    """Garbage collection holds the vault; the work is retried later."""
+class VaultBusy(leases.VaultBusy):
+    """Garbage collection holds the vault; the backup is retried later."""
 
 
 def pending_backups(rt: Runtime, checkpoint_id: str) -> list[str]:
@@ -69,7 +69,7 @@ def pending_backups(rt: Runtime, checkpoint_id: str) -> list[str]:
                 .where(
                     Backup.checkpoint_id == checkpoint_id,
                     Backup.parent_id.is_(None),
-                    Backup.status == "protecting",
+                    Backup.status == BackupStatus.PROTECTING,
                 )
                 .order_by(Backup.created_at)
             )
@@ -84,6 +84,30 @@ def run_checkpoint(rt: Runtime, checkpoint_id: str) -> None:
         checkpoints.settle(session, checkpoint_id)
 
 
+def run_backup(rt: Runtime, backup_id: str) -> None:
+    leases.run(rt, BACKUP, backup_id, lambda claim: _write(rt, claim))
+
+
+def _write(rt: Runtime, claim: Claim) -> None:
+    store = rt.stores.vault(claim.region, claim.vault_id)
+    with _opened_units(rt, claim) as units:
+        claim.progress.expected = max(_expected_bytes(units), 1)
+        for unit in units:
+            _write_unit(rt, store, claim, unit, claim.progress)
+
+
+class _Progress:
+    """Bytes read so far over the bytes expected (thread-safe enough: ints, one writer)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = max(expected, 1)
+        self.done_units = 0
+        self.current = 0
+
+    def percent(self) -> int:
+        return min(99, (self.done_units + self.current) * 100 // self.expected)
+
+
 @dataclass
 class Claim:
     backup_id: str
@@ -92,64 +116,92 @@ class Claim:
     log_id: str | None
     units: list[tuple[str, str, str]]  # (backup id owning data, kind, path)
     owner: CapacityOwner  # the capacity it reserves, the chunks it created
+    progress: _Progress = field(default_factory=lambda: _Progress(1))
+    cleanup_held: bool = False  # a failure holds the vault to remove the chunks it created
 
 
-def _claim(rt: Runtime, backup_id: str) -> Claim | None:
-    with rt.db.transaction() as session:
-        backup = session.get(Backup, backup_id, with_for_update=True)
-        if backup is None or backup.status != "protecting" or leases.is_held(backup):
-            return None
-        vault = session.get(Vault, backup.vault_id, with_for_update=True)
-        assert vault is not None
-        if vault.gc_until is not None and vault.gc_until > clock.now():
-            raise VaultBusy(vault.id)
-        if backup.attempts >= rt.settings.max_attempts:
-            _fail_in_session(
-                session,
-                backup,
-                INTERNAL_ERROR,
-                f"gave up after {backup.attempts} interrupted attempts",
-            )
-            return None
-        leases.take(backup, rt.settings.lease_seconds)
+class _Backups(leases.LeasedWork[Backup, Claim]):
+    """A top-level backup (its volume backups run with it): the leased work of a checkpoint."""
+
+    name = "backup"
+    model = Backup
+    live = (BackupStatus.PROTECTING,)
+    busy = VaultBusy
+
+    def writes_to(self, session: Session, row: Backup) -> Vault | None:
+        return session.get(Vault, row.vault_id, with_for_update=True)
+
+    def begin(self, rt: Runtime, session: Session, row: Backup) -> Claim:
         # A rerun after a crash: the dead attempt's reservation is given back.
-        _release_reservation(session, backup)
-        units = [(c.id, c.kind, c.volume_path or "") for c in backup.children] or [
-            (backup.id, backup.kind, backup.volume_path or "")
+        _release_reservation(session, row)
+        units = [(c.id, c.kind, c.volume_path or "") for c in row.children] or [
+            (row.id, row.kind, row.volume_path or "")
         ]
-        log_id = session.scalar(
-            select(OperationLog.id).where(
-                OperationLog.backup_id == backup.id, OperationLog.operation_type == "backup"
+        vault = session.get(Vault, row.vault_id)
+        assert vault is not None
+        owner = CapacityOwner(row.id, vault.id, row.created_at)
+        return Claim(row.id, vault.id, vault.region, _log_id(session, row.id), units, owner)
+
+    def beat(self, session: Session, row: Backup, work: Claim) -> None:
+        operation_logs.set_progress(session, work.log_id, work.progress.percent())
+
+    def complete(self, session: Session, row: Backup, work: Claim) -> None:
+        _complete(session, row, work)
+
+    def fail(
+        self,
+        rt: Runtime,
+        session: Session,
+        row: Backup,
+        work: Claim | None,
+        failure: leases.Failure,
+    ) -> None:
+        if work is not None and work.owner.created:
+            own_ids = {work.backup_id, *(unit_id for unit_id, _kind, _path in work.units)}
+            work.cleanup_held = backup_cleanup.hold_for_cleanup(session, rt, work.vault_id, own_ids)
+        _fail_in_session(session, row, failure.error, failure.reason)
+
+    def after_fail(self, rt: Runtime, work: Claim) -> None:
+        _remove_failed(rt, work)
+
+    def explain(self, exc: Exception) -> leases.Failure | None:
+        return _explain(exc)
+
+    def candidates(self, session: Session) -> Iterable[Backup]:
+        return session.scalars(
+            select(Backup).where(
+                Backup.status == BackupStatus.PROTECTING,
+                Backup.parent_id.is_(None),
+                Backup.image_type == "backup",
             )
         )
-        owner = CapacityOwner(backup.id, vault.id, backup.created_at)
-        return Claim(backup.id, vault.id, vault.region, log_id, units, owner)
+
+    def grace_seconds(self, rt: Runtime) -> float:
+        return rt.settings.lease_seconds  # a checkpoint's task is queued as it is created
+
+    def to_enqueue(self, rows: Sequence[Backup]) -> list[str]:
+        return sorted({row.checkpoint_id for row in rows})  # checkpoints run their backups
 
 
-def run_backup(rt: Runtime, backup_id: str) -> None:
-    claim = _claim(rt, backup_id)
-    if claim is None:
-        return
-    progress = _Progress(1)
-    try:
-        store = rt.stores.vault(claim.region, claim.vault_id)
-        with (
-            leases.heartbeat(lambda: _beat(rt, claim, progress), HEARTBEAT_SECONDS),
-            _opened_units(rt, claim) as units,
-        ):
-            progress.expected = max(_expected_bytes(units), 1)
-            for unit in units:
-                _write_unit(rt, store, claim, unit, progress)
-        _complete(rt, claim)
-    except CbrError as exc:
-        _fail(rt, claim, exc.error, exc.detail)
-    except StorageError as exc:
-        reason = storage_reason(exc)
-        log.warning("backup failed", backup_id=backup_id, error=reason, region=claim.region)
-        _fail(rt, claim, INTERNAL_ERROR, reason)
-    except (ArchiveError, OSError) as exc:
-        log.warning("backup failed", backup_id=backup_id, error=str(exc))
-        _fail(rt, claim, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+BACKUP = _Backups()
+
+
+def _log_id(session: Session, backup_id: str) -> str | None:
+    return session.scalar(
+        select(OperationLog.id).where(
+            OperationLog.backup_id == backup_id, OperationLog.operation_type == "backup"
+        )
+    )
+
+
+def _explain(exc: Exception) -> leases.Failure | None:
+    if isinstance(exc, CbrError):
+        return leases.Failure(exc.error, exc.detail)
+    if isinstance(exc, StorageError):
+        return leases.Failure(INTERNAL_ERROR, storage_reason(exc))
+    if isinstance(exc, (ArchiveError, OSError)):
+        return leases.Failure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+    return None
 
 
 # The faults of a region's storage a retry does not fix, named without the server's path.
@@ -180,18 +232,6 @@ def storage_reason(exc: StorageError) -> str:
     kind = "unusable" if isinstance(exc, PermanentStorageError) else "error"
     reason = f"region storage {kind}: {fault}"
     return f"chunk {exc.digest}: {reason}" if exc.digest else reason  # which chunk, if one
-
-
-class _Progress:
-    """Bytes read so far over the bytes expected (thread-safe enough: ints, one writer)."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = max(expected, 1)
-        self.done_units = 0
-        self.current = 0
-
-    def percent(self) -> int:
-        return min(99, (self.done_units + self.current) * 100 // self.expected)
 
 
 @dataclass(frozen=True)
@@ -290,14 +330,6 @@ def _expected_bytes(units: list[_Unit]) -> int:
     return total
 
 
-def _beat(rt: Runtime, claim: Claim, progress: _Progress) -> None:
-    with rt.db.transaction() as session:
-        backup = session.get(Backup, claim.backup_id)
-        if backup is not None:
-            backup.lease_until = leases.renewal(rt.settings.lease_seconds)
-        operation_logs.set_progress(session, claim.log_id, progress.percent())
-
-
 def _write_unit(
     rt: Runtime,
     store: ChunkStore,
@@ -351,7 +383,7 @@ def _previous_tree(
                 Backup.vault_id == vault_id,
                 Backup.resource_id == resource_id,
                 Backup.kind == "tree",
-                Backup.status == "available",
+                Backup.status == BackupStatus.AVAILABLE,
                 Backup.id != unit_id,
             )
             .order_by(Backup.created_at.desc())
@@ -416,52 +448,46 @@ def _commit_unit(
         unit.chunk_count = result.chunks_total
         unit.protected_at = unit.protected_at or clock.now()
         if unit.id != claim.backup_id:
-            unit.status = "available"
+            unit.status = BackupStatus.AVAILABLE
 
 
-def _complete(rt: Runtime, claim: Claim) -> None:
-    with rt.db.transaction() as session:
-        backup = session.get(Backup, claim.backup_id)
-        assert backup is not None
-        if backup.children:
-            backup.warnings = capped_warnings(
-                [f"{c.resource_name}: {w}" for c in backup.children for w in c.warnings]
-            )
-            backup.bytes_total = sum(c.bytes_total for c in backup.children)
-            backup.bytes_new = sum(c.bytes_new for c in backup.children)
-            backup.chunk_count = sum(c.chunk_count for c in backup.children)
-        backup.status, backup.lease_until = "available", None
-        backup.protected_at = backup.protected_at or clock.now()
-        _release_reservation(session, backup)
-        _release_resource(session, backup.resource_id)
-        operation_logs.close_log(session, claim.log_id)
-        checkpoints.settle(session, backup.checkpoint_id)
+def _complete(session: Session, backup: Backup, claim: Claim) -> None:
+    """The backup becomes `available` (its volume backups did as each unit committed)."""
+    if backup.children:
+        backup.warnings = capped_warnings(
+            [f"{c.resource_name}: {w}" for c in backup.children for w in c.warnings]
+        )
+        backup.bytes_total = sum(c.bytes_total for c in backup.children)
+        backup.bytes_new = sum(c.bytes_new for c in backup.children)
+        backup.chunk_count = sum(c.chunk_count for c in backup.children)
+    backup.status = BackupStatus.AVAILABLE
+    backup.protected_at = backup.protected_at or clock.now()
+    _release_reservation(session, backup)
+    _release_resource(session, backup.resource_id)
+    operation_logs.close_log(session, claim.log_id)
+    checkpoints.settle(session, backup.checkpoint_id)
 
 
 def _release_resource(session: Session, resource_id: str) -> None:
     binding = session.get(VaultResource, resource_id)
-    if binding is not None and binding.protect_status in ("protecting", "restoring"):
-        binding.protect_status = "available"
+    if binding is not None and binding.protect_status in (
+        ProtectStatus.PROTECTING,
+        ProtectStatus.RESTORING,
+    ):
+        binding.protect_status = ProtectStatus.AVAILABLE
 
 
-def _fail(rt: Runtime, claim: Claim, error: ErrorCode, reason: str) -> None:
-    """Mark the backup `error`, drop its manifests, and remove the chunks it created that
-    nothing references (`backup_cleanup`), unless another writer is in the vault."""
-    own_ids = {claim.backup_id, *(unit_id for unit_id, _kind, _path in claim.units)}
-    with rt.db.transaction() as session:
-        backup = session.get(Backup, claim.backup_id, with_for_update=True)  # then the vault
-        held = bool(claim.owner.created) and backup_cleanup.hold_for_cleanup(
-            session, rt, claim.vault_id, own_ids
-        )
-        if backup is not None:
-            _fail_in_session(session, backup, error, reason)
+def _remove_failed(rt: Runtime, claim: Claim) -> None:
+    """After the backup failed: drop its manifests, and remove the chunks it created that
+    nothing references (`backup_cleanup`) when its failure could hold the vault (no other
+    writer was in it)."""
     try:
         store = rt.stores.vault(claim.region, claim.vault_id)
         for unit_id, _kind, _path in claim.units:
             store.delete_manifest(manifest_name(unit_id))
     except StorageError as exc:
         log.warning("manifests of a failed backup not removed", reason=storage_reason(exc))
-    if held:
+    if claim.cleanup_held:
         removed = backup_cleanup.remove_orphans(
             rt, claim.region, claim.vault_id, claim.owner.created
         )
@@ -479,34 +505,8 @@ def _fail_in_session(session: Session, backup: Backup, error: ErrorCode, reason:
     longer referenced (the caller or garbage collection removes them)."""
     _release_reservation(session, backup)
     for unit in [backup, *backup.children]:
-        unit.status, unit.fail_reason, unit.lease_until = "error", reason[:1024], None
+        unit.status, unit.fail_reason, unit.lease_until = BackupStatus.ERROR, reason[:1024], None
         session.execute(delete(BackupChunk).where(BackupChunk.backup_id == unit.id))
     _release_resource(session, backup.resource_id)
-    log_id = session.scalar(
-        select(OperationLog.id).where(
-            OperationLog.backup_id == backup.id, OperationLog.operation_type == "backup"
-        )
-    )
-    operation_logs.close_log(session, log_id, error, reason)
+    operation_logs.close_log(session, _log_id(session, backup.id), error, reason)
     checkpoints.settle(session, backup.checkpoint_id)
-
-
-def stuck_checkpoints(rt: Runtime, grace_seconds: float) -> list[str]:
-    """Checkpoints with a backup in progress that no live worker holds."""
-    cutoff = clock.now()
-    with rt.db.reading() as session:
-        rows = session.scalars(
-            select(Backup).where(
-                Backup.status == "protecting",
-                Backup.parent_id.is_(None),
-                Backup.image_type == "backup",
-            )
-        )
-        return sorted(
-            {
-                b.checkpoint_id
-                for b in rows
-                if (b.lease_until or b.created_at) < cutoff
-                and (clock.now() - b.created_at).total_seconds() > grace_seconds
-            }
-        )

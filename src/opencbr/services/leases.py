@@ -1,51 +1,332 @@
-"""Leases on work rows: the worker running a task holds the row's lease and renews it while
-it works; an expired lease means the worker died, so the reconciler runs the work again."""
+"""The runner of leased work: every long task (a backup, a restore, a replication record;
+policy runs and retention next) is claimed, kept alive, ended and recovered here, once.
+
+A kind of work (`LeasedWork`) names its row model and says what is its own: when a row is
+ready, which vault it writes, what it plans when claimed, how it completes and fails, and
+which rows the reconciler should run again. The runner does the rest, like restic's one
+`Lock` with `Refresh` and `Stale` (internal/restic/lock.go):
+
+    live, unleased --claim--> leased (attempts + 1) --complete--> done
+          ^                      |  \\--fail (an error; any exception)--> failed
+          |                      | heartbeat: lease renewed every HEARTBEAT_SECONDS
+          +-- lease expired -----+ (the worker died; `stuck` lists it for the reconciler)
+    live, attempts >= max_attempts --claim--> failed, 9910 "gave up after N interrupted attempts"
+
+A row is leased while `lease_until` lies ahead: no second worker claims it. A writer's
+claim waits (VaultBusy) while garbage collection holds its vault (`gc_until`, invariant 2).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from enum import StrEnum
+from typing import ClassVar, Generic, Protocol, TypeVar, cast
+
+import structlog
+from sqlalchemy.orm import Session
 
 from opencbr import clock
+from opencbr.db.vaults import Vault
+from opencbr.errors import INTERNAL_ERROR, ErrorCode
+from opencbr.services.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+HEARTBEAT_SECONDS = 2.0
 
 
 class Leased(Protocol):
-    lease_until: datetime | None
-    attempts: int
+    """A row a worker leases: the columns the runner reads and writes."""
+
+    @property
+    def lease_until(self) -> datetime | None: ...
+
+    @lease_until.setter
+    def lease_until(self, value: datetime | None) -> None: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+    @attempts.setter
+    def attempts(self, value: int) -> None: ...
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def created_at(self) -> datetime: ...
 
 
-def is_held(row: Leased) -> bool:
-    return row.lease_until is not None and row.lease_until > clock.now()
+# A model with the Leased columns. Not a TypeVar bound: mypy does not see SQLAlchemy's
+# Mapped columns as a protocol's members there (it does where a row is passed), so the
+# runner looks at a row through `_leased`.
+Row = TypeVar("Row")
+Work = TypeVar("Work")
 
 
-def take(row: Leased, seconds: float) -> None:
-    row.lease_until = clock.now() + timedelta(seconds=seconds)
-    row.attempts += 1
+class VaultBusy(Exception):
+    """Garbage collection holds the vault the work writes; the task is run again later
+    (the job queue picks the delay by the subclass a kind raises)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why work failed, as its row and operation log will say (no paths, no secrets)."""
+
+    error: ErrorCode
+    reason: str
+
+
+class LeasedWork(ABC, Generic[Row, Work]):
+    """A kind of leased work: its row, and the steps that are its own. `Work` is what a
+    claim plans (ids, paths, progress counters); it travels from `begin` to `complete`
+    or `fail` on the one worker that holds the lease.
+
+    `lock`, `ready`, `writes_to`, `begin`, `complete` and `fail` run inside the runner's
+    transaction, with the row locked (PostgreSQL: FOR UPDATE; SQLite: BEGIN IMMEDIATE);
+    each may lock further rows, always after the work's row.
+    """
+
+    name: ClassVar[str]  # for logs: "backup", "restore", "replication"
+    model: type[Row]
+    live: tuple[StrEnum, ...]  # the statuses in which the row is still to run
+    busy: type[VaultBusy] = VaultBusy
+
+    def lock(self, session: Session, work_id: str) -> Row | None:
+        return session.get(self.model, work_id, with_for_update=True)
+
+    def ready(self, session: Session, row: Row) -> bool:
+        """Can the row run now? False when it must wait, or when it cannot run at all (then
+        this settles it, e.g. fails it because what it needs is gone)."""
+        return True
+
+    def writes_to(self, session: Session, row: Row) -> Vault | None:
+        """The vault this work writes into, locked; None for work that only reads."""
+        return None
+
+    @abstractmethod
+    def begin(self, rt: Runtime, session: Session, row: Row) -> Work:
+        """The row is leased for this attempt: plan the work."""
+
+    def beat(self, session: Session, row: Row, work: Work) -> None:
+        """Write the progress with the renewed lease."""
+
+    @abstractmethod
+    def complete(self, session: Session, row: Row, work: Work) -> None:
+        """The work is done: commit its result (may raise: then it fails instead)."""
+
+    @abstractmethod
+    def fail(
+        self, rt: Runtime, session: Session, row: Row, work: Work | None, failure: Failure
+    ) -> None:
+        """Mark the row failed; `work` is None when no attempt runs (the claim gave up)."""
+
+    def after_fail(self, rt: Runtime, work: Work) -> None:
+        """Outside the transaction: remove what the failed attempt stored."""
+
+    def explain(self, exc: Exception) -> Failure | None:
+        """The failure an expected exception means; None for a bug (see `run`)."""
+        return None
+
+    @abstractmethod
+    def candidates(self, session: Session) -> Iterable[Row]:
+        """Rows the reconciler may have to run again (the runner keeps the stale ones)."""
+
+    def grace_seconds(self, rt: Runtime) -> float:
+        """How old a row that no worker ever leased must be before it counts as lost."""
+        return 0.0
+
+    def to_enqueue(self, rows: Sequence[Row]) -> list[str]:
+        """The task arguments that run the stale rows again."""
+        return [_leased(row).id for row in rows]
+
+
+@dataclass
+class Claimed(Generic[Row, Work]):
+    """A lease held by this worker on the row `id` of `kind`."""
+
+    kind: LeasedWork[Row, Work]
+    id: str
+    attempt: int
+    work: Work
+
+
+# --- the runner -----------------------------------------------------------------------
+
+
+def run(
+    rt: Runtime, kind: LeasedWork[Row, Work], work_id: str, body: Callable[[Work], None]
+) -> Claimed[Row, Work] | None:
+    """Claim the row, run `body` under a heartbeat, then complete it; on any exception
+    fail it at once. None when the row is not to run (done, leased, waiting, given up).
+
+    An exception `kind.explain` does not know is a bug: it is logged once with its
+    traceback, and the row fails with 9910 naming only the exception's type.
+    """
+    claimed = claim(rt, kind, work_id)
+    if claimed is None:
+        return None
+    try:
+        with heartbeat(rt, claimed):
+            body(claimed.work)
+        release(rt, claimed)
+    except Exception as exc:
+        release(rt, claimed, _failure(claimed, exc))
+    return claimed
+
+
+def claim(rt: Runtime, kind: LeasedWork[Row, Work], work_id: str) -> Claimed[Row, Work] | None:
+    """Lease a live, unleased row for this worker and plan its work; None when there is
+    nothing to run. Raises `kind.busy` while garbage collection holds the vault the work
+    writes, after committing what `lock` and `ready` changed."""
+    with rt.db.transaction() as session:
+        row = kind.lock(session, work_id)
+        if row is None or not _claimable(kind, _leased(row)):
+            return None
+        if not kind.ready(session, row):
+            return None
+        vault = kind.writes_to(session, row)
+        held_by_gc = vault is not None and _gc_holds(vault)
+        if not held_by_gc:
+            return _take(rt, session, kind, row)
+    raise kind.busy(vault.id if vault else work_id)
+
+
+def _leased(row: object) -> Leased:
+    return cast(Leased, row)
+
+
+def _claimable(kind: LeasedWork[Row, Work], row: Leased) -> bool:
+    return row.status in kind.live and not is_held(row)
+
+
+def _gc_holds(vault: Vault) -> bool:
+    return vault.gc_until is not None and vault.gc_until > clock.now()
+
+
+def _take(
+    rt: Runtime, session: Session, kind: LeasedWork[Row, Work], row: Row
+) -> Claimed[Row, Work] | None:
+    lease = _leased(row)
+    if lease.attempts >= rt.settings.max_attempts:
+        reason = f"gave up after {lease.attempts} interrupted attempts"
+        log.warning("leased work given up", kind=kind.name, id=lease.id, attempts=lease.attempts)
+        kind.fail(rt, session, row, None, Failure(INTERNAL_ERROR, reason))
+        lease.lease_until = None
+        return None
+    lease.lease_until = renewal(rt.settings.lease_seconds)
+    lease.attempts += 1
+    return Claimed(kind, lease.id, lease.attempts, kind.begin(rt, session, row))
 
 
 def renewal(seconds: float) -> datetime:
     return clock.now() + timedelta(seconds=seconds)
 
 
+def is_held(row: Leased) -> bool:
+    return row.lease_until is not None and row.lease_until > clock.now()
+
+
+def is_stale(row: Leased, now: datetime, grace_seconds: float) -> bool:
+    """No live worker holds the row: its lease expired, or none was ever taken and the
+    row is older than the grace (its task was lost)."""
+    expired = (row.lease_until or row.created_at) < now
+    return expired and (now - row.created_at).total_seconds() > grace_seconds
+
+
 @contextmanager
-def heartbeat(beat: Callable[[], None], interval: float) -> Iterator[None]:
-    """Call `beat` every `interval` seconds on a thread while the block runs."""
+def heartbeat(
+    rt: Runtime, claimed: Claimed[Row, Work], interval: float = HEARTBEAT_SECONDS
+) -> Iterator[None]:
+    """Renew the lease (and write the progress) every `interval` seconds on a thread while
+    the block runs. A beat that fails is logged and tried again at the next interval: the
+    lease outlives a few missed beats (lease_seconds is several intervals)."""
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(interval):
             try:
-                beat()
-            except Exception:
-                continue
+                _beat(rt, claimed)
+            except Exception as exc:
+                log.warning(
+                    "lease heartbeat failed",
+                    kind=claimed.kind.name,
+                    id=claimed.id,
+                    error=type(exc).__name__,
+                )
 
-    thread = threading.Thread(target=loop, name="lease-heartbeat", daemon=True)
+    thread = threading.Thread(target=loop, name=f"lease-{claimed.kind.name}", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
+
+
+def _beat(rt: Runtime, claimed: Claimed[Row, Work]) -> None:
+    kind = claimed.kind
+    with rt.db.transaction() as session:
+        row = session.get(kind.model, claimed.id)
+        if row is None or _leased(row).status not in kind.live:
+            log.warning("lease lost: the work ended elsewhere", kind=kind.name, id=claimed.id)
+            return
+        _leased(row).lease_until = renewal(rt.settings.lease_seconds)
+        kind.beat(session, row, claimed.work)
+
+
+def release(rt: Runtime, claimed: Claimed[Row, Work], failure: Failure | None = None) -> None:
+    """End the lease: complete the work, or fail it with `failure` (then the kind removes
+    what the attempt stored). A completion that raises fails the work instead."""
+    kind = claimed.kind
+    if failure is None:
+        try:
+            _end(rt, claimed, lambda session, row: kind.complete(session, row, claimed.work))
+            return
+        except Exception as exc:
+            failure = _failure(claimed, exc)
+    ended = failure
+    _end(rt, claimed, lambda session, row: kind.fail(rt, session, row, claimed.work, ended))
+    kind.after_fail(rt, claimed.work)
+
+
+def _end(rt: Runtime, claimed: Claimed[Row, Work], step: Callable[[Session, Row], None]) -> None:
+    with rt.db.transaction() as session:
+        row = session.get(claimed.kind.model, claimed.id, with_for_update=True)
+        if row is not None:
+            step(session, row)
+            _leased(row).lease_until = None
+
+
+def _failure(claimed: Claimed[Row, Work], exc: Exception) -> Failure:
+    """The failure `exc` means, logged once: a known one with its reason, a bug (what
+    `kind.explain` does not know) with its traceback; its reason names only its type."""
+    kind = claimed.kind
+    failure = kind.explain(exc)
+    if failure is None:
+        log.exception("leased work failed unexpectedly", kind=kind.name, id=claimed.id)
+        return Failure(INTERNAL_ERROR, f"internal error ({type(exc).__name__})")
+    log.warning(
+        "leased work failed",
+        kind=kind.name,
+        id=claimed.id,
+        error=failure.error.code,
+        reason=failure.reason,
+    )
+    return failure
+
+
+def stuck(rt: Runtime, kind: LeasedWork[Row, Work]) -> list[str]:
+    """What the reconciler enqueues again: the kind's candidate rows no live worker holds."""
+    now = clock.now()
+    grace = kind.grace_seconds(rt)
+    with rt.db.reading() as session:
+        rows = kind.candidates(session)
+        return kind.to_enqueue([r for r in rows if is_stale(_leased(r), now, grace)])

@@ -22,7 +22,7 @@ names it as the next to run (the reconciler restarts the first record of each va
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,22 +30,15 @@ import structlog
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from opencbr import clock
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.sink import ArchiveError
 from opencbr.db import chunks
-from opencbr.db.backups import (
-    LIVE_RECORD_STATUSES,
-    Backup,
-    Checkpoint,
-    OperationLog,
-    ReplicationRecord,
-)
+from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationRecord
+from opencbr.db.status import LIVE_RECORD, BackupStatus, CheckpointStatus, RecordStatus
 from opencbr.db.vaults import Vault
 from opencbr.errors import (
     CORRUPT_SOURCE_CHUNK,
     DESTINATION_VAULT_FULL,
-    INTERNAL_ERROR,
     REPLICA_IMPORT_FAILED,
     CbrError,
     ErrorCode,
@@ -59,12 +52,11 @@ from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, 
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
-HEARTBEAT_SECONDS = 2.0
 INDEX_EVERY_BYTES = 256 * 1024**2  # flush + index the destination this often
 IN_FLIGHT = 16
 
 
-class DestinationBusy(Exception):
+class DestinationBusy(leases.VaultBusy):
     """Garbage collection holds the destination vault; the record tries again shortly."""
 
 
@@ -79,130 +71,190 @@ class _Work:
     units: list[tuple[str, str]]  # (source unit id, replica unit id)
     budget: int
     missing: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
+    planned: bool = False
     bytes_total: int = 0
     bytes_copied: int = 0
     chunks_total: int = 0
     chunks_copied: int = 0
     chunks_present: int = 0
+    manifests: dict[str, Manifest] = field(default_factory=dict)  # by replica unit id
+    timings: list[float] = field(default_factory=list)  # monotonic: started, planned, copied
 
 
 def run(rt: Runtime, record_id: str) -> str | None:
     """Run the record; once it has settled (succeeded or failed), return the record next in
     line for its destination vault, for the caller to enqueue. None when it did not run."""
-    work = _claim(rt, record_id)
-    if work is None:
+    claimed = leases.run(rt, REPLICATION, record_id, lambda work: _replicate(rt, work))
+    if claimed is None:
         return None
-    _replicate(rt, work)
-    return next_in_line(rt, work.dest_vault_id)
+    return next_in_line(rt, claimed.work.dest_vault_id)
 
 
 def _replicate(rt: Runtime, work: _Work) -> None:
-    record_id = work.record_id
-    started = time.monotonic()
-    try:
-        _plan(rt, work)
-        planned = time.monotonic()
-        with leases.heartbeat(lambda: _beat(rt, work), HEARTBEAT_SECONDS):
-            source = rt.stores.vault(work.source_region, work.source_vault_id)
+    work.timings.append(time.monotonic())
+    _plan(rt, work)
+    work.timings.append(time.monotonic())
+    source = rt.stores.vault(work.source_region, work.source_vault_id)
+    dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
+    manifests = _read_manifests(work, source)  # a damaged one fails before the copy
+    for unit_id, _replica_id in work.units:
+        _copy_unit(rt, work, source, dest, unit_id)
+    _write_manifests(dest, manifests)
+    work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
+    work.timings.append(time.monotonic())
+
+
+class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
+    """A replication record: one backup copied into one destination vault. Records into
+    one vault run one at a time, oldest first (`ready`, `candidates`)."""
+
+    name = "replication"
+    model = ReplicationRecord
+    live = LIVE_RECORD
+    busy = DestinationBusy
+
+    def lock(self, session: Session, work_id: str) -> ReplicationRecord | None:
+        # A record planned with its vault has no replica until the fan-out task creates
+        # it; one that task never reached (a crash in between) gets it here. It is
+        # committed even when the claim then waits for garbage collection.
+        replicas.add_missing_replicas(session, [work_id])
+        return super().lock(session, work_id)
+
+    def ready(self, session: Session, row: ReplicationRecord) -> bool:
+        """Fail a record whose backup, replica or vault is gone; wait while an earlier
+        record into the vault is still to finish (that one names this one next)."""
+        dest = session.get(Vault, row.destination_vault_id, with_for_update=True)
+        replica = session.get(Backup, row.destination_backup_id or "")
+        source_backup = session.get(Backup, row.source_backup_id)
+        if dest is None or replica is None or source_backup is None:
+            reason = "The source backup or the destination vault no longer exists."
+            fail_record(session, row, REPLICA_IMPORT_FAILED, reason)
+            return False
+        if _earlier_record_running(session, row):
+            log.info("replication waiting", record_id=row.id, vault_id=dest.id)
+            return False
+        return True
+
+    def writes_to(self, session: Session, row: ReplicationRecord) -> Vault | None:
+        return session.get(Vault, row.destination_vault_id, with_for_update=True)
+
+    def begin(self, rt: Runtime, session: Session, row: ReplicationRecord) -> _Work:
+        start_replication(session, row)
+        dest = session.get(Vault, row.destination_vault_id)
+        source_backup = session.get(Backup, row.source_backup_id)
+        replica = session.get(Backup, row.destination_backup_id or "")
+        assert dest is not None and source_backup is not None and replica is not None
+        return _Work(
+            row.id,
+            row.operation_log_id,
+            row.source_region,
+            row.source_vault_id,
+            dest.region,
+            dest.id,
+            _unit_pairs(source_backup, replica),
+            dest.size_gb * GB - dest.used_bytes,
+        )
+
+    def beat(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
+        row.bytes_copied, row.chunks_copied = work.bytes_copied, work.chunks_copied
+        row.progress = _percent(work)
+        operation_logs.set_progress(session, work.log_id, row.progress)
+
+    def complete(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
+        _commit(session, row, work)
+
+    def fail(
+        self,
+        rt: Runtime,
+        session: Session,
+        row: ReplicationRecord,
+        work: _Work | None,
+        failure: leases.Failure,
+    ) -> None:
+        if work is not None:
+            row.bytes_copied, row.chunks_copied = work.bytes_copied, work.chunks_copied
+        fail_record(session, row, failure.error, failure.reason)
+
+    def after_fail(self, rt: Runtime, work: _Work) -> None:
+        try:
             dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
-            manifests = _read_manifests(work, source)  # a damaged one fails before the copy
-            for unit_id, _replica_id in work.units:
-                _copy_unit(rt, work, source, dest, unit_id)
-            _write_manifests(dest, manifests)
-        copied = time.monotonic()
-        _commit(
-            rt, work, {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
-        )
-        log.info(
-            "replication record finished",
-            record_id=record_id,
-            chunks_copied=work.chunks_copied,
-            bytes_copied=work.bytes_copied,
-            plan_s=round(planned - started, 3),
-            copy_s=round(copied - planned, 3),
-            commit_s=round(time.monotonic() - copied, 3),
-        )
-    except CbrError as exc:
-        _fail(rt, work, exc.error, exc.detail)
-    except CorruptChunkError as exc:
-        _fail(
-            rt,
-            work,
+            for _unit_id, replica_id in work.units:
+                dest.delete_manifest(manifest_name(replica_id))
+        except StorageError as exc:
+            log.warning("manifests of a failed replica not removed", reason=failure_reason(exc))
+
+    def explain(self, exc: Exception) -> leases.Failure | None:
+        return _explain(exc)
+
+    def candidates(self, session: Session) -> Iterable[ReplicationRecord]:
+        """The first live record of each destination vault, oldest first (the records
+        behind it wait for it to settle, see `run`)."""
+        firsts: dict[str, ReplicationRecord] = {}
+        for record in session.scalars(_live_in_order()):
+            firsts.setdefault(record.destination_vault_id, record)
+        return list(firsts.values())
+
+
+REPLICATION = _Replications()
+
+
+def _explain(exc: Exception) -> leases.Failure | None:
+    if isinstance(exc, CbrError):
+        return leases.Failure(exc.error, exc.detail)
+    if isinstance(exc, CorruptChunkError):
+        return leases.Failure(
             CORRUPT_SOURCE_CHUNK,
             f"A source chunk is corrupt: {exc}. It is marked damaged: back the same data up "
             "again (which stores it anew) or delete the damaged backup, then replicate again.",
         )
-    except NotFoundError as exc:
-        _fail(rt, work, REPLICA_IMPORT_FAILED, f"A source chunk or manifest is missing: {exc}")
-    except (StorageError, OSError) as exc:
-        reason = failure_reason(exc)
-        log.warning("replication failed", record_id=record_id, error=reason)
-        _fail(rt, work, REPLICA_IMPORT_FAILED, reason)
+    if isinstance(exc, NotFoundError):
+        return leases.Failure(
+            REPLICA_IMPORT_FAILED, f"A source chunk or manifest is missing: {exc}"
+        )
+    if isinstance(exc, (StorageError, OSError)):
+        return leases.Failure(REPLICA_IMPORT_FAILED, failure_reason(exc))
+    return None
+
+
+# --- transitions of a record ------------------------------------------------------------
+
+
+def start_replication(session: Session, record: ReplicationRecord) -> None:
+    """waiting_replicate (or an interrupted replicating) -> replicating."""
+    record.status = RecordStatus.REPLICATING
+    operation_logs.set_progress(session, record.operation_log_id, 0)
+
+
+def complete_record(session: Session, record: ReplicationRecord, work: _Work) -> None:
+    """replicating -> success: the replica's checkpoint is available, the log closed."""
+    record.status, record.progress, record.lease_until = RecordStatus.SUCCESS, 100, None
+    record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
+    checkpoint = session.get(Checkpoint, record.destination_checkpoint_id or "")
+    if checkpoint is not None:
+        checkpoint.status = CheckpointStatus.AVAILABLE
+    operation_logs.close_log(session, record.operation_log_id)
+
+
+def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, reason: str) -> None:
+    """-> fail; the partial replica disappears (copied chunks are left to GC)."""
+    record.status, record.fail_code, record.fail_reason = (
+        RecordStatus.FAIL,
+        error.code,
+        reason[:1024],
+    )
+    record.lease_until = None
+    replica = session.get(Backup, record.destination_backup_id or "")
+    if replica is not None and replica.status != BackupStatus.AVAILABLE:
+        checkpoint = session.get(Checkpoint, replica.checkpoint_id)
+        session.delete(replica)
+        if checkpoint is not None:
+            session.delete(checkpoint)
+        record.destination_backup_id = None
+        record.destination_checkpoint_id = None
+    operation_logs.close_log(session, record.operation_log_id, error, reason)
 
 
 # --- claim and plan ---------------------------------------------------------------------
-
-
-def _claim(rt: Runtime, record_id: str) -> _Work | None:
-    """Lease the record; None when there is nothing to do or an earlier record into the
-    vault is still to finish (that one names this one next when it settles). Raises
-    DestinationBusy while GC holds the vault, after committing the replica it may have
-    created for the record."""
-    with rt.db.transaction() as session:
-        # A record planned with its vault has no replica until the fan-out task creates
-        # it; one that task never reached (a crash in between) gets it here.
-        replicas.add_missing_replicas(session, [record_id])
-        record = session.get(ReplicationRecord, record_id, with_for_update=True)
-        if record is None or record.status not in LIVE_RECORD_STATUSES:
-            return None
-        if leases.is_held(record):
-            return None
-        dest = session.get(Vault, record.destination_vault_id, with_for_update=True)
-        replica = session.get(Backup, record.destination_backup_id or "")
-        source_backup = session.get(Backup, record.source_backup_id)
-        if dest is None or replica is None or source_backup is None:
-            _fail_in_session(
-                session,
-                record,
-                REPLICA_IMPORT_FAILED,
-                "The source backup or the destination vault no longer exists.",
-            )
-            return None
-        if _earlier_record_running(session, record):
-            log.info("replication waiting", record_id=record_id, vault_id=dest.id)
-            return None
-        if dest.gc_until is None or dest.gc_until <= clock.now():
-            return _take(rt, session, record, dest, source_backup, replica)
-    raise DestinationBusy(record.destination_vault_id)
-
-
-def _take(
-    rt: Runtime,
-    session: Session,
-    record: ReplicationRecord,
-    dest: Vault,
-    source_backup: Backup,
-    replica: Backup,
-) -> _Work | None:
-    """Lease the record for this worker; fail it when it was interrupted too often."""
-    if record.attempts >= rt.settings.max_attempts:
-        _fail_in_session(
-            session, record, INTERNAL_ERROR, f"gave up after {record.attempts} interrupted attempts"
-        )
-        return None
-    leases.take(record, rt.settings.lease_seconds)
-    record.status = "replicating"
-    operation_logs.set_progress(session, record.operation_log_id, 0)
-    return _Work(
-        record.id,
-        record.operation_log_id,
-        record.source_region,
-        record.source_vault_id,
-        dest.region,
-        dest.id,
-        _unit_pairs(source_backup, replica),
-        dest.size_gb * GB - dest.used_bytes,
-    )
 
 
 def _earlier_record_running(session: Session, record: ReplicationRecord) -> bool:
@@ -210,7 +262,7 @@ def _earlier_record_running(session: Session, record: ReplicationRecord) -> bool
     earlier = session.scalars(
         select(ReplicationRecord).where(
             ReplicationRecord.destination_vault_id == record.destination_vault_id,
-            ReplicationRecord.status.in_(LIVE_RECORD_STATUSES),
+            ReplicationRecord.status.in_(LIVE_RECORD),
             ReplicationRecord.id != record.id,
             ReplicationRecord.created_at <= record.created_at,
         )
@@ -245,6 +297,7 @@ def _plan(rt: Runtime, work: _Work) -> None:
         if record is not None:
             record.bytes_total, record.chunks_total = work.bytes_total, work.chunks_total
             record.chunks_present = work.chunks_present
+    work.planned = True
 
 
 def _refuse_damaged_source(session: Session, unit_id: str, vault_id: str) -> None:
@@ -369,40 +422,34 @@ def _write_manifests(dest: ChunkStore, manifests: dict[str, tuple[bytes, Manifes
 
 
 def _percent(work: _Work) -> int:
+    if not work.planned:
+        return 0
     if work.bytes_total <= 0:
         return 99
     return min(99, work.bytes_copied * 100 // work.bytes_total)
 
 
-def _beat(rt: Runtime, work: _Work) -> None:
-    with rt.db.transaction() as session:
-        record = session.get(ReplicationRecord, work.record_id)
-        if record is None:
-            return
-        record.lease_until = leases.renewal(rt.settings.lease_seconds)
-        record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
-        record.progress = _percent(work)
-        operation_logs.set_progress(session, work.log_id, record.progress)
-
-
-def _commit(rt: Runtime, work: _Work, manifests: dict[str, Manifest]) -> None:
-    with rt.db.transaction() as session:
-        for replica_id, manifest in manifests.items():
-            linked = chunks.link_backup(session, replica_id, work.dest_vault_id, manifest.digests())
-            if linked != len(manifest.digests()):
-                raise CbrError(REPLICA_IMPORT_FAILED, "destination index lacks replica chunks")
-            _publish_unit(session, replica_id, manifest)
-        record = session.get(ReplicationRecord, work.record_id)
-        assert record is not None
-        replica = session.get(Backup, record.destination_backup_id or "")
-        assert replica is not None
-        _publish_unit(session, replica.id, None)
-        record.status, record.progress, record.lease_until = "success", 100, None
-        record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
-        checkpoint = session.get(Checkpoint, replica.checkpoint_id)
-        if checkpoint is not None:
-            checkpoint.status = "available"
-        operation_logs.close_log(session, work.log_id)
+def _commit(session: Session, record: ReplicationRecord, work: _Work) -> None:
+    """Link the replica's chunks, publish it, complete the record: one transaction."""
+    for replica_id, manifest in work.manifests.items():
+        linked = chunks.link_backup(session, replica_id, work.dest_vault_id, manifest.digests())
+        if linked != len(manifest.digests()):
+            raise CbrError(REPLICA_IMPORT_FAILED, "destination index lacks replica chunks")
+        _publish_unit(session, replica_id, manifest)
+    replica = session.get(Backup, record.destination_backup_id or "")
+    assert replica is not None
+    _publish_unit(session, replica.id, None)
+    complete_record(session, record, work)
+    started, planned, copied = work.timings
+    log.info(
+        "replication record finished",
+        record_id=record.id,
+        chunks_copied=work.chunks_copied,
+        bytes_copied=work.bytes_copied,
+        plan_s=round(planned - started, 3),
+        copy_s=round(copied - planned, 3),
+        commit_s=round(time.monotonic() - copied, 3),
+    )
 
 
 def _publish_unit(session: Session, backup_id: str, manifest: Manifest | None) -> None:
@@ -415,46 +462,7 @@ def _publish_unit(session: Session, backup_id: str, manifest: Manifest | None) -
         unit.bytes_total = sum(c.bytes_total for c in unit.children)
         unit.bytes_new = sum(c.bytes_new for c in unit.children)
         unit.chunk_count = sum(c.chunk_count for c in unit.children)
-    unit.status = "available"
-
-
-def _fail(rt: Runtime, work: _Work, error: ErrorCode, reason: str) -> None:
-    with rt.db.transaction() as session:
-        record = session.get(ReplicationRecord, work.record_id)
-        if record is not None:
-            record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
-            _fail_in_session(session, record, error, reason)
-    dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
-    for _unit_id, replica_id in work.units:
-        dest.delete_manifest(manifest_name(replica_id))
-
-
-def _fail_in_session(
-    session: Session, record: ReplicationRecord, error: ErrorCode, reason: str
-) -> None:
-    """Fail the record; the partial replica disappears (copied chunks are left to GC)."""
-    record.status, record.fail_code, record.fail_reason = "fail", error.code, reason[:1024]
-    record.lease_until = None
-    replica = session.get(Backup, record.destination_backup_id or "")
-    if replica is not None and replica.status != "available":
-        checkpoint = session.get(Checkpoint, replica.checkpoint_id)
-        session.delete(replica)
-        if checkpoint is not None:
-            session.delete(checkpoint)
-        record.destination_backup_id = None
-        record.destination_checkpoint_id = None
-    operation_logs.close_log(session, record.operation_log_id, error, reason)
-
-
-def stuck(rt: Runtime) -> list[str]:
-    """The first live record of each destination vault when no live worker holds it (the
-    records behind it wait for it to settle, see `run`), oldest first."""
-    now = clock.now()
-    with rt.db.reading() as session:
-        firsts: dict[str, ReplicationRecord] = {}
-        for record in session.scalars(_live_in_order()):
-            firsts.setdefault(record.destination_vault_id, record)
-        return [r.id for r in firsts.values() if (r.lease_until or r.created_at) < now]
+    unit.status = BackupStatus.AVAILABLE
 
 
 def next_in_line(rt: Runtime, vault_id: str) -> str | None:
@@ -472,7 +480,7 @@ def _live_in_order() -> Select[ReplicationRecord]:
     """Live records in the order they run in: oldest first, ties broken by id."""
     return (
         select(ReplicationRecord)
-        .where(ReplicationRecord.status.in_(LIVE_RECORD_STATUSES))
+        .where(ReplicationRecord.status.in_(LIVE_RECORD))
         .order_by(ReplicationRecord.created_at, ReplicationRecord.id)
     )
 

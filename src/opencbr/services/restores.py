@@ -12,6 +12,7 @@ the request locks the target's row while it checks for a live restore and opens 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from opencbr.archive.sink import ArchiveError, ChunkSource
 from opencbr.db.backups import Backup, OperationLog
 from opencbr.db.identity import Project
 from opencbr.db.session import Database
+from opencbr.db.status import LIVE_OPERATION, BackupStatus, ProtectStatus
 from opencbr.db.vaults import Protectable, Vault, VaultResource
 from opencbr.errors import (
     INTERNAL_ERROR,
@@ -49,7 +51,6 @@ from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import StorageError
 
 log = structlog.get_logger(__name__)
-HEARTBEAT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -141,16 +142,16 @@ def _plan(backup: Backup, target: Protectable, request: RestoreRequest) -> list[
 
 def _check_target_free(session: Session, target: Protectable) -> None:
     binding = session.get(VaultResource, target.id, populate_existing=True)
-    if binding is not None and binding.protect_status == "protecting":
+    if binding is not None and binding.protect_status == ProtectStatus.PROTECTING:
         raise CbrError(RESTORE_TARGET_BUSY)
-    if binding is not None and binding.protect_status == "restoring":
+    if binding is not None and binding.protect_status == ProtectStatus.RESTORING:
         raise CbrError(RESOURCE_RESTORING)
     busy = session.scalar(
         select(OperationLog.id)
         .where(
             OperationLog.operation_type == "restore",
             OperationLog.resource_id == target.id,
-            OperationLog.status.in_(("waiting", "running")),
+            OperationLog.status.in_(LIVE_OPERATION),
         )
         .limit(1)
     )
@@ -168,16 +169,16 @@ def start(
         # always backup first, then target: under READ COMMITTED a concurrent request
         # waits here and then sees the log this one inserted.
         session.refresh(backup, with_for_update=True)
-        if backup.status != "available" or backup.parent_id is not None:
+        if backup.status != BackupStatus.AVAILABLE or backup.parent_id is not None:
             raise CbrError(RESTORE_BAD_STATUS, f"The backup is {backup.status}.")
         target = _target(session, ctx, backup, request)
         session.refresh(target, with_for_update=True)
         _check_target_free(session, target)
         plan = _plan(backup, target, request)
-        backup.status = "restoring"
+        backup.status = BackupStatus.RESTORING
         binding = session.get(VaultResource, target.id)
         if binding is not None:
-            binding.protect_status = "restoring"
+            binding.protect_status = ProtectStatus.RESTORING
         vault = session.get(Vault, backup.vault_id)
         entry = operation_logs.open_log(
             session,
@@ -215,35 +216,69 @@ class _Claim:
     target_id: str | None
     plan: list[list[str]]
     roots: list[Path]  # the project's configured roots, as settings say now
+    percent: int = 0
 
 
-def _claim(rt: Runtime, log_id: str) -> _Claim | None:
-    with rt.db.transaction() as session:
-        entry = session.get(OperationLog, log_id, with_for_update=True)
-        if entry is None or entry.status not in ("waiting", "running") or leases.is_held(entry):
-            return None
-        backup = session.get(Backup, entry.backup_id or "")
+class _Restores(leases.LeasedWork[OperationLog, _Claim]):
+    """A restore, leased on its operation log. It only reads its vault: garbage collection
+    leaves a `restoring` backup's chunks alone, so a claim never waits for it."""
+
+    name = "restore"
+    model = OperationLog
+    live = LIVE_OPERATION
+
+    def ready(self, session: Session, row: OperationLog) -> bool:
+        backup = session.get(Backup, row.backup_id or "")
+        if backup is None or session.get(Vault, backup.vault_id) is None:
+            operation_logs.close_log(session, row.id, RESTORE_BAD_STATUS, "the backup is gone")
+            return False
+        return True
+
+    def begin(self, rt: Runtime, session: Session, row: OperationLog) -> _Claim:
+        backup = session.get(Backup, row.backup_id or "")
         vault = session.get(Vault, backup.vault_id) if backup else None
-        if backup is None or vault is None:
-            operation_logs.close_log(session, log_id, RESTORE_BAD_STATUS, "the backup is gone")
-            return None
-        if entry.attempts >= rt.settings.max_attempts:
-            _finish_in_session(
-                session,
-                entry,
-                backup,
-                INTERNAL_ERROR,
-                f"gave up after {entry.attempts} interrupted attempts",
-            )
-            return None
-        leases.take(entry, rt.settings.lease_seconds)
-        project = session.get(Project, entry.project_id)
+        assert backup is not None and vault is not None  # `ready` said so
+        project = session.get(Project, row.project_id)
         roots = protectables.project_roots(
-            rt.settings, entry.project_id, project.name if project else entry.project_id
+            rt.settings, row.project_id, project.name if project else row.project_id
         )
-        return _Claim(
-            log_id, backup.id, vault.id, vault.region, entry.resource_id, entry.plan, roots
+        return _Claim(row.id, backup.id, vault.id, vault.region, row.resource_id, row.plan, roots)
+
+    def beat(self, session: Session, row: OperationLog, work: _Claim) -> None:
+        operation_logs.set_progress(session, row.id, work.percent)
+
+    def complete(self, session: Session, row: OperationLog, work: _Claim) -> None:
+        _finish_in_session(session, row, None, "")
+
+    def fail(
+        self,
+        rt: Runtime,
+        session: Session,
+        row: OperationLog,
+        work: _Claim | None,
+        failure: leases.Failure,
+    ) -> None:
+        _finish_in_session(session, row, failure.error, failure.reason)
+
+    def explain(self, exc: Exception) -> leases.Failure | None:
+        if isinstance(exc, PathNotConfined):
+            return leases.Failure(RESOURCE_PATH_INVALID, exc.strerror or "")
+        if isinstance(exc, CbrError):
+            return leases.Failure(exc.error, exc.detail)
+        if isinstance(exc, (StorageError, ArchiveError, OSError)):
+            return leases.Failure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        return None
+
+    def candidates(self, session: Session) -> Iterable[OperationLog]:
+        return session.scalars(
+            select(OperationLog).where(
+                OperationLog.operation_type == "restore",
+                OperationLog.status.in_(LIVE_OPERATION),
+            )
         )
+
+
+RESTORE = _Restores()
 
 
 @dataclass(frozen=True)
@@ -268,38 +303,25 @@ class _Unit:
 
 
 def run(rt: Runtime, log_id: str) -> None:
-    claim = _claim(rt, log_id)
-    if claim is None:
-        return
+    leases.run(rt, RESTORE, log_id, lambda claim: _restore(rt, claim))
+
+
+def _restore(rt: Runtime, claim: _Claim) -> None:
     store = rt.stores.vault(claim.region, claim.vault_id)
     source = VaultSource(store, DamageMarker(rt.db, claim.vault_id))  # marks failed reads
-    done = [0]
-    try:
-        with (
-            leases.heartbeat(lambda: _beat(rt, claim, done[0]), HEARTBEAT_SECONDS),
-            ExitStack() as targets,
-        ):
-            units = [_Unit.of(step) for step in claim.plan]
-            manifests = [
-                Manifest.from_bytes(store.get_manifest(manifest_name(unit.backup_id)))
-                for unit in units
-            ]
-            # Every target is opened and checked before anything is written to any.
-            opened_targets = [
-                _open_target(targets, claim.roots, unit, manifest)
-                for unit, manifest in zip(units, manifests, strict=True)
-            ]
-            for index, (manifest, target) in enumerate(zip(manifests, opened_targets, strict=True)):
-                _restore_unit(rt, manifest, source, target)
-                done[0] = (index + 1) * 100 // len(units)
-        _finish(rt, claim, None, "")
-    except PathNotConfined as exc:
-        _finish(rt, claim, RESOURCE_PATH_INVALID, exc.strerror or "")
-    except CbrError as exc:
-        _finish(rt, claim, exc.error, exc.detail)
-    except (StorageError, ArchiveError, OSError) as exc:
-        log.warning("restore failed", log_id=log_id, error=str(exc))
-        _finish(rt, claim, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+    with ExitStack() as targets:
+        units = [_Unit.of(step) for step in claim.plan]
+        manifests = [
+            Manifest.from_bytes(store.get_manifest(manifest_name(unit.backup_id))) for unit in units
+        ]
+        # Every target is opened and checked before anything is written to any.
+        opened_targets = [
+            _open_target(targets, claim.roots, unit, manifest)
+            for unit, manifest in zip(units, manifests, strict=True)
+        ]
+        for index, (manifest, target) in enumerate(zip(manifests, opened_targets, strict=True)):
+            _restore_unit(rt, manifest, source, target)
+            claim.percent = (index + 1) * 100 // len(units)
 
 
 def _open_target(
@@ -337,43 +359,15 @@ def _restore_unit(
         restore_tree(manifest, source, target, workers=workers)
 
 
-def _beat(rt: Runtime, claim: _Claim, percent: int) -> None:
-    with rt.db.transaction() as session:
-        entry = session.get(OperationLog, claim.log_id)
-        if entry is not None:
-            entry.lease_until = leases.renewal(rt.settings.lease_seconds)
-        operation_logs.set_progress(session, claim.log_id, percent)
-
-
-def _finish(rt: Runtime, claim: _Claim, error: ErrorCode | None, message: str) -> None:
-    with rt.db.transaction() as session:
-        entry = session.get(OperationLog, claim.log_id)
-        backup = session.get(Backup, claim.backup_id)
-        if entry is not None and backup is not None:
-            _finish_in_session(session, entry, backup, error, message)
-
-
 def _finish_in_session(
-    session: Session, entry: OperationLog, backup: Backup, error: ErrorCode | None, message: str
+    session: Session, entry: OperationLog, error: ErrorCode | None, message: str
 ) -> None:
-    if backup.status == "restoring":
-        backup.status = "available"
+    """The restore ends: its backup is `available` again, its target free, its log closed."""
+    backup = session.get(Backup, entry.backup_id or "")
+    if backup is not None and backup.status == BackupStatus.RESTORING:
+        backup.status = BackupStatus.AVAILABLE
     binding = session.get(VaultResource, entry.resource_id or "")
-    if binding is not None and binding.protect_status == "restoring":
-        binding.protect_status = "available"
-    entry.lease_until = None
+    if binding is not None and binding.protect_status == ProtectStatus.RESTORING:
+        binding.protect_status = ProtectStatus.AVAILABLE
     entry.updated_at = clock.now()
     operation_logs.close_log(session, entry.id, error, message)
-
-
-def stuck(rt: Runtime) -> list[str]:
-    """Restore logs in progress that no live worker holds."""
-    now = clock.now()
-    with rt.db.reading() as session:
-        rows = session.scalars(
-            select(OperationLog).where(
-                OperationLog.operation_type == "restore",
-                OperationLog.status.in_(("waiting", "running")),
-            )
-        )
-        return [e.id for e in rows if (e.lease_until or e.created_at) < now]
