@@ -176,9 +176,10 @@ def run(
     try:
         with heartbeat(rt, claimed):
             body(claimed.work)
-        release(rt, claimed)
     except Exception as exc:
         release(rt, claimed, _failure(claimed, exc))
+    else:
+        release(rt, claimed)  # fails the work instead if the completion raises
     return claimed
 
 
