@@ -17,9 +17,8 @@ from typing import Any
 from opencbr import metrics
 from opencbr.db.session import Database
 from opencbr.services import monitoring
-from opencbr.services.backup_runs import VaultBusy
+from opencbr.services.leases import VaultBusy
 from opencbr.services.monitoring import WorkState
-from opencbr.services.replication_runs import DestinationBusy
 
 # Queue task name -> its metric label (bounded; never an id).
 TASK_LABELS = {
@@ -52,7 +51,7 @@ def observed(db: Database, name: str, args: tuple[Any, ...], run: Callable[[], N
     try:
         run()
         outcome = "success"
-    except (VaultBusy, DestinationBusy):
+    except VaultBusy:  # the backup's or the replication destination's
         outcome = "deferred"
         raise
     finally:
