@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from opencbr import __version__, data_dir, logs
 from opencbr.api import errors
+from opencbr.api.metrics import HttpMetricsMiddleware
 from opencbr.api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from opencbr.api.routes import (
     backups,
@@ -90,4 +91,5 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     app.add_middleware(NulRefusalMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)  # outermost: times all of the above
     return app

@@ -22,12 +22,13 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from opencbr import data_dir, logs
+from opencbr import data_dir, logs, metrics
 from opencbr.db.credentials import Credential
 from opencbr.db.migrate import upgrade
 from opencbr.db.session import Database
 from opencbr.errors import CbrError
 from opencbr.services import credentials, identity
+from opencbr.services.monitoring import StateCollector
 from opencbr.settings import Settings, load_settings
 from opencbr.storage import probe
 
@@ -187,6 +188,7 @@ def serve(
     logs.configure(settings)
     sockets = _listen(settings)
     db = _open_database(settings)
+    metrics_listener = _listen_metrics(settings, db)
     first = _first_start(settings, db)
     _report_unusable_storage(settings)
     _announce(settings, first)
@@ -208,6 +210,8 @@ def serve(
         )
     )
     server.run(sockets=sockets)
+    if metrics_listener is not None:
+        metrics_listener.stop()
     if not server.started:
         raise typer.Exit(code=3)  # the app's start-up failed; uvicorn logged why
 
@@ -240,6 +244,18 @@ def _listen(settings: Settings) -> list[socket.socket]:
 LISTEN_BACKLOG = 2048  # uvicorn's default
 
 
+def _listen_metrics(settings: Settings, db: Database) -> metrics.Listener | None:
+    """The metrics listener with the database's state gauges (this is the one process
+    that serves them), or None when `metrics_listen` is empty; exit if it cannot bind."""
+    if not settings.metrics_listen:
+        return None
+    try:
+        return metrics.start_listener(settings.metrics_listen, StateCollector(db))
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        _fail(f"cannot listen on {settings.metrics_listen} (metrics_listen): {reason}")
+
+
 def _report_unusable_storage(settings: Settings) -> None:
     """One error line per region whose storage cannot be written. The service still
     starts: the other regions work, and backups into that region fail with the reason."""
@@ -251,6 +267,8 @@ def _report_unusable_storage(settings: Settings) -> None:
 
 def _announce(settings: Settings, first: dict[str, Any]) -> None:
     typer.echo(f"opencbr listening on {settings.base_url}")
+    if settings.metrics_listen:
+        typer.echo(f"  metrics:   http://{settings.metrics_listen}/metrics")
     typer.echo(f"  auth URL:  {settings.base_url}/identity/v3")
     typer.echo(f"  user:      {first['user']} (domain Default)")
     typer.echo(f"  password:  in {first['password_file']}")

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".opencbr")
     database_url: str | None = None
     listen: str = "127.0.0.1:8080"
+    # Prometheus metrics at http://<metrics_listen>/metrics, a listener of their own (off
+    # the authenticated API); "" turns it off.
+    metrics_listen: str = "127.0.0.1:9464"
     # The URL clients reach us at (put into the token catalog); default: http://<listen>.
     public_url: str | None = None
     token_ttl_seconds: int = Field(default=86400, ge=1)
@@ -93,10 +96,12 @@ class Settings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _listen_has_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError("listen must be HOST:PORT")
-        return value
+        return _host_and_port("listen", value)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen_has_port(cls, value: str) -> str:
+        return value and _host_and_port("metrics_listen", value)
 
     @field_validator("log_level")
     @classmethod
@@ -168,6 +173,13 @@ class Settings(BaseSettings):
         if region.replication_destinations is not None:
             return [d for d in region.replication_destinations if d != name and self.region(d)]
         return [other.name for other in self.regions if other.name != name]
+
+
+def _host_and_port(name: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{name} must be HOST:PORT")
+    return value
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:

@@ -139,6 +139,8 @@ def write_config(tmp: Path, port: int, extra: str = "") -> Path:
     )
     for region in ("region1", "region2"):
         (tmp / "roots" / region).mkdir(parents=True, exist_ok=True)
+    if "metrics_listen" not in extra:  # the default port would collide between servers
+        extra = f'metrics_listen = "127.0.0.1:{free_port()}"\n{extra}'
     config = tmp / "opencbr.toml"
     config.write_text(
         f'data_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'

@@ -23,6 +23,7 @@ from huey.storage import SqliteStorage
 
 from opencbr.db.session import make_private_sqlite_file
 from opencbr.jobs import tasks
+from opencbr.jobs.instrument import observed
 from opencbr.services import backup_runs, replication_runs
 from opencbr.services.runtime import Runtime
 
@@ -105,7 +106,7 @@ class Jobs:
 
         def run(*args: Any, **kwargs: Any) -> None:
             try:
-                task(self, *args, **kwargs)
+                observed(self.runtime.db, task.__name__, args, lambda: task(self, *args, **kwargs))
             except backup_runs.VaultBusy:
                 queued.schedule(args=args, kwargs=kwargs, delay=5)
             except replication_runs.DestinationBusy:
