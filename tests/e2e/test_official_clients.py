@@ -384,4 +384,4 @@ def test_admin_credential_commands_create_list_and_delete(site: Site) -> None:
         timeout=120,
     )
     assert failed.returncode == 1
-    assert failed.stderr.startswith("error:") and failed.stdout == ""
+    assert failed.stderr.splitlines()[-1].startswith("error:") and failed.stdout == ""

@@ -31,6 +31,9 @@ log = structlog.get_logger(__name__)
 
 
 IDLE_POLL_SECONDS = 0.25  # how often idle workers look for tasks other processes queued
+# How long stop() lets running tasks reach their end before it gives up on them: a task
+# still running then is resumed from its lease by the next start.
+SHUTDOWN_SECONDS = 10.0
 
 
 class _WakingSqliteStorage(SqliteStorage):  # type: ignore[misc]
@@ -52,6 +55,12 @@ class _WakingSqliteStorage(SqliteStorage):  # type: ignore[misc]
 
     def enqueue(self, data: bytes, priority: float | None = None) -> None:
         super().enqueue(data, priority)
+        with self._ready:
+            self._enqueued += 1
+            self._ready.notify_all()
+
+    def wake(self) -> None:
+        """Wake every idle worker now (to see the consumer's stop flag)."""
         with self._ready:
             self._enqueued += 1
             self._ready.notify_all()
@@ -129,6 +138,7 @@ class Jobs:
             initial_delay=0.05,
             backoff=1.5,
             max_delay=0.25,
+            shutdown_timeout=SHUTDOWN_SECONDS,
         )
         consumer.start()
         self._consumer = consumer
@@ -157,5 +167,9 @@ class Jobs:
             self._loop.join(timeout=10)
             self._loop = None
         if self._consumer is not None:
-            self._consumer.stop(graceful=False)
+            # Graceful: running tasks end (and return their database connections) before the
+            # caller disposes of the database; idle workers are woken to see the stop flag.
+            self._consumer.stop_flag.set()
+            self.huey.storage.wake()
+            self._consumer.stop(graceful=True)
             self._consumer = None
