@@ -1,13 +1,14 @@
 """CbrError and the table of CBR error codes opencbr emits. Imports nothing of opencbr.
 
-Each code is defined once here with its fixed HTTP status and default message
-(reference: cbr-errors-and-client-quirks.md §6). Use cases raise ``CbrError(CODE, detail)``;
-the API layer is the one place that turns it into ``{"error_code", "error_msg"}``.
+Each code is defined once here (one constant per code) with its HTTP status and default
+message (reference: cbr-errors-and-client-quirks.md §6). Use cases raise
+``CbrError(CODE, detail)``, the detail saying what exactly went wrong; the API layer is the
+one place that turns it into ``{"error_code", "error_msg"}``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,12 @@ class ErrorCode:
     code: str
     status: int
     message: str
+
+    def with_status(self, status: int) -> ErrorCode:
+        """The same code answered with another HTTP status: CBR answers a few codes with
+        two (6302 is 404 for an unknown resource, 400 for one whose path no longer holds;
+        APIGW.0301 is 404 for a token a validate call names but cannot find)."""
+        return replace(self, status=status)
 
 
 class CbrError(Exception):
@@ -36,14 +43,17 @@ API_NOT_FOUND = _code(
     "APIGW.0101", 404, "The API does not exist or has not been published in the environment."
 )
 ENTITY_TOO_LARGE = _code("APIGW.0201", 413, "Request entity too large.")
-TOKEN_NOT_FOUND = _code("APIGW.0301", 404, "The token could not be found.")
 # Access keys (the IAM-style credential API).
 CREDENTIAL_NOT_FOUND = _code("IAM.0004", 404, "Could not find the access key.")
 USER_NOT_FOUND = _code("IAM.0005", 404, "Could not find the user.")
 WRONG_PROJECT = _code("BackupService.8600", 403, "Not authenticated.")
 FORBIDDEN_ROLE = _code("APIGW.0302", 403, "The IAM user is not authorized to access the API.")
 
-# Generic.
+# Generic. 9900 is also the answer to what opencbr does not offer: operations of CBR's API
+# that only make sense on a public cloud (orders, organization policies, agents...),
+# cross-account replication, unknown feature keys. CBR's table has no "not supported"
+# code; 9900 is the code every CBR client already treats as a final refusal of the
+# request. The detail names what is not supported.
 INVALID_PARAMETER = _code("BackupService.9900", 400, "Parameter verification failed.")
 INTERNAL_ERROR = _code("BackupService.9910", 500, "Unknown error.")
 
@@ -51,10 +61,10 @@ INTERNAL_ERROR = _code("BackupService.9910", 500, "Unknown error.")
 VAULT_NOT_FOUND = _code("BackupService.6105", 404, "The vault does not exist.")
 BACKUP_NOT_FOUND = _code("BackupService.6200", 404, "The backup does not exist.")
 CHECKPOINT_NOT_FOUND = _code("BackupService.6217", 404, "The backup restore point does not exist.")
+# Also (answered as 400) a registered path that no longer lies inside its root as
+# registered: a component was swapped for a symlink, the root was removed from the
+# configuration, the leaf changed kind (protectables.locate).
 RESOURCE_NOT_FOUND = _code("BackupService.6302", 404, "The resource does not exist.")
-# A registered path that no longer lies inside its root as registered (a component was
-# swapped for a symlink, the root was removed from the configuration, the leaf changed kind).
-RESOURCE_PATH_INVALID = _code("BackupService.6302", 400, "The resource path is no longer valid.")
 OPERATION_LOG_NOT_FOUND = _code("BackupService.6500", 404, "The operation log does not exist.")
 
 # Checkpoints and backups.
@@ -80,7 +90,8 @@ RESTORE_TARGET_BUSY = _code(
     400,
     "The resource is being backed up. Restore the resource after the backup is complete.",
 )
-RESTORE_BAD_STATUS = _code(
+# Also a replication of a backup that is not available (cbr-api.md §2.4: code unconfirmed).
+BACKUP_BAD_STATUS = _code(
     "BackupService.2005", 400, "Restoration is not allowed in the current backup status."
 )
 RESOURCE_RESTORING = _code("BackupService.2010", 400, "The resource is being restored.")
@@ -112,13 +123,7 @@ VAULT_TYPE_FORBIDS_REPLICATION = _code(
 DESTINATION_VAULT_FULL = _code(
     "BackupService.6129", 400, "The maximum capacity of the destination vault has been reached."
 )
-REPLICATION_BAD_STATUS = _code(
-    "BackupService.2005", 400, "Only available backups can be replicated."
-)
-CROSS_ACCOUNT_UNSUPPORTED = _code(
-    "BackupService.9900", 400, "Cross-account replication (cross_account_urn) is not supported."
-)
-CORRUPT_SOURCE_CHUNK = _code("BackupService.1006", 500, "Failed to import the backup replica.")
+# Also a source chunk or manifest found corrupt (the detail says which).
 REPLICA_IMPORT_FAILED = _code("BackupService.1006", 500, "Failed to import the backup replica.")
 
 # Vaults and their resources.
@@ -141,10 +146,3 @@ RESOURCE_REMOVING = _code("BackupService.6134", 400, "Resources are being remove
 RESOURCE_NOT_IN_VAULT = _code(
     "BackupService.6135", 400, "The resource does not exist in the vault."
 )
-
-# Operations of CBR's API that only make sense on a public cloud (orders, organization
-# policies, agents...). CBR's table has no "not supported" code; 9900 is the code every CBR
-# client already treats as a final refusal of the request, and opencbr already answers it
-# for features it does not offer (cross_account_urn). The message names the operation.
-NOT_SUPPORTED = _code("BackupService.9900", 400, "The operation is not supported by opencbr.")
-FEATURE_NOT_SUPPORTED = _code("BackupService.9900", 400, "The feature key is not supported.")

@@ -39,7 +39,7 @@ from opencbr.db.vaults import (
     VaultResource,
     settle_capacity,
 )
-from opencbr.errors import INTERNAL_ERROR, RESOURCE_PATH_INVALID, CbrError, ErrorCode
+from opencbr.errors import INTERNAL_ERROR, RESOURCE_NOT_FOUND, CbrError, ErrorCode
 from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
 from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.protectables import locate, project_roots
@@ -285,14 +285,14 @@ def _registered_nodes(rt: Runtime, unit_ids: list[str]) -> dict[str, str | None]
 
 def _open_resource(roots: list[Path], kind: str, node: str | None, path: str) -> int:
     """A descriptor of the unit's directory, image file or block device, opened below its
-    configured root without following any symlink and without blocking; RESOURCE_PATH_INVALID
+    configured root without following any symlink and without blocking; RESOURCE_NOT_FOUND
     when the path no longer leads there."""
     location = locate(roots, path)
     try:
         root_fd = open_root(location.root)
     except OSError as exc:
         raise CbrError(
-            RESOURCE_PATH_INVALID,
+            RESOURCE_NOT_FOUND,
             _no_longer_valid(path, f"its configured root is not accessible ({exc.strerror})"),
         ) from None
     with opened(root_fd):
@@ -302,14 +302,14 @@ def _open_resource(roots: list[Path], kind: str, node: str | None, path: str) ->
             kinds = (node,) if node in DISK_KINDS else DISK_KINDS
             return open_data(root_fd, location.relative, os.O_RDONLY, kinds)
         except PathNotConfined as exc:
-            raise CbrError(RESOURCE_PATH_INVALID, _no_longer_valid(path, exc.why)) from None
+            raise CbrError(RESOURCE_NOT_FOUND, _no_longer_valid(path, exc.why)) from None
         except FileNotFoundError:
             raise CbrError(
-                RESOURCE_PATH_INVALID, _no_longer_valid(path, "it does not exist")
+                RESOURCE_NOT_FOUND, _no_longer_valid(path, "it does not exist")
             ) from None
         except NotADirectoryError:
             why = "it is not a directory" if kind == "tree" else "a component is not a directory"
-            raise CbrError(RESOURCE_PATH_INVALID, _no_longer_valid(path, why)) from None
+            raise CbrError(RESOURCE_NOT_FOUND, _no_longer_valid(path, why)) from None
 
 
 # What registration accepts for a disk. A disk is opened only as the node it was registered

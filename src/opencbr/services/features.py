@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opencbr.errors import FEATURE_NOT_SUPPORTED, CbrError
+from opencbr.errors import INVALID_PARAMETER, CbrError
 from opencbr.services.regions import replication_capabilities
 from opencbr.settings import Settings
 
@@ -27,8 +27,8 @@ def features(settings: Settings, region: str) -> dict[str, Any]:
 
 
 def feature(settings: Settings, region: str, key: str) -> dict[str, Any]:
-    """`{key: value}` for one feature; FEATURE_NOT_SUPPORTED for a key opencbr does not know."""
+    """`{key: value}` for one feature; INVALID_PARAMETER for a key opencbr does not know."""
     known = features(settings, region)
     if key not in known:
-        raise CbrError(FEATURE_NOT_SUPPORTED, f"The feature key {key[:64]!r} is not supported.")
+        raise CbrError(INVALID_PARAMETER, f"The feature key {key[:64]!r} is not supported.")
     return {key: known[key]}

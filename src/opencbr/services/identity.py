@@ -29,7 +29,7 @@ from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import ROLES, WRITING_ROLES, Domain, Project, RoleAssignment, Token, User
 from opencbr.db.session import Database
 from opencbr.db.vaults import Protectable, Vault
-from opencbr.errors import FORBIDDEN_ROLE, TOKEN_NOT_FOUND, UNAUTHORIZED, CbrError
+from opencbr.errors import FORBIDDEN_ROLE, UNAUTHORIZED, CbrError
 from opencbr.settings import Settings
 
 DEFAULT_DOMAIN = "Default"
@@ -600,7 +600,7 @@ def subject_token(
 ) -> tuple[Token, tuple[str, ...]]:
     """The subject of a validate, check or revoke call (``action``), if the caller may see it.
 
-    401 unless the caller's own token is valid; 404 (TOKEN_NOT_FOUND) unless the subject is;
+    401 unless the caller's own token is valid; 404 (UNAUTHORIZED's code) unless the subject is;
     403 unless the subject is a token of the caller's user or the caller's token carries the
     admin role in the subject's project. Keystone answers in the same order.
     """
@@ -608,7 +608,7 @@ def subject_token(
     try:
         row, roles = check_token(db, subject)
     except CbrError:
-        raise CbrError(TOKEN_NOT_FOUND) from None
+        raise CbrError(UNAUTHORIZED.with_status(404), "The token could not be found.") from None
     own = row.user_id == caller.user_id
     administers = caller.project_id == row.project_id and "admin" in caller.roles
     if not (own or administers):

@@ -33,7 +33,7 @@ from opencbr.db.vaults import (
     ProtectableVolume,
     VaultResource,
 )
-from opencbr.errors import INVALID_PARAMETER, RESOURCE_NOT_FOUND, RESOURCE_PATH_INVALID, CbrError
+from opencbr.errors import INVALID_PARAMETER, RESOURCE_NOT_FOUND, CbrError
 from opencbr.services.identity import AuthContext
 from opencbr.settings import Settings
 
@@ -92,7 +92,7 @@ def locate(roots: list[Path], path: str) -> Location:
     """The most specific root holding `path`, and the path below it.
 
     Registration stored `path` resolved inside a root; if the operator has since removed
-    that root, the resource can no longer be used (RESOURCE_PATH_INVALID). Whether the
+    that root, the resource can no longer be used (RESOURCE_NOT_FOUND, answered as 400). Whether the
     components below the root are still what they were is checked when the path is opened
     (archive.confined), not here.
     """
@@ -100,7 +100,8 @@ def locate(roots: list[Path], path: str) -> Location:
     holding = [root for root in roots if candidate == root or candidate.is_relative_to(root)]
     if not holding or "\x00" in path:
         raise CbrError(
-            RESOURCE_PATH_INVALID, "The resource path is no longer inside a configured root."
+            RESOURCE_NOT_FOUND.with_status(400),
+            "The resource path is no longer inside a configured root.",
         )
     root = max(holding, key=lambda r: len(r.parts))
     relative = candidate.relative_to(root).as_posix()

@@ -44,14 +44,14 @@ from opencbr.db.session import Database
 from opencbr.db.vaults import Vault
 from opencbr.errors import (
     ALREADY_REPLICATED,
-    CROSS_ACCOUNT_UNSUPPORTED,
+    BACKUP_BAD_STATUS,
     DESTINATION_VAULT_FULL,
     DESTINATION_VAULT_NOT_FOUND,
     DESTINATION_VAULT_NOT_REPLICATION,
+    INVALID_PARAMETER,
     NOTHING_TO_BACKUP,
     PROJECT_CANNOT_REPLICATE,
     REGION_CANNOT_REPLICATE,
-    REPLICATION_BAD_STATUS,
     REPLICATION_TYPE_FORBIDDEN,
     VAULT_TYPE_FORBIDS_REPLICATION,
     CbrError,
@@ -105,7 +105,9 @@ def _check_destination(
     session: Session, settings: Settings, ctx: AuthContext, source: Vault, dest: Destination
 ) -> Vault:
     if dest.cross_account_urn:
-        raise CbrError(CROSS_ACCOUNT_UNSUPPORTED)
+        raise CbrError(
+            INVALID_PARAMETER, "Cross-account replication (cross_account_urn) is not supported."
+        )
     if source.protect_type != "backup":
         raise CbrError(VAULT_TYPE_FORBIDS_REPLICATION, "Only backup vaults can be replicated.")
     if dest.region == source.region or dest.region not in settings.replication_destinations(
@@ -238,7 +240,7 @@ def replicate_backup(
                     REPLICATION_TYPE_FORBIDDEN, "Replicas and volume backups cannot be replicated."
                 )
             if backup.status != "available":
-                raise CbrError(REPLICATION_BAD_STATUS, f"The backup is {backup.status}.")
+                raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
             source = session.get(Vault, backup.vault_id)
             assert source is not None
             target = _check_destination(session, settings, ctx, source, dest)

@@ -37,7 +37,6 @@ from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationReco
 from opencbr.db.status import LIVE_RECORD, BackupStatus, CheckpointStatus, RecordStatus
 from opencbr.db.vaults import Vault
 from opencbr.errors import (
-    CORRUPT_SOURCE_CHUNK,
     DESTINATION_VAULT_FULL,
     REPLICA_IMPORT_FAILED,
     CbrError,
@@ -203,7 +202,7 @@ def _explain(exc: Exception) -> leases.Failure | None:
         return leases.Failure(exc.error, exc.detail)
     if isinstance(exc, CorruptChunkError):
         return leases.Failure(
-            CORRUPT_SOURCE_CHUNK,
+            REPLICA_IMPORT_FAILED,
             f"A source chunk is corrupt: {exc}. It is marked damaged: back the same data up "
             "again (which stores it anew) or delete the damaged backup, then replicate again.",
         )
@@ -306,7 +305,7 @@ def _refuse_damaged_source(session: Session, unit_id: str, vault_id: str) -> Non
     damaged = chunks.damaged_in_backup(session, unit_id, vault_id)
     if damaged:
         raise CbrError(
-            CORRUPT_SOURCE_CHUNK,
+            REPLICA_IMPORT_FAILED,
             f"Source chunk {damaged[0]} is damaged ({len(damaged)} damaged chunk(s) in "
             f"backup {unit_id}). Back the same data up again (which stores it anew) or "
             "delete the damaged backup, then replicate again.",
@@ -398,7 +397,7 @@ def _index(rt: Runtime, work: _Work, dest: ChunkStore, batch: list[tuple[str, in
 
 def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, Manifest]]:
     """Each source unit's manifest, validated, by replica unit id; a manifest that does
-    not parse fails the record with CORRUPT_SOURCE_CHUNK (1006) naming the backup."""
+    not parse fails the record with REPLICA_IMPORT_FAILED (1006) naming the backup."""
     manifests = {}
     for unit_id, replica_id in work.units:
         blob = source.get_manifest(manifest_name(unit_id))
@@ -406,7 +405,7 @@ def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, M
             manifests[replica_id] = (blob, Manifest.from_bytes(blob))
         except ArchiveError as exc:
             raise CbrError(
-                CORRUPT_SOURCE_CHUNK,
+                REPLICA_IMPORT_FAILED,
                 f"The manifest of source backup {unit_id} is damaged ({exc}); "
                 "it cannot be replicated.",
             ) from exc

@@ -33,12 +33,11 @@ from opencbr.db.session import Database
 from opencbr.db.status import LIVE_OPERATION, BackupStatus, ProtectStatus
 from opencbr.db.vaults import Protectable, Vault, VaultResource
 from opencbr.errors import (
+    BACKUP_BAD_STATUS,
     INTERNAL_ERROR,
     INVALID_PARAMETER,
     RESOURCE_NOT_FOUND,
-    RESOURCE_PATH_INVALID,
     RESOURCE_RESTORING,
-    RESTORE_BAD_STATUS,
     RESTORE_TARGET_BUSY,
     CbrError,
     ErrorCode,
@@ -170,7 +169,7 @@ def start(
         # waits here and then sees the log this one inserted.
         session.refresh(backup, with_for_update=True)
         if backup.status != BackupStatus.AVAILABLE or backup.parent_id is not None:
-            raise CbrError(RESTORE_BAD_STATUS, f"The backup is {backup.status}.")
+            raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
         target = _target(session, ctx, backup, request)
         session.refresh(target, with_for_update=True)
         _check_target_free(session, target)
@@ -230,7 +229,7 @@ class _Restores(leases.LeasedWork[OperationLog, _Claim]):
     def ready(self, session: Session, row: OperationLog) -> bool:
         backup = session.get(Backup, row.backup_id or "")
         if backup is None or session.get(Vault, backup.vault_id) is None:
-            operation_logs.close_log(session, row.id, RESTORE_BAD_STATUS, "the backup is gone")
+            operation_logs.close_log(session, row.id, BACKUP_BAD_STATUS, "the backup is gone")
             return False
         return True
 
@@ -262,7 +261,7 @@ class _Restores(leases.LeasedWork[OperationLog, _Claim]):
 
     def explain(self, exc: Exception) -> leases.Failure | None:
         if isinstance(exc, PathNotConfined):
-            return leases.Failure(RESOURCE_PATH_INVALID, exc.strerror or "")
+            return leases.Failure(RESOURCE_NOT_FOUND, exc.strerror or "")
         if isinstance(exc, CbrError):
             return leases.Failure(exc.error, exc.detail)
         if isinstance(exc, (StorageError, ArchiveError, OSError)):
@@ -334,7 +333,7 @@ def _open_target(
         root = stack.enter_context(opened(open_root(location.root)))
     except OSError:
         raise CbrError(
-            RESOURCE_PATH_INVALID, "resource path is no longer valid: its root is not accessible"
+            RESOURCE_NOT_FOUND, "resource path is no longer valid: its root is not accessible"
         ) from None
     if unit.kind == "tree":
         below = "/".join(part for part in (location.relative, unit.destination) if part)
@@ -344,7 +343,7 @@ def _open_target(
         directory = stack.enter_context(opened(open_destination(root, parent, create=False)))
     except FileNotFoundError:
         raise CbrError(
-            RESOURCE_PATH_INVALID, "resource path is no longer valid: its directory is gone"
+            RESOURCE_NOT_FOUND, "resource path is no longer valid: its directory is gone"
         ) from None
     return stack.enter_context(open_disk_target(directory, name, manifest.size, unit.kinds))
 

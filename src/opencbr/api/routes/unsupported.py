@@ -1,9 +1,10 @@
 """Operations of the official CBR SDK that only make sense on a public cloud.
 
-Each answers, at its exact SDK method and path, 400 `BackupService.9900` with a message
-naming the operation (errors.NOT_SUPPORTED) instead of the gateway's 404 `APIGW.0101`, so
-automation written for CBR meets a well-formed refusal. The caller is authenticated first,
-as for every other call. The README's coverage table is checked against `UNSUPPORTED`.
+Each answers, at its exact SDK method and path, 400 `BackupService.9900`
+(errors.INVALID_PARAMETER) with a message naming the operation instead of the gateway's 404
+`APIGW.0101`, so automation written for CBR meets a well-formed refusal. The caller is
+authenticated first, as for every other call. The README's coverage table is checked against
+`UNSUPPORTED`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Depends
 
 from opencbr.api.deps import caller
 from opencbr.api.routes.identity import any_caller
-from opencbr.errors import NOT_SUPPORTED, CbrError
+from opencbr.errors import INVALID_PARAMETER, CbrError
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ router = APIRouter(tags=["not supported"])
 def _refusal(entry: Unsupported) -> Callable[[], Any]:
     def refuse() -> Any:
         raise CbrError(
-            NOT_SUPPORTED, f"The operation {entry.operation} is not supported by opencbr."
+            INVALID_PARAMETER, f"The operation {entry.operation} is not supported by opencbr."
         )
 
     return refuse
