@@ -21,7 +21,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
-from opencbr.db.status import BUSY_BACKUP, LIVE_RECORD, sql_in
+from opencbr.db.status import (
+    BUSY_BACKUP,
+    LIVE_RECORD,
+    BackupStatus,
+    CheckpointStatus,
+    OperationStatus,
+    RecordStatus,
+    sql_in,
+)
 from opencbr.storage.layout import manifest_name
 
 # Backup statuses in which the backup's data is being written or read by a task.
@@ -40,7 +48,7 @@ class Checkpoint(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="protecting")
+    status: Mapped[str] = mapped_column(String(16), default=CheckpointStatus.PROTECTING)
     name: Mapped[str | None] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(String(255))
     retention_duration: Mapped[int] = mapped_column(default=-1)
@@ -85,7 +93,7 @@ class Backup(Base):
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(String(255))
     image_type: Mapped[str] = mapped_column(String(16), default="backup")
-    status: Mapped[str] = mapped_column(String(16), default="protecting")
+    status: Mapped[str] = mapped_column(String(16), default=BackupStatus.PROTECTING)
     resource_id: Mapped[str] = mapped_column(String(36), index=True)
     resource_name: Mapped[str] = mapped_column(String(255))
     resource_type: Mapped[str] = mapped_column(String(32))
@@ -206,7 +214,7 @@ class OperationLog(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     operation_type: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    status: Mapped[str] = mapped_column(String(16), default=OperationStatus.WAITING)
     progress: Mapped[int] = mapped_column(default=0)
     error_code: Mapped[str] = mapped_column(String(64), default="")
     error_message: Mapped[str] = mapped_column(String(1024), default="")
@@ -269,7 +277,7 @@ class ReplicationRecord(Base):
     destination_project_id: Mapped[str] = mapped_column(String(32))
     destination_region: Mapped[str] = mapped_column(String(255))
     destination_vault_id: Mapped[str] = mapped_column(String(36), index=True)
-    status: Mapped[str] = mapped_column(String(24), default="waiting_replicate")
+    status: Mapped[str] = mapped_column(String(24), default=RecordStatus.WAITING)
     progress: Mapped[int] = mapped_column(default=0)
     fail_code: Mapped[str] = mapped_column(String(64), default="")
     fail_reason: Mapped[str] = mapped_column(String(1024), default="")

@@ -47,6 +47,18 @@ class OperationStatus(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # CBR's list filter accepts it; opencbr never sets it (a task that stops heartbeating
+    # is taken over by another worker, not timed out).
+    TIMEOUT = "timeout"
+
+
+class VaultStatus(StrEnum):
+    """A vault's status. opencbr creates every vault `available` and changes it never;
+    `frozen` is CBR's state of a vault whose account is in arrears (read by the billing
+    block of the wire answer)."""
+
+    AVAILABLE = "available"
+    FROZEN = "frozen"
 
 
 class ProtectStatus(StrEnum):
@@ -65,6 +77,9 @@ BUSY_BACKUP = (
     BackupStatus.DELETING,
     BackupStatus.WAITING_PROTECT,
 )
+# Backups whose data is kept and whole (a restore only reads it): what the usage reports
+# count, per resource (services.backups) and per project (services.usage).
+KEPT_BACKUP = (BackupStatus.AVAILABLE, BackupStatus.RESTORING)
 # Records whose copy is still to finish.
 LIVE_RECORD = (RecordStatus.WAITING, RecordStatus.REPLICATING)
 # Operation logs of work not yet ended.

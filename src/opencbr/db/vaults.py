@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, ForeignKey, Index, String, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
+from opencbr.db.status import ProtectStatus, VaultStatus
 
 # object_type -> provider_id (cbr-api.md §3.3)
 PROVIDER_IDS = {
@@ -48,7 +49,7 @@ class Vault(Base):
     # exceeds the capacity, however many backups run at once (the sum of the backups'
     # own `reserved_bytes`; changed only by conditional UPDATEs, never read-modify-write).
     reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    status: Mapped[str] = mapped_column(String(16), default="available")
+    status: Mapped[str] = mapped_column(String(16), default=VaultStatus.AVAILABLE)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     enterprise_project_id: Mapped[str] = mapped_column(String(64), default="0")
     auto_bind: Mapped[bool] = mapped_column(default=False)
@@ -129,7 +130,7 @@ class VaultResource(Base):
     )
     vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
     auto_protect: Mapped[bool] = mapped_column(default=True)
-    protect_status: Mapped[str] = mapped_column(String(16), default="available")
+    protect_status: Mapped[str] = mapped_column(String(16), default=ProtectStatus.AVAILABLE)
     extra_info: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
 
