@@ -1,13 +1,28 @@
-"""Bulk inserts that bypass SQLAlchemy's per-value parameter processing."""
+"""Bulk inserts that bypass SQLAlchemy's per-value parameter processing: every insert of
+many rows goes through `insert_many` (or `insert_rows`, its form for rows as dicts)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnDefault, Table, insert
 from sqlalchemy.orm import Session
+
+from opencbr.db.base import Base
+
+
+def table_of(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def insert_rows(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """`insert_many` of rows given as dicts, all with the same keys."""
+    if rows:
+        keys = tuple(rows[0])
+        values = [tuple(row[key] for key in keys) for row in rows]
+        insert_many(session, table_of(model), {}, keys, values)
 
 
 def insert_many(

@@ -12,21 +12,23 @@ Each call costs a constant number of statements whatever the number of records.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from opencbr import clock
-from opencbr.db.backups import (
-    LIVE_RECORD_STATUSES,
-    Backup,
-    Checkpoint,
-    OperationLog,
-    ReplicationRecord,
-)
+from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationRecord
 from opencbr.db.base import new_uuid
+from opencbr.db.bulk import insert_rows
 from opencbr.db.session import Database
+from opencbr.db.status import (
+    LIVE_RECORD,
+    BackupStatus,
+    CheckpointStatus,
+    OperationStatus,
+    RecordStatus,
+)
 from opencbr.db.vaults import Vault
 from opencbr.errors import ALREADY_REPLICATED
 from opencbr.services import operation_logs
@@ -63,7 +65,7 @@ def add_missing_replicas(
         select(*_PENDING)
         .where(
             ReplicationRecord.id.in_(record_ids),
-            ReplicationRecord.status.in_(LIVE_RECORD_STATUSES),
+            ReplicationRecord.status.in_(LIVE_RECORD),
             ReplicationRecord.destination_backup_id.is_(None),
         )
         .order_by(ReplicationRecord.created_at, ReplicationRecord.id)
@@ -179,10 +181,11 @@ class _NewRows:
                 "id": checkpoint_id,
                 "project_id": target.project_id,
                 "vault_id": target.id,
-                "status": "protecting",
+                "status": CheckpointStatus.PROTECTING,
                 "name": self.name or backup.name,
                 "description": self.description or backup.description,
                 "auto_trigger": record.auto_trigger,
+                "skipped_resources": [],
                 "created_at": record.created_at,
                 "updated_at": self.now,
             }
@@ -214,7 +217,7 @@ class _NewRows:
         self.refused.append(
             {
                 "id": record.id,
-                "status": "fail",
+                "status": RecordStatus.FAIL,
                 "fail_code": ALREADY_REPLICATED.code,
                 "fail_reason": "The backup already has a replica in the destination vault.",
                 "updated_at": self.now,
@@ -228,10 +231,7 @@ class _NewRows:
             (Backup, self.children),  # after their parents: parent_id is a foreign key
             (OperationLog, self.logs),
         ):
-            if rows:
-                session.execute(
-                    insert(cast(Table, model.__table__)), rows
-                )  # Core: no ORM bookkeeping
+            insert_rows(session, model, rows)
         for updates in (self.links, self.refused):
             if updates:  # ORM bulk UPDATE by primary key: one executemany
                 session.execute(update(ReplicationRecord), updates)
@@ -255,7 +255,7 @@ class _NewRows:
             "name": backup.name,
             "description": backup.description,
             "image_type": "replication",
-            "status": "protecting",
+            "status": BackupStatus.PROTECTING,
             "resource_id": backup.resource_id,
             "resource_name": backup.resource_name,
             "resource_type": backup.resource_type,
@@ -269,6 +269,7 @@ class _NewRows:
             "source_region": source.region,
             "protected_at": backup.protected_at,
             "expired_at": backup.expired_at,
+            "warnings": [],
             "created_at": record.created_at,
             "updated_at": self.now,
         }
@@ -287,7 +288,7 @@ class _NewRows:
             now=record.created_at,
             project_id=record.source_project_id,
             operation_type="replication",
-            status="waiting",
+            status=OperationStatus.WAITING,
             subject=operation_logs.Subject(
                 backup.resource_id,
                 backup.resource_type,

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Exists,
-    Table,
     and_,
     bindparam,
     exists,
@@ -33,14 +31,14 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from opencbr import clock
 from opencbr.db.backups import (
-    LIVE_RECORD_STATUSES,
     Backup,
     ReplicationRecord,
 )
 from opencbr.db.base import new_uuids
-from opencbr.db.bulk import insert_many
+from opencbr.db.bulk import insert_many, table_of
 from opencbr.db.identity import WRITING_ROLES, Project
 from opencbr.db.session import Database
+from opencbr.db.status import LIVE_RECORD, BackupStatus, RecordStatus
 from opencbr.db.vaults import Vault
 from opencbr.errors import (
     ALREADY_REPLICATED,
@@ -148,9 +146,9 @@ def _replicated_to(
         ReplicationRecord.source_backup_id == backup_id,
         ReplicationRecord.destination_region == region,
         or_(
-            ReplicationRecord.status.in_(LIVE_RECORD_STATUSES),
+            ReplicationRecord.status.in_(LIVE_RECORD),
             and_(
-                ReplicationRecord.status == "success",
+                ReplicationRecord.status == RecordStatus.SUCCESS,
                 exists().where(replica.id == ReplicationRecord.destination_backup_id),
             ),
         ),
@@ -213,7 +211,7 @@ _TO_REPLICATE = (
         Backup.vault_id == bindparam("vault_id"),
         Backup.parent_id.is_(None),
         Backup.image_type == "backup",
-        Backup.status == "available",
+        Backup.status == BackupStatus.AVAILABLE,
         ~_replicated_to(bindparam("region"), Backup.id),
     )
     .order_by(Backup.created_at, Backup.id)
@@ -239,7 +237,7 @@ def replicate_backup(
                 raise CbrError(
                     REPLICATION_TYPE_FORBIDDEN, "Replicas and volume backups cannot be replicated."
                 )
-            if backup.status != "available":
+            if backup.status != BackupStatus.AVAILABLE:
                 raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
             source = session.get(Vault, backup.vault_id)
             assert source is not None
@@ -285,9 +283,5 @@ def _insert_records(
         (record_id, *backup, now + timedelta(microseconds=n))
         for n, (backup, record_id) in enumerate(zip(chosen, record_ids, strict=True))
     ]
-    insert_many(session, _table(ReplicationRecord), common, keys, rows)
+    insert_many(session, table_of(ReplicationRecord), common, keys, rows)
     return record_ids
-
-
-def _table(model: type[Any]) -> Table:
-    return cast(Table, model.__table__)
