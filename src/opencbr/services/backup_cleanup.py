@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from opencbr import clock
 from opencbr.db.backups import Backup, BackupChunk, VaultChunk
 from opencbr.db.chunks import batched
+from opencbr.db.status import BackupStatus
 from opencbr.db.vaults import Vault, settle_capacity
 from opencbr.services.runtime import Runtime
 from opencbr.storage.store import StorageError
@@ -55,7 +56,7 @@ def _other_writer(session: Session, vault_id: str, own_ids: Collection[str]) -> 
         select(Backup.id)
         .where(
             Backup.vault_id == vault_id,
-            Backup.status == "protecting",
+            Backup.status == BackupStatus.PROTECTING,
             Backup.id.not_in(list(own_ids)),
             claimed,
         )

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from opencbr.db.backups import Backup, BackupChunk, OperationLog, ReplicationRecord
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
+from opencbr.db.status import KEPT_BACKUP, LIVE_OPERATION, LIVE_RECORD, BackupStatus
 from opencbr.db.vaults import Vault
 from opencbr.errors import BACKUP_IN_USE, BACKUP_NOT_FOUND, INVALID_PARAMETER, CbrError
 from opencbr.services import operation_logs
@@ -23,7 +24,6 @@ from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
 
 SORT_KEYS = {"created_at", "updated_at", "name", "status", "protected_at", "id"}
-ACTIVE_RECORD_STATUSES = ("waiting_replicate", "replicating")
 
 
 def find_in_project(session: Session, project_id: str, backup_id: str) -> Backup | None:
@@ -150,13 +150,13 @@ def start_delete(db: Database, ctx: AuthContext, backup_id: str, request_id: str
         backup = get_in_session(session, ctx, backup_id)
         if backup.parent_id is not None:
             raise CbrError(BACKUP_IN_USE, "A volume backup is deleted with its server backup.")
-        if backup.status not in ("available", "error"):
+        if backup.status not in (BackupStatus.AVAILABLE, BackupStatus.ERROR):
             raise CbrError(
                 BACKUP_IN_USE, f"The backup is {backup.status}; it cannot be deleted now."
             )
         if _being_replicated(session, backup.id):
             raise CbrError(BACKUP_IN_USE, "The backup is being replicated.")
-        backup.status = "deleting"
+        mark_deleting(backup)
         vault = session.get(Vault, backup.vault_id)
         operation_logs.open_log(
             session,
@@ -169,6 +169,11 @@ def start_delete(db: Database, ctx: AuthContext, backup_id: str, request_id: str
             checkpoint_id=backup.checkpoint_id,
         )
         return backup.id
+
+
+def mark_deleting(backup: Backup) -> None:
+    """available | error -> deleting: the delete task removes it (`delete`)."""
+    backup.status = BackupStatus.DELETING
 
 
 def backup_subject(backup: Backup, vault: Vault | None) -> operation_logs.Subject:
@@ -189,7 +194,7 @@ def _being_replicated(session: Session, backup_id: str) -> bool:
             select(ReplicationRecord.id)
             .where(
                 ReplicationRecord.source_backup_id == backup_id,
-                ReplicationRecord.status.in_(ACTIVE_RECORD_STATUSES),
+                ReplicationRecord.status.in_(LIVE_RECORD),
             )
             .limit(1)
         )
@@ -201,7 +206,9 @@ def deleting_backups(db: Database) -> list[str]:
     with db.reading() as session:
         return list(
             session.scalars(
-                select(Backup.id).where(Backup.status == "deleting", Backup.parent_id.is_(None))
+                select(Backup.id).where(
+                    Backup.status == BackupStatus.DELETING, Backup.parent_id.is_(None)
+                )
             )
         )
 
@@ -239,10 +246,10 @@ def _finish_delete(db: Database, backup_id: str) -> str | None:
             select(OperationLog.id).where(
                 OperationLog.backup_id == backup_id,
                 OperationLog.operation_type == "delete",
-                OperationLog.status.in_(("waiting", "running")),
+                OperationLog.status.in_(LIVE_OPERATION),
             )
         )
-        operation_logs.close_log(session, log_id)
+        operation_logs.complete_operation(session, log_id)
         vault_id = backup.vault_id
         for unit in [*backup.children, backup]:
             session.query(BackupChunk).filter(BackupChunk.backup_id == unit.id).delete()
@@ -259,7 +266,7 @@ def usage_by_resource(db: Database, vault_ids: list[str]) -> dict[str, tuple[int
             select(Backup.resource_id, Backup.bytes_new).where(
                 Backup.vault_id.in_(vault_ids),
                 Backup.parent_id.is_(None),
-                or_(Backup.status == "available", and_(Backup.status == "restoring")),
+                Backup.status.in_(KEPT_BACKUP),
             )
         )
         usage: dict[str, tuple[int, int]] = {}

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from opencbr.db.backups import Backup
 from opencbr.db.session import Database
+from opencbr.db.status import BackupStatus
 from opencbr.db.vaults import Vault, reserve_capacity
 from opencbr.errors import VAULT_FULL, CbrError
 from opencbr.services.stores import VaultSink
@@ -95,7 +96,7 @@ class BudgetSink(VaultSink):
                 select(Backup.id)
                 .where(
                     Backup.vault_id == owner.vault_id,
-                    Backup.status == "protecting",
+                    Backup.status == BackupStatus.PROTECTING,
                     Backup.reserved_bytes > 0,
                     younger,
                 )

@@ -16,6 +16,12 @@ from sqlalchemy.orm import Session
 from opencbr import clock
 from opencbr.db.backups import Backup, Checkpoint
 from opencbr.db.session import Database
+from opencbr.db.status import (
+    BackupStatus,
+    CheckpointStatus,
+    ProtectStatus,
+    VaultStatus,
+)
 from opencbr.db.vaults import Protectable, Vault, VaultResource
 from opencbr.errors import (
     CHECKPOINT_NOT_FOUND,
@@ -68,7 +74,7 @@ def _check_vault(vault: Vault) -> None:
         raise CbrError(
             VAULT_TYPE_FORBIDS_BACKUP, "A replication vault receives replicas; it cannot back up."
         )
-    if vault.status != "available":
+    if vault.status != VaultStatus.AVAILABLE:
         raise CbrError(VAULT_STATUS_FORBIDS_BACKUP)
     if vault.used_bytes >= vault.size_gb * GB:
         raise CbrError(VAULT_FULL)
@@ -87,8 +93,8 @@ def create(
         chosen = _chosen(vault, params.resources)
         if not chosen:
             raise CbrError(NOTHING_TO_BACKUP, "The vault has no resources to back up.")
-        ready = [b for b in chosen if b.protect_status == "available"]
-        skipped = [b for b in chosen if b.protect_status != "available"]
+        ready = [b for b in chosen if b.protect_status == ProtectStatus.AVAILABLE]
+        skipped = [b for b in chosen if b.protect_status != ProtectStatus.AVAILABLE]
         if not ready:
             raise CbrError(
                 VAULT_BUSY_BACKING_UP, "Every chosen resource is being backed up or restored."
@@ -96,7 +102,7 @@ def create(
         checkpoint = Checkpoint(
             project_id=ctx.project_id,
             vault_id=vault.id,
-            status="protecting",
+            status=CheckpointStatus.PROTECTING,
             name=params.name,
             description=params.description,
             incremental=params.incremental,
@@ -110,13 +116,13 @@ def create(
         session.flush()
         for binding in ready:
             _plan_backup(session, ctx, vault, checkpoint, binding.protectable, params, request_id)
-            binding.protect_status = "protecting"
+            vaults.begin_protecting(binding)
         return CheckpointView(checkpoint, vault, ready)
 
 
 def _skip_entry(binding: VaultResource) -> dict[str, str]:
     code, reason = ("BackupService.0002", "Resources are being backed up.")
-    if binding.protect_status == "restoring":
+    if binding.protect_status == ProtectStatus.RESTORING:
         code, reason = ("BackupService.2010", "The resource is being restored.")
     resource = binding.protectable
     return {
@@ -157,7 +163,7 @@ def _plan_backup(
         provider_id=vault.provider_id,
         incremental=params.incremental,
         auto_trigger=params.auto_trigger,
-        status="protecting",
+        status=BackupStatus.PROTECTING,
         expired_at=expires,
         created_at=now,
         updated_at=now,
@@ -232,9 +238,15 @@ def get(db: Database, ctx: AuthContext, checkpoint_id: str) -> CheckpointView:
         return CheckpointView(checkpoint, vault, resources)
 
 
-def settle(session: Session, checkpoint_id: str) -> None:
-    """Derive the checkpoint's status from its backups once none is in progress."""
-    checkpoint = session.get(Checkpoint, checkpoint_id)
+def settle(session: Session, checkpoint_id: str | None) -> None:
+    """Derive the checkpoint's status from its top-level backups once none is in progress:
+    `available` if any is available (or none is left), else `error`.
+
+    The one place a checkpoint's status changes after its creation, for a vault's own
+    checkpoints and for the checkpoint a replica is received into alike (its one backup is
+    the replica).
+    """
+    checkpoint = session.get(Checkpoint, checkpoint_id) if checkpoint_id else None
     if checkpoint is None:
         return
     statuses = set(
@@ -244,6 +256,14 @@ def settle(session: Session, checkpoint_id: str) -> None:
             )
         )
     )
-    if statuses & {"protecting", "waiting_protect"}:
-        return
-    checkpoint.status = "available" if statuses - {"error"} or not statuses else "error"
+    checkpoint.status = settled_status(statuses) or checkpoint.status
+
+
+def settled_status(backup_statuses: set[str]) -> CheckpointStatus | None:
+    """The status of a checkpoint whose top-level backups have these statuses; None while
+    one is still being written."""
+    if backup_statuses & {BackupStatus.PROTECTING, BackupStatus.WAITING_PROTECT}:
+        return None
+    if backup_statuses - {BackupStatus.ERROR} or not backup_statuses:
+        return CheckpointStatus.AVAILABLE
+    return CheckpointStatus.ERROR

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from opencbr import clock
 from opencbr.db import chunks
 from opencbr.db.backups import Backup
+from opencbr.db.status import BackupStatus
 from opencbr.db.vaults import Vault
 from opencbr.services.runtime import Runtime
 from opencbr.storage.store import ChunkStore
@@ -43,7 +44,7 @@ def _hold(rt: Runtime, vault_id: str) -> str | None:
             return None
         writing = session.scalar(
             select(Backup.id)
-            .where(Backup.vault_id == vault_id, Backup.status == "protecting")
+            .where(Backup.vault_id == vault_id, Backup.status == BackupStatus.PROTECTING)
             .limit(1)
         )
         if writing is not None or (vault.gc_until is not None and vault.gc_until > clock.now()):

@@ -1,16 +1,19 @@
 """Operation logs: the task view of backups, restores, replications and deletes.
 
-State machine: waiting -> running -> success | failed (| skipped | timeout).
-`extra_info.common.progress` runs 0 -> 100; `ended_at` is set when the task ends.
+State machine (db.status.OperationStatus): a log is opened `running` (or `waiting` for
+work queued behind other work); `start_operation` (the first progress report) makes it
+`running`; `complete_operation` ends it `success`, `fail_operation` `failed` with a code
+and a reason. `extra_info.common.progress` runs 0 -> 100; `ended_at` is set when the task
+ends.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opencbr import clock
@@ -18,6 +21,7 @@ from opencbr.db.backups import OperationLog
 from opencbr.db.base import new_uuid
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
+from opencbr.db.status import LIVE_OPERATION, OperationStatus
 from opencbr.errors import INVALID_PARAMETER, OPERATION_LOG_NOT_FOUND, CbrError, ErrorCode
 from opencbr.services.identity import AuthContext
 
@@ -31,7 +35,15 @@ OPERATION_TYPES = (
     "vault_delete",
     "remove_resource",
 )
-STATUSES = ("success", "skipped", "failed", "running", "timeout", "waiting")
+# The list filter's values, in the order its error message names them.
+STATUSES = (
+    OperationStatus.SUCCESS,
+    OperationStatus.SKIPPED,
+    OperationStatus.FAILED,
+    OperationStatus.RUNNING,
+    OperationStatus.TIMEOUT,
+    OperationStatus.WAITING,
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ def open_log(
     subject: Subject,
     details: dict[str, Any],
     request_id: str | None,
-    status: str = "running",
+    status: OperationStatus = OperationStatus.RUNNING,
     **fields: Any,
 ) -> OperationLog:
     """A new task log; `details` becomes the `extra_info` block named after the type."""
@@ -80,11 +92,11 @@ def log_row(
     subject: Subject,
     details: dict[str, Any],
     request_id: str | None,
-    status: str = "running",
+    status: OperationStatus = OperationStatus.RUNNING,
     now: datetime | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """The column values of a new task log (as `open_log` makes it), for `insert_logs`.
+    """The column values of a new task log (as `open_log` makes it), for a bulk insert.
     A new id unless `fields` holds one."""
     now = now or clock.now()
     log_id = fields.pop("id", None) or new_uuid()
@@ -113,25 +125,45 @@ def log_row(
             "resource": resource,
             "common": {"progress": 0, "request_id": request_id or ""},
         },
+        "plan": [],
         **fields,
     }
 
 
-def insert_logs(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert many `log_row`s (with the same keys) in one statement."""
-    if rows:
-        session.execute(
-            insert(cast(Table, OperationLog.__table__)), rows
-        )  # Core: no ORM bookkeeping
-
-
 def set_progress(session: Session, log_id: str | None, progress: int) -> None:
-    if log_id is None:
-        return
-    log = session.get(OperationLog, log_id)
-    if log is not None and log.status in ("waiting", "running"):
-        log.status = "running"
+    """Report progress (below 100: only the end reaches it) of a task not yet ended."""
+    log = session.get(OperationLog, log_id) if log_id else None
+    if log is not None and log.status in LIVE_OPERATION:
+        start_operation(log)
         log.progress = max(log.progress, min(progress, 99))
+
+
+def start_operation(log: OperationLog) -> None:
+    """waiting -> running (idempotent: a running task reports progress through here)."""
+    log.status = OperationStatus.RUNNING
+
+
+def complete_operation(
+    session: Session, log_id: str | None, extra: dict[str, Any] | None = None
+) -> None:
+    """End the task `success` at progress 100."""
+    log = _ending(session, log_id, extra)
+    if log is not None:
+        log.status, log.progress = OperationStatus.SUCCESS, 100
+
+
+def fail_operation(
+    session: Session,
+    log_id: str | None,
+    error: ErrorCode,
+    message: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """End the task `failed`, with the error's code and the reason."""
+    log = _ending(session, log_id, extra)
+    if log is not None:
+        log.status, log.error_code = OperationStatus.FAILED, error.code
+        log.error_message = message[:1024]
 
 
 def close_log(
@@ -141,19 +173,24 @@ def close_log(
     message: str = "",
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """End the task: success (progress 100) or failed with a code and a reason."""
-    if log_id is None:
-        return
-    log = session.get(OperationLog, log_id)
-    if log is None:
-        return
-    log.ended_at = clock.now()
-    if extra:
-        log.extra_info = {**log.extra_info, **extra}
+    """End the task with an outcome held as a value: `complete_operation` when `error` is
+    None, else `fail_operation`."""
     if error is None:
-        log.status, log.progress = "success", 100
+        complete_operation(session, log_id, extra)
     else:
-        log.status, log.error_code, log.error_message = "failed", error.code, message[:1024]
+        fail_operation(session, log_id, error, message, extra)
+
+
+def _ending(
+    session: Session, log_id: str | None, extra: dict[str, Any] | None
+) -> OperationLog | None:
+    """The log of a task that ends now (`ended_at` set, `extra` merged); None if gone."""
+    log = session.get(OperationLog, log_id) if log_id else None
+    if log is not None:
+        log.ended_at = clock.now()
+        if extra:
+            log.extra_info = {**log.extra_info, **extra}
+    return log
 
 
 def get(db: Database, ctx: AuthContext, log_id: str) -> OperationLog:

@@ -10,14 +10,12 @@ from sqlalchemy.orm import Session
 
 from opencbr.db.backups import Backup
 from opencbr.db.session import Database
+from opencbr.db.status import KEPT_BACKUP
 from opencbr.db.vaults import Vault
 from opencbr.services.identity import AuthContext
 
 MB = 1024**2
 GB = 1024**3
-# Backups whose data is kept and whole: what a vault's resources report as backup_size and
-# backup_count (services.backups.usage_by_resource) counts the same ones.
-KEPT_STATUSES = ("available", "restoring")
 
 
 def _ceil_div(value: int, unit: int) -> int:
@@ -72,7 +70,7 @@ def _kept_backups(ctx: AuthContext, filters: UsageFilter) -> Select[str, str, in
     ).where(
         Backup.project_id == ctx.project_id,
         Backup.parent_id.is_(None),  # a server's volumes are counted by their server
-        Backup.status.in_(KEPT_STATUSES),
+        Backup.status.in_(KEPT_BACKUP),
     )
     if filters.resource_id is not None:
         query = query.where(Backup.resource_id == filters.resource_id)

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from opencbr.db.backups import BUSY_STATUSES, Backup, ReplicationRecord
+from opencbr.db.backups import Backup, ReplicationRecord
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
+from opencbr.db.status import BUSY_BACKUP, LIVE_RECORD, ProtectStatus
 from opencbr.db.vaults import RESOURCE_TYPES, Vault, VaultResource
 from opencbr.errors import (
     DUPLICATE_RESOURCE,
@@ -283,7 +284,7 @@ def remove_resources(
             raise CbrError(
                 RESOURCE_NOT_IN_VAULT, f"Resources {', '.join(missing)} does not exist in vault."
             )
-        busy = [rid for rid in resource_ids if bound[rid].protect_status != "available"]
+        busy = [rid for rid in resource_ids if bound[rid].protect_status != ProtectStatus.AVAILABLE]
         if busy:
             raise CbrError(
                 RESOURCE_REMOVING,
@@ -292,6 +293,30 @@ def remove_resources(
         for rid in resource_ids:
             vault.resources.remove(bound[rid])
         return list(resource_ids)
+
+
+# A bound resource's protect status: available -> protecting (a backup of it runs) or
+# restoring (a restore into it runs) -> available. The backup or restore that set it
+# releases it when it ends, whatever the outcome.
+
+
+def begin_protecting(binding: VaultResource) -> None:
+    binding.protect_status = ProtectStatus.PROTECTING
+
+
+def begin_restoring(binding: VaultResource) -> None:
+    binding.protect_status = ProtectStatus.RESTORING
+
+
+def release_resource(session: Session, resource_id: str) -> None:
+    """The backup or restore of the resource ended: it is available again (a resource
+    removed from its vault meanwhile has nothing to release)."""
+    binding = session.get(VaultResource, resource_id)
+    if binding is not None and binding.protect_status in (
+        ProtectStatus.PROTECTING,
+        ProtectStatus.RESTORING,
+    ):
+        binding.protect_status = ProtectStatus.AVAILABLE
 
 
 def set_resources(
@@ -320,7 +345,7 @@ def delete(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
         vault = get_in_session(session, ctx, vault_id)
         busy = session.scalar(
             select(Backup.id)
-            .where(Backup.vault_id == vault.id, Backup.status.in_(BUSY_STATUSES))
+            .where(Backup.vault_id == vault.id, Backup.status.in_(BUSY_BACKUP))
             .limit(1)
         )
         if busy is not None:
@@ -332,7 +357,7 @@ def delete(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
                     ReplicationRecord.source_vault_id == vault.id,
                     ReplicationRecord.destination_vault_id == vault.id,
                 ),
-                ReplicationRecord.status.in_(("waiting_replicate", "replicating")),
+                ReplicationRecord.status.in_(LIVE_RECORD),
             )
             .limit(1)
         )

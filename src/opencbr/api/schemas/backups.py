@@ -18,6 +18,7 @@ from opencbr.api.schemas.common import (
     zulu_time,
 )
 from opencbr.db.backups import Backup, OperationLog, ReplicationRecord
+from opencbr.db.status import BackupStatus
 from opencbr.services.backups import BackupFilter
 from opencbr.services.checkpoints import CheckpointParams, CheckpointView
 from opencbr.services.operation_logs import LogFilter
@@ -349,7 +350,7 @@ def backup_out(
     backup: Backup, records: list[ReplicationRecord] | None = None, *, nested: bool = True
 ) -> BackupOut:
     """The wire form; `nested` includes the volume children (which have none themselves)."""
-    restorable = backup.status == "available" and backup.kind == "server"
+    restorable = backup.status == BackupStatus.AVAILABLE and backup.kind == "server"
     damaged = _damaged_chunks(backup) if nested else backup.damaged_chunk_count()
     return BackupOut(
         id=backup.id,

@@ -18,6 +18,7 @@ from opencbr.api.schemas.common import (
     TagOut,
     wire_time,
 )
+from opencbr.db.status import VaultStatus
 from opencbr.db.vaults import Vault, VaultResource
 from opencbr.services import vaults as vault_service
 
@@ -330,5 +331,5 @@ def vault_out(vault: Vault, stats: dict[str, tuple[int, int]] | None = None) -> 
         backup_name_prefix=vault.backup_name_prefix,
         demand_billing=False,
         cbc_delete_count=0,
-        frozen=vault.status == "frozen",
+        frozen=vault.status == VaultStatus.FROZEN,
     )
