@@ -10,6 +10,7 @@ from types import ModuleType
 from opencbr import errors
 from opencbr.db import status
 from opencbr.db.status import LIVE_RECORD, RecordStatus, sql_in
+from opencbr.services.checkpoints import settled_status
 
 MIGRATIONS = Path(status.__file__).parent / "migrations" / "versions"
 
@@ -51,3 +52,11 @@ def test_statuses_are_their_wire_strings() -> None:
     assert RecordStatus.WAITING == "waiting_replicate"
     assert f"{RecordStatus.WAITING}" == "waiting_replicate"
     assert str(status.BackupStatus.AVAILABLE) == "available"
+
+
+def test_a_checkpoint_settles_once_no_backup_is_being_written() -> None:
+    assert settled_status({"available", "protecting"}) is None
+    assert settled_status({"error", "waiting_protect"}) is None
+    assert settled_status({"available", "error"}) == "available"
+    assert settled_status({"error"}) == "error"
+    assert settled_status(set()) == "available"  # every backup of it was deleted
