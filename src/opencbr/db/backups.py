@@ -22,7 +22,6 @@ from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
 from opencbr.db.status import (
-    BUSY_BACKUP,
     LIVE_RECORD,
     BackupStatus,
     CheckpointStatus,
@@ -32,10 +31,6 @@ from opencbr.db.status import (
 )
 from opencbr.storage.layout import manifest_name
 
-# Backup statuses in which the backup's data is being written or read by a task.
-BUSY_STATUSES = BUSY_BACKUP
-# Replication record statuses of a copy still to finish.
-LIVE_RECORD_STATUSES = LIVE_RECORD
 _LIVE_RECORD = text(sql_in("status", LIVE_RECORD))
 _DAMAGED_CHUNK = text("damaged_at IS NOT NULL")
 
