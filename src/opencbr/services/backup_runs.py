@@ -31,16 +31,15 @@ from opencbr.archive.tree import backup_tree, tree_size
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
 from opencbr.db.identity import Project
-from opencbr.db.status import BackupStatus, ProtectStatus
+from opencbr.db.status import BackupStatus
 from opencbr.db.vaults import (
     Protectable,
     ProtectableVolume,
     Vault,
-    VaultResource,
     settle_capacity,
 )
 from opencbr.errors import INTERNAL_ERROR, RESOURCE_NOT_FOUND, CbrError, ErrorCode
-from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs
+from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs, vaults
 from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
@@ -463,18 +462,9 @@ def _complete(session: Session, backup: Backup, claim: Claim) -> None:
     backup.status = BackupStatus.AVAILABLE
     backup.protected_at = backup.protected_at or clock.now()
     _release_reservation(session, backup)
-    _release_resource(session, backup.resource_id)
-    operation_logs.close_log(session, claim.log_id)
+    vaults.release_resource(session, backup.resource_id)
+    operation_logs.complete_operation(session, claim.log_id)
     checkpoints.settle(session, backup.checkpoint_id)
-
-
-def _release_resource(session: Session, resource_id: str) -> None:
-    binding = session.get(VaultResource, resource_id)
-    if binding is not None and binding.protect_status in (
-        ProtectStatus.PROTECTING,
-        ProtectStatus.RESTORING,
-    ):
-        binding.protect_status = ProtectStatus.AVAILABLE
 
 
 def _remove_failed(rt: Runtime, claim: Claim) -> None:
@@ -507,6 +497,6 @@ def _fail_in_session(session: Session, backup: Backup, error: ErrorCode, reason:
     for unit in [backup, *backup.children]:
         unit.status, unit.fail_reason, unit.lease_until = BackupStatus.ERROR, reason[:1024], None
         session.execute(delete(BackupChunk).where(BackupChunk.backup_id == unit.id))
-    _release_resource(session, backup.resource_id)
-    operation_logs.close_log(session, _log_id(session, backup.id), error, reason)
+    vaults.release_resource(session, backup.resource_id)
+    operation_logs.fail_operation(session, _log_id(session, backup.id), error, reason)
     checkpoints.settle(session, backup.checkpoint_id)

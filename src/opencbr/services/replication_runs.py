@@ -34,7 +34,7 @@ from opencbr.archive.manifest import Manifest
 from opencbr.archive.sink import ArchiveError
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationRecord
-from opencbr.db.status import LIVE_RECORD, BackupStatus, CheckpointStatus, RecordStatus
+from opencbr.db.status import LIVE_RECORD, BackupStatus, RecordStatus
 from opencbr.db.vaults import Vault
 from opencbr.errors import (
     DESTINATION_VAULT_FULL,
@@ -42,7 +42,7 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import leases, operation_logs, replicas
+from opencbr.services import checkpoints, leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked
 from opencbr.storage.chunk import verify_chunk
@@ -228,10 +228,8 @@ def complete_record(session: Session, record: ReplicationRecord, work: _Work) ->
     """replicating -> success: the replica's checkpoint is available, the log closed."""
     record.status, record.progress, record.lease_until = RecordStatus.SUCCESS, 100, None
     record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
-    checkpoint = session.get(Checkpoint, record.destination_checkpoint_id or "")
-    if checkpoint is not None:
-        checkpoint.status = CheckpointStatus.AVAILABLE
-    operation_logs.close_log(session, record.operation_log_id)
+    checkpoints.settle(session, record.destination_checkpoint_id)
+    operation_logs.complete_operation(session, record.operation_log_id)
 
 
 def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, reason: str) -> None:
@@ -250,7 +248,7 @@ def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, r
             session.delete(checkpoint)
         record.destination_backup_id = None
         record.destination_checkpoint_id = None
-    operation_logs.close_log(session, record.operation_log_id, error, reason)
+    operation_logs.fail_operation(session, record.operation_log_id, error, reason)
 
 
 # --- claim and plan ---------------------------------------------------------------------

@@ -42,7 +42,7 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import backups, leases, operation_logs, protectables
+from opencbr.services import backups, leases, operation_logs, protectables, vaults
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, VaultSource
@@ -177,7 +177,7 @@ def start(
         backup.status = BackupStatus.RESTORING
         binding = session.get(VaultResource, target.id)
         if binding is not None:
-            binding.protect_status = ProtectStatus.RESTORING
+            vaults.begin_restoring(binding)
         vault = session.get(Vault, backup.vault_id)
         entry = operation_logs.open_log(
             session,
@@ -365,8 +365,6 @@ def _finish_in_session(
     backup = session.get(Backup, entry.backup_id or "")
     if backup is not None and backup.status == BackupStatus.RESTORING:
         backup.status = BackupStatus.AVAILABLE
-    binding = session.get(VaultResource, entry.resource_id or "")
-    if binding is not None and binding.protect_status == ProtectStatus.RESTORING:
-        binding.protect_status = ProtectStatus.AVAILABLE
+    vaults.release_resource(session, entry.resource_id or "")
     entry.updated_at = clock.now()
     operation_logs.close_log(session, entry.id, error, message)
