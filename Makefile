@@ -1,5 +1,8 @@
 # opencbr — `make help` lists the targets.
 PYTHON ?= python3
+# bash: process substitution filters pip's stderr while its stdout stays on the terminal
+# (so pip shows its progress bars).
+SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -22,7 +25,7 @@ $(BIN)/python:
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing opencbr and what the service needs into $(VENV) (from PyPI; about 150 MB in .venv)"
-	@$(PIP) install -e . | grep -v "^Requirement already satisfied" || true
+	@$(PIP) install -e . 2> >(grep -v '^WARNING: Location' >&2)
 	@$(BIN)/python -c 'import opencbr, fastapi, uvicorn' || (echo "installation failed" && exit 1)
 	@rm -f $(VENV)/.run-* && touch $@
 
