@@ -99,6 +99,9 @@ class Backup(Base):
     volume_path: Mapped[str | None] = mapped_column(String(4096))
     incremental: Mapped[bool] = mapped_column(default=True)
     auto_trigger: Mapped[bool] = mapped_column(default=False)
+    # The policy whose run made this backup (or, for a replica, its record): the set a
+    # policy's retention may prune.
+    policy_id: Mapped[str | None] = mapped_column(String(36), index=True)
     bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)  # logical size
     bytes_new: Mapped[int] = mapped_column(BigInteger, default=0)  # stored bytes it added
     chunk_count: Mapped[int] = mapped_column(default=0)
@@ -277,6 +280,7 @@ class ReplicationRecord(Base):
     fail_code: Mapped[str] = mapped_column(String(64), default="")
     fail_reason: Mapped[str] = mapped_column(String(1024), default="")
     auto_trigger: Mapped[bool] = mapped_column(default=False)
+    policy_id: Mapped[str | None] = mapped_column(String(36))
     bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_copied: Mapped[int] = mapped_column(BigInteger, default=0)
     chunks_total: Mapped[int] = mapped_column(default=0)

@@ -11,6 +11,7 @@ from opencbr.db.backups import (
 from opencbr.db.base import Base
 from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
+from opencbr.db.policies import Policy, PolicyBinding, PolicyRun
 from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource
 
 __all__ = [
@@ -22,6 +23,9 @@ __all__ = [
     "CredentialProject",
     "Domain",
     "OperationLog",
+    "Policy",
+    "PolicyBinding",
+    "PolicyRun",
     "Project",
     "Protectable",
     "ProtectableVolume",

@@ -52,6 +52,15 @@ class OperationStatus(StrEnum):
     TIMEOUT = "timeout"
 
 
+class PolicyRunStatus(StrEnum):
+    """One slot of a policy: waiting -> running -> success | failed."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
 class VaultStatus(StrEnum):
     """A vault's status. opencbr creates every vault `available` and changes it never;
     `frozen` is CBR's state of a vault whose account is in arrears (read by the billing
@@ -84,6 +93,8 @@ KEPT_BACKUP = (BackupStatus.AVAILABLE, BackupStatus.RESTORING)
 LIVE_RECORD = (RecordStatus.WAITING, RecordStatus.REPLICATING)
 # Operation logs of work not yet ended.
 LIVE_OPERATION = (OperationStatus.WAITING, OperationStatus.RUNNING)
+# Policy runs still starting their slot's work.
+LIVE_POLICY_RUN = (PolicyRunStatus.WAITING, PolicyRunStatus.RUNNING)
 
 
 def sql_in(column: str, statuses: Iterable[StrEnum]) -> str:
