@@ -11,6 +11,7 @@ import itertools
 import math
 import re
 from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Any
 
 import pytest
 from dateutil import rrule
@@ -203,6 +204,9 @@ def test_aware_moments_are_read_as_their_utc_instant() -> None:
 
 REFUSED = [
     ([], "at least one pattern is required"),
+    ("FREQ=DAILY;BYHOUR=6;BYMINUTE=0", "patterns must be a list of strings"),
+    ([DAILY_6, 6], "patterns must be a list of strings"),
+    ([["FREQ=DAILY"]], "patterns must be a list of strings"),
     ([DAILY_6] * 25, "at most 24 patterns are allowed, got 25"),
     ([DAILY_6, "FREQ=HOURLY"], 'pattern 2 "FREQ=HOURLY": FREQ must be DAILY or WEEKLY'),
     (["FREQ=MONTHLY;BYHOUR=1;BYMINUTE=0"], "FREQ must be DAILY or WEEKLY"),
@@ -275,7 +279,7 @@ REFUSED = [
 
 @pytest.mark.parametrize(("patterns", "message"), REFUSED)
 def test_a_pattern_outside_the_subset_is_refused_with_the_rule_it_broke(
-    patterns: list[str], message: str
+    patterns: Any, message: str
 ) -> None:
     with pytest.raises(PatternError) as refused:
         validate(patterns)

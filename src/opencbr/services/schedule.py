@@ -112,7 +112,7 @@ def parse_timezone(text: str) -> timezone:
 
 def validate(patterns: Sequence[str]) -> None:
     """Raise ``PatternError`` unless ``patterns`` is a valid CBR trigger pattern list."""
-    _rules(tuple(patterns))
+    _rules(patterns)
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ class Schedule:
         if self.start != anchor(self.start) or self.start.tzinfo is not None:
             raise ValueError(f"schedule start {self.start} is not anchor()ed naive UTC")
         _rules(self.patterns)
+        object.__setattr__(self, "patterns", tuple(self.patterns))  # a list would not hash
 
     def next_after(self, moment: datetime) -> datetime | None:
         """The first slot strictly after ``moment`` (never None: every valid rule recurs)."""
@@ -147,7 +148,7 @@ class Schedule:
 
     @property
     def _rules(self) -> tuple[Rule, ...]:
-        return _rules(self.patterns)
+        return _checked(self.patterns)
 
 
 # --- expansion --------------------------------------------------------------------------
@@ -185,8 +186,14 @@ def _rule_near(rule: Rule, start: datetime, moment: datetime) -> rrule.rrule:
 # --- validation -------------------------------------------------------------------------
 
 
+def _rules(patterns: Sequence[str]) -> tuple[Rule, ...]:
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+        raise PatternError("patterns must be a list of strings")
+    return _checked(tuple(patterns))
+
+
 @functools.lru_cache(maxsize=1024)
-def _rules(patterns: tuple[str, ...]) -> tuple[Rule, ...]:
+def _checked(patterns: tuple[str, ...]) -> tuple[Rule, ...]:
     if not patterns:
         raise PatternError("at least one pattern is required")
     if len(patterns) > MAX_PATTERNS:
@@ -200,7 +207,7 @@ def _parse(pattern: str, number: int) -> Rule:
     def fail(reason: str) -> PatternError:
         return PatternError(f"pattern {number} {_quoted(pattern)}: {reason}")
 
-    if not isinstance(pattern, str) or not pattern:
+    if not pattern:
         raise fail("a pattern is a non-empty string")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise fail(f"longer than {MAX_PATTERN_LENGTH} characters")
