@@ -19,6 +19,7 @@ from opencbr.api.routes import (
     features,
     identity,
     operation_logs,
+    policy_runs,
     protectables,
     regions,
     replication,
@@ -81,6 +82,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         operation_logs,
         usage,
         features,
+        policy_runs,
     )
     for module in routers:
         app.include_router(module.router)

@@ -146,3 +146,6 @@ RESOURCE_REMOVING = _code("BackupService.6134", 400, "Resources are being remove
 RESOURCE_NOT_IN_VAULT = _code(
     "BackupService.6135", 400, "The resource does not exist in the vault."
 )
+
+# Policies.
+POLICY_NOT_FOUND = _code("BackupService.6000", 404, "The policy does not exist.")

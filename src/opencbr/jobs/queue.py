@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec
 
 import structlog
@@ -88,6 +89,23 @@ class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
 P = ParamSpec("P")
 
 
+@dataclass
+class Cadence:
+    """A housekeeping step run every `interval` seconds, first at `due` (monotonic)."""
+
+    step: Callable[[Jobs], None]
+    interval: float
+    due: float
+
+    def take(self) -> Callable[[Jobs], None] | None:
+        """The step, if it is due (and then its next due time moves on)."""
+        now = time.monotonic()
+        if now < self.due:
+            return None
+        self.due = now + self.interval
+        return self.step
+
+
 class Jobs:
     """The queue of one process: enqueue a task of `tasks` by naming it, with its ids."""
 
@@ -147,19 +165,34 @@ class Jobs:
         self._loop.start()
 
     def _housekeeping(self) -> None:
-        """Reconcile now and every interval; collect garbage in every vault on its cadence."""
+        """Claim due policy slots, reconcile and sweep retention at start and on their
+        cadences; collect garbage in every vault on its own."""
         settings = self.runtime.settings
-        next_gc = time.monotonic() + settings.gc_interval_seconds
+        now = time.monotonic()
+        cadences = [
+            Cadence(tasks.tick_schedules, settings.schedule_tick_seconds, now),
+            Cadence(tasks.reconcile, settings.reconcile_interval_seconds, now),
+            Cadence(tasks.sweep_retention, settings.retention_interval_seconds, now),
+            Cadence(
+                tasks.collect_all_garbage,
+                settings.gc_interval_seconds,
+                now + settings.gc_interval_seconds,
+            ),
+        ]
+        pause = min(cadence.interval for cadence in cadences)
         while True:
-            try:
-                tasks.reconcile(self)
-                if time.monotonic() >= next_gc:
-                    next_gc = time.monotonic() + settings.gc_interval_seconds
-                    tasks.collect_all_garbage(self)
-            except Exception:
-                log.exception("housekeeping failed; trying again next interval")
-            if self._stop.wait(settings.reconcile_interval_seconds):
+            for cadence in cadences:
+                step = cadence.take()
+                if step is not None:
+                    self._housekeep(step)
+            if self._stop.wait(pause):
                 return
+
+    def _housekeep(self, step: Callable[[Jobs], None]) -> None:
+        try:
+            step(self)
+        except Exception:
+            log.exception("housekeeping failed; trying again next interval", step=step.__name__)
 
     def stop(self) -> None:
         self._stop.set()

@@ -15,6 +15,8 @@ from opencbr.services import (
     backups,
     gc,
     leases,
+    policy_runs,
+    pruning,
     replicas,
     replication_runs,
     restores,
@@ -25,7 +27,11 @@ if TYPE_CHECKING:
 
 
 def run_checkpoint(jobs: Jobs, checkpoint_id: str) -> None:
+    """Back up a checkpoint; a policy's backup then lets its retention prune."""
     backup_runs.run_checkpoint(jobs.runtime, checkpoint_id)
+    policy_id = pruning.policy_of_checkpoint(jobs.runtime, checkpoint_id)
+    if policy_id is not None:
+        jobs.enqueue(prune_policy, policy_id)
 
 
 def run_restore(jobs: Jobs, log_id: str) -> None:
@@ -51,6 +57,9 @@ def replicate(jobs: Jobs, record_id: str) -> None:
     next_record = replication_runs.run(jobs.runtime, record_id)
     if next_record is not None:
         jobs.enqueue(replicate, next_record)
+    policy_id = pruning.policy_of_record(jobs.runtime, record_id)
+    if policy_id is not None:
+        jobs.enqueue(prune_policy, policy_id)
 
 
 def fan_out_replications(jobs: Jobs, record_ids: list[str]) -> None:
@@ -60,6 +69,43 @@ def fan_out_replications(jobs: Jobs, record_ids: list[str]) -> None:
     replicas.create_replicas(jobs.runtime.db, record_ids)
     for record_id in record_ids:
         jobs.enqueue(replicate, record_id)
+
+
+def run_policy(jobs: Jobs, run_id: str) -> None:
+    """Start a policy slot's work on every bound vault (enqueued batch by batch, as each
+    batch commits), then apply the policy's retention."""
+    rt = jobs.runtime
+    policy_runs.run_policy(rt, run_id, lambda started: enqueue_started(jobs, started))
+    policy_id = policy_runs.policy_of_run(rt, run_id)
+    if policy_id is not None:
+        prune_policy(jobs, policy_id)
+
+
+def enqueue_started(jobs: Jobs, started: policy_runs.Started) -> None:
+    for checkpoint_id in started.checkpoint_ids:
+        jobs.enqueue(run_checkpoint, checkpoint_id)
+    if started.record_ids:
+        jobs.enqueue(fan_out_replications, started.record_ids)
+
+
+def prune_policy(jobs: Jobs, policy_id: str) -> None:
+    """Apply a policy's retention; delete what it removes."""
+    for backup_id in pruning.prune(jobs.runtime, policy_id):
+        jobs.enqueue(delete_backup, backup_id)
+
+
+def tick_schedules(jobs: Jobs) -> None:
+    """Claim the policy slots that are due and enqueue their runs (housekeeping thread)."""
+    for run_id in policy_runs.tick(jobs.runtime):
+        jobs.enqueue(run_policy, run_id)
+
+
+def sweep_retention(jobs: Jobs) -> None:
+    """Retention of every policy, and expired backups (on the retention cadence)."""
+    for policy_id in pruning.policies_to_sweep(jobs.runtime):
+        jobs.enqueue(prune_policy, policy_id)
+    for backup_id in pruning.expire(jobs.runtime):
+        jobs.enqueue(delete_backup, backup_id)
 
 
 def reconcile(jobs: Jobs) -> None:
@@ -74,6 +120,8 @@ def reconcile(jobs: Jobs) -> None:
         jobs.enqueue(delete_backup, backup_id)
     for record_id in leases.stuck(rt, replication_runs.REPLICATION):
         jobs.enqueue(replicate, record_id)
+    for run_id in leases.stuck(rt, policy_runs.POLICY_RUN):
+        jobs.enqueue(run_policy, run_id)
 
 
 def collect_all_garbage(jobs: Jobs) -> None:
@@ -91,4 +139,6 @@ QUEUED = (
     purge_vault,
     replicate,
     fan_out_replications,
+    run_policy,
+    prune_policy,
 )

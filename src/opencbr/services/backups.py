@@ -148,27 +148,50 @@ def start_delete(db: Database, ctx: AuthContext, backup_id: str, request_id: str
     """Mark the backup `deleting` and open its operation log; returns the backup id."""
     with db.transaction() as session:
         backup = get_in_session(session, ctx, backup_id)
-        if backup.parent_id is not None:
-            raise CbrError(BACKUP_IN_USE, "A volume backup is deleted with its server backup.")
-        if backup.status not in (BackupStatus.AVAILABLE, BackupStatus.ERROR):
-            raise CbrError(
-                BACKUP_IN_USE, f"The backup is {backup.status}; it cannot be deleted now."
-            )
-        if _being_replicated(session, backup.id):
-            raise CbrError(BACKUP_IN_USE, "The backup is being replicated.")
-        mark_deleting(backup)
-        vault = session.get(Vault, backup.vault_id)
-        operation_logs.open_log(
-            session,
-            project_id=ctx.project_id,
-            operation_type="delete",
-            subject=backup_subject(backup, vault),
-            details={"backup_id": backup.id, "backup_name": backup.name},
-            request_id=request_id,
-            backup_id=backup.id,
-            checkpoint_id=backup.checkpoint_id,
-        )
+        refusal = deletion_refused(session, backup)
+        if refusal is not None:
+            raise CbrError(BACKUP_IN_USE, refusal)
+        begin_delete(session, backup, request_id)
         return backup.id
+
+
+def deletion_refused(session: Session, backup: Backup) -> str | None:
+    """Why the backup cannot be deleted now (None if it can)."""
+    if backup.parent_id is not None:
+        return "A volume backup is deleted with its server backup."
+    if backup.status not in (BackupStatus.AVAILABLE, BackupStatus.ERROR):
+        return f"The backup is {backup.status}; it cannot be deleted now."
+    if _being_replicated(session, backup.id):
+        return "The backup is being replicated."
+    return None
+
+
+def begin_delete(
+    session: Session,
+    backup: Backup,
+    request_id: str | None = None,
+    policy_id: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Mark a deletable backup `deleting` and open its `delete` operation log (a request's,
+    or retention's with the policy and the rule that removes it); the delete task does the
+    rest."""
+    mark_deleting(backup)
+    vault = session.get(Vault, backup.vault_id)
+    details = {"backup_id": backup.id, "backup_name": backup.name}
+    if reason:
+        details["reason"] = reason
+    operation_logs.open_log(
+        session,
+        project_id=backup.project_id,
+        operation_type="delete",
+        subject=backup_subject(backup, vault),
+        details=details,
+        request_id=request_id,
+        backup_id=backup.id,
+        checkpoint_id=backup.checkpoint_id,
+        policy_id=policy_id,
+    )
 
 
 def mark_deleting(backup: Backup) -> None:

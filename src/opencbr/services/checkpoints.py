@@ -89,35 +89,47 @@ def create(
 ) -> CheckpointView:
     with db.transaction() as session:
         vault = vaults.get_in_session(session, ctx, vault_id)
-        _check_vault(vault)
-        chosen = _chosen(vault, params.resources)
-        if not chosen:
-            raise CbrError(NOTHING_TO_BACKUP, "The vault has no resources to back up.")
-        ready = [b for b in chosen if b.protect_status == ProtectStatus.AVAILABLE]
-        skipped = [b for b in chosen if b.protect_status != ProtectStatus.AVAILABLE]
-        if not ready:
-            raise CbrError(
-                VAULT_BUSY_BACKING_UP, "Every chosen resource is being backed up or restored."
-            )
-        checkpoint = Checkpoint(
-            project_id=ctx.project_id,
-            vault_id=vault.id,
-            status=CheckpointStatus.PROTECTING,
-            name=params.name,
-            description=params.description,
-            incremental=params.incremental,
-            auto_trigger=params.auto_trigger,
-            policy_id=params.policy_id,
-            retention_duration=params.retention_duration_days,
-            request_id=request_id,
-            skipped_resources=[_skip_entry(b) for b in skipped],
+        return plan(session, vault, _chosen(vault, params.resources), params, request_id)
+
+
+def plan(
+    session: Session,
+    vault: Vault,
+    chosen: list[VaultResource],
+    params: CheckpointParams,
+    request_id: str | None = None,
+) -> CheckpointView:
+    """Write a checkpoint of the `chosen` resources of the vault: its backups in
+    `protecting` and their running operation logs (a request's checkpoint, or a policy
+    run's with `auto_trigger` and the policy's id)."""
+    _check_vault(vault)
+    if not chosen:
+        raise CbrError(NOTHING_TO_BACKUP, "The vault has no resources to back up.")
+    ready = [b for b in chosen if b.protect_status == ProtectStatus.AVAILABLE]
+    skipped = [b for b in chosen if b.protect_status != ProtectStatus.AVAILABLE]
+    if not ready:
+        raise CbrError(
+            VAULT_BUSY_BACKING_UP, "Every chosen resource is being backed up or restored."
         )
-        session.add(checkpoint)
-        session.flush()
-        for binding in ready:
-            _plan_backup(session, ctx, vault, checkpoint, binding.protectable, params, request_id)
-            vaults.begin_protecting(binding)
-        return CheckpointView(checkpoint, vault, ready)
+    checkpoint = Checkpoint(
+        project_id=vault.project_id,
+        vault_id=vault.id,
+        status=CheckpointStatus.PROTECTING,
+        name=params.name,
+        description=params.description,
+        incremental=params.incremental,
+        auto_trigger=params.auto_trigger,
+        policy_id=params.policy_id,
+        retention_duration=params.retention_duration_days,
+        request_id=request_id,
+        skipped_resources=[_skip_entry(b) for b in skipped],
+    )
+    session.add(checkpoint)
+    session.flush()
+    for binding in ready:
+        _plan_backup(session, vault, checkpoint, binding.protectable, params, request_id)
+        vaults.begin_protecting(binding)
+    return CheckpointView(checkpoint, vault, ready)
 
 
 def _skip_entry(binding: VaultResource) -> dict[str, str]:
@@ -141,7 +153,6 @@ def backup_name(params: CheckpointParams) -> str:
 
 def _plan_backup(
     session: Session,
-    ctx: AuthContext,
     vault: Vault,
     checkpoint: Checkpoint,
     resource: Protectable,
@@ -156,13 +167,14 @@ def _plan_backup(
         else None
     )
     common = dict(
-        project_id=ctx.project_id,
+        project_id=vault.project_id,
         vault_id=vault.id,
         checkpoint_id=checkpoint.id,
         description=params.description,
         provider_id=vault.provider_id,
         incremental=params.incremental,
         auto_trigger=params.auto_trigger,
+        policy_id=params.policy_id,
         status=BackupStatus.PROTECTING,
         expired_at=expires,
         created_at=now,
@@ -196,7 +208,7 @@ def _plan_backup(
         )
     operation_logs.open_log(
         session,
-        project_id=ctx.project_id,
+        project_id=vault.project_id,
         operation_type="backup",
         subject=operation_logs.Subject(
             resource.id, resource.type, resource.name, vault.id, vault.name, vault.provider_id

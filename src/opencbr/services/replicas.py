@@ -103,6 +103,7 @@ _PENDING = (
     ReplicationRecord.destination_vault_id,
     ReplicationRecord.source_project_id,
     ReplicationRecord.auto_trigger,
+    ReplicationRecord.policy_id,
     ReplicationRecord.request_id,
     ReplicationRecord.created_at,
 )
@@ -185,6 +186,7 @@ class _NewRows:
                 "name": self.name or backup.name,
                 "description": self.description or backup.description,
                 "auto_trigger": record.auto_trigger,
+                "policy_id": record.policy_id,
                 "skipped_resources": [],
                 "created_at": record.created_at,
                 "updated_at": self.now,
@@ -265,10 +267,13 @@ class _NewRows:
             "volume_path": None,
             "incremental": backup.incremental,
             "auto_trigger": backup.auto_trigger,
+            # A policy's replica is pruned by that policy's retention (which also sets its
+            # expiry); a manual copy expires with its source.
+            "policy_id": record.policy_id,
             "source_backup_id": backup.id,
             "source_region": source.region,
             "protected_at": backup.protected_at,
-            "expired_at": backup.expired_at,
+            "expired_at": None if record.policy_id else backup.expired_at,
             "warnings": [],
             "created_at": record.created_at,
             "updated_at": self.now,
@@ -312,6 +317,7 @@ class _NewRows:
             request_id=record.request_id,
             checkpoint_id=backup.checkpoint_id,
             backup_id=backup.id,
+            policy_id=record.policy_id,
         )
         row["updated_at"] = self.now
         return row

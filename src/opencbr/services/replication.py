@@ -115,11 +115,17 @@ def _check_destination(
             REGION_CANNOT_REPLICATE, f"Region {source.region} cannot replicate to {dest.region!r}."
         )
     project = _writable_project(session, ctx, dest)
-    vault = vaults.find_in_project(session, project.id, dest.vault_id)
+    return _check_target(session, source, project.id, dest.vault_id)
+
+
+def _check_target(session: Session, source: Vault, project_id: str, vault_id: str) -> Vault:
+    """The destination vault, if it exists in the project and can receive the source's
+    replicas now."""
+    vault = vaults.find_in_project(session, project_id, vault_id)
     if vault is None:
         raise CbrError(
             DESTINATION_VAULT_NOT_FOUND,
-            f"The destination vault {dest.vault_id} does not exist in that project.",
+            f"The destination vault {vault_id} does not exist in that project.",
         )
     if vault.protect_type != "replication" or vault.object_type != source.object_type:
         raise CbrError(
@@ -129,6 +135,37 @@ def _check_destination(
     if vault.used_bytes >= vault.size_gb * GB:
         raise CbrError(DESTINATION_VAULT_FULL)
     return vault
+
+
+def plan_for_policy(
+    session: Session,
+    settings: Settings,
+    source: Vault,
+    dest: Destination,
+    policy_id: str,
+) -> list[str]:
+    """A policy run's replication of the source vault: a `waiting_replicate` record, with
+    `auto_trigger` and the policy's id, per available backup not yet replicated to the
+    destination region; their ids (none: nothing to copy). The caller's rights were checked
+    when the policy was bound; here the destination must still exist and accept replicas.
+    A concurrent plan of the same backups wins: this run copies nothing (the next one will).
+    """
+    if dest.region not in settings.replication_destinations(source.region):
+        raise CbrError(
+            REGION_CANNOT_REPLICATE, f"Region {source.region} cannot replicate to {dest.region!r}."
+        )
+    target = _check_target(session, source, dest.project_id, dest.vault_id)
+    rows = session.execute(_TO_REPLICATE, {"vault_id": source.id, "region": dest.region})
+    chosen = [
+        (backup_id, checkpoint_id, project_id) for backup_id, checkpoint_id, project_id in rows
+    ]
+    if not chosen:
+        return []
+    try:
+        with session.begin_nested():
+            return _insert_records(session, source, target, chosen, True, None, policy_id=policy_id)
+    except IntegrityError:
+        return []
 
 
 def replicated_or_replicating(session: Session, backup_id: str, region: str) -> bool:
@@ -261,6 +298,7 @@ def _insert_records(
     chosen: list[tuple[str, str, str]],
     auto_trigger: bool,
     request_id: str | None,
+    policy_id: str | None = None,
 ) -> list[str]:
     """A `waiting_replicate` record per chosen (backup id, checkpoint id, project id), in
     one statement; their ids, in order. The partial unique index on live records fires
@@ -273,6 +311,7 @@ def _insert_records(
         "destination_region": target.region,
         "destination_vault_id": target.id,
         "auto_trigger": auto_trigger,
+        "policy_id": policy_id,
         "request_id": request_id,
         "updated_at": now,
     }

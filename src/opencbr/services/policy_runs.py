@@ -1,0 +1,357 @@
+"""Policy runs: each due slot of a policy is claimed once, then started on every vault
+bound to it (scale-out-notes.md §2.4).
+
+The scheduler's `tick` runs in every worker process's housekeeping loop. A policy's next
+slot is `policies.next_run_at`; claiming the slot is one conditional UPDATE that moves it
+to the following slot, so of several workers that see the same due slot exactly one
+claims it, and the claim writes the slot's run (`policy_runs`, unique per slot) in the same
+transaction. The queue only wakes a worker for the run; the row is the truth.
+
+    next_run_at due --claim (CAS)--> run waiting --lease--> running --> success | failed
+                    \\--slot missed by more than start_window_minutes--> operation logs
+                        `skipped`; no run (no catch-up storm after an outage)
+
+A run is leased work (`services/leases.py`): it starts the slot's work vault by vault, in
+batches, each batch in one transaction that also moves the run's `cursor`, so a run taken
+over after a crash goes on where it stopped and starts no vault twice. A vault whose
+previous run is still live is skipped (CBR's rule: a backup that overruns its next slot
+makes that slot skip), with an operation log `skipped` that says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from opencbr import clock
+from opencbr.db.backups import Checkpoint, ReplicationRecord
+from opencbr.db.policies import Policy, PolicyBinding, PolicyRun, PolicyType
+from opencbr.db.status import (
+    LIVE_POLICY_RUN,
+    LIVE_RECORD,
+    CheckpointStatus,
+    OperationStatus,
+    PolicyRunStatus,
+)
+from opencbr.db.vaults import Vault
+from opencbr.errors import POLICY_NOT_FOUND, CbrError
+from opencbr.services import checkpoints, leases, operation_logs, replication, schedule
+from opencbr.services.identity import AuthContext
+from opencbr.services.leases import Failure, LeasedWork
+from opencbr.services.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_WINDOW_MINUTES = 60  # CBR: start_window_minutes is 60-480, or null
+DUE_PER_TICK = 500  # due policies one tick claims; the rest wait for the next tick
+VAULTS_PER_BATCH = 200  # vaults a run starts per transaction
+
+
+@dataclass
+class Started:
+    """What a run started: checkpoints to back up, replication records to copy."""
+
+    checkpoint_ids: list[str] = field(default_factory=list)
+    record_ids: list[str] = field(default_factory=list)
+
+    def add(self, other: Started) -> None:
+        self.checkpoint_ids += other.checkpoint_ids
+        self.record_ids += other.record_ids
+
+
+OnBatch = Callable[[Started], None]
+
+
+# --- the scheduler -----------------------------------------------------------------------
+
+
+def tick(rt: Runtime) -> list[str]:
+    """Claim every due slot of every enabled policy; the ids of the runs to start.
+
+    One query finds the due policies, then one conditional UPDATE (and one INSERT) per due
+    policy claims its slot: the cost grows with the policies due now, never with all
+    policies or with the vaults bound to them.
+    """
+    now = clock.now()
+    with rt.db.reading() as session:
+        due = session.execute(
+            select(
+                Policy.id,
+                Policy.next_run_at,
+                Policy.patterns,
+                Policy.start_time,
+                Policy.start_window_minutes,
+            )
+            .where(Policy.enabled.is_(True), Policy.next_run_at <= now)
+            .order_by(Policy.next_run_at)
+            .limit(DUE_PER_TICK)
+        ).all()
+    run_ids = []
+    for row in due:
+        run_id = _claim_slot(rt, row, now)
+        if run_id is not None:
+            run_ids.append(run_id)
+    return run_ids
+
+
+def _claim_slot(rt: Runtime, due: Any, now: datetime) -> str | None:
+    """Move the policy to its next slot if no other worker did; then open the slot's run,
+    or, when the slot was missed by more than its window, log it skipped."""
+    plan = schedule.Schedule(tuple(due.patterns), due.start_time)
+    window = timedelta(minutes=due.start_window_minutes or DEFAULT_WINDOW_MINUTES)
+    # The latest slot still inside its window, if any: after an outage the newest slot
+    # runs (late, but in its window) and the older ones are skipped with it.
+    recent = plan.slots(max(due.next_run_at, now - window) - timedelta(microseconds=1), now)
+    slot = recent[-1] if recent else due.next_run_at
+    with rt.db.transaction() as session:
+        claimed = session.execute(
+            update(Policy)
+            .where(Policy.id == due.id, Policy.next_run_at == due.next_run_at)
+            .values(next_run_at=plan.next_after(now))
+            .execution_options(synchronize_session=False)
+        )
+        if not claimed.rowcount:  # type: ignore[attr-defined]
+            return None  # another worker claimed this slot
+        policy = session.get(Policy, due.id)
+        assert policy is not None
+        if not recent:
+            _skip_policy(session, policy, f"the slot at {_wire_time(slot)} was missed")
+            log.warning("policy slot missed", policy_id=policy.id, slot=_wire_time(slot))
+            return None
+        run = PolicyRun(policy_id=policy.id, project_id=policy.project_id, slot_at=slot)
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def _wire_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _skip_policy(session: Session, policy: Policy, why: str) -> None:
+    for binding in policy.bindings:
+        vault = session.get(Vault, binding.vault_id)
+        if vault is not None:
+            _skip_vault(session, policy, vault, why)
+
+
+# --- "run now" ---------------------------------------------------------------------------
+
+
+def run_now(rt: Runtime, ctx: AuthContext, policy_id: str, on_batch: OnBatch) -> Started:
+    """Run the policy now on every vault bound to it, as a slot would (an opencbr
+    extension); what it started. Enabled or not: an operator asked for it."""
+    with rt.db.transaction() as session:
+        policy = session.get(Policy, policy_id)
+        if policy is None or policy.project_id != ctx.project_id:
+            raise CbrError(POLICY_NOT_FOUND, f"Policy {policy_id} not found")
+        run = PolicyRun(
+            policy_id=policy.id, project_id=policy.project_id, slot_at=clock.now(), manual=True
+        )
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    return run_policy(rt, run_id, on_batch)
+
+
+# --- a run: leased work --------------------------------------------------------------------
+
+
+@dataclass
+class RunWork:
+    run_id: str
+    policy_id: str
+    cursor: str | None
+    on_batch: OnBatch | None = None
+    started: Started = field(default_factory=Started)
+    skipped: int = 0
+
+
+class PolicyRunKind(LeasedWork[PolicyRun, RunWork]):
+    name = "policy run"
+    model = PolicyRun
+    live = LIVE_POLICY_RUN
+
+    def begin(self, rt: Runtime, session: Session, row: PolicyRun) -> RunWork:
+        row.status = PolicyRunStatus.RUNNING
+        return RunWork(row.id, row.policy_id, row.cursor)
+
+    def complete(self, session: Session, row: PolicyRun, work: RunWork) -> None:
+        row.status = PolicyRunStatus.SUCCESS
+
+    def fail(
+        self,
+        rt: Runtime,
+        session: Session,
+        row: PolicyRun,
+        work: RunWork | None,
+        failure: Failure,
+    ) -> None:
+        row.status = PolicyRunStatus.FAILED
+        row.error = failure.reason[:1024]
+
+    def candidates(self, session: Session) -> Iterable[PolicyRun]:
+        return session.scalars(select(PolicyRun).where(PolicyRun.status.in_(LIVE_POLICY_RUN)))
+
+    def grace_seconds(self, rt: Runtime) -> float:
+        return rt.settings.lease_seconds  # a run's task is queued as the run is created
+
+
+POLICY_RUN = PolicyRunKind()
+
+
+def run_policy(rt: Runtime, run_id: str, on_batch: OnBatch) -> Started:
+    """Start the run's work on every bound vault; `on_batch` gets what each committed batch
+    started (to enqueue it at once). Returns everything this attempt started."""
+    result = Started()
+
+    def body(work: RunWork) -> None:
+        work.on_batch = on_batch
+        _start_all(rt, work)
+
+    claimed = leases.run(rt, POLICY_RUN, run_id, body)
+    if claimed is not None:
+        result = claimed.work.started
+        log.info(
+            "policy run ended",
+            run_id=run_id,
+            policy_id=claimed.work.policy_id,
+            checkpoints=len(result.checkpoint_ids),
+            records=len(result.record_ids),
+            skipped=claimed.work.skipped,
+        )
+    return result
+
+
+def policy_of_run(rt: Runtime, run_id: str) -> str | None:
+    with rt.db.reading() as session:
+        return session.scalar(select(PolicyRun.policy_id).where(PolicyRun.id == run_id))
+
+
+def _start_all(rt: Runtime, work: RunWork) -> None:
+    while True:
+        batch = Started()
+        with rt.db.transaction() as session:
+            policy = session.get(Policy, work.policy_id)
+            bindings = _next_bindings(session, work) if policy is not None else []
+            if policy is None or not bindings:
+                return
+            for binding in bindings:
+                _start_vault(rt, session, policy, binding, batch, work)
+            work.cursor = bindings[-1].vault_id
+            session.execute(
+                update(PolicyRun)
+                .where(PolicyRun.id == work.run_id)
+                .values(
+                    cursor=work.cursor,
+                    started=PolicyRun.started + len(batch.checkpoint_ids) + len(batch.record_ids),
+                    skipped=work.skipped,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        work.started.add(batch)
+        if work.on_batch is not None:
+            work.on_batch(batch)
+
+
+def _next_bindings(session: Session, work: RunWork) -> list[PolicyBinding]:
+    query = select(PolicyBinding).where(PolicyBinding.policy_id == work.policy_id)
+    if work.cursor is not None:
+        query = query.where(PolicyBinding.vault_id > work.cursor)
+    return list(session.scalars(query.order_by(PolicyBinding.vault_id).limit(VAULTS_PER_BATCH)))
+
+
+def _start_vault(
+    rt: Runtime,
+    session: Session,
+    policy: Policy,
+    binding: PolicyBinding,
+    batch: Started,
+    work: RunWork,
+) -> None:
+    vault = session.get(Vault, binding.vault_id)
+    if vault is None:
+        return
+    why = _previous_run_live(session, policy, binding)
+    try:
+        if why is None and policy.operation_type == PolicyType.BACKUP:
+            batch.checkpoint_ids += _back_up(session, policy, vault)
+        elif why is None:
+            batch.record_ids += _replicate(rt, session, policy, vault, binding)
+    except CbrError as exc:
+        why = exc.detail
+    if why is not None:
+        work.skipped += 1
+        _skip_vault(session, policy, vault, why)
+
+
+def _previous_run_live(session: Session, policy: Policy, binding: PolicyBinding) -> str | None:
+    """Why the vault's previous run of this policy is still live, if it is."""
+    if policy.operation_type == PolicyType.BACKUP:
+        live = exists().where(
+            Checkpoint.vault_id == binding.vault_id,
+            Checkpoint.policy_id == policy.id,
+            Checkpoint.status == CheckpointStatus.PROTECTING,
+        )
+        what = "backup"
+    else:
+        live = exists().where(
+            ReplicationRecord.source_vault_id == binding.vault_id,
+            ReplicationRecord.destination_vault_id == binding.destination_vault_id,
+            ReplicationRecord.policy_id == policy.id,
+            ReplicationRecord.status.in_(LIVE_RECORD),
+        )
+        what = "replication"
+    if session.scalar(select(live)):
+        return f"the previous {what} of this policy on the vault is still running"
+    return None
+
+
+def _back_up(session: Session, policy: Policy, vault: Vault) -> list[str]:
+    """A checkpoint of the vault's resources that are not suspended; none if every one is."""
+    chosen = [binding for binding in vault.resources if binding.auto_protect]
+    if not chosen:
+        return []
+    days = int(policy.operation_definition.get("retention_duration_days") or -1)
+    params = checkpoints.CheckpointParams(
+        auto_trigger=True, policy_id=policy.id, retention_duration_days=days
+    )
+    view = checkpoints.plan(session, vault, chosen, params)
+    return [view.checkpoint.id]
+
+
+def _replicate(
+    rt: Runtime, session: Session, policy: Policy, vault: Vault, binding: PolicyBinding
+) -> list[str]:
+    definition = policy.operation_definition
+    dest = replication.Destination(
+        region=str(definition.get("destination_region") or ""),
+        project_id=str(definition.get("destination_project_id") or ""),
+        vault_id=binding.destination_vault_id or "",
+        auto_trigger=True,
+    )
+    return replication.plan_for_policy(session, rt.settings, vault, dest, policy.id)
+
+
+def _skip_vault(session: Session, policy: Policy, vault: Vault, why: str) -> None:
+    """An operation log `skipped` for the vault's slot, saying why."""
+    operation_logs.open_log(
+        session,
+        project_id=vault.project_id,
+        operation_type=str(policy.operation_type),
+        subject=operation_logs.Subject(
+            vault.id, "OS::CBR::Vault", vault.name, vault.id, vault.name, vault.provider_id
+        ),
+        details={"policy_id": policy.id, "reason": why},
+        request_id=None,
+        status=OperationStatus.SKIPPED,
+        policy_id=policy.id,
+        error_message=why[:1024],
+        ended_at=clock.now(),
+    )
