@@ -22,6 +22,7 @@ from opencbr.api.routes import (
     protectables,
     regions,
     replication,
+    tags,
     unsupported,
     usage,
     vault_collection,
@@ -73,6 +74,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         credentials,
         vault_collection,  # before vaults: its /vaults/<name> routes are no vault ids
         vaults,
+        tags,
         protectables,
         regions,
         replication,

@@ -146,3 +146,14 @@ RESOURCE_REMOVING = _code("BackupService.6134", 400, "Resources are being remove
 RESOURCE_NOT_IN_VAULT = _code(
     "BackupService.6135", 400, "The resource does not exist in the vault."
 )
+
+# Tags of vaults.
+TAGS_OVER_LIMIT = _code(
+    "BackupService.6600", 400, "The maximum number of tags has been reached for the resource."
+)
+TAG_KEY_NOT_FOUND = _code("BackupService.6601", 404, "The key does not exist.")
+
+# Backup metadata.
+METADATA_BAD_STATUS = _code(
+    "BackupService.6206", 400, "Metadata query is not allowed in the current backup status."
+)

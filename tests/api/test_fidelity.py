@@ -12,27 +12,17 @@ import huaweicloudsdkcbr.v1 as cbr  # type: ignore[import-untyped]
 import pytest
 
 from opencbr.api.routes.unsupported import UNSUPPORTED
-from opencbr.services import identity
 from tests.api.helpers import (
-    PASSWORD,
     Env,
     assert_error,
     backup_now,
     create_vault,
-    issue,
+    outsider,
     register_dir,
     register_disk,
 )
 
 MiB = 1 << 20
-
-
-def outsider(env: Env) -> tuple[str, str]:
-    """A project of another tenant's user in region2: (project id, that user's token)."""
-    project = identity.create_project(env.db, env.settings, "outsider", "region2")
-    identity.create_user(env.db, env.settings, "stranger", PASSWORD)
-    identity.grant_role(env.db, "stranger", "outsider", "admin")
-    return project.id, issue(env.client, "stranger", PASSWORD, project.id)
 
 
 # --- /vaults/summary, /vaults/batch-update, /vaults/external ------------------------------

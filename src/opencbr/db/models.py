@@ -11,7 +11,7 @@ from opencbr.db.backups import (
 from opencbr.db.base import Base
 from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
-from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource
+from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource, VaultTag
 
 __all__ = [
     "Backup",
@@ -32,4 +32,5 @@ __all__ = [
     "Vault",
     "VaultChunk",
     "VaultResource",
+    "VaultTag",
 ]
