@@ -161,6 +161,13 @@ class SetResourcesBody(RequestModel):
     action: Literal["suspend", "unsuspend"]
 
 
+class ExpirationBody(RequestModel):
+    """update-backup-expiration-time: no date means the backups never expire."""
+
+    expect_expiration_date: Annotated[str, Field(max_length=10)] | None = None
+    time_zone: Annotated[str, Field(max_length=9)]
+
+
 # --- responses --------------------------------------------------------------------------
 
 
@@ -260,6 +267,12 @@ class VaultListResponse(ResponseModel):
     count: int
     limit: int
     offset: int
+
+
+class ExpirationResponse(ResponseModel):
+    affected_backups_count: int
+    new_expiration_day: str | None
+    operation_log_id: str
 
 
 class AddResourcesResponse(ResponseModel):
