@@ -296,8 +296,8 @@ def test_public_cloud_operations_are_refused_as_not_supported(env: Env, entry: A
         assert_error(response, 403, "BackupService.8600")
 
 
-# Operations other issues are building (policies, tags, members, migrateresources,
-# update-backup-expiration-time, backup metadata): not this table's to answer.
+# Operations other issues are building (policies, members, migrateresources): not this
+# table's to answer.
 BUILT_ELSEWHERE = {
     "create_policy",
     "list_policies",
@@ -306,20 +306,12 @@ BUILT_ELSEWHERE = {
     "delete_policy",
     "associate_vault_policy",
     "disassociate_vault_policy",
-    "create_vault_tags",
-    "delete_vault_tag",
-    "show_vault_tag",
-    "batch_create_and_delete_vault_tags",
-    "show_vault_project_tag",
-    "show_vault_resource_instances",
     "add_member",
     "show_members_detail",
     "show_member_detail",
     "update_member_status",
     "delete_member",
     "migrate_vault_resource",
-    "update_expiration_time",
-    "show_metadata",
 }
 
 
