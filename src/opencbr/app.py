@@ -23,6 +23,7 @@ from opencbr.api.routes import (
     protectables,
     regions,
     replication,
+    tags,
     unsupported,
     usage,
     vault_collection,
@@ -74,6 +75,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         credentials,
         vault_collection,  # before vaults: its /vaults/<name> routes are no vault ids
         vaults,
+        tags,
         protectables,
         regions,
         replication,

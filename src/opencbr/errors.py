@@ -149,3 +149,14 @@ RESOURCE_NOT_IN_VAULT = _code(
 
 # Policies.
 POLICY_NOT_FOUND = _code("BackupService.6000", 404, "The policy does not exist.")
+
+# Tags of vaults.
+TAGS_OVER_LIMIT = _code(
+    "BackupService.6600", 400, "The maximum number of tags has been reached for the resource."
+)
+TAG_KEY_NOT_FOUND = _code("BackupService.6601", 404, "The key does not exist.")
+
+# Backup metadata.
+METADATA_BAD_STATUS = _code(
+    "BackupService.6206", 400, "Metadata query is not allowed in the current backup status."
+)

@@ -104,6 +104,14 @@ def issue(client: TestClient, user: str, password: str, project_id: str) -> str:
     return str(response.headers["X-Subject-Token"])
 
 
+def outsider(env: Env) -> tuple[str, str]:
+    """A project of another tenant's user in region2: (project id, that user's token)."""
+    project = identity.create_project(env.db, env.settings, "outsider", "region2")
+    identity.create_user(env.db, env.settings, "stranger", PASSWORD)
+    identity.grant_role(env.db, "stranger", "outsider", "admin")
+    return project.id, issue(env.client, "stranger", PASSWORD, project.id)
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     roots = [
         ProtectableRoot(project=region, path=tmp_path / "roots" / region)

@@ -12,27 +12,17 @@ import huaweicloudsdkcbr.v1 as cbr  # type: ignore[import-untyped]
 import pytest
 
 from opencbr.api.routes.unsupported import UNSUPPORTED
-from opencbr.services import identity
 from tests.api.helpers import (
-    PASSWORD,
     Env,
     assert_error,
     backup_now,
     create_vault,
-    issue,
+    outsider,
     register_dir,
     register_disk,
 )
 
 MiB = 1 << 20
-
-
-def outsider(env: Env) -> tuple[str, str]:
-    """A project of another tenant's user in region2: (project id, that user's token)."""
-    project = identity.create_project(env.db, env.settings, "outsider", "region2")
-    identity.create_user(env.db, env.settings, "stranger", PASSWORD)
-    identity.grant_role(env.db, "stranger", "outsider", "admin")
-    return project.id, issue(env.client, "stranger", PASSWORD, project.id)
 
 
 # --- /vaults/summary, /vaults/batch-update, /vaults/external ------------------------------
@@ -306,8 +296,8 @@ def test_public_cloud_operations_are_refused_as_not_supported(env: Env, entry: A
         assert_error(response, 403, "BackupService.8600")
 
 
-# Operations other issues are building (policies, tags, members, migrateresources,
-# update-backup-expiration-time, backup metadata): not this table's to answer.
+# Operations other issues are building (policies, members, migrateresources): not this
+# table's to answer.
 BUILT_ELSEWHERE = {
     "create_policy",
     "list_policies",
@@ -316,20 +306,12 @@ BUILT_ELSEWHERE = {
     "delete_policy",
     "associate_vault_policy",
     "disassociate_vault_policy",
-    "create_vault_tags",
-    "delete_vault_tag",
-    "show_vault_tag",
-    "batch_create_and_delete_vault_tags",
-    "show_vault_project_tag",
-    "show_vault_resource_instances",
     "add_member",
     "show_members_detail",
     "show_member_detail",
     "update_member_status",
     "delete_member",
     "migrate_vault_resource",
-    "update_expiration_time",
-    "show_metadata",
 }
 
 

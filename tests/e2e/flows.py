@@ -338,6 +338,29 @@ def register_dir(site: Site, region: str, name: str, files: dict[str, str]) -> s
     return str(response.json()["instance"]["id"])
 
 
+def register_server(site: Site, region: str, name: str, volumes: dict[str, dict[str, str]]) -> str:
+    """A server under the region project's root whose volumes are directories (volume name
+    -> its files), registered as a server resource."""
+    base = site.server.root(region) / name
+    for volume, files in volumes.items():
+        (base / volume).mkdir(parents=True)
+        write_tree(base / volume, files)
+    project = site.projects[region]
+    body = {
+        "instance": {
+            "name": name,
+            "volumes": [{"name": volume, "path": str(base / volume)} for volume in volumes],
+        }
+    }
+    response = httpx.post(
+        f"{site.server.url}/v3/{project}/protectables/server/instances",
+        json=body,
+        headers={"X-Auth-Token": token_for(site.server, project)},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["instance"]["id"])
+
+
 # --- Huawei Cloud SDK (AK/SK) --------------------------------------------------------------
 
 

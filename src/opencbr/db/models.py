@@ -12,7 +12,7 @@ from opencbr.db.base import Base
 from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
 from opencbr.db.policies import Policy, PolicyBinding, PolicyRun
-from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource
+from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource, VaultTag
 
 __all__ = [
     "Backup",
@@ -36,4 +36,5 @@ __all__ = [
     "Vault",
     "VaultChunk",
     "VaultResource",
+    "VaultTag",
 ]

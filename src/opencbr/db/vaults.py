@@ -50,7 +50,6 @@ class Vault(Base):
     # own `reserved_bytes`; changed only by conditional UPDATEs, never read-modify-write).
     reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), default=VaultStatus.AVAILABLE)
-    tags: Mapped[list[Any]] = mapped_column(default=list)
     enterprise_project_id: Mapped[str] = mapped_column(String(64), default="0")
     auto_bind: Mapped[bool] = mapped_column(default=False)
     bind_rules: Mapped[dict[str, Any] | None] = mapped_column(default=None)
@@ -71,6 +70,12 @@ class Vault(Base):
         cascade="all, delete-orphan",
         lazy="selectin",
         order_by="VaultResource.added_at",
+    )
+    # The vault's tags, by key (one row each: the tag API and tag queries work on rows).
+    tags: Mapped[list[VaultTag]] = relationship(
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="VaultTag.key",
     )
 
     @property
@@ -118,6 +123,21 @@ def settle_capacity(session: Session, vault_id: str, *, used: int = 0, released:
         )
         .execution_options(synchronize_session=False)
     )
+
+
+class VaultTag(Base):
+    """A tag of a vault: a key is unique per vault; the value may be empty."""
+
+    __tablename__ = "vault_tags"
+    # Tag queries ask "which vaults carry key K (with value V)": this index answers them
+    # without reading every vault of the project.
+    __table_args__ = (Index("ix_vault_tags_key_value", "key", "value", "vault_id"),)
+
+    vault_id: Mapped[str] = mapped_column(
+        ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(36), primary_key=True)
+    value: Mapped[str] = mapped_column(String(43), default="")
 
 
 class VaultResource(Base):

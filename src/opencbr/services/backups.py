@@ -18,7 +18,13 @@ from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
 from opencbr.db.status import KEPT_BACKUP, LIVE_OPERATION, LIVE_RECORD, BackupStatus
 from opencbr.db.vaults import Vault
-from opencbr.errors import BACKUP_IN_USE, BACKUP_NOT_FOUND, INVALID_PARAMETER, CbrError
+from opencbr.errors import (
+    BACKUP_IN_USE,
+    BACKUP_NOT_FOUND,
+    INVALID_PARAMETER,
+    METADATA_BAD_STATUS,
+    CbrError,
+)
 from opencbr.services import operation_logs
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
@@ -41,6 +47,26 @@ def get_in_session(session: Session, ctx: AuthContext, backup_id: str) -> Backup
 def get(db: Database, ctx: AuthContext, backup_id: str) -> Backup:
     with db.reading() as session:
         return get_in_session(session, ctx, backup_id)
+
+
+def with_metadata(db: Database, ctx: AuthContext, backup_id: str) -> Backup:
+    """A server backup whose metadata (its server and volumes as backed up) may be read.
+
+    As in CBR, only server backups have metadata; and only a kept backup has it whole (a
+    running one is still being read, a failed or deleting one lost it).
+    """
+    backup = get(db, ctx, backup_id)
+    if backup.kind != "server":
+        raise CbrError(
+            INVALID_PARAMETER,
+            f"The backup {backup_id} is not a server backup: only server backups have metadata.",
+        )
+    if backup.status not in KEPT_BACKUP:
+        raise CbrError(
+            METADATA_BAD_STATUS,
+            f"The backup {backup_id} is {backup.status}; metadata is read from available ones.",
+        )
+    return backup
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ OPERATION_TYPES = (
     "sync",
     "vault_delete",
     "remove_resource",
+    # Not in CBR's list of types, though its logs carry an `update_expiration_time` block:
+    # what update-backup-expiration-time writes.
+    "update_expiration_time",
 )
 # The list filter's values, in the order its error message names them.
 STATUSES = (

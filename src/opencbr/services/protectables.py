@@ -304,7 +304,9 @@ def bound_vault(session: Session, resource_id: str) -> VaultResource | None:
 def _binding(session: Session, resource_id: str) -> VaultResource | None:
     binding = session.get(VaultResource, resource_id)
     if binding is not None:
-        _ = binding.vault.name  # load while the session is open
+        # The vault is answered whole (its resources and tags): load it while the session
+        # is open.
+        _ = binding.vault.resources, binding.vault.tags
     return binding
 
 

@@ -13,7 +13,7 @@ from opencbr.db.backups import Backup, ReplicationRecord
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
 from opencbr.db.status import BUSY_BACKUP, LIVE_RECORD, ProtectStatus
-from opencbr.db.vaults import RESOURCE_TYPES, Vault, VaultResource
+from opencbr.db.vaults import RESOURCE_TYPES, Vault, VaultResource, VaultTag
 from opencbr.errors import (
     DUPLICATE_RESOURCE,
     INVALID_PARAMETER,
@@ -22,6 +22,7 @@ from opencbr.errors import (
     RESOURCE_NOT_IN_VAULT,
     RESOURCE_REMOVING,
     RESOURCE_TYPE_MISMATCH,
+    TAGS_OVER_LIMIT,
     VAULT_CANNOT_ADD_RESOURCES,
     VAULT_HAS_RUNNING_BACKUP,
     VAULT_NOT_FOUND,
@@ -33,6 +34,7 @@ from opencbr.services import protectables
 from opencbr.services.identity import AuthContext
 
 MAX_RESOURCES = 256
+MAX_TAGS = 10  # per vault (cbr-api.md §2.0 Tag)
 MIN_SIZE_GB = 1
 MAX_SIZE_GB = 10_485_760
 GB = 1024**3
@@ -58,7 +60,7 @@ class VaultSpec:
     is_multi_az: bool = False
     resources: Sequence[ResourceBinding] = ()
     description: str | None = None
-    tags: list[dict[str, str]] = field(default_factory=list)
+    tags: list[tuple[str, str]] = field(default_factory=list)  # (key, value), keys unique
     enterprise_project_id: str = "0"
     auto_bind: bool = False
     bind_rules: dict[str, Any] | None = None
@@ -75,6 +77,9 @@ def create(db: Database, ctx: AuthContext, spec: VaultSpec) -> Vault:
     if spec.object_type not in RESOURCE_TYPES:
         raise CbrError(INVALID_PARAMETER, "billing.object_type must be server, disk or turbo")
     _check_size(spec.size_gb)
+    check_tag_count(len(spec.tags))
+    if len({key for key, _ in spec.tags}) != len(spec.tags):
+        raise CbrError(INVALID_PARAMETER, "tags must not repeat a key")
     with db.transaction() as session:
         vault = Vault(
             project_id=ctx.project_id,
@@ -88,7 +93,7 @@ def create(db: Database, ctx: AuthContext, spec: VaultSpec) -> Vault:
             cloud_type=spec.cloud_type,
             is_multi_az=spec.is_multi_az,
             size_gb=spec.size_gb,
-            tags=spec.tags,
+            tags=[VaultTag(key=key, value=value) for key, value in spec.tags],
             enterprise_project_id=spec.enterprise_project_id,
             auto_bind=spec.auto_bind,
             bind_rules=spec.bind_rules,
@@ -113,6 +118,11 @@ def _check_size(size_gb: int) -> None:
         raise CbrError(
             VAULT_SIZE_INVALID, f"billing.size must be {MIN_SIZE_GB} to {MAX_SIZE_GB} GB"
         )
+
+
+def check_tag_count(count: int) -> None:
+    if count > MAX_TAGS:
+        raise CbrError(TAGS_OVER_LIMIT, f"A vault has at most {MAX_TAGS} tags.")
 
 
 def find_in_project(session: Session, project_id: str, vault_id: str) -> Vault | None:

@@ -12,8 +12,10 @@ from opencbr.api.schemas.backups import (
     BackupQuery,
     BackupResponse,
     BackupUpdateBody,
+    MetadataResponse,
     RestoreBody,
     backup_out,
+    metadata_out,
 )
 from opencbr.api.schemas.common import page_request
 from opencbr.db.paging import PageRequest
@@ -50,6 +52,12 @@ def show_backup(backup_id: str, ctx: CallerDep, db: DbDep) -> BackupResponse:
     backup = backups.get(db, ctx, backup_id)
     records = backups.records_for(db, [backup.id]).get(backup.id, [])
     return BackupResponse(backup=backup_out(backup, records))
+
+
+@router.get("/{backup_id}/metadata", response_model=MetadataResponse)
+def show_metadata(backup_id: str, ctx: CallerDep, db: DbDep) -> MetadataResponse:
+    backup = backups.with_metadata(db, ctx, backup_id)
+    return metadata_out(backup, backups.records_for(db, [backup.id]).get(backup.id, []))
 
 
 @router.put("/{backup_id}", response_model=BackupResponse)

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from opencbr.api.deps import CallerDep, DbDep, JobsDep, RequestIdDep, WriterDep
 from opencbr.api.schemas.backups import CheckpointBody, CheckpointResponse, checkpoint_out
 from opencbr.jobs import tasks
-from opencbr.services import checkpoints
+from opencbr.services import backups, checkpoints
 
 router = APIRouter(prefix="/v3/{project_id}/checkpoints", tags=["checkpoints"])
 
@@ -23,9 +23,12 @@ def create_checkpoint(
     )
     view = checkpoints.create(db, ctx, body.checkpoint.vault_id, params, request_id)
     jobs.enqueue(tasks.run_checkpoint, view.checkpoint.id)
-    return CheckpointResponse(checkpoint=checkpoint_out(view))
+    stats = backups.usage_by_resource(db, [view.vault.id])
+    return CheckpointResponse(checkpoint=checkpoint_out(view, stats))
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointResponse)
 def show_checkpoint(checkpoint_id: str, ctx: CallerDep, db: DbDep) -> CheckpointResponse:
-    return CheckpointResponse(checkpoint=checkpoint_out(checkpoints.get(db, ctx, checkpoint_id)))
+    view = checkpoints.get(db, ctx, checkpoint_id)
+    stats = backups.usage_by_resource(db, [view.vault.id])
+    return CheckpointResponse(checkpoint=checkpoint_out(view, stats))

@@ -17,7 +17,7 @@ from opencbr.api.schemas.protectables import (
     protectable_out,
 )
 from opencbr.db.paging import PageRequest
-from opencbr.services import protectables
+from opencbr.services import backups, protectables
 
 router = APIRouter(
     prefix="/v3/{project_id}/protectables/{protectable_type}/instances", tags=["protectables"]
@@ -41,7 +41,10 @@ def list_instances(
     page: Annotated[PageRequest, Depends(page_request)],
 ) -> InstanceListResponse:
     result = protectables.list_with_bindings(db, ctx, protectable_type, query.filters(), page)
-    return InstanceListResponse(instances=[protectable_out(row, bound) for row, bound in result])
+    stats = backups.usage_by_resource(db, [bound.vault_id for _, bound in result if bound])
+    return InstanceListResponse(
+        instances=[protectable_out(row, bound, stats) for row, bound in result]
+    )
 
 
 @router.get("/{instance_id}", response_model=InstanceResponse)
@@ -49,7 +52,8 @@ def show_instance(
     protectable_type: str, instance_id: str, ctx: CallerDep, db: DbDep
 ) -> InstanceResponse:
     row, bound = protectables.get_with_binding(db, ctx, protectable_type, instance_id)
-    return InstanceResponse(instance=protectable_out(row, bound))
+    stats = backups.usage_by_resource(db, [bound.vault_id] if bound else [])
+    return InstanceResponse(instance=protectable_out(row, bound, stats))
 
 
 @router.delete("/{instance_id}", status_code=204, response_class=Response)

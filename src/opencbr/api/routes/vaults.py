@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from opencbr.api.deps import CallerDep, DbDep, JobsDep, WriterDep
+from opencbr.api.deps import CallerDep, DbDep, JobsDep, RequestIdDep, WriterDep
 from opencbr.api.schemas.common import page_request
 from opencbr.api.schemas.vaults import (
     AddResourcesBody,
     AddResourcesResponse,
+    ExpirationBody,
+    ExpirationResponse,
     RemoveResourcesBody,
     RemoveResourcesResponse,
     SetResourcesBody,
@@ -24,7 +26,7 @@ from opencbr.api.schemas.vaults import (
 )
 from opencbr.db.paging import PageRequest
 from opencbr.jobs import tasks
-from opencbr.services import backups, vaults
+from opencbr.services import backups, expiration, vaults
 
 router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
 
@@ -93,3 +95,17 @@ def set_resources(
 ) -> SetResourcesResponse:
     changed = vaults.set_resources(db, ctx, vault_id, body.resource_ids, body.action)
     return SetResourcesResponse(set_resource_ids=changed)
+
+
+@router.put("/{vault_id}/update-backup-expiration-time", response_model=ExpirationResponse)
+def update_expiration_time(
+    vault_id: str, body: ExpirationBody, ctx: WriterDep, db: DbDep, request_id: RequestIdDep
+) -> ExpirationResponse:
+    change = expiration.update_expiration(
+        db, ctx, vault_id, body.expect_expiration_date, body.time_zone, request_id
+    )
+    return ExpirationResponse(
+        affected_backups_count=change.affected_backups,
+        new_expiration_day=change.day.isoformat() if change.day else None,
+        operation_log_id=change.operation_log_id,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -112,21 +113,25 @@ class CheckpointResponse(ResponseModel):
     checkpoint: CheckpointOut
 
 
-def checkpoint_out(view: CheckpointView) -> CheckpointOut:
+def checkpoint_out(view: CheckpointView, stats: dict[str, tuple[int, int]]) -> CheckpointOut:
+    """`stats`: resource id -> (backup count, backup size in MB) of the vault's kept backups
+    (services.backups.usage_by_resource), as the vault's own resources report them."""
     checkpoint = view.checkpoint
-    resources = [
-        CheckpointResource(
-            id=b.resource_id,
-            name=b.protectable.name,
-            type=b.protectable.type,
-            protect_status=b.protect_status,
-            resource_size=str(-(-b.protectable.size_bytes // GB)),
-            backup_size=None,
-            backup_count=None,
-            extra_info=None,
+    resources = []
+    for b in view.resources:
+        count, size = stats.get(b.resource_id, (0, 0))
+        resources.append(
+            CheckpointResource(
+                id=b.resource_id,
+                name=b.protectable.name,
+                type=b.protectable.type,
+                protect_status=b.protect_status,
+                resource_size=str(-(-b.protectable.size_bytes // GB)),
+                backup_size=str(size),
+                backup_count=str(count),
+                extra_info=None,
+            )
         )
-        for b in view.resources
-    ]
     return CheckpointOut(
         id=checkpoint.id,
         project_id=checkpoint.project_id,
@@ -495,4 +500,53 @@ def operation_log_out(entry: OperationLog) -> OperationLogOut:
         provider_id=entry.provider_id,
         vault_id=entry.vault_id,
         vault_name=entry.vault_name,
+    )
+
+
+class MetadataResponse(ResponseModel):
+    """GET /backups/{id}/metadata. CBR answers JSON documents as strings (a Nova server, its
+    Cinder volumes); opencbr fills what it knows and leaves the rest null."""
+
+    backup_id: str
+    backups: str
+    server: str
+    volumes: list[str]
+    flavor: str | None
+    floatingips: list[str] | None
+    interface: str | None
+    ports: list[str] | None
+    workspace: str | None
+
+
+def metadata_out(backup: Backup, records: list[ReplicationRecord]) -> MetadataResponse:
+    volumes = [
+        {
+            "volume": {
+                "id": volume.resource_id,
+                "name": volume.resource_name,
+                "size": volume.resource_size_gb,
+                "kind": volume.kind,
+                "path": volume.volume_path,
+                "backup_id": volume.id,
+                "size_bytes": volume.bytes_total,
+            }
+        }
+        for volume in backup.children
+    ]
+    server = {
+        "id": backup.resource_id,
+        "name": backup.resource_name,
+        "size": backup.resource_size_gb,
+        "volumes_attached": [{"id": volume.resource_id} for volume in backup.children],
+    }
+    return MetadataResponse(
+        backup_id=backup.id,
+        backups=json.dumps(backup_out(backup, records).model_dump()),
+        server=json.dumps({"server": server}),
+        volumes=[json.dumps(volume) for volume in volumes],
+        flavor=None,
+        floatingips=None,
+        interface=None,
+        ports=None,
+        workspace=None,
     )

@@ -70,9 +70,17 @@ def page_request(
     return PageRequest(limit=limit, offset=offset, marker=marker or None)
 
 
+# Tags (cbr-api.md §2.0 Tag): the key 1-36 letters, digits, '_', '-' (and CJK); the value
+# up to 43 of those or '.', may be empty. Surrounding blanks are dropped, as CBR does.
+TAG_KEY_PATTERN = r"^[A-Za-z0-9_\-\u4e00-\u9fa5]{1,36}$"
+TAG_VALUE_PATTERN = r"^[A-Za-z0-9_.\-\u4e00-\u9fa5]{0,43}$"
+TagKey = Annotated[str, StringConstraints(strip_whitespace=True, pattern=TAG_KEY_PATTERN)]
+TagValue = Annotated[str, StringConstraints(strip_whitespace=True, pattern=TAG_VALUE_PATTERN)]
+
+
 class Tag(RequestModel):
-    key: Annotated[str, StringConstraints(min_length=1, max_length=36)]
-    value: Annotated[str, StringConstraints(max_length=43)] = ""
+    key: TagKey
+    value: TagValue = ""
 
 
 class TagOut(ResponseModel):

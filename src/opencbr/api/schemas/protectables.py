@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from opencbr.api.schemas.common import QueryModel, RequestModel, ResponseModel
+from opencbr.api.schemas.vaults import VaultOut, vault_out
 from opencbr.db.vaults import Protectable, VaultResource
 from opencbr.services.protectables import ProtectableFilter, ProtectableSpec, VolumeSpec
 
@@ -51,7 +52,7 @@ class ProtectableResult(ResponseModel):
     code: str | None
     reason: str | None
     message: str | None
-    vault: dict[str, Any] | None
+    vault: VaultOut | None  # the vault the resource is bound to, as GET /vaults/{id} shows it
 
 
 class ProtectableOut(ResponseModel):
@@ -77,7 +78,12 @@ def _gb(size_bytes: int) -> int:
     return -(-size_bytes // GB)
 
 
-def protectable_out(row: Protectable, binding: VaultResource | None) -> ProtectableOut:
+def protectable_out(
+    row: Protectable,
+    binding: VaultResource | None,
+    stats: dict[str, tuple[int, int]] | None = None,
+) -> ProtectableOut:
+    """`stats`: the bound vault's usage by resource (services.backups.usage_by_resource)."""
     children = [
         {
             "id": volume.id,
@@ -90,13 +96,7 @@ def protectable_out(row: Protectable, binding: VaultResource | None) -> Protecta
         }
         for volume in row.volumes
     ]
-    vault = None
-    if binding is not None:
-        vault = {
-            "id": binding.vault_id,
-            "name": binding.vault.name,
-            "project_id": binding.vault.project_id,
-        }
+    vault = vault_out(binding.vault, stats) if binding is not None else None
     result = ProtectableResult(
         result=binding is None,
         code=None if binding is None else "BackupService.6103",

@@ -69,7 +69,9 @@ class VaultCreate(RequestModel):
     billing: BillingCreate
     resources: Annotated[list[ResourceCreate], Field(max_length=256)] = []
     description: Description | None = None
-    tags: Annotated[list[Tag], Field(max_length=10)] | None = None
+    # Past the vault's limit is 6600, as for the tag API (services.vaults.MAX_TAGS); this
+    # bound only keeps absurd lists out.
+    tags: Annotated[list[Tag], Field(max_length=100)] | None = None
     enterprise_project_id: str = "0"
     auto_bind: bool = False
     bind_rules: BindRules | None = None
@@ -94,7 +96,7 @@ class VaultCreate(RequestModel):
             is_multi_az=billing.is_multi_az,
             resources=[resource.binding() for resource in self.resources],
             description=self.description,
-            tags=[tag.model_dump() for tag in self.tags or []],
+            tags=[(tag.key, tag.value) for tag in self.tags or []],
             enterprise_project_id=self.enterprise_project_id,
             auto_bind=self.auto_bind,
             bind_rules=self.bind_rules.model_dump(exclude_none=True) if self.bind_rules else None,
@@ -157,6 +159,13 @@ class RemoveResourcesBody(RequestModel):
 class SetResourcesBody(RequestModel):
     resource_ids: Annotated[list[Identifier], Field(min_length=1, max_length=256)]
     action: Literal["suspend", "unsuspend"]
+
+
+class ExpirationBody(RequestModel):
+    """update-backup-expiration-time: no date means the backups never expire."""
+
+    expect_expiration_date: Annotated[str, Field(max_length=10)] | None = None
+    time_zone: Annotated[str, Field(max_length=9)]
 
 
 # --- responses --------------------------------------------------------------------------
@@ -260,6 +269,12 @@ class VaultListResponse(ResponseModel):
     offset: int
 
 
+class ExpirationResponse(ResponseModel):
+    affected_backups_count: int
+    new_expiration_day: str | None
+    operation_log_id: str
+
+
 class AddResourcesResponse(ResponseModel):
     add_resource_ids: list[str]
 
@@ -315,7 +330,7 @@ def vault_out(vault: Vault, stats: dict[str, tuple[int, int]] | None = None) -> 
         billing=billing,
         resources=[resource_out(binding, stats or {}) for binding in vault.resources],
         description=vault.description,
-        tags=[TagOut(key=tag["key"], value=tag.get("value", "")) for tag in vault.tags],
+        tags=[TagOut(key=tag.key, value=tag.value) for tag in vault.tags],
         enterprise_project_id=vault.enterprise_project_id,
         auto_bind=vault.auto_bind,
         bind_rules=vault.bind_rules or {},

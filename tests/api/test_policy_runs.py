@@ -1,0 +1,305 @@
+"""Policy runs: the scheduler claims each due slot once, a run backs up or replicates every
+bound vault with `auto_trigger`, retention prunes what the policy made, expired backups go.
+
+Slots are driven by calling the scheduler's tick with the clock moved (the housekeeping
+thread ticks with the real clock and finds nothing due: the patterns' slots lie far
+ahead); runs are started through `POST /policies/{id}/run`, as a slot would.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from opencbr import clock
+from opencbr.db.backups import Backup, OperationLog
+from opencbr.db.policies import Policy, PolicyRun
+from opencbr.services import policy_runs, pruning
+from opencbr.services.runtime import Runtime
+from opencbr.settings import Settings
+from tests.api.helpers import (
+    Env,
+    assert_error,
+    backup_now,
+    create_vault,
+    make_settings,
+    register_dir,
+)
+
+# 03:00 UTC every day: never due while a test runs unless the test moves the clock.
+DAILY = "FREQ=DAILY;INTERVAL=1;BYHOUR=3;BYMINUTE=0"
+
+
+def runtime(env: Env) -> Runtime:
+    rt: Runtime = env.client.app.state.runtime  # type: ignore[attr-defined]
+    return rt
+
+
+def create_policy(
+    env: Env, operation_type: str = "backup", region: str = "region1", **definition: Any
+) -> dict[str, Any]:
+    body = {
+        "policy": {
+            "name": f"{operation_type}-policy",
+            "operation_type": operation_type,
+            "operation_definition": definition,
+            "trigger": {"properties": {"pattern": [DAILY]}},
+        }
+    }
+    response = env.post(region, "/policies", body)
+    assert response.status_code == 200, response.text
+    policy: dict[str, Any] = response.json()["policy"]
+    return policy
+
+
+def bind(env: Env, vault_id: str, policy_id: str, **extra: Any) -> None:
+    response = env.post(
+        "region1", f"/vaults/{vault_id}/associatepolicy", {"policy_id": policy_id, **extra}
+    )
+    assert response.status_code == 200, response.text
+
+
+def run_now(env: Env, policy_id: str) -> dict[str, Any]:
+    response = env.post("region1", f"/policies/{policy_id}/run", None)
+    assert response.status_code == 202, response.text
+    started: dict[str, Any] = response.json()["policy_run"]
+    return started
+
+
+def wait_checkpoint(env: Env, checkpoint_id: str) -> None:
+    done = env.wait_for(
+        "region1",
+        f"/checkpoints/{checkpoint_id}",
+        lambda body: body["checkpoint"]["status"] != "protecting",
+    )
+    assert done["checkpoint"]["status"] == "available", done
+
+
+def backups_of(env: Env, vault_id: str, region: str = "region1") -> list[dict[str, Any]]:
+    body = env.get(region, "/backups", params={"vault_id": vault_id}).json()
+    return [b for b in body["backups"] if b["status"] != "deleting"]
+
+
+def wait_backup_count(env: Env, vault_id: str, count: int, region: str = "region1") -> list[Any]:
+    env.wait_for(
+        region,
+        "/backups",
+        lambda body: len([b for b in body["backups"] if b["vault_id"] == vault_id]) == count,
+    )
+    return backups_of(env, vault_id, region)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # The housekeeping thread ticks at start and then once a minute: the tests' own ticks
+    # with a moved clock are the only ones that find a slot due.
+    return make_settings(tmp_path, schedule_tick_seconds=60)
+
+
+@pytest.fixture
+def source(env: Env) -> dict[str, Any]:
+    """A turbo vault in region1 holding one small directory."""
+    data = register_dir(env, name="docs")
+    (env.roots["region1"] / "docs" / "a.txt").write_text("policy data\n" * 100)
+    return create_vault(env, resources=[{"id": data["id"], "type": "OS::Sfs::Turbo"}])
+
+
+@pytest.fixture
+def moved_clock() -> Iterator[list[datetime]]:
+    """Set `moment[0]` to move the clock; reset at the end."""
+    moment = [datetime.now().replace(tzinfo=None)]
+    clock.set_clock(lambda: moment[0])
+    yield moment
+    clock.reset_clock()
+
+
+# --- backup policies ---------------------------------------------------------------------
+
+
+def test_run_backs_up_the_bound_vault_automatically(env: Env, source: dict[str, Any]) -> None:
+    policy = create_policy(env)
+    bind(env, source["id"], policy["id"])
+
+    started = run_now(env, policy["id"])
+
+    assert len(started["checkpoint_ids"]) == 1 and started["replication_record_ids"] == []
+    wait_checkpoint(env, started["checkpoint_ids"][0])
+    [backup] = backups_of(env, source["id"])
+    assert backup["extend_info"]["auto_trigger"] is True
+    assert re.fullmatch(r"autobk_[0-9a-f]{4}", backup["name"]), backup["name"]
+    logs = env.get("region1", "/operation-logs", params={"vault_id": source["id"]}).json()
+    [entry] = [e for e in logs["operation_logs"] if e["operation_type"] == "backup"]
+    assert entry["policy_id"] == policy["id"]
+    assert entry["status"] == "success"
+
+
+def test_run_of_an_unknown_or_foreign_policy_is_404(env: Env) -> None:
+    response = env.post("region1", "/policies/00000000-0000-0000-0000-000000000000/run", None)
+    assert_error(response, 404, "BackupService.6000")
+    foreign = create_policy(env, region="region2")
+    response = env.post("region1", f"/policies/{foreign['id']}/run", None)
+    assert_error(response, 404, "BackupService.6000")
+
+
+def test_suspended_resources_are_skipped_by_policy_runs_only(env: Env) -> None:
+    kept, paused = register_dir(env, name="kept"), register_dir(env, name="paused")
+    vault = create_vault(
+        env,
+        resources=[
+            {"id": kept["id"], "type": "OS::Sfs::Turbo"},
+            {"id": paused["id"], "type": "OS::Sfs::Turbo"},
+        ],
+    )
+    response = env.put(
+        "region1",
+        f"/vaults/{vault['id']}/set-resources",
+        {"resource_ids": [paused["id"]], "action": "suspend"},
+    )
+    assert response.status_code == 200, response.text
+    policy = create_policy(env)
+    bind(env, vault["id"], policy["id"])
+
+    [checkpoint_id] = run_now(env, policy["id"])["checkpoint_ids"]
+    wait_checkpoint(env, checkpoint_id)
+
+    assert [b["resource_id"] for b in backups_of(env, vault["id"])] == [kept["id"]]
+
+
+def test_max_backups_keeps_the_newest_automatic_backups_and_every_manual_one(
+    env: Env, source: dict[str, Any]
+) -> None:
+    manual = backup_now(env, source["id"])
+    policy = create_policy(env, max_backups=2)
+    bind(env, source["id"], policy["id"])
+    made = []
+    for _ in range(4):
+        [checkpoint_id] = run_now(env, policy["id"])["checkpoint_ids"]
+        wait_checkpoint(env, checkpoint_id)
+        made.append(checkpoint_id)
+
+    left = wait_backup_count(env, source["id"], 3)
+
+    assert {b["checkpoint_id"] for b in left} == {manual["checkpoint_id"], *made[-2:]}
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"}).json()
+    pruned = [e for e in logs["operation_logs"] if e["policy_id"] == policy["id"]]
+    assert len(pruned) == 2
+
+
+def test_overlapping_slot_is_skipped_with_a_log(env: Env) -> None:
+    big = register_dir(env, name="big")
+    (env.roots["region1"] / "big" / "blob").write_bytes(b"\xa5" * 32 * 1024 * 1024)
+    vault = create_vault(env, resources=[{"id": big["id"], "type": "OS::Sfs::Turbo"}])
+    policy = create_policy(env)
+    bind(env, vault["id"], policy["id"])
+
+    first = run_now(env, policy["id"])
+    second = run_now(env, policy["id"])  # the first backup of 32 MiB is still running
+
+    assert len(first["checkpoint_ids"]) == 1 and second["checkpoint_ids"] == []
+    wait_checkpoint(env, first["checkpoint_ids"][0])
+    logs = env.get("region1", "/operation-logs", params={"status": "skipped"}).json()
+    [skipped] = logs["operation_logs"]
+    assert skipped["policy_id"] == policy["id"]
+    assert "still running" in skipped["error_info"]["message"]
+
+
+# --- the scheduler -------------------------------------------------------------------------
+
+
+def next_run_at(env: Env, policy_id: str) -> datetime:
+    with env.db.reading() as session:
+        value = session.scalar(select(Policy.next_run_at).where(Policy.id == policy_id))
+    assert value is not None
+    return value
+
+
+def test_a_due_slot_is_claimed_once_by_concurrent_ticks(
+    env: Env, source: dict[str, Any], moved_clock: list[datetime]
+) -> None:
+    policy = create_policy(env)
+    bind(env, source["id"], policy["id"])
+    slot = next_run_at(env, policy["id"])
+    moved_clock[0] = slot + timedelta(seconds=5)
+    claimed: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def tick() -> None:
+        barrier.wait()
+        claimed.extend(policy_runs.tick(runtime(env)))
+
+    threads = [threading.Thread(target=tick) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(claimed) == 1
+    with env.db.reading() as session:
+        runs = session.scalars(select(PolicyRun).where(PolicyRun.policy_id == policy["id"])).all()
+    assert [run.slot_at for run in runs] == [slot]
+    assert next_run_at(env, policy["id"]) == slot + timedelta(days=1)
+    assert policy_runs.tick(runtime(env)) == []
+
+
+def test_a_slot_missed_beyond_its_window_is_skipped_not_run_late(
+    env: Env, source: dict[str, Any], moved_clock: list[datetime]
+) -> None:
+    policy = create_policy(env)
+    bind(env, source["id"], policy["id"])
+    slot = next_run_at(env, policy["id"])
+    moved_clock[0] = slot + timedelta(minutes=61)  # the default window is 60 minutes
+
+    assert policy_runs.tick(runtime(env)) == []
+
+    assert next_run_at(env, policy["id"]) == slot + timedelta(days=1)
+    with env.db.reading() as session:
+        logs = session.scalars(
+            select(OperationLog).where(OperationLog.policy_id == policy["id"])
+        ).all()
+    assert [(log.status, log.vault_id) for log in logs] == [("skipped", source["id"])]
+    assert "missed" in logs[0].error_message
+
+
+def test_a_run_claimed_by_the_tick_is_started_by_the_worker(
+    env: Env, source: dict[str, Any], moved_clock: list[datetime]
+) -> None:
+    policy = create_policy(env)
+    bind(env, source["id"], policy["id"])
+    moved_clock[0] = next_run_at(env, policy["id"]) + timedelta(seconds=1)
+    [run_id] = policy_runs.tick(runtime(env))
+    clock.reset_clock()
+
+    # Nobody enqueued the run: the reconciler finds it once its grace has passed.
+    env.wait_for("region1", "/backups", lambda body: len(body["backups"]) == 1, timeout=60)
+    with env.db.reading() as session:
+        run = session.get(PolicyRun, run_id)
+        assert run is not None and run.status == "success" and run.started == 1
+
+
+# --- expiry -------------------------------------------------------------------------------
+
+
+def test_expired_manual_backups_are_deleted_by_housekeeping(
+    env: Env, source: dict[str, Any]
+) -> None:
+    kept = backup_now(env, source["id"])
+    expiring = backup_now(env, source["id"], retention_duration_days=1)
+    assert expiring["expired_at"] is not None and kept["expired_at"] is None
+    with env.db.transaction() as session:
+        session.execute(
+            update(Backup)
+            .where(Backup.id == expiring["id"])
+            .values(expired_at=clock.now() - timedelta(minutes=1))
+        )
+
+    assert pruning.expire(runtime(env)) == [expiring["id"]]
+
+    left = wait_backup_count(env, source["id"], 1)
+    assert [b["id"] for b in left] == [kept["id"]]

@@ -1,0 +1,95 @@
+"""Policies in real time against a real `opencbr serve`: a backup policy whose slot is the
+next minute backs the vault up within 30 s of the slot, by itself; a replication policy
+then copies that backup with `auto_trigger`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.flows import Client, Server
+
+pytestmark = pytest.mark.slow
+
+
+def next_free_minute(now: datetime) -> datetime:
+    """The next whole minute at least 20 s away (room to create and bind the policy)."""
+    slot = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return slot if (slot - now).total_seconds() >= 20 else slot + timedelta(minutes=1)
+
+
+def wire(value: str) -> datetime:
+    return datetime.fromisoformat(value.rstrip("Z")).replace(tzinfo=UTC)
+
+
+def policy_body(operation_type: str, pattern: str, **definition: Any) -> dict[str, Any]:
+    return {
+        "policy": {
+            "name": f"{operation_type}-every-day",
+            "operation_type": operation_type,
+            "operation_definition": definition,
+            "trigger": {"properties": {"pattern": [pattern]}},
+        }
+    }
+
+
+def test_slot_backs_up_by_itself_then_replication_policy_copies(
+    server: Server, tmp_path: Path
+) -> None:
+    projects = server.projects()
+    one, two = Client(server, projects["region1"]), Client(server, projects["region2"])
+    data = server.root("region1") / "docs"
+    data.mkdir()
+    (data / "report.txt").write_text("scheduled\n" * 1000)
+    vault_id = one.vault("scheduled", resources=[one.register_dir("docs", str(data))])
+    slot = next_free_minute(datetime.now(UTC))
+    pattern = f"FREQ=DAILY;INTERVAL=1;BYHOUR={slot.hour};BYMINUTE={slot.minute}"
+    policy = one.call("POST", "/policies", policy_body("backup", pattern, max_backups=5))
+    one.call("POST", f"/vaults/{vault_id}/associatepolicy", {"policy_id": policy["policy"]["id"]})
+
+    timeout = (slot - datetime.now(UTC)).total_seconds() + 90
+    body = one.wait(
+        "/backups",
+        lambda b: any(x["status"] == "available" for x in b["backups"]),
+        timeout=timeout,
+        vault_id=vault_id,
+    )
+    [backup] = body["backups"]
+    assert backup["extend_info"]["auto_trigger"] is True
+    started = wire(backup["created_at"])
+    assert slot <= started < slot + timedelta(seconds=30), (slot, started)
+
+    replica_vault = two.vault("replicas", protect_type="replication")
+    replicating = one.call(
+        "POST",
+        "/policies",
+        policy_body(
+            "replication",
+            pattern,
+            destination_region="region2",
+            destination_project_id=projects["region2"],
+        ),
+    )["policy"]
+    one.call(
+        "POST",
+        f"/vaults/{vault_id}/associatepolicy",
+        {"policy_id": replicating["id"], "destination_vault_id": replica_vault},
+    )
+    run = one.call("POST", f"/policies/{replicating['id']}/run")["policy_run"]
+    assert len(run["replication_record_ids"]) == 1
+
+    replicas = two.wait(
+        "/backups",
+        lambda b: any(x["status"] == "available" for x in b["backups"]),
+        vault_id=replica_vault,
+    )["backups"]
+    assert [r["extend_info"]["auto_trigger"] for r in replicas] == [True]
+    records = one.call("GET", "/backups", vault_id=vault_id, show_replication="true")
+    [record] = records["backups"][0]["replication_records"]
+    assert record["extra_info"]["auto_trigger"] is True and record["status"] == "success"
+    # Nothing new to copy: a second run starts nothing and logs no error.
+    again = one.call("POST", f"/policies/{replicating['id']}/run")["policy_run"]
+    assert again["replication_record_ids"] == []
