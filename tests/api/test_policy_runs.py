@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from opencbr import clock
 from opencbr.db.backups import Backup, OperationLog
 from opencbr.db.policies import Policy, PolicyRun
+from opencbr.jobs import tasks
 from opencbr.services import policy_runs, pruning
 from opencbr.services.runtime import Runtime
 from opencbr.settings import Settings
@@ -30,6 +31,7 @@ from tests.api.helpers import (
     backup_now,
     create_vault,
     make_settings,
+    records,
     register_dir,
 )
 
@@ -210,6 +212,50 @@ def test_overlapping_slot_is_skipped_with_a_log(env: Env) -> None:
     assert "still running" in skipped["error_info"]["message"]
 
 
+# --- replication policies ----------------------------------------------------------------
+
+
+def test_replication_policy_copies_new_backups_and_prunes_its_replicas(
+    env: Env, source: dict[str, Any]
+) -> None:
+    backing_up = create_policy(env)
+    bind(env, source["id"], backing_up["id"])
+    made = []
+    for _ in range(3):
+        [checkpoint_id] = run_now(env, backing_up["id"])["checkpoint_ids"]
+        wait_checkpoint(env, checkpoint_id)
+        made.append(checkpoint_id)
+    replicas = create_vault(env, region="region2", name="replicas", protect_type="replication")
+    replicating = create_policy(
+        env,
+        "replication",
+        max_backups=2,
+        destination_region="region2",
+        destination_project_id=env.projects["region2"],
+    )
+    bind(env, source["id"], replicating["id"], destination_vault_id=replicas["id"])
+
+    started = run_now(env, replicating["id"])
+
+    assert started["checkpoint_ids"] == [] and len(started["replication_record_ids"]) == 3
+    left = wait_backup_count(env, replicas["id"], 2, region="region2")
+    sources = {b["checkpoint_id"]: b["id"] for b in backups_of(env, source["id"])}
+    newest = {sources[checkpoint_id] for checkpoint_id in made[-2:]}
+    assert {r["source_backup_id"] for r in left} == newest
+    with env.db.reading() as session:
+        logs = session.scalars(
+            select(OperationLog).where(
+                OperationLog.policy_id == replicating["id"],
+                OperationLog.operation_type == "replication",
+            )
+        ).all()
+    assert sorted(log.status for log in logs) == ["success"] * 3
+    assert len(records(env, source["id"])) == 3
+    assert all(r["extra_info"]["auto_trigger"] for r in records(env, source["id"]))
+    # Nothing new to copy: the next run starts nothing and logs nothing.
+    assert run_now(env, replicating["id"])["replication_record_ids"] == []
+
+
 # --- the scheduler -------------------------------------------------------------------------
 
 
@@ -267,17 +313,22 @@ def test_a_slot_missed_beyond_its_window_is_skipped_not_run_late(
     assert "missed" in logs[0].error_message
 
 
-def test_a_run_claimed_by_the_tick_is_started_by_the_worker(
+def test_a_run_claimed_by_the_tick_is_started_by_its_task(
     env: Env, source: dict[str, Any], moved_clock: list[datetime]
 ) -> None:
-    policy = create_policy(env)
+    policy = create_policy(env, max_backups=3)
     bind(env, source["id"], policy["id"])
     moved_clock[0] = next_run_at(env, policy["id"]) + timedelta(seconds=1)
     [run_id] = policy_runs.tick(runtime(env))
     clock.reset_clock()
 
-    # Nobody enqueued the run: the reconciler finds it once its grace has passed.
+    # What the housekeeping thread does with a claimed run (the real-time e2e test shows
+    # the thread doing it).
+    env.client.app.state.jobs.enqueue(tasks.run_policy, run_id)  # type: ignore[attr-defined]
+
     env.wait_for("region1", "/backups", lambda body: len(body["backups"]) == 1, timeout=60)
+    [backup] = backups_of(env, source["id"])
+    assert backup["extend_info"]["auto_trigger"] is True
     with env.db.reading() as session:
         run = session.get(PolicyRun, run_id)
         assert run is not None and run.status == "success" and run.started == 1

@@ -155,7 +155,7 @@ def plan_for_policy(
             REGION_CANNOT_REPLICATE, f"Region {source.region} cannot replicate to {dest.region!r}."
         )
     target = _check_target(session, source, dest.project_id, dest.vault_id)
-    rows = session.execute(_TO_REPLICATE, {"vault_id": source.id, "region": dest.region})
+    rows = session.execute(_TO_REPLICATE_FOR_POLICY, {"vault_id": source.id, "region": dest.region})
     chosen = [
         (backup_id, checkpoint_id, project_id) for backup_id, checkpoint_id, project_id in rows
     ]
@@ -174,21 +174,21 @@ def replicated_or_replicating(session: Session, backup_id: str, region: str) -> 
 
 
 def _replicated_to(
-    region: str | ColumnElement[str], backup_id: ColumnElement[str] | InstrumentedAttribute[str]
+    region: str | ColumnElement[str],
+    backup_id: ColumnElement[str] | InstrumentedAttribute[str],
+    replica_kept: bool = True,
 ) -> Exists:
     """Criterion: the backup `backup_id` (a value or an outer query's column) is
-    replicated or being replicated to `region`."""
+    replicated or being replicated to `region`. A copy whose replica was deleted since
+    counts only when `replica_kept` is False (a policy run: its retention deleted it)."""
     replica = aliased(Backup)
+    copied = ReplicationRecord.status == RecordStatus.SUCCESS
+    if replica_kept:
+        copied = and_(copied, exists().where(replica.id == ReplicationRecord.destination_backup_id))
     return exists().where(
         ReplicationRecord.source_backup_id == backup_id,
         ReplicationRecord.destination_region == region,
-        or_(
-            ReplicationRecord.status.in_(LIVE_RECORD),
-            and_(
-                ReplicationRecord.status == RecordStatus.SUCCESS,
-                exists().where(replica.id == ReplicationRecord.destination_backup_id),
-            ),
-        ),
+        or_(ReplicationRecord.status.in_(LIVE_RECORD), copied),
     )
 
 
@@ -250,6 +250,19 @@ _TO_REPLICATE = (
         Backup.image_type == "backup",
         Backup.status == BackupStatus.AVAILABLE,
         ~_replicated_to(bindparam("region"), Backup.id),
+    )
+    .order_by(Backup.created_at, Backup.id)
+)
+# A policy run's: a backup copied once is not copied again when the policy's retention
+# has since deleted its replica (it would be copied and pruned at every run).
+_TO_REPLICATE_FOR_POLICY = (
+    select(Backup.id, Backup.checkpoint_id, Backup.project_id)
+    .where(
+        Backup.vault_id == bindparam("vault_id"),
+        Backup.parent_id.is_(None),
+        Backup.image_type == "backup",
+        Backup.status == BackupStatus.AVAILABLE,
+        ~_replicated_to(bindparam("region"), Backup.id, replica_kept=False),
     )
     .order_by(Backup.created_at, Backup.id)
 )
