@@ -6,7 +6,7 @@ the environment, an access key and clouds.yaml.
 Most commands run in this process through the `opencbr` typer app (an HTTP client of the
 served process, as the installed command is); the flows where the installed command's own
 process matters (terminal bars, exit codes, clouds.yaml discovery) run `python -m opencbr`.
-The region `slow` stores through a store that waits 0.3 s per chunk (one at a time), so a
+The region `slow` stores through a store that waits 0.25 s per chunk (one at a time), so a
 20 MiB backup and its restore take seconds each and their progress can be watched.
 """
 
@@ -44,7 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "io_threads = 1\nmax_chunks_in_flight = 2\n"
         f'[[regions]]\nname = "region1"\nstorage = "{store}/region1"\n'
         f'[[regions]]\nname = "region2"\nstorage = "{store}/region2"\n'
-        f'[[regions]]\nname = "slow"\nstorage = "faulty+file://{store}/slow?delay=0.3"\n'
+        f'[[regions]]\nname = "slow"\nstorage = "faulty+file://{store}/slow?delay=0.25"\n'
         f"replication_destinations = []\n"
         f'[[protectable_roots]]\nproject = "slow"\npath = "{tmp / "roots" / "slow"}"\n'
     )
@@ -54,8 +54,28 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def projects(served: Server) -> dict[str, str]:
-    """Region -> id of its project (bootstrapped once: one project per region)."""
-    return served.projects()
+    """Project name (= region) -> id: a token scoped by name lists the admin's projects."""
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": "admin",
+                        "domain": {"name": "Default"},
+                        "password": served.password(),
+                    }
+                },
+            },
+            "scope": {"project": {"name": "region1", "domain": {"name": "Default"}}},
+        }
+    }
+    issued = httpx.post(f"{served.url}/identity/v3/auth/tokens", json=body, timeout=30)
+    token = issued.headers["X-Subject-Token"]
+    listed = httpx.get(
+        f"{served.url}/v3/region-projects", headers={"X-Auth-Token": token}, timeout=30
+    ).json()
+    return {project["name"]: project["id"] for project in listed["projects"]}
 
 
 def os_env(server: Server, project: str = "region1", **more: str) -> dict[str, str]:
@@ -178,7 +198,12 @@ def test_credentials_from_the_environment_an_access_key_and_clouds_yaml(
     del by_id["OS_PROJECT_NAME"]
     assert [v["name"] for v in run_json(by_id, "vault", "list")] == ["by-password"]
 
-    key = served.admin("credential", "create", "--user", "admin", "--description", "cli")
+    key = httpx.post(
+        f"{served.url}/v3.0/OS-CREDENTIAL/credentials",
+        json={"credential": {"description": "cli"}},
+        headers={"X-Auth-Token": token_for(served, projects["region2"])},
+        timeout=30,
+    ).json()["credential"]
     signed = {
         k: v for k, v in env.items() if k not in ("OS_USERNAME", "OS_PASSWORD", "OS_AUTH_URL")
     }
@@ -207,9 +232,11 @@ def test_credentials_from_the_environment_an_access_key_and_clouds_yaml(
     )
     assert code == 0, stderr
     assert [v["name"] for v in json.loads(stdout)] == ["by-password"]
-    code, stdout, stderr = finished(command(bare, "vault", "list", "--os-cloud", "x", cwd=tmp_path))
-    assert (code, stdout) == (1, "")
-    assert stderr.startswith("error: cloud 'x' is not in ") and "clouds there: lab" in stderr
+    named = {"OS_CLIENT_CONFIG_FILE": str(tmp_path / "clouds.yaml"), "OS_CLOUD": "x"}
+    unknown = run(named, "vault", "list", ok=False)
+    assert (unknown.exit_code, unknown.stdout) == (1, "")
+    assert unknown.stderr.startswith("error: cloud 'x' is not in ")
+    assert "clouds there: lab" in unknown.stderr
 
     bad = run({**env, "OS_PASSWORD": "wrong-password"}, "vault", "list", ok=False)
     assert bad.exit_code == 1 and bad.stderr.startswith("error: APIGW.0301:")
@@ -272,21 +299,14 @@ def test_wait_shows_real_progress_as_bars_and_as_plain_lines(
     assert re.search(r"\d+(\.\d+)? [kM]B/s", plain), plain
     assert re.search(r"backup of big done.*100%\s+20\.\d/20\.\d MiB", plain), plain
 
-    # Plain lines: the restore's process, stderr not a terminal; a line a second.
+    # Plain lines: stderr is not a terminal (auto mode); a line a second.
     target = tree(served.root("region1").parent / "slow" / "restored", {})
     run(env, "resource", "register", str(target))
-    restoring = command(
+    restoring = run(
         {**env, "OPENCBR_PROGRESS_INTERVAL": "1"},
-        "restore",
-        made["id"],
-        "--to",
-        "restored",
-        "--path",
-        "here",
-        "--wait",
+        *("restore", made["id"], "--to", "restored", "--path", "here", "--wait"),
     )
-    code, stdout, stderr = finished(restoring)
-    assert code == 0, stderr
+    stdout, stderr = restoring.stdout, restoring.stderr
     assert "\x1b[" not in stderr
     lines = stderr.splitlines()
     assert all(line.split(" ", 1)[1].startswith(f"restore of {made['name']}: ") for line in lines)

@@ -412,12 +412,12 @@ def backup_now(
         parameters["resources"] = [lookups.resource(session, ref)["id"] for ref in resource]
     body = {"checkpoint": {"vault_id": found["id"], "parameters": parameters}}
     checkpoint = session.post("/checkpoints", body)["checkpoint"]
-    steps: list[Step] = []
-    if wait:
-        poll = lookups.backup_logs(session, found["id"], checkpoint["id"])
-        steps = follow(poll, timeout=timeout, what="backup")
-        checkpoint = session.get(f"/checkpoints/{checkpoint['id']}")["checkpoint"]
     made = list(session.pages("/backups", "backups", {"checkpoint_id": checkpoint["id"]}))
+    steps: list[Step] = []
+    if wait and made:  # one backup per resource, made with the checkpoint
+        steps = follow(lookups.backup_logs(session, checkpoint), timeout=timeout, what="backup")
+        checkpoint = session.get(f"/checkpoints/{checkpoint['id']}")["checkpoint"]
+        made = list(session.pages("/backups", "backups", {"checkpoint_id": checkpoint["id"]}))
     names = {found["id"]: found["name"]}
     if fmt == Format.json:
         emit_json({"checkpoint": checkpoint, "backups": made})

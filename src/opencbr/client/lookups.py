@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from opencbr.client.http import ApiError, ClientError, Session
+from opencbr.client.output import parse_time
 from opencbr.client.progress import Step
 
 # CLI name -> (protectable type in paths, resource type on the wire)
@@ -20,6 +22,7 @@ RESOURCE_TYPES = {
     "server": "OS::Nova::Server",
 }
 OBJECT_TYPES = {wire: name for name, wire in RESOURCE_TYPES.items()}
+TIME = "%Y-%m-%dT%H:%M:%SZ"  # the API's query time format
 
 
 def _one(kind: str, ref: str, matches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,14 +177,19 @@ def record_step(record: dict[str, Any], label: str) -> Step:
     )
 
 
-def backup_logs(session: Session, vault_id: str, checkpoint_id: str) -> Callable[[], list[Step]]:
+def backup_logs(session: Session, checkpoint: dict[str, Any]) -> Callable[[], list[Step]]:
     """The backup operation logs of one checkpoint (one per resource backed up)."""
+    created = parse_time(checkpoint.get("created_at"))
+    params: dict[str, Any] = {
+        "operation_type": "backup",
+        "vault_id": checkpoint["vault"]["id"],
+        # Only the newest logs of the vault: the checkpoint's are written with it.
+        "start_time": (created - timedelta(minutes=1)).strftime(TIME) if created else None,
+    }
 
     def poll() -> list[Step]:
-        logs = session.pages(
-            "/operation-logs", "operation_logs", {"operation_type": "backup", "vault_id": vault_id}
-        )
-        mine = [entry for entry in logs if entry.get("checkpoint_id") == checkpoint_id]
+        logs = session.pages("/operation-logs", "operation_logs", params)
+        mine = [entry for entry in logs if entry.get("checkpoint_id") == checkpoint["id"]]
         return [log_step(entry) for entry in sorted(mine, key=lambda e: e["id"])]
 
     return poll
