@@ -114,11 +114,20 @@ class Session:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        target = f"{url}?{query}" if query else url
         if self.credentials.signs:
             self._sign(method, url, query, headers, data, project_header)
-        else:
-            headers["X-Auth-Token"] = self._auth_token()
-        return self._send(method, f"{url}?{query}" if query else url, headers, data)
+            return self._send(method, target, headers, data)
+        headers["X-Auth-Token"] = self._auth_token()
+        try:
+            return self._send(method, target, headers, data)
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+        # The token expired or was revoked during a long wait: log in again, once.
+        self._token = None
+        headers["X-Auth-Token"] = self._auth_token()
+        return self._send(method, target, headers, data)
 
     def _sign(
         self,

@@ -28,13 +28,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from opencbr.client.http import ClientError
+from opencbr.client.http import ApiError, ClientError
 
 # Statuses of operation logs, replication records and backups that end the work.
 SUCCEEDED = frozenset({"success", "available", "skipped"})
 FAILED = frozenset({"failed", "fail", "error", "timeout"})
 # Polls start quick (short work ends without a wasted second) and slow down to 1 s.
 FIRST_POLL_SECONDS, POLL_SECONDS = 0.2, 1.0
+UNREACHABLE_SECONDS = 120.0  # how long --wait rides out a server that does not answer
 
 
 @dataclass
@@ -82,9 +83,20 @@ def follow(
     view: _View = _Bars() if mode() == "bar" else _Lines(_interval())
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = FIRST_POLL_SECONDS
+    unreachable_since: float | None = None
+    steps: list[Step] = []
     with view:
         while True:
-            steps = poll()
+            try:
+                steps = poll()
+                unreachable_since = None
+            except ClientError as exc:
+                # A server restarting (its work resumes) is waited for; a refusal is not.
+                if isinstance(exc, ApiError) and exc.status < 500:
+                    raise
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > UNREACHABLE_SECONDS:
+                    raise
             view.show(steps)
             if steps and all(step.ended for step in steps):
                 return steps
