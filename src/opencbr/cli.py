@@ -1,4 +1,5 @@
-"""The `opencbr` command: `serve` and the operator's `admin` commands (JSON out)."""
+"""The `opencbr` command: `serve`, the operator's `admin` commands (JSON out) and the
+client commands over HTTP (`opencbr.client`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from opencbr import data_dir, logs, metrics
+from opencbr.client.commands import register as register_client_commands
 from opencbr.db.credentials import Credential
 from opencbr.db.migrate import upgrade
 from opencbr.db.session import Database
@@ -47,6 +49,7 @@ admin.add_typer(project_cmd, name="project")
 admin.add_typer(user_cmd, name="user")
 admin.add_typer(role_cmd, name="role")
 admin.add_typer(credential_cmd, name="credential")
+register_client_commands(app)  # vault, resource, backup, restore, replicate, records, status
 
 log = structlog.get_logger(__name__)
 

@@ -69,6 +69,8 @@ def test_tree_backup_incremental_and_byte_identical_restores(
     log = restore(env, first["id"], {"resource_id": target["id"]})
     assert log["status"] == "success", log
     assert log["extra_info"]["common"]["progress"] == 100
+    restored = log["extra_info"]["common"]["bytes_done"]  # the tar stream, 24 MiB and more
+    assert restored == log["extra_info"]["common"]["bytes_total"] >= 24 * MiB
     assert_same_tree(snapshot_dir, env.roots["region1"] / "target")
     empty = register_dir(env, name="target2")
     log = restore(env, second["id"], {"resource_id": empty["id"]})
@@ -138,6 +140,10 @@ def test_operation_logs_follow_backup_and_restore(env: Env, tmp_path: Path) -> N
     assert entry["extra_info"]["backup"]["backup_id"] == backup["id"]
     assert entry["extra_info"]["resource"]["id"] == resource["id"]
     assert entry["vault_name"] == vault["name"]
+    # opencbr's byte counts: the tar stream read (headers, 512-byte blocks, end marker).
+    common = entry["extra_info"]["common"]
+    assert common["progress"] == 100
+    assert common["bytes_done"] == common["bytes_total"] >= 2048
     shown = env.get("region1", f"/operation-logs/{entry['id']}").json()["operation_log"]
     assert shown["id"] == entry["id"]
     assert_error(env.get("region1", "/operation-logs/nope"), 404, "BackupService.6500")

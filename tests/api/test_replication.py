@@ -116,6 +116,11 @@ def test_vault_replication_end_to_end(
     logs = env.get("region1", "/operation-logs", params={"operation_type": "replication"}).json()
     assert {entry["status"] for entry in logs["operation_logs"]} == {"success"}
     assert logs["operation_logs"][0]["extra_info"]["replication"]["destination_region"] == "region2"
+    # Each log reports its record's bytes (opencbr's extension fields in `common`).
+    copied = sorted(r["extra_info"]["bytes_copied"] for r in done)
+    moved = [entry["extra_info"]["common"] for entry in logs["operation_logs"]]
+    assert sorted(common["bytes_done"] for common in moved) == copied
+    assert all(common["bytes_done"] == common["bytes_total"] for common in moved)
 
     for name, backup_id, expected in (
         ("r1", by_source[first["id"]]["id"], expected_first),

@@ -620,7 +620,7 @@ def test_open_store_parses_faulty_options(tmp_path: Path) -> None:
     one, two = make_chunk(1)[0], make_chunk(2)[0]
     url = (
         f"faulty+file://{tmp_path}?fail_put=0.25&fail_get=0.5&fail_other=0.125"
-        f"&fault=permanent&seed=3&corrupt={one},{two}"
+        f"&fault=permanent&seed=3&corrupt={one},{two}&delay=0.25"
     )
     store = open_store(url)
     assert isinstance(store, RetryingChunkStore)  # around the faulty store, not inside it
@@ -635,7 +635,18 @@ def test_open_store_parses_faulty_options(tmp_path: Path) -> None:
     )
     assert faulty.fault is PermanentStorageError
     assert faulty.corrupt_digests == {one, two}
+    assert faulty.delay == 0.25
     faulty.inner.close()
+
+
+def test_a_faulty_store_with_a_delay_is_slow_on_chunk_puts_and_gets(tmp_path: Path) -> None:
+    store = open_store(f"faulty+file://{tmp_path}?delay=0.2")
+    digest, blob = make_chunk(1)
+    started = time.monotonic()
+    store.put_chunk(digest, blob)
+    assert store.get_chunk(digest) == blob
+    assert time.monotonic() - started >= 0.4
+    store.close()
 
 
 @pytest.mark.parametrize(
@@ -647,6 +658,7 @@ def test_open_store_parses_faulty_options(tmp_path: Path) -> None:
         ("file://host/x", "absolute"),
         ("faulty+/tmp/x?explode=1", "unknown faulty store options"),
         ("faulty+/tmp/x?fault=gremlins", "fault kind"),
+        ("faulty+/tmp/x?delay=-1", "delay"),
         ("faulty+s3://bucket", "S3 storage is not supported yet"),
     ],
 )

@@ -139,6 +139,21 @@ def test_progress_is_cumulative_and_ends_at_the_total(
     assert restored[-1] == result.bytes_total
 
 
+def test_restoring_one_large_file_reports_progress_inside_it(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "one.bin").write_bytes(os.urandom(12 * MiB))
+    vault = MemoryVault()
+    result = backup_tree_at(root, vault)
+    restored: list[int] = []
+    (tmp_path / "out").mkdir()
+    restore_tree(result.manifest, vault, tmp_path / "out", on_progress=restored.append)
+    # Every 4 MiB of the file's data, not only once the member is complete.
+    inside = [done for done in restored if done < result.bytes_total]
+    assert len(inside) >= 2 and inside == sorted(inside), restored
+    assert restored[-1] == result.bytes_total
+
+
 def test_catalog_lists_every_member_with_its_stream_offsets(
     backed_up: tuple[Path, MemoryVault, BackupResult],
 ) -> None:

@@ -32,13 +32,14 @@ from huaweicloudsdkcore.signer.signer import Signer, SM3Signer  # type: ignore[i
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opencbr.api.signing import (
+from opencbr.signing import (
     EMPTY_PAYLOAD_HASH,
     SignatureError,
     SignatureHeader,
     canonical_request,
     parse_authorization,
     sign,
+    sign_request,
     string_to_sign,
     verify_request,
 )
@@ -688,3 +689,31 @@ def test_sdk_numeric_repeated_values_sort_differently_and_are_rejected() -> None
     assert wire.query == "a=9&a=10"
     with pytest.raises(SignatureError, match="signature does not match"):
         verify(wire)
+
+
+# --- signing as a client (the opencbr command line) ----------------------------------
+
+
+def test_a_request_signed_by_sign_request_verifies_and_matches_the_sdk() -> None:
+    body = b'{"vault": {"name": "v"}}'
+    path = f"/v3/{PROJECT}/vaults"
+    headers = {
+        "Host": HOST,
+        "Content-Type": "application/json",
+        "User-Agent": "huaweicloud-usdk-python/3.0",
+        "X-Project-Id": PROJECT,
+    }
+    added = sign_request("POST", path, "limit=10", headers, body, AK, SK, NOW)
+    wire = [(name.encode(), value.encode()) for name, value in {**headers, **added}.items()]
+    assert verify_request("POST", path, "limit=10", wire, body, {AK: SK}.get, NOW) == AK
+    sdk = sdk_sign("POST", path, [("limit", 10)], body=body.decode())
+    assert added["Authorization"] == sdk.header("Authorization")
+
+
+def test_a_request_signed_by_sign_request_refuses_a_changed_body() -> None:
+    path = f"/v3/{PROJECT}/vaults"
+    headers = {"Host": HOST, "X-Project-Id": PROJECT}
+    added = sign_request("POST", path, "", headers, b"{}", AK, SK, NOW)
+    wire = [(name.encode(), value.encode()) for name, value in {**headers, **added}.items()]
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_request("POST", path, "", wire, b'{"x": 1}', {AK: SK}.get, NOW)

@@ -17,13 +17,13 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from opencbr import clock
-from opencbr.api.signing import SignatureError, verify_request
 from opencbr.db.session import Database
 from opencbr.errors import UNAUTHORIZED, WRONG_PROJECT, CbrError
 from opencbr.services import credentials
 from opencbr.services.credentials import SIGNATURE_FAILED
 from opencbr.services.identity import AuthContext
 from opencbr.settings import Settings
+from opencbr.signing import SignatureError, verify_request
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +83,7 @@ def _text(raw: bytes, where: str) -> str:
 
 
 def _project_of(request: Request) -> str | None:
-    """X-Project-Id (signed whenever present, see api.signing), or the path's project."""
+    """X-Project-Id (signed whenever present, see opencbr.signing), or the path's project."""
     header = request.headers.get("x-project-id")
     in_path = request.path_params.get("project_id")
     if header is not None and in_path is not None and header != in_path:

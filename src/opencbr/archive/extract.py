@@ -17,6 +17,7 @@ import secrets
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -104,8 +105,13 @@ def restore_tree(
     progress = ProgressMeter(on_progress)
     with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
         chunks = prefetch_chunks(source, manifest.chunks, pool, depth=max_in_flight)
-        with closing(ChunkStreamReader(chunks)) as reader, _Extractor(target) as extractor:
-            members = _extract_all(reader, extractor, progress)
+        with closing(ChunkStreamReader(chunks)) as reader:
+
+            def written() -> None:  # inside a large file too, not only between members
+                progress.advance(reader.tell() - progress.done)
+
+            with _Extractor(target, written) as extractor:
+                members = _extract_all(reader, extractor, progress)
     progress.close()
     return RestoreResult(progress.done, reader.chunks_read, members)
 
@@ -153,7 +159,8 @@ class _Extractor:
     Thread rules: owner thread only. Memory: one small record per directory.
     """
 
-    def __init__(self, target: Path | int) -> None:
+    def __init__(self, target: Path | int, written: Callable[[], None] = lambda: None) -> None:
+        self._written = written  # called after each block of file data is written
         if isinstance(target, int):
             self._root = os.dup(target)  # O_CLOEXEC by default
         else:
@@ -226,6 +233,7 @@ class _Extractor:
                     raise ArchiveError(f"tar stream ends inside {member.name!r}")
                 _write_all(fd, view)
                 remaining -= len(view)
+                self._written()
             self._set_attrs(fd, member)
         finally:
             os.close(fd)

@@ -96,15 +96,24 @@ def _write(rt: Runtime, claim: Claim) -> None:
 
 
 class _Progress:
-    """Bytes read so far over the bytes expected (thread-safe enough: ints, one writer)."""
+    """Bytes read so far over the bytes expected, 0 until the units were measured
+    (thread-safe enough: ints, one writer, read by the heartbeat)."""
 
-    def __init__(self, expected: int) -> None:
-        self.expected = max(expected, 1)
+    def __init__(self) -> None:
+        self.expected = 0
         self.done_units = 0
         self.current = 0
 
     def percent(self) -> int:
+        if self.expected <= 0:
+            return 0
         return min(99, (self.done_units + self.current) * 100 // self.expected)
+
+    def moved(self) -> operation_logs.Bytes | None:
+        """Bytes read of the bytes expected; None before the units were measured."""
+        if self.expected <= 0:
+            return None
+        return operation_logs.Bytes(self.done_units + self.current, self.expected)
 
 
 @dataclass
@@ -115,7 +124,7 @@ class Claim:
     log_id: str | None
     units: list[tuple[str, str, str]]  # (backup id owning data, kind, path)
     owner: CapacityOwner  # the capacity it reserves, the chunks it created
-    progress: _Progress = field(default_factory=lambda: _Progress(1))
+    progress: _Progress = field(default_factory=_Progress)
     cleanup_held: bool = False  # a failure holds the vault to remove the chunks it created
 
 
@@ -142,7 +151,8 @@ class _Backups(leases.LeasedWork[Backup, Claim]):
         return Claim(row.id, vault.id, vault.region, _log_id(session, row.id), units, owner)
 
     def beat(self, session: Session, row: Backup, work: Claim) -> None:
-        operation_logs.set_progress(session, work.log_id, work.progress.percent())
+        progress = work.progress
+        operation_logs.set_progress(session, work.log_id, progress.percent(), progress.moved())
 
     def complete(self, session: Session, row: Backup, work: Claim) -> None:
         _complete(session, row, work)
@@ -463,6 +473,8 @@ def _complete(session: Session, backup: Backup, claim: Claim) -> None:
     backup.protected_at = backup.protected_at or clock.now()
     _release_reservation(session, backup)
     vaults.release_resource(session, backup.resource_id)
+    read = claim.progress.done_units  # every unit's final count: what the backup read
+    operation_logs.set_bytes(session, claim.log_id, operation_logs.Bytes(read, read))
     operation_logs.complete_operation(session, claim.log_id)
     checkpoints.settle(session, backup.checkpoint_id)
 

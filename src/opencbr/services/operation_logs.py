@@ -4,7 +4,9 @@ State machine (db.status.OperationStatus): a log is opened `running` (or `waitin
 work queued behind other work); `start_operation` (the first progress report) makes it
 `running`; `complete_operation` ends it `success`, `fail_operation` `failed` with a code
 and a reason. `extra_info.common.progress` runs 0 -> 100; `ended_at` is set when the task
-ends.
+ends. Work that moves bytes (backups, restores, replications) also reports them, as
+opencbr's extension fields `extra_info.common.bytes_done` and `bytes_total` (written with
+the progress at every lease heartbeat, and final when the work succeeds).
 """
 
 from __future__ import annotations
@@ -133,12 +135,39 @@ def log_row(
     }
 
 
-def set_progress(session: Session, log_id: str | None, progress: int) -> None:
-    """Report progress (below 100: only the end reaches it) of a task not yet ended."""
+def set_progress(
+    session: Session, log_id: str | None, progress: int, moved: Bytes | None = None
+) -> None:
+    """Report progress (below 100: only the end reaches it) of a task not yet ended, with
+    the bytes it moved when it knows them."""
     log = session.get(OperationLog, log_id) if log_id else None
     if log is not None and log.status in LIVE_OPERATION:
         start_operation(log)
         log.progress = max(log.progress, min(progress, 99))
+        if moved is not None:
+            _write_bytes(log, moved)
+
+
+@dataclass(frozen=True)
+class Bytes:
+    """Bytes a task has moved (read, written, copied) of the bytes it will move."""
+
+    done: int
+    total: int
+
+
+def set_bytes(session: Session, log_id: str | None, moved: Bytes) -> None:
+    """The bytes a task moved, whatever its status (its final count as it ends)."""
+    log = session.get(OperationLog, log_id) if log_id else None
+    if log is not None:
+        _write_bytes(log, moved)
+
+
+def _write_bytes(log: OperationLog, moved: Bytes) -> None:
+    # A new dict: the JSON column sees an assignment, not an in-place change.
+    common = {**log.extra_info.get("common", {}), "bytes_done": moved.done}
+    common["bytes_total"] = max(moved.total, moved.done)
+    log.extra_info = {**log.extra_info, "common": common}
 
 
 def start_operation(log: OperationLog) -> None:

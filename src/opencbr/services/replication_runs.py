@@ -157,7 +157,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
     def beat(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
         row.bytes_copied, row.chunks_copied = work.bytes_copied, work.chunks_copied
         row.progress = _percent(work)
-        operation_logs.set_progress(session, work.log_id, row.progress)
+        operation_logs.set_progress(session, work.log_id, row.progress, _moved(work))
 
     def complete(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
         _commit(session, row, work)
@@ -228,6 +228,8 @@ def complete_record(session: Session, record: ReplicationRecord, work: _Work) ->
     """replicating -> success: the replica's checkpoint is available, the log closed."""
     record.status, record.progress, record.lease_until = RecordStatus.SUCCESS, 100, None
     record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
+    copied = operation_logs.Bytes(work.bytes_copied, work.bytes_copied)
+    operation_logs.set_bytes(session, record.operation_log_id, copied)
     checkpoints.settle(session, record.destination_checkpoint_id)
     operation_logs.complete_operation(session, record.operation_log_id)
 
@@ -424,6 +426,13 @@ def _percent(work: _Work) -> int:
     if work.bytes_total <= 0:
         return 99
     return min(99, work.bytes_copied * 100 // work.bytes_total)
+
+
+def _moved(work: _Work) -> operation_logs.Bytes | None:
+    """The record's bytes copied of the bytes to copy, once planned."""
+    if not work.planned:
+        return None
+    return operation_logs.Bytes(work.bytes_copied, work.bytes_total)
 
 
 def _commit(session: Session, record: ReplicationRecord, work: _Work) -> None:

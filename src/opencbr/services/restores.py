@@ -12,7 +12,7 @@ the request locks the target's row while it checks for a live restore and opens 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +215,16 @@ class _Claim:
     target_id: str | None
     plan: list[list[str]]
     roots: list[Path]  # the project's configured roots, as settings say now
-    percent: int = 0
+    bytes_done: int = 0  # of the units restored, and the one being restored
+    bytes_total: int = 0  # the units' logical sizes, known once the manifests are read
+
+    def percent(self) -> int:
+        return self.bytes_done * 100 // self.bytes_total if self.bytes_total else 0
+
+    def moved(self) -> operation_logs.Bytes | None:
+        if not self.bytes_total:
+            return None
+        return operation_logs.Bytes(self.bytes_done, self.bytes_total)
 
 
 class _Restores(leases.LeasedWork[OperationLog, _Claim]):
@@ -244,9 +253,11 @@ class _Restores(leases.LeasedWork[OperationLog, _Claim]):
         return _Claim(row.id, backup.id, vault.id, vault.region, row.resource_id, row.plan, roots)
 
     def beat(self, session: Session, row: OperationLog, work: _Claim) -> None:
-        operation_logs.set_progress(session, row.id, work.percent)
+        operation_logs.set_progress(session, row.id, work.percent(), work.moved())
 
     def complete(self, session: Session, row: OperationLog, work: _Claim) -> None:
+        total = work.bytes_total
+        operation_logs.set_bytes(session, row.id, operation_logs.Bytes(total, total))
         _finish_in_session(session, row, None, "")
 
     def fail(
@@ -318,9 +329,15 @@ def _restore(rt: Runtime, claim: _Claim) -> None:
             _open_target(targets, claim.roots, unit, manifest)
             for unit, manifest in zip(units, manifests, strict=True)
         ]
-        for index, (manifest, target) in enumerate(zip(manifests, opened_targets, strict=True)):
-            _restore_unit(rt, manifest, source, target)
-            claim.percent = (index + 1) * 100 // len(units)
+        claim.bytes_total = sum(manifest.size for manifest in manifests)
+        for manifest, target in zip(manifests, opened_targets, strict=True):
+            before = claim.bytes_done
+
+            def advance(done: int, before: int = before) -> None:
+                claim.bytes_done = before + done
+
+            _restore_unit(rt, manifest, source, target, advance)
+            claim.bytes_done = before + manifest.size
 
 
 def _open_target(
@@ -349,13 +366,17 @@ def _open_target(
 
 
 def _restore_unit(
-    rt: Runtime, manifest: Manifest, source: ChunkSource, target: int | DiskTarget
+    rt: Runtime,
+    manifest: Manifest,
+    source: ChunkSource,
+    target: int | DiskTarget,
+    on_progress: Callable[[int], None],
 ) -> None:
     workers = rt.settings.io_threads
     if isinstance(target, DiskTarget):
-        restore_disk_into(manifest, source, target, workers=workers)
+        restore_disk_into(manifest, source, target, workers=workers, on_progress=on_progress)
     else:
-        restore_tree(manifest, source, target, workers=workers)
+        restore_tree(manifest, source, target, workers=workers, on_progress=on_progress)
 
 
 def _finish_in_session(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -40,7 +41,9 @@ class FaultyChunkStore:
 
     an injected fault raises `fault` (TransientStorageError unless told otherwise).
     Besides, `get_chunk` of a digest in `corrupt_digests` returns the stored bytes with the
-    last byte flipped, so `decode_chunk` raises CorruptChunkError.
+    last byte flipped, so `decode_chunk` raises CorruptChunkError; and every `put_chunk`
+    and `get_chunk` first sleeps `delay` seconds (a slow disk or network: small test data
+    then takes long enough for progress to be watched).
 
     Thread rules: safe from any thread (counters and the random source are locked).
     `calls` counts the calls of each method, `faults` the faults injected into each.
@@ -56,10 +59,14 @@ class FaultyChunkStore:
         fail_get_ratio: float = 0.0,
         fail_other_ratio: float = 0.0,
         fault: type[StorageError] = TransientStorageError,
+        delay: float = 0.0,
     ) -> None:
         for ratio in (fail_put_ratio, fail_get_ratio, fail_other_ratio):
             if not 0.0 <= ratio <= 1.0:
                 raise ValueError(f"fault ratio {ratio} is not between 0 and 1")
+        if not 0.0 <= delay <= 60.0:
+            raise ValueError(f"delay {delay} is not between 0 and 60 seconds")
+        self.delay = delay
         for digest in corrupt_digests:
             check_digest(digest)
         self.inner = inner
@@ -87,11 +94,13 @@ class FaultyChunkStore:
     def put_chunk(self, digest: str, blob: bytes) -> bool:
         check_digest(digest)  # a malformed digest is a caller bug, not a fault to inject
         self._enter("put_chunk", self.fail_put_ratio, f"put of chunk {digest}", digest)
+        time.sleep(self.delay)
         return self.inner.put_chunk(digest, blob)
 
     def get_chunk(self, digest: str) -> bytes:
         check_digest(digest)
         self._enter("get_chunk", self.fail_get_ratio, f"get of chunk {digest}", digest)
+        time.sleep(self.delay)
         blob = self.inner.get_chunk(digest)
         if digest in self.corrupt_digests:
             return _flip_last_byte(blob)

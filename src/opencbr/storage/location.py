@@ -9,7 +9,8 @@
   method that fail), `fault=transient|permanent|corrupt` (the error injected
   faults raise; transient by default), `seed=<int>` (makes failures repeatable),
   `corrupt=<digest>` (get_chunk returns that chunk damaged; repeat the option or
-  separate digests by commas). Example: `faulty+file:///srv/cbr?fail_put=0.1&seed=1`.
+  separate digests by commas), `delay=<seconds>` (each chunk put and get waits that
+  long first: a slow store). Example: `faulty+file:///srv/cbr?fail_put=0.1&seed=1`.
 - `s3://...`: not supported yet (ValueError).
 
 `open_store` wraps every store it opens in a RetryingChunkStore, so each call of each
@@ -85,7 +86,9 @@ def _open_s3(url: str) -> ChunkStore:
     raise ValueError("S3 storage is not supported yet")
 
 
-_FAULTY_OPTIONS = frozenset({"fail_put", "fail_get", "fail_other", "fault", "seed", "corrupt"})
+_FAULTY_OPTIONS = frozenset(
+    {"fail_put", "fail_get", "fail_other", "fault", "seed", "corrupt", "delay"}
+)
 
 
 def _open_faulty(spec: str) -> ChunkStore:
@@ -113,6 +116,7 @@ def _open_faulty(spec: str) -> ChunkStore:
             fault=fault,
             seed=None if seed is None else int(seed),
             corrupt_digests=frozenset(corrupt),
+            delay=float(last("delay", "0")),
         )
     except ValueError:
         inner.close()  # options rejected: do not leak the store just opened

@@ -23,6 +23,7 @@ from opencbr.jobs import tasks
 from opencbr.services import backups, restores
 
 router = APIRouter(prefix="/v3/{project_id}/backups", tags=["backups"])
+OPERATION_LOG_HEADER = "X-Opencbr-Operation-Log"
 
 
 @router.get("", response_model=BackupListResponse, response_model_exclude_none=False)
@@ -85,7 +86,8 @@ def restore_backup(
     jobs: JobsDep,
     request_id: RequestIdDep,
 ) -> Response:
-    jobs.enqueue(
-        tasks.run_restore, restores.start(db, ctx, backup_id, body.restore.request(), request_id)
-    )
-    return Response(status_code=202)
+    """202 with no body, as CBR answers; opencbr's extension header
+    `X-Opencbr-Operation-Log` names the restore's operation log, to follow it."""
+    log_id = restores.start(db, ctx, backup_id, body.restore.request(), request_id)
+    jobs.enqueue(tasks.run_restore, log_id)
+    return Response(status_code=202, headers={OPERATION_LOG_HEADER: log_id})

@@ -1,4 +1,5 @@
-"""Verify Huawei Cloud SDK AK/SK request signatures (``SDK-HMAC-SHA256``).
+"""Huawei Cloud SDK AK/SK request signatures (``SDK-HMAC-SHA256``): verify them
+(the server, ``api.signature``) and make them (the ``opencbr`` client, :func:`sign_request`).
 
 The Huawei SDKs sign every call with the caller's access key (AK) and secret
 key (SK): they build a *canonical request* from the method, path, query,
@@ -27,8 +28,9 @@ of the request were not changed. To make that proof mean something,
   request the application reads is the one whose canonical form was signed.
 
 Pure functions: no web framework, no database, no clock (``now`` is passed
-in). Failures raise :class:`SignatureError` with a reason meant for logs and
-for the ``error_msg`` of a 401 response; reasons never contain the expected
+in); the module imports nothing of opencbr, so every layer and the client may use
+it. Failures raise :class:`SignatureError` with a reason meant for logs and for
+the ``error_msg`` of a 401 response; reasons never contain the expected
 signature.
 """
 
@@ -284,6 +286,37 @@ def sign(secret: str, string_to_sign: str) -> str:
     """Hex HMAC-SHA256 keyed with the SK itself (no key derivation, unlike AWS)."""
     mac = hmac.new(secret.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha256)
     return mac.hexdigest()
+
+
+# --- Signing (the client's side) ------------------------------------------
+
+
+def sign_request(
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    access: str,
+    secret: str,
+    now: datetime,
+) -> dict[str, str]:
+    """The headers to add to a request so that it is signed as the Huawei SDK signs it:
+    ``X-Sdk-Date`` and ``Authorization``. ``headers`` must hold ``Host`` and every header
+    of :data:`SIGNED_IF_PRESENT` the request carries (``X-Project-Id``); all of them are
+    signed. ``raw_path`` and ``raw_query`` are as sent (percent-encoded, no ``?``)."""
+    sdk_date = _naive_utc(now).strftime(DATE_FORMAT)
+    signed = {name.lower(): value for name, value in headers.items()}
+    signed[HEADER_DATE] = sdk_date
+    names = tuple(sorted(signed))
+    canonical = canonical_request(method, raw_path, raw_query, signed, names, body)
+    signature = sign(secret, string_to_sign(sdk_date, canonical))
+    return {
+        "X-Sdk-Date": sdk_date,
+        "Authorization": (
+            f"{ALGORITHM} Access={access}, SignedHeaders={';'.join(names)}, Signature={signature}"
+        ),
+    }
 
 
 # --- Verification ---------------------------------------------------------
