@@ -66,6 +66,10 @@ CHECKPOINT_NOT_FOUND = _code("BackupService.6217", 404, "The backup restore poin
 # configuration, the leaf changed kind (protectables.locate).
 RESOURCE_NOT_FOUND = _code("BackupService.6302", 404, "The resource does not exist.")
 OPERATION_LOG_NOT_FOUND = _code("BackupService.6500", 404, "The operation log does not exist.")
+POLICY_NOT_FOUND = _code("BackupService.6000", 404, "The policy does not exist.")
+VAULT_NOT_BOUND_TO_POLICY = _code(
+    "BackupService.6002", 404, "The vault is not applied with the policy."
+)
 
 # Checkpoints and backups.
 NOTHING_TO_BACKUP = _code("BackupService.0001", 400, "No resource is available for backup.")
@@ -145,4 +149,19 @@ VAULT_HAS_RUNNING_BACKUP = _code("BackupService.6203", 400, "Performing backups.
 RESOURCE_REMOVING = _code("BackupService.6134", 400, "Resources are being removed from the vault.")
 RESOURCE_NOT_IN_VAULT = _code(
     "BackupService.6135", 400, "The resource does not exist in the vault."
+)
+
+# Policies.
+POLICY_QUOTA_REACHED = _code(
+    "BackupService.6001", 400, "The maximum number of this type of policies has been reached."
+)
+POLICY_DESTINATION_FIXED = _code(
+    "BackupService.6003",
+    400,
+    "The destination region cannot be changed because the policy has been applied to a"
+    " replication vault.",
+)
+UNKNOWN_POLICY_TYPE = _code("BackupService.6117", 400, "Unknown policy type.")
+POLICY_NOT_APPLICABLE = _code(
+    "BackupService.6127", 400, "This policy cannot be applied to this vault."
 )
