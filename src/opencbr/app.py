@@ -19,6 +19,7 @@ from opencbr.api.routes import (
     features,
     identity,
     operation_logs,
+    policies,
     protectables,
     regions,
     replication,
@@ -73,6 +74,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         credentials,
         vault_collection,  # before vaults: its /vaults/<name> routes are no vault ids
         vaults,
+        policies,
         protectables,
         regions,
         replication,
