@@ -334,6 +334,33 @@ def replicate_backup(env: Env, vault_id: str, backup_id: str, dest_id: str) -> d
 # --- policies -------------------------------------------------------------------------
 
 DAILY_AT_SIX = "FREQ=DAILY;INTERVAL=1;BYHOUR=6;BYMINUTE=00"
+# Every field of the SDK's PolicyoODCreate a backup policy takes, each set.
+FULL_DEFINITION = {
+    "max_backups": 10,
+    "retention_duration_days": 30,
+    "day_backups": 7,
+    "week_backups": 4,
+    "month_backups": 12,
+    "year_backups": 2,
+    "timezone": "UTC+08:00",
+    "full_backup_interval": 5,
+    "enable_acceleration": False,
+    "advanced_retention_rules": {
+        "weekly_retention_rules": {"days_of_week": ["MO", "FR"], "retention_duration_periods": 4},
+        "monthly_retention_rules": {
+            "retention_type": "Monthly",
+            "days_of_month": [1, -1],
+            "retention_duration_periods": 12,
+        },
+        "yearly_retention_rules": {
+            "retention_type": "Weekly",
+            "retention_months": ["1"],
+            "retention_weeks": ["1"],
+            "days_of_week": ["SU"],
+            "retention_duration_periods": 3,
+        },
+    },
+}
 
 
 def policy_body(

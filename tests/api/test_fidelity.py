@@ -306,16 +306,9 @@ def test_public_cloud_operations_are_refused_as_not_supported(env: Env, entry: A
         assert_error(response, 403, "BackupService.8600")
 
 
-# Operations other issues are building (policies, tags, members, migrateresources,
+# Operations other issues are building (tags, members, migrateresources,
 # update-backup-expiration-time, backup metadata): not this table's to answer.
 BUILT_ELSEWHERE = {
-    "create_policy",
-    "list_policies",
-    "show_policy",
-    "update_policy",
-    "delete_policy",
-    "associate_vault_policy",
-    "disassociate_vault_policy",
     "create_vault_tags",
     "delete_vault_tag",
     "show_vault_tag",

@@ -15,6 +15,7 @@ from opencbr.db.policies import Policy
 from opencbr.services import identity
 from tests.api.helpers import (
     DAILY_AT_SIX,
+    FULL_DEFINITION,
     PASSWORD,
     Env,
     assert_error,
@@ -27,33 +28,6 @@ from tests.api.helpers import (
     replication_definition,
     vault_body,
 )
-
-FULL_DEFINITION = {
-    "max_backups": 10,
-    "retention_duration_days": 30,
-    "day_backups": 7,
-    "week_backups": 4,
-    "month_backups": 12,
-    "year_backups": 2,
-    "timezone": "UTC+08:00",
-    "full_backup_interval": 5,
-    "enable_acceleration": False,
-    "advanced_retention_rules": {
-        "weekly_retention_rules": {"days_of_week": ["MO", "FR"], "retention_duration_periods": 4},
-        "monthly_retention_rules": {
-            "retention_type": "Monthly",
-            "days_of_month": [1, -1],
-            "retention_duration_periods": 12,
-        },
-        "yearly_retention_rules": {
-            "retention_type": "Weekly",
-            "retention_months": ["1"],
-            "retention_weeks": ["1"],
-            "days_of_week": ["SU"],
-            "retention_duration_periods": 3,
-        },
-    },
-}
 
 
 def next_run_at(env: Env, policy_id: str) -> datetime | None:
