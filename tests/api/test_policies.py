@@ -244,6 +244,13 @@ INVALID_CREATES: list[tuple[str, dict[str, Any], str]] = [
     ("long name", policy_body("n" * 65), "BackupService.9900"),
     ("name with a space", policy_body("a b"), "BackupService.9900"),
     ("name with markup", policy_body("<b>"), "BackupService.9900"),
+    ("NUL in the name", policy_body("a\x00b"), "BackupService.9900"),
+    (
+        "NUL in a pattern",
+        policy_body(patterns=["FREQ=DAILY;BYHOUR=1\x00;BYMINUTE=0"]),
+        "BackupService.9900",
+    ),
+    ("NUL in the timezone", _definition(timezone="UTC\x00"), "BackupService.9900"),
     ("name not a string", {"policy": {**policy_body()["policy"], "name": 5}}, "BackupService.9900"),
     ("unknown type", policy_body(operation_type="archive"), "BackupService.6117"),
     ("type not a string", policy_body(operation_type=1), "BackupService.9900"),  # type: ignore[arg-type]
