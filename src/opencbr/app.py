@@ -19,6 +19,7 @@ from opencbr.api.routes import (
     features,
     identity,
     operation_logs,
+    policies,
     policy_runs,
     protectables,
     regions,
@@ -76,6 +77,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         vault_collection,  # before vaults: its /vaults/<name> routes are no vault ids
         vaults,
         tags,
+        policies,
         protectables,
         regions,
         replication,

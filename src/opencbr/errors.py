@@ -66,6 +66,10 @@ CHECKPOINT_NOT_FOUND = _code("BackupService.6217", 404, "The backup restore poin
 # configuration, the leaf changed kind (protectables.locate).
 RESOURCE_NOT_FOUND = _code("BackupService.6302", 404, "The resource does not exist.")
 OPERATION_LOG_NOT_FOUND = _code("BackupService.6500", 404, "The operation log does not exist.")
+POLICY_NOT_FOUND = _code("BackupService.6000", 404, "The policy does not exist.")
+VAULT_NOT_BOUND_TO_POLICY = _code(
+    "BackupService.6002", 404, "The vault is not applied with the policy."
+)
 
 # Checkpoints and backups.
 NOTHING_TO_BACKUP = _code("BackupService.0001", 400, "No resource is available for backup.")
@@ -148,7 +152,19 @@ RESOURCE_NOT_IN_VAULT = _code(
 )
 
 # Policies.
-POLICY_NOT_FOUND = _code("BackupService.6000", 404, "The policy does not exist.")
+POLICY_QUOTA_REACHED = _code(
+    "BackupService.6001", 400, "The maximum number of this type of policies has been reached."
+)
+POLICY_DESTINATION_FIXED = _code(
+    "BackupService.6003",
+    400,
+    "The destination region cannot be changed because the policy has been applied to a"
+    " replication vault.",
+)
+UNKNOWN_POLICY_TYPE = _code("BackupService.6117", 400, "Unknown policy type.")
+POLICY_NOT_APPLICABLE = _code(
+    "BackupService.6127", 400, "This policy cannot be applied to this vault."
+)
 
 # Tags of vaults.
 TAGS_OVER_LIMIT = _code(

@@ -334,6 +334,87 @@ def replicate_backup(env: Env, vault_id: str, backup_id: str, dest_id: str) -> d
     return next(r for r in ended if r["source_backup_id"] == backup_id)
 
 
+# --- policies -------------------------------------------------------------------------
+
+DAILY_AT_SIX = "FREQ=DAILY;INTERVAL=1;BYHOUR=6;BYMINUTE=00"
+# Every field of the SDK's PolicyoODCreate a backup policy takes, each set.
+FULL_DEFINITION = {
+    "max_backups": 10,
+    "retention_duration_days": 30,
+    "day_backups": 7,
+    "week_backups": 4,
+    "month_backups": 12,
+    "year_backups": 2,
+    "timezone": "UTC+08:00",
+    "full_backup_interval": 5,
+    "enable_acceleration": False,
+    "advanced_retention_rules": {
+        "weekly_retention_rules": {"days_of_week": ["MO", "FR"], "retention_duration_periods": 4},
+        "monthly_retention_rules": {
+            "retention_type": "Monthly",
+            "days_of_month": [1, -1],
+            "retention_duration_periods": 12,
+        },
+        "yearly_retention_rules": {
+            "retention_type": "Weekly",
+            "retention_months": ["1"],
+            "retention_weeks": ["1"],
+            "days_of_week": ["SU"],
+            "retention_duration_periods": 3,
+        },
+    },
+}
+
+
+def policy_body(
+    name: str = "daily",
+    operation_type: str = "backup",
+    patterns: list[str] | None = None,
+    definition: dict[str, Any] | None = None,
+    window: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A policy create body (`window`: the trigger's start_window_minutes); a replication
+    policy needs `definition=replication_definition(env)`."""
+    properties: dict[str, Any] = {"pattern": [DAILY_AT_SIX] if patterns is None else patterns}
+    if window is not None:
+        properties["start_window_minutes"] = window
+    return {
+        "policy": {
+            "name": name,
+            "operation_type": operation_type,
+            "operation_definition": definition if definition is not None else {"max_backups": 7},
+            "trigger": {"properties": properties},
+            **extra,
+        }
+    }
+
+
+def replication_definition(env: Env, **extra: Any) -> dict[str, Any]:
+    return {
+        "destination_region": "region2",
+        "destination_project_id": env.projects["region2"],
+        "max_backups": 7,
+        **extra,
+    }
+
+
+def create_policy(env: Env, region: str = "region1", **kwargs: Any) -> dict[str, Any]:
+    response = env.post(region, "/policies", policy_body(**kwargs))
+    assert response.status_code == 200, response.text
+    policy: dict[str, Any] = response.json()["policy"]
+    return policy
+
+
+def associate(
+    env: Env, vault_id: str, policy_id: str, destination_vault_id: str | None = None
+) -> Any:
+    body: dict[str, Any] = {"policy_id": policy_id}
+    if destination_vault_id is not None:
+        body["destination_vault_id"] = destination_vault_id
+    return env.post("region1", f"/vaults/{vault_id}/associatepolicy", body)
+
+
 # --- AK/SK keys and SDK signing -------------------------------------------------------
 
 

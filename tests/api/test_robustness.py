@@ -13,11 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.helpers import (
+    FULL_DEFINITION,
     PASSWORD,
     Env,
     assert_error,
     backup_now,
+    create_policy,
     create_vault,
+    policy_body,
     register_dir,
     vault_body,
 )
@@ -73,6 +76,9 @@ WRAPPED = st.builds(
             "resources",
             "resource_ids",
             "auth",
+            "policy",
+            "policy_id",
+            "add_policy_ids",
         ]
     ),
     JSON,
@@ -85,6 +91,10 @@ ROUTES = [
     ("POST", "/vaults/{vault}/addresources"),
     ("POST", "/vaults/{vault}/removeresources"),
     ("PUT", "/vaults/{vault}/set-resources"),
+    ("POST", "/vaults/{vault}/associatepolicy"),
+    ("POST", "/vaults/{vault}/dissociatepolicy"),
+    ("POST", "/policies"),
+    ("PUT", "/policies/{vault}"),
     ("POST", "/checkpoints"),
     ("POST", "/checkpoints/replicate"),
     ("POST", "/backups/{vault}/replicate"),
@@ -123,7 +133,7 @@ def test_random_bodies_never_cause_a_server_error(env: Env, method: str, path: s
 
 def test_random_query_strings_and_ids_never_cause_a_server_error(env: Env) -> None:
     headers = env.headers()
-    paths = ["/vaults", "/backups", "/operation-logs", "/protectables/turbo/instances"]
+    paths = ["/vaults", "/backups", "/operation-logs", "/protectables/turbo/instances", "/policies"]
 
     @SETTINGS
     @given(
@@ -162,6 +172,7 @@ def test_random_query_strings_and_ids_never_cause_a_server_error(env: Env) -> No
 
 LISTS = [
     "/vaults",
+    "/policies",
     "/backups",
     "/operation-logs",
     "/protectables/turbo/instances",
@@ -229,6 +240,13 @@ def _valid_bodies(env: Env) -> list[tuple[str, str, Any]]:
     vault = create_vault(env, resources=[turbo])
     backup = backup_now(env, vault["id"])
     empty = create_vault(env, name="empty")
+    replicas = create_vault(env, region="region2", name="replicas", protect_type="replication")
+    definition = {**FULL_DEFINITION, "destination_region": "region2"}
+    definition["destination_project_id"] = env.projects["region2"]
+    backup_policy = create_policy(env, definition=FULL_DEFINITION, window=120)
+    replication_policy = create_policy(
+        env, name="repl", operation_type="replication", definition=definition
+    )
     destination = {
         "destination_project_id": env.projects["region2"],
         "destination_region": "region2",
@@ -248,6 +266,19 @@ def _valid_bodies(env: Env) -> list[tuple[str, str, Any]]:
     project = f"/v3/{env.projects['region1']}"
     return [
         ("POST", f"{project}/vaults", vault_body("fresh", description="d", threshold=80)),
+        ("POST", f"{project}/vaults", vault_body("bound", backup_policy_id=backup_policy["id"])),
+        ("POST", f"{project}/policies", policy_body(definition=FULL_DEFINITION, window=60)),
+        ("PUT", f"{project}/policies/{backup_policy['id']}", policy_body(window=480)),
+        (
+            "POST",
+            f"{project}/vaults/{empty['id']}/associatepolicy",
+            {"add_policy_ids": [replication_policy["id"]], "destination_vault_id": replicas["id"]},
+        ),
+        (
+            "POST",
+            f"{project}/vaults/{empty['id']}/dissociatepolicy",
+            {"policy_id": backup_policy["id"]},
+        ),
         ("PUT", f"{project}/vaults/{empty['id']}", {"vault": {"name": "e", "threshold": 90}}),
         ("PUT", f"{project}/vaults/{empty['id']}", {"vault": {"billing": {"size": 200}}}),
         ("POST", f"{project}/vaults/{empty['id']}/addresources", {"resources": [turbo]}),
@@ -318,7 +349,7 @@ def _send_mutations(env: Env, method: str, url: str, body: Any, headers: dict[st
 )
 def test_malformed_raw_bodies_are_400(env: Env, raw: bytes) -> None:
     headers = {**env.headers(), "content-type": "application/json"}
-    for path in ("/vaults", "/checkpoints", "/checkpoints/replicate"):
+    for path in ("/vaults", "/checkpoints", "/checkpoints/replicate", "/policies"):
         response = env.client.post(env.url("region1", path), content=raw, headers=headers)
         assert response.status_code == 400, (path, raw, response.text)
     response = env.client.post(

@@ -7,6 +7,7 @@ Test modules import from here, never from one another; fixtures live in conftest
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import openstack
 from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
     BillingCreate,
     CbrClient,
@@ -35,6 +37,7 @@ from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
     VaultCreateReq,
 )
 from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
+from otcextensions import sdk as otc_sdk
 
 T = TypeVar("T")
 OPENCBR = [sys.executable, "-m", "opencbr"]
@@ -398,3 +401,60 @@ def sdk_back_up(client: Any, vault_id: str, name: str) -> Any:
         checkpoint.id,
     )
     return backup
+
+
+# --- openstacksdk + otcextensions (Keystone token) and the openstack CLI ------------------
+
+OPENSTACK = str(Path(sys.executable).parent / "openstack")
+
+
+def otc_connection(site: Site, region: str) -> Any:
+    conn = openstack.connect(
+        auth_url=f"{site.server.url}/identity/v3",
+        username="admin",
+        password=site.server.password(),
+        project_id=site.projects[region],
+        user_domain_name="Default",
+        region_name=region,
+    )
+    otc_sdk.register_otc_extensions(conn)
+    site.cleanups.append(conn.close)
+    return conn
+
+
+def otc_vault(conn: Any, name: str, protect_type: str = "backup") -> Any:
+    billing = {
+        "consistent_level": "crash_consistent",
+        "object_type": "turbo",
+        "protect_type": protect_type,
+        "size": 10,
+    }
+    return conn.cbr.create_vault(name=name, billing=billing, resources=[])
+
+
+def openstack_cli(site: Site, workdir: Path, region: str, *args: str) -> Any:
+    """Run `openstack <args>` as the admin of `region`'s project, configured by a
+    clouds.yaml in `workdir` (no OS_* variable of the caller's environment leaks in)."""
+    clouds = workdir / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n"
+        "  opencbr:\n"
+        "    auth:\n"
+        f"      auth_url: {site.server.url}/identity/v3\n"
+        "      username: admin\n"
+        f"      password: {site.server.password()}\n"
+        "      user_domain_name: Default\n"
+        f"      project_name: {region}\n"
+        "      project_domain_name: Default\n"
+        f"    region_name: {region}\n"
+        "    identity_api_version: 3\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    environment["OS_CLIENT_CONFIG_FILE"] = str(clouds)
+    return subprocess.run(
+        [OPENSTACK, "--os-cloud", "opencbr", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -8,14 +8,11 @@ One server serves the whole module; each test uses its own names.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import openstack
 import pytest
 from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
     AddVaultResourceRequest,
@@ -46,7 +43,6 @@ from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
 from huaweicloudsdkcore.exceptions.exceptions import (  # type: ignore[import-untyped]
     ClientRequestException,
 )
-from otcextensions import sdk as otc_sdk
 
 from tests.e2e.flows import (
     BACKUP_FIELDS,
@@ -54,6 +50,9 @@ from tests.e2e.flows import (
     TURBO,
     Site,
     assert_populated,
+    openstack_cli,
+    otc_connection,
+    otc_vault,
     register_dir,
     sdk_back_up,
     sdk_vault,
@@ -69,7 +68,6 @@ pytestmark = [
 ]
 
 T = TypeVar("T")
-OPENSTACK = str(Path(sys.executable).parent / "openstack")
 FILES = {"a.txt": "alpha\n", "sub/b.txt": "beta\n" * 1000}
 
 # Fields of an operation log the SDK model marks as always present (cbr-sdk-models.md).
@@ -207,30 +205,6 @@ def follow_replica(client: Any, vault_id: str, count: int) -> list[Any]:
 # --- openstacksdk + otcextensions (Keystone token) -----------------------------------------
 
 
-def otc_connection(site: Site, region: str) -> Any:
-    conn = openstack.connect(
-        auth_url=f"{site.server.url}/identity/v3",
-        username="admin",
-        password=site.server.password(),
-        project_id=site.projects[region],
-        user_domain_name="Default",
-        region_name=region,
-    )
-    otc_sdk.register_otc_extensions(conn)
-    site.cleanups.append(conn.close)
-    return conn
-
-
-def otc_vault(conn: Any, name: str, protect_type: str = "backup") -> Any:
-    billing = {
-        "consistent_level": "crash_consistent",
-        "object_type": "turbo",
-        "protect_type": protect_type,
-        "size": 10,
-    }
-    return conn.cbr.create_vault(name=name, billing=billing, resources=[])
-
-
 def otc_back_up(conn: Any, vault_id: str, name: str) -> Any:
     checkpoint = conn.cbr.create_checkpoint(
         vault_id=vault_id, parameters={"name": name, "description": "openstacksdk"}
@@ -329,29 +303,7 @@ def test_openstack_cli_lists_vaults_from_a_clouds_yaml(site: Site, tmp_path: Pat
     headers = {"X-Auth-Token": token_for(site.server, project)}
     created = httpx.post(f"{site.server.url}/v3/{project}/vaults", json=body, headers=headers)
     assert created.status_code == 200, created.text
-    clouds = tmp_path / "clouds.yaml"
-    clouds.write_text(
-        "clouds:\n"
-        "  opencbr:\n"
-        "    auth:\n"
-        f"      auth_url: {site.server.url}/identity/v3\n"
-        "      username: admin\n"
-        f"      password: {site.server.password()}\n"
-        "      user_domain_name: Default\n"
-        "      project_name: region2\n"
-        "      project_domain_name: Default\n"
-        "    region_name: region2\n"
-        "    identity_api_version: 3\n"
-    )
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    environment["OS_CLIENT_CONFIG_FILE"] = str(clouds)
-    done = subprocess.run(
-        [OPENSTACK, "--os-cloud", "opencbr", "cbr", "vault", "list", "-f", "json"],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = openstack_cli(site, tmp_path, "region2", "cbr", "vault", "list", "-f", "json")
     assert done.returncode == 0, done.stderr
     rows = {row["ID"]: row["name"] for row in json.loads(done.stdout)}
     served = httpx.get(f"{site.server.url}/v3/{project}/vaults", headers=headers).json()

@@ -99,9 +99,13 @@ def _writable_project(session: Session, ctx: AuthContext, dest: Destination) -> 
     return project
 
 
-def _check_destination(
+def check_destination(
     session: Session, settings: Settings, ctx: AuthContext, source: Vault, dest: Destination
 ) -> Vault:
+    """The destination vault of a copy out of `source`, once every rule holds: no
+    cross-account target, a backup vault as source, a region this one replicates to, a
+    project of that region where the caller writes, and a replication vault there of the
+    source's object type with room left. Also the check of a replication policy's binding."""
     if dest.cross_account_urn:
         raise CbrError(
             INVALID_PARAMETER, "Cross-account replication (cross_account_urn) is not supported."
@@ -227,7 +231,7 @@ def _plan_vault(
 ) -> Plan:
     with db.transaction() as session:
         source = vaults.get_in_session(session, ctx, vault_id)
-        target = _check_destination(session, settings, ctx, source, dest)
+        target = check_destination(session, settings, ctx, source, dest)
         rows = session.execute(_TO_REPLICATE, {"vault_id": source.id, "region": dest.region})
         # Plain tuples, not the result's Rows: objects the garbage collector would track.
         chosen = [
@@ -291,7 +295,7 @@ def replicate_backup(
                 raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
             source = session.get(Vault, backup.vault_id)
             assert source is not None
-            target = _check_destination(session, settings, ctx, source, dest)
+            target = check_destination(session, settings, ctx, source, dest)
             if replicated_or_replicating(session, backup.id, dest.region):
                 raise CbrError(ALREADY_REPLICATED)
             copied = (backup.id, backup.checkpoint_id, backup.project_id)

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import delete as delete_rows
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from opencbr.db.backups import Backup, ReplicationRecord
 from opencbr.db.paging import Page, PageRequest, fetch_page
+from opencbr.db.policies import PolicyBinding
 from opencbr.db.session import Database
 from opencbr.db.status import BUSY_BACKUP, LIVE_RECORD, ProtectStatus
 from opencbr.db.vaults import RESOURCE_TYPES, Vault, VaultResource, VaultTag
@@ -74,43 +76,49 @@ class VaultSpec:
 
 
 def create(db: Database, ctx: AuthContext, spec: VaultSpec) -> Vault:
+    with db.transaction() as session:
+        return insert(session, ctx, spec)
+
+
+def insert(session: Session, ctx: AuthContext, spec: VaultSpec) -> Vault:
+    """Create the vault in the caller's transaction (a vault created with its backup policy
+    is bound in the same one)."""
     if spec.object_type not in RESOURCE_TYPES:
         raise CbrError(INVALID_PARAMETER, "billing.object_type must be server, disk or turbo")
     _check_size(spec.size_gb)
     check_tag_count(len(spec.tags))
     if len({key for key, _ in spec.tags}) != len(spec.tags):
         raise CbrError(INVALID_PARAMETER, "tags must not repeat a key")
-    with db.transaction() as session:
-        vault = Vault(
-            project_id=ctx.project_id,
-            region=ctx.region,
-            user_id=ctx.user_id,
-            name=spec.name,
-            description=spec.description,
-            object_type=spec.object_type,
-            protect_type=spec.protect_type,
-            consistent_level=spec.consistent_level,
-            cloud_type=spec.cloud_type,
-            is_multi_az=spec.is_multi_az,
-            size_gb=spec.size_gb,
-            tags=[VaultTag(key=key, value=value) for key, value in spec.tags],
-            enterprise_project_id=spec.enterprise_project_id,
-            auto_bind=spec.auto_bind,
-            bind_rules=spec.bind_rules,
-            auto_expand=spec.auto_expand,
-            smn_notify=spec.smn_notify,
-            threshold=spec.threshold,
-            locked=spec.locked,
-            availability_zone=spec.availability_zone,
-            backup_name_prefix=spec.backup_name_prefix,
-            sys_lock_source_service=spec.sys_lock_source_service,
-            resources=[],
-        )
-        session.add(vault)
-        session.flush()
-        if spec.resources:
-            _bind(session, ctx, vault, spec.resources)
-        return vault
+    vault = Vault(
+        project_id=ctx.project_id,
+        region=ctx.region,
+        user_id=ctx.user_id,
+        name=spec.name,
+        description=spec.description,
+        object_type=spec.object_type,
+        protect_type=spec.protect_type,
+        consistent_level=spec.consistent_level,
+        cloud_type=spec.cloud_type,
+        is_multi_az=spec.is_multi_az,
+        size_gb=spec.size_gb,
+        tags=[VaultTag(key=key, value=value) for key, value in spec.tags],
+        enterprise_project_id=spec.enterprise_project_id,
+        auto_bind=spec.auto_bind,
+        bind_rules=spec.bind_rules,
+        auto_expand=spec.auto_expand,
+        smn_notify=spec.smn_notify,
+        threshold=spec.threshold,
+        locked=spec.locked,
+        availability_zone=spec.availability_zone,
+        backup_name_prefix=spec.backup_name_prefix,
+        sys_lock_source_service=spec.sys_lock_source_service,
+        resources=[],
+    )
+    session.add(vault)
+    session.flush()
+    if spec.resources:
+        _bind(session, ctx, vault, spec.resources)
+    return vault
 
 
 def _check_size(size_gb: int) -> None:
@@ -186,8 +194,7 @@ def list_page(
 
 
 def _vaults_bound_to_policy(policy_id: str) -> Any:
-    # Policies arrive with the scheduling work; until then no vault is bound to one.
-    return select(Vault.id).where(Vault.id.is_(None))
+    return select(PolicyBinding.vault_id).where(PolicyBinding.policy_id == policy_id)
 
 
 @dataclass(frozen=True)
@@ -373,6 +380,11 @@ def delete(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
         )
         if replicating is not None:
             raise CbrError(VAULT_HAS_RUNNING_BACKUP, "A replication of the vault is in progress.")
+        # Its own policy bindings go with it (foreign keys cascade); bindings that replicate
+        # into it could never run again, so they go too.
+        session.execute(
+            delete_rows(PolicyBinding).where(PolicyBinding.destination_vault_id == vault.id)
+        )
         session.delete(vault)
         return vault
 

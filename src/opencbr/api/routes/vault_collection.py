@@ -20,7 +20,7 @@ from opencbr.api.schemas.usage import (
 )
 from opencbr.api.schemas.vaults import vault_out
 from opencbr.db.paging import PageRequest
-from opencbr.services import backups, usage, vault_collection
+from opencbr.services import backups, policies, usage, vault_collection
 
 router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
 Text = Annotated[str, Query(max_length=64)]
@@ -65,9 +65,11 @@ def list_external_vault(
     page: Annotated[PageRequest, Depends(page_request)],
 ) -> ExternalVaultListResponse:
     result = vault_collection.list_external(db, ctx, query, page)
-    stats = backups.usage_by_resource(db, [vault.id for vault in result.items])
+    ids = [vault.id for vault in result.items]
+    stats = backups.usage_by_resource(db, ids)
+    bound = policies.backup_policy_ids(db, ids)
     return ExternalVaultListResponse(
-        vaults=[vault_out(vault, stats) for vault in result.items],
+        vaults=[vault_out(vault, stats, bound) for vault in result.items],
         count=result.count,
         limit=result.limit,
         offset=result.offset,

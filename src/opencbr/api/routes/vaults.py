@@ -26,15 +26,20 @@ from opencbr.api.schemas.vaults import (
 )
 from opencbr.db.paging import PageRequest
 from opencbr.jobs import tasks
-from opencbr.services import backups, expiration, vaults
+from opencbr.services import backups, expiration, policies, vaults
 
 router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
 
 
 @router.post("", response_model=VaultResponse)
 def create_vault(body: VaultCreateBody, ctx: WriterDep, db: DbDep) -> VaultResponse:
-    vault = vaults.create(db, ctx, body.vault.spec())
-    return VaultResponse(vault=vault_out(vault))
+    policy_id = body.vault.backup_policy_id
+    if policy_id is None:
+        vault = vaults.create(db, ctx, body.vault.spec())
+    else:
+        vault = policies.create_bound_vault(db, ctx, body.vault.spec(), policy_id)
+    bound = {vault.id: policy_id} if policy_id else {}
+    return VaultResponse(vault=vault_out(vault, backup_policies=bound))
 
 
 @router.get("", response_model=VaultListResponse)
@@ -45,9 +50,11 @@ def list_vaults(
     page: Annotated[PageRequest, Depends(page_request)],
 ) -> VaultListResponse:
     result = vaults.list_page(db, ctx, query.filters(), page)
-    stats = backups.usage_by_resource(db, [vault.id for vault in result.items])
+    ids = [vault.id for vault in result.items]
+    stats = backups.usage_by_resource(db, ids)
+    bound = policies.backup_policy_ids(db, ids)
     return VaultListResponse(
-        vaults=[vault_out(vault, stats) for vault in result.items],
+        vaults=[vault_out(vault, stats, bound) for vault in result.items],
         count=result.count,
         limit=result.limit,
         offset=result.offset,
@@ -57,13 +64,15 @@ def list_vaults(
 @router.get("/{vault_id}", response_model=VaultResponse)
 def show_vault(vault_id: str, ctx: CallerDep, db: DbDep) -> VaultResponse:
     vault = vaults.get(db, ctx, vault_id)
-    return VaultResponse(vault=vault_out(vault, backups.usage_by_resource(db, [vault.id])))
+    stats = backups.usage_by_resource(db, [vault.id])
+    return VaultResponse(vault=vault_out(vault, stats, policies.backup_policy_ids(db, [vault.id])))
 
 
 @router.put("/{vault_id}", response_model=VaultResponse)
 def update_vault(vault_id: str, body: VaultUpdateBody, ctx: WriterDep, db: DbDep) -> VaultResponse:
     vault = vaults.update(db, ctx, vault_id, body.vault.changes())
-    return VaultResponse(vault=vault_out(vault))
+    stats = backups.usage_by_resource(db, [vault.id])
+    return VaultResponse(vault=vault_out(vault, stats, policies.backup_policy_ids(db, [vault.id])))
 
 
 @router.delete("/{vault_id}", status_code=204, response_class=Response)

@@ -256,6 +256,9 @@ class VaultOut(ResponseModel):
     demand_billing: bool
     cbc_delete_count: int
     frozen: bool
+    # Not in the Huawei SDK's vault models; otcextensions' Vault has it (and `openstack cbr
+    # vault list/show` print it): the vault's backup policy, null when it has none.
+    backup_policy_id: str | None
 
 
 class VaultResponse(ResponseModel):
@@ -303,8 +306,13 @@ def resource_out(binding: VaultResource, stats: dict[str, tuple[int, int]]) -> R
     )
 
 
-def vault_out(vault: Vault, stats: dict[str, tuple[int, int]] | None = None) -> VaultOut:
-    """`stats`: resource id -> (backup count, backup size in MB), from the backups layer."""
+def vault_out(
+    vault: Vault,
+    stats: dict[str, tuple[int, int]] | None = None,
+    backup_policies: dict[str, str] | None = None,
+) -> VaultOut:
+    """`stats`: resource id -> (backup count, backup size in MB), from the backups layer;
+    `backup_policies`: vault id -> its backup policy's id (services.policies)."""
     billing = Billing(
         allocated=vault_service.allocated_gb(vault),
         charging_mode=vault.charging_mode,
@@ -347,4 +355,5 @@ def vault_out(vault: Vault, stats: dict[str, tuple[int, int]] | None = None) -> 
         demand_billing=False,
         cbc_delete_count=0,
         frozen=vault.status == VaultStatus.FROZEN,
+        backup_policy_id=(backup_policies or {}).get(vault.id),
     )
