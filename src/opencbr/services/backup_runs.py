@@ -28,7 +28,7 @@ from opencbr.archive.confined import PathNotConfined, open_data, open_directory,
 from opencbr.archive.disk import backup_disk, image_size
 from opencbr.archive.parent import PreviousBackup
 from opencbr.archive.pipeline import BackupResult
-from opencbr.archive.sink import ArchiveError
+from opencbr.archive.sink import ArchiveError, ChunkSink
 from opencbr.archive.tree import backup_tree, tree_size
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
@@ -375,11 +375,12 @@ def _write_unit(
         "max_in_flight": rt.settings.max_chunks_in_flight,
     }
     result: BackupResult
+    stoppable = _Stoppable(rt, sink)
     if unit.kind == "tree":
         previous = _previous_tree(rt, store, claim.vault_id, unit.backup_id)
-        result = backup_tree(unit.fd, sink, previous=previous, **options)
+        result = backup_tree(unit.fd, stoppable, previous=previous, **options)
     else:
-        result = backup_disk(unit.fd, sink, **options)
+        result = backup_disk(unit.fd, stoppable, **options)
     log.info(
         "backup unit written",
         backup_id=unit.backup_id,
@@ -392,6 +393,24 @@ def _write_unit(
     _commit_unit(rt, claim, unit.backup_id, sink, result)
     progress.done_units += progress.current
     progress.current = 0
+
+
+@dataclass(frozen=True)
+class _Stoppable:
+    """The engine's sink, which ends the backup before the next chunk once the service
+    stops: a chunk is stored whole or not at all, so the point between two is safe (the
+    resumed attempt finds the stored ones again). Progress reports check too, for runs
+    that store nothing new."""
+
+    rt: Runtime
+    sink: ChunkSink
+
+    def missing(self, digests: Sequence[str]) -> set[str]:
+        return self.sink.missing(digests)
+
+    def store(self, digest: str, data: bytes) -> int:
+        leases.stop_point(self.rt)
+        return self.sink.store(digest, data)
 
 
 def _previous_tree(
