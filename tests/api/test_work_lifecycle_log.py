@@ -37,12 +37,15 @@ def test_a_backup_and_its_deletion_log_their_start_and_end(env: Env) -> None:
             ("background task finished", "gc", vault["id"]),
         ]
         deadline = time.monotonic() + 30
-        while len(lifecycle(events)) < len(expected):
+        while not set(expected) <= set(lifecycle(events)):
             assert time.monotonic() < deadline, lifecycle(events)
             time.sleep(0.05)
-    # The collection is queued by the delete: its lines may interleave with the delete's.
-    assert sorted(lifecycle(events)) == sorted(expected)
+    logged = lifecycle(events)
+    # Each once, each start before its end (the collection is queued by the delete, so
+    # their lines may interleave; under load the reconciler may add a `skipped` line).
+    assert all(logged.count(line) == 1 for line in expected), logged
     for started, ended in zip(expected[::2], expected[1::2], strict=True):
-        assert lifecycle(events).index(started) < lifecycle(events).index(ended)
+        assert logged.index(started) < logged.index(ended)
+    assert not [line for line in logged if "failed" in line[0]], logged
     finished = next(e for e in events if e["event"] == "leased work finished")
     assert finished["attempt"] == 1 and finished["seconds"] >= 0
