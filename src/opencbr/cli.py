@@ -194,7 +194,7 @@ def serve(
     metrics_listener = _listen_metrics(settings, db)
     first = _first_start(settings, db)
     _report_unusable_storage(settings)
-    _announce(settings, first)
+    _announce(settings, first, _bound_urls(sockets))
     from opencbr.app import create_app
 
     application = create_app(settings, db, migrate=False)
@@ -268,8 +268,21 @@ def _report_unusable_storage(settings: Settings) -> None:
             log.error("region storage unusable", region=region.name, reason=reason)
 
 
-def _announce(settings: Settings, first: dict[str, Any]) -> None:
-    typer.echo(f"opencbr listening on {settings.base_url}")
+def _bound_urls(sockets: list[socket.socket]) -> list[str]:
+    """The URL of every bound socket, from the socket itself (the port is the real one
+    even when `listen` asked for port 0)."""
+    urls = []
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        urls.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+    return urls
+
+
+def _announce(settings: Settings, first: dict[str, Any], bound: list[str]) -> None:
+    # Printed once every socket is bound: what is announced can be reached now.
+    typer.echo(f"opencbr listening on {', '.join(bound)}")
+    if settings.public_url:
+        typer.echo(f"  public URL: {settings.base_url} (advertised in the token catalog)")
     if settings.metrics_listen:
         typer.echo(f"  metrics:   http://{settings.metrics_listen}/metrics")
     typer.echo(f"  auth URL:  {settings.base_url}/identity/v3")

@@ -222,3 +222,62 @@ def test_a_restore_is_leased_on_its_log(env: Env, rt: Runtime) -> None:
     assert leases.stuck(rt, restores.RESTORE) == []
     restores.run(rt, log["id"])  # another worker: the lease is held, nothing happens
     assert not (env.roots["region1"] / "target" / "file").exists()
+
+
+def lease_events(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    return [(e["event"], e.get("reason")) for e in events if e["event"].startswith("leased work")]
+
+
+def test_a_stopping_service_hands_the_work_back_live_for_an_immediate_resume(
+    env: Env, rt: Runtime
+) -> None:
+    checkpoint_id, backup_id = start_backup(env)
+
+    def body(claim: backup_runs.Claim) -> None:
+        rt.stopping.set()  # SIGTERM arrives while the backup runs
+        leases.stop_point(rt)
+        raise AssertionError("stop_point did not stop the work")
+
+    with structlog.testing.capture_logs() as events:
+        assert leases.run(rt, backup_runs.BACKUP, backup_id, body) is None
+        assert leases.claim(rt, backup_runs.BACKUP, backup_id) is None  # stopping: no claim
+    assert lease_events(events) == [
+        ("leased work started", None),
+        ("leased work interrupted: left for the next start", None),
+        ("leased work skipped", "the service is stopping"),
+    ]
+    row = backup_row(env, backup_id)
+    # Still live, not failed; the lease has ended; the orderly stop cost no attempt.
+    assert (row.status, row.attempts, row.fail_reason) == ("protecting", 0, None)
+    assert row.lease_until is not None and not leases.is_held(row)
+    assert backup_log(env, backup_id)["status"] in ("waiting", "running")
+
+    rt.stopping.clear()  # the next start: its reconciler finds the row at once, although
+    assert leases.stuck(rt, backup_runs.BACKUP) == [checkpoint_id]  # younger than the grace
+    with structlog.testing.capture_logs() as events:
+        backup_runs.run_checkpoint(rt, checkpoint_id)
+    assert lease_events(events) == [("leased work resumed", None), ("leased work finished", None)]
+    resumed = next(e for e in events if e["event"] == "leased work resumed")
+    assert (resumed["kind"], resumed["id"], resumed["attempt"]) == ("backup", backup_id, 1)
+    assert backup_row(env, backup_id).status == "available"
+    assert backup_log(env, backup_id)["status"] == "success"
+
+
+def test_work_that_is_not_to_run_is_logged_as_skipped_with_the_reason(
+    env: Env, rt: Runtime
+) -> None:
+    checkpoint_id, backup_id = start_backup(env)
+    with structlog.testing.capture_logs() as events:
+        assert leases.claim(rt, backup_runs.BACKUP, backup_id) is not None
+        assert leases.claim(rt, backup_runs.BACKUP, backup_id) is None
+        assert leases.claim(rt, backup_runs.BACKUP, "no-such-backup") is None
+    assert lease_events(events) == [
+        ("leased work started", None),
+        ("leased work skipped", "held by another worker"),
+        ("leased work skipped", "gone"),
+    ]
+    expire_lease(env, backup_id)
+    backup_runs.run_checkpoint(rt, checkpoint_id)
+    with structlog.testing.capture_logs() as events:
+        assert leases.claim(rt, backup_runs.BACKUP, backup_id) is None
+    assert lease_events(events) == [("leased work skipped", "already available")]

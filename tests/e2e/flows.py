@@ -65,23 +65,32 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """One `opencbr serve` process; `restart()` SIGKILLs and starts it again on the same port."""
+    """One `opencbr serve` process; `restart()` SIGKILLs and starts it again on the same port.
 
-    config: Path
+    Without a `config` it runs on the built-in defaults, in `cwd`, with the `OPENCBR_*`
+    variables of `env` on top of this process's environment."""
+
+    config: Path | None
     data_dir: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = ["--config", str(self.config)] if self.config else []
         with open(self.data_dir / "serve.log", "ab") as log:
             self.process = subprocess.Popen(
-                [*OPENCBR, "serve", "--config", str(self.config)],
+                [*OPENCBR, "serve", *config],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                cwd=self.cwd,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -122,12 +131,15 @@ class Server:
         return self.data_dir.parent / "roots" / region
 
     def admin(self, *args: str) -> dict[str, Any]:
+        config = ["--config", str(self.config)] if self.config else []
         done = subprocess.run(
-            [*OPENCBR, "admin", *args, "--config", str(self.config)],
+            [*OPENCBR, "admin", *args, *config],
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
         )
         result: dict[str, Any] = json.loads(done.stdout)
         return result

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from opencbr.settings import load_settings
 
@@ -81,3 +82,44 @@ def test_password_hash_cost_defaults_to_production_and_is_checked(
         config.write_text(bad)
         with pytest.raises(ValidationError):
             load_settings(config)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "opencbr.example.toml"
+
+
+def test_the_readme_example_configuration_loads_with_a_root_in_every_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OPENCBR_CONFIG", "OPENCBR_PASSWORD_HASH_COST", "OPENCBR_REGIONS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(EXAMPLE)
+    assert [r.name for r in settings.regions] == ["region1", "region2"]
+    assert settings.replication_destinations("region1") == ["region2"]
+    assert settings.base_url == "https://backup.example.com"
+    # The first projects are named after their regions: each region can be restored into.
+    rooted = {root.project for root in settings.protectable_roots}
+    assert rooted == {region.name for region in settings.regions}
+
+
+def test_lists_and_nested_keys_come_from_the_environment_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's `OPENCBR_*` syntax: a list (or a table) is one JSON value."""
+    monkeypatch.delenv("OPENCBR_CONFIG", raising=False)
+    monkeypatch.setenv("OPENCBR_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv(
+        "OPENCBR_REGIONS",
+        '[{"name": "eu", "storage": "/srv/eu", "replication_destinations": ["us"]},'
+        ' {"name": "us", "storage": "/srv/us"}]',
+    )
+    monkeypatch.setenv("OPENCBR_PROTECTABLE_ROOTS", '[{"project": "eu", "path": "/srv/data"}]')
+    monkeypatch.setenv("OPENCBR_EMBEDDED_WORKER", "false")
+    monkeypatch.setenv("OPENCBR_METRICS_LISTEN", "")
+    settings = load_settings()
+    assert [(r.name, r.storage) for r in settings.regions] == [("eu", "/srv/eu"), ("us", "/srv/us")]
+    assert settings.replication_destinations("eu") == ["us"]
+    assert [(r.project, r.path) for r in settings.protectable_roots] == [("eu", Path("/srv/data"))]
+    assert (settings.embedded_worker, settings.metrics_listen) == (False, "")
+    monkeypatch.setenv("OPENCBR_REGIONS", "eu,us")  # not JSON: refused, never half-read
+    with pytest.raises(SettingsError, match="regions"):  # serve: one `error:` line
+        load_settings()

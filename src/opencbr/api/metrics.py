@@ -1,14 +1,26 @@
-"""HTTP metrics: `opencbr_http_requests_total` and `opencbr_http_request_duration_seconds`,
+"""HTTP metrics and the access log, from one observation of each request.
+
+Metrics: `opencbr_http_requests_total` and `opencbr_http_request_duration_seconds`,
 labelled by the route's template (`/v3/{project_id}/vaults/{vault_id}`), never the raw
-path, which carries project and resource ids."""
+path, which carries project and resource ids.
+
+Access log: one line per request (logger `opencbr.access`, event `request`): method, route
+template, status, duration in ms, request id and the path's project id. Never the raw
+path, the query string or any header: credentials travel in headers (X-Auth-Token,
+Authorization) and signed queries, and none of them is ever read here.
+"""
 
 from __future__ import annotations
 
 import time
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opencbr import metrics
+
+# Its own logger name, so an operator can route or filter the access log as a whole.
+access_log = structlog.get_logger("opencbr.access")
 
 # A path no route matched: one label, whatever the path was.
 UNMATCHED_ROUTE = "unmatched"
@@ -17,8 +29,8 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 
 class HttpMetricsMiddleware:
-    """Counts and times every HTTP request (outermost: the time includes the other
-    middleware); a request that raised is counted with status 500."""
+    """Counts, times and logs every HTTP request (outermost: the time includes the other
+    middleware); a request that raised is counted and logged with status 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,12 +51,30 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            seconds = time.perf_counter() - started
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             route = route_template(scope)
             metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            metrics.HTTP_REQUEST_DURATION.labels(method, route).observe(
-                time.perf_counter() - started
-            )
+            metrics.HTTP_REQUEST_DURATION.labels(method, route).observe(seconds)
+            log_request(scope, method, route, status, seconds)
+
+
+def log_request(scope: Scope, method: str, route: str, status: int, seconds: float) -> None:
+    """The access-log line of a finished request. The request id and the project id are
+    what the inner layers left in the shared scope (the request-id middleware's state,
+    the router's path parameters)."""
+    state = scope.get("state") or {}
+    project_id = (scope.get("path_params") or {}).get("project_id")
+    where = {"project_id": project_id} if project_id else {}  # routes without one: none
+    access_log.info(
+        "request",
+        method=method,
+        route=route,
+        status=status,
+        duration_ms=round(seconds * 1000, 1),
+        request_id=state.get("request_id"),
+        **where,
+    )
 
 
 def route_template(scope: Scope) -> str:

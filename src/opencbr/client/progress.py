@@ -24,8 +24,6 @@ from rich.progress import (
     TaskID,
     TaskProgressColumn,
     TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 
 from opencbr.client.http import ApiError, ClientError
@@ -138,12 +136,15 @@ class _Bars(_View):
             BarColumn(),
             TaskProgressColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            # Rate and ETA from the first sample seen: the server reports every 2 s, too
+            # seldom for rich's own speed estimate, which needs several recent samples.
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[eta]}"),
             console=self.console,
             refresh_per_second=4,
         )
         self.tasks: dict[str, TaskID] = {}
+        self.first: dict[str, tuple[float, int]] = {}
         self.total: TaskID | None = None
 
     def __enter__(self) -> _Bars:
@@ -156,15 +157,31 @@ class _Bars(_View):
     def show(self, steps: list[Step]) -> None:
         for step in steps:
             if step.key not in self.tasks:
-                self.tasks[step.key] = self.progress.add_task(step.label, total=step.total)
+                self.tasks[step.key] = self.progress.add_task(
+                    step.label, total=step.total, rate="", eta=""
+                )
+            rate, eta = self._pace(step.key, step.done, step.total, step.ended)
             self.progress.update(
                 self.tasks[step.key],
                 completed=step.done,
                 total=step.total,
                 description=_described(step),
+                rate=rate,
+                eta=eta,
             )
         if len(steps) > 1:
             self._show_total(steps)
+
+    def _pace(self, key: str, done: int, total: int | None, ended: bool) -> tuple[str, str]:
+        """Rate since the first sample of `key`, and the time left at that rate."""
+        now = time.monotonic()
+        first_at, first_done = self.first.setdefault(key, (now, done))
+        elapsed = now - first_at
+        rate = (done - first_done) / elapsed if elapsed > 0 else 0.0
+        if rate <= 0:
+            return "", ""
+        left = "" if ended or not total else _duration(max(total - done, 0) / rate)
+        return f"{human_bytes(int(rate))}/s", left
 
     def _show_total(self, steps: list[Step]) -> None:
         known = all(step.total is not None for step in steps)
@@ -173,8 +190,11 @@ class _Bars(_View):
         ended = sum(step.ended for step in steps)
         description = f"total ({ended}/{len(steps)} done)"
         if self.total is None:
-            self.total = self.progress.add_task(description, total=total)
-        self.progress.update(self.total, completed=done, total=total, description=description)
+            self.total = self.progress.add_task(description, total=total, rate="", eta="")
+        rate, eta = self._pace("\0total", done, total, ended == len(steps))
+        self.progress.update(
+            self.total, completed=done, total=total, description=description, rate=rate, eta=eta
+        )
 
 
 def _described(step: Step) -> str:

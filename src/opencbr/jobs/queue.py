@@ -6,7 +6,9 @@ enqueues again any work whose lease expired or that was never enqueued (a crash 
 the commit and the enqueue).
 
 Lifecycle: `Jobs(runtime)` registers the tasks; `start()` runs the consumer threads in this
-process (embedded mode); `stop()` stops them. `enqueue` is thread-safe.
+process (embedded mode); `stop()` stops them: running leased work ends at its next safe
+point and is handed back for the next start (services/leases.py). `enqueue` is
+thread-safe.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ log = structlog.get_logger(__name__)
 
 
 IDLE_POLL_SECONDS = 0.25  # how often idle workers look for tasks other processes queued
-# How long stop() lets running tasks reach their end before it gives up on them: a task
-# still running then is resumed from its lease by the next start.
-SHUTDOWN_SECONDS = 10.0
+# How long stop() lets running tasks reach their next safe point (leased work checks the
+# stop event between chunks, batches and units: well under a second) before it gives up
+# on them: a task still running then (a long garbage collection, a disk read that hangs)
+# is resumed from its expired lease by the next start.
+SHUTDOWN_SECONDS = 5.0
 
 
 class _WakingSqliteStorage(SqliteStorage):  # type: ignore[misc]
@@ -158,6 +162,7 @@ class Jobs:
             max_delay=0.25,
             shutdown_timeout=SHUTDOWN_SECONDS,
         )
+        self.runtime.stopping.clear()
         consumer.start()
         self._consumer = consumer
         self._stop.clear()
@@ -195,6 +200,7 @@ class Jobs:
             log.exception("housekeeping failed; trying again next interval", step=step.__name__)
 
     def stop(self) -> None:
+        self.runtime.stopping.set()  # first: running work heads for its next safe point
         self._stop.set()
         if self._loop is not None:
             self._loop.join(timeout=10)

@@ -4,7 +4,9 @@ Write ordering (invariant 1): chunks -> manifest (the store flushes every chunk 
 writes the manifest) -> chunk index rows -> backup `available`, the last two in one
 transaction. A crash anywhere before that transaction leaves the backup `protecting` with
 an expired lease; the reconciler runs it again, and chunks already in the store are
-simply found again.
+simply found again. A stopping service ends a backup at a safe point (between progress
+reports, about every 16 MiB read, and between units) and hands it back the same way; the
+volumes of a server that were committed are not read again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from opencbr.archive.confined import PathNotConfined, open_data, open_directory,
 from opencbr.archive.disk import backup_disk, image_size
 from opencbr.archive.parent import PreviousBackup
 from opencbr.archive.pipeline import BackupResult
-from opencbr.archive.sink import ArchiveError
+from opencbr.archive.sink import ArchiveError, ChunkSink
 from opencbr.archive.tree import backup_tree, tree_size
 from opencbr.db import chunks
 from opencbr.db.backups import Backup, BackupChunk, OperationLog
@@ -92,6 +94,7 @@ def _write(rt: Runtime, claim: Claim) -> None:
     with _opened_units(rt, claim) as units:
         claim.progress.expected = max(_expected_bytes(units), 1)
         for unit in units:
+            leases.stop_point(rt)
             _write_unit(rt, store, claim, unit, claim.progress)
 
 
@@ -122,8 +125,11 @@ class Claim:
     vault_id: str
     region: str
     log_id: str | None
-    units: list[tuple[str, str, str]]  # (backup id owning data, kind, path)
+    units: list[tuple[str, str, str]]  # still to write: (backup id owning data, kind, path)
     owner: CapacityOwner  # the capacity it reserves, the chunks it created
+    # Every backup holding this backup's data (itself, or all of a server's volumes,
+    # those an earlier attempt committed included): a failure removes all their manifests.
+    own_ids: tuple[str, ...] = ()
     progress: _Progress = field(default_factory=_Progress)
     cleanup_held: bool = False  # a failure holds the vault to remove the chunks it created
 
@@ -142,17 +148,23 @@ class _Backups(leases.LeasedWork[Backup, Claim]):
     def begin(self, rt: Runtime, session: Session, row: Backup) -> Claim:
         # A rerun after a crash: the dead attempt's reservation is given back.
         _release_reservation(session, row)
-        units = [(c.id, c.kind, c.volume_path or "") for c in row.children] or [
-            (row.id, row.kind, row.volume_path or "")
-        ]
+        units = _units_to_write(row)
         vault = session.get(Vault, row.vault_id)
         assert vault is not None
         owner = CapacityOwner(row.id, vault.id, row.created_at)
-        return Claim(row.id, vault.id, vault.region, _log_id(session, row.id), units, owner)
+        own_ids = tuple(child.id for child in row.children) or (row.id,)
+        log_id = _log_id(session, row.id)
+        return Claim(row.id, vault.id, vault.region, log_id, units, owner, own_ids=own_ids)
 
     def beat(self, session: Session, row: Backup, work: Claim) -> None:
         progress = work.progress
         operation_logs.set_progress(session, work.log_id, progress.percent(), progress.moved())
+
+    def hand_back(self, session: Session, row: Backup, work: Claim) -> None:
+        _release_reservation(session, row)  # the resumed attempt reserves anew
+
+    def progress(self, work: Claim) -> dict[str, Any]:
+        return {"progress_percent": work.progress.percent()}
 
     def complete(self, session: Session, row: Backup, work: Claim) -> None:
         _complete(session, row, work)
@@ -166,7 +178,7 @@ class _Backups(leases.LeasedWork[Backup, Claim]):
         failure: leases.Failure,
     ) -> None:
         if work is not None and work.owner.created:
-            own_ids = {work.backup_id, *(unit_id for unit_id, _kind, _path in work.units)}
+            own_ids = {work.backup_id, *work.own_ids}
             work.cleanup_held = backup_cleanup.hold_for_cleanup(session, rt, work.vault_id, own_ids)
         _fail_in_session(session, row, failure.error, failure.reason)
 
@@ -193,6 +205,19 @@ class _Backups(leases.LeasedWork[Backup, Claim]):
 
 
 BACKUP = _Backups()
+
+
+def _units_to_write(backup: Backup) -> list[tuple[str, str, str]]:
+    """(backup id owning the data, kind, path) of each unit still to write: the backup
+    itself, or a server's volumes but those an earlier attempt committed (`available`),
+    which a resumed attempt keeps as they are."""
+    if not backup.children:
+        return [(backup.id, backup.kind, backup.volume_path or "")]
+    return [
+        (child.id, child.kind, child.volume_path or "")
+        for child in backup.children
+        if child.status != BackupStatus.AVAILABLE
+    ]
 
 
 def _log_id(session: Session, backup_id: str) -> str | None:
@@ -351,6 +376,7 @@ def _write_unit(
 
     def advance(done: int) -> None:
         progress.current = done
+        leases.stop_point(rt)  # every PROGRESS_STEP bytes: the service may be stopping
 
     options: dict[str, Any] = {
         "workers": rt.settings.io_threads,
@@ -359,11 +385,12 @@ def _write_unit(
         "max_in_flight": rt.settings.max_chunks_in_flight,
     }
     result: BackupResult
+    stoppable = _Stoppable(rt, sink)
     if unit.kind == "tree":
         previous = _previous_tree(rt, store, claim.vault_id, unit.backup_id)
-        result = backup_tree(unit.fd, sink, previous=previous, **options)
+        result = backup_tree(unit.fd, stoppable, previous=previous, **options)
     else:
-        result = backup_disk(unit.fd, sink, **options)
+        result = backup_disk(unit.fd, stoppable, **options)
     log.info(
         "backup unit written",
         backup_id=unit.backup_id,
@@ -376,6 +403,24 @@ def _write_unit(
     _commit_unit(rt, claim, unit.backup_id, sink, result)
     progress.done_units += progress.current
     progress.current = 0
+
+
+@dataclass(frozen=True)
+class _Stoppable:
+    """The engine's sink, which ends the backup before the next chunk once the service
+    stops: a chunk is stored whole or not at all, so the point between two is safe (the
+    resumed attempt finds the stored ones again). Progress reports check too, for runs
+    that store nothing new."""
+
+    rt: Runtime
+    sink: ChunkSink
+
+    def missing(self, digests: Sequence[str]) -> set[str]:
+        return self.sink.missing(digests)
+
+    def store(self, digest: str, data: bytes) -> int:
+        leases.stop_point(self.rt)
+        return self.sink.store(digest, data)
 
 
 def _previous_tree(
@@ -485,7 +530,7 @@ def _remove_failed(rt: Runtime, claim: Claim) -> None:
     writer was in it)."""
     try:
         store = rt.stores.vault(claim.region, claim.vault_id)
-        for unit_id, _kind, _path in claim.units:
+        for unit_id in claim.own_ids:
             store.delete_manifest(manifest_name(unit_id))
     except StorageError as exc:
         log.warning("manifests of a failed backup not removed", reason=storage_reason(exc))

@@ -11,21 +11,28 @@ which rows the reconciler should run again. The runner does the rest, like resti
           |                      | heartbeat: lease renewed every HEARTBEAT_SECONDS
           +-- lease expired -----+ (the worker died; `stuck` lists it for the reconciler)
     live, attempts >= max_attempts --claim--> failed, 9910 "gave up after N interrupted attempts"
+    leased --the service stops (`stop_point` raises Interrupted)--> live, lease ended now,
+          the attempt given back (`hand_back`): the next start resumes it at once
 
-A row is leased while `lease_until` lies ahead: no second worker claims it. A writer's
-claim waits (VaultBusy) while garbage collection holds its vault (`gc_until`, invariant 2).
+A row is leased while `lease_until` lies ahead: no second worker claims it. `lease_until`
+None means no worker ever leased the row. A writer's claim waits (VaultBusy) while garbage
+collection holds its vault (`gc_until`, invariant 2).
+
+Every claim, resumption, completion, failure, skip and hand-back is logged here, once
+(`leased work ...` lines with the kind and the row's id).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import ClassVar, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import structlog
 from sqlalchemy.orm import Session
@@ -74,6 +81,19 @@ Work = TypeVar("Work")
 class VaultBusy(Exception):
     """Garbage collection holds the vault the work writes; the task is run again later
     (the job queue picks the delay by the subclass a kind raises)."""
+
+
+class Interrupted(Exception):
+    """The service is stopping: the work stopped at a safe point (`stop_point`); the
+    runner hands its row back, still live, for the next start to resume."""
+
+
+def stop_point(rt: Runtime) -> None:
+    """A safe point of long work (between chunks, batches or units): raise Interrupted
+    once the service is stopping. What the work stored so far must be safe to leave as it
+    is: a resumed attempt finds it again (chunks are named by their digest)."""
+    if rt.stopping.is_set():
+        raise Interrupted
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,14 @@ class LeasedWork(ABC, Generic[Row, Work]):
         """The task arguments that run the stale rows again."""
         return [_leased(row).id for row in rows]
 
+    def hand_back(self, session: Session, row: Row, work: Work) -> None:
+        """The service stops and the work is left live for the next start (after `beat`
+        wrote its progress): give back what only a running attempt needs."""
+
+    def progress(self, work: Work) -> dict[str, Any]:
+        """How far the work got, for the log lines of its end (no paths, no secrets)."""
+        return {}
+
 
 @dataclass
 class Claimed(Generic[Row, Work]):
@@ -156,6 +184,11 @@ class Claimed(Generic[Row, Work]):
     id: str
     attempt: int
     work: Work
+    resumed: bool = False  # an earlier attempt held the lease (it died, or was handed back)
+    started: float = field(default_factory=time.monotonic)
+
+    def seconds(self) -> float:
+        return round(time.monotonic() - self.started, 3)
 
 
 # --- the runner -----------------------------------------------------------------------
@@ -165,7 +198,8 @@ def run(
     rt: Runtime, kind: LeasedWork[Row, Work], work_id: str, body: Callable[[Work], None]
 ) -> Claimed[Row, Work] | None:
     """Claim the row, run `body` under a heartbeat, then complete it; on any exception
-    fail it at once. None when the row is not to run (done, leased, waiting, given up).
+    fail it at once. None when the row is not to run (done, leased, waiting, given up),
+    or when the service stopped the body at a safe point (the row is handed back).
 
     An exception `kind.explain` does not know is a bug: it is logged once with its
     traceback, and the row fails with 9910 naming only the exception's type.
@@ -176,6 +210,9 @@ def run(
     try:
         with heartbeat(rt, claimed):
             body(claimed.work)
+    except Interrupted:
+        hand_back(rt, claimed)
+        return None
     except Exception as exc:
         release(rt, claimed, _failure(claimed, exc))
     else:
@@ -185,27 +222,54 @@ def run(
 
 def claim(rt: Runtime, kind: LeasedWork[Row, Work], work_id: str) -> Claimed[Row, Work] | None:
     """Lease a live, unleased row for this worker and plan its work; None when there is
-    nothing to run. Raises `kind.busy` while garbage collection holds the vault the work
-    writes, after committing what `lock` and `ready` changed."""
+    nothing to run (logged as skipped, with the reason). Raises `kind.busy` while garbage
+    collection holds the vault the work writes, after committing what `lock` and `ready`
+    changed. Nothing is claimed once the service is stopping."""
+    if rt.stopping.is_set():
+        _log_skipped(kind, work_id, "the service is stopping")
+        return None
+    claimed: Claimed[Row, Work] | None = None
+    busy_vault: str | None = None
     with rt.db.transaction() as session:
         row = kind.lock(session, work_id)
-        if row is None or not _claimable(kind, _leased(row)):
-            return None
-        if not kind.ready(session, row):
-            return None
-        vault = kind.writes_to(session, row)
-        held_by_gc = vault is not None and _gc_holds(vault)
-        if not held_by_gc:
-            return _take(rt, session, kind, row)
-    raise kind.busy(vault.id if vault else work_id)
+        skipped = _why_skipped(session, kind, row)
+        if skipped is None and row is not None:
+            vault = kind.writes_to(session, row)
+            if vault is not None and _gc_holds(vault):
+                busy_vault = vault.id
+            else:
+                claimed = _take(rt, session, kind, row)
+    if busy_vault is not None:
+        raise kind.busy(busy_vault)
+    if skipped is not None:
+        _log_skipped(kind, work_id, skipped)
+    elif claimed is not None:
+        event = "leased work resumed" if claimed.resumed else "leased work started"
+        log.info(event, kind=kind.name, id=claimed.id, attempt=claimed.attempt)
+    return claimed
 
 
 def _leased(row: object) -> Leased:
     return cast(Leased, row)
 
 
-def _claimable(kind: LeasedWork[Row, Work], row: Leased) -> bool:
-    return row.status in kind.live and not is_held(row)
+def _why_skipped(session: Session, kind: LeasedWork[Row, Work], row: Row | None) -> str | None:
+    """Why the row is not to run now, or None when it is claimable and ready."""
+    if row is None:
+        return "gone"
+    lease = _leased(row)
+    if lease.status not in kind.live:
+        return f"already {lease.status}"
+    if is_held(lease):
+        return "held by another worker"
+    if not kind.ready(session, row):
+        # `ready` either leaves the row waiting or settles it (what it needs is gone).
+        return "waiting for its turn" if lease.status in kind.live else f"ended ({lease.status})"
+    return None
+
+
+def _log_skipped(kind: LeasedWork[Row, Work], work_id: str, reason: str) -> None:
+    log.info("leased work skipped", kind=kind.name, id=work_id, reason=reason)
 
 
 def _gc_holds(vault: Vault) -> bool:
@@ -222,9 +286,11 @@ def _take(
         kind.fail(rt, session, row, None, Failure(INTERNAL_ERROR, reason))
         lease.lease_until = None
         return None
+    resumed = lease.lease_until is not None
     lease.lease_until = renewal(rt.settings.lease_seconds)
     lease.attempts += 1
-    return Claimed(kind, lease.id, lease.attempts, kind.begin(rt, session, row))
+    work = kind.begin(rt, session, row)
+    return Claimed(kind, lease.id, lease.attempts, work, resumed=resumed)
 
 
 def renewal(seconds: float) -> datetime:
@@ -236,10 +302,12 @@ def is_held(row: Leased) -> bool:
 
 
 def is_stale(row: Leased, now: datetime, grace_seconds: float) -> bool:
-    """No live worker holds the row: its lease expired, or none was ever taken and the
-    row is older than the grace (its task was lost)."""
-    expired = (row.lease_until or row.created_at) < now
-    return expired and (now - row.created_at).total_seconds() > grace_seconds
+    """No live worker holds the row: its lease ended (it expired because its worker died,
+    or it was handed back by a stopping service), or none was ever taken and the row is
+    older than the grace (its task was lost; a younger one's task is still queued)."""
+    if row.lease_until is not None:
+        return row.lease_until <= now
+    return (now - row.created_at).total_seconds() > grace_seconds
 
 
 @contextmanager
@@ -290,9 +358,17 @@ def release(rt: Runtime, claimed: Claimed[Row, Work], failure: Failure | None = 
     if failure is None:
         try:
             _end(rt, claimed, lambda session, row: kind.complete(session, row, claimed.work))
-            return
         except Exception as exc:
             failure = _failure(claimed, exc)
+        else:
+            log.info(
+                "leased work finished",
+                kind=kind.name,
+                id=claimed.id,
+                attempt=claimed.attempt,
+                seconds=claimed.seconds(),
+            )
+            return
     ended = failure
     _end(rt, claimed, lambda session, row: kind.fail(rt, session, row, claimed.work, ended))
     kind.after_fail(rt, claimed.work)
@@ -304,6 +380,30 @@ def _end(rt: Runtime, claimed: Claimed[Row, Work], step: Callable[[Session, Row]
         if row is not None:
             step(session, row)
             _leased(row).lease_until = None
+
+
+def hand_back(rt: Runtime, claimed: Claimed[Row, Work]) -> None:
+    """The service is stopping and the work stopped at a safe point: the row stays live
+    with its progress, and its lease ends now, so the next start (or another process's
+    reconciler) resumes it at once instead of after `lease_seconds`. The attempt is given
+    back: `max_attempts` counts attempts that died, and an orderly stop is not one."""
+    kind = claimed.kind
+    with rt.db.transaction() as session:
+        row = session.get(kind.model, claimed.id, with_for_update=True)
+        if row is None or _leased(row).status not in kind.live:
+            return
+        kind.beat(session, row, claimed.work)
+        kind.hand_back(session, row, claimed.work)
+        lease = _leased(row)
+        lease.lease_until = clock.now()
+        lease.attempts = max(0, lease.attempts - 1)
+    log.info(
+        "leased work interrupted: left for the next start",
+        kind=kind.name,
+        id=claimed.id,
+        seconds=claimed.seconds(),
+        **kind.progress(claimed.work),
+    )
 
 
 def _failure(claimed: Claimed[Row, Work], exc: Exception) -> Failure:

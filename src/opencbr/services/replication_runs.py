@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from sqlalchemy import Select, select
@@ -129,10 +130,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
             reason = "The source backup or the destination vault no longer exists."
             fail_record(session, row, REPLICA_IMPORT_FAILED, reason)
             return False
-        if _earlier_record_running(session, row):
-            log.info("replication waiting", record_id=row.id, vault_id=dest.id)
-            return False
-        return True
+        return not _earlier_record_running(session, row)  # the runner logs the wait
 
     def writes_to(self, session: Session, row: ReplicationRecord) -> Vault | None:
         return session.get(Vault, row.destination_vault_id, with_for_update=True)
@@ -158,6 +156,9 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
         row.bytes_copied, row.chunks_copied = work.bytes_copied, work.chunks_copied
         row.progress = _percent(work)
         operation_logs.set_progress(session, work.log_id, row.progress, _moved(work))
+
+    def progress(self, work: _Work) -> dict[str, Any]:
+        return {"bytes_copied": work.bytes_copied, "bytes_total": work.bytes_total}
 
     def complete(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
         _commit(session, row, work)
@@ -355,7 +356,9 @@ def _copy_unit(
     rt: Runtime, work: _Work, source: ChunkStore, dest: ChunkStore, unit_id: str
 ) -> None:
     """Copy one unit's missing chunks; every INDEX_EVERY_BYTES, flush and index what was
-    copied on a thread of its own, so the copy threads never wait for the disk barrier."""
+    copied on a thread of its own, so the copy threads never wait for the disk barrier.
+    A stopping service ends the copy after the chunk at hand: what was copied is flushed
+    and indexed, then the work is handed back (a resumed attempt plans only the rest)."""
     batch: list[tuple[str, int, int]] = []
     batch_bytes = 0
     indexed: list[Future[None]] = []
@@ -378,9 +381,12 @@ def _copy_unit(
             if batch_bytes >= INDEX_EVERY_BYTES:
                 indexed.append(indexer.submit(_index, rt, work, dest, batch))
                 batch, batch_bytes = [], 0
+            if rt.stopping.is_set():
+                break
         for future in indexed:
             future.result()  # raises what indexing raised
     _index(rt, work, dest, batch)
+    leases.stop_point(rt)
 
 
 def _index(rt: Runtime, work: _Work, dest: ChunkStore, batch: list[tuple[str, int, int]]) -> None:

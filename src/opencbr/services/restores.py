@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -255,6 +256,9 @@ class _Restores(leases.LeasedWork[OperationLog, _Claim]):
     def beat(self, session: Session, row: OperationLog, work: _Claim) -> None:
         operation_logs.set_progress(session, row.id, work.percent(), work.moved())
 
+    def progress(self, work: _Claim) -> dict[str, Any]:
+        return {"progress_percent": work.percent}
+
     def complete(self, session: Session, row: OperationLog, work: _Claim) -> None:
         total = work.bytes_total
         operation_logs.set_bytes(session, row.id, operation_logs.Bytes(total, total))
@@ -318,7 +322,8 @@ def run(rt: Runtime, log_id: str) -> None:
 
 def _restore(rt: Runtime, claim: _Claim) -> None:
     store = rt.stores.vault(claim.region, claim.vault_id)
-    source = VaultSource(store, DamageMarker(rt.db, claim.vault_id))  # marks failed reads
+    vault_source = VaultSource(store, DamageMarker(rt.db, claim.vault_id))  # marks failed reads
+    source = _Stoppable(rt, vault_source)
     with ExitStack() as targets:
         units = [_Unit.of(step) for step in claim.plan]
         manifests = [
@@ -338,6 +343,20 @@ def _restore(rt: Runtime, claim: _Claim) -> None:
 
             _restore_unit(rt, manifest, source, target, advance)
             claim.bytes_done = before + manifest.size
+
+
+class _Stoppable:
+    """A chunk source that ends the restore at the next chunk once the service stops. The
+    restore then leaves what it did as a failed one would (files it finished in place,
+    no temporary file) and the next start runs it again from the beginning."""
+
+    def __init__(self, rt: Runtime, source: ChunkSource) -> None:
+        self._rt = rt
+        self._source = source
+
+    def load(self, digest: str) -> bytes:
+        leases.stop_point(self._rt)
+        return self._source.load(digest)
 
 
 def _open_target(
