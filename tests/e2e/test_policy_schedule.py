@@ -5,7 +5,6 @@ then copies that backup with `auto_trigger`."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,11 +35,19 @@ def policy_body(operation_type: str, pattern: str, **definition: Any) -> dict[st
     }
 
 
-def test_slot_backs_up_by_itself_then_replication_policy_copies(
-    server: Server, tmp_path: Path
-) -> None:
+def test_slot_backs_up_by_itself_then_replication_policy_copies(server: Server) -> None:
     projects = server.projects()
     one, two = Client(server, projects["region1"]), Client(server, projects["region2"])
+    try:
+        back_up_on_schedule_then_replicate(server, projects, one, two)
+    finally:
+        one.http.close()
+        two.http.close()
+
+
+def back_up_on_schedule_then_replicate(
+    server: Server, projects: dict[str, str], one: Client, two: Client
+) -> None:
     data = server.root("region1") / "docs"
     data.mkdir()
     (data / "report.txt").write_text("scheduled\n" * 1000)
