@@ -14,7 +14,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from opencbr.db.backups import Backup, BackupChunk, OperationLog, ReplicationRecord
-from opencbr.db.paging import Page, PageRequest, fetch_page
+from opencbr.db.paging import Page, PageRequest, SortKey, fetch_page
 from opencbr.db.session import Database
 from opencbr.db.status import KEPT_BACKUP, LIVE_OPERATION, LIVE_RECORD, BackupStatus
 from opencbr.db.vaults import Vault
@@ -87,33 +87,30 @@ def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
     return query
 
 
-def _sort_clauses(sort: str) -> list[object]:
-    clauses: list[object] = []
+def sort_keys(sort: str | None) -> list[SortKey]:
+    """CBR's `sort` (`key[:asc|desc]`, comma-separated, descending by default) as the
+    list's order; none: newest first. `protected_at` is null until a backup is taken."""
+    if not sort:
+        return [SortKey(Backup.created_at)]
+    keys = []
     for part in sort.split(","):
         key, _, direction = part.strip().partition(":")
         direction = direction or "desc"
         if key not in SORT_KEYS or direction not in ("asc", "desc"):
             raise CbrError(INVALID_PARAMETER, f"invalid sort key {part!r}")
         column = getattr(Backup, key)
-        clauses.append(column.asc() if direction == "asc" else column.desc())
-    return clauses
+        keys.append(SortKey(column, direction == "desc", nullable=key == "protected_at"))
+    return keys
 
 
 def list_page(
     db: Database, ctx: AuthContext, filters: BackupFilter, page: PageRequest
 ) -> Page[Backup]:
+    order = sort_keys(filters.sort)
     query = _filtered(ctx, filters)
     in_project = Backup.project_id == ctx.project_id
     with db.reading() as session:
-        if not filters.sort:
-            return fetch_page(session, query, Backup.created_at, Backup.id, page, in_project)
-        if page.marker:
-            raise CbrError(INVALID_PARAMETER, "marker cannot be combined with sort")
-        first = PageRequest(limit=1, offset=0)
-        count = fetch_page(session, query, Backup.created_at, Backup.id, first, in_project).count
-        ordered = query.order_by(*_sort_clauses(filters.sort), Backup.id.desc())  # type: ignore[arg-type]
-        items = list(session.scalars(ordered.limit(page.limit).offset(page.offset)))
-        return Page(items, count, page.limit, page.offset)
+        return fetch_page(session, query, Backup.created_at, Backup.id, page, in_project, order)
 
 
 def records_for(db: Database, backup_ids: list[str]) -> dict[str, list[ReplicationRecord]]:
