@@ -3,12 +3,25 @@ the backup list's filters, `incremental`, a replica's `stored_bytes`, operation 
 
 from __future__ import annotations
 
+import random
 import shutil
 from typing import Any
 
 import pytest
+import structlog
 
-from tests.api.helpers import Env, assert_error, backup_now, create_vault, register_dir
+from tests.api.helpers import (
+    Env,
+    assert_error,
+    backup_now,
+    create_vault,
+    register_dir,
+    register_disk,
+    register_server,
+    register_web_server,
+)
+
+MiB = 1 << 20
 
 SORT_KEYS = ("created_at", "updated_at", "name", "status", "protected_at", "id")
 
@@ -117,3 +130,135 @@ def test_sort_and_marker_of_one_backup(env: Env) -> None:
         "region1", "/backups", params={"sort": "protected_at:asc", "marker": backup["id"]}
     ).json()
     assert (page["backups"], page["count"]) == ([], 1)
+
+
+# --- incremental ------------------------------------------------------------------------
+
+
+def _unit_written(events: list[dict[str, Any]]) -> dict[str, Any]:
+    (written,) = [e for e in events if e["event"] == "backup unit written"]
+    return written
+
+
+def test_incremental_is_true_only_for_a_backup_that_built_on_a_previous_one(env: Env) -> None:
+    resource = register_dir(env)
+    data = env.roots["region1"] / "data"
+    big = random.Random(7).randbytes(3 * MiB)
+    (data / "big.bin").write_bytes(big)
+    (data / "small.txt").write_text("small")
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+
+    first = backup_now(env, vault["id"], name="first")
+    assert first["incremental"] is False  # nothing to build on
+    with structlog.testing.capture_logs() as events:
+        second = backup_now(env, vault["id"], name="second")
+    assert second["incremental"] is True
+    assert _unit_written(events)["bytes_reused"] == len(big)  # not read again
+
+    with structlog.testing.capture_logs() as events:
+        full = backup_now(env, vault["id"], name="full", incremental=False)
+    assert full["incremental"] is False
+    assert _unit_written(events)["bytes_reused"] == 0  # every byte read again...
+    assert full["stored_bytes"] == 0  # ...and nothing stored twice
+    assert full["size_bytes"] == second["size_bytes"]
+
+    logs = env.get(
+        "region1", "/operation-logs", params={"operation_type": "backup", "vault_id": vault["id"]}
+    ).json()["operation_logs"]
+    flags = {
+        log["extra_info"]["backup"]["backup_name"]: log["extra_info"]["backup"] for log in logs
+    }
+    assert {name: block["incremental"] for name, block in flags.items()} == {
+        "first": "false",
+        "second": "true",
+        "full": "false",
+    }
+    by_flag = {
+        flag: [
+            b["name"]
+            for b in env.get("region1", "/backups", params={"incremental": flag}).json()["backups"]
+        ]
+        for flag in ("true", "false")
+    }
+    assert by_flag == {"true": ["second"], "false": ["full", "first"]}
+
+
+def test_a_disk_backup_is_incremental_once_the_disk_has_a_backup(env: Env) -> None:
+    disk = register_disk(env, name="sda", size=2 * MiB)
+    vault = create_vault(
+        env, object_type="disk", resources=[{"id": disk["id"], "type": "OS::Cinder::Volume"}]
+    )
+    assert backup_now(env, vault["id"])["incremental"] is False
+    assert backup_now(env, vault["id"])["incremental"] is True
+    assert backup_now(env, vault["id"], incremental=False)["incremental"] is False
+
+
+# --- the backup list's other filters, protectables' server_id ---------------------------
+
+
+def test_filters_with_a_meaning_here_filter(env: Env) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "f.bin").write_bytes(random.Random(3).randbytes(16 * MiB))
+    vault = create_vault(env, size=1, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"])
+    assert backup["resource_az"] == "region1"  # each region is one zone, named after it
+
+    def listed(**params: Any) -> list[str]:
+        response = env.get("region1", "/backups", params=params)
+        assert response.status_code == 200, response.text
+        return [b["id"] for b in response.json()["backups"]]
+
+    everything = [backup["id"]]
+    assert listed(resource_az="region1") == everything
+    assert listed(resource_az="region2") == []
+    assert listed(own_type="private") == listed(own_type="all_granted") == everything
+    assert listed(own_type="shared") == []  # nothing is shared with this project
+    assert listed(enterprise_project_id="0") == everything
+    assert listed(enterprise_project_id="all_granted_eps") == everything
+    assert listed(enterprise_project_id="c0ffee") == []
+    # About 16 MiB stored in a 1 GB vault: used at least 1 %, not 2 %.
+    used = env.get("region1", f"/vaults/{vault['id']}").json()["vault"]["billing"]["used"]
+    assert 1024 <= used * 100 < 1024 * 2
+    assert listed(used_percent=1) == everything
+    assert listed(used_percent=2) == []
+    # Accepted and ignored: sharing members, dedicated cloud.
+    assert listed(member_status="accepted", dec="true") == everything
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"own_type": "mine"}, "own_type"),
+        ({"member_status": "maybe"}, "member_status"),
+        ({"used_percent": 0}, "used_percent"),
+        ({"used_percent": 101}, "used_percent"),
+        ({"incremental": "sometimes"}, "incremental"),
+        ({"dec": "perhaps"}, "dec"),
+    ],
+)
+def test_bad_filter_values_are_invalid_parameters(
+    env: Env, params: dict[str, Any], named: str
+) -> None:
+    response = env.get("region1", "/backups", params=params)
+    assert_error(response, 400, "BackupService.9900")
+    assert named in response.json()["error_msg"]
+
+
+def test_protectables_server_id_keeps_what_belongs_to_that_server(env: Env) -> None:
+    web = register_web_server(env, b"disk image")
+    register_server(env, {"v": env.roots["region1"] / "web" / "sys"}, name="db")
+    register_disk(env, name="loose")
+    register_dir(env, name="tree")
+
+    def names(kind: str, server_id: str) -> list[str]:
+        response = env.get(
+            "region1", f"/protectables/{kind}/instances", params={"server_id": server_id}
+        )
+        assert response.status_code == 200, response.text
+        return [i["name"] for i in response.json()["instances"]]
+
+    assert names("server", web["id"]) == ["web"]
+    # A server's volumes are its `children`; a registered disk or tree is nobody's volume.
+    assert names("disk", web["id"]) == names("turbo", web["id"]) == []
+    assert names("server", "unknown") == []
+    assert len(env.get("region1", "/protectables/disk/instances").json()["instances"]) == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import BigInteger, Select, cast, select
 from sqlalchemy.orm import Session
 
 from opencbr.db.backups import Backup, BackupChunk, OperationLog, ReplicationRecord
@@ -23,6 +23,7 @@ from opencbr.services import operation_logs
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
 
+GB = 1024**3
 SORT_KEYS = {"created_at", "updated_at", "name", "status", "protected_at", "id"}
 
 
@@ -58,6 +59,16 @@ class BackupFilter:
     start_time: datetime | None = None
     end_time: datetime | None = None
     sort: str | None = None
+    incremental: bool | None = None
+    # `private` and `all_granted`: the project's own backups; `shared`: backups other
+    # projects shared with it (no sharing yet: none).
+    own_type: str | None = None
+    enterprise_project_id: str | None = None
+    used_percent: int | None = None  # backups of vaults at least this full (1..100)
+
+
+# opencbr has no enterprise projects: everything belongs to the default one, "0".
+ALL_ENTERPRISE_PROJECTS = ("0", "all_granted_eps")
 
 
 def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
@@ -76,8 +87,12 @@ def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
     ):
         if value is not None:
             query = query.where(column == value)
-    if f.resource_az is not None:
-        query = query.where(Backup.id.is_(None))  # opencbr has no availability zones
+    if f.incremental is not None:
+        query = query.where(Backup.incremental == f.incremental)
+    if f.used_percent is not None:
+        query = query.where(Backup.vault_id.in_(_vaults_used_at_least(f.used_percent)))
+    if _matches_nothing(ctx, f):
+        query = query.where(Backup.id.is_(None))
     if f.statuses:
         query = query.where(Backup.status.in_(f.statuses))
     if f.start_time is not None:
@@ -85,6 +100,21 @@ def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
     if f.end_time is not None:
         query = query.where(Backup.created_at <= f.end_time)
     return query
+
+
+def _matches_nothing(ctx: AuthContext, f: BackupFilter) -> bool:
+    """Filters no backup here can match: another availability zone (each region is one
+    zone, named after it), another enterprise project, backups shared by others."""
+    return (
+        (f.resource_az is not None and f.resource_az != ctx.region)
+        or (f.enterprise_project_id not in (None, *ALL_ENTERPRISE_PROJECTS))
+        or f.own_type == "shared"
+    )
+
+
+def _vaults_used_at_least(percent: int) -> Select[str]:
+    capacity = cast(Vault.size_gb, BigInteger) * GB
+    return select(Vault.id).where(cast(Vault.used_bytes, BigInteger) * 100 >= capacity * percent)
 
 
 def sort_keys(sort: str | None) -> list[SortKey]:

@@ -161,7 +161,6 @@ def _plan_backup(
         checkpoint_id=checkpoint.id,
         description=params.description,
         provider_id=vault.provider_id,
-        incremental=params.incremental,
         auto_trigger=params.auto_trigger,
         status=BackupStatus.PROTECTING,
         expired_at=expires,
@@ -176,6 +175,7 @@ def _plan_backup(
         resource_size_gb=-(-resource.size_bytes // GB),
         kind="server" if resource.volumes else _kind(resource),
         volume_path=resource.path,
+        incremental=_builds_on_previous(session, vault, resource.id, params),
         **common,
     )
     session.add(backup)
@@ -191,6 +191,7 @@ def _plan_backup(
                 kind=volume.kind,
                 volume_path=volume.path,
                 parent_id=backup.id,
+                incremental=_builds_on_previous(session, vault, volume.id, params),
                 **common,
             )
         )
@@ -204,7 +205,7 @@ def _plan_backup(
         details={
             "backup_id": backup.id,
             "backup_name": name,
-            "incremental": str(params.incremental).lower(),
+            "incremental": str(backup.incremental).lower(),
         },
         request_id=request_id,
         checkpoint_id=checkpoint.id,
@@ -212,6 +213,25 @@ def _plan_backup(
         policy_id=params.policy_id,
     )
     return backup
+
+
+def _builds_on_previous(
+    session: Session, vault: Vault, resource_id: str, params: CheckpointParams
+) -> bool:
+    """What `incremental` will be, as far as it is known now: asked for, and the resource
+    has an available backup in the vault to build on (the run settles it)."""
+    if not params.incremental:
+        return False
+    previous = session.scalar(
+        select(Backup.id)
+        .where(
+            Backup.vault_id == vault.id,
+            Backup.resource_id == resource_id,
+            Backup.status == BackupStatus.AVAILABLE,
+        )
+        .limit(1)
+    )
+    return previous is not None
 
 
 def _kind(resource: Protectable) -> str:

@@ -249,6 +249,10 @@ class ProtectableFilter:
     name: str | None = None
     ids: tuple[str, ...] = ()
     status: str | None = None
+    # CBR: the disks of this server. A server's volumes are registered with it (its
+    # `children`); a registered disk or tree belongs to no server. So the filter keeps
+    # only the server itself on the server list, and nothing on the others.
+    server_id: str | None = None
 
 
 def list_page(
@@ -268,6 +272,10 @@ def list_page(
         query = query.where(Protectable.id.in_(filters.ids))
     if filters.status not in (None, "available", "active"):
         query = query.where(Protectable.id.is_(None))  # every registered resource is active
+    if filters.server_id is not None:
+        query = query.where(
+            Protectable.id == filters.server_id, Protectable.type == RESOURCE_TYPES["server"]
+        )
     with db.reading() as session:
         return fetch_page(
             session,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -163,6 +163,14 @@ class BackupQuery(QueryModel):
     end_time: str | None = None
     sort: Annotated[str | None, Field(max_length=255)] = None
     show_replication: bool = False
+    incremental: bool | None = None
+    own_type: Literal["private", "shared", "all_granted"] | None = None
+    enterprise_project_id: str | None = None
+    used_percent: Annotated[int, Field(ge=1, le=100)] | None = None
+    # Accepted and ignored: sharing members (no sharing yet; with `own_type` private
+    # every backup is the project's own), dedicated cloud.
+    member_status: Literal["pending", "accepted", "rejected"] | None = None
+    dec: bool | None = None
 
     def filters(self) -> BackupFilter:
         return BackupFilter(
@@ -179,6 +187,10 @@ class BackupQuery(QueryModel):
             start_time=query_time(self.start_time, "start_time"),
             end_time=query_time(self.end_time, "end_time"),
             sort=self.sort,
+            incremental=self.incremental,
+            own_type=self.own_type,
+            enterprise_project_id=self.enterprise_project_id,
+            used_percent=self.used_percent,
         )
 
 
@@ -347,9 +359,16 @@ class BackupListResponse(ResponseModel):
 
 
 def backup_out(
-    backup: Backup, records: list[ReplicationRecord] | None = None, *, nested: bool = True
+    backup: Backup,
+    records: list[ReplicationRecord] | None = None,
+    *,
+    nested: bool = True,
+    zone: str | None = None,
 ) -> BackupOut:
-    """The wire form; `nested` includes the volume children (which have none themselves)."""
+    """The wire form; `nested` includes the volume children (which have none themselves).
+
+    `zone` is the resource's availability zone: each region is one zone, named after it
+    (the caller's region: a backup lies in its project's region)."""
     restorable = backup.status == BackupStatus.AVAILABLE and backup.kind == "server"
     damaged = _damaged_chunks(backup) if nested else backup.damaged_chunk_count()
     return BackupOut(
@@ -366,7 +385,7 @@ def backup_out(
         resource_name=backup.resource_name,
         resource_type=backup.resource_type,
         resource_size=backup.resource_size_gb,
-        resource_az=None,
+        resource_az=zone,
         parent_id=backup.parent_id,
         protected_at=wire_time(backup.protected_at),
         created_at=wire_time(backup.created_at),
@@ -386,7 +405,11 @@ def backup_out(
         ),
         enterprise_project_id="0",
         scheduled_operation_id=None,
-        children=[backup_out(child, nested=False) for child in backup.children] if nested else [],
+        children=(
+            [backup_out(child, nested=False, zone=zone) for child in backup.children]
+            if nested
+            else []
+        ),
         incremental=backup.incremental,
         version=3,
         replication_records=[record_out(r) for r in records] if records is not None else None,
