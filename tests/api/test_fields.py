@@ -19,6 +19,8 @@ from tests.api.helpers import (
     register_disk,
     register_server,
     register_web_server,
+    replicate_backup,
+    wait_records,
 )
 
 MiB = 1 << 20
@@ -262,3 +264,36 @@ def test_protectables_server_id_keeps_what_belongs_to_that_server(env: Env) -> N
     assert names("disk", web["id"]) == names("turbo", web["id"]) == []
     assert names("server", "unknown") == []
     assert len(env.get("region1", "/protectables/disk/instances").json()["instances"]) == 1
+
+
+# --- a replica's stored_bytes ----------------------------------------------------------
+
+
+def test_a_replica_stores_as_stored_bytes_what_it_added_to_its_vault(env: Env) -> None:
+    resource = register_dir(env)
+    tree = env.roots["region1"] / "data"
+    rng = random.Random(11)
+    for index in range(4):
+        (tree / f"part{index}.bin").write_bytes(rng.randbytes(2 * MiB))
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    first = backup_now(env, vault["id"])
+    (tree / "part0.bin").write_bytes(rng.randbytes(2 * MiB))  # one file of four changes
+    second = backup_now(env, vault["id"])
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+
+    replicas = []
+    for count, backup in enumerate((first, second), start=1):
+        replicate_backup(env, vault["id"], backup["id"], dest["id"])
+        ended = wait_records(env, vault["id"], count)
+        record = next(r for r in ended if r["source_backup_id"] == backup["id"])
+        assert record["status"] == "success", record
+        shown = env.get("region2", f"/backups/{record['destination_backup_id']}").json()
+        replicas.append((record, shown["backup"]))
+
+    (_first_record, first_replica), (second_record, second_replica) = replicas
+    assert first_replica["stored_bytes"] == first["stored_bytes"]  # everything was new there
+    assert second_replica["stored_bytes"] == second_record["extra_info"]["bytes_copied"]
+    assert 0 < second_replica["stored_bytes"] < second_replica["size_bytes"] / 2
+    assert second_replica["size_bytes"] == second["size_bytes"]
+    used = env.get("region2", f"/vaults/{dest['id']}").json()["vault"]["billing"]["used"]
+    assert used == -(-(first_replica["stored_bytes"] + second_replica["stored_bytes"]) // MiB)
