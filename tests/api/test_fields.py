@@ -4,6 +4,7 @@ the backup list's filters, `incremental`, a replica's `stored_bytes`, operation 
 from __future__ import annotations
 
 import random
+import re
 import shutil
 from typing import Any
 
@@ -297,3 +298,67 @@ def test_a_replica_stores_as_stored_bytes_what_it_added_to_its_vault(env: Env) -
     assert second_replica["size_bytes"] == second["size_bytes"]
     used = env.get("region2", f"/vaults/{dest['id']}").json()["vault"]["billing"]["used"]
     assert used == -(-(first_replica["stored_bytes"] + second_replica["stored_bytes"]) // MiB)
+
+
+# --- operation logs -----------------------------------------------------------------------
+
+WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")  # as every CBR timestamp
+
+
+def _logs(env: Env, **params: Any) -> list[dict[str, Any]]:
+    response = env.get("region1", "/operation-logs", params=params)
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["operation_logs"]
+    return found
+
+
+def test_operation_logs_carry_their_task_id_and_cbr_timestamps(env: Env) -> None:
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "f").write_text("x")
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"])
+    assert WIRE_TIME.match(backup["created_at"])
+    (log,) = _logs(env, operation_type="backup")
+    assert log["extra_info"]["common"]["task_id"] == log["id"]
+    for field in ("created_at", "started_at", "ended_at", "updated_at"):
+        assert WIRE_TIME.match(log[field]), (field, log[field])
+    assert log["started_at"] <= log["ended_at"]
+    shown = env.get("region1", f"/operation-logs/{log['id']}").json()["operation_log"]
+    assert shown["extra_info"]["common"]["task_id"] == log["id"]
+
+
+def test_removing_resources_and_deleting_a_vault_write_their_operation_logs(env: Env) -> None:
+    kept, removed = register_dir(env, name="kept"), register_dir(env, name="removed")
+    (env.roots["region1"] / "kept" / "f").write_text("x")
+    bindings = [{"id": r["id"], "type": "OS::Sfs::Turbo"} for r in (kept, removed)]
+    vault = create_vault(env, name="doomed", resources=bindings)
+    backup_now(env, vault["id"], resources=[kept["id"]])
+    backup_now(env, vault["id"], resources=[kept["id"]])
+
+    response = env.post(
+        "region1", f"/vaults/{vault['id']}/removeresources", {"resource_ids": [removed["id"]]}
+    )
+    assert response.status_code == 200, response.text
+    (removal,) = _logs(env, operation_type="remove_resource")
+    assert (removal["status"], removal["vault_id"], removal["vault_name"]) == (
+        "success",
+        vault["id"],
+        "doomed",
+    )
+    assert removal["extra_info"]["common"]["request_id"] == response.headers["X-Request-Id"]
+    assert removal["extra_info"]["remove_resources"] == {
+        "fail_count": 0,
+        "total_count": 0,  # the resource's backups stay in the vault
+        "resources": [{"id": removed["id"], "type": "OS::Sfs::Turbo", "name": "removed"}],
+    }
+    assert removal["extra_info"]["resource"]["id"] == vault["id"]
+    assert WIRE_TIME.match(removal["ended_at"])
+
+    assert env.delete("region1", f"/vaults/{vault['id']}").status_code == 204
+    (deletion,) = _logs(env, operation_type="vault_delete")
+    assert deletion["status"] == "success"
+    assert deletion["extra_info"]["vault_delete"] == {"fail_count": 0, "total_count": 2}
+    assert deletion["extra_info"]["common"]["progress"] == 100
+    # The vault is gone; its tasks are still found by its id.
+    kinds = sorted(log["operation_type"] for log in _logs(env, vault_id=vault["id"]))
+    assert kinds == ["backup", "backup", "remove_resource", "vault_delete"]

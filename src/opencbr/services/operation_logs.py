@@ -35,6 +35,8 @@ OPERATION_TYPES = (
     "vault_delete",
     "remove_resource",
 )
+# The `extra_info` block of a type, where CBR names it otherwise than the type.
+BLOCKS = {"remove_resource": "remove_resources"}
 # The list filter's values, in the order its error message names them.
 STATUSES = (
     OperationStatus.SUCCESS,
@@ -121,7 +123,7 @@ def log_row(
         "resource_name": subject.resource_name,
         "resource_type": subject.resource_type,
         "extra_info": {
-            operation_type: details,
+            BLOCKS.get(operation_type, operation_type): details,
             "resource": resource,
             "common": {"progress": 0, "request_id": request_id or ""},
         },

@@ -15,7 +15,6 @@ from opencbr.api.schemas.common import (
     ResponseModel,
     query_time,
     wire_time,
-    zulu_time,
 )
 from opencbr.db.backups import Backup, OperationLog, ReplicationRecord
 from opencbr.db.status import BackupStatus
@@ -501,16 +500,17 @@ def operation_log_out(entry: OperationLog) -> OperationLogOut:
     extra = dict(entry.extra_info)
     common = dict(extra.get("common", {}))
     common["progress"] = entry.progress
+    common["task_id"] = entry.id  # the task is the operation log (its id is CBR's task id)
     extra["common"] = common
     return OperationLogOut(
         id=entry.id,
         project_id=entry.project_id,
         operation_type=entry.operation_type,
         status=entry.status,
-        created_at=zulu_time(entry.created_at),
-        started_at=zulu_time(entry.started_at),
-        ended_at=zulu_time(entry.ended_at),
-        updated_at=zulu_time(entry.updated_at),
+        created_at=wire_time(entry.created_at),
+        started_at=wire_time(entry.started_at),
+        ended_at=wire_time(entry.ended_at),
+        updated_at=wire_time(entry.updated_at),
         error_info=OpErrorInfo(code=entry.error_code, message=entry.error_message),
         extra_info=extra,
         checkpoint_id=entry.checkpoint_id,
