@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import structlog
+from sqlalchemy import text
 
 from tests.api.helpers import (
     Env,
@@ -362,3 +363,67 @@ def test_removing_resources_and_deleting_a_vault_write_their_operation_logs(env:
     # The vault is gone; its tasks are still found by its id.
     kinds = sorted(log["operation_type"] for log in _logs(env, vault_id=vault["id"]))
     assert kinds == ["backup", "backup", "remove_resource", "vault_delete"]
+
+
+# --- checkpoint parameters, skipped resources --------------------------------------------
+
+
+@pytest.mark.parametrize("days", [-1, 7])
+def test_a_policy_run_names_no_retention_of_its_own(env: Env, days: int) -> None:
+    resource = register_dir(env)
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    parameters = {"auto_trigger": True, "retention_duration_days": days}
+    response = env.post(
+        "region1",
+        "/checkpoints",
+        {"checkpoint": {"vault_id": vault["id"], "parameters": parameters}},
+    )
+    assert_error(response, 400, "BackupService.9900")
+    assert "retention_duration_days" in response.json()["error_msg"]
+    assert env.get("region1", "/backups").json()["count"] == 0  # nothing half-written
+    manual = backup_now(env, vault["id"], retention_duration_days=days)
+    assert (manual["expired_at"] is None) == (days == -1)
+    auto = backup_now(env, vault["id"], auto_trigger=True)
+    assert auto["extend_info"]["auto_trigger"] is True
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_a_resource_being_backed_up_is_skipped_with_cbr_code_0002(env: Env) -> None:
+    """The test holds the vault's row (as a writer's claim would), so the first backup
+    waits in its claim with its resource `protecting` while the next checkpoints come."""
+    busy, idle = register_dir(env, name="busy"), register_dir(env, name="idle")
+    bindings = [{"id": r["id"], "type": "OS::Sfs::Turbo"} for r in (busy, idle)]
+    vault = create_vault(env, resources=bindings)
+
+    def checkpoint(resources: list[str]) -> Any:
+        parameters = {"resources": resources}
+        body = {"checkpoint": {"vault_id": vault["id"], "parameters": parameters}}
+        return env.post("region1", "/checkpoints", body)
+
+    lock = text("SELECT id FROM vaults WHERE id = :id FOR NO KEY UPDATE")
+    with env.db.engine.connect() as holder, holder.begin():
+        holder.execute(lock, {"id": vault["id"]})
+        first = checkpoint([busy["id"]])
+        assert first.status_code == 200, first.text
+        assert_error(checkpoint([busy["id"]]), 400, "BackupService.1001")  # nothing left
+        second = checkpoint([busy["id"], idle["id"]])
+        assert second.status_code == 200, second.text
+    skipped = second.json()["checkpoint"]["vault"]["skipped_resources"]
+    assert skipped == [
+        {
+            "id": busy["id"],
+            "type": "OS::Sfs::Turbo",
+            "name": "busy",
+            "code": "BackupService.0002",
+            "reason": "Resources are being backed up.",
+        }
+    ]
+    for made in (first, second):
+        checkpoint_id = made.json()["checkpoint"]["id"]
+        done = env.wait_for(
+            "region1",
+            f"/checkpoints/{checkpoint_id}",
+            lambda body: body["checkpoint"]["status"] != "protecting",
+        )
+        assert done["checkpoint"]["status"] == "available"

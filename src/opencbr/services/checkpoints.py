@@ -26,7 +26,9 @@ from opencbr.db.vaults import Protectable, Vault, VaultResource
 from opencbr.errors import (
     CHECKPOINT_NOT_FOUND,
     NOTHING_TO_BACKUP,
+    RESOURCE_BEING_BACKED_UP,
     RESOURCE_NOT_IN_VAULT,
+    RESOURCE_RESTORING,
     VAULT_BUSY_BACKING_UP,
     VAULT_FULL,
     VAULT_STATUS_FORBIDS_BACKUP,
@@ -121,16 +123,18 @@ def create(
 
 
 def _skip_entry(binding: VaultResource) -> dict[str, str]:
-    code, reason = ("BackupService.0002", "Resources are being backed up.")
+    """A resource left out of the checkpoint, with CBR's code for why (0002 is raised only
+    here: CBR reports it per skipped resource, not as the answer)."""
+    error = RESOURCE_BEING_BACKED_UP
     if binding.protect_status == ProtectStatus.RESTORING:
-        code, reason = ("BackupService.2010", "The resource is being restored.")
+        error = RESOURCE_RESTORING
     resource = binding.protectable
     return {
         "id": resource.id,
         "type": resource.type,
         "name": resource.name,
-        "code": code,
-        "reason": reason,
+        "code": error.code,
+        "reason": error.message,
     }
 
 

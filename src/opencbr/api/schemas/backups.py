@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from opencbr.api.schemas.common import (
     Description,
@@ -49,6 +49,14 @@ class CheckpointParam(RequestModel):
         if value == 0:
             raise ValueError("retention_duration_days must be -1 or 1..36500")
         return value
+
+    @model_validator(mode="after")
+    def _retention_for_manual_backups_only(self) -> CheckpointParam:
+        # CBR: a policy's run keeps its backups as the policy says; only a manual backup
+        # names its own retention.
+        if self.auto_trigger and "retention_duration_days" in self.model_fields_set:
+            raise ValueError("retention_duration_days is not allowed with auto_trigger true")
+        return self
 
     def params(self) -> CheckpointParams:
         details = self.resource_details
