@@ -154,6 +154,7 @@ def test_incremental_is_true_only_for_a_backup_that_built_on_a_previous_one(env:
 
     first = backup_now(env, vault["id"], name="first")
     assert first["incremental"] is False  # nothing to build on
+    assert first["extend_info"]["incremental"] is False  # where otcextensions reads it
     with structlog.testing.capture_logs() as events:
         second = backup_now(env, vault["id"], name="second")
     assert second["incremental"] is True

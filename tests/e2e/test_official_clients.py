@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -312,6 +313,85 @@ def test_openstacksdk_replicates_through_the_proxy_and_restores_the_replica(site
     assert [t.status for t in replications if t.vault_id == vault.id] == ["success"]
 
 
+def openstack_cli(site: Site, tmp_path: Path, region: str, *args: str) -> Any:
+    """Run the `openstack` CLI against the site as admin of `region`'s project (a
+    clouds.yaml in `tmp_path`); its JSON output."""
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n"
+        "  opencbr:\n"
+        "    auth:\n"
+        f"      auth_url: {site.server.url}/identity/v3\n"
+        "      username: admin\n"
+        f"      password: {site.server.password()}\n"
+        "      user_domain_name: Default\n"
+        f"      project_name: {region}\n"
+        "      project_domain_name: Default\n"
+        f"    region_name: {region}\n"
+        "    identity_api_version: 3\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    environment["OS_CLIENT_CONFIG_FILE"] = str(clouds)
+    done = subprocess.run(
+        [OPENSTACK, "--os-cloud", "opencbr", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_openstacksdk_pages_backups_under_every_sort(site: Site) -> None:
+    """`conn.cbr.backups(limit=..., sort=...)` asks for the next page with `marker`."""
+    conn = otc_connection(site, "region1")
+    resource = register_dir(site, "region1", "osdk-sorted", FILES)
+    vault = otc_vault(conn, "osdk-sorted")
+    conn.cbr.associate_resources(vault, [{"id": resource, "type": TURBO}])
+    for name in ("sorted-b", "sorted-a", "sorted-b", "sorted-c"):
+        otc_back_up(conn, vault.id, name)
+    for sort in ("name:asc", "name", "status,created_at:asc", "protected_at:asc", "id"):
+        whole = [b.id for b in conn.cbr.backups(vault_id=vault.id, sort=sort)]
+        assert len(whole) == 4
+        for limit in (1, 3):
+            paged = [b.id for b in conn.cbr.backups(vault_id=vault.id, sort=sort, limit=limit)]
+            assert paged == whole, (sort, limit)
+    by_name = [b.name for b in conn.cbr.backups(vault_id=vault.id, sort="name:asc", limit=1)]
+    assert by_name == ["sorted-a", "sorted-b", "sorted-b", "sorted-c"]
+
+
+def _bytes_reused(log: str, backup_id: str) -> int:
+    """What the server logged as not read again for one backup (`backup unit written`)."""
+    (line,) = [x for x in log.splitlines() if "backup unit written" in x and backup_id in x]
+    found = re.search(r"bytes_reused\W+(\d+)", line)
+    assert found is not None, line
+    return int(found.group(1))
+
+
+def test_openstack_cli_checkpoint_no_incremental_reads_everything_again(
+    site: Site, tmp_path: Path
+) -> None:
+    conn = otc_connection(site, "region1")
+    big = os.urandom(2 << 20).hex()  # a file of 4 MiB: unchanged, it is not read again
+    resource = register_dir(site, "region1", "cli-full", {**FILES, "big.txt": big})
+    vault = otc_vault(conn, "cli-full")
+    conn.cbr.associate_resources(vault, [{"id": resource, "type": TURBO}])
+    first = otc_back_up(conn, vault.id, "cli-first")
+    second = otc_back_up(conn, vault.id, "cli-second")
+    # otcextensions reads `incremental` from `extend_info`.
+    assert (first.extend_info.incremental, second.extend_info.incremental) == (False, True)
+    assert _bytes_reused(site.server.log(), second.id) == len(big)
+
+    args = ("cbr", "checkpoint", "create", "--vault-id", vault.id, "--no-incremental", "-f", "json")
+    created = openstack_cli(site, tmp_path, "region1", *args, "--backup-name", "cli-full")
+    checkpoint = conn.cbr.get_checkpoint(created["id"])
+    conn.cbr.wait_for_checkpoint(checkpoint, interval=0.5, wait=60)
+    (full,) = list(conn.cbr.backups(checkpoint_id=checkpoint.id))
+    assert (full.name, full.extend_info.incremental) == ("cli-full", False)
+    assert _bytes_reused(site.server.log(), full.id) == 0
+
+
 def test_openstack_cli_lists_vaults_from_a_clouds_yaml(site: Site, tmp_path: Path) -> None:
     project = site.projects["region2"]
     body = {
@@ -329,31 +409,10 @@ def test_openstack_cli_lists_vaults_from_a_clouds_yaml(site: Site, tmp_path: Pat
     headers = {"X-Auth-Token": token_for(site.server, project)}
     created = httpx.post(f"{site.server.url}/v3/{project}/vaults", json=body, headers=headers)
     assert created.status_code == 200, created.text
-    clouds = tmp_path / "clouds.yaml"
-    clouds.write_text(
-        "clouds:\n"
-        "  opencbr:\n"
-        "    auth:\n"
-        f"      auth_url: {site.server.url}/identity/v3\n"
-        "      username: admin\n"
-        f"      password: {site.server.password()}\n"
-        "      user_domain_name: Default\n"
-        "      project_name: region2\n"
-        "      project_domain_name: Default\n"
-        "    region_name: region2\n"
-        "    identity_api_version: 3\n"
-    )
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    environment["OS_CLIENT_CONFIG_FILE"] = str(clouds)
-    done = subprocess.run(
-        [OPENSTACK, "--os-cloud", "opencbr", "cbr", "vault", "list", "-f", "json"],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = {row["ID"]: row["name"] for row in json.loads(done.stdout)}
+    rows = {
+        row["ID"]: row["name"]
+        for row in openstack_cli(site, tmp_path, "region2", "cbr", "vault", "list", "-f", "json")
+    }
     served = httpx.get(f"{site.server.url}/v3/{project}/vaults", headers=headers).json()
     assert rows == {vault["id"]: vault["name"] for vault in served["vaults"]}
     assert rows[created.json()["vault"]["id"]] == "cli-vault"

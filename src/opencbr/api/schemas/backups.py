@@ -312,6 +312,8 @@ class BackupExtendInfo(ResponseModel):
     encrypted: bool
     system_disk: bool
     is_multi_az: bool
+    # otcextensions reads `incremental` here (the Huawei SDK at the top level: both).
+    incremental: bool
 
 
 class BackupOut(ResponseModel):
@@ -409,6 +411,7 @@ def backup_out(
             encrypted=False,
             system_disk=False,
             is_multi_az=False,
+            incremental=backup.incremental,
         ),
         enterprise_project_id="0",
         scheduled_operation_id=None,
