@@ -428,3 +428,42 @@ def test_a_resource_being_backed_up_is_skipped_with_cbr_code_0002(env: Env) -> N
             lambda body: body["checkpoint"]["status"] != "protecting",
         )
         assert done["checkpoint"]["status"] == "available"
+
+
+# --- restore mode, sizes of directories ---------------------------------------------------
+
+
+def test_every_restorable_backup_says_so_and_directories_have_their_size(env: Env) -> None:
+    data = env.roots["region1"] / "data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(random.Random(5).randbytes(3 * MiB))
+    tree = register_dir(env)
+    shown = env.get("region1", f"/protectables/turbo/instances/{tree['id']}").json()
+    assert tree["size"] == shown["instance"]["size"] == 1  # GB, rounded up: not 0
+    disk = register_disk(env, name="sda", size=2 * MiB)
+    tree_vault = create_vault(env, resources=[{"id": tree["id"], "type": "OS::Sfs::Turbo"}])
+    assert tree_vault["billing"]["allocated"] == 1
+    disk_vault = create_vault(
+        env,
+        name="disks",
+        object_type="disk",
+        resources=[{"id": disk["id"], "type": "OS::Cinder::Volume"}],
+    )
+    for vault in (tree_vault, disk_vault):
+        backup = backup_now(env, vault["id"])
+        assert backup["resource_size"] == 1
+        assert backup["extend_info"]["supported_restore_mode"] == "backup"
+
+    # The size follows the data: a backup reads the tree whole and records what it found.
+    empty = register_dir(env, name="later")
+    assert empty["size"] == 0
+    vault = create_vault(
+        env, name="later", resources=[{"id": empty["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    assert vault["billing"]["allocated"] == 0
+    (env.roots["region1"] / "later" / "f.bin").write_bytes(b"x" * MiB)
+    backup_now(env, vault["id"])
+    grown = env.get("region1", f"/protectables/turbo/instances/{empty['id']}").json()
+    assert grown["instance"]["size"] == 1
+    vault = env.get("region1", f"/vaults/{vault['id']}").json()["vault"]
+    assert vault["billing"]["allocated"] == 1 and vault["resources"][0]["size"] == 1

@@ -39,7 +39,14 @@ from opencbr.db.vaults import (
     settle_capacity,
 )
 from opencbr.errors import INTERNAL_ERROR, RESOURCE_NOT_FOUND, CbrError, ErrorCode
-from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs, vaults
+from opencbr.services import (
+    backup_cleanup,
+    checkpoints,
+    leases,
+    operation_logs,
+    protectables,
+    vaults,
+)
 from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
@@ -467,6 +474,8 @@ def _commit_unit(
         unit.bytes_new = added
         unit.chunk_count = result.chunks_total
         unit.incremental = incremental
+        if unit.kind == "tree":
+            protectables.record_tree_size(session, unit.resource_id, result.bytes_total)
         unit.protected_at = unit.protected_at or clock.now()
         if unit.id != claim.backup_id:
             unit.status = BackupStatus.AVAILABLE

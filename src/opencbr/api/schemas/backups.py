@@ -378,7 +378,9 @@ def backup_out(
 
     `zone` is the resource's availability zone: each region is one zone, named after it
     (the caller's region: a backup lies in its project's region)."""
-    restorable = backup.status == BackupStatus.AVAILABLE and backup.kind == "server"
+    # Every available whole-resource backup restores (trees, disks, servers); a volume's
+    # backup restores with its server's (`mappings`).
+    restorable = backup.status == BackupStatus.AVAILABLE and backup.parent_id is None
     damaged = _damaged_chunks(backup) if nested else backup.damaged_chunk_count()
     return BackupOut(
         id=backup.id,
