@@ -138,6 +138,11 @@ def test_huawei_sdk_backs_up_restores_and_cleans_up(site: Site) -> None:
     )
     client.delete_vault(DeleteVaultRequest(vault_id=vault.id))
     assert client.list_vault(ListVaultRequest(name="sdk-renamed")).count == 0
+    request = ListOpLogsRequest(operation_type="vault_delete", vault_id=vault.id)
+    (deleted,) = client.list_op_logs(request).operation_logs
+    assert_populated(deleted, OPLOG_FIELDS)
+    assert deleted.extra_info.common.task_id == deleted.id
+    assert (deleted.extra_info.vault_delete.total_count, deleted.status) == (0, "success")
 
 
 def test_huawei_sdk_replicates_to_region2_and_restores_the_replica(site: Site) -> None:
