@@ -8,6 +8,8 @@ One server serves the whole module; each test uses its own names.
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,6 +137,11 @@ def test_huawei_sdk_backs_up_restores_and_cleans_up(site: Site) -> None:
     )
     client.delete_vault(DeleteVaultRequest(vault_id=vault.id))
     assert client.list_vault(ListVaultRequest(name="sdk-renamed")).count == 0
+    request = ListOpLogsRequest(operation_type="vault_delete", vault_id=vault.id)
+    (deleted,) = client.list_op_logs(request).operation_logs
+    assert_populated(deleted, OPLOG_FIELDS)
+    assert deleted.extra_info.common.task_id == deleted.id
+    assert (deleted.extra_info.vault_delete.total_count, deleted.status) == (0, "success")
 
 
 def test_huawei_sdk_replicates_to_region2_and_restores_the_replica(site: Site) -> None:
@@ -284,6 +291,57 @@ def test_openstacksdk_replicates_through_the_proxy_and_restores_the_replica(site
     assert read_tree(site.server.root("region2") / "osdk-repl-target") == FILES
     replications = [t for t in source.cbr.tasks() if t.operation_type == "replication"]
     assert [t.status for t in replications if t.vault_id == vault.id] == ["success"]
+
+
+def test_openstacksdk_pages_backups_under_every_sort(site: Site) -> None:
+    """`conn.cbr.backups(limit=..., sort=...)` asks for the next page with `marker`."""
+    conn = otc_connection(site, "region1")
+    resource = register_dir(site, "region1", "osdk-sorted", FILES)
+    vault = otc_vault(conn, "osdk-sorted")
+    conn.cbr.associate_resources(vault, [{"id": resource, "type": TURBO}])
+    for name in ("sorted-b", "sorted-a", "sorted-b", "sorted-c"):
+        otc_back_up(conn, vault.id, name)
+    for sort in ("name:asc", "name", "status,created_at:asc", "protected_at:asc", "id"):
+        whole = [b.id for b in conn.cbr.backups(vault_id=vault.id, sort=sort)]
+        assert len(whole) == 4
+        for limit in (1, 3):
+            paged = [b.id for b in conn.cbr.backups(vault_id=vault.id, sort=sort, limit=limit)]
+            assert paged == whole, (sort, limit)
+    by_name = [b.name for b in conn.cbr.backups(vault_id=vault.id, sort="name:asc", limit=1)]
+    assert by_name == ["sorted-a", "sorted-b", "sorted-b", "sorted-c"]
+
+
+def _bytes_reused(log: str, backup_id: str) -> int:
+    """What the server logged as not read again for one backup (`backup unit written`)."""
+    (line,) = [x for x in log.splitlines() if "backup unit written" in x and backup_id in x]
+    found = re.search(r"bytes_reused\W+(\d+)", line)
+    assert found is not None, line
+    return int(found.group(1))
+
+
+def test_openstack_cli_checkpoint_no_incremental_reads_everything_again(
+    site: Site, tmp_path: Path
+) -> None:
+    conn = otc_connection(site, "region1")
+    big = os.urandom(2 << 20).hex()  # a file of 4 MiB: unchanged, it is not read again
+    resource = register_dir(site, "region1", "cli-full", {**FILES, "big.txt": big})
+    vault = otc_vault(conn, "cli-full")
+    conn.cbr.associate_resources(vault, [{"id": resource, "type": TURBO}])
+    first = otc_back_up(conn, vault.id, "cli-first")
+    second = otc_back_up(conn, vault.id, "cli-second")
+    # otcextensions reads `incremental` from `extend_info`.
+    assert (first.extend_info.incremental, second.extend_info.incremental) == (False, True)
+    assert _bytes_reused(site.server.log(), second.id) == len(big)
+
+    args = ("cbr", "checkpoint", "create", "--vault-id", vault.id, "--no-incremental", "-f", "json")
+    done = openstack_cli(site, tmp_path, "region1", *args, "--backup-name", "cli-full")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    checkpoint = conn.cbr.get_checkpoint(created["id"])
+    conn.cbr.wait_for_checkpoint(checkpoint, interval=0.5, wait=60)
+    (full,) = list(conn.cbr.backups(checkpoint_id=checkpoint.id))
+    assert (full.name, full.extend_info.incremental) == ("cli-full", False)
+    assert _bytes_reused(site.server.log(), full.id) == 0
 
 
 def test_openstack_cli_lists_vaults_from_a_clouds_yaml(site: Site, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 from collections import Counter
 from pathlib import Path
@@ -29,6 +30,20 @@ def test_each_error_code_has_one_constant() -> None:
     )
     assert codes, "errors.py defines no ErrorCode"
     assert [code for code, count in codes.items() if count > 1] == []
+
+
+def test_every_error_code_defined_is_used() -> None:
+    """errors.py holds the codes opencbr answers, not CBR's whole table: a constant no
+    module names is a code never raised (raise it where CBR does, or remove it)."""
+    source = Path(errors.__file__).parent
+    names = {name for name, value in vars(errors).items() if isinstance(value, errors.ErrorCode)}
+    used: set[str] = set()
+    for module in source.rglob("*.py"):
+        if module != Path(errors.__file__):
+            tree = ast.parse(module.read_text())
+            used |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+            used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert sorted(names - used) == []
 
 
 def test_a_code_answered_with_another_status_keeps_its_code_and_message() -> None:

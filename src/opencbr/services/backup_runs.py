@@ -31,7 +31,7 @@ from opencbr.archive.pipeline import BackupResult
 from opencbr.archive.sink import ArchiveError, ChunkSink
 from opencbr.archive.tree import backup_tree, tree_size
 from opencbr.db import chunks
-from opencbr.db.backups import Backup, BackupChunk, OperationLog
+from opencbr.db.backups import Backup, BackupChunk, Checkpoint, OperationLog
 from opencbr.db.identity import Project
 from opencbr.db.status import BackupStatus
 from opencbr.db.vaults import (
@@ -41,7 +41,14 @@ from opencbr.db.vaults import (
     settle_capacity,
 )
 from opencbr.errors import INTERNAL_ERROR, RESOURCE_NOT_FOUND, CbrError, ErrorCode
-from opencbr.services import backup_cleanup, checkpoints, leases, operation_logs, vaults
+from opencbr.services import (
+    backup_cleanup,
+    checkpoints,
+    leases,
+    operation_logs,
+    protectables,
+    vaults,
+)
 from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
@@ -130,6 +137,9 @@ class Claim:
     # Every backup holding this backup's data (itself, or all of a server's volumes,
     # those an earlier attempt committed included): a failure removes all their manifests.
     own_ids: tuple[str, ...] = ()
+    # `incremental: false` asked for: every byte is read again (only missing chunks are
+    # still stored), no previous backup is reused.
+    full: bool = False
     progress: _Progress = field(default_factory=_Progress)
     cleanup_held: bool = False  # a failure holds the vault to remove the chunks it created
 
@@ -153,8 +163,12 @@ class _Backups(leases.LeasedWork[Backup, Claim]):
         assert vault is not None
         owner = CapacityOwner(row.id, vault.id, row.created_at)
         own_ids = tuple(child.id for child in row.children) or (row.id,)
+        checkpoint = session.get(Checkpoint, row.checkpoint_id)
+        full = checkpoint is not None and not checkpoint.incremental
         log_id = _log_id(session, row.id)
-        return Claim(row.id, vault.id, vault.region, log_id, units, owner, own_ids=own_ids)
+        return Claim(
+            row.id, vault.id, vault.region, log_id, units, owner, own_ids=own_ids, full=full
+        )
 
     def beat(self, session: Session, row: Backup, work: Claim) -> None:
         progress = work.progress
@@ -386,11 +400,16 @@ def _write_unit(
     }
     result: BackupResult
     stoppable = _Stoppable(rt, sink)
+    previous_id = None if claim.full else _previous_backup_id(rt, claim.vault_id, unit)
     if unit.kind == "tree":
-        previous = _previous_tree(rt, store, claim.vault_id, unit.backup_id)
+        previous = _previous_tree(rt, store, claim.vault_id, previous_id)
         result = backup_tree(unit.fd, stoppable, previous=previous, **options)
+        incremental = previous is not None
     else:
+        # A disk is always read whole; its previous backup's chunks are what it does not
+        # store again.
         result = backup_disk(unit.fd, stoppable, **options)
+        incremental = previous_id is not None
     log.info(
         "backup unit written",
         backup_id=unit.backup_id,
@@ -400,7 +419,7 @@ def _write_unit(
     )
     _log_warnings(unit.backup_id, result.warnings)
     store.put_manifest(manifest_name(unit.backup_id), result.manifest.to_bytes())
-    _commit_unit(rt, claim, unit.backup_id, sink, result)
+    _commit_unit(rt, claim, unit.backup_id, sink, result, incremental)
     progress.done_units += progress.current
     progress.current = 0
 
@@ -423,26 +442,31 @@ class _Stoppable:
         return self.sink.store(digest, data)
 
 
-def _previous_tree(
-    rt: Runtime, store: ChunkStore, vault_id: str, unit_id: str
-) -> PreviousBackup | None:
-    """The newest available backup of the same tree in this vault: its unchanged files
-    are not read again. Its chunks cannot vanish meanwhile: garbage collection never
-    runs in a vault while a backup holds its lease there (invariant 2)."""
+def _previous_backup_id(rt: Runtime, vault_id: str, unit: _Unit) -> str | None:
+    """The newest available backup of the same resource (tree or disk) in this vault, the
+    one a backup of it builds on (and is `incremental` to)."""
     with rt.db.reading() as session:
-        resource_id = session.scalar(select(Backup.resource_id).where(Backup.id == unit_id))
-        previous_id = session.scalar(
+        resource_id = session.scalar(select(Backup.resource_id).where(Backup.id == unit.backup_id))
+        return session.scalar(
             select(Backup.id)
             .where(
                 Backup.vault_id == vault_id,
                 Backup.resource_id == resource_id,
-                Backup.kind == "tree",
+                Backup.kind == unit.kind,
                 Backup.status == BackupStatus.AVAILABLE,
-                Backup.id != unit_id,
+                Backup.id != unit.backup_id,
             )
             .order_by(Backup.created_at.desc())
             .limit(1)
         )
+
+
+def _previous_tree(
+    rt: Runtime, store: ChunkStore, vault_id: str, previous_id: str | None
+) -> PreviousBackup | None:
+    """The previous backup of a tree, read: its unchanged files are not read again. Its
+    chunks cannot vanish meanwhile: garbage collection never runs in a vault while a
+    backup holds its lease there (invariant 2)."""
     if previous_id is None:
         return None
     try:
@@ -482,7 +506,12 @@ def capped_warnings(warnings: Sequence[str], limit: int = MAX_WARNINGS) -> list[
 
 
 def _commit_unit(
-    rt: Runtime, claim: Claim, unit_id: str, sink: BudgetSink, result: BackupResult
+    rt: Runtime,
+    claim: Claim,
+    unit_id: str,
+    sink: BudgetSink,
+    result: BackupResult,
+    incremental: bool,
 ) -> None:
     written = [(c.digest, c.plain_size, c.stored_size) for c in sink.written.values()]
     with rt.db.transaction() as session:
@@ -500,6 +529,9 @@ def _commit_unit(
         unit.bytes_total = result.bytes_total
         unit.bytes_new = added
         unit.chunk_count = result.chunks_total
+        unit.incremental = incremental
+        if unit.kind == "tree":
+            protectables.record_tree_size(session, unit.resource_id, result.bytes_total)
         unit.protected_at = unit.protected_at or clock.now()
         if unit.id != claim.backup_id:
             unit.status = BackupStatus.AVAILABLE
@@ -514,14 +546,26 @@ def _complete(session: Session, backup: Backup, claim: Claim) -> None:
         backup.bytes_total = sum(c.bytes_total for c in backup.children)
         backup.bytes_new = sum(c.bytes_new for c in backup.children)
         backup.chunk_count = sum(c.chunk_count for c in backup.children)
+        backup.incremental = all(c.incremental for c in backup.children)
     backup.status = BackupStatus.AVAILABLE
     backup.protected_at = backup.protected_at or clock.now()
     _release_reservation(session, backup)
     vaults.release_resource(session, backup.resource_id)
     read = claim.progress.done_units  # every unit's final count: what the backup read
     operation_logs.set_bytes(session, claim.log_id, operation_logs.Bytes(read, read))
-    operation_logs.complete_operation(session, claim.log_id)
+    operation_logs.complete_operation(
+        session, claim.log_id, _backup_details(session, claim, backup)
+    )
     checkpoints.settle(session, backup.checkpoint_id)
+
+
+def _backup_details(session: Session, claim: Claim, backup: Backup) -> dict[str, Any] | None:
+    """The log's `backup` block with what the backup turned out to be (`incremental`)."""
+    log = session.get(OperationLog, claim.log_id) if claim.log_id else None
+    if log is None:
+        return None
+    block = dict(log.extra_info.get("backup", {}))
+    return {"backup": {**block, "incremental": str(backup.incremental).lower()}}
 
 
 def _remove_failed(rt: Runtime, claim: Claim) -> None:

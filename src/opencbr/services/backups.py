@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import BigInteger, Select, cast, select
 from sqlalchemy.orm import Session
 
 from opencbr.db.backups import Backup, BackupChunk, OperationLog, ReplicationRecord
-from opencbr.db.paging import Page, PageRequest, fetch_page
+from opencbr.db.paging import Page, PageRequest, SortKey, fetch_page
 from opencbr.db.session import Database
 from opencbr.db.status import KEPT_BACKUP, LIVE_OPERATION, LIVE_RECORD, BackupStatus
 from opencbr.db.vaults import Vault
@@ -29,6 +29,7 @@ from opencbr.services import operation_logs
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
 
+GB = 1024**3
 SORT_KEYS = {"created_at", "updated_at", "name", "status", "protected_at", "id"}
 
 
@@ -84,6 +85,16 @@ class BackupFilter:
     start_time: datetime | None = None
     end_time: datetime | None = None
     sort: str | None = None
+    incremental: bool | None = None
+    # `private` and `all_granted`: the project's own backups; `shared`: backups other
+    # projects shared with it (no sharing yet: none).
+    own_type: str | None = None
+    enterprise_project_id: str | None = None
+    used_percent: int | None = None  # backups of vaults at least this full (1..100)
+
+
+# opencbr has no enterprise projects: everything belongs to the default one, "0".
+ALL_ENTERPRISE_PROJECTS = ("0", "all_granted_eps")
 
 
 def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
@@ -102,8 +113,12 @@ def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
     ):
         if value is not None:
             query = query.where(column == value)
-    if f.resource_az is not None:
-        query = query.where(Backup.id.is_(None))  # opencbr has no availability zones
+    if f.incremental is not None:
+        query = query.where(Backup.incremental == f.incremental)
+    if f.used_percent is not None:
+        query = query.where(Backup.vault_id.in_(_vaults_used_at_least(f.used_percent)))
+    if _matches_nothing(ctx, f):
+        query = query.where(Backup.id.is_(None))
     if f.statuses:
         query = query.where(Backup.status.in_(f.statuses))
     if f.start_time is not None:
@@ -113,33 +128,45 @@ def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
     return query
 
 
-def _sort_clauses(sort: str) -> list[object]:
-    clauses: list[object] = []
+def _matches_nothing(ctx: AuthContext, f: BackupFilter) -> bool:
+    """Filters no backup here can match: another availability zone (each region is one
+    zone, named after it), another enterprise project, backups shared by others."""
+    return (
+        (f.resource_az is not None and f.resource_az != ctx.region)
+        or (f.enterprise_project_id not in (None, *ALL_ENTERPRISE_PROJECTS))
+        or f.own_type == "shared"
+    )
+
+
+def _vaults_used_at_least(percent: int) -> Select[str]:
+    capacity = cast(Vault.size_gb, BigInteger) * GB
+    return select(Vault.id).where(cast(Vault.used_bytes, BigInteger) * 100 >= capacity * percent)
+
+
+def sort_keys(sort: str | None) -> list[SortKey]:
+    """CBR's `sort` (`key[:asc|desc]`, comma-separated, descending by default) as the
+    list's order; none: newest first. `protected_at` is null until a backup is taken."""
+    if not sort:
+        return [SortKey(Backup.created_at)]
+    keys = []
     for part in sort.split(","):
         key, _, direction = part.strip().partition(":")
         direction = direction or "desc"
         if key not in SORT_KEYS or direction not in ("asc", "desc"):
             raise CbrError(INVALID_PARAMETER, f"invalid sort key {part!r}")
         column = getattr(Backup, key)
-        clauses.append(column.asc() if direction == "asc" else column.desc())
-    return clauses
+        keys.append(SortKey(column, direction == "desc", nullable=key == "protected_at"))
+    return keys
 
 
 def list_page(
     db: Database, ctx: AuthContext, filters: BackupFilter, page: PageRequest
 ) -> Page[Backup]:
+    order = sort_keys(filters.sort)
     query = _filtered(ctx, filters)
     in_project = Backup.project_id == ctx.project_id
     with db.reading() as session:
-        if not filters.sort:
-            return fetch_page(session, query, Backup.created_at, Backup.id, page, in_project)
-        if page.marker:
-            raise CbrError(INVALID_PARAMETER, "marker cannot be combined with sort")
-        first = PageRequest(limit=1, offset=0)
-        count = fetch_page(session, query, Backup.created_at, Backup.id, first, in_project).count
-        ordered = query.order_by(*_sort_clauses(filters.sort), Backup.id.desc())  # type: ignore[arg-type]
-        items = list(session.scalars(ordered.limit(page.limit).offset(page.offset)))
-        return Page(items, count, page.limit, page.offset)
+        return fetch_page(session, query, Backup.created_at, Backup.id, page, in_project, order)
 
 
 def records_for(db: Database, backup_ids: list[str]) -> dict[str, list[ReplicationRecord]]:

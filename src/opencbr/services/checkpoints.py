@@ -26,7 +26,9 @@ from opencbr.db.vaults import Protectable, Vault, VaultResource
 from opencbr.errors import (
     CHECKPOINT_NOT_FOUND,
     NOTHING_TO_BACKUP,
+    RESOURCE_BEING_BACKED_UP,
     RESOURCE_NOT_IN_VAULT,
+    RESOURCE_RESTORING,
     VAULT_BUSY_BACKING_UP,
     VAULT_FULL,
     VAULT_STATUS_FORBIDS_BACKUP,
@@ -133,16 +135,18 @@ def plan(
 
 
 def _skip_entry(binding: VaultResource) -> dict[str, str]:
-    code, reason = ("BackupService.0002", "Resources are being backed up.")
+    """A resource left out of the checkpoint, with CBR's code for why (0002 is raised only
+    here: CBR reports it per skipped resource, not as the answer)."""
+    error = RESOURCE_BEING_BACKED_UP
     if binding.protect_status == ProtectStatus.RESTORING:
-        code, reason = ("BackupService.2010", "The resource is being restored.")
+        error = RESOURCE_RESTORING
     resource = binding.protectable
     return {
         "id": resource.id,
         "type": resource.type,
         "name": resource.name,
-        "code": code,
-        "reason": reason,
+        "code": error.code,
+        "reason": error.message,
     }
 
 
@@ -172,7 +176,6 @@ def _plan_backup(
         checkpoint_id=checkpoint.id,
         description=params.description,
         provider_id=vault.provider_id,
-        incremental=params.incremental,
         auto_trigger=params.auto_trigger,
         policy_id=params.policy_id,
         status=BackupStatus.PROTECTING,
@@ -188,6 +191,7 @@ def _plan_backup(
         resource_size_gb=-(-resource.size_bytes // GB),
         kind="server" if resource.volumes else _kind(resource),
         volume_path=resource.path,
+        incremental=_builds_on_previous(session, vault, resource.id, params),
         **common,
     )
     session.add(backup)
@@ -203,6 +207,7 @@ def _plan_backup(
                 kind=volume.kind,
                 volume_path=volume.path,
                 parent_id=backup.id,
+                incremental=_builds_on_previous(session, vault, volume.id, params),
                 **common,
             )
         )
@@ -216,7 +221,7 @@ def _plan_backup(
         details={
             "backup_id": backup.id,
             "backup_name": name,
-            "incremental": str(params.incremental).lower(),
+            "incremental": str(backup.incremental).lower(),
         },
         request_id=request_id,
         checkpoint_id=checkpoint.id,
@@ -224,6 +229,25 @@ def _plan_backup(
         policy_id=params.policy_id,
     )
     return backup
+
+
+def _builds_on_previous(
+    session: Session, vault: Vault, resource_id: str, params: CheckpointParams
+) -> bool:
+    """What `incremental` will be, as far as it is known now: asked for, and the resource
+    has an available backup in the vault to build on (the run settles it)."""
+    if not params.incremental:
+        return False
+    previous = session.scalar(
+        select(Backup.id)
+        .where(
+            Backup.vault_id == vault.id,
+            Backup.resource_id == resource_id,
+            Backup.status == BackupStatus.AVAILABLE,
+        )
+        .limit(1)
+    )
+    return previous is not None
 
 
 def _kind(resource: Protectable) -> str:

@@ -40,6 +40,8 @@ OPERATION_TYPES = (
     # what update-backup-expiration-time writes.
     "update_expiration_time",
 )
+# The `extra_info` block of a type, where CBR names it otherwise than the type.
+BLOCKS = {"remove_resource": "remove_resources"}
 # The list filter's values, in the order its error message names them.
 STATUSES = (
     OperationStatus.SUCCESS,
@@ -126,7 +128,7 @@ def log_row(
         "resource_name": subject.resource_name,
         "resource_type": subject.resource_type,
         "extra_info": {
-            operation_type: details,
+            BLOCKS.get(operation_type, operation_type): details,
             "resource": resource,
             "common": {"progress": 0, "request_id": request_id or ""},
         },

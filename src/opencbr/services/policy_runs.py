@@ -41,7 +41,7 @@ from opencbr.db.status import (
 )
 from opencbr.db.vaults import Vault
 from opencbr.errors import POLICY_NOT_FOUND, CbrError
-from opencbr.services import checkpoints, leases, operation_logs, replication, schedule
+from opencbr.services import checkpoints, leases, operation_logs, replication, schedule, vaults
 from opencbr.services.identity import AuthContext
 from opencbr.services.leases import Failure, LeasedWork
 from opencbr.services.runtime import Runtime
@@ -346,7 +346,12 @@ def _skip_vault(session: Session, policy: Policy, vault: Vault, why: str) -> Non
         project_id=vault.project_id,
         operation_type=str(policy.operation_type),
         subject=operation_logs.Subject(
-            vault.id, "OS::CBR::Vault", vault.name, vault.id, vault.name, vault.provider_id
+            vault.id,
+            vaults.VAULT_RESOURCE_TYPE,
+            vault.name,
+            vault.id,
+            vault.name,
+            vault.provider_id,
         ),
         details={"policy_id": policy.id, "reason": why},
         request_id=None,

@@ -24,6 +24,7 @@ from opencbr.archive.confined import (
     opened,
 )
 from opencbr.archive.disk import image_size
+from opencbr.archive.tree import tree_size
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.session import Database
 from opencbr.db.vaults import (
@@ -163,8 +164,9 @@ def _inspect_beneath(root_fd: int, relative: str, want: str) -> _Inspected:
     with opened(open_beneath(root_fd, relative, os.O_PATH)) as handle:
         mode = os.fstat(handle).st_mode
     if stat.S_ISDIR(mode) and want in ("tree", "any"):
-        os.close(open_directory(root_fd, relative))  # still a directory, still confined
-        return _Inspected("tree", None, 0)
+        # Still a directory, still confined; its size is that of the data in it.
+        with opened(open_directory(root_fd, relative)) as directory_fd:
+            return _Inspected("tree", None, tree_size(directory_fd))
     for kind, is_kind in DATA_KINDS.items():
         if is_kind(mode) and want in ("disk", "any"):
             with opened(open_data(root_fd, relative, os.O_RDONLY, (kind,))) as fd:
@@ -230,6 +232,19 @@ def _register_server(
         return row
 
 
+def record_tree_size(session: Session, resource_id: str, size_bytes: int) -> None:
+    """A directory (or a server's directory volume) was just read whole: its size is now
+    what the backup found (a server's is the sum of its volumes')."""
+    volume = session.get(ProtectableVolume, resource_id)
+    if volume is not None:
+        volume.size_bytes = size_bytes
+        volume.server.size_bytes = sum(v.size_bytes for v in volume.server.volumes)
+        return
+    resource = session.get(Protectable, resource_id)
+    if resource is not None:
+        resource.size_bytes = size_bytes
+
+
 def find_in_project(session: Session, project_id: str, resource_id: str) -> Protectable | None:
     row = session.get(Protectable, resource_id)
     return row if row is not None and row.project_id == project_id else None
@@ -249,6 +264,10 @@ class ProtectableFilter:
     name: str | None = None
     ids: tuple[str, ...] = ()
     status: str | None = None
+    # CBR: the disks of this server. A server's volumes are registered with it (its
+    # `children`); a registered disk or tree belongs to no server. So the filter keeps
+    # only the server itself on the server list, and nothing on the others.
+    server_id: str | None = None
 
 
 def list_page(
@@ -268,6 +287,10 @@ def list_page(
         query = query.where(Protectable.id.in_(filters.ids))
     if filters.status not in (None, "available", "active"):
         query = query.where(Protectable.id.is_(None))  # every registered resource is active
+    if filters.server_id is not None:
+        query = query.where(
+            Protectable.id == filters.server_id, Protectable.type == RESOURCE_TYPES["server"]
+        )
     with db.reading() as session:
         return fetch_page(
             session,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from opencbr.archive.manifest import Manifest
@@ -97,8 +97,8 @@ def _replicate(rt: Runtime, work: _Work) -> None:
     source = rt.stores.vault(work.source_region, work.source_vault_id)
     dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
     manifests = _read_manifests(work, source)  # a damaged one fails before the copy
-    for unit_id, _replica_id in work.units:
-        _copy_unit(rt, work, source, dest, unit_id)
+    for unit_id, replica_id in work.units:
+        _copy_unit(rt, work, source, dest, unit_id, replica_id)
     _write_manifests(dest, manifests)
     work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
     work.timings.append(time.monotonic())
@@ -353,7 +353,7 @@ def _bounded(
 
 
 def _copy_unit(
-    rt: Runtime, work: _Work, source: ChunkStore, dest: ChunkStore, unit_id: str
+    rt: Runtime, work: _Work, source: ChunkStore, dest: ChunkStore, unit_id: str, replica_id: str
 ) -> None:
     """Copy one unit's missing chunks; every INDEX_EVERY_BYTES, flush and index what was
     copied on a thread of its own, so the copy threads never wait for the disk barrier.
@@ -379,18 +379,24 @@ def _copy_unit(
             batch.append(item)
             batch_bytes += copied
             if batch_bytes >= INDEX_EVERY_BYTES:
-                indexed.append(indexer.submit(_index, rt, work, dest, batch))
+                indexed.append(indexer.submit(_index, rt, work, dest, replica_id, batch))
                 batch, batch_bytes = [], 0
             if rt.stopping.is_set():
                 break
         for future in indexed:
             future.result()  # raises what indexing raised
-    _index(rt, work, dest, batch)
+    _index(rt, work, dest, replica_id, batch)
     leases.stop_point(rt)
 
 
-def _index(rt: Runtime, work: _Work, dest: ChunkStore, batch: list[tuple[str, int, int]]) -> None:
-    """Make copied chunks durable, then record them in the destination's chunk index."""
+def _index(
+    rt: Runtime, work: _Work, dest: ChunkStore, replica_id: str, batch: list[tuple[str, int, int]]
+) -> None:
+    """Make copied chunks durable, then record them in the destination's chunk index.
+
+    The bytes they add to the vault are counted on the replica unit in the same
+    transaction (its `stored_bytes`), so a rerun after a crash keeps what an earlier
+    attempt added."""
     if not batch:
         return
     dest.flush()
@@ -399,6 +405,12 @@ def _index(rt: Runtime, work: _Work, dest: ChunkStore, batch: list[tuple[str, in
         vault = session.get(Vault, work.dest_vault_id)
         if vault is not None:
             vault.used_bytes += added
+        session.execute(
+            update(Backup)
+            .where(Backup.id == replica_id)
+            .values(bytes_new=Backup.bytes_new + added)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, Manifest]]:
@@ -468,8 +480,8 @@ def _publish_unit(session: Session, backup_id: str, manifest: Manifest | None) -
     unit = session.get(Backup, backup_id)
     assert unit is not None
     if manifest is not None:
+        # `bytes_new` (stored_bytes) was counted as its chunks were indexed (`_index`).
         unit.bytes_total, unit.chunk_count = manifest.size, len(manifest.chunks)
-        unit.bytes_new = chunks.backup_totals(session, unit.id)[2]
     elif unit.children:
         unit.bytes_total = sum(c.bytes_total for c in unit.children)
         unit.bytes_new = sum(c.bytes_new for c in unit.children)

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete as delete_rows
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from opencbr.db.backups import Backup, ReplicationRecord
+from opencbr.db.backups import Backup, OperationLog, ReplicationRecord
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.policies import PolicyBinding
 from opencbr.db.session import Database
@@ -32,9 +32,12 @@ from opencbr.errors import (
     VAULT_SIZE_INVALID,
     CbrError,
 )
-from opencbr.services import protectables
+from opencbr.services import operation_logs, protectables
 from opencbr.services.identity import AuthContext
 
+# The `resource` of a task on a vault itself (vault delete, resource removal): CBR's
+# resource types name only what is backed up, so opencbr names the vault in their style.
+VAULT_RESOURCE_TYPE = "OS::CBR::Vault"
 MAX_RESOURCES = 256
 MAX_TAGS = 10  # per vault (cbr-api.md §2.0 Tag)
 MIN_SIZE_GB = 1
@@ -289,8 +292,14 @@ def add_resources(
 
 
 def remove_resources(
-    db: Database, ctx: AuthContext, vault_id: str, resource_ids: Sequence[str]
+    db: Database,
+    ctx: AuthContext,
+    vault_id: str,
+    resource_ids: Sequence[str],
+    request_id: str | None = None,
 ) -> list[str]:
+    """Unbind resources from the vault (their backups stay in it); a `remove_resource`
+    operation log records it."""
     with db.transaction() as session:
         vault = get_in_session(session, ctx, vault_id)
         if len(set(resource_ids)) != len(resource_ids):
@@ -307,8 +316,15 @@ def remove_resources(
                 RESOURCE_REMOVING,
                 f"Resource is busy ({', '.join(busy)}); try again when its backup or restore ends.",
             )
+        removed = [bound[rid].protectable for rid in resource_ids]
         for rid in resource_ids:
             vault.resources.remove(bound[rid])
+        details = {
+            "fail_count": 0,
+            "total_count": 0,  # backups deleted: none, they stay restorable in the vault
+            "resources": [{"id": r.id, "type": r.type, "name": r.name} for r in removed],
+        }
+        _log_vault_task(session, ctx, vault, "remove_resource", details, request_id)
         return list(resource_ids)
 
 
@@ -352,11 +368,12 @@ def set_resources(
         return list(resource_ids)
 
 
-def delete(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
+def delete(db: Database, ctx: AuthContext, vault_id: str, request_id: str | None = None) -> Vault:
     """Delete the vault and every backup in it; refused while work runs in the vault.
 
     Backups, checkpoints and the chunk index go with the vault (foreign keys cascade); the
-    caller then purges the vault's store.
+    caller then purges the vault's store. A `vault_delete` operation log (which outlives
+    the vault) counts the backups deleted.
     """
     with db.transaction() as session:
         vault = get_in_session(session, ctx, vault_id)
@@ -385,8 +402,39 @@ def delete(db: Database, ctx: AuthContext, vault_id: str) -> Vault:
         session.execute(
             delete_rows(PolicyBinding).where(PolicyBinding.destination_vault_id == vault.id)
         )
+        deleted = session.scalar(
+            select(func.count())
+            .select_from(Backup)
+            .where(Backup.vault_id == vault.id, Backup.parent_id.is_(None))
+        )
+        details = {"fail_count": 0, "total_count": deleted or 0}
+        _log_vault_task(session, ctx, vault, "vault_delete", details, request_id)
         session.delete(vault)
         return vault
+
+
+def _log_vault_task(
+    session: Session,
+    ctx: AuthContext,
+    vault: Vault,
+    operation_type: str,
+    details: dict[str, Any],
+    request_id: str | None,
+) -> OperationLog:
+    """The operation log of a task on the vault itself, done by the time it is written."""
+    subject = operation_logs.Subject(
+        vault.id, VAULT_RESOURCE_TYPE, vault.name, vault.id, vault.name, vault.provider_id
+    )
+    log = operation_logs.open_log(
+        session,
+        project_id=ctx.project_id,
+        operation_type=operation_type,
+        subject=subject,
+        details=details,
+        request_id=request_id,
+    )
+    operation_logs.complete_operation(session, log.id)
+    return log
 
 
 def allocated_gb(vault: Vault) -> int:

@@ -39,7 +39,7 @@ def list_backups(
     )
     return BackupListResponse(
         backups=[
-            backup_out(b, records.get(b.id, []) if records is not None else None)
+            backup_out(b, records.get(b.id, []) if records is not None else None, zone=ctx.region)
             for b in result.items
         ],
         count=result.count,
@@ -52,7 +52,7 @@ def list_backups(
 def show_backup(backup_id: str, ctx: CallerDep, db: DbDep) -> BackupResponse:
     backup = backups.get(db, ctx, backup_id)
     records = backups.records_for(db, [backup.id]).get(backup.id, [])
-    return BackupResponse(backup=backup_out(backup, records))
+    return BackupResponse(backup=backup_out(backup, records, zone=ctx.region))
 
 
 @router.get("/{backup_id}/metadata", response_model=MetadataResponse)
@@ -66,7 +66,7 @@ def update_backup(
     backup_id: str, body: BackupUpdateBody, ctx: WriterDep, db: DbDep
 ) -> BackupResponse:
     backup = backups.rename(db, ctx, backup_id, body.backup.name, body.backup.description)
-    return BackupResponse(backup=backup_out(backup))
+    return BackupResponse(backup=backup_out(backup, zone=ctx.region))
 
 
 @router.delete("/{backup_id}", status_code=204, response_class=Response)

@@ -76,8 +76,10 @@ def update_vault(vault_id: str, body: VaultUpdateBody, ctx: WriterDep, db: DbDep
 
 
 @router.delete("/{vault_id}", status_code=204, response_class=Response)
-def delete_vault(vault_id: str, ctx: WriterDep, db: DbDep, jobs: JobsDep) -> Response:
-    vault = vaults.delete(db, ctx, vault_id)
+def delete_vault(
+    vault_id: str, ctx: WriterDep, db: DbDep, jobs: JobsDep, request_id: RequestIdDep
+) -> Response:
+    vault = vaults.delete(db, ctx, vault_id, request_id)
     jobs.enqueue(tasks.purge_vault, vault.region, vault.id)
     return Response(status_code=204)
 
@@ -92,9 +94,9 @@ def add_resources(
 
 @router.post("/{vault_id}/removeresources", response_model=RemoveResourcesResponse)
 def remove_resources(
-    vault_id: str, body: RemoveResourcesBody, ctx: WriterDep, db: DbDep
+    vault_id: str, body: RemoveResourcesBody, ctx: WriterDep, db: DbDep, request_id: RequestIdDep
 ) -> RemoveResourcesResponse:
-    removed = vaults.remove_resources(db, ctx, vault_id, body.resource_ids)
+    removed = vaults.remove_resources(db, ctx, vault_id, body.resource_ids, request_id)
     return RemoveResourcesResponse(remove_resource_ids=removed)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from opencbr.api.schemas.common import (
     Description,
@@ -16,7 +16,6 @@ from opencbr.api.schemas.common import (
     ResponseModel,
     query_time,
     wire_time,
-    zulu_time,
 )
 from opencbr.db.backups import Backup, OperationLog, ReplicationRecord
 from opencbr.db.status import BackupStatus
@@ -51,6 +50,14 @@ class CheckpointParam(RequestModel):
         if value == 0:
             raise ValueError("retention_duration_days must be -1 or 1..36500")
         return value
+
+    @model_validator(mode="after")
+    def _retention_for_manual_backups_only(self) -> CheckpointParam:
+        # CBR: a policy's run keeps its backups as the policy says; only a manual backup
+        # names its own retention.
+        if self.auto_trigger and "retention_duration_days" in self.model_fields_set:
+            raise ValueError("retention_duration_days is not allowed with auto_trigger true")
+        return self
 
     def params(self) -> CheckpointParams:
         details = self.resource_details
@@ -168,6 +175,14 @@ class BackupQuery(QueryModel):
     end_time: str | None = None
     sort: Annotated[str | None, Field(max_length=255)] = None
     show_replication: bool = False
+    incremental: bool | None = None
+    own_type: Literal["private", "shared", "all_granted"] | None = None
+    enterprise_project_id: str | None = None
+    used_percent: Annotated[int, Field(ge=1, le=100)] | None = None
+    # Accepted and ignored: sharing members (no sharing yet; with `own_type` private
+    # every backup is the project's own), dedicated cloud.
+    member_status: Literal["pending", "accepted", "rejected"] | None = None
+    dec: bool | None = None
 
     def filters(self) -> BackupFilter:
         return BackupFilter(
@@ -184,6 +199,10 @@ class BackupQuery(QueryModel):
             start_time=query_time(self.start_time, "start_time"),
             end_time=query_time(self.end_time, "end_time"),
             sort=self.sort,
+            incremental=self.incremental,
+            own_type=self.own_type,
+            enterprise_project_id=self.enterprise_project_id,
+            used_percent=self.used_percent,
         )
 
 
@@ -298,6 +317,8 @@ class BackupExtendInfo(ResponseModel):
     encrypted: bool
     system_disk: bool
     is_multi_az: bool
+    # otcextensions reads `incremental` here (the Huawei SDK at the top level: both).
+    incremental: bool
 
 
 class BackupOut(ResponseModel):
@@ -352,10 +373,19 @@ class BackupListResponse(ResponseModel):
 
 
 def backup_out(
-    backup: Backup, records: list[ReplicationRecord] | None = None, *, nested: bool = True
+    backup: Backup,
+    records: list[ReplicationRecord] | None = None,
+    *,
+    nested: bool = True,
+    zone: str | None = None,
 ) -> BackupOut:
-    """The wire form; `nested` includes the volume children (which have none themselves)."""
-    restorable = backup.status == BackupStatus.AVAILABLE and backup.kind == "server"
+    """The wire form; `nested` includes the volume children (which have none themselves).
+
+    `zone` is the resource's availability zone: each region is one zone, named after it
+    (the caller's region: a backup lies in its project's region)."""
+    # Every available whole-resource backup restores (trees, disks, servers); a volume's
+    # backup restores with its server's (`mappings`).
+    restorable = backup.status == BackupStatus.AVAILABLE and backup.parent_id is None
     damaged = _damaged_chunks(backup) if nested else backup.damaged_chunk_count()
     return BackupOut(
         id=backup.id,
@@ -371,7 +401,7 @@ def backup_out(
         resource_name=backup.resource_name,
         resource_type=backup.resource_type,
         resource_size=backup.resource_size_gb,
-        resource_az=None,
+        resource_az=zone,
         parent_id=backup.parent_id,
         protected_at=wire_time(backup.protected_at),
         created_at=wire_time(backup.created_at),
@@ -388,10 +418,15 @@ def backup_out(
             encrypted=False,
             system_disk=False,
             is_multi_az=False,
+            incremental=backup.incremental,
         ),
         enterprise_project_id="0",
         scheduled_operation_id=None,
-        children=[backup_out(child, nested=False) for child in backup.children] if nested else [],
+        children=(
+            [backup_out(child, nested=False, zone=zone) for child in backup.children]
+            if nested
+            else []
+        ),
         incremental=backup.incremental,
         version=3,
         replication_records=[record_out(r) for r in records] if records is not None else None,
@@ -483,16 +518,17 @@ def operation_log_out(entry: OperationLog) -> OperationLogOut:
     extra = dict(entry.extra_info)
     common = dict(extra.get("common", {}))
     common["progress"] = entry.progress
+    common["task_id"] = entry.id  # the task is the operation log (its id is CBR's task id)
     extra["common"] = common
     return OperationLogOut(
         id=entry.id,
         project_id=entry.project_id,
         operation_type=entry.operation_type,
         status=entry.status,
-        created_at=zulu_time(entry.created_at),
-        started_at=zulu_time(entry.started_at),
-        ended_at=zulu_time(entry.ended_at),
-        updated_at=zulu_time(entry.updated_at),
+        created_at=wire_time(entry.created_at),
+        started_at=wire_time(entry.started_at),
+        ended_at=wire_time(entry.ended_at),
+        updated_at=wire_time(entry.updated_at),
         error_info=OpErrorInfo(code=entry.error_code, message=entry.error_message),
         extra_info=extra,
         checkpoint_id=entry.checkpoint_id,

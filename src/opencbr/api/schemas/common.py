@@ -39,11 +39,6 @@ def wire_time(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value is not None else None
 
 
-def zulu_time(value: datetime | None) -> str | None:
-    """Operation logs' form: seconds with a trailing Z."""
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
-
-
 def query_time(value: str | None, name: str) -> datetime | None:
     """Parse a `YYYY-MM-DDTHH:MM:SSZ` query parameter into naive UTC.
 

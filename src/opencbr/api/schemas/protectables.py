@@ -23,9 +23,12 @@ class InstanceQuery(QueryModel):
     name: str | None = None
     status: str | None = None
     id: list[str] | None = None
+    server_id: str | None = None
 
     def filters(self) -> ProtectableFilter:
-        return ProtectableFilter(name=self.name, ids=tuple(self.id or ()), status=self.status)
+        return ProtectableFilter(
+            name=self.name, ids=tuple(self.id or ()), status=self.status, server_id=self.server_id
+        )
 
 
 class VolumeIn(RequestModel):
