@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.db.backups import Backup, Checkpoint
+from opencbr.db.base import new_uuid
 from opencbr.db.session import Database
 from opencbr.db.status import (
     BackupStatus,
@@ -181,6 +182,7 @@ def _plan_backup(
         updated_at=now,
     )
     backup = Backup(
+        id=new_uuid(),  # known before the insert: one flush per checkpoint, not per backup
         name=name,
         resource_id=resource.id,
         resource_name=resource.name,
@@ -191,7 +193,8 @@ def _plan_backup(
         **common,
     )
     session.add(backup)
-    session.flush()
+    if resource.volumes:
+        session.flush()  # the volumes' backups reference it: it must be inserted first
     for volume in resource.volumes:
         session.add(
             Backup(
