@@ -66,6 +66,8 @@ class Started:
 
 
 OnBatch = Callable[[Started], None]
+# A checkpoint a run batch began, whose backups it adds once all of its checkpoints are in.
+Begun = tuple[checkpoints.CheckpointView, checkpoints.CheckpointParams]
 
 
 # --- the scheduler -----------------------------------------------------------------------
@@ -244,10 +246,12 @@ def _start_all(rt: Runtime, work: RunWork) -> None:
                 return
             vaults = _load_vaults(session, bindings)
             live = _previous_runs_live(session, policy, bindings)
+            begun: list[Begun] = []
             for binding in bindings:
                 vault = vaults.get(binding.vault_id)
                 if vault is not None:
-                    _start_vault(rt, session, policy, binding, vault, live, batch, work)
+                    _start_vault(rt, session, policy, binding, vault, live, begun, batch, work)
+            _add_backups(session, begun)
             work.cursor = bindings[-1].vault_id
             session.execute(
                 update(PolicyRun)
@@ -292,6 +296,7 @@ def _start_vault(
     binding: PolicyBinding,
     vault: Vault,
     live: set[str],
+    begun: list[Begun],
     batch: Started,
     work: RunWork,
 ) -> None:
@@ -301,7 +306,7 @@ def _start_vault(
         why = f"the previous {what} of this policy on the vault is still running"
     try:
         if why is None and policy.operation_type == PolicyType.BACKUP:
-            batch.checkpoint_ids += _back_up(session, policy, vault)
+            batch.checkpoint_ids += _back_up(session, policy, vault, begun)
         elif why is None:
             batch.record_ids += _replicate(rt, session, policy, vault, binding)
     except CbrError as exc:
@@ -342,8 +347,9 @@ def _previous_runs_live(
     }
 
 
-def _back_up(session: Session, policy: Policy, vault: Vault) -> list[str]:
-    """A checkpoint of the vault's resources that are not suspended; none if every one is."""
+def _back_up(session: Session, policy: Policy, vault: Vault, begun: list[Begun]) -> list[str]:
+    """A checkpoint of the vault's resources that are not suspended; none if every one is.
+    Its backups are added by `_add_backups`, with the rest of the batch's."""
     chosen = [binding for binding in vault.resources if binding.auto_protect]
     if not chosen:
         return []
@@ -351,8 +357,18 @@ def _back_up(session: Session, policy: Policy, vault: Vault) -> list[str]:
     params = checkpoints.CheckpointParams(
         auto_trigger=True, policy_id=policy.id, retention_duration_days=days
     )
-    view = checkpoints.plan(session, vault, chosen, params)
+    view = checkpoints.begin(session, vault, chosen, params)
+    begun.append((view, params))
     return [view.checkpoint.id]
+
+
+def _add_backups(session: Session, begun: list[Begun]) -> None:
+    """The backups of the batch's checkpoints, after one flush inserts every checkpoint
+    (the backups reference theirs)."""
+    if begun:
+        session.flush()
+        for view, params in begun:
+            checkpoints.add_backups(session, view, params)
 
 
 def _replicate(
