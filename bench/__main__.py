@@ -9,6 +9,8 @@ Order of the run (each step only when selected by --only, plus what it depends o
      incremental replication
   6. the many-small-files tree: opencbr, restic, borg
   7. API load against a separate API-only server with seeded backups
+  8. the policy scheduler at scale (issue 13): 10,000 vaults whose policies share a slot,
+     against a server with its embedded worker (`schedule.py`)
 Then the table on stdout, the JSON file and the PNG chart.
 """
 
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import dataset, load, peers, report
+from bench import dataset, load, peers, report, schedule
 from bench.client import Api
 from bench.measure import (
     INODE_REUSE_SECONDS,
@@ -38,9 +40,11 @@ from bench.measure import (
 from bench.opencbr_runner import OpencbrRunner, ReplicationUnavailable, Vaults
 from bench.server import Server, write_config
 
-OPERATIONS = ("full", "incremental", "small", "restore", "replication", "load")
+OPERATIONS = ("full", "incremental", "small", "restore", "replication", "load", "schedule")
 TOOLS = ("opencbr", "restic", "borg", "cp")
 NEEDS_FULL = {"incremental", "restore", "replication"}
+# Operations with a server of their own and no dataset: no peer runs them.
+OWN_SERVER = {"load", "schedule"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -63,6 +67,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--replicate-requests", type=int, default=30)
     parser.add_argument("--clients", default="1,4", help="load generator threads, per scenario")
     parser.add_argument("--profile", type=Path, help="py-spy the server into this folder")
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="run the schedule measurement on a fresh database of this PostgreSQL server "
+        "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres); default: SQLite",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's stores and repos")
     parser.add_argument(
         "--settle",
@@ -94,12 +104,12 @@ class Selection:
         return operation in self.operations and tool in self.tools
 
     def needs_server(self) -> bool:
-        backups = self.operations - {"load"}
+        backups = self.operations - OWN_SERVER
         copies_chunks = self.wants("replication", "cp")
         return bool(backups) and ("opencbr" in self.tools or copies_chunks)
 
     def peer_tools(self) -> list[str]:
-        backups = self.operations - {"load"}
+        backups = self.operations - OWN_SERVER
         return [tool for tool in ("restic", "borg") if backups and tool in self.tools]
 
 
@@ -125,6 +135,8 @@ class Run:
         self.opencbr: OpencbrRunner | None = None
         self.vaults: Vaults | None = None
         self.backups: dict[str, dict[str, Any]] = {}
+        self.load: dict[str, Any] | None = None  # the API load's result, if it ran
+        self.schedule: dict[str, Any] | None = None  # the scheduler's, if it ran
 
     def record(self, result: Result, load1: float) -> None:
         result.extra["load1_before"] = round(load1, 2)
@@ -257,6 +269,20 @@ def phase_load(run: Run) -> dict[str, Any] | None:
     return result
 
 
+def phase_schedule(run: Run) -> dict[str, Any] | None:
+    if not run.only.wants("schedule", "opencbr"):
+        return None
+    count = schedule.vault_count(run.args.scale)
+    log(f"scheduler: {count:,} vaults, {schedule.POLICIES} policies sharing one slot")
+    profile = run.args.profile / "schedule.txt" if run.args.profile else None
+    result = schedule.run(run.run_dir, run.args.scale, run.args.postgres, profile)
+    log(
+        f"scheduler: {result['checkpoints']:,} checkpoints, the last "
+        f"{result['last_checkpoint_after_s']} s after the slot"
+    )
+    return result
+
+
 def check_peers(selection: Selection) -> None:
     tools = selection.peer_tools() + (["cp"] if selection.wants("replication", "cp") else [])
     missing = peers.missing(tools)
@@ -321,29 +347,31 @@ def measure_data(run: Run, data: dataset.Dataset) -> None:
         run.stop_server()
 
 
-def measure(run: Run) -> dict[str, Any] | None:
-    """Run the selected measurements; the API load's result, if it ran."""
+def measure(run: Run) -> None:
+    """Run the selected measurements (their results go into `run`)."""
     args = run.args
-    if run.only.operations - {"load"}:
+    if run.only.operations - OWN_SERVER:
         log(f"dataset: scale {args.scale}, seed {args.seed} (cached in {args.workdir})")
         data = dataset.ensure(args.workdir, args.scale, args.seed)
         run.meta["dataset"] = dataset_meta(data)
         measure_data(run, data)
-    return phase_load(run) if "load" in run.only.operations else None
+    run.load = phase_load(run)
+    run.schedule = phase_schedule(run)
 
 
-def write_outputs(run: Run, load_result: dict[str, Any] | None) -> None:
-    goals = report.targets(run.results, load_result)
-    print(report.render(run.results, load_result, goals))
-    report.write_json(run.args.json, run.meta, run.results, load_result, goals)
+def write_outputs(run: Run) -> None:
+    goals = report.targets(run.results, run.load, run.schedule)
+    print(report.render(run.results, run.load, goals, schedule=run.schedule))
+    report.write_json(run.args.json, run.meta, run.results, run.load, goals, run.schedule)
     log(f"wrote {run.args.json}")
-    try:
-        from bench.chart import write_png
+    from bench.chart import write_png
+
+    title = f"opencbr vs restic, borg and cp: scale {run.args.scale}, {run.meta['started_at']}"
+    try:  # chart.py imports matplotlib when it draws
+        write_png(run.args.png, run.results, run.load, title)
     except ImportError:
         log("matplotlib is missing: no PNG (pip install -e '.[bench]')")
         return
-    title = f"opencbr vs restic, borg and cp: scale {run.args.scale}, {run.meta['started_at']}"
-    write_png(run.args.png, run.results, load_result, title)
     log(f"wrote {run.args.png}")
 
 
@@ -356,9 +384,9 @@ def main(argv: list[str]) -> int:
     run = Run(args, selection)
     settle(args.workdir, args.settle)
     run.meta = machine_meta(args, selection)
-    load_result, status = None, 0
+    status = 0
     try:
-        load_result = measure(run)
+        measure(run)
     except Exception as exc:  # report what was measured before the failure, then fail
         log(f"run failed: {type(exc).__name__}: {exc}")
         run.meta["error"] = f"{type(exc).__name__}: {exc}"
@@ -367,7 +395,7 @@ def main(argv: list[str]) -> int:
         run.meta["load_average_after"] = load_average()
         if not args.keep:
             remove_tree(run.run_dir, args.workdir)
-    write_outputs(run, load_result)
+    write_outputs(run)
     return status
 
 

@@ -31,7 +31,7 @@ LIST_BACKUPS, REPLICATE_BACKUPS = 10_000, 1_000
 PAGE = 100
 WARMUP = 20
 Request = dict[str, Any]  # {"method", "path", "body"?}: one HTTP request to send
-Sample = tuple[float, int]  # (latency in seconds, HTTP status)
+Sample = tuple[float, int, float]  # (latency in seconds, HTTP status, wall time it was sent)
 
 
 # --- the load generator (second process) -------------------------------------------------
@@ -45,20 +45,25 @@ def _percentile(sorted_values: list[float], share: float) -> float:
 
 
 def _send(client: httpx.Client, request: Request) -> Sample:
-    started = time.perf_counter()
+    sent, started = time.time(), time.perf_counter()
     response = client.request(request["method"], request["path"], json=request.get("body"))
-    return time.perf_counter() - started, response.status_code
+    return time.perf_counter() - started, response.status_code, sent
 
 
-def _worker(url: str, token: str, queue: list[Request], lock: threading.Lock) -> list[Sample]:
-    """Take requests off the shared list until it is empty; (latency, status) each."""
+def _worker(
+    url: str, token: str, queue: list[Request], lock: threading.Lock, until: Path | None
+) -> list[Sample]:
+    """Take requests off the shared list until it is empty; a sample each. With `until`,
+    go round the list instead, until that file exists (the driver creates it)."""
     results: list[Sample] = []
     with httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=60) as client:
         while True:
             with lock:
-                if not queue:
+                if not queue or (until is not None and until.exists()):
                     return results
                 request = queue.pop()
+                if until is not None:
+                    queue.insert(0, request)
             results.append(_send(client, request))
 
 
@@ -68,22 +73,33 @@ def run_scenario(url: str, token: str, scenario: dict[str, Any]) -> dict[str, An
         for request in scenario.get("warmup", []):
             _send(client, request)
     lock = threading.Lock()
+    until = Path(scenario["until"]) if scenario.get("until") else None
     started = time.perf_counter()
     with ThreadPoolExecutor(scenario["concurrency"]) as pool:
         futures = [
-            pool.submit(_worker, url, token, requests, lock) for _ in range(scenario["concurrency"])
+            pool.submit(_worker, url, token, requests, lock, until)
+            for _ in range(scenario["concurrency"])
         ]
         samples = [sample for future in futures for sample in future.result()]
     elapsed = time.perf_counter() - started
     return _summary(scenario, samples, elapsed)
 
 
-def _summary(scenario: dict[str, Any], samples: list[Sample], elapsed: float) -> dict[str, Any]:
-    latencies = sorted(latency for latency, _status in samples)
-    statuses: dict[str, int] = {}
-    for _latency, status in samples:
-        statuses[str(status)] = statuses.get(str(status), 0) + 1
+def latency_summary(latencies: list[float]) -> dict[str, float]:
+    """p50, p99 and max of latencies in seconds, in milliseconds."""
+    ordered = sorted(latencies)
     return {
+        "p50_ms": round(_percentile(ordered, 0.50) * 1000, 2),
+        "p99_ms": round(_percentile(ordered, 0.99) * 1000, 2),
+        "max_ms": round(ordered[-1] * 1000, 2) if ordered else 0.0,
+    }
+
+
+def _summary(scenario: dict[str, Any], samples: list[Sample], elapsed: float) -> dict[str, Any]:
+    statuses: dict[str, int] = {}
+    for _latency, status, _sent in samples:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    summary = {
         "name": scenario["name"],
         "concurrency": scenario["concurrency"],
         "requests": len(samples),
@@ -91,10 +107,11 @@ def _summary(scenario: dict[str, Any], samples: list[Sample], elapsed: float) ->
         "statuses": statuses,
         "seconds": round(elapsed, 3),
         "req_per_s": round(len(samples) / elapsed, 1) if elapsed else 0.0,
-        "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
-        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
-        "max_ms": round(latencies[-1] * 1000, 2) if latencies else 0.0,
+        **latency_summary([latency for latency, _status, _sent in samples]),
     }
+    if scenario.get("keep_samples"):  # for a driver that judges a time window of the run
+        summary["samples"] = samples
+    return summary
 
 
 def main(spec_path: str) -> None:
@@ -131,7 +148,7 @@ class Setup:
         return api.create_vault("region1", name, [resource])
 
 
-def _list_requests(base: str, vault_id: str, count: int, rng: random.Random) -> list[Request]:
+def list_requests(base: str, vault_id: str, count: int, rng: random.Random) -> list[Request]:
     pages = LIST_BACKUPS // PAGE
     return [
         {
@@ -181,14 +198,14 @@ def _scenarios(
     backup, and SQLite takes one writer at a time, so concurrent calls only queue.
     """
     rng = random.Random(6)
-    warm_list = _list_requests(base, setup.listed, WARMUP, rng)
+    warm_list = list_requests(base, setup.listed, WARMUP, rng)
     warm_show = _show_requests(base, shown, WARMUP, rng)
     scenarios: list[dict[str, Any]] = []
     for concurrency in concurrencies:
         scenarios.append(
             {
                 "name": "list_backups",
-                "requests": _list_requests(base, setup.listed, requests, rng),
+                "requests": list_requests(base, setup.listed, requests, rng),
                 "warmup": warm_list,
                 "concurrency": concurrency,
                 "expect": 200,

@@ -1,4 +1,5 @@
-"""The run's output: issue 6's targets checked, a terminal table, a JSON file, a PNG chart.
+"""The run's output: issue 6's targets (and issue 13's scheduler targets) checked, a terminal
+table, a JSON file, a PNG chart.
 
 Every ratio is opencbr's throughput over the peer's, both measured as the dataset's
 logical size over wall time in the same run (the issue's definition), so a ratio above 1
@@ -17,6 +18,7 @@ from bench.measure import MiB, Result
 
 RSS_LIMIT = 300_000_000  # "300 MB"; decimal, the stricter reading
 LIST_P99_MS, REPLICATE_P99_MS = 50.0, 100.0
+SCHEDULED_VAULTS, SLOT_DEADLINE_S = 10_000, 60.0  # issue 13: checkpoints of a shared slot
 # (opencbr operation, peer key, minimum ratio of opencbr's throughput to the peer's)
 THROUGHPUT_TARGETS = (
     ("backup_full", "restic.backup_full", 1.5),
@@ -92,10 +94,14 @@ def _latency_targets(load: dict[str, Any] | None) -> list[Target]:
     return targets
 
 
-def _rss_target(results: list[Result], load: dict[str, Any] | None) -> Target:
+def _rss_target(
+    results: list[Result], load: dict[str, Any] | None, schedule: dict[str, Any] | None
+) -> Target:
     peaks = {r.key: r.peak_rss_bytes for r in results if r.tool == "opencbr" and r.peak_rss_bytes}
     if load and load.get("server_peak_rss_bytes"):
         peaks["opencbr.api_load"] = load["server_peak_rss_bytes"]
+    if schedule and schedule.get("server_peak_rss_bytes"):
+        peaks["opencbr.schedule"] = schedule["server_peak_rss_bytes"]
     if not peaks:
         return Target("opencbr peak RSS < 300 MB", "not measured", None)
     worst = max(peaks, key=lambda key: peaks[key])
@@ -103,13 +109,61 @@ def _rss_target(results: list[Result], load: dict[str, Any] | None) -> Target:
     return Target("opencbr peak RSS < 300 MB", value, peaks[worst] < RSS_LIMIT)
 
 
-def targets(results: list[Result], load: dict[str, Any] | None) -> list[Target]:
+def _checkpoints_target(schedule: dict[str, Any] | None) -> Target:
+    vaults = schedule["vaults"] if schedule else SCHEDULED_VAULTS
+    name = f"{vaults:,} vault checkpoints within {SLOT_DEADLINE_S:g} s of the slot"
+    if schedule is None:
+        return Target(name, "not measured", None)
+    made, last = schedule["checkpoints"], schedule["last_checkpoint_after_s"]
+    if made < vaults or last is None:
+        return Target(name, f"{made:,} of {vaults:,} after {schedule['timeline'][-1][0]} s", False)
+    claims = [run["claimed_after_s"] for run in schedule["runs"]]
+    value = f"last at {last:.1f} s (runs claimed at {min(claims):.1f}-{max(claims):.1f} s)"
+    return Target(name, value, last <= SLOT_DEADLINE_S)
+
+
+def _slot_latency_target(schedule: dict[str, Any] | None) -> Target:
+    name = f"list_backups p99 < {LIST_P99_MS:g} ms while the slot's checkpoints are created"
+    window = schedule.get("list_during_slot") if schedule else None
+    if schedule is None or not window or not window["requests"]:
+        return Target(name, "not measured", None if schedule is None else False)
+    rest = schedule["list_at_rest"]
+    value = (
+        f"{window['p99_ms']:.1f} ms over {window['requests']} requests "
+        f"(at rest {rest['p99_ms']:.1f} ms)"
+    )
+    return Target(name, value, window["p99_ms"] < LIST_P99_MS and not window["errors"])
+
+
+def _tick_target(schedule: dict[str, Any] | None) -> Target:
+    """The tick's statements with every vault bound and with one vault per policy: the
+    same number means they grow with the due policies only."""
+    name = "scheduler tick: SQL statements do not grow with the bound vaults"
+    if schedule is None:
+        return Target(name, "not measured", None)
+    tick = schedule["tick"]
+    many, few = tick["every_vault_bound"], tick["one_vault_per_policy"]
+    per_policy = tick["bound_vaults"] // tick["due_policies"]
+    value = (
+        f"{many['statements']} for {tick['due_policies']} due policies x {per_policy:,} "
+        f"vaults, {few['statements']} x 1 vault, {tick['nothing_due']['statements']} "
+        "with nothing due"
+    )
+    return Target(name, value, many["statements"] == few["statements"])
+
+
+def targets(
+    results: list[Result], load: dict[str, Any] | None, schedule: dict[str, Any] | None = None
+) -> list[Target]:
     by_key = {result.key: result for result in results}
     return [
         *_throughput_targets(by_key),
         _incremental_replication_target(by_key),
         *_latency_targets(load),
-        _rss_target(results, load),
+        _checkpoints_target(schedule),
+        _slot_latency_target(schedule),
+        _tick_target(schedule),
+        _rss_target(results, load, schedule),
     ]
 
 
@@ -167,6 +221,62 @@ def load_table(load: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _seconds_range(values: list[float]) -> str:
+    return f"{min(values):.1f}-{max(values):.1f} s" if values else "-"
+
+
+def _latency_text(summary: dict[str, Any] | None) -> str:
+    if not summary or not summary.get("requests"):
+        return "not measured"
+    return (
+        f"p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms, "
+        f"max {summary['max_ms']:.1f} ms ({summary['requests']} requests)"
+    )
+
+
+def schedule_table(schedule: dict[str, Any]) -> list[list[str]]:
+    """The scheduler measurement: times are seconds after the slot."""
+    tick = schedule["tick"]
+    many, few = tick["every_vault_bound"], tick["one_vault_per_policy"]
+    kinds = ", ".join(f"{kind} {n}" for kind, n in many["by_kind"].items())
+    made, last = schedule["checkpoints"], schedule["last_checkpoint_after_s"]
+    first_claim = min((run["claimed_after_s"] for run in schedule["runs"]), default=None)
+    rate = (
+        f"{made / (last - first_claim):.0f} checkpoints/s from the first claim"
+        if last is not None and first_claim is not None and last > first_claim
+        else "-"
+    )
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(schedule["backups_by_status"].items()))
+    rows = [
+        ["schedule", "value"],
+        [
+            "setup",
+            f"{schedule['vaults']:,} vaults, {schedule['policies']} policies, "
+            f"{schedule['database']}; seeded in {schedule['seed_seconds']:.1f} s; "
+            f"server up {schedule['server_up_before_slot_s']:.1f} s before the slot",
+        ],
+        ["runs claimed", _seconds_range([run["claimed_after_s"] for run in schedule["runs"]])],
+        [
+            "checkpoints created",
+            f"{made:,}: first {schedule['first_checkpoint_after_s']} s, last {last} s; {rate}",
+        ],
+        [
+            "tick, every vault bound",
+            f"{many['statements']} statements, {many['milliseconds']:.0f} ms ({kinds})",
+        ],
+        [
+            "tick, one vault per policy",
+            f"{few['statements']} statements, {few['milliseconds']:.0f} ms",
+        ],
+        ["tick, nothing due", f"{tick['nothing_due']['statements']} statements"],
+        ["list_backups at rest", _latency_text(schedule["list_at_rest"])],
+        ["list_backups during the slot", _latency_text(schedule["list_during_slot"])],
+        ["backups when stopped", by_status or "-"],
+        ["server peak RSS", f"{schedule['server_peak_rss_bytes'] / MiB:.0f} MiB"],
+    ]
+    return rows
+
+
 def format_table(rows: list[list[str]], markdown: bool = False) -> str:
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in rows]
@@ -180,11 +290,17 @@ def format_table(rows: list[list[str]], markdown: bool = False) -> str:
 
 
 def render(
-    results: list[Result], load: dict[str, Any] | None, goals: list[Target], markdown: bool = False
+    results: list[Result],
+    load: dict[str, Any] | None,
+    goals: list[Target],
+    markdown: bool = False,
+    schedule: dict[str, Any] | None = None,
 ) -> str:
     parts = [format_table(results_table(results), markdown)] if results else []
     if load and load.get("scenarios"):
         parts.append(format_table(load_table(load), markdown))
+    if schedule:
+        parts.append(format_table(schedule_table(schedule), markdown))
     if load and not load.get("replication_available", True):
         parts.append("replication: not available (POST /checkpoints/replicate is not served)")
     marks = {True: "met   ", False: "MISSED", None: "n/a   "}
@@ -202,18 +318,23 @@ def write_json(
     results: list[Result],
     load: dict[str, Any] | None,
     goals: list[Target],
+    schedule: dict[str, Any] | None = None,
 ) -> None:
     payload = {
         "meta": meta,
         "results": [result.to_json() for result in results],
         "load": load,
+        "schedule": schedule,
         "targets": [goal.to_json() for goal in goals],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def read_json(path: Path) -> tuple[list[Result], dict[str, Any] | None]:
+def read_json(
+    path: Path,
+) -> tuple[list[Result], dict[str, Any] | None, dict[str, Any] | None]:
+    """The results, the API load and the scheduler measurement of a saved run."""
     payload = json.loads(path.read_text())
     results = [
         Result(
@@ -227,11 +348,12 @@ def read_json(path: Path) -> tuple[list[Result], dict[str, Any] | None]:
         )
         for r in payload["results"]
     ]
-    return results, payload.get("load")
+    return results, payload.get("load"), payload.get("schedule")
 
 
 if __name__ == "__main__":
     # `python -m bench.report results/latest.json [--markdown]`: the tables again, e.g.
     # for the README, from a saved run.
-    saved, saved_load = read_json(Path(sys.argv[1]))
-    print(render(saved, saved_load, targets(saved, saved_load), "--markdown" in sys.argv))
+    saved, saved_load, saved_schedule = read_json(Path(sys.argv[1]))
+    goals = targets(saved, saved_load, saved_schedule)
+    print(render(saved, saved_load, goals, "--markdown" in sys.argv, saved_schedule))

@@ -33,15 +33,27 @@ def free_port() -> int:
 
 
 def write_config(
-    path: Path, data_dir: Path, roots: dict[str, Path], *, embedded_worker: bool = True
+    path: Path,
+    data_dir: Path,
+    roots: dict[str, Path],
+    *,
+    embedded_worker: bool = True,
+    database_url: str | None = None,
 ) -> Path:
-    """A config with one protectable root per region (the benchmark's data lives there)."""
+    """A config with one protectable root per region (the benchmark's data lives there).
+
+    The metrics listener gets a free port too: the default one may be held by another
+    opencbr on the machine, and the server would not start.
+    """
     lines = [
         f'data_dir = "{data_dir}"',
         f'listen = "127.0.0.1:{free_port()}"',
+        f'metrics_listen = "127.0.0.1:{free_port()}"',
         f"embedded_worker = {'true' if embedded_worker else 'false'}",
         'log_level = "warning"',
     ]
+    if database_url is not None:
+        lines.append(f"database_url = {json.dumps(database_url)}")
     for region, root in roots.items():
         root.mkdir(parents=True, exist_ok=True)
         lines += ["", "[[protectable_roots]]", f'project = "{region}"', f'path = "{root}"']

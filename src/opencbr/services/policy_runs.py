@@ -26,8 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import exists, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, lazyload
 
 from opencbr import clock
 from opencbr.db.backups import Checkpoint, ReplicationRecord
@@ -66,6 +66,8 @@ class Started:
 
 
 OnBatch = Callable[[Started], None]
+# A checkpoint a run batch began, whose backups it adds once all of its checkpoints are in.
+Begun = tuple[checkpoints.CheckpointView, checkpoints.CheckpointParams]
 
 
 # --- the scheduler -----------------------------------------------------------------------
@@ -118,7 +120,7 @@ def _claim_slot(rt: Runtime, due: Any, now: datetime) -> str | None:
         )
         if not claimed.rowcount:  # type: ignore[attr-defined]
             return None  # another worker claimed this slot
-        policy = session.get(Policy, due.id)
+        policy = _policy_alone(session, due.id)
         assert policy is not None
         if not recent:
             _skip_policy(session, policy, f"the slot at {_wire_time(slot)} was missed")
@@ -238,12 +240,18 @@ def _start_all(rt: Runtime, work: RunWork) -> None:
     while True:
         batch = Started()
         with rt.db.transaction() as session:
-            policy = session.get(Policy, work.policy_id)
+            policy = _policy_alone(session, work.policy_id)
             bindings = _next_bindings(session, work) if policy is not None else []
             if policy is None or not bindings:
                 return
+            vaults = _load_vaults(session, bindings)
+            live = _previous_runs_live(session, policy, bindings)
+            begun: list[Begun] = []
             for binding in bindings:
-                _start_vault(rt, session, policy, binding, batch, work)
+                vault = vaults.get(binding.vault_id)
+                if vault is not None:
+                    _start_vault(rt, session, policy, binding, vault, live, begun, batch, work)
+            _add_backups(session, begun)
             work.cursor = bindings[-1].vault_id
             session.execute(
                 update(PolicyRun)
@@ -260,6 +268,20 @@ def _start_all(rt: Runtime, work: RunWork) -> None:
             work.on_batch(batch)
 
 
+def _policy_alone(session: Session, policy_id: str) -> Policy | None:
+    """The policy without its bindings (one row per bound vault), which `Policy` loads
+    eagerly: a claim and a run batch read them by key range, when they need them."""
+    return session.get(Policy, policy_id, options=[lazyload(Policy.bindings)])
+
+
+def _load_vaults(session: Session, bindings: list[PolicyBinding]) -> dict[str, Vault]:
+    """The batch's vaults by id, with their resources and tags: one query per table for
+    the batch, where loading them one by one queried four tables per vault (most of a
+    batch's time)."""
+    ids = [binding.vault_id for binding in bindings]
+    return {vault.id: vault for vault in session.scalars(select(Vault).where(Vault.id.in_(ids)))}
+
+
 def _next_bindings(session: Session, work: RunWork) -> list[PolicyBinding]:
     query = select(PolicyBinding).where(PolicyBinding.policy_id == work.policy_id)
     if work.cursor is not None:
@@ -272,16 +294,19 @@ def _start_vault(
     session: Session,
     policy: Policy,
     binding: PolicyBinding,
+    vault: Vault,
+    live: set[str],
+    begun: list[Begun],
     batch: Started,
     work: RunWork,
 ) -> None:
-    vault = session.get(Vault, binding.vault_id)
-    if vault is None:
-        return
-    why = _previous_run_live(session, policy, binding)
+    why = None
+    if binding.vault_id in live:
+        what = "backup" if policy.operation_type == PolicyType.BACKUP else "replication"
+        why = f"the previous {what} of this policy on the vault is still running"
     try:
         if why is None and policy.operation_type == PolicyType.BACKUP:
-            batch.checkpoint_ids += _back_up(session, policy, vault)
+            batch.checkpoint_ids += _back_up(session, policy, vault, begun)
         elif why is None:
             batch.record_ids += _replicate(rt, session, policy, vault, binding)
     except CbrError as exc:
@@ -291,30 +316,40 @@ def _start_vault(
         _skip_vault(session, policy, vault, why)
 
 
-def _previous_run_live(session: Session, policy: Policy, binding: PolicyBinding) -> str | None:
-    """Why the vault's previous run of this policy is still live, if it is."""
+def _previous_runs_live(
+    session: Session, policy: Policy, bindings: list[PolicyBinding]
+) -> set[str]:
+    """The vaults of `bindings` whose previous run of this policy is still live (one query
+    for the batch): a checkpoint still protecting, or a replication record to the binding's
+    destination vault still live."""
+    ids = [binding.vault_id for binding in bindings]
     if policy.operation_type == PolicyType.BACKUP:
-        live = exists().where(
-            Checkpoint.vault_id == binding.vault_id,
-            Checkpoint.policy_id == policy.id,
-            Checkpoint.status == CheckpointStatus.PROTECTING,
+        found = session.scalars(
+            select(Checkpoint.vault_id).where(
+                Checkpoint.vault_id.in_(ids),
+                Checkpoint.policy_id == policy.id,
+                Checkpoint.status == CheckpointStatus.PROTECTING,
+            )
         )
-        what = "backup"
-    else:
-        live = exists().where(
-            ReplicationRecord.source_vault_id == binding.vault_id,
-            ReplicationRecord.destination_vault_id == binding.destination_vault_id,
+        return set(found)
+    destinations = {binding.vault_id: binding.destination_vault_id for binding in bindings}
+    records = session.execute(
+        select(ReplicationRecord.source_vault_id, ReplicationRecord.destination_vault_id).where(
+            ReplicationRecord.source_vault_id.in_(ids),
             ReplicationRecord.policy_id == policy.id,
             ReplicationRecord.status.in_(LIVE_RECORD),
         )
-        what = "replication"
-    if session.scalar(select(live)):
-        return f"the previous {what} of this policy on the vault is still running"
-    return None
+    )
+    return {
+        source
+        for source, destination in records
+        if destination is not None and destination == destinations[source]
+    }
 
 
-def _back_up(session: Session, policy: Policy, vault: Vault) -> list[str]:
-    """A checkpoint of the vault's resources that are not suspended; none if every one is."""
+def _back_up(session: Session, policy: Policy, vault: Vault, begun: list[Begun]) -> list[str]:
+    """A checkpoint of the vault's resources that are not suspended; none if every one is.
+    Its backups are added by `_add_backups`, with the rest of the batch's."""
     chosen = [binding for binding in vault.resources if binding.auto_protect]
     if not chosen:
         return []
@@ -322,8 +357,18 @@ def _back_up(session: Session, policy: Policy, vault: Vault) -> list[str]:
     params = checkpoints.CheckpointParams(
         auto_trigger=True, policy_id=policy.id, retention_duration_days=days
     )
-    view = checkpoints.plan(session, vault, chosen, params)
+    view = checkpoints.begin(session, vault, chosen, params)
+    begun.append((view, params))
     return [view.checkpoint.id]
+
+
+def _add_backups(session: Session, begun: list[Begun]) -> None:
+    """The backups of the batch's checkpoints, after one flush inserts every checkpoint
+    (the backups reference theirs)."""
+    if begun:
+        session.flush()
+        for view, params in begun:
+            checkpoints.add_backups(session, view, params)
 
 
 def _replicate(
