@@ -58,7 +58,8 @@ def show_backup(backup_id: str, ctx: CallerDep, db: DbDep) -> BackupResponse:
 @router.get("/{backup_id}/metadata", response_model=MetadataResponse)
 def show_metadata(backup_id: str, ctx: CallerDep, db: DbDep) -> MetadataResponse:
     backup = backups.with_metadata(db, ctx, backup_id)
-    return metadata_out(backup, backups.records_for(db, [backup.id]).get(backup.id, []))
+    records = backups.records_for(db, [backup.id]).get(backup.id, [])
+    return metadata_out(backup, records, zone=ctx.region)
 
 
 @router.put("/{backup_id}", response_model=BackupResponse)

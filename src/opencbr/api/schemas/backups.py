@@ -554,7 +554,9 @@ class MetadataResponse(ResponseModel):
     workspace: str | None
 
 
-def metadata_out(backup: Backup, records: list[ReplicationRecord]) -> MetadataResponse:
+def metadata_out(
+    backup: Backup, records: list[ReplicationRecord], zone: str | None = None
+) -> MetadataResponse:
     volumes = [
         {
             "volume": {
@@ -577,7 +579,7 @@ def metadata_out(backup: Backup, records: list[ReplicationRecord]) -> MetadataRe
     }
     return MetadataResponse(
         backup_id=backup.id,
-        backups=json.dumps(backup_out(backup, records).model_dump()),
+        backups=json.dumps(backup_out(backup, records, zone=zone).model_dump()),
         server=json.dumps({"server": server}),
         volumes=[json.dumps(volume) for volume in volumes],
         flavor=None,
