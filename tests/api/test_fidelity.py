@@ -296,14 +296,9 @@ def test_public_cloud_operations_are_refused_as_not_supported(env: Env, entry: A
         assert_error(response, 403, "BackupService.8600")
 
 
-# Operations other issues are building (members, migrateresources): not this table's to
+# Operations another branch is building (migrateresources): not this table's to
 # answer.
 BUILT_ELSEWHERE = {
-    "add_member",
-    "show_members_detail",
-    "show_member_detail",
-    "update_member_status",
-    "delete_member",
     "migrate_vault_resource",
 }
 

@@ -3,6 +3,7 @@
 from opencbr.db.backups import (
     Backup,
     BackupChunk,
+    BackupMember,
     Checkpoint,
     OperationLog,
     ReplicationRecord,
@@ -17,6 +18,7 @@ from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResour
 __all__ = [
     "Backup",
     "BackupChunk",
+    "BackupMember",
     "Base",
     "Checkpoint",
     "Credential",

@@ -52,6 +52,15 @@ class OperationStatus(StrEnum):
     TIMEOUT = "timeout"
 
 
+class MemberStatus(StrEnum):
+    """A backup's share with another project: pending -> accepted | rejected (the member
+    project decides, and may change its mind between accepted and rejected)."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
 class PolicyRunStatus(StrEnum):
     """One slot of a policy: waiting -> running -> success | failed."""
 
