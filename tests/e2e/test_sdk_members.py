@@ -1,6 +1,7 @@
-"""Backup sharing through the official clients against a real `opencbr serve`: the Huawei
-SDK's five member operations and the backup list's sharing filters, and otcextensions'
-member proxy methods; every answer deserialises into the client's model."""
+"""Backup sharing and resource migration through the official clients against a real
+`opencbr serve`: the Huawei SDK's five member operations, the backup list's sharing
+filters and migrate_vault_resource, and otcextensions' member proxy methods (it has none
+for migration); every answer deserialises into the client's model."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.e2e.flows import (
     register_dir,
     sdk_back_up,
     sdk_vault,
+    wait_until,
 )
 
 pytestmark = [
@@ -102,3 +104,22 @@ def test_members_through_otcextensions(site: Site) -> None:
     owner.cbr.delete_member(backup.id, added, ignore_missing=False)
     assert list(owner.cbr.members(backup.id)) == []
     assert list(partner.cbr.backups(own_type="shared")) == []
+
+
+def test_migrate_vault_resource_through_the_huawei_sdk(site: Site) -> None:
+    client = site.cbr("region1")
+    resource = register_dir(site, "region1", "sdk-migrating", {"m.txt": "moves\n"})
+    source = sdk_vault(client, "sdk-migrate-from", "backup", [resource])
+    backup = sdk_back_up(client, source.id, "sdk-migrated")
+    dest = sdk_vault(client, "sdk-migrate-to", "backup", [])
+    body = cbr.VaultMigrateResourceReq(destination_vault_id=dest.id, resource_ids=[resource])
+    request = cbr.MigrateVaultResourceRequest(vault_id=source.id, body=body)
+    assert client.migrate_vault_resource(request).migrated_resources == [resource]
+    wait_until(
+        lambda: client.show_vault(cbr.ShowVaultRequest(vault_id=dest.id)).vault,
+        lambda vault: [r.id for r in vault.resources] == [resource],
+    )
+    moved = client.show_backup(cbr.ShowBackupRequest(backup_id=backup.id)).backup
+    assert moved.vault_id == dest.id
+    again = cbr.MigrateVaultResourceRequest(vault_id=source.id, body=body)
+    _raises("BackupService.6135", client.migrate_vault_resource, again)
