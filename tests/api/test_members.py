@@ -74,6 +74,7 @@ def _listed(caller: Env | Tenant, **params: Any) -> list[str]:
     return [b["id"] for b in body["backups"]]
 
 
+@pytest.mark.slow
 def test_a_member_sees_accepts_and_restores_a_shared_backup(env: Env) -> None:
     backup = _shared_backup(env)
     partner = neighbour(env, "partner")
@@ -323,6 +324,7 @@ def test_the_owner_removes_a_member(env: Env) -> None:
     assert _listed(partner, own_type="shared") == []
 
 
+@pytest.mark.slow
 def test_disk_backups_are_shared_too(env: Env) -> None:
     disk = register_disk(env, name="shared-disk", size=1 << 20)
     image = env.roots["region1"] / "shared-disk.img"

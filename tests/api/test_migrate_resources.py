@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.api.helpers import (
     Env,
     assert_error,
@@ -41,6 +43,7 @@ def _migrate(env: Env, source: str, body: dict[str, Any]) -> Any:
     return env.post("region1", f"/vaults/{source}/migrateresources", body)
 
 
+@pytest.mark.slow
 def test_resources_move_with_their_backups_and_chunks(env: Env) -> None:
     moving = register_dir(env, name="moving")
     staying = register_dir(env, name="staying")
