@@ -176,3 +176,28 @@ TAG_KEY_NOT_FOUND = _code("BackupService.6601", 404, "The key does not exist.")
 METADATA_BAD_STATUS = _code(
     "BackupService.6206", 400, "Metadata query is not allowed in the current backup status."
 )
+
+# Backup sharing (members).
+SHARE_LIMIT_REACHED = _code(
+    "BackupService.6701", 400, "The maximum number of backups that can be shared has been reached."
+)
+SHARE_BAD_STATUS = _code(
+    "BackupService.6702", 400, "Only backups in the Available status can be shared."
+)
+SHARE_INVALID_PROJECT = _code(
+    "BackupService.6704", 400, "Invalid project ID of the tenant for sharing."
+)
+MEMBER_NOT_FOUND = _code("BackupService.6705", 404, "The share member does not exist.")
+MEMBER_UPDATE_INVALID = _code(
+    "BackupService.6706", 400, "Invalid update parameter value for the share member."
+)
+SHARING_NOT_ALLOWED = _code("BackupService.6707", 400, "Backup sharing is not allowed.")
+SHARED_BACKUP_NOT_DELETABLE = _code("BackupService.6711", 400, "Shared backup deletion failed.")
+SHARE_VAULT_TYPE_MISMATCH = _code(
+    "BackupService.6713",
+    400,
+    "The type of the vault accepting the shared backup and the backup resource type are different.",
+)
+SHARED_TWICE = _code(
+    "BackupService.6714", 400, "A shared backup cannot be shared to the same member again."
+)

@@ -112,10 +112,53 @@ def outsider(env: Env) -> tuple[str, str]:
     return project.id, issue(env.client, "stranger", PASSWORD, project.id)
 
 
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+@dataclass
+class Tenant:
+    """Another project's caller: its own token, its own requests (tenant isolation tests)."""
+
+    env: Env
+    project_id: str
+    token: str
+    name: str = ""  # the project's name (its protectable root's key in `env.roots`)
+
+    def url(self, path: str) -> str:
+        return f"/v3/{self.project_id}{path}"
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.env.client.get(self.url(path), headers=self._auth(), **kwargs)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.env.client.post(self.url(path), json=body, headers=self._auth())
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.env.client.put(self.url(path), json=body, headers=self._auth())
+
+    def delete(self, path: str) -> Any:
+        return self.env.client.delete(self.url(path), headers=self._auth())
+
+    def _auth(self) -> dict[str, str]:
+        return {"X-Auth-Token": self.token}
+
+
+def neighbour(env: Env, name: str = "partner", region: str = "region1") -> Tenant:
+    """Project `name` in `region`, administered by a user of its own (named after it): a
+    tenant that shares the region with the admin's project. Its protectable root exists
+    when the settings were made with `make_settings(..., extra_projects=(name,))`."""
+    project = identity.create_project(env.db, env.settings, name, region)
+    identity.create_user(env.db, env.settings, f"{name}-admin", PASSWORD)
+    identity.grant_role(env.db, f"{name}-admin", name, "admin")
+    token = issue(env.client, f"{name}-admin", PASSWORD, project.id)
+    return Tenant(env, project.id, token, name)
+
+
+def make_settings(
+    tmp_path: Path, extra_projects: tuple[str, ...] = (), **overrides: Any
+) -> Settings:
+    """Settings with a protectable root per region's project (named after the region) and
+    per name of `extra_projects` (projects a test creates, e.g. with `neighbour`)."""
     roots = [
-        ProtectableRoot(project=region, path=tmp_path / "roots" / region)
-        for region in ("region1", "region2")
+        ProtectableRoot(project=name, path=tmp_path / "roots" / name)
+        for name in ("region1", "region2", *extra_projects)
     ]
     for root in roots:
         root.path.mkdir(parents=True, exist_ok=True)

@@ -301,10 +301,17 @@ class Site:
     secret: str
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run at the module's end
 
-    def cbr(self, region: str, access: str | None = None, secret: str | None = None) -> Any:
-        """A Huawei SDK client for the region's project (closed at the module's end)."""
+    def cbr(
+        self,
+        region: str,
+        access: str | None = None,
+        secret: str | None = None,
+        project_id: str | None = None,
+    ) -> Any:
+        """A Huawei SDK client for the region's project, or for `project_id` (another project
+        of the region), closed at the module's end."""
         credentials = BasicCredentials(
-            access or self.access, secret or self.secret, self.projects[region]
+            access or self.access, secret or self.secret, project_id or self.projects[region]
         )
         builder = CbrClient.new_builder().with_credentials(credentials)
         client = builder.with_endpoints([self.server.url]).build()
@@ -314,6 +321,13 @@ class Site:
     def close(self) -> None:
         for cleanup in self.cleanups:
             cleanup()
+
+
+def admin_project(site: Site, name: str, region: str = "region1") -> str:
+    """A further project `name` in `region` where the admin is admin: its id."""
+    project = site.server.admin("project", "create", "--name", name, "--region", region)
+    site.server.admin("role", "grant", "--user", "admin", "--project", name, "--role", "admin")
+    return str(project["project"]["id"])
 
 
 def wait_until(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = 60.0) -> T:
@@ -420,12 +434,14 @@ def sdk_back_up(client: Any, vault_id: str, name: str) -> Any:
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
 
 
-def otc_connection(site: Site, region: str) -> Any:
+def otc_connection(site: Site, region: str, project_id: str | None = None) -> Any:
+    """An openstacksdk connection with otcextensions as the admin, in the region's project
+    or in `project_id` (another project of the region the admin has a role in)."""
     conn = openstack.connect(
         auth_url=f"{site.server.url}/identity/v3",
         username="admin",
         password=site.server.password(),
-        project_id=site.projects[region],
+        project_id=project_id or site.projects[region],
         user_domain_name="Default",
         region_name=region,
     )

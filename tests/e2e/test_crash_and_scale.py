@@ -1,10 +1,12 @@
 """The service as a real process: about 1 GiB backed up twice and replicated to region2
-with a SIGKILL in the middle of the copy; a SIGKILL during a backup; memory stays flat."""
+with a SIGKILL in the middle of the copy; a SIGKILL during a backup; a SIGKILL during a
+migration between vaults; memory stays flat."""
 
 from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -192,3 +194,68 @@ def test_backing_up_a_2_gib_file_keeps_the_server_under_300_mb(
     status = Path(f"/proc/{server.process.pid}/status").read_text()
     peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
     assert peak_kb < 300 * 1024, f"peak RSS {peak_kb} kB"
+
+
+def assert_whole_in_one_vault(database: Path, store: Path, vault_ids: set[str]) -> int:
+    """Read the stopped server's database and stores: every backup is in one of the two
+    vaults, and that vault's store holds its manifest and every chunk it references (a
+    server backup's volumes hold its data: they are checked). Returns how many were."""
+    with sqlite3.connect(database) as connection:
+        backups = connection.execute("SELECT id, vault_id FROM backups WHERE kind != 'server'")
+        units = list(backups)
+        for backup_id, vault_id in units:
+            assert vault_id in vault_ids, (backup_id, vault_id)
+            vault = store / vault_id
+            assert (vault / "manifests" / f"backup-{backup_id}").is_file(), backup_id
+            digests = connection.execute(
+                "SELECT digest FROM backup_chunks WHERE backup_id = ?", (backup_id,)
+            )
+            for (digest,) in digests:
+                assert (vault / "chunks" / digest[:2] / digest).is_file(), (backup_id, digest)
+    return len(units)
+
+
+def test_sigkill_during_a_migration_leaves_every_backup_whole_in_one_vault(
+    server: Server, tmp_path: Path, connect: Callable[[str], Client]
+) -> None:
+    ids = projects(server)
+    r1 = connect(ids["region1"])
+    source = tmp_path / "roots" / "region1" / "data"
+    make_tree(source, 300 * MiB, seed=31)
+    vault = r1.vault("from", resources=[r1.register_dir("data", str(source))])
+    first = r1.finished_backup(r1.start_backup(vault, "first"))
+    expected_first = tmp_path / "expected-first"
+    subprocess.run(["cp", "-a", str(source), str(expected_first)], check=True)
+    mutate(source, 0.02, seed=32)
+    second = r1.finished_backup(r1.start_backup(vault, "second"))
+    dest = r1.vault("to")
+    stores = server.data_dir / "store" / "region1" / "vaults"
+    source_chunks = chunk_count(stores / vault)
+
+    moved = r1.call("POST", f"/vaults/{vault}/migrateresources", {"destination_vault_id": dest})
+    assert len(moved["migrated_resources"]) == 1
+    deadline = time.monotonic() + 120
+    while not 0.1 * source_chunks <= chunk_count(stores / dest) <= 0.9 * source_chunks:
+        assert time.monotonic() < deadline, "the migration never reached 10%"
+        time.sleep(0.005)
+    server.kill()
+    assert assert_whole_in_one_vault(server.data_dir / "opencbr.db", stores, {vault, dest}) >= 2
+    server.start()
+
+    r1.wait(f"/vaults/{dest}", lambda b: len(b["vault"]["resources"]) == 1)
+    in_dest = {b["id"] for b in r1.call("GET", "/backups", vault_id=dest)["backups"]}
+    assert in_dest == {first["id"], second["id"]}
+    assert r1.call("GET", "/backups", vault_id=vault)["backups"] == []
+    r1.wait(f"/vaults/{vault}", lambda _b: chunk_count(stores / vault) == 0)  # collected
+    server.kill()
+    assert_whole_in_one_vault(server.data_dir / "opencbr.db", stores, {dest})
+    server.start()
+    for name, backup_id, expected in (
+        ("one", first["id"], expected_first),
+        ("two", second["id"], source),
+    ):
+        target = tmp_path / "roots" / "region1" / name
+        target.mkdir()
+        log = r1.restore(backup_id, r1.register_dir(name, str(target)))
+        assert log["status"] == "success", log
+        assert_same_tree(expected, target)

@@ -25,6 +25,7 @@ from opencbr.db.status import (
     LIVE_RECORD,
     BackupStatus,
     CheckpointStatus,
+    MemberStatus,
     OperationStatus,
     RecordStatus,
     sql_in,
@@ -141,6 +142,32 @@ class Backup(Base):
         references no chunk yet (reading it would need the session, perhaps closed)."""
         value = inspect(self).attrs.damaged_chunks.loaded_value
         return value if isinstance(value, int) else 0
+
+
+class BackupMember(Base):
+    """A backup shared with another project of its region (CBR's share member).
+
+    The owner's project adds and removes members; the member project accepts or rejects
+    (`status`). An accepted member lists, shows and restores the backup into its own
+    registered resources; it never writes it. `vault_id` is the member's vault named on
+    accepting (optional here: the data stays in the owner's vault). Deleting the backup
+    removes its members (the foreign key cascades).
+    """
+
+    __tablename__ = "backup_members"
+    __table_args__ = (
+        UniqueConstraint("backup_id", "dest_project_id"),
+        # "What is shared with me" (backup lists of the member project), by status.
+        Index("ix_backup_members_dest_project", "dest_project_id", "status", "backup_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"))
+    dest_project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=MemberStatus.PENDING)
+    vault_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class VaultChunk(Base):

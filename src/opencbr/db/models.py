@@ -3,6 +3,7 @@
 from opencbr.db.backups import (
     Backup,
     BackupChunk,
+    BackupMember,
     Checkpoint,
     OperationLog,
     ReplicationRecord,
@@ -12,11 +13,19 @@ from opencbr.db.base import Base
 from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
 from opencbr.db.policies import Policy, PolicyBinding, PolicyRun
-from opencbr.db.vaults import Protectable, ProtectableVolume, Vault, VaultResource, VaultTag
+from opencbr.db.vaults import (
+    Protectable,
+    ProtectableVolume,
+    Vault,
+    VaultMigration,
+    VaultResource,
+    VaultTag,
+)
 
 __all__ = [
     "Backup",
     "BackupChunk",
+    "BackupMember",
     "Base",
     "Checkpoint",
     "Credential",
@@ -35,6 +44,7 @@ __all__ = [
     "User",
     "Vault",
     "VaultChunk",
+    "VaultMigration",
     "VaultResource",
     "VaultTag",
 ]

@@ -52,6 +52,27 @@ class OperationStatus(StrEnum):
     TIMEOUT = "timeout"
 
 
+class MemberStatus(StrEnum):
+    """A backup's share with another project: pending -> accepted | rejected (the member
+    project decides, and may change its mind between accepted and rejected)."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class MigrationStatus(StrEnum):
+    """A migration of resources between vaults (services/migrations.py):
+    waiting -> running -> moved -> success | failed. `moved`: the backups and bindings are
+    in the destination; the source's manifests are still to remove."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    MOVED = "moved"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
 class PolicyRunStatus(StrEnum):
     """One slot of a policy: waiting -> running -> success | failed."""
 
@@ -93,6 +114,10 @@ KEPT_BACKUP = (BackupStatus.AVAILABLE, BackupStatus.RESTORING)
 LIVE_RECORD = (RecordStatus.WAITING, RecordStatus.REPLICATING)
 # Operation logs of work not yet ended.
 LIVE_OPERATION = (OperationStatus.WAITING, OperationStatus.RUNNING)
+# Migrations still to finish.
+LIVE_MIGRATION = (MigrationStatus.WAITING, MigrationStatus.RUNNING, MigrationStatus.MOVED)
+# Migrations that may still write chunks into their destination vault (GC waits for them).
+COPYING_MIGRATION = (MigrationStatus.WAITING, MigrationStatus.RUNNING)
 # Policy runs still starting their slot's work.
 LIVE_POLICY_RUN = (PolicyRunStatus.WAITING, PolicyRunStatus.RUNNING)
 

@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, ForeignKey, Index, String, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
-from opencbr.db.status import ProtectStatus, VaultStatus
+from opencbr.db.status import MigrationStatus, ProtectStatus, VaultStatus
 
 # object_type -> provider_id (cbr-api.md §3.3)
 PROVIDER_IDS = {
@@ -199,3 +199,30 @@ class ProtectableVolume(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
     server: Mapped[Protectable] = relationship(back_populates="volumes")
+
+
+class VaultMigration(Base):
+    """Resources and their backups moving from one vault to another of the same project and
+    type (migrateresources): leased work, resumable at every step (services/migrations.py)."""
+
+    __tablename__ = "vault_migrations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    source_vault_id: Mapped[str] = mapped_column(
+        ForeignKey("vaults.id", ondelete="CASCADE"), index=True
+    )
+    destination_vault_id: Mapped[str] = mapped_column(
+        ForeignKey("vaults.id", ondelete="CASCADE"), index=True
+    )
+    resource_ids: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default=MigrationStatus.WAITING)
+    # The backups (every unit: servers and their volumes) the move committed: their
+    # manifests in the source are what is left to remove.
+    moved_units: Mapped[list[Any]] = mapped_column(default=list)
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(String(1024), default="")
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -36,6 +36,7 @@ TASK_LABELS = {
     "purge_vault": "purge",
     "replicate": "replicate",
     "fan_out_replications": "replication_plan",
+    "migrate_resources": "migrate",
 }
 # Tasks whose first argument names a row that says how the work ended.
 _STATE_OF: dict[str, Callable[[Database, str], WorkState]] = {

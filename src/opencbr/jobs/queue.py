@@ -27,7 +27,7 @@ from huey.storage import SqliteStorage
 from opencbr.db.session import make_private_sqlite_file
 from opencbr.jobs import tasks
 from opencbr.jobs.instrument import observed
-from opencbr.services import backup_runs, replication_runs
+from opencbr.services import backup_runs, leases
 from opencbr.services.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -140,7 +140,7 @@ class Jobs:
                 observed(self.runtime.db, task.__name__, args, lambda: task(self, *args, **kwargs))
             except backup_runs.VaultBusy:
                 queued.schedule(args=args, kwargs=kwargs, delay=5)
-            except replication_runs.DestinationBusy:
+            except leases.VaultBusy:  # a replication's or a migration's destination
                 queued.schedule(args=args, kwargs=kwargs, delay=1)
 
         queued = self.huey.task(name=task.__name__)(run)

@@ -15,6 +15,7 @@ from opencbr.services import (
     backups,
     gc,
     leases,
+    migrations,
     policy_runs,
     pruning,
     replicas,
@@ -60,6 +61,15 @@ def replicate(jobs: Jobs, record_id: str) -> None:
     policy_id = pruning.policy_of_record(jobs.runtime, record_id)
     if policy_id is not None:
         jobs.enqueue(prune_policy, policy_id)
+
+
+def migrate_resources(jobs: Jobs, migration_id: str) -> None:
+    """Move resources and their backups to another vault; then collect the vault left with
+    unreferenced chunks (the source after a success, the destination after a failure)."""
+    ended = migrations.run(jobs.runtime, migration_id)
+    if ended is not None:
+        garbage = ended.source_vault_id if ended.succeeded else ended.destination_vault_id
+        jobs.enqueue(collect_garbage, garbage)
 
 
 def fan_out_replications(jobs: Jobs, record_ids: list[str]) -> None:
@@ -122,6 +132,8 @@ def reconcile(jobs: Jobs) -> None:
         jobs.enqueue(replicate, record_id)
     for run_id in leases.stuck(rt, policy_runs.POLICY_RUN):
         jobs.enqueue(run_policy, run_id)
+    for migration_id in leases.stuck(rt, migrations.MIGRATION):
+        jobs.enqueue(migrate_resources, migration_id)
 
 
 def collect_all_garbage(jobs: Jobs) -> None:
@@ -141,4 +153,5 @@ QUEUED = (
     fan_out_replications,
     run_policy,
     prune_policy,
+    migrate_resources,
 )

@@ -3,6 +3,12 @@
 Delete is asynchronous: the backup turns `deleting`, a `delete` operation log runs, the
 manifest goes first and the rows after (reverse of the write ordering); the chunks are left
 to garbage collection, which knows what other backups still reference.
+
+Visibility: a project sees its own backups, and those other projects of its region shared
+with it (`BackupMember` rows naming it; services/members.py). It reads a shared backup
+(list, show, metadata) and restores it once it accepted the share; every write of one (rename,
+delete, replicate, share) is refused with a CBR error that says so, while an id shared with
+nobody of the caller stays as unknown as one that never existed.
 """
 
 from __future__ import annotations
@@ -10,19 +16,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Select, cast, select
+import sqlalchemy as sa
+from sqlalchemy import BigInteger, ColumnElement, Select, cast, exists, or_, select
 from sqlalchemy.orm import Session
 
-from opencbr.db.backups import Backup, BackupChunk, OperationLog, ReplicationRecord
+from opencbr.db.backups import Backup, BackupChunk, BackupMember, OperationLog, ReplicationRecord
 from opencbr.db.paging import Page, PageRequest, SortKey, fetch_page
 from opencbr.db.session import Database
-from opencbr.db.status import KEPT_BACKUP, LIVE_OPERATION, LIVE_RECORD, BackupStatus
+from opencbr.db.status import (
+    KEPT_BACKUP,
+    LIVE_OPERATION,
+    LIVE_RECORD,
+    BackupStatus,
+    MemberStatus,
+)
 from opencbr.db.vaults import Vault
 from opencbr.errors import (
     BACKUP_IN_USE,
     BACKUP_NOT_FOUND,
     INVALID_PARAMETER,
     METADATA_BAD_STATUS,
+    SHARED_BACKUP_NOT_DELETABLE,
     CbrError,
 )
 from opencbr.services import operation_logs
@@ -38,16 +52,83 @@ def find_in_project(session: Session, project_id: str, backup_id: str) -> Backup
     return backup if backup is not None and backup.project_id == project_id else None
 
 
-def get_in_session(session: Session, ctx: AuthContext, backup_id: str) -> Backup:
+def find_share(session: Session, project_id: str, backup_id: str) -> BackupMember | None:
+    """The share of `backup_id` with `project_id` (any status), if there is one."""
+    return session.scalar(
+        select(BackupMember).where(
+            BackupMember.backup_id == backup_id, BackupMember.dest_project_id == project_id
+        )
+    )
+
+
+def get_in_session(
+    session: Session, ctx: AuthContext, backup_id: str, *, if_shared: CbrError | None = None
+) -> Backup:
+    """The caller's own backup, to write. `if_shared` is what a member of the backup's
+    share is told (it may read the backup but not do this); anyone else gets 404."""
     backup = find_in_project(session, ctx.project_id, backup_id)
     if backup is None:
-        raise CbrError(BACKUP_NOT_FOUND, f"The backup {backup_id} does not exist.")
+        if if_shared is not None and find_share(session, ctx.project_id, backup_id) is not None:
+            raise if_shared
+        raise _not_found(backup_id)
     return backup
+
+
+def _not_found(backup_id: str) -> CbrError:
+    return CbrError(BACKUP_NOT_FOUND, f"The backup {backup_id} does not exist.")
+
+
+def get_visible(session: Session, ctx: AuthContext, backup_id: str) -> Backup:
+    """The caller's own backup, or one shared with it (whatever its answer), to read."""
+    backup = session.get(Backup, backup_id)
+    if backup is None or not session.scalar(select(visible_to(ctx.project_id, backup_id))):
+        raise _not_found(backup_id)
+    return backup
+
+
+def get_restorable(session: Session, ctx: AuthContext, backup_id: str) -> Backup:
+    """The caller's own backup, or one shared with it whose share it accepted: what it may
+    restore (into its own registered resources: the restore's target rules are the same)."""
+    backup = find_in_project(session, ctx.project_id, backup_id)
+    if backup is not None:
+        return backup
+    share = find_share(session, ctx.project_id, backup_id)
+    backup = session.get(Backup, backup_id)
+    if share is None or backup is None:
+        raise _not_found(backup_id)
+    if share.status != MemberStatus.ACCEPTED:
+        raise CbrError(
+            INVALID_PARAMETER,
+            f"The backup {backup_id} is shared with this project but the share is "
+            f"{share.status}: accept it (PUT .../members/{ctx.project_id}) to restore it.",
+        )
+    return backup
+
+
+def visible_to(project_id: str, backup_id: str) -> ColumnElement[bool]:
+    """Whether the backup (or, for a volume, its server backup) is the project's own or
+    shared with it: one EXISTS over the backup and the share rows."""
+    backup = select(Backup.id).where(
+        Backup.id == backup_id,
+        or_(
+            Backup.project_id == project_id,
+            Backup.id.in_(shared_ids(project_id, tuple(MemberStatus))),
+            Backup.parent_id.in_(shared_ids(project_id, tuple(MemberStatus))),
+        ),
+    )
+    return exists(backup)
+
+
+def shared_ids(project_id: str, statuses: tuple[str, ...]) -> Select[str]:
+    """Ids of the backups shared with `project_id` whose share is in `statuses`."""
+    return select(BackupMember.backup_id).where(
+        BackupMember.dest_project_id == project_id, BackupMember.status.in_(statuses)
+    )
 
 
 def get(db: Database, ctx: AuthContext, backup_id: str) -> Backup:
     with db.reading() as session:
-        return get_in_session(session, ctx, backup_id)
+        return get_visible(session, ctx, backup_id)
 
 
 def with_metadata(db: Database, ctx: AuthContext, backup_id: str) -> Backup:
@@ -86,9 +167,12 @@ class BackupFilter:
     end_time: datetime | None = None
     sort: str | None = None
     incremental: bool | None = None
-    # `private` and `all_granted`: the project's own backups; `shared`: backups other
-    # projects shared with it (no sharing yet: none).
+    # `private` (the default): the project's own backups; `shared`: backups other projects
+    # shared with it, whatever its answer; `all_granted`: both, shares it accepted only.
     own_type: str | None = None
+    # Shares in this state: for `shared`, the caller's answer; for `private`, own backups
+    # with at least one member in it; `all_granted`, either.
+    member_status: str | None = None
     enterprise_project_id: str | None = None
     used_percent: int | None = None  # backups of vaults at least this full (1..100)
 
@@ -97,13 +181,38 @@ class BackupFilter:
 ALL_ENTERPRISE_PROJECTS = ("0", "all_granted_eps")
 
 
+def owned_or_shared(project_id: str, f: BackupFilter) -> ColumnElement[bool]:
+    """The backups a list may show the project, by `own_type` and `member_status`; also the
+    condition its marker is looked up under (a page never starts at an unseen backup)."""
+    statuses: tuple[str, ...]
+    own: ColumnElement[bool] = Backup.project_id == project_id
+    if f.member_status is not None:
+        own = own & exists(
+            select(BackupMember.id).where(
+                BackupMember.backup_id == Backup.id, BackupMember.status == f.member_status
+            )
+        )
+    if f.own_type in (None, "private"):
+        return own
+    if f.member_status is not None:
+        statuses = (f.member_status,)
+    elif f.own_type == "shared":
+        statuses = tuple(MemberStatus)
+    else:
+        statuses = (MemberStatus.ACCEPTED,)
+    ids = shared_ids(project_id, statuses)
+    shared = or_(Backup.id.in_(ids), Backup.parent_id.in_(ids))
+    return shared if f.own_type == "shared" else or_(own, shared)
+
+
 def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
-    query = select(Backup).where(Backup.project_id == ctx.project_id)
+    query = select(Backup).where(owned_or_shared(ctx.project_id, f))
     if f.parent_id is None:
         query = query.where(Backup.parent_id.is_(None))  # children are nested in their parent
+    if f.vault_id is not None:
+        query = query.where(_in_vault(ctx.project_id, f.vault_id))
     for column, value in (
         (Backup.checkpoint_id, f.checkpoint_id),
-        (Backup.vault_id, f.vault_id),
         (Backup.resource_id, f.resource_id),
         (Backup.resource_name, f.resource_name),
         (Backup.resource_type, f.resource_type),
@@ -128,13 +237,21 @@ def _filtered(ctx: AuthContext, f: BackupFilter) -> Select[Backup]:
     return query
 
 
+def _in_vault(project_id: str, vault_id: str) -> ColumnElement[bool]:
+    """In the vault, or shared with the project and accepted into that vault of its."""
+    accepted_into = select(BackupMember.backup_id).where(
+        BackupMember.dest_project_id == project_id,
+        BackupMember.status == MemberStatus.ACCEPTED,
+        BackupMember.vault_id == vault_id,
+    )
+    return or_(Backup.vault_id == vault_id, Backup.id.in_(accepted_into))
+
+
 def _matches_nothing(ctx: AuthContext, f: BackupFilter) -> bool:
     """Filters no backup here can match: another availability zone (each region is one
-    zone, named after it), another enterprise project, backups shared by others."""
-    return (
-        (f.resource_az is not None and f.resource_az != ctx.region)
-        or (f.enterprise_project_id not in (None, *ALL_ENTERPRISE_PROJECTS))
-        or f.own_type == "shared"
+    zone, named after it), another enterprise project."""
+    return (f.resource_az is not None and f.resource_az != ctx.region) or (
+        f.enterprise_project_id not in (None, *ALL_ENTERPRISE_PROJECTS)
     )
 
 
@@ -164,7 +281,7 @@ def list_page(
 ) -> Page[Backup]:
     order = sort_keys(filters.sort)
     query = _filtered(ctx, filters)
-    in_project = Backup.project_id == ctx.project_id
+    in_project = owned_or_shared(ctx.project_id, filters)
     with db.reading() as session:
         return fetch_page(session, query, Backup.created_at, Backup.id, page, in_project, order)
 
@@ -189,7 +306,11 @@ def rename(
     db: Database, ctx: AuthContext, backup_id: str, name: str | None, description: str | None
 ) -> Backup:
     with db.transaction() as session:
-        backup = get_in_session(session, ctx, backup_id)
+        refusal = CbrError(
+            INVALID_PARAMETER,
+            f"The backup {backup_id} is shared with this project: only its owner renames it.",
+        )
+        backup = get_in_session(session, ctx, backup_id, if_shared=refusal)
         if name is not None:
             backup.name = name
         if description is not None:
@@ -200,7 +321,12 @@ def rename(
 def start_delete(db: Database, ctx: AuthContext, backup_id: str, request_id: str | None) -> str:
     """Mark the backup `deleting` and open its operation log; returns the backup id."""
     with db.transaction() as session:
-        backup = get_in_session(session, ctx, backup_id)
+        shared = CbrError(
+            SHARED_BACKUP_NOT_DELETABLE,
+            f"The backup {backup_id} is shared with this project: only its owner deletes it "
+            "(a member leaves a share by rejecting it).",
+        )
+        backup = get_in_session(session, ctx, backup_id, if_shared=shared)
         refusal = deletion_refused(session, backup)
         if refusal is not None:
             raise CbrError(BACKUP_IN_USE, refusal)
@@ -228,8 +354,9 @@ def begin_delete(
 ) -> None:
     """Mark a deletable backup `deleting` and open its `delete` operation log (a request's,
     or retention's with the policy and the rule that removes it); the delete task does the
-    rest."""
+    rest. Its shares end now: members no longer see a backup on its way out."""
     mark_deleting(backup)
+    session.execute(sa.delete(BackupMember).where(BackupMember.backup_id == backup.id))
     vault = session.get(Vault, backup.vault_id)
     details = {"backup_id": backup.id, "backup_name": backup.name}
     if reason:

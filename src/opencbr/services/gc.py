@@ -2,7 +2,8 @@
 
 Invariant 2: never delete a chunk a committed backup, or a backup or replica in progress,
 may reference. Collection and writers exclude each other per vault: collection starts only
-when no backup or replica is being written into the vault, and holds `vault.gc_until`
+when no backup or replica is being written into the vault, and no migration is copying
+into it (services/migrations.py), and holds `vault.gc_until`
 while it runs; writers refuse to start while it is held. Chunks in the store that the index
 does not know (leftovers of a crash) are deleted only when older than the safety margin.
 
@@ -21,8 +22,8 @@ from sqlalchemy import select
 from opencbr import clock
 from opencbr.db import chunks
 from opencbr.db.backups import Backup
-from opencbr.db.status import BackupStatus
-from opencbr.db.vaults import Vault
+from opencbr.db.status import COPYING_MIGRATION, BackupStatus
+from opencbr.db.vaults import Vault, VaultMigration
 from opencbr.services.runtime import Runtime
 from opencbr.storage.store import ChunkStore
 
@@ -47,7 +48,18 @@ def _hold(rt: Runtime, vault_id: str) -> str | None:
             .where(Backup.vault_id == vault_id, Backup.status == BackupStatus.PROTECTING)
             .limit(1)
         )
-        if writing is not None or (vault.gc_until is not None and vault.gc_until > clock.now()):
+        # A migration into the vault indexes chunks before any backup there references them.
+        migrating = session.scalar(
+            select(VaultMigration.id)
+            .where(
+                VaultMigration.destination_vault_id == vault_id,
+                VaultMigration.status.in_(COPYING_MIGRATION),
+            )
+            .limit(1)
+        )
+        if writing is not None or migrating is not None:
+            return None
+        if vault.gc_until is not None and vault.gc_until > clock.now():
             return None
         vault.gc_until = clock.now() + timedelta(seconds=rt.settings.lease_seconds * 20)
         return vault.region

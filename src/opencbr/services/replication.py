@@ -286,7 +286,12 @@ def replicate_backup(
     its replica (named `name`, when given) and operation log."""
     try:
         with db.transaction() as session:
-            backup = backups.get_in_session(session, ctx, backup_id)
+            shared = CbrError(
+                REPLICATION_TYPE_FORBIDDEN,
+                f"The backup {backup_id} is shared with this project: only its owner "
+                "replicates it.",
+            )
+            backup = backups.get_in_session(session, ctx, backup_id, if_shared=shared)
             if backup.image_type != "backup" or backup.parent_id is not None:
                 raise CbrError(
                     REPLICATION_TYPE_FORBIDDEN, "Replicas and volume backups cannot be replicated."

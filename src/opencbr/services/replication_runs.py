@@ -317,7 +317,7 @@ def _refuse_damaged_source(session: Session, unit_id: str, vault_id: str) -> Non
 
 
 @dataclass(frozen=True)
-class _Copier:
+class ChunkCopier:
     """Copies chunks from one vault's store to another's, marking the chunks whose reads
     fail verification damaged in their vault's index."""
 
@@ -338,8 +338,8 @@ class _Copier:
         return len(blob)
 
 
-def _bounded(
-    pool: ThreadPoolExecutor, copier: _Copier, todo: list[tuple[str, int, int]]
+def copy_in_order(
+    pool: ThreadPoolExecutor, copier: ChunkCopier, todo: list[tuple[str, int, int]]
 ) -> Iterator[tuple[tuple[str, int, int], int]]:
     """Copy in order with at most IN_FLIGHT chunks (hence bounded memory) under way."""
     pending: list[tuple[tuple[str, int, int], Future[int]]] = []
@@ -363,7 +363,7 @@ def _copy_unit(
     batch_bytes = 0
     indexed: list[Future[None]] = []
     copiers = max(2, rt.settings.io_threads * 2)
-    copier = _Copier(
+    copier = ChunkCopier(
         source,
         dest,
         DamageMarker(rt.db, work.source_vault_id),
@@ -373,7 +373,7 @@ def _copy_unit(
         ThreadPoolExecutor(copiers, thread_name_prefix="replicate") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="replicate-index") as indexer,
     ):
-        for item, copied in _bounded(pool, copier, work.missing[unit_id]):
+        for item, copied in copy_in_order(pool, copier, work.missing[unit_id]):
             work.bytes_copied += copied
             work.chunks_copied += 1
             batch.append(item)

@@ -164,7 +164,7 @@ def start(
 ) -> str:
     """Validate, mark the backup `restoring`, open the restore log; returns the log id."""
     with db.transaction() as session:
-        backup = backups.get_in_session(session, ctx, backup_id)
+        backup = backups.get_restorable(session, ctx, backup_id)
         # Row locks (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers),
         # always backup first, then target: under READ COMMITTED a concurrent request
         # waits here and then sees the log this one inserted.
@@ -179,7 +179,9 @@ def start(
         binding = session.get(VaultResource, target.id)
         if binding is not None:
             vaults.begin_restoring(binding)
-        vault = session.get(Vault, backup.vault_id)
+        # A member restoring a shared backup is not told the owner's vault.
+        own = backup.project_id == ctx.project_id
+        vault = session.get(Vault, backup.vault_id) if own else None
         entry = operation_logs.open_log(
             session,
             project_id=ctx.project_id,
@@ -188,7 +190,7 @@ def start(
                 target.id,
                 target.type,
                 target.name,
-                backup.vault_id,
+                backup.vault_id if own else None,
                 vault.name if vault else None,
                 backup.provider_id,
             ),

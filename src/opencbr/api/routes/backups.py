@@ -34,9 +34,9 @@ def list_backups(
     page: Annotated[PageRequest, Depends(page_request)],
 ) -> BackupListResponse:
     result = backups.list_page(db, ctx, query.filters(), page)
-    records = (
-        backups.records_for(db, [b.id for b in result.items]) if query.show_replication else None
-    )
+    # Replication records are the owner's: a member sees none of a shared backup's.
+    own = [b.id for b in result.items if b.project_id == ctx.project_id]
+    records = backups.records_for(db, own) if query.show_replication else None
     return BackupListResponse(
         backups=[
             backup_out(b, records.get(b.id, []) if records is not None else None, zone=ctx.region)
@@ -51,7 +51,8 @@ def list_backups(
 @router.get("/{backup_id}", response_model=BackupResponse)
 def show_backup(backup_id: str, ctx: CallerDep, db: DbDep) -> BackupResponse:
     backup = backups.get(db, ctx, backup_id)
-    records = backups.records_for(db, [backup.id]).get(backup.id, [])
+    own = backup.project_id == ctx.project_id
+    records = backups.records_for(db, [backup.id]).get(backup.id, []) if own else []
     return BackupResponse(backup=backup_out(backup, records, zone=ctx.region))
 
 

@@ -13,6 +13,8 @@ from opencbr.api.schemas.vaults import (
     AddResourcesResponse,
     ExpirationBody,
     ExpirationResponse,
+    MigrateResourcesBody,
+    MigrateResourcesResponse,
     RemoveResourcesBody,
     RemoveResourcesResponse,
     SetResourcesBody,
@@ -26,7 +28,7 @@ from opencbr.api.schemas.vaults import (
 )
 from opencbr.db.paging import PageRequest
 from opencbr.jobs import tasks
-from opencbr.services import backups, expiration, policies, vaults
+from opencbr.services import backups, expiration, migrations, policies, vaults
 
 router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
 
@@ -98,6 +100,17 @@ def remove_resources(
 ) -> RemoveResourcesResponse:
     removed = vaults.remove_resources(db, ctx, vault_id, body.resource_ids, request_id)
     return RemoveResourcesResponse(remove_resource_ids=removed)
+
+
+@router.post("/{vault_id}/migrateresources", response_model=MigrateResourcesResponse)
+def migrate_resources(
+    vault_id: str, body: MigrateResourcesBody, ctx: WriterDep, db: DbDep, jobs: JobsDep
+) -> MigrateResourcesResponse:
+    """Answers once the migration is recorded; a worker moves the resources and their
+    backups (they appear in the destination vault when every backup is there, whole)."""
+    started = migrations.start(db, ctx, vault_id, body.destination_vault_id, body.resource_ids)
+    jobs.enqueue(tasks.migrate_resources, started.migration_id)
+    return MigrateResourcesResponse(migrated_resources=started.resource_ids)
 
 
 @router.put("/{vault_id}/set-resources", response_model=SetResourcesResponse)

@@ -179,9 +179,8 @@ class BackupQuery(QueryModel):
     own_type: Literal["private", "shared", "all_granted"] | None = None
     enterprise_project_id: str | None = None
     used_percent: Annotated[int, Field(ge=1, le=100)] | None = None
-    # Accepted and ignored: sharing members (no sharing yet; with `own_type` private
-    # every backup is the project's own), dedicated cloud.
     member_status: Literal["pending", "accepted", "rejected"] | None = None
+    # Accepted and ignored: dedicated cloud.
     dec: bool | None = None
 
     def filters(self) -> BackupFilter:
@@ -201,6 +200,7 @@ class BackupQuery(QueryModel):
             sort=self.sort,
             incremental=self.incremental,
             own_type=self.own_type,
+            member_status=self.member_status,
             enterprise_project_id=self.enterprise_project_id,
             used_percent=self.used_percent,
         )

@@ -156,6 +156,13 @@ class RemoveResourcesBody(RequestModel):
     resource_ids: Annotated[list[Identifier], Field(min_length=1, max_length=256)]
 
 
+class MigrateResourcesBody(RequestModel):
+    """migrateresources (`VaultMigrateResourceReq`): no `resource_ids` moves them all."""
+
+    destination_vault_id: Identifier
+    resource_ids: Annotated[list[Identifier], Field(min_length=1, max_length=256)] | None = None
+
+
 class SetResourcesBody(RequestModel):
     resource_ids: Annotated[list[Identifier], Field(min_length=1, max_length=256)]
     action: Literal["suspend", "unsuspend"]
@@ -169,6 +176,10 @@ class ExpirationBody(RequestModel):
 
 
 # --- responses --------------------------------------------------------------------------
+
+
+class MigrateResourcesResponse(ResponseModel):
+    migrated_resources: list[str]
 
 
 class VaultQuery(QueryModel):
