@@ -78,8 +78,8 @@ PROXY_TABLE: dict[str, tuple[str, str]] = {
     "delete_member": (BEING_BUILT, SHARING),
     "tasks": (
         WORKS,
-        "operation logs; otcextensions' Task takes no filter but operation_log_id and "
-        "project_id (others fail in the client)",
+        "operation logs, with the filters of the operation-log list (vault_id, "
+        "operation_type, ...), which otcextensions' Task does not name but sends",
     ),
     "get_task": (WORKS, ""),
 }
@@ -260,6 +260,9 @@ def test_every_proxy_method(site: Site) -> None:
     assert restore.resource_id == resource
     (task,) = finished_tasks(cbr, vault.id, "restore")
     assert read_tree(data) == FILES
+    # Filters otcextensions' Task does not name are sent as they are; opencbr applies them.
+    assert [t.id for t in cbr.tasks(vault_id=vault.id, operation_type="restore")] == [task.id]
+    assert list(cbr.tasks(vault_id="no-such-vault")) == []
     shown_task = cbr.get_task(task.id)
     assert_populated(shown_task, TASK_FIELDS)
     assert (shown_task.status, shown_task.checkpoint_id) == ("success", checkpoint.id)
