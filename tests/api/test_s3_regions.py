@@ -51,6 +51,11 @@ def region(tmp_path: Path, s3: S3Server, name: str, kind: str, wrap: str = "") -
     return values
 
 
+def bucket_url(values: dict[str, Any]) -> str:
+    """The `s3://` URL of a region's settings, without a `faulty+` wrapper."""
+    return str(values["storage"]).removeprefix("faulty+").partition("?")[0]
+
+
 @contextmanager
 def app(tmp_path: Path, database: Database, *regions: dict[str, Any]) -> Iterator[Env]:
     with serving(make_settings(tmp_path, regions=list(regions)), database) as env:
@@ -95,14 +100,14 @@ def copy_tree(source: Path, target: Path) -> None:
 def test_backup_restore_and_collection_in_an_s3_region(
     tmp_path: Path, database: Database, seaweedfs: S3Server, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    s3_region = region(tmp_path, seaweedfs, "region1", "s3")
+    s3_region = region(tmp_path, seaweedfs, "region1", "s3", wrap="seed=1")
     with app(tmp_path, database, s3_region, region(tmp_path, seaweedfs, "region2", "local")) as env:
         tree = env.roots["region1"] / "data"
         small_tree(tree)
         resource = register_dir(env)
         vault = create_vault(env, resources=[{"id": resource["id"], "type": TURBO}])
         first = backup_now(env, vault["id"])
-        keys = seaweedfs.keys(s3_region["storage"])
+        keys = seaweedfs.keys(bucket_url(s3_region))
         assert f"vaults/{vault['id']}/manifests/backup-{first['id']}" in keys
         assert stored(env, "region1", vault["id"]) == indexed(env, vault["id"])
         expected_first = tmp_path / "expected-first"
@@ -128,6 +133,10 @@ def test_backup_restore_and_collection_in_an_s3_region(
         remaining = stored(env, "region1", vault["id"])
         assert remaining == indexed(env, vault["id"]) and digest(leftover) not in remaining
         assert len(remaining) < len(before) - 1  # the first backup's own chunks went too
+        counting = faulty_store(env, "region1", vault["id"])
+        # Deleted in batches; a time read only for the chunk the index did not know.
+        assert counting.calls["delete_chunk"] == 0 and counting.calls["delete_chunks"] >= 1
+        assert counting.calls["chunk_mtime"] == 1
 
         again = register_dir(env, name="again")
         log = restore(env, second["id"], {"resource_id": again["id"]})
@@ -241,8 +250,7 @@ def test_an_s3_server_killed_mid_backup_never_leaves_an_available_backup_without
         checkpoint = response.json()["checkpoint"]["id"]
         chunk_prefix = f"vaults/{vault['id']}/chunks/"
         deadline = time.monotonic() + 60
-        bucket_url = s3_region["storage"].removeprefix("faulty+").partition("?")[0]
-        while sum(k.startswith(chunk_prefix) for k in seaweedfs.keys(bucket_url)) < 2:
+        while sum(k.startswith(chunk_prefix) for k in seaweedfs.keys(bucket_url(s3_region))) < 2:
             assert time.monotonic() < deadline, "the backup wrote no chunk"
             time.sleep(0.02)
         weed.kill()

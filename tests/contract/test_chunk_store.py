@@ -104,6 +104,16 @@ def test_delete_chunk_is_idempotent(store: ChunkStore) -> None:
     assert store.delete_chunk(name) is False
 
 
+def test_delete_chunks_removes_many_and_skips_absent_ones(store: ChunkStore) -> None:
+    names = [store_chunk(store, i) for i in range(6)]
+    absent, _ = make_chunk(99)
+    store.delete_chunks([*names[:4], absent])
+    assert set(store.list_chunks()) == set(names[4:])
+    store.delete_chunks([*names[:4], absent])  # idempotent
+    store.delete_chunks([])
+    assert store.get_chunk(names[5]) == make_chunk(5)[1]
+
+
 def test_a_deleted_chunk_can_be_put_again(store: ChunkStore) -> None:
     name, blob = make_chunk(6)
     store.put_chunk(name, blob)
@@ -170,14 +180,17 @@ BAD_DIGESTS = [
         lambda s, d: s.has_chunk(d),
         lambda s, d: s.delete_chunk(d),
         lambda s, d: s.chunk_mtime(d),
+        lambda s, d: s.delete_chunks([make_chunk(1)[0], d]),
     ],
-    ids=["put", "get", "has", "delete", "mtime"],
+    ids=["put", "get", "has", "delete", "mtime", "delete-many"],
 )
 def test_malformed_digests_are_rejected(
     store: ChunkStore, call: Callable[[ChunkStore, str], object], bad: str
 ) -> None:
+    good = store_chunk(store, 1)
     with pytest.raises(ValueError, match="digest"):
         call(store, bad)
+    assert store.has_chunk(good)  # a batch with a bad digest removes nothing
 
 
 # -- conformance: manifests ----------------------------------------------------

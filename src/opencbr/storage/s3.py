@@ -176,6 +176,13 @@ class S3ChunkStore:
         check_digest(digest)
         return self._delete(layout.chunk_path(digest), f"chunk {digest}", digest)
 
+    def delete_chunks(self, digests: Sequence[str]) -> None:
+        for digest in digests:
+            check_digest(digest)
+        keys = [layout.chunk_path(digest) for digest in digests]
+        for start in range(0, len(keys), BATCH):
+            self._delete_batch(keys[start : start + BATCH])
+
     def list_chunks(self) -> Iterator[str]:
         for key in self._keys(f"{layout.CHUNKS_FOLDER}/"):
             name = key.rpartition("/")[2]

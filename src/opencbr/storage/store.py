@@ -20,7 +20,7 @@ chunks last.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 
@@ -141,6 +141,15 @@ class ChunkStore(Protocol):
         Not durable: a machine crash may bring the chunk back, which is
         harmless since garbage collection runs again. Retry: safe; a repeat after
         a delete that landed but failed to answer returns False.
+        """
+        ...
+
+    def delete_chunks(self, digests: Sequence[str]) -> None:
+        """Remove many chunks (garbage collection); absent ones are no error. Idempotent.
+
+        One request per up to 1000 chunks on S3 (DeleteObjects) instead of two per chunk.
+        Not durable, as for `delete_chunk`. Raises ValueError, before removing any, if a
+        digest is malformed. Retry: safe; a repeat skips what the failed call removed.
         """
         ...
 
