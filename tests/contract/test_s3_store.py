@@ -159,7 +159,7 @@ def answering() -> Iterator[type[OneAnswer]]:
         server.close()
 
 
-@pytest.mark.parametrize("status", [500, 503])
+@pytest.mark.parametrize("status", [409, 500, 503])
 def test_server_errors_are_transient_and_retried(answering: type[OneAnswer], status: int) -> None:
     server = answering(status)
     store = open_store(f"s3://{BUCKET}/p", options=server.options(), retry_delays=NO_PAUSES)

@@ -14,7 +14,7 @@ are `.../chunks/<2 hex>/<digest>` and `.../manifests/<name>`. How S3 keeps the c
   `put_manifest` is a plain PUT (an overwrite is atomic).
 - listings page through ListObjectsV2 (1000 keys a page) and stream.
 - `destroy` deletes the vault's prefix with batched DeleteObjects (1000 keys a request).
-- errors: 5xx, 408/429, timeouts and connection failures are TransientStorageError (the
+- errors: 5xx, 408/409/429, timeouts and connection failures are TransientStorageError (the
   RetryingChunkStore `open_store` adds repeats them); 403, a missing bucket and other 4xx
   are PermanentStorageError. Messages name the object and the fault, never the endpoint's
   answer verbatim, and never a credential.
@@ -69,7 +69,9 @@ _CLIENT_RETRIES: RetryConfig = {
 _TIMEOUTS: ClientConfig = {"connect_timeout": "5s", "timeout": "60s"}
 _STATUS_RE = re.compile(r"status(?: code)?:? (\d{3})")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_TRANSIENT_STATUSES = frozenset({408, 429})
+# 409: AWS answers ConditionalRequestConflict to a conditional PUT racing another upload of
+# the key; the repeat then gets 412 (the chunk exists), so the put returns False.
+_TRANSIENT_STATUSES = frozenset({408, 409, 429})
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,11 @@ class S3ChunkStore:
             obstore.put(
                 self._bucket, layout.chunk_path(digest), blob, mode="create", use_multipart=False
             )
-        except (AlreadyExistsError, PreconditionError):
-            return False
+        except (AlreadyExistsError, PreconditionError) as exc:
+            if _status(exc) != 409:
+                return False  # 412: the chunk is there
+            # 409: another upload of the key was in flight; its outcome is not known yet.
+            raise self._error(exc, f"chunk {digest}", "writing it", digest) from exc
         except Exception as exc:
             raise self._error(exc, f"chunk {digest}", "writing it", digest) from exc
         return True
@@ -323,7 +328,7 @@ def describe_fault(exc: Exception, bucket: str) -> str:
 
 
 def is_transient(exc: Exception) -> bool:
-    """5xx, 408, 429, timeouts and connection failures; never 403 or a missing bucket."""
+    """5xx, 408, 409, 429, timeouts and connection failures; never 403 or a missing bucket."""
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or _missing_bucket(exc):
         return False
     status = _status(exc)
