@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from opencbr.db.migrate import upgrade
 from opencbr.db.models import Base
 from opencbr.db.session import Database
+from tests.s3servers import ACCESS_KEY, BUCKET, SECRET_KEY, S3Server, SeaweedFS, require_weed
 from tests.services import POSTGRES_ADMIN_URL, require_postgres
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -71,3 +72,41 @@ def database(
     finally:
         _truncate_all(db)
         db.dispose()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[S3Server]:
+    """moto's S3 server in this process (port 0), with the bucket `BUCKET`; tests use
+    fresh prefixes of it, so they never see each other's objects."""
+    import boto3  # moto's own dependency; imported here, not by every test run
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    s3 = S3Server(f"http://{host}:{port}")
+    boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    ).create_bucket(Bucket=BUCKET)
+    yield s3
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """SeaweedFS `weed mini` for this session (see tests/s3servers.py); tests that kill it
+    must start it again before they end."""
+    server = SeaweedFS(require_weed(), tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(weed: SeaweedFS) -> S3Server:
+    """The SeaweedFS S3 endpoint, with the bucket `BUCKET`."""
+    return S3Server(weed.endpoint)

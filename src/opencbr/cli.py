@@ -31,6 +31,7 @@ from opencbr.db.session import Database
 from opencbr.errors import CbrError
 from opencbr.services import credentials, identity
 from opencbr.services.monitoring import StateCollector
+from opencbr.services.stores import store_options
 from opencbr.settings import Settings, load_settings
 from opencbr.storage import probe
 
@@ -263,7 +264,7 @@ def _report_unusable_storage(settings: Settings) -> None:
     """One error line per region whose storage cannot be written. The service still
     starts: the other regions work, and backups into that region fail with the reason."""
     for region in settings.regions:
-        reason = probe.unusable_reason(region.storage)
+        reason = probe.unusable_reason(region.storage, store_options(region))
         if reason is not None:
             log.error("region storage unusable", region=region.name, reason=reason)
 

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_REGIONS = ("region1", "region2")
@@ -23,10 +23,28 @@ PASSWORD_HASH_COSTS = ("production", "test")
 
 
 class RegionSettings(BaseModel):
-    """One region: a name and where its vaults keep their chunks."""
+    """One region: a name and where its vaults keep their chunks.
+
+    `storage` is a local path (or file:// URL) or `s3://BUCKET/PREFIX`. The `s3_*` values
+    say how to reach the S3 endpoint; each one left unset falls back to the standard
+    environment variable (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY). The secret is a SecretStr: it prints as '**********'.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,255}$")
     storage: str
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:8333 (SeaweedFS); unset: AWS
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("s3_endpoint must be an http:// or https:// URL")
+        return value
+
     # Regions this one may replicate to; None means "every other configured region".
     replication_destinations: list[str] | None = None
 

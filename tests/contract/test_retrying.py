@@ -38,6 +38,7 @@ CALLS: dict[str, Callable[[ChunkStore], object]] = {
     "get_chunk": lambda s: s.get_chunk(NAME),
     "has_chunk": lambda s: s.has_chunk(NAME),
     "delete_chunk": lambda s: s.delete_chunk(NAME),
+    "delete_chunks": lambda s: s.delete_chunks([NAME]),
     "list_chunks": lambda s: list(s.list_chunks()),
     "chunk_mtime": lambda s: s.chunk_mtime(NAME),
     "put_manifest": lambda s: s.put_manifest("backup-1", b"refs"),

@@ -123,3 +123,32 @@ def test_lists_and_nested_keys_come_from_the_environment_as_json(
     monkeypatch.setenv("OPENCBR_REGIONS", "eu,us")  # not JSON: refused, never half-read
     with pytest.raises(SettingsError, match="regions"):  # serve: one `error:` line
         load_settings()
+
+
+def test_an_s3_region_keeps_its_secret_out_of_reprs_and_dumps(tmp_path: Path) -> None:
+    from opencbr.services.stores import store_options
+
+    region = {
+        "name": "r",
+        "storage": "s3://bucket/prefix",
+        "s3_endpoint": "http://127.0.0.1:8333",
+        "s3_region": "us-east-1",
+        "s3_access_key_id": "AK",
+        "s3_secret_access_key": "sekrit-3a9f",
+    }
+    settings = load_settings(None, data_dir=tmp_path, regions=[region])
+    assert "sekrit-3a9f" not in repr(settings) and "sekrit-3a9f" not in str(settings.model_dump())
+    options = store_options(settings.regions[0]).s3
+    assert (options.endpoint, options.region, options.access_key_id) == (
+        "http://127.0.0.1:8333",
+        "us-east-1",
+        "AK",
+    )
+    assert options.secret_access_key == "sekrit-3a9f"
+    assert "sekrit-3a9f" not in repr(options)
+
+
+def test_an_s3_endpoint_must_be_an_http_url(tmp_path: Path) -> None:
+    region = {"name": "r", "storage": "s3://bucket/p", "s3_endpoint": "127.0.0.1:8333"}
+    with pytest.raises(ValidationError, match="s3_endpoint must be an http"):
+        load_settings(None, data_dir=tmp_path, regions=[region])

@@ -21,7 +21,7 @@ class Runtime:
     stopping: threading.Event = field(init=False, default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.stores = StoreRegistry({r.name: r.storage for r in self.settings.regions})
+        self.stores = StoreRegistry.of(self.settings.regions)
 
     def close(self) -> None:
         self.stores.close()

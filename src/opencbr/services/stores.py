@@ -14,7 +14,7 @@ mark.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -26,9 +26,11 @@ from opencbr.archive.parent import PreviousBackup
 from opencbr.db import chunks
 from opencbr.db.backups import VaultChunk
 from opencbr.db.session import Database
+from opencbr.settings import RegionSettings
 from opencbr.storage.chunk import decode_chunk, encode_chunk, verify_chunk
 from opencbr.storage.layout import vault_location
-from opencbr.storage.location import open_store
+from opencbr.storage.location import NO_OPTIONS, StoreOptions, open_store
+from opencbr.storage.s3 import S3Options
 from opencbr.storage.store import ChunkNotFoundError, ChunkStore, CorruptChunkError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -36,13 +38,37 @@ log = structlog.get_logger(__name__)
 INDEX_BATCH = 500
 
 
+def store_options(region: RegionSettings) -> StoreOptions:
+    """How to reach a region's storage besides its URL (S3 endpoint and credentials)."""
+    secret = region.s3_secret_access_key
+    return StoreOptions(
+        s3=S3Options(
+            endpoint=region.s3_endpoint,
+            region=region.s3_region,
+            access_key_id=region.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+        )
+    )
+
+
 class StoreRegistry:
     """Opens vault stores lazily and keeps them for the life of the process."""
 
-    def __init__(self, region_storage: dict[str, str]) -> None:
+    def __init__(
+        self, region_storage: dict[str, str], region_options: dict[str, StoreOptions] | None = None
+    ) -> None:
         self._region_storage = region_storage
+        self._region_options = region_options or {}
         self._stores: dict[str, ChunkStore] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, regions: Iterable[RegionSettings]) -> StoreRegistry:
+        """The registry of the configured regions (their storage URLs and options)."""
+        regions = list(regions)
+        return cls(
+            {r.name: r.storage for r in regions}, {r.name: store_options(r) for r in regions}
+        )
 
     def url(self, region: str, vault_id: str) -> str:
         return vault_location(self._region_storage[region], vault_id)
@@ -52,8 +78,11 @@ class StoreRegistry:
         with self._lock:
             store = self._stores.get(url)
             if store is None:
-                store = self._stores[url] = open_store(url)
+                store = self._stores[url] = self._open(region, url)
             return store
+
+    def _open(self, region: str, url: str) -> ChunkStore:
+        return open_store(url, options=self._region_options.get(region, NO_OPTIONS))
 
     def forget(self, region: str, vault_id: str) -> None:
         store = self._take(region, vault_id)
@@ -67,7 +96,8 @@ class StoreRegistry:
         what is left of its store is only disk space.
         """
         try:
-            store = self._take(region, vault_id) or open_store(self.url(region, vault_id))
+            url = self.url(region, vault_id)
+            store = self._take(region, vault_id) or self._open(region, url)
             store.destroy()
         except StorageError as exc:
             log.warning(

@@ -6,6 +6,7 @@
 - `location`: `open_store(url)`, a registry of URL schemes and their backends.
 - `retrying`: the wrapper `open_store` puts around every store to retry transient faults.
 - `local`: the local-directory backend.
+- `s3`: the S3 backend (`s3://BUCKET/PREFIX`, through obstore).
 - `faulty`: a fault-injecting wrapper for tests (`faulty+<url>`).
 - `probe`: whether a region's storage location is usable, checked at start-up.
 

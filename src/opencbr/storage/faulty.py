@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from opencbr.storage.store import (
     ChunkStore,
@@ -113,6 +113,12 @@ class FaultyChunkStore:
     def delete_chunk(self, digest: str) -> bool:
         self._other("delete_chunk", digest)
         return self.inner.delete_chunk(digest)
+
+    def delete_chunks(self, digests: Sequence[str]) -> None:
+        for digest in digests:
+            check_digest(digest)
+        self._other("delete_chunks")
+        self.inner.delete_chunks(digests)
 
     def list_chunks(self) -> Iterator[str]:
         self._other("list_chunks")

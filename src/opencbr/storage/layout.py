@@ -5,8 +5,9 @@
       manifests/backup-<backup id>                   its manifests (`manifest_name`)
       tmp/                                           writes in flight (local stores)
 
-Store URLs, manifest names and chunk paths are built here and nowhere else, so a new
-backend (S3 keys) or a renamed folder is one change.
+Store URLs, manifest names and chunk paths are built here and nowhere else: a local store
+makes them file paths, an S3 store keys under its prefix (`s3://BUCKET/PREFIX/vaults/<id>/
+chunks/..`), so a renamed folder is one change.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -154,6 +154,12 @@ class LocalChunkStore:
         except OSError as exc:
             raise _chunk_error(exc, digest, "deleting it") from exc
         return True
+
+    def delete_chunks(self, digests: Sequence[str]) -> None:
+        for digest in digests:
+            check_digest(digest)
+        for digest in digests:
+            self.delete_chunk(digest)
 
     def list_chunks(self) -> Iterator[str]:
         for folder in layout.chunk_folders():

@@ -11,10 +11,11 @@
   `corrupt=<digest>` (get_chunk returns that chunk damaged; repeat the option or
   separate digests by commas), `delay=<seconds>` (each chunk put and get waits that
   long first: a slow store). Example: `faulty+file:///srv/cbr?fail_put=0.1&seed=1`.
-- `s3://...`: not supported yet (ValueError).
+- `s3://BUCKET/PREFIX`: an S3ChunkStore under that prefix of the bucket, reached as
+  `StoreOptions.s3` says (endpoint and credentials are never part of the URL).
 
 `open_store` wraps every store it opens in a RetryingChunkStore, so each call of each
-store retries transient faults and no caller retries by hand. A new backend (S3) is one
+store retries transient faults and no caller retries by hand. A new backend is one
 factory given to `register`.
 """
 
@@ -22,17 +23,32 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from opencbr.storage.faulty import FAULT_KINDS, FaultyChunkStore
 from opencbr.storage.local import LocalChunkStore
 from opencbr.storage.retrying import RETRY_DELAYS, RetryingChunkStore
+from opencbr.storage.s3 import S3ChunkStore, S3Location, S3Options
 from opencbr.storage.store import ChunkStore
 
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """What a region says about reaching its storage besides the URL: endpoints and
+    credentials, which must never travel in URLs (URLs are logged and used as keys).
+    Each backend reads its own field; the local store needs none."""
+
+    s3: S3Options = field(default_factory=S3Options)
+
+
+NO_OPTIONS = StoreOptions()
+
 # Opens a store from its URL (for a wrapper scheme `name+<inner-url>`: from what follows
-# the '+'). The store it returns retries nothing; `open_store` adds that.
-Factory = Callable[[str], ChunkStore]
+# the '+') and the region's options. The store it returns retries nothing; `open_store`
+# adds that.
+Factory = Callable[[str, StoreOptions], ChunkStore]
 
 _FACTORIES: dict[str, Factory] = {}
 _WRAPPER_RE = re.compile(r"([a-z][a-z0-9]*)\+")
@@ -44,21 +60,26 @@ def register(scheme: str, factory: Factory) -> None:
     _FACTORIES[scheme] = factory
 
 
-def open_store(url: str, *, retry_delays: Sequence[float] = RETRY_DELAYS) -> ChunkStore:
-    """Open the chunk store named by `url` (see the module docstring), retrying its
-    transient faults after each pause in `retry_delays`.
+def open_store(
+    url: str,
+    *,
+    options: StoreOptions = NO_OPTIONS,
+    retry_delays: Sequence[float] = RETRY_DELAYS,
+) -> ChunkStore:
+    """Open the chunk store named by `url` (see the module docstring) with the region's
+    `options`, retrying its transient faults after each pause in `retry_delays`.
 
     Raises ValueError for a URL it cannot open.
     """
-    return RetryingChunkStore(_open(url), retry_delays)
+    return RetryingChunkStore(_open(url, options), retry_delays)
 
 
-def _open(url: str) -> ChunkStore:
+def _open(url: str, options: StoreOptions) -> ChunkStore:
     scheme, rest = _split_scheme(url)
     factory = _FACTORIES.get(scheme)
     if factory is None:
         raise ValueError(f"unsupported storage URL scheme {scheme!r}")
-    return factory(rest)
+    return factory(rest, options)
 
 
 def _split_scheme(url: str) -> tuple[str, str]:
@@ -71,7 +92,7 @@ def _split_scheme(url: str) -> tuple[str, str]:
     return "file", url
 
 
-def _open_local(url: str) -> ChunkStore:
+def _open_local(url: str, options: StoreOptions) -> ChunkStore:
     if not url:
         raise ValueError("empty storage URL")
     if "://" not in url:
@@ -82,8 +103,8 @@ def _open_local(url: str) -> ChunkStore:
     return LocalChunkStore(Path(unquote(parts.path)))
 
 
-def _open_s3(url: str) -> ChunkStore:
-    raise ValueError("S3 storage is not supported yet")
+def _open_s3(url: str, options: StoreOptions) -> ChunkStore:
+    return S3ChunkStore(S3Location.parse(url), options.s3)
 
 
 _FAULTY_OPTIONS = frozenset(
@@ -91,22 +112,22 @@ _FAULTY_OPTIONS = frozenset(
 )
 
 
-def _open_faulty(spec: str) -> ChunkStore:
+def _open_faulty(spec: str, options: StoreOptions) -> ChunkStore:
     inner_url, _, query = spec.rpartition("?") if "?" in spec else (spec, "", "")
-    options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
-    unknown = set(options) - _FAULTY_OPTIONS
+    query_options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    unknown = set(query_options) - _FAULTY_OPTIONS
     if unknown:
         raise ValueError(f"unknown faulty store options: {sorted(unknown)}")
 
     def last(option: str, default: str) -> str:
-        return options.get(option, [default])[-1]
+        return query_options.get(option, [default])[-1]
 
     fault = FAULT_KINDS.get(last("fault", "transient"))
     if fault is None:
         raise ValueError(f"unknown faulty store fault kind; use one of {sorted(FAULT_KINDS)}")
-    corrupt = {d for value in options.get("corrupt", []) for d in value.split(",") if d}
-    seed = options.get("seed", [None])[-1]
-    inner = _open(inner_url)
+    corrupt = {d for value in query_options.get("corrupt", []) for d in value.split(",") if d}
+    seed = query_options.get("seed", [None])[-1]
+    inner = _open(inner_url, options)
     try:
         return FaultyChunkStore(
             inner,

@@ -4,21 +4,30 @@ misconfigured region is reported at once instead of by its first backup."""
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import obstore
 
-def unusable_reason(url: str) -> str | None:
+from opencbr.storage import s3
+from opencbr.storage.location import NO_OPTIONS, StoreOptions
+
+
+def unusable_reason(url: str, options: StoreOptions = NO_OPTIONS) -> str | None:
     """Why no chunk store can be written under the storage `url`, or None when one can.
 
     A local location is created if absent (as its first vault would) and a file is written
-    and removed in it. Accepts the URLs `open_store` does; a `faulty+` wrapper is looked
-    through.
+    and removed in it; an S3 location gets one small object put and deleted under its
+    prefix (a missing bucket, wrong credentials or an unreachable endpoint say so).
+    Accepts the URLs `open_store` does; a `faulty+` wrapper is looked through.
     """
     spec = url.removeprefix("faulty+")
     if url.startswith("faulty+") and "?" in spec:
         spec = spec.rpartition("?")[0]
+    if spec.startswith("s3://"):
+        return _s3_reason(spec, options.s3)
     try:
         root = _local_root(spec)
     except ValueError as exc:
@@ -34,9 +43,25 @@ def unusable_reason(url: str) -> str | None:
     return None
 
 
+def _s3_reason(url: str, options: s3.S3Options) -> str | None:
+    try:
+        location = s3.S3Location.parse(url)
+        bucket = s3.open_bucket(location, options, retries=False)
+    except ValueError as exc:
+        return str(exc)
+    except Exception as exc:  # obstore refuses the configuration (a malformed endpoint)
+        return f"S3 configuration rejected ({type(exc).__name__})"
+    key = f".opencbr-probe-{secrets.token_hex(8)}"
+    try:
+        obstore.put(bucket, key, b"", use_multipart=False)
+        obstore.delete(bucket, key)
+    except Exception as exc:
+        endpoint = options.endpoint or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+        return f"{s3.describe_fault(exc, location.bucket)} at {endpoint}"
+    return None
+
+
 def _local_root(spec: str) -> Path:
-    if spec.startswith("s3://"):
-        raise ValueError("S3 storage is not supported yet")
     if not spec:
         raise ValueError("empty storage URL")
     if "://" not in spec:

@@ -62,6 +62,9 @@ class RetryingChunkStore:
     def delete_chunk(self, digest: str) -> bool:
         return self._retry("delete_chunk", lambda: self.inner.delete_chunk(digest))
 
+    def delete_chunks(self, digests: Sequence[str]) -> None:
+        self._retry("delete_chunks", lambda: self.inner.delete_chunks(digests))
+
     def list_chunks(self) -> Iterator[str]:
         return self._listing("list_chunks", self.inner.list_chunks)
 

