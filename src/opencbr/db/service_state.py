@@ -39,9 +39,11 @@ def insert_if_absent(session: Session, model: Any, **values: Any) -> bool:
     """INSERT a row unless its key exists (another process's concurrent insert included);
     True when this one inserted it."""
     module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = module.insert(cast(Table, model.__table__)).values(**values)
-    result = session.execute(statement.on_conflict_do_nothing())
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    table = cast(Table, model.__table__)
+    statement = module.insert(table).values(**values).on_conflict_do_nothing()
+    # RETURNING, not rowcount: psycopg reports a skipped row as inserted.
+    inserted = session.execute(statement.returning(*table.primary_key.columns)).first()
+    return inserted is not None
 
 
 def claim(session: Session, name: str, now: datetime, next_due: datetime) -> bool:

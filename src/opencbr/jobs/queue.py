@@ -100,8 +100,29 @@ class _PostgresQueueStorage(PostgresStorage):  # type: ignore[misc]
     """Huey's PostgreSQL queue: an enqueue NOTIFYs every listening worker of every process
     (the dequeue is `DELETE ... FOR UPDATE SKIP LOCKED`, so one of them gets the task)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._listening: list[Any] = []  # every thread's LISTEN connection, closed by close()
+        self._listening_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def _listen_conn(self) -> Any:
+        connection = super()._listen_conn()
+        with self._listening_lock:
+            if connection not in self._listening:
+                self._listening.append(connection)
+        return connection
+
     def wake(self) -> None:
         """Idle workers end their blocking read within BLOCKING_READ_SECONDS."""
+
+    def close(self) -> bool:
+        """Close the shared connection and the workers' LISTEN connections (Huey leaves
+        those of other threads to the garbage collector)."""
+        with self._listening_lock:
+            listening, self._listening = self._listening, []
+        for connection in listening:
+            connection.close()
+        return bool(super().close())
 
 
 class _PostgresHuey(Huey):  # type: ignore[misc]
