@@ -14,7 +14,7 @@ from opencbr.db.migrate import upgrade
 from opencbr.db.models import Base
 from opencbr.db.session import Database
 from tests.s3servers import ACCESS_KEY, BUCKET, SECRET_KEY, S3Server, SeaweedFS, require_weed
-from tests.services import POSTGRES_ADMIN_URL, require_postgres
+from tests.services import POSTGRES_ADMIN_URL, REDIS_URL, require_postgres, require_redis
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -46,6 +46,41 @@ def postgres_url() -> Iterator[str]:
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A new PostgreSQL database, not migrated (the processes under test migrate it),
+    dropped at the end."""
+    if not require_postgres():
+        pytest.skip("PostgreSQL is not running here (CI=true makes this a failure)")
+    name = f"opencbr_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_queue_url() -> Iterator[str]:
+    """The test Redis database, emptied of opencbr's queue keys before and after."""
+    if not require_redis():
+        pytest.skip("Redis is not running here (CI=true makes this a failure)")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = ("huey.redis.opencbr", "huey.schedule.opencbr", "huey.results.opencbr")
+    client.delete(*keys)
+    try:
+        yield REDIS_URL
+    finally:
+        client.delete(*keys)
+        client.close()
 
 
 def _truncate_all(db: Database) -> None:

@@ -17,6 +17,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_URL = os.environ.get(
     "OPENCBR_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+# A database number of its own: the tests flush only opencbr's keys in it, never others'.
+REDIS_URL = os.environ.get("OPENCBR_TEST_REDIS", "redis://127.0.0.1:6379/13")
 
 
 def _port_open(port: int) -> bool:
@@ -48,3 +50,20 @@ def require_postgres() -> bool:
     if IN_CI:
         pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and could not be started")
     return False
+
+
+def require_redis() -> bool:
+    """True when Redis answers at REDIS_URL (Redis is a service of the machine, like
+    PostgreSQL; the tests do not start it)."""
+    import redis  # the `redis` extra; part of the test extra
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+        return True
+    except redis.RedisError:
+        if IN_CI:
+            pytest.fail(f"Redis is not reachable at {REDIS_URL}")
+        return False
+    finally:
+        client.close()

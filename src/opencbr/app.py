@@ -57,6 +57,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
             yield
         finally:
             jobs.stop()
+            jobs.close()
             runtime.close()
             if db is None:
                 database.dispose()

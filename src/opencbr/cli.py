@@ -9,8 +9,10 @@ import getpass
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -26,11 +28,13 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from opencbr import data_dir, logs, metrics
 from opencbr.client.commands import register as register_client_commands
 from opencbr.db.credentials import Credential
-from opencbr.db.migrate import upgrade
+from opencbr.db.migrate import startup_lock, upgrade
 from opencbr.db.session import Database
 from opencbr.errors import CbrError
+from opencbr.jobs.queue import Jobs, queue_problem
 from opencbr.services import credentials, identity
 from opencbr.services.monitoring import StateCollector
+from opencbr.services.runtime import Runtime
 from opencbr.services.stores import store_options
 from opencbr.settings import Settings, load_settings
 from opencbr.storage import probe
@@ -153,19 +157,38 @@ def _fail(message: str) -> NoReturn:
 
 
 def _first_start(settings: Settings, db: Database) -> dict[str, Any]:
-    """Bootstrap an admin with a random password on the first start; report where it is."""
+    """Bootstrap an admin with a random password on the first start; report where it is.
+
+    A process whose data directory has no password file, on a database whose admin exists
+    (an API process on a second machine), writes none: its password would not be the
+    admin's."""
     password_file = settings.data_dir / "admin-password"
-    if not password_file.exists():
+    wrote = not password_file.exists()
+    if wrote:
         password = secrets.token_urlsafe(18)
         password_file.touch(mode=0o600)
         password_file.write_text(password + "\n")
     password = password_file.read_text().strip()
     result = identity.bootstrap(db, settings, ADMIN_USER, password)
+    if wrote and not result.created_user:
+        password_file.unlink()
     return {
         "user": result.user_name,
-        "password_file": str(password_file),
+        "password_file": str(password_file) if password_file.exists() else None,
         "projects": result.projects,
     }
+
+
+def _require_shared_state(settings: Settings, db: Database) -> None:
+    """Exit with one line when the queue does not answer, or when this process's secret
+    key is not the one the database's stored secrets were sealed with (every process of
+    one database must share it)."""
+    problem = queue_problem(settings.queue)
+    if problem is not None:
+        _fail(f"cannot use the queue {_safe_url(settings.queue)}: {problem}")
+    problem = credentials.key_problem(db, settings)
+    if problem is not None:
+        _fail(problem)
 
 
 @app.callback()
@@ -180,20 +203,34 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker",
+            help="API only: queue the work for `opencbr worker` processes; run no workers "
+            "and no housekeeping here.",
+        ),
+    ] = False,
 ) -> None:
     """Start the service (API and, by default, the embedded workers)."""
     # Order matters: the port is bound before anything is printed or started, so a busy
-    # port ends the command at once; then the database, the first-start admin, storage
-    # checks, the announcement, and only then the workers (with the app).
+    # port ends the command at once; then the database, the queue and key checks, the
+    # first-start admin, storage checks, the announcement, and only then the workers
+    # (with the app).
     _limit_malloc_arenas()  # before any thread starts
     settings = _load(config)
+    overrides: dict[str, Any] = {"embedded_worker": False} if no_worker else {}
     if host or port:
-        settings = _load(config, listen=f"{host or settings.host}:{port or settings.port}")
+        overrides["listen"] = f"{host or settings.host}:{port or settings.port}"
+    if overrides:
+        settings = _load(config, **overrides)
     logs.configure(settings)
     sockets = _listen(settings)
     db = _open_database(settings)
     metrics_listener = _listen_metrics(settings, db)
-    first = _first_start(settings, db)
+    with startup_lock(db):  # API processes starting together bootstrap one at a time
+        _require_shared_state(settings, db)
+        first = _first_start(settings, db)
     _report_unusable_storage(settings)
     _announce(settings, first, _bound_urls(sockets))
     from opencbr.app import create_app
@@ -288,7 +325,15 @@ def _announce(settings: Settings, first: dict[str, Any], bound: list[str]) -> No
         typer.echo(f"  metrics:   http://{settings.metrics_listen}/metrics")
     typer.echo(f"  auth URL:  {settings.base_url}/identity/v3")
     typer.echo(f"  user:      {first['user']} (domain Default)")
-    typer.echo(f"  password:  in {first['password_file']}")
+    if first["password_file"]:
+        typer.echo(f"  password:  in {first['password_file']}")
+    else:
+        typer.echo("  password:  in the admin-password file of the first process's data_dir")
+    typer.echo(f"  queue:     {_safe_url(settings.queue)}")
+    if settings.embedded_worker:
+        typer.echo(f"  workers:   {settings.worker_threads} threads in this process")
+    else:
+        typer.echo("  workers:   none here (--no-worker): `opencbr worker` processes run the work")
     for region, project_id in first["projects"].items():
         typer.echo(f"  project:   {region} = {project_id} (region {region})")
     for root in settings.protectable_roots:
@@ -296,6 +341,73 @@ def _announce(settings: Settings, first: dict[str, Any], bound: list[str]) -> No
             root.path.mkdir(parents=True, exist_ok=True)
         typer.echo(f"  resources: project {root.project} may register paths under {root.path}")
     sys.stdout.flush()
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, max=64, help="Worker threads (worker_threads)."),
+    ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            help="HOST:PORT of this worker's event metrics (worker_metrics_listen).",
+        ),
+    ] = None,
+) -> None:
+    """Run queued work and housekeeping (reconciler, policy slots, retention, garbage
+    collection) until SIGTERM or SIGINT; no API. Any number of workers may share one
+    database and queue (queue_url)."""
+    _limit_malloc_arenas()  # before any thread starts
+    overrides: dict[str, Any] = {}
+    if threads is not None:
+        overrides["worker_threads"] = threads
+    if metrics_listen is not None:
+        overrides["worker_metrics_listen"] = metrics_listen
+    settings = _load(config, **overrides)
+    logs.configure(settings)
+    db = _open_database(settings)
+    with startup_lock(db):
+        _require_shared_state(settings, db)
+    listener = _listen_worker_metrics(settings)
+    _report_unusable_storage(settings)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    runtime = Runtime(db, settings)
+    jobs = Jobs(runtime)
+    jobs.start(settings.worker_threads)
+    queue = _safe_url(settings.queue)
+    typer.echo(f"opencbr worker: {settings.worker_threads} threads, queue {queue}")
+    if listener is not None:
+        typer.echo(f"  metrics:   http://{settings.worker_metrics_listen}/metrics")
+    sys.stdout.flush()
+    log.info("worker started", threads=settings.worker_threads, queue=queue, pid=os.getpid())
+    stopping.wait()
+    log.info("worker stopping: running work is handed back at its next safe point")
+    jobs.stop()
+    jobs.close()
+    runtime.close()
+    db.dispose()
+    if listener is not None:
+        listener.stop()
+
+
+def _listen_worker_metrics(settings: Settings) -> metrics.Listener | None:
+    """This worker's event metrics (tasks, bytes copied), or None when not asked for. The
+    database's state gauges are the API's (one endpoint, not one per process)."""
+    if not settings.worker_metrics_listen:
+        return None
+    try:
+        return metrics.start_listener(settings.worker_metrics_listen)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        _fail(
+            f"cannot listen on {settings.worker_metrics_listen} (worker_metrics_listen): {reason}"
+        )
 
 
 _M_ARENA_MAX = -8  # <malloc.h>
@@ -668,6 +780,9 @@ def credential_create(
 ) -> None:
     """Create an access key; the secret is printed this once and cannot be shown again."""
     settings, db = _open(config)
+    problem = credentials.key_problem(db, settings)
+    if problem is not None:
+        _fail(problem)
     try:
         created = credentials.create(db, credentials.secret_box(settings), None, user, description)
     except CbrError as exc:

@@ -9,8 +9,8 @@ locals once put a submitted password into the log and made each error a megabyte
 
 Secrets are never passed to a logger; `redact` is the safety net behind that rule: it masks
 the value of every sensitive key (Authorization, X-Auth-Token, password, secret, sk,
-token...) and of `name: value`, `name=value` and `("name", "value")` pairs inside any
-string, exception texts included.
+token...) and of `name: value`, `name=value` and `("name", "value")` pairs and the password
+of a `scheme://user:password@` URL inside any string, exception texts included.
 
 Modules keep using `structlog.get_logger(__name__)`. `configure()` may run again (each app
 built in a process calls it); it replaces only the handler it installed itself.
@@ -59,6 +59,9 @@ _TUPLE = re.compile(
 )
 # An Authorization value runs to the end of its line: "SDK-HMAC-SHA256 Access=…, Signature=…".
 _AUTHORIZATION_LINE = re.compile(r"(?i)(?<![\w-])(authorization\s*:\s*)(?![\s\"'])[^\n\"']+")
+# The password of a URL's user part: `redis://:pw@host/13`, `postgresql://u:pw@host/db`
+# (a queue or database URL inside a driver's error or a traceback).
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s/:@'\"]*:)[^\s/@'\"]+(?=@)")
 _SENSITIVE_KEY = re.compile(rf"(?i)(?:{_SENSITIVE_NAME})")
 
 
@@ -69,6 +72,7 @@ def is_sensitive_key(key: str) -> bool:
 def redact_text(text: str) -> str:
     """`text` with the value of every sensitive pair it holds masked."""
     text = _AUTHORIZATION_LINE.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
     text = _TUPLE.sub(lambda m: f"{m['key']}{m['q']}{REDACTED}{m['q']}", text)
     return _PAIR.sub(_mask_pair, text)
 

@@ -20,6 +20,16 @@ LOG_FORMATS = ("plain", "json")
 # argon2id cost of new password hashes: "production" (argon2's RFC 9106 low-memory profile)
 # or "test" (the cheapest argon2id; for test suites only, never for a real service).
 PASSWORD_HASH_COSTS = ("production", "test")
+# Task-queue URLs: a SQLite file, PostgreSQL (psycopg 3) or Redis.
+QUEUE_SCHEMES = (
+    "sqlite:///",
+    "postgresql://",
+    "postgresql+psycopg://",
+    "postgres://",
+    "redis://",
+    "rediss://",
+    "unix://",
+)
 
 
 class RegionSettings(BaseModel):
@@ -63,6 +73,13 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".opencbr")
     database_url: str | None = None
+    # Where the task queue lives: the SQLite file <data_dir>/queue.db (one machine), or
+    # postgresql://... (Huey's PostgreSQL storage) or redis://... (Redis) for processes on
+    # several machines. The database rows stay the truth; the queue only wakes workers.
+    queue_url: str | None = None
+    # The key that seals stored access-key secrets; every process of one database needs
+    # the same file (default <data_dir>/secret.key).
+    secret_key_file: Path | None = None
     listen: str = "127.0.0.1:8080"
     # Prometheus metrics at http://<metrics_listen>/metrics, a listener of their own (off
     # the authenticated API); "" turns it off.
@@ -76,6 +93,9 @@ class Settings(BaseSettings):
     # Run the task-queue consumer inside `opencbr serve` (the embedded mode).
     embedded_worker: bool = True
     worker_threads: int = Field(default=2, ge=1, le=64)
+    # Event metrics of an `opencbr worker` at http://<worker_metrics_listen>/metrics
+    # ("" = none); the API's `metrics_listen` serves the database's state gauges.
+    worker_metrics_listen: str = ""
     # Threads per backup/restore/replication for hashing, compression and I/O.
     io_threads: int = Field(default=2, ge=1, le=64)
     # Chunks (or 4 MiB disk blocks) a backup holds in memory at once: bounds its memory
@@ -126,6 +146,19 @@ class Settings(BaseSettings):
     def _metrics_listen_has_port(cls, value: str) -> str:
         return value and _host_and_port("metrics_listen", value)
 
+    @field_validator("worker_metrics_listen")
+    @classmethod
+    def _worker_metrics_listen_has_port(cls, value: str) -> str:
+        return value and _host_and_port("worker_metrics_listen", value)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _known_queue(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(QUEUE_SCHEMES):
+            # The message never quotes the URL: it may carry a password.
+            raise ValueError(f"queue_url must start with one of {', '.join(QUEUE_SCHEMES)}")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -152,6 +185,11 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().resolve()
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'opencbr.db'}"
+        if self.queue_url is None:
+            self.queue_url = f"sqlite:///{self.data_dir / 'queue.db'}"
+        if self.secret_key_file is None:
+            self.secret_key_file = self.data_dir / "secret.key"
+        self.secret_key_file = self.secret_key_file.expanduser().resolve()
         if not self.regions:
             self.regions = [
                 RegionSettings(name=name, storage=str(self.data_dir / "store" / name))
@@ -185,6 +223,16 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         assert self.database_url is not None  # filled by _resolve
         return self.database_url
+
+    @property
+    def queue(self) -> str:
+        assert self.queue_url is not None  # filled by _resolve
+        return self.queue_url
+
+    @property
+    def key_file(self) -> Path:
+        assert self.secret_key_file is not None  # filled by _resolve
+        return self.secret_key_file
 
     def region(self, name: str) -> RegionSettings | None:
         return next((region for region in self.regions if region.name == name), None)

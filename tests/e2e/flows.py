@@ -76,22 +76,31 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    args: tuple[str, ...] = ()  # more `serve` options (`--no-worker`, `--port`)
+    log_name: str = "serve.log"  # in data_dir: several processes may share it
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process; `wait_ready` waits for it (start several, then wait)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = ["--config", str(self.config)] if self.config else []
-        with open(self.data_dir / "serve.log", "ab") as log:
+        with open(self.data_dir / self.log_name, "ab") as log:
             self.process = subprocess.Popen(
-                [*OPENCBR, "serve", *config],
+                [*OPENCBR, "serve", *config, *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
                 cwd=self.cwd,
             )
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -115,7 +124,7 @@ class Server:
                 self.kill()
 
     def log(self) -> str:
-        path = self.data_dir / "serve.log"
+        path = self.data_dir / self.log_name
         return path.read_text(errors="replace") if path.exists() else ""
 
     def password(self) -> str:
@@ -143,6 +152,50 @@ class Server:
         )
         result: dict[str, Any] = json.loads(done.stdout)
         return result
+
+
+@dataclass
+class Worker:
+    """One `opencbr worker` process (no HTTP), logging to `log_path`."""
+
+    config: Path
+    log_path: Path
+    args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+
+    def launch(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*OPENCBR, "worker", "--config", str(self.config), *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self) -> None:
+        """Until it announces itself (its consumer and housekeeping run by then)."""
+        deadline = time.monotonic() + 60
+        while "opencbr worker:" not in self.log():
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError("opencbr worker exited:\n" + self.log())
+            if time.monotonic() > deadline:
+                raise RuntimeError("opencbr worker did not come up:\n" + self.log())
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def write_config(tmp: Path, port: int, extra: str = "") -> Path:

@@ -116,7 +116,7 @@ def test_an_exception_marked_as_logged_is_not_logged_again(
     assert "ValueError: unhandled" in line
 
 
-SECRETS = ("hunter2", "gAAAAtoken", "SK0123456789", "sig0abcdef")
+SECRETS = ("hunter2", "gAAAAtoken", "SK0123456789", "sig0abcdef", "qu3ue-pw")
 
 
 @pytest.mark.parametrize(
@@ -133,6 +133,9 @@ SECRETS = ("hunter2", "gAAAAtoken", "SK0123456789", "sig0abcdef")
         "sk=SK0123456789&ak=AK1",
         '"token": "gAAAAtoken"',
         "input_value='hunter2' for user_password: 'hunter2'",
+        "cannot use the queue redis://:qu3ue-pw@10.0.0.5:6379/13: refused",
+        "connecting to 'postgresql://opencbr:qu3ue-pw@db:5432/opencbr' failed",
+        "rediss://user:qu3ue-pw@cache/0",
     ],
 )
 def test_secrets_in_text_are_masked(text: str) -> None:

@@ -152,3 +152,46 @@ def test_an_s3_endpoint_must_be_an_http_url(tmp_path: Path) -> None:
     region = {"name": "r", "storage": "s3://bucket/p", "s3_endpoint": "127.0.0.1:8333"}
     with pytest.raises(ValidationError, match="s3_endpoint must be an http"):
         load_settings(None, data_dir=tmp_path, regions=[region])
+
+
+def test_queue_and_secret_key_default_to_files_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENCBR_CONFIG", raising=False)
+    settings = load_settings()
+    assert settings.queue == f"sqlite:///{tmp_path / '.opencbr' / 'queue.db'}"
+    assert settings.key_file == tmp_path / ".opencbr" / "secret.key"
+    shared = load_settings(
+        queue_url="redis://:pw@cache:6379/0", secret_key_file=Path("keys/secret.key")
+    )
+    assert shared.queue == "redis://:pw@cache:6379/0"
+    assert shared.key_file == tmp_path / "keys" / "secret.key"  # resolved once, at load
+
+
+def test_an_unknown_queue_is_refused_without_quoting_the_url() -> None:
+    with pytest.raises(ValidationError) as refused:
+        load_settings(queue_url="amqp://guest:hunter2@rabbit/")
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("queue_url",) and "hunter2" not in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("url", "storage"),
+    [
+        ("sqlite:///QUEUE", "_WakingSqliteStorage"),
+        ("redis://127.0.0.1:6379/13", "_RedisQueueStorage"),
+    ],
+)
+def test_the_queue_url_picks_the_storage(tmp_path: Path, url: str, storage: str) -> None:
+    from opencbr.jobs.queue import open_huey
+
+    huey = open_huey(url.replace("QUEUE", str(tmp_path / "queue.db")))
+    assert type(huey.storage).__name__ == storage  # Redis connects lazily: no server needed
+
+
+def test_postgresql_urls_are_given_to_libpq_without_the_driver_name() -> None:
+    from opencbr.jobs.queue import libpq_url
+
+    assert libpq_url("postgresql+psycopg://u:p@h:5432/db") == "postgresql://u:p@h:5432/db"
+    assert libpq_url("postgres://u@h/db") == "postgresql://u@h/db"

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 
 from opencbr.db.session import Database
+
+# pg_advisory_lock key of start-up ("opencbr" in ASCII): API and worker processes starting
+# together on one PostgreSQL database migrate and bootstrap one after another.
+STARTUP_LOCK = 0x6F70656E636272
 
 
 def alembic_config(db: Database) -> Config:
@@ -17,4 +25,20 @@ def alembic_config(db: Database) -> Config:
 
 
 def upgrade(db: Database) -> None:
-    command.upgrade(alembic_config(db), "head")
+    with startup_lock(db):
+        command.upgrade(alembic_config(db), "head")
+
+
+@contextmanager
+def startup_lock(db: Database) -> Iterator[None]:
+    """Hold PostgreSQL's advisory start-up lock (a session lock on a connection of its own)
+    while the block runs. SQLite needs none: its writers take turns anyway."""
+    if db.is_sqlite:
+        yield
+        return
+    with db.engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK})

@@ -13,6 +13,7 @@ from opencbr.db.base import Base
 from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
 from opencbr.db.policies import Policy, PolicyBinding, PolicyRun
+from opencbr.db.service_state import HousekeepingClaim, ServiceValue
 from opencbr.db.vaults import (
     Protectable,
     ProtectableVolume,
@@ -31,6 +32,7 @@ __all__ = [
     "Credential",
     "CredentialProject",
     "Domain",
+    "HousekeepingClaim",
     "OperationLog",
     "Policy",
     "PolicyBinding",
@@ -40,6 +42,7 @@ __all__ = [
     "ProtectableVolume",
     "ReplicationRecord",
     "RoleAssignment",
+    "ServiceValue",
     "Token",
     "User",
     "Vault",

@@ -1,12 +1,18 @@
-"""The task queue: Huey (SQLite storage in the data directory) running in-process threads.
+"""The task queue: Huey, its storage chosen by `queue_url`, running consumer threads.
+
+Storages: the SQLite file `<data_dir>/queue.db` (the default, one machine), PostgreSQL
+(`postgresql://...`, Huey's `PostgresStorage`: LISTEN/NOTIFY) or Redis (`redis://...`,
+BRPOP); the last two serve processes on any number of machines.
 
 The tasks themselves are the functions of `tasks.py`. The database row is the truth: a
 task that finds nothing to do returns, and the reconciler (on the housekeeping thread)
 enqueues again any work whose lease expired or that was never enqueued (a crash between
 the commit and the enqueue).
 
-Lifecycle: `Jobs(runtime)` registers the tasks; `start()` runs the consumer threads in this
-process (embedded mode); `stop()` stops them: running leased work ends at its next safe
+Lifecycle: `Jobs(runtime)` registers the tasks; `start()` runs the consumer threads and the
+housekeeping thread in this process (`opencbr serve`'s embedded workers, or `opencbr
+worker`); a process that only enqueues (`opencbr serve --no-worker`) never starts them;
+`stop()` stops them: running leased work ends at its next safe
 point and is handed back for the next start (services/leases.py). `enqueue` is
 thread-safe.
 """
@@ -22,12 +28,12 @@ from typing import Any, Concatenate, ParamSpec
 import structlog
 from huey import Huey
 from huey.consumer import Consumer
-from huey.storage import SqliteStorage
+from huey.storage import PostgresStorage, RedisStorage, SqliteStorage
 
-from opencbr.db.session import make_private_sqlite_file
+from opencbr.db.session import make_private_sqlite_file, sqlite_file
 from opencbr.jobs import tasks
 from opencbr.jobs.instrument import observed
-from opencbr.services import backup_runs, leases
+from opencbr.services import backup_runs, housekeeping, leases
 from opencbr.services.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -39,6 +45,11 @@ IDLE_POLL_SECONDS = 0.25  # how often idle workers look for tasks other processe
 # on them: a task still running then (a long garbage collection, a disk read that hangs)
 # is resumed from its expired lease by the next start.
 SHUTDOWN_SECONDS = 5.0
+# How long an idle worker blocks in a PostgreSQL (LISTEN) or Redis (BRPOP) read before it
+# reads again. Enqueues from any process wake it at once (NOTIFY, LPUSH); this bounds how
+# long stop() waits for idle workers and how late a lost notification is noticed.
+BLOCKING_READ_SECONDS = 1.0
+QUEUE_NAME = "opencbr"
 
 
 class _WakingSqliteStorage(SqliteStorage):  # type: ignore[misc]
@@ -85,6 +96,85 @@ class _SqliteHuey(Huey):  # type: ignore[misc]
     storage_class = _WakingSqliteStorage
 
 
+class _PostgresQueueStorage(PostgresStorage):  # type: ignore[misc]
+    """Huey's PostgreSQL queue: an enqueue NOTIFYs every listening worker of every process
+    (the dequeue is `DELETE ... FOR UPDATE SKIP LOCKED`, so one of them gets the task)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._listening: list[Any] = []  # every thread's LISTEN connection, closed by close()
+        self._listening_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def _listen_conn(self) -> Any:
+        connection = super()._listen_conn()
+        with self._listening_lock:
+            if connection not in self._listening:
+                self._listening.append(connection)
+        return connection
+
+    def wake(self) -> None:
+        """Idle workers end their blocking read within BLOCKING_READ_SECONDS."""
+
+    def close(self) -> bool:
+        """Close the shared connection and the workers' LISTEN connections (Huey leaves
+        those of other threads to the garbage collector)."""
+        with self._listening_lock:
+            listening, self._listening = self._listening, []
+        for connection in listening:
+            connection.close()
+        return bool(super().close())
+
+
+class _PostgresHuey(Huey):  # type: ignore[misc]
+    storage_class = _PostgresQueueStorage
+
+
+class _RedisQueueStorage(RedisStorage):  # type: ignore[misc]
+    """Huey's Redis queue: a list, LPUSH to enqueue, BRPOP (blocking) to dequeue."""
+
+    def wake(self) -> None:
+        """Idle workers end their blocking read within BLOCKING_READ_SECONDS."""
+
+
+class _RedisHuey(Huey):  # type: ignore[misc]
+    storage_class = _RedisQueueStorage
+
+
+def open_huey(url: str) -> Huey:
+    """The Huey of a queue URL (settings.QUEUE_SCHEMES). Huey keeps no results: a task's
+    outcome is in the database rows it changed."""
+    common: dict[str, Any] = {"results": False, "utc": True}
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return _RedisHuey(QUEUE_NAME, url=url, read_timeout=BLOCKING_READ_SECONDS, **common)
+    if url.startswith(("postgresql", "postgres://")):
+        return _PostgresHuey(
+            QUEUE_NAME, dsn=libpq_url(url), read_timeout=BLOCKING_READ_SECONDS, **common
+        )
+    queue_file = sqlite_file(url)
+    if queue_file is None:
+        raise ValueError("a SQLite queue_url names a file: sqlite:////path/queue.db")
+    make_private_sqlite_file(queue_file)  # tasks name backups and vaults: keep it 0600
+    return _SqliteHuey(QUEUE_NAME, filename=str(queue_file), **common)
+
+
+def libpq_url(url: str) -> str:
+    """A PostgreSQL URL as psycopg takes it (SQLAlchemy's `postgresql+psycopg://` names a
+    driver libpq does not know)."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else url
+
+
+def queue_problem(url: str) -> str | None:
+    """Why the queue cannot be used (one line, without the URL), or None when it answers."""
+    try:
+        storage = open_huey(url).storage
+        storage.queue_size()
+        storage.close()
+    except Exception as exc:  # a driver's own errors: refused, auth, unknown database
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return None
+
+
 class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
     def _set_signal_handlers(self) -> None:
         """The web server owns the process's signals; we are stopped from its lifespan."""
@@ -95,11 +185,13 @@ P = ParamSpec("P")
 
 @dataclass
 class Cadence:
-    """A housekeeping step run every `interval` seconds, first at `due` (monotonic)."""
+    """A housekeeping step run every `interval` seconds, first at `due` (monotonic).
+    A `shared` step runs in one worker process per interval (`services/housekeeping`)."""
 
     step: Callable[[Jobs], None]
     interval: float
     due: float
+    shared: bool = False
 
     def take(self) -> Callable[[Jobs], None] | None:
         """The step, if it is due (and then its next due time moves on)."""
@@ -115,10 +207,7 @@ class Jobs:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        settings = runtime.settings
-        queue_file = settings.data_dir / "queue.db"
-        make_private_sqlite_file(queue_file)  # tasks name backups and vaults: keep it 0600
-        self.huey = _SqliteHuey("opencbr", filename=str(queue_file), results=False, utc=True)
+        self.huey = open_huey(runtime.settings.queue)
         self._consumer: Consumer | None = None
         self._queued: dict[Callable[..., None], Any] = {t: self._register(t) for t in tasks.QUEUED}
         self._stop = threading.Event()
@@ -177,11 +266,12 @@ class Jobs:
         cadences = [
             Cadence(tasks.tick_schedules, settings.schedule_tick_seconds, now),
             Cadence(tasks.reconcile, settings.reconcile_interval_seconds, now),
-            Cadence(tasks.sweep_retention, settings.retention_interval_seconds, now),
+            Cadence(tasks.sweep_retention, settings.retention_interval_seconds, now, shared=True),
             Cadence(
                 tasks.collect_all_garbage,
                 settings.gc_interval_seconds,
                 now + settings.gc_interval_seconds,
+                shared=True,
             ),
         ]
         pause = min(cadence.interval for cadence in cadences)
@@ -189,12 +279,16 @@ class Jobs:
             for cadence in cadences:
                 step = cadence.take()
                 if step is not None:
-                    self._housekeep(step)
+                    self._housekeep(cadence, step)
             if self._stop.wait(pause):
                 return
 
-    def _housekeep(self, step: Callable[[Jobs], None]) -> None:
+    def _housekeep(self, cadence: Cadence, step: Callable[[Jobs], None]) -> None:
         try:
+            if cadence.shared and not housekeeping.claim(
+                self.runtime, step.__name__, cadence.interval
+            ):
+                return  # another worker ran it less than an interval ago
             step(self)
         except Exception:
             log.exception("housekeeping failed; trying again next interval", step=step.__name__)
@@ -212,3 +306,7 @@ class Jobs:
             self.huey.storage.wake()
             self._consumer.stop(graceful=True)
             self._consumer = None
+
+    def close(self) -> None:
+        """Close the queue's connections (after `stop`; enqueues reopen them)."""
+        self.huey.storage.close()

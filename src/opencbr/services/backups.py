@@ -327,6 +327,8 @@ def start_delete(db: Database, ctx: AuthContext, backup_id: str, request_id: str
             "(a member leaves a share by rejecting it).",
         )
         backup = get_in_session(session, ctx, backup_id, if_shared=shared)
+        # Locked and read again: retention (any worker) may be marking it at this moment.
+        session.refresh(backup, with_for_update=True)
         refusal = deletion_refused(session, backup)
         if refusal is not None:
             raise CbrError(BACKUP_IN_USE, refusal)
@@ -442,7 +444,9 @@ def _manifests_of(db: Database, backup_id: str) -> tuple[str, str, list[str]]:
 def _finish_delete(db: Database, backup_id: str) -> str | None:
     """Drop the rows of a deleted backup (after its manifests are gone); returns its vault."""
     with db.transaction() as session:
-        backup = session.get(Backup, backup_id)
+        # Locked: a second delete task of the same backup (the reconciler's, another
+        # worker's) waits here, then finds it gone.
+        backup = session.get(Backup, backup_id, with_for_update=True)
         if backup is None:
             return None
         log_id = session.scalar(

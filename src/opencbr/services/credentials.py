@@ -5,9 +5,12 @@ by the request, with the role its owner holds there (within the key's bound, bel
 
 Secrets are stored encrypted with Fernet (AES-128-CBC + HMAC-SHA256). The server has to
 recompute each request's HMAC, so a one-way hash will not do; the encryption key lives in
-``<data_dir>/secret.key`` (mode 0600, created on first use), outside the database, so a copy
-of the database alone reveals no usable secret. Every process sharing one database needs
-the same key file; losing it makes every stored secret useless (create new keys).
+the file `secret_key_file` (default ``<data_dir>/secret.key``, mode 0600, created on first
+use), outside the database, so a copy of the database alone reveals no usable secret. Every
+process sharing one database needs the same key file; losing it makes every stored secret
+useless (create new keys). The first start seals a constant with the key into the database
+(`service_values`); `key_problem` compares it, so a process with another key refuses to
+start instead of refusing every signed request.
 
 Who may manage whose keys. ``caller=None`` is the operator (``opencbr admin``): anyone's.
 Through the API a user manages its own keys; a caller whose token carries the ``admin`` role
@@ -38,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from opencbr.db.credentials import CREDENTIAL_STATUSES, Credential, CredentialProject
 from opencbr.db.identity import Project, RoleAssignment, User
+from opencbr.db.service_state import KEY_CHECK, ServiceValue, insert_if_absent
 from opencbr.db.session import Database
 from opencbr.errors import (
     CREDENTIAL_NOT_FOUND,
@@ -53,7 +57,7 @@ from opencbr.settings import Settings
 
 # IAM publishes no codes for these; opencbr's own, in IAM's namespace.
 
-KEY_FILE = "secret.key"
+KEY_CHECK_PLAIN = "opencbr secret-key check"
 ACCESS_ALPHABET = string.ascii_uppercase + string.digits
 SECRET_ALPHABET = string.ascii_letters + string.digits
 ACCESS_LENGTH = 20  # like IAM's AKs; 103 bits
@@ -86,9 +90,57 @@ class SecretBox:
         sealed_access, _, secret = plain.partition("\n")
         return secret if sealed_access == access else None
 
+    def key_check(self) -> str:
+        """The value that proves, later, that a key is this one."""
+        return self._fernet.encrypt(KEY_CHECK_PLAIN.encode()).decode("ascii")
+
+    def passes(self, check: str) -> bool:
+        try:
+            return self._fernet.decrypt(check.encode("ascii")) == KEY_CHECK_PLAIN.encode()
+        except (InvalidToken, UnicodeError):
+            return False
+
 
 def secret_box(settings: Settings) -> SecretBox:
-    return SecretBox(settings.data_dir / KEY_FILE)
+    return SecretBox(settings.key_file)
+
+
+def key_problem(db: Database, settings: Settings) -> str | None:
+    """Why this process's secret key cannot serve the database's stored secrets (one line,
+    naming the file, never the key), or None. The first process records the key check;
+    every later one compares (a database from before the check: one stored secret)."""
+    path = settings.key_file
+    remedy = "give every process of this database the same secret_key_file"
+    mismatch = (
+        f"the secret key file {path} is not the key this database's access-key secrets "
+        f"were sealed with: {remedy}"
+    )
+    with db.reading() as session:
+        check = session.get(ServiceValue, KEY_CHECK)
+    if check is not None and not path.exists():
+        # Creating a new key here would only hide the mistake.
+        return f"no secret key file at {path}, but this database expects one: {remedy}"
+    try:
+        box = SecretBox(path)
+    except (ValueError, OSError) as exc:  # not a Fernet key, unreadable
+        reason = exc.strerror if isinstance(exc, OSError) else "not a key"
+        return f"cannot use the secret key file {path}: {reason}"
+    if check is None:
+        if not _opens_a_stored_secret(db, box):
+            return mismatch
+        with db.transaction() as session:
+            insert_if_absent(session, ServiceValue, name=KEY_CHECK, value=box.key_check())
+            check = session.get(ServiceValue, KEY_CHECK)
+    return None if check is not None and box.passes(check.value) else mismatch
+
+
+def _opens_a_stored_secret(db: Database, box: SecretBox) -> bool:
+    """True when no secret is stored yet, or the key opens one of them."""
+    with db.reading() as session:
+        stored = session.execute(
+            select(Credential.access, Credential.secret_ciphertext).limit(1)
+        ).first()
+    return stored is None or box.open(stored.access, stored.secret_ciphertext) is not None
 
 
 def _load_or_create_key(path: Path) -> bytes:

@@ -11,7 +11,8 @@ refusal), and the newest backup of a group is always kept.
 
 Pruning one policy is one transaction with the policy row locked, so two workers never
 decide over the same backups at once; marking a backup `deleting` is conditional on its
-status, so a decision taken twice deletes nothing twice.
+status (rows selected FOR UPDATE, and re-checked after the wait), so a decision taken twice
+deletes nothing twice.
 """
 
 from __future__ import annotations
@@ -83,12 +84,14 @@ def _groups(session: Session, policy: Policy) -> dict[tuple[str, str], list[Back
     else:
         vault_ids = [b.destination_vault_id for b in policy.bindings if b.destination_vault_id]
     rows = session.scalars(
-        select(Backup).where(
+        select(Backup)
+        .where(
             Backup.policy_id == policy.id,
             Backup.vault_id.in_(vault_ids),
             Backup.parent_id.is_(None),
             Backup.status.in_(KEPT_BACKUP),
         )
+        .with_for_update()  # an expiry or a DELETE marking one `deleting` meanwhile wins
     )
     groups: dict[tuple[str, str], list[Backup]] = defaultdict(list)
     for backup in rows:
@@ -147,6 +150,9 @@ def expire(rt: Runtime) -> list[str]:
             )
             .order_by(Backup.expired_at)
             .limit(EXPIRED_PER_SWEEP)
+            # Two workers' sweeps never mark one backup twice: the second waits for the
+            # row, and PostgreSQL then re-checks the status it was selected by.
+            .with_for_update()
         ).all()
         deleted = []
         for backup in expired:
