@@ -85,7 +85,11 @@ class Server:
 
     def start(self) -> None:
         self.launch()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except RuntimeError:
+            self.stop()  # reap it: a process never waited for warns when collected
+            raise
 
     def launch(self) -> None:
         """Start the process; `wait_ready` waits for it (start several, then wait)."""
