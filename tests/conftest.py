@@ -37,6 +37,9 @@ def postgres_url() -> Iterator[str]:
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
+        # A throwaway database: a commit need not wait for the WAL to reach the disk (what
+        # a test sees is the same; only a crash of the PostgreSQL server could lose it).
+        connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     db = Database(url)
     upgrade(db)
@@ -47,10 +50,12 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
-def _truncate_all(db: Database) -> None:
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+def _empty_all_tables(db: Database) -> None:
+    """Delete every row, children first. DELETE, not TRUNCATE: a test leaves a few rows,
+    and TRUNCATE's new files per table cost ~0.3 s a test where DELETE costs ~10 ms."""
     with db.engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
 
 
 @pytest.fixture(params=BACKENDS)
@@ -69,5 +74,5 @@ def database(
     try:
         yield db
     finally:
-        _truncate_all(db)
+        _empty_all_tables(db)
         db.dispose()
