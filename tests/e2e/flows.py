@@ -7,6 +7,7 @@ Test modules import from here, never from one another; fixtures live in conftest
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -110,9 +111,11 @@ class Server:
         return (self.data_dir / "admin-password").read_text().strip()
 
     def projects(self) -> dict[str, str]:
-        """Region -> id of its project, bootstrapping (idempotent; the password is kept)."""
-        result = self.admin("bootstrap", "--user", "admin", "--password", "unused")
-        return {p["name"]: p["id"] for p in result["projects"]}
+        """Region -> id of its project, as the start-up announcement names them (`serve`
+        bootstraps them on its first start); no `opencbr admin` process to start."""
+        announced = re.findall(r"^  project: +(\S+) = (\S+) \(region \S+\)$", self.log(), re.M)
+        assert announced, "no project in the announcement:\n" + self.log()
+        return dict(announced)
 
     def root(self, region: str) -> Path:
         """The protectable root `write_config` gave the project named after `region`."""

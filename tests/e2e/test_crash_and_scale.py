@@ -84,11 +84,6 @@ def connect(server: Server) -> Iterator[Callable[[str], Client]]:
         client.http.close()
 
 
-def projects(server: Server) -> dict[str, str]:
-    result = server.admin("bootstrap", "--user", "admin", "--password", server.password())
-    return {p["name"]: p["id"] for p in result["projects"]}
-
-
 def chunk_count(store: Path) -> int:
     return (
         sum(len(files) for _dir, _sub, files in os.walk(store / "chunks")) if store.exists() else 0
@@ -98,7 +93,7 @@ def chunk_count(store: Path) -> int:
 def test_replication_survives_a_sigkill_mid_copy_and_restores_identically(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    ids = projects(server)
+    ids = server.projects()
     r1, r2 = connect(ids["region1"]), connect(ids["region2"])
     source = tmp_path / "roots" / "region1" / "data"
     make_tree(source, REPLICATED_BYTES, seed=11)
@@ -160,7 +155,7 @@ def test_replication_survives_a_sigkill_mid_copy_and_restores_identically(
 def test_sigkill_during_backup_ends_available_or_error_never_stuck(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    ids = projects(server)
+    ids = server.projects()
     r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "data"
     make_tree(source, KILLED_BACKUP_BYTES, seed=21)
@@ -189,7 +184,7 @@ def test_sigkill_during_backup_ends_available_or_error_never_stuck(
 def test_backing_up_a_large_file_grows_the_server_by_a_fraction_of_it(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    ids = projects(server)
+    ids = server.projects()
     r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "big"
     source.mkdir()
