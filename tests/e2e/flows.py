@@ -37,6 +37,8 @@ from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
 )
 from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
 
+from tests.polling import pauses
+
 T = TypeVar("T")
 OPENCBR = [sys.executable, "-m", "opencbr"]
 TURBO = "OS::Sfs::Turbo"
@@ -81,13 +83,12 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        for pause in pauses(60, first=0.05, longest=0.2):
             try:
                 if httpx.get(f"{self.url}/identity/v3", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
-                time.sleep(0.2)
+                time.sleep(pause)
         raise RuntimeError("opencbr serve did not come up:\n" + self.log())
 
     def kill(self) -> None:
@@ -213,17 +214,15 @@ class Client:
     def wait(
         self, path: str, done: Callable[[Any], bool], timeout: float = 300, **params: Any
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
+        for pause in pauses(timeout, longest=0.2):
             try:
                 body = self.call("GET", path, **params)
                 if done(body):
                     return body
             except httpx.TransportError:
                 pass  # the server is restarting
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out on {path}")
-            time.sleep(0.2)
+            time.sleep(pause)
+        raise AssertionError(f"timed out on {path}")
 
     def register_dir(self, name: str, path: str) -> str:
         body = {"instance": {"name": name, "path": path}}
@@ -305,14 +304,13 @@ class Site:
 
 
 def wait_until(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
+    value = None
+    for pause in pauses(timeout, longest=0.2):
         value = fetch()
         if done(value):
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last value: {value}")
-        time.sleep(0.2)
+        time.sleep(pause)
+    raise AssertionError(f"timed out; last value: {value}")
 
 
 def assert_populated(model: Any, fields: Iterable[str]) -> None:
