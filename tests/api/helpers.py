@@ -26,6 +26,7 @@ from opencbr.db.session import Database
 from opencbr.services import identity
 from opencbr.settings import ProtectableRoot, Settings
 from opencbr.storage import layout
+from tests.polling import pauses
 
 PASSWORD = "correct horse battery"
 
@@ -72,14 +73,13 @@ class Env:
         self, region: str, path: str, done: Callable[[Any], bool], timeout: float = 120.0
     ) -> Any:
         """Poll GET `path` until `done(json)` holds; return the last body."""
-        deadline = time.monotonic() + timeout
-        while True:
+        body = None
+        for pause in pauses(timeout):
             body = self.get(region, path).json()
             if done(body):
                 return body
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting on {path}: {body}")
-            time.sleep(0.1)
+            time.sleep(pause)
+        raise AssertionError(f"timed out waiting on {path}: {body}")
 
 
 def password_body(user: str, password: str, scope: dict[str, object]) -> dict[str, object]:
@@ -354,12 +354,11 @@ def records(env: Env, vault_id: str) -> list[dict[str, Any]]:
 
 def wait_records(env: Env, vault_id: str, count: int) -> list[dict[str, Any]]:
     """Poll the source backups' replication records until `count` of them have ended."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+    for pause in pauses(180, longest=0.2):
         found = records(env, vault_id)
         if sum(1 for r in found if r["status"] in ("success", "fail")) >= count:
             return found
-        time.sleep(0.2)
+        time.sleep(pause)
     raise AssertionError(f"replication did not finish: {records(env, vault_id)}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -38,6 +39,8 @@ from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
 )
 from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
 from otcextensions import sdk as otc_sdk
+
+from tests.polling import pauses
 
 T = TypeVar("T")
 OPENCBR = [sys.executable, "-m", "opencbr"]
@@ -105,13 +108,12 @@ class Server:
             )
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        for pause in pauses(60, first=0.05, longest=0.2):
             try:
                 if httpx.get(f"{self.url}/identity/v3", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
-                time.sleep(0.2)
+                time.sleep(pause)
         raise RuntimeError("opencbr serve did not come up:\n" + self.log())
 
     def kill(self) -> None:
@@ -135,9 +137,11 @@ class Server:
         return (self.data_dir / "admin-password").read_text().strip()
 
     def projects(self) -> dict[str, str]:
-        """Region -> id of its project, bootstrapping (idempotent; the password is kept)."""
-        result = self.admin("bootstrap", "--user", "admin", "--password", "unused")
-        return {p["name"]: p["id"] for p in result["projects"]}
+        """Region -> id of its project, as the start-up announcement names them (`serve`
+        bootstraps them on its first start); no `opencbr admin` process to start."""
+        announced = re.findall(r"^  project: +(\S+) = (\S+) \(region \S+\)$", self.log(), re.M)
+        assert announced, "no project in the announcement:\n" + self.log()
+        return dict(announced)
 
     def root(self, region: str) -> Path:
         """The protectable root `write_config` gave the project named after `region`."""
@@ -282,17 +286,15 @@ class Client:
     def wait(
         self, path: str, done: Callable[[Any], bool], timeout: float = 300, **params: Any
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
+        for pause in pauses(timeout, longest=0.2):
             try:
                 body = self.call("GET", path, **params)
                 if done(body):
                     return body
             except httpx.TransportError:
                 pass  # the server is restarting
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out on {path}")
-            time.sleep(0.2)
+            time.sleep(pause)
+        raise AssertionError(f"timed out on {path}")
 
     def register_dir(self, name: str, path: str) -> str:
         body = {"instance": {"name": name, "path": path}}
@@ -388,14 +390,13 @@ def admin_project(site: Site, name: str, region: str = "region1") -> str:
 
 
 def wait_until(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
+    value = None
+    for pause in pauses(timeout, longest=0.2):
         value = fetch()
         if done(value):
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last value: {value}")
-        time.sleep(0.2)
+        time.sleep(pause)
+    raise AssertionError(f"timed out; last value: {value}")
 
 
 def assert_populated(model: Any, fields: Iterable[str]) -> None:

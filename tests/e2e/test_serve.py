@@ -19,6 +19,12 @@ from tests.e2e.flows import OPENCBR, Client, Server, free_port, token_for, write
 pytestmark = pytest.mark.slow  # real `opencbr` processes: seconds a test
 
 
+@pytest.fixture(scope="module")
+def server(module_server: Server) -> Server:
+    """One server for the module's tests that need one running: each uses its own names."""
+    return module_server
+
+
 def test_first_start_bootstraps_an_admin_and_prints_how_to_log_in(server: Server) -> None:
     log = server.log()
     assert f"{server.url}/identity/v3" in log
@@ -27,13 +33,7 @@ def test_first_start_bootstraps_an_admin_and_prints_how_to_log_in(server: Server
 
 
 def test_curl_style_vault_lifecycle_in_both_regions(server: Server) -> None:
-    projects = {
-        p["name"]: p["id"]
-        for p in server.admin("bootstrap", "--user", "admin", "--password", server.password())[
-            "projects"
-        ]
-    }
-    for region, project_id in projects.items():
+    for region, project_id in server.projects().items():
         headers = {"X-Auth-Token": token_for(server, project_id)}
         base = f"{server.url}/v3/{project_id}/vaults"
         body = {
@@ -278,8 +278,8 @@ def test_an_unexpected_error_is_logged_once_short_and_without_secrets(
     )
     instance.start()
     try:
-        project = instance.admin("bootstrap", "--user", "admin", "--password", "x")["projects"][0]
-        token = token_for(instance, project["id"])
+        project_id = instance.projects()["region1"]
+        token = token_for(instance, project_id)
         with sqlite3.connect(instance.data_dir / "opencbr.db") as connection:
             connection.execute("ALTER TABLE tokens RENAME TO tokens_gone")
         before = len(instance.log().encode())
@@ -295,7 +295,7 @@ def test_an_unexpected_error_is_logged_once_short_and_without_secrets(
                         }
                     },
                 },
-                "scope": {"project": {"id": project["id"]}},
+                "scope": {"project": {"id": project_id}},
             }
         }
         failed = httpx.post(
