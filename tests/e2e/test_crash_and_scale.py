@@ -206,7 +206,6 @@ def test_backing_up_a_large_file_grows_the_server_by_a_fraction_of_it(
     assert growth_kb < STREAMED_BYTES / 8 / 1024, f"grew by {growth_kb} kB (from {before_kb} kB)"
 
 
-
 def assert_whole_in_one_vault(database: Path, store: Path, vault_ids: set[str]) -> int:
     """Read the stopped server's database and stores: every backup is in one of the two
     vaults, and that vault's store holds its manifest and every chunk it references (a
@@ -229,7 +228,7 @@ def assert_whole_in_one_vault(database: Path, store: Path, vault_ids: set[str]) 
 def test_sigkill_during_a_migration_leaves_every_backup_whole_in_one_vault(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    ids = projects(server)
+    ids = server.projects()
     r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "data"
     make_tree(source, 300 * MiB, seed=31)
