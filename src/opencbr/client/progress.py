@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,15 +116,18 @@ def _interval() -> float:
     return max(seconds, 0.5)
 
 
-class _View:
+class _View(ABC):
+    """How `--wait` shows the steps it follows: bars or plain lines."""
+
     def __enter__(self) -> _View:
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
 
+    @abstractmethod
     def show(self, steps: list[Step]) -> None:
-        raise NotImplementedError
+        """Show the steps' latest state."""
 
 
 class _Bars(_View):

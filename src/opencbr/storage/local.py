@@ -41,6 +41,8 @@ from opencbr.storage.store import (
     TransientStorageError,
     check_digest,
     check_manifest_name,
+    is_digest,
+    is_manifest_name,
 )
 
 _TRANSIENT_ERRNOS = frozenset(
@@ -163,7 +165,7 @@ class LocalChunkStore:
 
     def list_chunks(self) -> Iterator[str]:
         for folder in layout.chunk_folders():
-            yield from (name for name in _scan(f"{self._root}/{folder}") if _is_digest(name))
+            yield from (name for name in _scan(f"{self._root}/{folder}") if is_digest(name))
 
     def chunk_mtime(self, digest: str) -> float:
         check_digest(digest)
@@ -210,7 +212,7 @@ class LocalChunkStore:
 
     def list_manifests(self) -> Iterator[str]:
         # Names the store could not have written (editor backups, ...) are skipped.
-        return (name for name in _scan(self._manifests) if _is_manifest_name(name))
+        return (name for name in _scan(self._manifests) if is_manifest_name(name))
 
     # -- durability and lifecycle ---------------------------------------------
 
@@ -430,22 +432,6 @@ def _scan(folder: str) -> Iterator[str]:
         return
     except OSError as exc:
         raise _storage_error(exc, _STORE, f"listing its folder {os.path.basename(folder)}") from exc
-
-
-def _is_digest(name: str) -> bool:
-    try:
-        check_digest(name)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_manifest_name(name: str) -> bool:
-    try:
-        check_manifest_name(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _remove_if_older(entry: os.DirEntry[str], cutoff: float) -> None:

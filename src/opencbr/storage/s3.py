@@ -52,6 +52,8 @@ from opencbr.storage.store import (
     TransientStorageError,
     check_digest,
     check_manifest_name,
+    is_digest,
+    is_manifest_name,
 )
 
 if TYPE_CHECKING:
@@ -191,7 +193,7 @@ class S3ChunkStore:
     def list_chunks(self) -> Iterator[str]:
         for key in self._keys(f"{layout.CHUNKS_FOLDER}/"):
             name = key.rpartition("/")[2]
-            if _is_digest(name) and key == layout.chunk_path(name):
+            if is_digest(name) and key == layout.chunk_path(name):
                 yield name
 
     def chunk_mtime(self, digest: str) -> float:
@@ -225,7 +227,7 @@ class S3ChunkStore:
     def list_manifests(self) -> Iterator[str]:
         for key in self._keys(f"{layout.MANIFESTS_FOLDER}/"):
             name = key.rpartition("/")[2]
-            if _is_manifest_name(name) and key == _manifest_key(name):
+            if is_manifest_name(name) and key == _manifest_key(name):
                 yield name
 
     # -- durability and lifecycle ---------------------------------------------
@@ -348,19 +350,3 @@ def _missing_bucket(exc: Exception) -> bool:
 
 def _manifest_key(name: str) -> str:
     return f"{layout.MANIFESTS_FOLDER}/{name}"
-
-
-def _is_digest(name: str) -> bool:
-    try:
-        check_digest(name)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_manifest_name(name: str) -> bool:
-    try:
-        check_manifest_name(name)
-    except ValueError:
-        return False
-    return True

@@ -81,6 +81,24 @@ def check_manifest_name(name: str) -> None:
         raise ValueError(f"invalid manifest name {name!r}: use 1-255 of [A-Za-z0-9._-]")
 
 
+def is_digest(name: str) -> bool:
+    """True for a well-formed digest (a chunk's name in a listing); never raises."""
+    try:
+        check_digest(name)
+    except ValueError:
+        return False
+    return True
+
+
+def is_manifest_name(name: str) -> bool:
+    """True for a well-formed manifest name (in a listing); never raises."""
+    try:
+        check_manifest_name(name)
+    except ValueError:
+        return False
+    return True
+
+
 @runtime_checkable
 class ChunkStore(Protocol):
     """Chunks and manifests of one vault.
