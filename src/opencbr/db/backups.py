@@ -197,6 +197,10 @@ class VaultChunk(Base):
     plain_size: Mapped[int] = mapped_column(BigInteger)
     stored_size: Mapped[int] = mapped_column(BigInteger)
     damaged_at: Mapped[datetime | None] = mapped_column(default=None)
+    # BLAKE3 of the stored bytes, recorded by the writer that verified the content when
+    # it stored the chunk: copies verify against it without decoding (invariant 3).
+    # Null for chunks stored before it existed (copies then verify the content digest).
+    stored_digest: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class BackupChunk(Base):

@@ -515,7 +515,7 @@ def _commit_unit(
 ) -> None:
     written = [(c.digest, c.plain_size, c.stored_size) for c in sink.written.values()]
     with rt.db.transaction() as session:
-        added = chunks.index_chunks(session, claim.vault_id, written)
+        added = chunks.index_chunks(session, claim.vault_id, written, sink.stored_digests())
         linked = chunks.link_backup(session, unit_id, claim.vault_id, result.digests)
         if linked != len(result.digests):
             raise CbrError(INTERNAL_ERROR, "chunk index is missing chunks this backup references")

@@ -32,7 +32,7 @@ Checkpoints stay where they were made: a moved backup still names its checkpoint
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +69,7 @@ from opencbr.services import leases, vaults
 from opencbr.services.identity import AuthContext
 from opencbr.services.replication_runs import ChunkCopier, copy_in_order
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import DamageMarker, failure_reason
+from opencbr.services.stores import failure_reason
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, StorageError
 
@@ -391,11 +391,8 @@ def _copy_chunks(
 ) -> None:
     """Copy the chunks the destination lacks, verified; flush and index them batch by
     batch, so a resumed attempt copies only the rest."""
-    copier = ChunkCopier(
-        source,
-        dest,
-        DamageMarker(rt.db, work.source_vault_id),
-        DamageMarker(rt.db, work.dest_vault_id),
+    copier = ChunkCopier.between(
+        rt, source, dest, (work.source_vault_id, work.dest_vault_id), missing
     )
     batch: list[tuple[str, int, int]] = []
     with ThreadPoolExecutor(max(2, rt.settings.io_threads * 2), "migrate") as pool:
@@ -404,18 +401,24 @@ def _copy_chunks(
             work.chunks_copied += 1
             work.bytes_copied += copied
             if len(batch) >= INDEX_EVERY_CHUNKS or rt.stopping.is_set():
-                _index(rt.db, work, dest, batch)
+                _index(rt.db, work, dest, batch, copier.recorded)
                 batch = []
                 leases.stop_point(rt)
-    _index(rt.db, work, dest, batch)
+    _index(rt.db, work, dest, batch, copier.recorded)
 
 
-def _index(db: Database, work: _Work, dest: ChunkStore, batch: list[tuple[str, int, int]]) -> None:
+def _index(
+    db: Database,
+    work: _Work,
+    dest: ChunkStore,
+    batch: list[tuple[str, int, int]],
+    recorded: Mapping[str, str],
+) -> None:
     if not batch:
         return
     dest.flush()  # durable before the index says so (invariant 1)
     with db.transaction() as session:
-        added = chunks.index_chunks(session, work.dest_vault_id, batch)
+        added = chunks.index_chunks(session, work.dest_vault_id, batch, recorded)
         vaults_row = session.get(Vault, work.dest_vault_id)
         if vaults_row is not None:
             vaults_row.used_bytes += added

@@ -5,7 +5,8 @@ Steps, each idempotent:
    anti-join per volume; a source chunk its vault marks damaged fails the record at once;
 2. read and validate the source manifests: a damaged one fails the record at once;
 3. copy the chunks with bounded parallelism: read the stored bytes at the source, verify
-   their BLAKE3 (a corrupt chunk is marked damaged at the source and fails the record),
+   them against the digest of stored bytes the source's index records, or (older chunks)
+   their content's BLAKE3 (a corrupt chunk is marked damaged at the source and fails the record),
    write the same bytes at the destination; every batch is flushed and then indexed in
    the destination vault, so a rerun after a crash plans only what is still missing;
 4. write the manifests, then commit replica + record + operation log in one transaction.
@@ -22,7 +23,7 @@ names it as the next to run (the reconciler restarts the first record of each va
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ from opencbr.errors import (
 from opencbr.services import checkpoints, leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked
-from opencbr.storage.chunk import verify_chunk
+from opencbr.storage.chunk import verify_chunk, verify_stored
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
@@ -319,22 +320,61 @@ def _refuse_damaged_source(session: Session, unit_id: str, vault_id: str) -> Non
 @dataclass(frozen=True)
 class ChunkCopier:
     """Copies chunks from one vault's store to another's, marking the chunks whose reads
-    fail verification damaged in their vault's index."""
+    fail verification damaged in their vault's index.
+
+    Invariant 3: a chunk whose source index records the digest of its stored bytes
+    (`stored`) is checked against that digest alone: no decompression, no hashing of
+    the plain bytes. An older chunk is checked against its content digest. Either way
+    the stored-bytes digest of what the destination now holds lands in `recorded`, for
+    the destination's index. Thread-safe: `copy` runs on many threads (a dict's item
+    assignment is atomic).
+    """
 
     source: ChunkStore
     dest: ChunkStore
     source_damage: DamageMarker
     dest_damage: DamageMarker
+    stored: Mapping[str, str] = field(default_factory=dict)
+    recorded: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def between(
+        cls,
+        rt: Runtime,
+        source: ChunkStore,
+        dest: ChunkStore,
+        vaults: tuple[str, str],
+        todo: Sequence[tuple[str, int, int]],
+    ) -> ChunkCopier:
+        """A copier from vault `vaults[0]` to `vaults[1]` that knows the recorded stored
+        digests of the chunks in `todo` (one query per 500)."""
+        source_vault, dest_vault = vaults
+        with rt.db.reading() as session:
+            stored = chunks.stored_digests(session, source_vault, [d for d, _p, _s in todo])
+        return cls(
+            source,
+            dest,
+            DamageMarker(rt.db, source_vault),
+            DamageMarker(rt.db, dest_vault),
+            stored,
+        )
 
     def copy(self, digest: str) -> int:
-        """Copy one chunk's stored bytes after checking them against their digest."""
+        """Copy one chunk's stored bytes after checking them; return their size."""
         try:
             blob = self.source.get_chunk(digest)
-            verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
+            expected = self.stored.get(digest)
+            # Raises CorruptChunkError: nothing unverified is written.
+            if expected is None:
+                verify_chunk(blob, digest)
+            else:
+                verify_stored(blob, digest, expected)
         except (CorruptChunkError, NotFoundError) as exc:
             self.source_damage.mark_failed_read(exc)
             raise
-        put_chunk_checked(self.dest, digest, blob, self.dest_damage)
+        self.recorded[digest] = put_chunk_checked(
+            self.dest, digest, blob, self.dest_damage
+        ).stored_digest
         return len(blob)
 
 
@@ -363,12 +403,8 @@ def _copy_unit(
     batch_bytes = 0
     indexed: list[Future[None]] = []
     copiers = max(2, rt.settings.io_threads * 2)
-    copier = ChunkCopier(
-        source,
-        dest,
-        DamageMarker(rt.db, work.source_vault_id),
-        DamageMarker(rt.db, work.dest_vault_id),
-    )
+    vaults = (work.source_vault_id, work.dest_vault_id)
+    copier = ChunkCopier.between(rt, source, dest, vaults, work.missing[unit_id])
     with (
         ThreadPoolExecutor(copiers, thread_name_prefix="replicate") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="replicate-index") as indexer,
@@ -379,18 +415,25 @@ def _copy_unit(
             batch.append(item)
             batch_bytes += copied
             if batch_bytes >= INDEX_EVERY_BYTES:
-                indexed.append(indexer.submit(_index, rt, work, dest, replica_id, batch))
+                indexed.append(
+                    indexer.submit(_index, rt, work, dest, replica_id, batch, copier.recorded)
+                )
                 batch, batch_bytes = [], 0
             if rt.stopping.is_set():
                 break
         for future in indexed:
             future.result()  # raises what indexing raised
-    _index(rt, work, dest, replica_id, batch)
+    _index(rt, work, dest, replica_id, batch, copier.recorded)
     leases.stop_point(rt)
 
 
 def _index(
-    rt: Runtime, work: _Work, dest: ChunkStore, replica_id: str, batch: list[tuple[str, int, int]]
+    rt: Runtime,
+    work: _Work,
+    dest: ChunkStore,
+    replica_id: str,
+    batch: list[tuple[str, int, int]],
+    recorded: Mapping[str, str],
 ) -> None:
     """Make copied chunks durable, then record them in the destination's chunk index.
 
@@ -401,7 +444,7 @@ def _index(
         return
     dest.flush()
     with rt.db.transaction() as session:
-        added = chunks.index_chunks(session, work.dest_vault_id, batch)
+        added = chunks.index_chunks(session, work.dest_vault_id, batch, recorded)
         vault = session.get(Vault, work.dest_vault_id)
         if vault is not None:
             vault.used_bytes += added

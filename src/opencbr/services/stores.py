@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 from sqlalchemy import select
@@ -27,7 +28,7 @@ from opencbr.db import chunks
 from opencbr.db.backups import VaultChunk
 from opencbr.db.session import Database
 from opencbr.settings import RegionSettings
-from opencbr.storage.chunk import decode_chunk, encode_chunk, verify_chunk
+from opencbr.storage.chunk import decode_chunk, encode_chunk, stored_digest, verify_chunk
 from opencbr.storage.layout import vault_location
 from opencbr.storage.location import NO_OPTIONS, StoreOptions, open_store
 from opencbr.storage.s3 import S3Options
@@ -148,8 +149,9 @@ class DamageMarker:
 
 def put_chunk_checked(
     store: ChunkStore, digest: str, blob: bytes, damage: DamageMarker | None = None
-) -> bool:
-    """Put a chunk the vault's index lacks (or marks damaged); True if this call wrote it.
+) -> Put:
+    """Put a chunk the vault's index lacks (or marks damaged): whether this call wrote it,
+    and the digest of the stored bytes now in the store under its name.
 
     A chunk file that is already there is trusted only after it verifies: chunks are
     published before the flush that makes them durable, so a machine that stopped in
@@ -157,18 +159,25 @@ def put_chunk_checked(
     is kept for `gc_safety_margin_seconds`, and a damaged chunk's file is still there.
     One that fails is marked in `damage` and replaced. Rare: the index normally says
     which chunks exist, so this costs a read only for chunks another writer of the vault
-    just stored, a crash left behind, or a failed read marked damaged.
+    just stored, a crash left behind, or a failed read marked damaged. The file found may
+    hold other stored bytes than `blob` (another compression level), hence the digest.
     """
     if store.put_chunk(digest, blob):
-        return True
+        return Put(True, stored_digest(blob))
     try:
-        verify_chunk(store.get_chunk(digest), digest)
-        return False
+        found = store.get_chunk(digest)
+        verify_chunk(found, digest)
+        return Put(False, stored_digest(found))
     except (CorruptChunkError, ChunkNotFoundError) as exc:
         if damage is not None:
             damage.mark_failed_read(exc)
         store.delete_chunk(digest)
-        return store.put_chunk(digest, blob)
+        return Put(store.put_chunk(digest, blob), stored_digest(blob))
+
+
+class Put(NamedTuple):
+    created: bool  # this call wrote the chunk
+    stored_digest: str  # of the bytes stored under the chunk's name
 
 
 @dataclass(frozen=True)
@@ -176,6 +185,7 @@ class StoredChunk:
     digest: str
     plain_size: int
     stored_size: int
+    stored_digest: str
 
 
 class VaultSink:
@@ -217,10 +227,17 @@ class VaultSink:
             if digest in self.written:
                 return 0
         blob = encode_chunk(data, self._level)
-        created = put_chunk_checked(self._store, digest, blob, self._damage)
+        # The pipeline named the chunk by hashing `data` itself: its content is verified
+        # by construction, so the digest of its stored bytes may be recorded (invariant 3).
+        put = put_chunk_checked(self._store, digest, blob, self._damage)
         with self._lock:
-            self.written[digest] = StoredChunk(digest, len(data), len(blob))
-        return len(blob) if created else 0
+            self.written[digest] = StoredChunk(digest, len(data), len(blob), put.stored_digest)
+        return len(blob) if put.created else 0
+
+    def stored_digests(self) -> dict[str, str]:
+        """The stored-bytes digest of every chunk written (for `index_chunks`)."""
+        with self._lock:
+            return {c.digest: c.stored_digest for c in self.written.values()}
 
 
 class VaultSource:
