@@ -99,8 +99,8 @@ def test_verify_accepts_what_decode_accepts(data: bytes) -> None:
 
 @CHECKS
 def test_unsupported_version_is_corrupt(check: Check) -> None:
-    blob = with_header(encode_chunk(TEXT), version=2)
-    with pytest.raises(CorruptChunkError, match="version 2"):
+    blob = with_header(encode_chunk(TEXT), version=3)
+    with pytest.raises(CorruptChunkError, match="version 3"):
         check(blob, digest(TEXT))
 
 

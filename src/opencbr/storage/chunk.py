@@ -1,15 +1,29 @@
 """Chunk digest and stored format.
 
-A chunk is named by the BLAKE3 digest of its plain bytes and stored as a
-16-byte header followed by the payload:
+Version 1 (plain): a chunk is named by the BLAKE3 digest of its plain bytes and stored
+as a 16-byte header followed by the payload:
 
     offset size  field
     0      4     magic b"OCBC"
     4      1     format version (1)
     5      1     codec: 0 = raw, 1 = zstd (one frame carrying its content size)
-    6      2     reserved, zero in version 1
+    6      2     reserved, zero
     8      8     plain length, unsigned big-endian
     16     ...   payload
+
+Version 2 (encrypted, `storage.sealing`): named by the BLAKE3 of its plain bytes keyed
+with the deployment's naming secret; the same first 16 bytes (version 2), then
+
+    16     4     data key id, unsigned big-endian
+    20     12    nonce (random per object)
+    32     ...   AES-256-GCM of the payload (compressed first), 16-byte tag last;
+                 associated data: the 32 header bytes and the chunk's name
+
+so a flipped bit, a truncation, or another chunk's file under this name fails
+authentication. Version 1 chunks stay readable.
+
+Every stored chunk also has a stored-bytes digest (BLAKE3 of the whole stored blob,
+`stored_digest`), recorded in the vault's index by the writer, which copies check.
 
 Encoding and decoding are pure functions, safe from any number of threads:
 zstandard contexts are kept per thread because one shared compressor
@@ -24,10 +38,21 @@ import threading
 import blake3
 import zstandard
 
+from opencbr.storage.sealing import (
+    NONCE_SIZE,
+    TAG_SIZE,
+    ChunkKeys,
+    Sealing,
+    UnknownKeyError,
+    keyed_digest,
+    open_sealed,
+    seal,
+)
 from opencbr.storage.store import CorruptChunkError
 
 MAGIC = b"OCBC"
 FORMAT_VERSION = 1
+SEALED_VERSION = 2
 CODEC_RAW = 0
 CODEC_ZSTD = 1
 # Bounds the memory a corrupt header can make decode_chunk allocate; far
@@ -36,6 +61,8 @@ MAX_CHUNK_SIZE = 64 * 1024 * 1024
 
 _HEADER = struct.Struct(">4sBBHQ")
 HEADER_SIZE = _HEADER.size
+_KEY_ID = struct.Struct(">I")
+SEALED_HEADER_SIZE = HEADER_SIZE + _KEY_ID.size + NONCE_SIZE
 
 
 class _Codecs(threading.local):
@@ -79,8 +106,12 @@ def verify_stored(blob: bytes, name: str, expected: str) -> None:
         )
 
 
-def encode_chunk(data: bytes, level: int = 3) -> bytes:
-    """Return the stored form of `data`, zstd-compressed at `level` when that saves space.
+def encode_chunk(
+    data: bytes, level: int = 3, sealing: Sealing | None = None, name: str | None = None
+) -> bytes:
+    """Return the stored form of `data`, zstd-compressed at `level` when that saves space;
+    with `sealing`, encrypted (version 2) and bound to `name` (its keyed digest, computed
+    here when not given).
 
     Incompressible data is stored raw so reading it costs no decompression.
     Raises ValueError if `data` exceeds MAX_CHUNK_SIZE.
@@ -88,48 +119,99 @@ def encode_chunk(data: bytes, level: int = 3) -> bytes:
     if len(data) > MAX_CHUNK_SIZE:
         raise ValueError(f"chunk of {len(data)} bytes exceeds {MAX_CHUNK_SIZE}")
     compressed = _codecs.compressor(level).compress(data)
-    if len(compressed) < len(data):
-        return _HEADER.pack(MAGIC, FORMAT_VERSION, CODEC_ZSTD, 0, len(data)) + compressed
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, CODEC_RAW, 0, len(data)) + data
+    codec, payload = (CODEC_ZSTD, compressed) if len(compressed) < len(data) else (CODEC_RAW, data)
+    if sealing is None:
+        return _HEADER.pack(MAGIC, FORMAT_VERSION, codec, 0, len(data)) + payload
+    header = _HEADER.pack(MAGIC, SEALED_VERSION, codec, 0, len(data)) + _KEY_ID.pack(sealing.key_id)
+    return seal(sealing.cipher, header, payload, (name or sealing.name(data)).encode())
 
 
-def decode_chunk(blob: bytes, expected_digest: str) -> bytes:
-    """Return the plain bytes of a stored chunk after checking they hash to `expected_digest`.
+def reseal_chunk(blob: bytes, name: str, keys: ChunkKeys, sealing: Sealing) -> bytes:
+    """The same chunk sealed with another data key (replication into another project):
+    opened with its own key, authenticated, sealed again; never decompressed, since the
+    authentication proves the bytes are those its writer verified and sealed. A version
+    1 chunk is returned as it is. Raises CorruptChunkError as `decode_chunk` does."""
+    if _parse_header(blob, name)[0] != SEALED_VERSION:
+        return blob
+    payload = _open(blob, name, keys)
+    header = blob[:HEADER_SIZE] + _KEY_ID.pack(sealing.key_id)
+    return seal(sealing.cipher, header, payload, name.encode())
+
+
+def decode_chunk(blob: bytes, expected_digest: str, keys: ChunkKeys | None = None) -> bytes:
+    """Return the plain bytes of a stored chunk after checking they hash to `expected_digest`
+    (keyed with `keys.naming_key` for a version 2 chunk, which `keys` also opens).
 
     Raises CorruptChunkError, naming the digest, if the header is malformed
-    or of an unknown version, the payload does not decompress to the
-    recorded length, or the content does not match the digest.
+    or of an unknown version, a sealed chunk does not authenticate, the payload does not
+    decompress to the recorded length, or the content does not match the digest.
     """
-    return bytes(_verified_plain(blob, expected_digest))
+    return bytes(_verified_plain(blob, expected_digest, keys))
 
 
-def verify_chunk(blob: bytes, expected_digest: str) -> None:
+def verify_chunk(blob: bytes, expected_digest: str, keys: ChunkKeys | None = None) -> None:
     """Check a stored chunk as `decode_chunk` does, without keeping its plain bytes.
 
     For a raw chunk this hashes the payload in place: copying a chunk between stores
     verifies it without a second copy of its bytes.
     """
-    _verified_plain(blob, expected_digest)
+    _verified_plain(blob, expected_digest, keys)
 
 
-def _verified_plain(blob: bytes, expected_digest: str) -> bytes | memoryview:
-    codec, length = _parse_header(blob, expected_digest)
-    payload = memoryview(blob)[HEADER_SIZE:]
+def sealed_key_id(blob: bytes, name: str) -> int | None:
+    """The data key id of a version 2 chunk; None for version 1."""
+    if _parse_header(blob, name)[0] != SEALED_VERSION:
+        return None
+    return int(_KEY_ID.unpack_from(blob, HEADER_SIZE)[0])
+
+
+def _verified_plain(
+    blob: bytes, expected_digest: str, keys: ChunkKeys | None
+) -> bytes | memoryview:
+    version, codec, length = _parse_header(blob, expected_digest)
+    naming_key: bytes | None = None  # plain BLAKE3 names (version 1)
+    if version == SEALED_VERSION:
+        if keys is None:
+            raise CorruptChunkError(
+                f"chunk {expected_digest}: encrypted, and no keys given", digest=expected_digest
+            )
+        payload: bytes | memoryview = _open(blob, expected_digest, keys)
+        naming_key = keys.naming_key
+    else:
+        payload = memoryview(blob)[HEADER_SIZE:]
     data = _decompress(payload, length, expected_digest) if codec == CODEC_ZSTD else payload
     if len(data) != length:
         raise CorruptChunkError(
             f"chunk {expected_digest}: {len(data)} plain bytes, header says {length}",
             digest=expected_digest,
         )
-    if blake3.blake3(data).hexdigest() != expected_digest:
+    named = keyed_digest(naming_key, data) if naming_key else blake3.blake3(data).hexdigest()
+    if named != expected_digest:
         raise CorruptChunkError(
             f"chunk {expected_digest}: content does not match its digest", digest=expected_digest
         )
     return data
 
 
-def _parse_header(blob: bytes, name: str) -> tuple[int, int]:
-    """Return (codec, plain length) of a stored chunk or raise CorruptChunkError."""
+def _open(blob: bytes, name: str, keys: ChunkKeys) -> bytes:
+    """The payload of a version 2 chunk, authenticated, or CorruptChunkError."""
+    if len(blob) < SEALED_HEADER_SIZE + TAG_SIZE:
+        raise CorruptChunkError(f"chunk {name}: shorter than its sealed header", digest=name)
+    key_id = int(_KEY_ID.unpack_from(blob, HEADER_SIZE)[0])
+    try:
+        cipher = keys.cipher(key_id)
+    except UnknownKeyError:  # keys are never deleted: the header is damaged
+        raise CorruptChunkError(f"chunk {name}: unknown data key {key_id}", digest=name) from None
+    payload = open_sealed(cipher, blob, SEALED_HEADER_SIZE, name.encode())
+    if payload is None:
+        raise CorruptChunkError(
+            f"chunk {name}: does not authenticate (tampered, truncated or swapped)", digest=name
+        )
+    return payload
+
+
+def _parse_header(blob: bytes, name: str) -> tuple[int, int, int]:
+    """Return (version, codec, plain length) of a stored chunk or raise CorruptChunkError."""
     if len(blob) < HEADER_SIZE:
         raise CorruptChunkError(
             f"chunk {name}: {len(blob)} bytes, shorter than its header", digest=name
@@ -137,7 +219,7 @@ def _parse_header(blob: bytes, name: str) -> tuple[int, int]:
     magic, version, codec, reserved, length = _HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise CorruptChunkError(f"chunk {name}: bad magic {magic!r}", digest=name)
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, SEALED_VERSION):
         raise CorruptChunkError(f"chunk {name}: unsupported format version {version}", digest=name)
     if codec not in (CODEC_RAW, CODEC_ZSTD) or reserved != 0:
         raise CorruptChunkError(
@@ -147,10 +229,10 @@ def _parse_header(blob: bytes, name: str) -> tuple[int, int]:
         raise CorruptChunkError(
             f"chunk {name}: plain length {length} exceeds {MAX_CHUNK_SIZE}", digest=name
         )
-    return codec, length
+    return version, codec, length
 
 
-def _decompress(payload: memoryview, length: int, name: str) -> bytes:
+def _decompress(payload: bytes | memoryview, length: int, name: str) -> bytes:
     # The frame's own content size is checked first so a damaged frame
     # cannot make the decompressor allocate an arbitrary buffer.
     try:
