@@ -7,17 +7,17 @@ content digest, as before, and get one recorded when copied."""
 from __future__ import annotations
 
 import random
-import struct
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 
 from opencbr.db.backups import VaultChunk
-from opencbr.storage.chunk import CODEC_RAW, decode_chunk, digest
+from opencbr.storage.chunk import digest, reseal_chunk
 from tests.api.helpers import (
     Env,
     backup_now,
+    chunk_keys,
     chunks_dir,
     create_vault,
     register_dir,
@@ -64,11 +64,12 @@ def test_a_backup_records_the_digest_of_each_chunks_stored_bytes(env: Env) -> No
 
 def test_replication_checks_stored_bytes_against_their_recorded_digest(env: Env) -> None:
     source, vault, backup = _backed_up_tree(env)
-    # The compressible chunk stored raw instead: the same content, so its content digest
-    # still holds (a restore accepts it), but not the bytes the backup stored.
-    name, path = max(_files(env, "region1", vault["id"]).items(), key=lambda item: _ratio(item[1]))
-    plain = decode_chunk(path.read_bytes(), name)
-    path.write_bytes(struct.pack(">4sBBHQ", b"OCBC", 1, CODEC_RAW, 0, len(plain)) + plain)
+    # A chunk sealed again (another nonce): the same content, authentic, so a restore
+    # accepts it, but not the bytes the backup stored.
+    name, path = next(iter(_files(env, "region1", vault["id"]).items()))
+    keys = chunk_keys(env)
+    sealing = keys.sealing(env.projects["region1"])
+    path.write_bytes(reseal_chunk(path.read_bytes(), name, keys, sealing))
     dest = create_vault(env, "region2", name="dst", protect_type="replication")
     record = replicate_backup(env, vault["id"], backup["id"], dest["id"])
     assert record["status"] == "fail", record
@@ -98,9 +99,3 @@ def test_chunks_without_a_recorded_digest_are_checked_by_content_and_get_one(env
     log = restore(env, replica, {"resource_id": target["id"]}, "region2")
     assert log["status"] == "success", log
     assert_same_tree(source, env.roots["region2"] / "t")
-
-
-def _ratio(path: Path) -> float:
-    """Plain bytes per stored byte (the header's length over the file's size)."""
-    blob = path.read_bytes()
-    return int.from_bytes(blob[8:16], "big") / len(blob)

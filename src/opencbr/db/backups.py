@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     and_,
+    false,
     func,
     inspect,
     select,
@@ -99,6 +100,9 @@ class Backup(Base):
     kind: Mapped[str] = mapped_column(String(8))
     volume_path: Mapped[str | None] = mapped_column(String(4096))
     incremental: Mapped[bool] = mapped_column(default=True)
+    # Its chunks and manifests are sealed (format version 2): set from the vault at
+    # creation, and for a replica from its source (a replica is encrypted as its source is).
+    encrypted: Mapped[bool] = mapped_column(default=False, server_default=false())
     auto_trigger: Mapped[bool] = mapped_column(default=False)
     # The policy whose run made this backup (or, for a replica, its record): the set a
     # policy's retention may prune.

@@ -52,7 +52,7 @@ from opencbr.services import (
 from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import previous_backup
+from opencbr.services.stores import VaultCodec, previous_backup
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
@@ -98,11 +98,12 @@ def run_backup(rt: Runtime, backup_id: str) -> None:
 
 def _write(rt: Runtime, claim: Claim) -> None:
     store = rt.stores.vault(claim.region, claim.vault_id)
+    codec = rt.backup_codec(claim.backup_id)  # sealed when the backup is encrypted
     with _opened_units(rt, claim) as units:
         claim.progress.expected = max(_expected_bytes(units), 1)
         for unit in units:
             leases.stop_point(rt)
-            _write_unit(rt, store, claim, unit, claim.progress)
+            _write_unit(rt, store, codec, claim, unit)
 
 
 class _Progress:
@@ -381,11 +382,12 @@ def _expected_bytes(units: list[_Unit]) -> int:
 def _write_unit(
     rt: Runtime,
     store: ChunkStore,
+    codec: VaultCodec,
     claim: Claim,
     unit: _Unit,
-    progress: _Progress,
 ) -> None:
-    sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner)
+    progress = claim.progress
+    sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner, codec)
     progress.current = 0
 
     def advance(done: int) -> None:
@@ -402,7 +404,7 @@ def _write_unit(
     stoppable = _Stoppable(rt, sink)
     previous_id = None if claim.full else _previous_backup_id(rt, claim.vault_id, unit)
     if unit.kind == "tree":
-        previous = _previous_tree(rt, store, claim.vault_id, previous_id)
+        previous = _previous_tree(rt, store, codec, claim.vault_id, previous_id)
         result = backup_tree(unit.fd, stoppable, previous=previous, **options)
         incremental = previous is not None
     else:
@@ -418,7 +420,7 @@ def _write_unit(
         bytes_reused=result.bytes_reused,
     )
     _log_warnings(unit.backup_id, result.warnings)
-    store.put_manifest(manifest_name(unit.backup_id), result.manifest.to_bytes())
+    codec.put_manifest(store, manifest_name(unit.backup_id), result.manifest.to_bytes())
     _commit_unit(rt, claim, unit.backup_id, sink, result, incremental)
     progress.done_units += progress.current
     progress.current = 0
@@ -433,6 +435,9 @@ class _Stoppable:
 
     rt: Runtime
     sink: ChunkSink
+
+    def name(self, data: bytes | memoryview) -> str:
+        return self.sink.name(data)
 
     def missing(self, digests: Sequence[str]) -> set[str]:
         return self.sink.missing(digests)
@@ -462,7 +467,7 @@ def _previous_backup_id(rt: Runtime, vault_id: str, unit: _Unit) -> str | None:
 
 
 def _previous_tree(
-    rt: Runtime, store: ChunkStore, vault_id: str, previous_id: str | None
+    rt: Runtime, store: ChunkStore, codec: VaultCodec, vault_id: str, previous_id: str | None
 ) -> PreviousBackup | None:
     """The previous backup of a tree, read: its unchanged files are not read again. Its
     chunks cannot vanish meanwhile: garbage collection never runs in a vault while a
@@ -470,9 +475,8 @@ def _previous_tree(
     if previous_id is None:
         return None
     try:
-        return previous_backup(
-            rt.db, store, vault_id, store.get_manifest(manifest_name(previous_id))
-        )
+        blob = codec.get_manifest(store, manifest_name(previous_id))
+        return previous_backup(rt.db, store, vault_id, blob, codec)
     except (StorageError, ArchiveError) as exc:
         # A full read is always correct; only slower.
         log.warning("previous backup unreadable", backup_id=previous_id, error=str(exc))

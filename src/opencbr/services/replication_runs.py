@@ -46,9 +46,16 @@ from opencbr.errors import (
 )
 from opencbr.services import checkpoints, leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked
-from opencbr.storage.chunk import verify_chunk, verify_stored
+from opencbr.services.stores import (
+    PLAIN,
+    DamageMarker,
+    VaultCodec,
+    failure_reason,
+    put_chunk_checked,
+)
+from opencbr.storage.chunk import reseal_chunk, verify_stored
 from opencbr.storage.layout import manifest_name
+from opencbr.storage.sealing import ChunkKeys, Sealing
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -97,10 +104,10 @@ def _replicate(rt: Runtime, work: _Work) -> None:
     work.timings.append(time.monotonic())
     source = rt.stores.vault(work.source_region, work.source_vault_id)
     dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
-    manifests = _read_manifests(work, source)  # a damaged one fails before the copy
+    manifests = _read_manifests(rt, work, source)  # a damaged one fails before the copy
     for unit_id, replica_id in work.units:
         _copy_unit(rt, work, source, dest, unit_id, replica_id)
-    _write_manifests(dest, manifests)
+    _write_manifests(rt.backup_codec(work.units[0][1]), dest, manifests)
     work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
     work.timings.append(time.monotonic())
 
@@ -336,6 +343,10 @@ class ChunkCopier:
     dest_damage: DamageMarker
     stored: Mapping[str, str] = field(default_factory=dict)
     recorded: dict[str, str] = field(default_factory=dict)
+    # Opens sealed chunks; with `reseal`, sealed chunks are opened (authenticated) and
+    # sealed again with that key: a copy into another project's vault.
+    codec: VaultCodec = PLAIN
+    reseal: Sealing | None = None
 
     @classmethod
     def between(
@@ -347,16 +358,26 @@ class ChunkCopier:
         todo: Sequence[tuple[str, int, int]],
     ) -> ChunkCopier:
         """A copier from vault `vaults[0]` to `vaults[1]` that knows the recorded stored
-        digests of the chunks in `todo` (one query per 500)."""
+        digests of the chunks in `todo` (one query per 500). Sealed chunks are copied as
+        they are between vaults of one project, and sealed again with the destination
+        project's current data key into another project."""
         source_vault, dest_vault = vaults
         with rt.db.reading() as session:
             stored = chunks.stored_digests(session, source_vault, [d for d, _p, _s in todo])
+            rows = session.execute(select(Vault.id, Vault.project_id).where(Vault.id.in_(vaults)))
+            projects = {vault_id: project_id for vault_id, project_id in rows}
+        dest_project = projects[dest_vault]
+        reseal = None
+        if projects[source_vault] != dest_project:
+            reseal = rt.keys.sealing(dest_project)
         return cls(
             source,
             dest,
             DamageMarker(rt.db, source_vault),
             DamageMarker(rt.db, dest_vault),
             stored,
+            codec=rt.reader,
+            reseal=reseal,
         )
 
     def copy(self, digest: str) -> int:
@@ -366,16 +387,22 @@ class ChunkCopier:
             expected = self.stored.get(digest)
             # Raises CorruptChunkError: nothing unverified is written.
             if expected is None:
-                verify_chunk(blob, digest)
+                self.codec.verify(blob, digest)
             else:
                 verify_stored(blob, digest, expected)
+            if self.reseal is not None:  # authenticates: raises CorruptChunkError
+                blob = reseal_chunk(blob, digest, self._keys, self.reseal)
         except (CorruptChunkError, NotFoundError) as exc:
             self.source_damage.mark_failed_read(exc)
             raise
-        self.recorded[digest] = put_chunk_checked(
-            self.dest, digest, blob, self.dest_damage
-        ).stored_digest
+        put = put_chunk_checked(self.dest, digest, blob, self.dest_damage, self.codec)
+        self.recorded[digest] = put.stored_digest
         return len(blob)
+
+    @property
+    def _keys(self) -> ChunkKeys:
+        assert self.codec.keys is not None  # a copier that reseals is made with keys
+        return self.codec.keys
 
 
 def copy_in_order(
@@ -456,12 +483,15 @@ def _index(
         )
 
 
-def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, Manifest]]:
-    """Each source unit's manifest, validated, by replica unit id; a manifest that does
-    not parse fails the record with REPLICA_IMPORT_FAILED (1006) naming the backup."""
+def _read_manifests(
+    rt: Runtime, work: _Work, source: ChunkStore
+) -> dict[str, tuple[bytes, Manifest]]:
+    """Each source unit's manifest (opened when sealed), validated, by replica unit id; a
+    manifest that does not open or parse fails the record with REPLICA_IMPORT_FAILED (1006)
+    naming the backup."""
     manifests = {}
     for unit_id, replica_id in work.units:
-        blob = source.get_manifest(manifest_name(unit_id))
+        blob = rt.reader.get_manifest(source, manifest_name(unit_id))
         try:
             manifests[replica_id] = (blob, Manifest.from_bytes(blob))
         except ArchiveError as exc:
@@ -473,9 +503,12 @@ def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, M
     return manifests
 
 
-def _write_manifests(dest: ChunkStore, manifests: dict[str, tuple[bytes, Manifest]]) -> None:
+def _write_manifests(
+    codec: VaultCodec, dest: ChunkStore, manifests: dict[str, tuple[bytes, Manifest]]
+) -> None:
+    """The replica's manifests, sealed (for the replica's own name) when it is encrypted."""
     for replica_id, (blob, _manifest) in manifests.items():
-        dest.put_manifest(manifest_name(replica_id), blob)
+        codec.put_manifest(dest, manifest_name(replica_id), blob)
 
 
 # --- progress, commit, failure -------------------------------------------------------------

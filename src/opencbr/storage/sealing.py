@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +47,22 @@ TAG_SIZE = 16
 MANIFEST_MAGIC = b"OCBM"
 _MANIFEST_HEADER = struct.Struct(">4sB3xI12s")
 MANIFEST_HEADER_SIZE = _MANIFEST_HEADER.size
+
+
+class _Counter:
+    """How many sealed objects this process opened (decryptions): replication within one
+    key scope must copy ciphertext without opening it, and tests hold it to that."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+OPENED = _Counter()
 
 
 class UnknownKeyError(StorageError):
@@ -98,6 +115,7 @@ def open_sealed(cipher: AESGCM, blob: bytes, header_size: int, identity: bytes) 
     """The plaintext of `seal`'s output (whose header, nonce included, is `header_size`
     bytes), or None when it does not authenticate: tampered, truncated, sealed for
     another identity or with another key."""
+    OPENED.add()
     view = memoryview(blob)
     nonce = bytes(view[header_size - NONCE_SIZE : header_size])
     try:
