@@ -248,9 +248,16 @@ def new_data_key(db: Database, master: MasterKey, project_id: str) -> int:
 def rotate_master(db: Database, old: MasterKey, new: MasterKey) -> int:
     """Re-wrap every key under `new`; return how many rows. Resumable and crash-safe (see
     the module docstring). Raises KeyringError when `old` does not unwrap a row."""
+    stage_rotation(db, old, new)
+    return switch_rotation(db, new)
+
+
+def stage_rotation(db: Database, old: MasterKey, new: MasterKey) -> None:
+    """Give every row its wrapping by `new` beside the old one, one short transaction per
+    row (a crash keeps what was staged; rows staged already are skipped)."""
     with db.reading() as session:
         ids = list(session.scalars(select(DataKey.id).order_by(DataKey.id)))
-    for key_id in ids:  # one short transaction per row: a crash keeps what was staged
+    for key_id in ids:
         with db.transaction() as session:
             row = session.get(DataKey, key_id, with_for_update=True)
             if row is None or row.master_id == new.id or row.next_master_id == new.id:
@@ -259,7 +266,12 @@ def rotate_master(db: Database, old: MasterKey, new: MasterKey) -> int:
             if key is None:
                 raise KeyringError(f"the current master key does not unwrap data key {key_id}")
             row.next_wrapped, row.next_master_id = new.wrap(key, _purpose(row)), new.id
-    with db.transaction() as session:  # the switch: every row at once
+
+
+def switch_rotation(db: Database, new: MasterKey) -> int:
+    """Make the staged wrappings by `new` the only ones, every row in one transaction;
+    return how many rows. Refused (nothing changes) while a row has none."""
+    with db.transaction() as session:
         rows = list(session.scalars(select(DataKey).with_for_update()))
         if any(r.master_id != new.id and r.next_master_id != new.id for r in rows):
             raise KeyringError("a data key appeared during the rotation: run it again")
