@@ -449,14 +449,18 @@ class _Stoppable:
 
 def _previous_backup_id(rt: Runtime, vault_id: str, unit: _Unit) -> str | None:
     """The newest available backup of the same resource (tree or disk) in this vault, the
-    one a backup of it builds on (and is `incremental` to)."""
+    one a backup of it builds on (and is `incremental` to). Only one encrypted as this one
+    is: its chunks are named the same way (a vault may hold both after migrateresources)."""
     with rt.db.reading() as session:
-        resource_id = session.scalar(select(Backup.resource_id).where(Backup.id == unit.backup_id))
+        resource_id, encrypted = session.execute(
+            select(Backup.resource_id, Backup.encrypted).where(Backup.id == unit.backup_id)
+        ).one()
         return session.scalar(
             select(Backup.id)
             .where(
                 Backup.vault_id == vault_id,
                 Backup.resource_id == resource_id,
+                Backup.encrypted == encrypted,
                 Backup.kind == unit.kind,
                 Backup.status == BackupStatus.AVAILABLE,
                 Backup.id != unit.backup_id,
