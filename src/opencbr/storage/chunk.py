@@ -167,7 +167,7 @@ def sealed_key_id(blob: bytes, name: str) -> int | None:
 
 def _verified_plain(
     blob: bytes, expected_digest: str, keys: ChunkKeys | None
-) -> bytes | memoryview:
+) -> bytes | bytearray | memoryview:
     version, codec, length = _parse_header(blob, expected_digest)
     naming_key: bytes | None = None  # plain BLAKE3 names (version 1)
     if version == SEALED_VERSION:
@@ -175,7 +175,7 @@ def _verified_plain(
             raise CorruptChunkError(
                 f"chunk {expected_digest}: encrypted, and no keys given", digest=expected_digest
             )
-        payload: bytes | memoryview = _open(blob, expected_digest, keys)
+        payload: bytes | bytearray | memoryview = _open(blob, expected_digest, keys)
         naming_key = keys.naming_key
     else:
         payload = memoryview(blob)[HEADER_SIZE:]
@@ -193,7 +193,7 @@ def _verified_plain(
     return data
 
 
-def _open(blob: bytes, name: str, keys: ChunkKeys) -> bytes:
+def _open(blob: bytes, name: str, keys: ChunkKeys) -> bytes | bytearray:
     """The payload of a version 2 chunk, authenticated, or CorruptChunkError."""
     if len(blob) < SEALED_HEADER_SIZE + TAG_SIZE:
         raise CorruptChunkError(f"chunk {name}: shorter than its sealed header", digest=name)
@@ -232,7 +232,7 @@ def _parse_header(blob: bytes, name: str) -> tuple[int, int, int]:
     return version, codec, length
 
 
-def _decompress(payload: bytes | memoryview, length: int, name: str) -> bytes:
+def _decompress(payload: bytes | bytearray | memoryview, length: int, name: str) -> bytes:
     # The frame's own content size is checked first so a damaged frame
     # cannot make the decompressor allocate an arbitrary buffer.
     try:

@@ -99,13 +99,15 @@ class Sealing:
         return keyed_digest(self.naming_key, data)
 
 
-def keyed_digest(naming_key: bytes, data: bytes | memoryview) -> str:
+def keyed_digest(naming_key: bytes, data: bytes | bytearray | memoryview) -> str:
     """The name of an encrypted chunk: lowercase hex BLAKE3 keyed with the naming secret
     (releases the GIL on large input, as the plain digest does)."""
     return blake3.blake3(data, key=naming_key).hexdigest()
 
 
-def seal(cipher: AESGCM, header: bytes, data: bytes | memoryview, identity: bytes) -> bytes:
+def seal(
+    cipher: AESGCM, header: bytes, data: bytes | bytearray | memoryview, identity: bytes
+) -> bytes:
     """`header` + nonce + AEAD(data): the header (which must end where the nonce starts,
     without it) and the object's identity are authenticated, not encrypted."""
     nonce = os.urandom(NONCE_SIZE)
@@ -121,15 +123,24 @@ def seal(cipher: AESGCM, header: bytes, data: bytes | memoryview, identity: byte
     return bytes(out)
 
 
-def open_sealed(cipher: AESGCM, blob: bytes, header_size: int, identity: bytes) -> bytes | None:
+def open_sealed(
+    cipher: AESGCM, blob: bytes, header_size: int, identity: bytes
+) -> bytes | bytearray | None:
     """The plaintext of `seal`'s output (whose header, nonce included, is `header_size`
     bytes), or None when it does not authenticate: tampered, truncated, sealed for
     another identity or with another key."""
     OPENED.add()
     view = memoryview(blob)
     nonce = bytes(view[header_size - NONCE_SIZE : header_size])
+    associated = bytes(view[:header_size]) + identity
     try:
-        return cipher.decrypt(nonce, view[header_size:], bytes(view[:header_size]) + identity)
+        if not _ENCRYPT_INTO or len(blob) < header_size + TAG_SIZE:
+            return cipher.decrypt(nonce, view[header_size:], associated)
+        # Into a buffer of our own: 3-4x faster than `decrypt` on 1 MiB here (its result is
+        # allocated and copied again).
+        out = bytearray(len(blob) - header_size - TAG_SIZE)
+        cipher.decrypt_into(nonce, view[header_size:], associated, out)
+        return out
     except InvalidTag:
         return None
 
@@ -162,7 +173,7 @@ def open_manifest(blob: bytes, name: str, keys: ChunkKeys | None) -> bytes:
     plain = open_sealed(keys.cipher(key_id), blob, MANIFEST_HEADER_SIZE, name.encode())
     if plain is None:
         raise ManifestCorruptError(f"manifest {name}: does not authenticate (tampered or swapped)")
-    return plain
+    return bytes(plain)
 
 
 class ManifestCorruptError(StorageError):
