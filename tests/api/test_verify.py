@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,21 @@ def test_scheduled_verify_checks_its_share_per_pass_once_and_finds_damage(
         assert state is not None and state.checked_at == now + timedelta(days=3)
     assert _backup(env, backup["id"], "region1")["damaged_chunks"] == 1
     assert not _intact(victim)  # no good copy anywhere: reported, not repaired
+
+
+def test_scheduled_verify_passes_of_two_workers_at_once_check_each_slice_once(
+    scheduled: Env,
+) -> None:
+    env = scheduled
+    _source, vault = _tree(env)
+    backup_now(env, vault["id"])
+    runtime: Runtime = env.client.app.state.jobs.runtime  # type: ignore[attr-defined]
+    now = clock.now()
+    verify.scheduled_pass(runtime, now - timedelta(days=1))  # the vault's first slice
+    with env.db.reading() as session:
+        query = select(VaultChunk.digest).where(VaultChunk.vault_id == vault["id"])
+        total = len(session.scalars(query).all())
+    due = -(-total // 2)  # a whole day's share of 50 %, rounded up
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(lambda _w: verify.scheduled_pass(runtime, now), range(2)))
+    assert sorted(counts) == [0, due]
