@@ -28,6 +28,7 @@ FAST_RECOVERY = "lease_seconds = 3.0\n"
 # Sizes (chunks average ~1.3 MiB): enough chunks that a kill lands mid-copy...
 REPLICATED_BYTES = 128 * MiB  # ~100 chunks; the kill comes at 10% of them
 KILLED_BACKUP_BYTES = 96 * MiB  # ~75 chunks; the kill comes at 20
+MIGRATED_BYTES = 128 * MiB  # ~100 chunks; the kill comes between 10% and 90% of them
 # ... and a file many times the memory a backup may add (the server grows ~55 MB).
 STREAMED_BYTES = 768 * MiB
 
@@ -231,7 +232,7 @@ def test_sigkill_during_a_migration_leaves_every_backup_whole_in_one_vault(
     ids = server.projects()
     r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "data"
-    make_tree(source, 300 * MiB, seed=31)
+    make_tree(source, MIGRATED_BYTES, seed=31)
     vault = r1.vault("from", resources=[r1.register_dir("data", str(source))])
     first = r1.finished_backup(r1.start_backup(vault, "first"))
     expected_first = tmp_path / "expected-first"

@@ -343,7 +343,7 @@ def _restore(rt: Runtime, claim: _Claim) -> None:
             def advance(done: int, before: int = before) -> None:
                 claim.bytes_done = before + done
 
-            _restore_unit(rt, manifest, source, target, advance)
+            _restore_unit(rt, claim.region, manifest, source, target, advance)
             claim.bytes_done = before + manifest.size
 
 
@@ -388,12 +388,13 @@ def _open_target(
 
 def _restore_unit(
     rt: Runtime,
+    region: str,
     manifest: Manifest,
     source: ChunkSource,
     target: int | DiskTarget,
     on_progress: Callable[[int], None],
 ) -> None:
-    workers = rt.settings.io_threads
+    workers = rt.stores.read_threads(region, rt.settings.io_threads)
     if isinstance(target, DiskTarget):
         restore_disk_into(manifest, source, target, workers=workers, on_progress=on_progress)
     else:
