@@ -43,7 +43,7 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import checkpoints, leases, operation_logs, replicas
+from opencbr.services import checkpoints, content_roots, leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked
 from opencbr.storage.chunk import verify_chunk
@@ -78,6 +78,7 @@ class _Work:
     chunks_copied: int = 0
     chunks_present: int = 0
     manifests: dict[str, Manifest] = field(default_factory=dict)  # by replica unit id
+    verified: content_roots.Verified | None = None
     timings: list[float] = field(default_factory=list)  # monotonic: started, planned, copied
 
 
@@ -101,6 +102,10 @@ def _replicate(rt: Runtime, work: _Work) -> None:
         _copy_unit(rt, work, source, dest, unit_id, replica_id)
     _write_manifests(dest, manifests)
     work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
+    # Durable chunks and manifests: the destination recomputes the roots before publishing.
+    work.verified = content_roots.verify_replica(
+        rt.db, dest, work.dest_vault_id, work.units, work.manifests
+    )
     work.timings.append(time.monotonic())
 
 
@@ -463,6 +468,8 @@ def _commit(session: Session, record: ReplicationRecord, work: _Work) -> None:
     replica = session.get(Backup, record.destination_backup_id or "")
     assert replica is not None
     _publish_unit(session, replica.id, None)
+    if work.verified is not None:
+        content_roots.publish_verified(session, record, work.verified)
     complete_record(session, record, work)
     started, planned, copied = work.timings
     log.info(
