@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,16 +15,20 @@ from sqlalchemy import select
 
 from opencbr import clock
 from opencbr.db.backups import BackupChunk
+from opencbr.db.session import Database
 from opencbr.services.monitoring import StateCollector
+from opencbr.settings import RegionSettings
 from tests.api.helpers import (
     Env,
     associate,
     backup_now,
     create_policy,
     create_vault,
+    make_settings,
     neighbour,
     records,
     replication_definition,
+    serving,
 )
 from tests.api.test_replication_dry_run import (
     DRY,
@@ -189,3 +194,44 @@ def test_a_replication_policy_names_a_pair_before_any_copy(env: Env, frozen: Any
     assert lag_gauge(env, vault["id"], dest["id"]) == 300.0
     filtered = env.get("region1", "/replication-status", params={"vault_id": other["id"]})
     assert filtered.json()["count"] == 0
+
+
+@pytest.fixture
+def slow_env(tmp_path: Path, database: Database) -> Iterator[Env]:
+    """Like `env`, but region2's store takes 0.3 s per chunk: a copy is seen running."""
+    store = tmp_path / "data" / "store"
+    regions = [
+        RegionSettings(name="region1", storage=str(store / "region1")),
+        RegionSettings(name="region2", storage=f"faulty+{store / 'region2'}?delay=0.3"),
+    ]
+    with serving(make_settings(tmp_path, regions=regions), database) as running:
+        yield running
+
+
+@pytest.mark.slow
+def test_a_running_copy_is_listed_with_its_progress(slow_env: Env) -> None:
+    env = slow_env
+    _tree, vault = source_vault(env)
+    backup = backup_now(env, vault["id"])
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    response = env.post(
+        "region1", f"/backups/{backup['id']}/replicate", backup_body(env, dest["id"])
+    )
+    record_id = response.json()["replication"]["replication_record_id"]
+    seen = env.wait_for(
+        "region1",
+        "/replication-status",
+        lambda body: any(p["running"] for p in body["replication_pairs"]),
+        timeout=30,
+    )
+    [running] = seen["replication_pairs"][0]["running"]
+    assert running["replication_record_id"] == record_id and running["backup_id"] == backup["id"]
+    assert running["bytes_total"] > 0 and 0 <= running["progress"] < 100
+    done = env.wait_for(
+        "region1",
+        "/replication-status",
+        lambda body: body["replication_pairs"][0]["last_success_at"] is not None,
+        timeout=60,
+    )
+    pair = done["replication_pairs"][0]
+    assert pair["running"] == [] and pair["lag_seconds"] == 0 and pair["pending_bytes"] == 0
