@@ -295,6 +295,15 @@ class ReplicationRecord(Base):
     __tablename__ = "replication_records"
     __table_args__ = (
         Index("ix_replication_records_source", "source_backup_id", "status"),
+        # The pairs of vaults replicated between, and each pair's records by status and
+        # end (replication_status: last success, failure streak, what runs).
+        Index(
+            "ix_replication_records_pair",
+            "source_vault_id",
+            "destination_vault_id",
+            "status",
+            "finished_at",
+        ),
         # The recent settled records between two regions (the measured replication rate).
         Index(
             "ix_replication_records_regions_finished",

@@ -53,7 +53,7 @@ def gaps(session: Session, chosen: Select[str, datetime], dest_vault_id: str) ->
 
     One statement, whatever the number of backups: each referenced chunk the destination
     lacks is ranked among the backups that reference it, and the first is kept."""
-    backups = chosen.subquery()
+    backups = chosen.cte("chosen")  # read twice below: computed once
     units = union_all(  # the backup itself, or each volume of a server backup
         select(backups.c.id.label("unit_id"), backups.c.id, backups.c.created_at),
         select(Backup.id, backups.c.id, backups.c.created_at).join(

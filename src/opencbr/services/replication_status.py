@@ -20,15 +20,19 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     Select,
+    String,
     Subquery,
     and_,
+    column,
     exists,
     func,
     or_,
     select,
     union,
+    values,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
@@ -42,6 +46,7 @@ from opencbr.services.replication_plan import Gap, gaps
 
 Pair = tuple[str, str]  # (source vault id, destination vault id)
 _Column = ColumnElement[Any] | InstrumentedAttribute[Any]
+Pairs = CTE | Subquery  # a table of (source_vault_id, destination_vault_id)
 
 
 @dataclass(frozen=True)
@@ -116,14 +121,19 @@ def pair_states(
     """Every pair (of one project when `project_id` is given), ordered by source and
     destination vault name; `pending` adds each pair's pending bytes (one more statement
     per pair)."""
-    pairs = _pairs(project_id, vault_id)
-    states = {state.key: state for state in _described(session, pairs)}
+    states = {state.key: state for state in _described(session, _pairs(project_id, vault_id))}
     if not states:
         return []
-    _add_policies(session, pairs, states)
-    _add_backlog(session, pairs, states)
-    _add_outcomes(session, pairs, states)
-    _add_live(session, pairs, states)
+    # The pairs found, as a table the other statements join: finding them again in the
+    # records would scan every record of the project each time.
+    pairs = values(
+        column("source_vault_id", String), column("destination_vault_id", String), name="pairs"
+    )
+    table = pairs.data(list(states)).cte("pairs")
+    _add_policies(session, table, states)
+    _add_backlog(session, table, states)
+    _add_outcomes(session, table, states)
+    _add_live(session, table, states)
     if pending:
         for (source_id, dest_id), state in states.items():
             found = gaps(session, not_yet_copied(source_id, dest_id), dest_id)
@@ -165,10 +175,10 @@ def _pairs(project_id: str | None, vault_id: str | None) -> Subquery:
         ),
         PolicyBinding.vault_id,
     )
-    return union(replicated, bound).subquery("pairs")
+    return union(replicated, bound).subquery("found_pairs")
 
 
-def _on_pair(pairs: Subquery, source_col: object, dest_col: object) -> ColumnElement[bool]:
+def _on_pair(pairs: Pairs, source_col: _Column, dest_col: _Column) -> ColumnElement[bool]:
     return and_(pairs.c.source_vault_id == source_col, pairs.c.destination_vault_id == dest_col)
 
 
@@ -188,7 +198,7 @@ def _described(session: Session, pairs: Subquery) -> list[PairState]:
     return [PairState(VaultRef(*row[:4]), VaultRef(*row[4:])) for row in rows]
 
 
-def _add_policies(session: Session, pairs: Subquery, states: dict[Pair, PairState]) -> None:
+def _add_policies(session: Session, pairs: Pairs, states: dict[Pair, PairState]) -> None:
     rows = session.execute(
         select(PolicyBinding.vault_id, PolicyBinding.destination_vault_id, Policy.id)
         .join(Policy, Policy.id == PolicyBinding.policy_id)
@@ -233,76 +243,88 @@ def not_yet_copied(source_vault_id: str, dest_vault_id: str) -> Select[str, date
     )
 
 
-def _add_backlog(session: Session, pairs: Subquery, states: dict[Pair, PairState]) -> None:
-    """Newest backup, newest copied backup, oldest not copied and how many: one statement."""
-    marked = (
+def _add_backlog(session: Session, pairs: Pairs, states: dict[Pair, PairState]) -> None:
+    """Newest backup and newest copied backup; oldest not copied and how many. Two
+    statements, each criterion in WHERE, where the database joins (or anti-joins) the
+    records in one pass instead of probing them backup by backup."""
+    on_source = and_(Backup.vault_id == pairs.c.source_vault_id, *_source_backups())
+    copied = aliased(ReplicationRecord)
+    newest = session.execute(
         select(
             pairs.c.source_vault_id,
             pairs.c.destination_vault_id,
-            Backup.created_at,
-            _copied_into(pairs.c.destination_vault_id, Backup.id).label("copied"),
+            func.max(Backup.created_at),
+            func.max(Backup.created_at).filter(copied.id.is_not(None)),
         )
         .select_from(pairs)
-        .join(Backup, and_(Backup.vault_id == pairs.c.source_vault_id, *_source_backups()))
-        .subquery()
+        .join(Backup, on_source)
+        .outerjoin(
+            copied,
+            and_(
+                copied.source_backup_id == Backup.id,
+                copied.destination_vault_id == pairs.c.destination_vault_id,
+                copied.status == RecordStatus.SUCCESS,
+            ),
+        )
+        .group_by(pairs.c.source_vault_id, pairs.c.destination_vault_id)
     )
-    rows = session.execute(
+    for source_id, dest_id, newest_at, newest_copied_at in newest:
+        state = states[(source_id, dest_id)]
+        state.newest_backup_at, state.newest_replicated_at = newest_at, newest_copied_at
+    behind = session.execute(
         select(
-            marked.c.source_vault_id,
-            marked.c.destination_vault_id,
-            func.max(marked.c.created_at),
-            func.max(marked.c.created_at).filter(marked.c.copied),
-            func.min(marked.c.created_at).filter(~marked.c.copied),
-            func.count().filter(~marked.c.copied),
-        ).group_by(marked.c.source_vault_id, marked.c.destination_vault_id)
+            pairs.c.source_vault_id,
+            pairs.c.destination_vault_id,
+            func.min(Backup.created_at),
+            func.count(),
+        )
+        .select_from(pairs)
+        .join(Backup, on_source)
+        .where(~_copied_into(pairs.c.destination_vault_id, Backup.id))
+        .group_by(pairs.c.source_vault_id, pairs.c.destination_vault_id)
     )
-    for source_id, dest_id, newest, newest_copied, oldest_behind, behind in rows:
-        state = states.get((source_id, dest_id))
-        if state is not None:
-            state.newest_backup_at, state.newest_replicated_at = newest, newest_copied
-            state.oldest_unreplicated_at, state.backups_behind = oldest_behind, int(behind)
+    for source_id, dest_id, oldest_at, count in behind:
+        state = states[(source_id, dest_id)]
+        state.oldest_unreplicated_at, state.backups_behind = oldest_at, int(count)
 
 
 # --- how the copies ended, and what runs -----------------------------------------------------
 
 
-def _add_outcomes(session: Session, pairs: Subquery, states: dict[Pair, PairState]) -> None:
+def _add_outcomes(session: Session, pairs: Pairs, states: dict[Pair, PairState]) -> None:
     """The last success, the last failure and the failures since the last success."""
     record = ReplicationRecord
     on_pair = _on_pair(pairs, record.source_vault_id, record.destination_vault_id)
+    successes = session.execute(
+        select(record.source_vault_id, record.destination_vault_id, func.max(record.finished_at))
+        .join(pairs, on_pair)
+        .where(record.status == RecordStatus.SUCCESS)
+        .group_by(record.source_vault_id, record.destination_vault_id)
+    )
+    for source_id, dest_id, at in successes:
+        states[(source_id, dest_id)].last_success_at = at
+    # Failures are few beside successes: ranking them alone stays cheap.
     nth = func.row_number().over(
-        partition_by=(record.source_vault_id, record.destination_vault_id, record.status),
+        partition_by=(record.source_vault_id, record.destination_vault_id),
         order_by=(record.finished_at.desc(), record.id.desc()),
     )
-    latest = (
+    failures = (
         select(
-            record.source_vault_id,
-            record.destination_vault_id,
-            record.status,
-            record.id,
-            record.finished_at,
-            record.fail_code,
-            record.fail_reason,
-            nth.label("nth"),
+            *(record.source_vault_id, record.destination_vault_id, record.id),
+            *(record.finished_at, record.fail_code, record.fail_reason, nth.label("nth")),
         )
         .join(pairs, on_pair)
-        .where(record.status.in_((RecordStatus.SUCCESS, RecordStatus.FAIL)))
+        .where(record.status == RecordStatus.FAIL)
         .subquery()
     )
-    for source_id, dest_id, status, record_id, at, code, reason, _nth in session.execute(
-        select(latest).where(latest.c.nth == 1)
+    for source_id, dest_id, record_id, at, code, reason, _nth in session.execute(
+        select(failures).where(failures.c.nth == 1)
     ):
-        state = states.get((source_id, dest_id))
-        if state is None:
-            continue
-        if status == RecordStatus.SUCCESS:
-            state.last_success_at = at
-        else:
-            state.last_failure = Failure(record_id, at, code, reason)
+        states[(source_id, dest_id)].last_failure = Failure(record_id, at, code, reason)
     _add_streaks(session, pairs, states)
 
 
-def _add_streaks(session: Session, pairs: Subquery, states: dict[Pair, PairState]) -> None:
+def _add_streaks(session: Session, pairs: Pairs, states: dict[Pair, PairState]) -> None:
     record, success = ReplicationRecord, aliased(ReplicationRecord)
     later_success = exists().where(
         success.source_vault_id == record.source_vault_id,
@@ -317,11 +339,10 @@ def _add_streaks(session: Session, pairs: Subquery, states: dict[Pair, PairState
         .group_by(record.source_vault_id, record.destination_vault_id)
     )
     for source_id, dest_id, count in rows:
-        if (source_id, dest_id) in states:
-            states[(source_id, dest_id)].failure_streak = int(count)
+        states[(source_id, dest_id)].failure_streak = int(count)
 
 
-def _add_live(session: Session, pairs: Subquery, states: dict[Pair, PairState]) -> None:
+def _add_live(session: Session, pairs: Pairs, states: dict[Pair, PairState]) -> None:
     """The records copying now (a few: one at a time per destination vault), and how many
     wait for their turn."""
     record = ReplicationRecord
@@ -341,9 +362,8 @@ def _add_live(session: Session, pairs: Subquery, states: dict[Pair, PairState]) 
         .order_by(record.created_at, record.id)
     )
     for source_id, dest_id, record_id, backup_id, progress, copied, total in copying:
-        state = states.get((source_id, dest_id))
-        if state is not None:
-            state.running.append(Running(record_id, backup_id, progress, copied, total))
+        running = Running(record_id, backup_id, progress, copied, total)
+        states[(source_id, dest_id)].running.append(running)
     waiting = session.execute(
         select(record.source_vault_id, record.destination_vault_id, func.count())
         .join(pairs, on_pair)
@@ -351,5 +371,4 @@ def _add_live(session: Session, pairs: Subquery, states: dict[Pair, PairState]) 
         .group_by(record.source_vault_id, record.destination_vault_id)
     )
     for source_id, dest_id, count in waiting:
-        if (source_id, dest_id) in states:
-            states[(source_id, dest_id)].waiting = int(count)
+        states[(source_id, dest_id)].waiting = int(count)

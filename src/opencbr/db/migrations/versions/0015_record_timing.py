@@ -4,7 +4,8 @@
 and of the recent records the rate is measured on. `copy_seconds` is how long the attempt
 that finished a successful record took, claim to commit: with its `bytes_copied`, the rate
 a dry run estimates its duration from. Records settled before this revision take their
-`updated_at` as `finished_at` and have no `copy_seconds`.
+`updated_at` as `finished_at` and have no `copy_seconds`. An index on (source vault,
+destination vault, status, finished_at) serves /replication-status.
 
 Revision ID: 0015
 Revises: 0014
@@ -27,6 +28,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("finished_at", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("copy_seconds", sa.Float(), nullable=True))
         batch_op.create_index(
+            "ix_replication_records_pair",
+            ["source_vault_id", "destination_vault_id", "status", "finished_at"],
+            unique=False,
+        )
+        batch_op.create_index(
             "ix_replication_records_regions_finished",
             ["source_region", "destination_region", "finished_at"],
             unique=False,
@@ -40,5 +46,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("replication_records", schema=None) as batch_op:
         batch_op.drop_index("ix_replication_records_regions_finished")
+        batch_op.drop_index("ix_replication_records_pair")
         batch_op.drop_column("copy_seconds")
         batch_op.drop_column("finished_at")
