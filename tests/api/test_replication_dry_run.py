@@ -23,6 +23,7 @@ from tests.api.helpers import (
     issue,
     neighbour,
     register_dir,
+    register_server,
     replicate_backup,
     wait_records,
 )
@@ -226,3 +227,37 @@ def test_dry_run_takes_true_or_false_in_any_case_and_nothing_else(env: Env) -> N
     assert row_counts(env)["ReplicationRecord"] == 0
     real = env.post("region1", path, body, params={"dry_run": "False"})
     assert real.status_code == 200 and real.json()["replication"]["replication_record_id"]
+
+
+def test_volumes_sharing_chunks_are_counted_and_copied_once(env: Env) -> None:
+    """Two disks of one server hold the same image: their chunks are the same, and the
+    copy (like the count) writes each once, with the first volume."""
+    disks = env.roots["region1"] / "disks"
+    disks.mkdir()
+    write(disks / "a.img", 2 * MiB, 7)
+    write(disks / "b.img", 2 * MiB, 7)
+    server = register_server(env, {"a": disks / "a.img", "b": disks / "b.img"})
+    resources = [{"id": server["id"], "type": "OS::Nova::Server"}]
+    vault = create_vault(env, name="servers", object_type="server", resources=resources)
+    first = backup_now(env, vault["id"])
+    with open(disks / "b.img", "r+b") as image:
+        image.write(random.Random(8).randbytes(MiB))
+    second = backup_now(env, vault["id"])
+    dest = create_vault(
+        env, "region2", name="dst", object_type="server", protect_type="replication"
+    )
+    body = vault_body(env, vault["id"], dest["id"])
+    plan = env.post("region1", "/checkpoints/replicate", body, params=DRY).json()["replication"]
+    assert [b["backup_id"] for b in plan["backups"]] == [first["id"], second["id"]]
+
+    assert env.post("region1", "/checkpoints/replicate", body).status_code == 200
+    done = {r["source_backup_id"]: r for r in wait_records(env, vault["id"], 2)}
+    assert {r["status"] for r in done.values()} == {"success"}, done
+    for announced in plan["backups"]:
+        copied = done[announced["backup_id"]]["extra_info"]
+        assert announced["missing_bytes"] == copied["bytes_copied"], (announced, copied)
+        assert announced["missing_chunks"] == copied["chunks_copied"], (announced, copied)
+    replicas = env.get("region2", "/backups", params={"vault_id": dest["id"]}).json()["backups"]
+    assert sum(b["stored_bytes"] for b in replicas) == plan["missing_bytes"]
+    # The shared image is counted once: the first backup adds about one disk, not two.
+    assert plan["backups"][0]["missing_bytes"] < first["stored_bytes"] * 1.01
