@@ -504,6 +504,10 @@ def replicate(
     ] = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only tell what would be copied (bytes, estimated time)."),
+    ] = False,
     cloud: CloudOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -516,30 +520,50 @@ def replicate(
         raise ClientError("--to-project and --to-vault are required")
     session = _session(cloud)
     dest = lookups.destination(session, to_project, to_vault, to_region)
-    target = {
+    target: dict[str, Any] = {
         "destination_project_id": dest.project_id,
         "destination_region": dest.region,
         "destination_vault_id": dest.vault_id,
     }
-    poll: Callable[[], list[Step]]
     if backup:
-        source = lookups.backup(session, backup)
-        answer = session.post(f"/backups/{source['id']}/replicate", {"replicate": target})
-        record_id = answer["replication"]["replication_record_id"]
-        poll = lookups.backup_record(session, source["id"], record_id)
+        source_id = lookups.backup(session, backup)["id"]
+        path, body = f"/backups/{source_id}/replicate", {"replicate": target}
     else:
         assert vault is not None
-        source_vault = lookups.vault(session, vault)
-        body = {"replicate": {**target, "vault_id": source_vault["id"], "auto_trigger": False}}
-        answer = session.post("/checkpoints/replicate", body)
+        source_id = lookups.vault(session, vault)["id"]
+        path = "/checkpoints/replicate"
+        body = {"replicate": {**target, "vault_id": source_id, "auto_trigger": False}}
+    if dry_run:
+        _dry_run(session, path, body, fmt)
+        return
+    answer = session.post(path, body)
+    poll: Callable[[], list[Step]]
+    if backup:
+        record_id = answer["replication"]["replication_record_id"]
+        poll = lookups.backup_record(session, source_id, record_id)
+    else:
         ids = {b["replication_record_id"] for b in answer["replication"]["backups"]}
-        poll = lookups.vault_records(session, source_vault["id"], ids)
+        poll = lookups.vault_records(session, source_id, ids)
     steps = follow(poll, timeout=timeout, what="replication") if wait else poll()
     result = {**answer, "records": [_step_json(step) for step in steps]}
     rows = [[s.key, s.label, s.status, size(s.done), size(s.total), s.reason] for s in steps]
     emit(fmt, result, ("record", "of", "status", "copied", "to copy", "reason"), rows)
     if wait:
         _waited(steps)
+
+
+def _dry_run(session: Session, path: str, body: dict[str, Any], fmt: Format) -> None:
+    """What the replicate call would copy: a row per backup, then the total."""
+    plan = session.call("POST", path, body=body, params={"dry_run": "true"}).body
+    found = plan["replication"]
+    seconds = found.get("estimated_seconds")
+    rows = [
+        [b["backup_id"], b["missing_chunks"], size(b["missing_bytes"]), ""]
+        for b in found["backups"]
+    ]
+    estimate = duration(seconds) if seconds is not None else "unknown (no copy measured yet)"
+    rows.append(["total", found["missing_chunks"], size(found["missing_bytes"]), estimate])
+    emit(fmt, plan, ("backup", "chunks to copy", "bytes to copy", "estimated time"), rows)
 
 
 def _step_json(step: Step) -> dict[str, Any]:
