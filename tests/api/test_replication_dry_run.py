@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from opencbr.db import chunks
@@ -141,6 +142,7 @@ def test_dry_run_bytes_equal_what_the_real_vault_replication_copies(env: Env) ->
     assert damaged in chunk_names(env, "region2", dest["id"])
 
 
+@pytest.mark.slow
 def test_a_dry_run_answers_with_the_real_calls_errors(env: Env) -> None:
     _tree, vault = source_vault(env)
     backup = backup_now(env, vault["id"])

@@ -107,6 +107,7 @@ def lag_gauge(env: Env, vault_id: str, dest_id: str) -> float:
     raise AssertionError("no lag gauge for the pair")
 
 
+@pytest.mark.slow
 def test_lag_pending_bytes_and_failure_streak_of_a_pair(env: Env, frozen: Any) -> None:
     tree, vault = source_vault(env)
     first = backup_now(env, vault["id"])
