@@ -222,7 +222,8 @@ def test_a_running_copy_is_listed_with_its_progress(slow_env: Env) -> None:
     seen = env.wait_for(
         "region1",
         "/replication-status",
-        lambda body: any(p["running"] for p in body["replication_pairs"]),
+        # Planned (its bytes to copy known) and not finished.
+        lambda body: any(r["bytes_total"] for p in body["replication_pairs"] for r in p["running"]),
         timeout=30,
     )
     [running] = seen["replication_pairs"][0]["running"]

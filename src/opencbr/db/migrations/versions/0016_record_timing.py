@@ -7,8 +7,8 @@ a dry run estimates its duration from. Records settled before this revision take
 `updated_at` as `finished_at` and have no `copy_seconds`. An index on (source vault,
 destination vault, status, finished_at) serves /replication-status.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-20 10:00:00.000000
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0015"
-down_revision: str | None = "0014"
+revision: str = "0016"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
