@@ -173,8 +173,7 @@ BACKENDS = sorted([*LOCAL_BACKENDS, *S3_BACKENDS])
 # The S3 variants (moto in this process) cost most of the contract suite's time: `make unit`
 # leaves them out (marked slow), `make test` runs them.
 BACKEND_PARAMS = [
-    pytest.param(name, marks=pytest.mark.slow) if name in S3_BACKENDS else name
-    for name in BACKENDS
+    pytest.param(name, marks=pytest.mark.slow) if name in S3_BACKENDS else name for name in BACKENDS
 ]
 
 
