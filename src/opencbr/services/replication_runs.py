@@ -32,6 +32,7 @@ import structlog
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from opencbr import clock
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.sink import ArchiveError
 from opencbr.db import chunks
@@ -44,7 +45,7 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import checkpoints, leases, operation_logs, replicas
+from opencbr.services import checkpoints, content_roots, leases, operation_logs, replicas
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import (
     PLAIN,
@@ -86,6 +87,7 @@ class _Work:
     chunks_copied: int = 0
     chunks_present: int = 0
     manifests: dict[str, Manifest] = field(default_factory=dict)  # by replica unit id
+    verified: content_roots.Verified | None = None
     timings: list[float] = field(default_factory=list)  # monotonic: started, planned, copied
 
 
@@ -109,6 +111,10 @@ def _replicate(rt: Runtime, work: _Work) -> None:
         _copy_unit(rt, work, source, dest, unit_id, replica_id)
     _write_manifests(rt.backup_codec(work.units[0][1]), dest, manifests)
     work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
+    # Durable chunks and manifests: the destination recomputes the roots before publishing.
+    work.verified = content_roots.verify_replica(
+        rt.db, dest, work.dest_vault_id, work.units, work.manifests
+    )
     work.timings.append(time.monotonic())
 
 
@@ -237,6 +243,10 @@ def complete_record(session: Session, record: ReplicationRecord, work: _Work) ->
     """replicating -> success: the replica's checkpoint is available, the log closed."""
     record.status, record.progress, record.lease_until = RecordStatus.SUCCESS, 100, None
     record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
+    # The attempt's own time (monotonic, claim to commit) beside the bytes it copied: the
+    # measured rate dry runs estimate from (replication_plan.measured_rate).
+    record.finished_at = clock.now()
+    record.copy_seconds = time.monotonic() - work.timings[0] if work.timings else None
     copied = operation_logs.Bytes(work.bytes_copied, work.bytes_copied)
     operation_logs.set_bytes(session, record.operation_log_id, copied)
     checkpoints.settle(session, record.destination_checkpoint_id)
@@ -250,7 +260,7 @@ def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, r
         error.code,
         reason[:1024],
     )
-    record.lease_until = None
+    record.lease_until, record.finished_at = None, clock.now()
     replica = session.get(Backup, record.destination_backup_id or "")
     if replica is not None and replica.status != BackupStatus.AVAILABLE:
         checkpoint = session.get(Checkpoint, replica.checkpoint_id)
@@ -286,10 +296,15 @@ def _unit_pairs(source: Backup, replica: Backup) -> list[tuple[str, str]]:
 
 
 def _plan(rt: Runtime, work: _Work) -> None:
+    planned: set[str] = set()
     with rt.db.transaction() as session:
         for unit_id, _replica_id in work.units:
             _refuse_damaged_source(session, unit_id, work.source_vault_id)
             missing = chunks.missing_in_vault(session, unit_id, work.dest_vault_id)
+            # A chunk two volumes share is copied with the first (and indexed before the
+            # second's manifest is linked): the bytes a dry run counts, once.
+            missing = [item for item in missing if item[0] not in planned]
+            planned.update(digest for digest, _p, _s in missing)
             count, _plain, _stored = chunks.backup_totals(session, unit_id)
             work.missing[unit_id] = missing
             work.chunks_total += count
@@ -539,6 +554,8 @@ def _commit(session: Session, record: ReplicationRecord, work: _Work) -> None:
     replica = session.get(Backup, record.destination_backup_id or "")
     assert replica is not None
     _publish_unit(session, replica.id, None)
+    if work.verified is not None:
+        content_roots.publish_verified(session, record, work.verified)
     complete_record(session, record, work)
     started, planned, copied = work.timings
     log.info(
