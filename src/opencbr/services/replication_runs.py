@@ -113,7 +113,7 @@ def _replicate(rt: Runtime, work: _Work) -> None:
     work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
     # Durable chunks and manifests: the destination recomputes the roots before publishing.
     work.verified = content_roots.verify_replica(
-        rt.db, dest, work.dest_vault_id, work.units, work.manifests
+        rt.db, dest, work.dest_vault_id, work.units, work.manifests, rt.reader
     )
     work.timings.append(time.monotonic())
 
