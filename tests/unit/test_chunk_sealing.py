@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from opencbr.storage import sealing as sealing_module
 from opencbr.storage.chunk import (
     SEALED_HEADER_SIZE,
     decode_chunk,
@@ -132,17 +133,33 @@ def test_a_sealed_chunk_under_an_unknown_key_says_so(keys: Keys) -> None:
         decode_chunk(blob, keyed_digest(keys.naming_key, TEXT), keys)
 
 
-def test_resealing_changes_every_byte_after_the_header_and_keeps_the_content(keys: Keys) -> None:
+def test_resealing_seals_the_chunk_key_again_and_leaves_the_payload(keys: Keys) -> None:
+    """Another project's copy: its own data key opens it (the first one is not needed),
+    the envelope differs, the sealed payload is the same bytes (48 bytes of work)."""
     name = keyed_digest(keys.naming_key, TEXT)
     blob = encode_chunk(TEXT, sealing=keys.sealing(7))
+    opened = sealing_module.OPENED.value
     again = reseal_chunk(blob, name, keys, keys.sealing(8))
+    assert sealing_module.OPENED.value == opened + 1  # the chunk key only
     assert sealed_key_id(again, name) == 8 and len(again) == len(blob)
-    assert again[SEALED_HEADER_SIZE:] != blob[SEALED_HEADER_SIZE:]
+    assert again[:SEALED_HEADER_SIZE] != blob[:SEALED_HEADER_SIZE]
+    assert again[SEALED_HEADER_SIZE:] == blob[SEALED_HEADER_SIZE:]
+    del keys.ciphers[7]
     assert decode_chunk(again, name, keys) == TEXT
     with pytest.raises(CorruptChunkError):
-        reseal_chunk(flip(blob, len(blob) // 2), name, keys, keys.sealing(8))
+        decode_chunk(blob, name, keys)
+    with pytest.raises(CorruptChunkError):  # a damaged envelope is not sealed again
+        reseal_chunk(flip(again, 40), name, keys, keys.sealing(8))
     plain = encode_chunk(TEXT)
     assert reseal_chunk(plain, digest(TEXT), keys, keys.sealing(8)) == plain
+
+
+def test_two_chunks_sealed_under_one_data_key_have_unrelated_chunk_keys(keys: Keys) -> None:
+    """The payload nonce is zero because each chunk key seals one payload only: the same
+    content sealed twice gives unrelated payload bytes."""
+    one = encode_chunk(NOISE, sealing=keys.sealing())
+    two = encode_chunk(NOISE, sealing=keys.sealing())
+    assert one[SEALED_HEADER_SIZE:] != two[SEALED_HEADER_SIZE:]
 
 
 def test_a_sealed_manifest_round_trips_and_is_bound_to_its_name(keys: Keys) -> None:

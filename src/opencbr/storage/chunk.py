@@ -12,15 +12,22 @@ as a 16-byte header followed by the payload:
     16     ...   payload
 
 Version 2 (encrypted, `storage.sealing`): named by the BLAKE3 of its plain bytes keyed
-with the deployment's naming secret; the same first 16 bytes (version 2), then
+with the deployment's naming secret; the same first 16 bytes (version 2), then an
+envelope: a random key of its own (the chunk key) sealed by the project's data key, and
+the payload sealed by the chunk key:
 
     16     4     data key id, unsigned big-endian
     20     12    nonce (random per object)
-    32     ...   AES-256-GCM of the payload (compressed first), 16-byte tag last;
-                 associated data: the 32 header bytes and the chunk's name
+    32     48    AES-256-GCM of the chunk key under the data key, tag last;
+                 associated data: bytes 0-31 and the chunk's name
+    80     ...   AES-256-GCM of the payload (compressed first) under the chunk key, nonce
+                 zero (a chunk key seals one payload only), tag last; associated data:
+                 bytes 0-15 and the chunk's name
 
 so a flipped bit, a truncation, or another chunk's file under this name fails
-authentication. Version 1 chunks stay readable.
+authentication. Sealing a chunk for another project's data key (`reseal_chunk`, a
+replica in another project) seals its chunk key again and leaves the payload as it is:
+48 bytes of work instead of the whole chunk. Version 1 chunks stay readable.
 
 Every stored chunk also has a stored-bytes digest (BLAKE3 of the whole stored blob,
 `stored_digest`), recorded in the vault's index by the writer, which copies check.
@@ -32,21 +39,26 @@ crashed the process under concurrent use.
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 
 import blake3
 import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from opencbr.storage.sealing import (
+    KEY_SIZE,
     NONCE_SIZE,
     TAG_SIZE,
     ChunkKeys,
     Sealing,
     UnknownKeyError,
     keyed_digest,
+    open_body,
     open_sealed,
     seal,
+    seal_into,
 )
 from opencbr.storage.store import CorruptChunkError
 
@@ -62,7 +74,9 @@ MAX_CHUNK_SIZE = 64 * 1024 * 1024
 _HEADER = struct.Struct(">4sBBHQ")
 HEADER_SIZE = _HEADER.size
 _KEY_ID = struct.Struct(">I")
-SEALED_HEADER_SIZE = HEADER_SIZE + _KEY_ID.size + NONCE_SIZE
+_WRAP_START = HEADER_SIZE + _KEY_ID.size + NONCE_SIZE  # where the sealed chunk key starts
+SEALED_HEADER_SIZE = _WRAP_START + KEY_SIZE + TAG_SIZE  # where the sealed payload starts
+_ZERO_NONCE = bytes(NONCE_SIZE)
 
 
 class _Codecs(threading.local):
@@ -122,20 +136,26 @@ def encode_chunk(
     codec, payload = (CODEC_ZSTD, compressed) if len(compressed) < len(data) else (CODEC_RAW, data)
     if sealing is None:
         return _HEADER.pack(MAGIC, FORMAT_VERSION, codec, 0, len(data)) + payload
-    header = _HEADER.pack(MAGIC, SEALED_VERSION, codec, 0, len(data)) + _KEY_ID.pack(sealing.key_id)
-    return seal(sealing.cipher, header, payload, (name or sealing.name(data)).encode())
+    header = _HEADER.pack(MAGIC, SEALED_VERSION, codec, 0, len(data))
+    identity = (name or sealing.name(data)).encode()
+    chunk_key = os.urandom(KEY_SIZE)
+    wrapped = seal(sealing.cipher, header + _KEY_ID.pack(sealing.key_id), chunk_key, identity)
+    return seal_into(AESGCM(chunk_key), wrapped, _ZERO_NONCE, payload, header + identity)
 
 
 def reseal_chunk(blob: bytes, name: str, keys: ChunkKeys, sealing: Sealing) -> bytes:
-    """The same chunk sealed with another data key (replication into another project):
-    opened with its own key, authenticated, sealed again; never decompressed, since the
-    authentication proves the bytes are those its writer verified and sealed. A version
-    1 chunk is returned as it is. Raises CorruptChunkError as `decode_chunk` does."""
+    """The same chunk sealed for another data key (replication into another project): its
+    chunk key is opened with its own data key (authenticated, bound to `name`) and sealed
+    with the other; the sealed payload is kept as it is. The caller has checked the whole
+    blob first (its stored-bytes digest, or `verify_chunk`), so nothing unverified is
+    passed on. A version 1 chunk is returned as it is. Raises CorruptChunkError when the
+    envelope does not open."""
     if _parse_header(blob, name)[0] != SEALED_VERSION:
         return blob
-    payload = _open(blob, name, keys)
+    chunk_key = _chunk_key(blob, name, keys)
     header = blob[:HEADER_SIZE] + _KEY_ID.pack(sealing.key_id)
-    return seal(sealing.cipher, header, payload, name.encode())
+    envelope = seal(sealing.cipher, header, chunk_key, name.encode())
+    return b"".join((envelope, memoryview(blob)[SEALED_HEADER_SIZE:]))  # one copy
 
 
 def decode_chunk(blob: bytes, expected_digest: str, keys: ChunkKeys | None = None) -> bytes:
@@ -195,6 +215,18 @@ def _verified_plain(
 
 def _open(blob: bytes, name: str, keys: ChunkKeys) -> bytes | bytearray:
     """The payload of a version 2 chunk, authenticated, or CorruptChunkError."""
+    chunk_key = _chunk_key(blob, name, keys)
+    identity = blob[:HEADER_SIZE] + name.encode()
+    payload = open_body(AESGCM(chunk_key), blob, SEALED_HEADER_SIZE, _ZERO_NONCE, identity)
+    if payload is None:
+        raise CorruptChunkError(
+            f"chunk {name}: does not authenticate (tampered, truncated or swapped)", digest=name
+        )
+    return payload
+
+
+def _chunk_key(blob: bytes, name: str, keys: ChunkKeys) -> bytes:
+    """The chunk key of a version 2 chunk, opened with its data key, or CorruptChunkError."""
     if len(blob) < SEALED_HEADER_SIZE + TAG_SIZE:
         raise CorruptChunkError(f"chunk {name}: shorter than its sealed header", digest=name)
     key_id = int(_KEY_ID.unpack_from(blob, HEADER_SIZE)[0])
@@ -202,12 +234,12 @@ def _open(blob: bytes, name: str, keys: ChunkKeys) -> bytes | bytearray:
         cipher = keys.cipher(key_id)
     except UnknownKeyError:  # keys are never deleted: the header is damaged
         raise CorruptChunkError(f"chunk {name}: unknown data key {key_id}", digest=name) from None
-    payload = open_sealed(cipher, blob, SEALED_HEADER_SIZE, name.encode())
-    if payload is None:
+    chunk_key = open_sealed(cipher, blob[:SEALED_HEADER_SIZE], _WRAP_START, name.encode())
+    if chunk_key is None:
         raise CorruptChunkError(
             f"chunk {name}: does not authenticate (tampered, truncated or swapped)", digest=name
         )
-    return payload
+    return bytes(chunk_key)
 
 
 def _parse_header(blob: bytes, name: str) -> tuple[int, int, int]:

@@ -109,17 +109,27 @@ def seal(
     cipher: AESGCM, header: bytes, data: bytes | bytearray | memoryview, identity: bytes
 ) -> bytes:
     """`header` + nonce + AEAD(data): the header (which must end where the nonce starts,
-    without it) and the object's identity are authenticated, not encrypted."""
+    without it) and the object's identity are authenticated, not encrypted. A fresh random
+    nonce each time."""
     nonce = os.urandom(NONCE_SIZE)
-    associated = header + nonce + identity
+    return seal_into(cipher, header + nonce, nonce, data, header + nonce + identity)
+
+
+def seal_into(
+    cipher: AESGCM,
+    prefix: bytes,
+    nonce: bytes,
+    data: bytes | bytearray | memoryview,
+    associated: bytes,
+) -> bytes:
+    """`prefix` + AEAD(data) under `nonce`, authenticating `associated`."""
     if not _ENCRYPT_INTO:
-        return header + nonce + cipher.encrypt(nonce, data, associated)
+        return prefix + cipher.encrypt(nonce, data, associated)
     # Into one buffer: 8.7 GiB/s for 1 MiB here, against 1.9 GiB/s for `encrypt`, whose
     # result is allocated and copied again.
-    start = len(header) + NONCE_SIZE
-    out = bytearray(start + len(data) + TAG_SIZE)
-    out[:start] = header + nonce
-    cipher.encrypt_into(nonce, data, associated, memoryview(out)[start:])
+    out = bytearray(len(prefix) + len(data) + TAG_SIZE)
+    out[: len(prefix)] = prefix
+    cipher.encrypt_into(nonce, data, associated, memoryview(out)[len(prefix) :])
     return bytes(out)
 
 
@@ -129,17 +139,25 @@ def open_sealed(
     """The plaintext of `seal`'s output (whose header, nonce included, is `header_size`
     bytes), or None when it does not authenticate: tampered, truncated, sealed for
     another identity or with another key."""
-    OPENED.add()
     view = memoryview(blob)
     nonce = bytes(view[header_size - NONCE_SIZE : header_size])
-    associated = bytes(view[:header_size]) + identity
+    return open_body(cipher, blob, header_size, nonce, bytes(view[:header_size]) + identity)
+
+
+def open_body(
+    cipher: AESGCM, blob: bytes, start: int, nonce: bytes, associated: bytes
+) -> bytes | bytearray | None:
+    """The plaintext of the AEAD output from `start` on, or None when it does not
+    authenticate. Counted in OPENED."""
+    OPENED.add()
+    view = memoryview(blob)[start:]
     try:
-        if not _ENCRYPT_INTO or len(blob) < header_size + TAG_SIZE:
-            return cipher.decrypt(nonce, view[header_size:], associated)
+        if not _ENCRYPT_INTO or len(view) < TAG_SIZE:
+            return cipher.decrypt(nonce, view, associated)
         # Into a buffer of our own: 3-4x faster than `decrypt` on 1 MiB here (its result is
         # allocated and copied again).
-        out = bytearray(len(blob) - header_size - TAG_SIZE)
-        cipher.decrypt_into(nonce, view[header_size:], associated, out)
+        out = bytearray(len(view) - TAG_SIZE)
+        cipher.decrypt_into(nonce, view, associated, out)
         return out
     except InvalidTag:
         return None
