@@ -101,6 +101,7 @@ def test_rotating_the_master_key_during_a_backup_then_restarting_with_it(tmp_pat
         (source / "later.bin").write_bytes(rng.randbytes(MiB))
         # A running process picks the new key up within CURRENT_KEY_SECONDS; a restart
         # at once.
+        client.http.close()
         restarted.stop()
         restarted.start()
         client = Client(restarted, project)
