@@ -1,4 +1,10 @@
-"""Copying one backup to one destination vault (one task per replication record).
+"""Copying one backup to its destination vaults (one task per replication record).
+
+A pass copies one source backup to every destination due now: the record its task names,
+and the live records of the same source backup into other regions that are ready and
+unheld (claimed with it, `companions`). Each destination has its own plan; each source
+chunk is read and verified once and written to every destination that lacks it; each
+record is indexed, committed and logged on its own (services/fanout.py has the pass).
 
 Steps, each idempotent:
 1. plan: the chunks of each volume the destination lacks (or holds damaged), from one
@@ -11,6 +17,12 @@ Steps, each idempotent:
 4. write the manifests, then commit replica + record + operation log in one transaction.
 
 Failure reasons name backups, chunks and the kind of fault, never a store path.
+
+Rate limits and windows (services/throttle.py): each chunk is paid for in the bucket of
+every destination region it is written to before it is copied; outside a destination's
+window a record waits in `waiting_replicate`, and a running pass stops after the chunk at
+hand (what it copied is flushed and indexed) and its records go back to waiting, so the
+pass resumed when the window opens plans only what is still missing.
 
 Garbage collection cannot run in the destination vault meanwhile: the replica is
 `protecting` there (see gc.py). Replications into one vault run one at a time, oldest first,
@@ -43,21 +55,25 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import checkpoints, leases, operation_logs, replicas
+from opencbr.services import checkpoints, fanout, leases, operation_logs, replicas, throttle
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked
-from opencbr.storage.chunk import verify_chunk
+from opencbr.services.stores import DamageMarker, failure_reason
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
 INDEX_EVERY_BYTES = 256 * 1024**2  # flush + index the destination this often
-IN_FLIGHT = 16
 
 
 class DestinationBusy(leases.VaultBusy):
     """Garbage collection holds the destination vault; the record tries again shortly."""
+
+
+class OutsideWindow(leases.Interrupted):
+    """A destination's replication window closed: the pass stopped at a safe point."""
+
+    reason = "outside the destination region's replication window"
 
 
 @dataclass
@@ -79,29 +95,83 @@ class _Work:
     chunks_present: int = 0
     manifests: dict[str, Manifest] = field(default_factory=dict)  # by replica unit id
     timings: list[float] = field(default_factory=list)  # monotonic: started, planned, copied
+    throttle: throttle.Throttle | None = None  # the destination region's rate limit
+    outside_window: bool = False  # paused: the record waits for its window again
 
 
-def run(rt: Runtime, record_id: str) -> str | None:
-    """Run the record; once it has settled (succeeded or failed), return the record next in
-    line for its destination vault, for the caller to enqueue. None when it did not run."""
-    claimed = leases.run(rt, REPLICATION, record_id, lambda work: _replicate(rt, work))
-    if claimed is None:
-        return None
-    return next_in_line(rt, claimed.work.dest_vault_id)
+@dataclass(frozen=True)
+class Settled:
+    """What a `run` ended: the records that settled (first, then its companions), and the
+    records now next in line for their destination vaults, for the caller to enqueue."""
+
+    records: list[str]
+    next_records: list[str]
 
 
-def _replicate(rt: Runtime, work: _Work) -> None:
-    work.timings.append(time.monotonic())
-    _plan(rt, work)
-    work.timings.append(time.monotonic())
-    source = rt.stores.vault(work.source_region, work.source_vault_id)
-    dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
-    manifests = _read_manifests(work, source)  # a damaged one fails before the copy
-    for unit_id, replica_id in work.units:
-        _copy_unit(rt, work, source, dest, unit_id, replica_id)
-    _write_manifests(dest, manifests)
-    work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
-    work.timings.append(time.monotonic())
+def run(rt: Runtime, record_id: str) -> Settled:
+    """Run the record, with its companions; nothing settles when it did not run (not its
+    turn, held, outside its window) or was paused."""
+    if not _may_run(rt, record_id):
+        log.info("replication waits for its window", id=record_id)
+        return Settled([], [])
+    group = leases.run_together(rt, REPLICATION, record_id, lambda works: _replicate(rt, works))
+    if not group:
+        return Settled([], [])
+    vaults = dict.fromkeys(member.work.dest_vault_id for member in group)
+    following = [next_in_line(rt, vault_id) for vault_id in vaults]
+    return Settled([member.id for member in group], [r for r in following if r is not None])
+
+
+def _may_run(rt: Runtime, record_id: str) -> bool:
+    with rt.db.reading() as session:
+        region = session.scalar(
+            select(ReplicationRecord.destination_region).where(ReplicationRecord.id == record_id)
+        )
+    return region is None or throttle.copies_may_run(rt.settings, region)
+
+
+def stuck(rt: Runtime) -> list[str]:
+    """The records the reconciler runs again: those of `leases.stuck` whose destination
+    region's window is open (a waiting record is thus retried when its window opens, by
+    the first reconciliation after, and not enqueued in vain meanwhile)."""
+    with rt.db.reading() as session:
+        return [
+            record_id
+            for record_id in leases.stuck(rt, REPLICATION)
+            if _may_run_in(rt, session, record_id)
+        ]
+
+
+def _may_run_in(rt: Runtime, session: Session, record_id: str) -> bool:
+    record = session.get(ReplicationRecord, record_id)
+    return record is None or throttle.copies_may_run(rt.settings, record.destination_region)
+
+
+def _replicate(rt: Runtime, works: list[_Work]) -> dict[int, Exception]:
+    """Plan each destination, then copy the union of what they lack (`_copy_unit`),
+    then write each one's manifests. A plan that fails (the destination is full) fails
+    its record alone; what fails later (the source) fails every one."""
+    failed: dict[int, Exception] = {}
+    for position, work in enumerate(works):
+        work.timings.append(time.monotonic())
+        try:
+            _plan(rt, work)
+        except Exception as exc:  # explained (or logged as a bug) when the record fails
+            failed[position] = exc
+        work.timings.append(time.monotonic())
+    going = [work for position, work in enumerate(works) if position not in failed]
+    if not going:
+        return failed
+    first = going[0]
+    source = rt.stores.vault(first.source_region, first.source_vault_id)
+    manifests = _read_manifests(first, source)  # a damaged one fails before the copy
+    for index in range(len(first.units)):
+        _copy_unit(rt, going, source, index)
+    for work in going:
+        dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
+        _write_manifests(dest, work, manifests)
+        work.timings.append(time.monotonic())
+    return failed
 
 
 class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
@@ -114,11 +184,23 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
     busy = DestinationBusy
 
     def lock(self, session: Session, work_id: str) -> ReplicationRecord | None:
+        """Lock the live records of the record's source backup (its possible companions),
+        always in one order, so two workers claiming two of them queue up instead of
+        each running alone; then the record."""
         # A record planned with its vault has no replica until the fan-out task creates
         # it; one that task never reached (a crash in between) gets it here. It is
         # committed even when the claim then waits for garbage collection.
-        replicas.add_missing_replicas(session, [work_id])
+        group = list(session.scalars(_same_backup(work_id).with_only_columns(ReplicationRecord.id)))
+        replicas.add_missing_replicas(session, group or [work_id])
         return super().lock(session, work_id)
+
+    def companions(
+        self, rt: Runtime, session: Session, row: ReplicationRecord
+    ) -> list[ReplicationRecord]:
+        """The other live records of the same source backup whose window is open (locked
+        by `lock`); the runner claims those that are ready and unheld."""
+        others = session.scalars(_same_backup(row.id).where(ReplicationRecord.id != row.id))
+        return [r for r in others if throttle.copies_may_run(rt.settings, r.destination_region)]
 
     def ready(self, session: Session, row: ReplicationRecord) -> bool:
         """Fail a record whose backup, replica or vault is gone; wait while an earlier
@@ -150,6 +232,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
             dest.id,
             _unit_pairs(source_backup, replica),
             dest.size_gb * GB - dest.used_bytes,
+            throttle=throttle.throttle_for(rt.db, rt.settings, dest.region, rt.stopping),
         )
 
     def beat(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
@@ -159,6 +242,10 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
 
     def progress(self, work: _Work) -> dict[str, Any]:
         return {"bytes_copied": work.bytes_copied, "bytes_total": work.bytes_total}
+
+    def hand_back(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
+        if work.outside_window:
+            pause_record(row)
 
     def complete(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
         _commit(session, row, work)
@@ -225,6 +312,12 @@ def start_replication(session: Session, record: ReplicationRecord) -> None:
     operation_logs.set_progress(session, record.operation_log_id, 0)
 
 
+def pause_record(record: ReplicationRecord) -> None:
+    """replicating -> waiting_replicate: its destination's window closed. What it copied
+    is indexed; the next attempt, when the window opens, copies the rest."""
+    record.status = RecordStatus.WAITING
+
+
 def complete_record(session: Session, record: ReplicationRecord, work: _Work) -> None:
     """replicating -> success: the replica's checkpoint is available, the log closed."""
     record.status, record.progress, record.lease_until = RecordStatus.SUCCESS, 100, None
@@ -255,6 +348,24 @@ def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, r
 
 
 # --- claim and plan ---------------------------------------------------------------------
+
+
+def _same_backup(record_id: str) -> Select[ReplicationRecord]:
+    """The live records of the source backup of `record_id`, locked, in lock order."""
+    source_backup = (
+        select(ReplicationRecord.source_backup_id)
+        .where(ReplicationRecord.id == record_id)
+        .scalar_subquery()
+    )
+    return (
+        select(ReplicationRecord)
+        .where(
+            ReplicationRecord.source_backup_id == source_backup,
+            ReplicationRecord.status.in_(LIVE_RECORD),
+        )
+        .order_by(ReplicationRecord.created_at, ReplicationRecord.id)
+        .with_for_update()
+    )
 
 
 def _earlier_record_running(session: Session, record: ReplicationRecord) -> bool:
@@ -316,77 +427,94 @@ def _refuse_damaged_source(session: Session, unit_id: str, vault_id: str) -> Non
 # --- copy -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChunkCopier:
-    """Copies chunks from one vault's store to another's, marking the chunks whose reads
-    fail verification damaged in their vault's index."""
+@dataclass
+class _Target:
+    """One destination of a unit's copy: its store, the chunks it lacks, its batch."""
 
-    source: ChunkStore
-    dest: ChunkStore
-    source_damage: DamageMarker
-    dest_damage: DamageMarker
-
-    def copy(self, digest: str) -> int:
-        """Copy one chunk's stored bytes after checking them against their digest."""
-        try:
-            blob = self.source.get_chunk(digest)
-            verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
-        except (CorruptChunkError, NotFoundError) as exc:
-            self.source_damage.mark_failed_read(exc)
-            raise
-        put_chunk_checked(self.dest, digest, blob, self.dest_damage)
-        return len(blob)
+    work: _Work
+    replica_id: str
+    store: ChunkStore
+    sink: fanout.Sink
+    wanted: dict[str, tuple[str, int, int]]
+    batch: list[tuple[str, int, int]] = field(default_factory=list)
+    batch_bytes: int = 0
 
 
-def copy_in_order(
-    pool: ThreadPoolExecutor, copier: ChunkCopier, todo: list[tuple[str, int, int]]
-) -> Iterator[tuple[tuple[str, int, int], int]]:
-    """Copy in order with at most IN_FLIGHT chunks (hence bounded memory) under way."""
-    pending: list[tuple[tuple[str, int, int], Future[int]]] = []
-    for item in todo:
-        pending.append((item, pool.submit(copier.copy, item[0])))
-        if len(pending) >= IN_FLIGHT:
-            done, future = pending.pop(0)
-            yield done, future.result()
-    for done, future in pending:
-        yield done, future.result()
-
-
-def _copy_unit(
-    rt: Runtime, work: _Work, source: ChunkStore, dest: ChunkStore, unit_id: str, replica_id: str
-) -> None:
-    """Copy one unit's missing chunks; every INDEX_EVERY_BYTES, flush and index what was
-    copied on a thread of its own, so the copy threads never wait for the disk barrier.
-    A stopping service ends the copy after the chunk at hand: what was copied is flushed
-    and indexed, then the work is handed back (a resumed attempt plans only the rest)."""
-    batch: list[tuple[str, int, int]] = []
-    batch_bytes = 0
+def _copy_unit(rt: Runtime, works: list[_Work], source: ChunkStore, index: int) -> None:
+    """Copy one unit's chunks that any destination lacks, each read once, into every
+    destination lacking it; every INDEX_EVERY_BYTES of a destination, flush and index what
+    was copied there on a thread of its own, so the copy threads never wait for the disk
+    barrier. A stopping service, or a destination's window that closes, ends the copy
+    after the chunk at hand: what was copied is flushed and indexed, then the work is
+    handed back (a resumed attempt plans only the rest)."""
+    unit_id = works[0].units[index][0]
+    targets = [_target(rt, work, index) for work in works]
+    todo = fanout.union([work.missing[unit_id] for work in works])
+    copier = fanout.ChunkCopier(source, DamageMarker(rt.db, works[0].source_vault_id))
     indexed: list[Future[None]] = []
     copiers = max(2, rt.settings.io_threads * 2)
-    copier = ChunkCopier(
-        source,
-        dest,
-        DamageMarker(rt.db, work.source_vault_id),
-        DamageMarker(rt.db, work.dest_vault_id),
-    )
     with (
         ThreadPoolExecutor(copiers, thread_name_prefix="replicate") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="replicate-index") as indexer,
     ):
-        for item, copied in copy_in_order(pool, copier, work.missing[unit_id]):
-            work.bytes_copied += copied
-            work.chunks_copied += 1
-            batch.append(item)
-            batch_bytes += copied
-            if batch_bytes >= INDEX_EVERY_BYTES:
-                indexed.append(indexer.submit(_index, rt, work, dest, replica_id, batch))
-                batch, batch_bytes = [], 0
-            if rt.stopping.is_set():
+
+        def copy(wanted: fanout.Wanted) -> int:
+            return copier.copy(wanted.digest, [targets[p].sink for p in wanted.by])
+
+        for wanted, copied in fanout.copy_in_order(pool, copy, _paid(targets, todo)):
+            for position in wanted.by:
+                target = targets[position]
+                _count(target, wanted.digest, copied)
+                if target.batch_bytes >= INDEX_EVERY_BYTES:
+                    indexed.append(indexer.submit(_index_batch, rt, target))
+            if rt.stopping.is_set() or _window_closed(rt, works):
                 break
         for future in indexed:
             future.result()  # raises what indexing raised
-    _index(rt, work, dest, replica_id, batch)
+    for target in targets:
+        _index_batch(rt, target)
     leases.stop_point(rt)
+    if any(work.outside_window for work in works):
+        raise OutsideWindow
+
+
+def _target(rt: Runtime, work: _Work, index: int) -> _Target:
+    unit_id, replica_id = work.units[index]
+    store = rt.stores.vault(work.dest_region, work.dest_vault_id)
+    sink = fanout.Sink(store, DamageMarker(rt.db, work.dest_vault_id))
+    wanted = {item[0]: item for item in work.missing[unit_id]}
+    return _Target(work, replica_id, store, sink, wanted)
+
+
+def _paid(targets: list[_Target], todo: list[fanout.Wanted]) -> Iterator[fanout.Wanted]:
+    """The chunks to copy, each once it is paid for in the rate limit of every destination
+    region it goes to (services/throttle.py); unlimited regions pay nothing."""
+    for wanted in todo:
+        for position in wanted.by:
+            limit = targets[position].work.throttle
+            if limit is not None:
+                limit.take(wanted.stored)
+        yield wanted
+
+
+def _count(target: _Target, digest: str, copied: int) -> None:
+    work = target.work
+    work.bytes_copied += copied
+    work.chunks_copied += 1
+    target.batch.append(target.wanted[digest])
+    target.batch_bytes += copied
+
+
+def _window_closed(rt: Runtime, works: list[_Work]) -> bool:
+    """Has a destination's window closed? (marks the records to put back to waiting)"""
+    for work in works:
+        work.outside_window = not throttle.copies_may_run(rt.settings, work.dest_region)
+    return any(work.outside_window for work in works)
+
+
+def _index_batch(rt: Runtime, target: _Target) -> None:
+    batch, target.batch, target.batch_bytes = target.batch, [], 0
+    _index(rt, target.work, target.store, target.replica_id, batch)
 
 
 def _index(
@@ -414,13 +542,13 @@ def _index(
 
 
 def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, Manifest]]:
-    """Each source unit's manifest, validated, by replica unit id; a manifest that does
+    """Each source unit's manifest, validated, by source unit id; a manifest that does
     not parse fails the record with REPLICA_IMPORT_FAILED (1006) naming the backup."""
     manifests = {}
-    for unit_id, replica_id in work.units:
+    for unit_id, _replica_id in work.units:
         blob = source.get_manifest(manifest_name(unit_id))
         try:
-            manifests[replica_id] = (blob, Manifest.from_bytes(blob))
+            manifests[unit_id] = (blob, Manifest.from_bytes(blob))
         except ArchiveError as exc:
             raise CbrError(
                 REPLICA_IMPORT_FAILED,
@@ -430,9 +558,14 @@ def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, M
     return manifests
 
 
-def _write_manifests(dest: ChunkStore, manifests: dict[str, tuple[bytes, Manifest]]) -> None:
-    for replica_id, (blob, _manifest) in manifests.items():
+def _write_manifests(
+    dest: ChunkStore, work: _Work, manifests: dict[str, tuple[bytes, Manifest]]
+) -> None:
+    """The source's manifests under the replica's names; `work.manifests` for the commit."""
+    for unit_id, replica_id in work.units:
+        blob, manifest = manifests[unit_id]
         dest.put_manifest(manifest_name(replica_id), blob)
+        work.manifests[replica_id] = manifest
 
 
 # --- progress, commit, failure -------------------------------------------------------------
