@@ -444,9 +444,10 @@ def _copy_unit(rt: Runtime, works: list[_Work], source: ChunkStore, index: int) 
     """Copy one unit's chunks that any destination lacks, each read once, into every
     destination lacking it; every INDEX_EVERY_BYTES of a destination, flush and index what
     was copied there on a thread of its own, so the copy threads never wait for the disk
-    barrier. A stopping service, or a destination's window that closes, ends the copy
-    after the chunk at hand: what was copied is flushed and indexed, then the work is
-    handed back (a resumed attempt plans only the rest)."""
+    barrier. A stopping service, or a destination's window that closes, ends the copy:
+    no further chunk is started, the chunks under way finish and everything copied is
+    flushed and indexed, then the work is handed back (a resumed attempt plans only the
+    rest, and copies nothing twice)."""
     unit_id = works[0].units[index][0]
     targets = [_target(rt, work, index) for work in works]
     todo = fanout.union([work.missing[unit_id] for work in works])
@@ -461,14 +462,12 @@ def _copy_unit(rt: Runtime, works: list[_Work], source: ChunkStore, index: int) 
         def copy(wanted: fanout.Wanted) -> int:
             return copier.copy(wanted.digest, [targets[p].sink for p in wanted.by])
 
-        for wanted, copied in fanout.copy_in_order(pool, copy, _paid(targets, todo)):
+        for wanted, copied in fanout.copy_in_order(pool, copy, _paid(rt, targets, todo)):
             for position in wanted.by:
                 target = targets[position]
                 _count(target, wanted.digest, copied)
                 if target.batch_bytes >= INDEX_EVERY_BYTES:
                     indexed.append(indexer.submit(_index_batch, rt, target))
-            if rt.stopping.is_set() or _window_closed(rt, works):
-                break
         for future in indexed:
             future.result()  # raises what indexing raised
     for target in targets:
@@ -486,10 +485,16 @@ def _target(rt: Runtime, work: _Work, index: int) -> _Target:
     return _Target(work, replica_id, store, sink, wanted)
 
 
-def _paid(targets: list[_Target], todo: list[fanout.Wanted]) -> Iterator[fanout.Wanted]:
+def _paid(
+    rt: Runtime, targets: list[_Target], todo: list[fanout.Wanted]
+) -> Iterator[fanout.Wanted]:
     """The chunks to copy, each once it is paid for in the rate limit of every destination
-    region it goes to (services/throttle.py); unlimited regions pay nothing."""
+    region it goes to (services/throttle.py; unlimited regions pay nothing); none more
+    once the service stops or a destination's window closes."""
+    works = [target.work for target in targets]
     for wanted in todo:
+        if rt.stopping.is_set() or _window_closed(rt, works):
+            return
         for position in wanted.by:
             limit = targets[position].work.throttle
             if limit is not None:

@@ -10,12 +10,13 @@ shared by every record and every process of the database: the row
 `replication_throttles(region, paid_until)` holds the moment by which every byte taken so
 far is paid for at the region's rate (the generic cell rate algorithm, a token bucket
 with no burst). A copy takes a slab (a quarter of a second's worth, 256 KiB to 4 MiB)
-with one locked read and write of that row, waits until the slab is paid for, then
-spends it chunk by chunk. Copies into a region therefore never run faster than the limit
-over any stretch of time, however many workers share it; a copy that stops leaves at most
-one slab unspent. The bucket runs on the wall clock (`time.time()`), which every machine
-of a deployment is assumed to keep in step (NTP): a rate is a real-time quantity, and the
-injected clock may stand still in tests.
+with one locked read and write of that row and spends it chunk by chunk, each chunk once
+its bytes are paid for. Copies into a region therefore never run faster than the limit
+over any stretch of time, however many workers share it; a copy that ends leaves at most
+one slab unspent (the next taker waits for it: at most a quarter second of the rate).
+The bucket runs on the wall clock (`time.time()`), which every machine of a deployment is
+assumed to keep in step (NTP): a rate is a real-time quantity, and the injected clock may
+stand still in tests.
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def copies_may_run(settings: Settings, region: str) -> bool:
 
 class Throttle:
     """What one copy pass takes from a region's shared bucket. Used by the thread that
-    submits the copies; `take` blocks until the bytes are paid for, or the service stops."""
+    submits the copies; `take` blocks until the bytes are paid for, or the service stops.
+
+    A slab reserved at the bucket is paid for byte by byte from the moment the bytes
+    before it are (`paid_from`): each take waits only until its own bytes are paid, so a
+    copy never waits for the part of a slab it does not spend."""
 
     def __init__(self, db: Database, region: str, mib_per_second: float, stopping: threading.Event):
         self.db = db
@@ -64,15 +69,20 @@ class Throttle:
         self.rate = mib_per_second * MiB
         self.slab = int(min(MAX_SLAB, max(MIN_SLAB, self.rate * SLAB_SECONDS)))
         self.stopping = stopping
-        self.credit = 0  # bytes paid for and not spent yet
+        self.paid_from = 0.0  # when the current slab's first byte is paid for (Unix time)
+        self.reserved = 0  # bytes of the current slab
+        self.spent = 0  # of them, taken
 
     def take(self, size: int) -> None:
-        while self.credit < size and not self.stopping.is_set():
-            slab = max(self.slab, size - self.credit)
-            paid_at = reserve(self.db, self.region, slab, self.rate)
-            self.stopping.wait(max(0.0, paid_at - time.time()))
-            self.credit += slab
-        self.credit -= size
+        while size > 0 and not self.stopping.is_set():
+            if self.spent == self.reserved:
+                self.reserved, self.spent = max(self.slab, size), 0
+                paid_until = reserve(self.db, self.region, self.reserved, self.rate)
+                self.paid_from = paid_until - self.reserved / self.rate
+            part = min(size, self.reserved - self.spent)
+            self.spent += part
+            size -= part
+            self.stopping.wait(max(0.0, self.paid_from + self.spent / self.rate - time.time()))
 
 
 def throttle_for(
