@@ -264,8 +264,8 @@ def parse_window(window: str) -> tuple[int, int]:
     start, sep, end = window.partition("-")
     if not sep:
         raise ValueError(f"replication window {window!r} is not a range HH:MM-HH:MM (UTC)")
-    first, last = _minute_of_day(window, start), _minute_of_day(window, end)
-    if first == last or first == 24 * 60:
+    first, last = _minute_of_day(window, start) % (24 * 60), _minute_of_day(window, end)
+    if first == last:
         raise ValueError(f"replication window {window!r} is empty")
     return first, last
 

@@ -4,7 +4,8 @@ A pass copies one source backup to every destination due now: the record its tas
 and the live records of the same source backup into other regions that are ready and
 unheld (claimed with it, `companions`). Each destination has its own plan; each source
 chunk is read and verified once and written to every destination that lacks it; each
-record is indexed, committed and logged on its own (services/fanout.py has the pass).
+record is indexed, committed and logged on its own (services/fanout.py reads once and
+writes to many).
 
 Steps, each idempotent:
 1. plan: the chunks of each volume the destination lacks (or holds damaged), from one
@@ -20,9 +21,11 @@ Failure reasons name backups, chunks and the kind of fault, never a store path.
 
 Rate limits and windows (services/throttle.py): each chunk is paid for in the bucket of
 every destination region it is written to before it is copied; outside a destination's
-window a record waits in `waiting_replicate`, and a running pass stops after the chunk at
-hand (what it copied is flushed and indexed) and its records go back to waiting, so the
-pass resumed when the window opens plans only what is still missing.
+window a record waits in `waiting_replicate`, and a running pass starts no further chunk
+(those under way finish, and everything copied is flushed and indexed) and its records go
+back to waiting, so the pass resumed when the window opens plans only what is missing. A
+closed window pauses the whole pass; its records whose windows are open are handed back
+live and resumed by the next reconciliation.
 
 Garbage collection cannot run in the destination vault meanwhile: the replica is
 `protecting` there (see gc.py). Replications into one vault run one at a time, oldest first,
