@@ -200,10 +200,24 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
     def companions(
         self, rt: Runtime, session: Session, row: ReplicationRecord
     ) -> list[ReplicationRecord]:
-        """The other live records of the same source backup whose window is open (locked
-        by `lock`); the runner claims those that are ready and unheld."""
+        """The other live records of the same source backup (locked by `lock`) whose
+        window is open and whose destination vault no other transaction holds; the runner
+        claims those that are ready and unheld. Their vaults are locked here without
+        waiting: two passes each holding one vault and wanting the other's would
+        otherwise deadlock (PostgreSQL; SQLite has one writer)."""
         others = session.scalars(_same_backup(row.id).where(ReplicationRecord.id != row.id))
-        return [r for r in others if throttle.copies_may_run(rt.settings, r.destination_region)]
+        due = [r for r in others if throttle.copies_may_run(rt.settings, r.destination_region)]
+        if not due:
+            return []
+        free = set(
+            session.scalars(
+                select(Vault.id)
+                .where(Vault.id.in_([r.destination_vault_id for r in due]))
+                .order_by(Vault.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        return [r for r in due if r.destination_vault_id in free]
 
     def ready(self, session: Session, row: ReplicationRecord) -> bool:
         """Fail a record whose backup, replica or vault is gone; wait while an earlier
