@@ -19,6 +19,7 @@ import structlog
 from opencbr import clock
 from opencbr.db.backups import OperationLog, ReplicationRecord
 from opencbr.db.session import Database
+from opencbr.db.vaults import GB, Vault
 from opencbr.services.throttle import MiB, Throttle
 from opencbr.settings import RegionSettings
 from opencbr.storage.faulty import FaultyChunkStore
@@ -250,3 +251,36 @@ def test_one_backup_replicated_to_two_regions_at_once_reads_each_chunk_once(
         assert chunk_names(env, "region3", dest3["id"]) == chunk_names(env, "region1", vault["id"])
         assert_restores(env, "region2", two["destination_backup_id"], tree)
         assert_restores(env, "region3", three["destination_backup_id"], tree)
+
+
+def test_a_destination_that_fails_its_plan_fails_alone_in_a_shared_pass(
+    tmp_path: Path, database: Database, frozen: Clock
+) -> None:
+    """Each record of a pass is settled on its own: region3's vault fills up while both
+    wait, so its record fails (6129) and region2's is copied and committed."""
+    night = {"replication_windows": NIGHT}
+    with app(tmp_path, database, region2=night, region3=night) as env:
+        _tree, vault, backup = source_backup(env, 8)
+        total = len(chunk_names(env, "region1", vault["id"]))
+        dest2 = create_vault(env, "region2", name="dst2", protect_type="replication")
+        dest3 = create_vault(env, "region3", name="dst3", protect_type="replication")
+        replicate(env, backup["id"], "region2", dest2["id"])
+        replicate(env, backup["id"], "region3", dest3["id"])
+        with env.db.transaction() as session:
+            full = session.get(Vault, dest3["id"])
+            assert full is not None
+            full.used_bytes = full.size_gb * GB - MiB  # room for less than the backup
+
+        frozen.move(EVENING)
+        two = wait_record(env, vault["id"], dest2["id"], "success")
+        for pause in pauses(60, longest=0.1):
+            three = record_to(env, vault["id"], dest3["id"])
+            if three["status"] == "fail":
+                break
+            time.sleep(pause)
+        assert three["extra_info"]["fail_code"] == "BackupService.6129", three
+        assert two["extra_info"]["chunks_copied"] == total
+        assert chunk_names(env, "region3", dest3["id"]) == set()
+        assert (
+            env.get("region3", "/backups", params={"vault_id": dest3["id"]}).json()["backups"] == []
+        )
