@@ -484,11 +484,13 @@ def _copy_unit(rt: Runtime, works: list[_Work], source: ChunkStore, index: int) 
                 target = targets[position]
                 _count(target, wanted.digest, copied)
                 if target.batch_bytes >= INDEX_EVERY_BYTES:
-                    indexed.append(indexer.submit(_index_batch, rt, target))
+                    batch = _take_batch(target)
+                    work, store, replica_id = target.work, target.store, target.replica_id
+                    indexed.append(indexer.submit(_index, rt, work, store, replica_id, batch))
         for future in indexed:
             future.result()  # raises what indexing raised
     for target in targets:
-        _index_batch(rt, target)
+        _index(rt, target.work, target.store, target.replica_id, _take_batch(target))
     leases.stop_point(rt)
     if any(work.outside_window for work in works):
         raise OutsideWindow
@@ -534,9 +536,10 @@ def _window_closed(rt: Runtime, works: list[_Work]) -> bool:
     return any(work.outside_window for work in works)
 
 
-def _index_batch(rt: Runtime, target: _Target) -> None:
+def _take_batch(target: _Target) -> list[tuple[str, int, int]]:
+    """The destination's batch, to index; it starts a new one (on the copying thread)."""
     batch, target.batch, target.batch_bytes = target.batch, [], 0
-    _index(rt, target.work, target.store, target.replica_id, batch)
+    return batch
 
 
 def _index(
