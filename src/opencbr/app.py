@@ -30,6 +30,7 @@ from opencbr.api.routes import (
     usage,
     vault_collection,
     vaults,
+    verify,
 )
 from opencbr.api.signature import verify_signature
 from opencbr.db.migrate import upgrade
@@ -90,6 +91,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         usage,
         features,
         policy_runs,
+        verify,
     )
     for module in routers:
         app.include_router(module.router)

@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     # expired backup (it also runs after each policy run and each policy-made backup).
     schedule_tick_seconds: float = Field(default=10.0, gt=0, le=60)
     retention_interval_seconds: float = Field(default=600.0, gt=0)
+    # Scheduled verify (services/verify.py): the share of each vault's chunks re-read and
+    # checked per day (0 = off), spread over passes every `verify_interval_seconds`.
+    verify_percent_per_day: float = Field(default=0.0, ge=0, le=100)
+    verify_interval_seconds: float = Field(default=3600.0, gt=0)
     # Chunks younger than this are never collected (protects writers in flight).
     gc_safety_margin_seconds: float = Field(default=3600.0, ge=0)
     # Work rows (backups, restores, replication records) are leased by the worker running

@@ -114,6 +114,10 @@ class Backup(Base):
     reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     source_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
     source_region: Mapped[str | None] = mapped_column(String(255))
+    # BLAKE3 over the chunks the backup is made of (archive/content_root.py), hex; set
+    # when it is committed (a replica's after its destination recomputed it); null for
+    # backups committed before roots were recorded.
+    content_root: Mapped[str | None] = mapped_column(String(64), default=None)
     attempts: Mapped[int] = mapped_column(default=0)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
     protected_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -197,6 +201,21 @@ class VaultChunk(Base):
     plain_size: Mapped[int] = mapped_column(BigInteger)
     stored_size: Mapped[int] = mapped_column(BigInteger)
     damaged_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class VaultVerifyState(Base):
+    """Where the scheduled verify of a vault stands (services/verify.py): it checks the
+    vault's chunks in digest order, a share per housekeeping pass, resuming after
+    `cursor` (the last digest checked; "" = from the start) and counting the share due
+    from `checked_at` (the last pass)."""
+
+    __tablename__ = "vault_verify_state"
+
+    vault_id: Mapped[str] = mapped_column(
+        ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True
+    )
+    cursor: Mapped[str] = mapped_column(String(64), default="")
+    checked_at: Mapped[datetime]
 
 
 class BackupChunk(Base):
@@ -313,6 +332,9 @@ class ReplicationRecord(Base):
     chunks_total: Mapped[int] = mapped_column(default=0)
     chunks_copied: Mapped[int] = mapped_column(default=0)
     chunks_present: Mapped[int] = mapped_column(default=0)
+    # The content root the destination recomputed from its own manifest and index before
+    # publishing the replica (equal to the source's, or the record failed).
+    verified_root: Mapped[str | None] = mapped_column(String(64), default=None)
     operation_log_id: Mapped[str | None] = mapped_column(String(36))
     # The request that planned the copy, for the operation log the worker opens.
     request_id: Mapped[str | None] = mapped_column(String(64))

@@ -8,6 +8,7 @@ from opencbr.db.backups import (
     OperationLog,
     ReplicationRecord,
     VaultChunk,
+    VaultVerifyState,
 )
 from opencbr.db.base import Base
 from opencbr.db.credentials import Credential, CredentialProject
@@ -51,4 +52,5 @@ __all__ = [
     "VaultMigration",
     "VaultResource",
     "VaultTag",
+    "VaultVerifyState",
 ]

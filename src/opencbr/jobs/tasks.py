@@ -21,6 +21,7 @@ from opencbr.services import (
     replicas,
     replication_runs,
     restores,
+    verify,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ def run_checkpoint(jobs: Jobs, checkpoint_id: str) -> None:
 
 def run_restore(jobs: Jobs, log_id: str) -> None:
     restores.run(jobs.runtime, log_id)
+
+
+def run_verify(jobs: Jobs, log_id: str) -> None:
+    verify.run(jobs.runtime, log_id)
 
 
 def delete_backup(jobs: Jobs, backup_id: str) -> None:
@@ -136,6 +141,13 @@ def reconcile(jobs: Jobs) -> None:
         jobs.enqueue(run_policy, run_id)
     for migration_id in leases.stuck(rt, migrations.MIGRATION):
         jobs.enqueue(migrate_resources, migration_id)
+    for log_id in leases.stuck(rt, verify.VERIFY):
+        jobs.enqueue(run_verify, log_id)
+
+
+def verify_scheduled(jobs: Jobs) -> None:
+    """The scheduled verify's pass over every vault (housekeeping thread, not queued)."""
+    verify.scheduled_pass(jobs.runtime)
 
 
 def collect_all_garbage(jobs: Jobs) -> None:
@@ -156,4 +168,5 @@ QUEUED = (
     run_policy,
     prune_policy,
     migrate_resources,
+    run_verify,
 )

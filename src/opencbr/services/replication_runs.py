@@ -58,7 +58,15 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import checkpoints, fanout, leases, operation_logs, replicas, throttle
+from opencbr.services import (
+    checkpoints,
+    content_roots,
+    fanout,
+    leases,
+    operation_logs,
+    replicas,
+    throttle,
+)
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, failure_reason
 from opencbr.storage.layout import manifest_name
@@ -97,6 +105,7 @@ class _Work:
     chunks_copied: int = 0
     chunks_present: int = 0
     manifests: dict[str, Manifest] = field(default_factory=dict)  # by replica unit id
+    verified: content_roots.Verified | None = None
     timings: list[float] = field(default_factory=list)  # monotonic: started, planned, copied
     throttle: throttle.Throttle | None = None  # the destination region's rate limit
     outside_window: bool = False  # paused: the record waits for its window again
@@ -152,8 +161,9 @@ def _may_run_in(rt: Runtime, session: Session, record_id: str) -> bool:
 
 def _replicate(rt: Runtime, works: list[_Work]) -> dict[int, Exception]:
     """Plan each destination, then copy the union of what they lack (`_copy_unit`),
-    then write each one's manifests. A plan that fails (the destination is full) fails
-    its record alone; what fails later (the source) fails every one."""
+    then write each one's manifests and verify its content roots. A plan that fails (the
+    destination is full) or a root that disagrees fails its record alone; what fails in
+    between (the source) fails every one."""
     failed: dict[int, Exception] = {}
     for position, work in enumerate(works):
         work.timings.append(time.monotonic())
@@ -170,9 +180,19 @@ def _replicate(rt: Runtime, works: list[_Work]) -> dict[int, Exception]:
     manifests = _read_manifests(first, source)  # a damaged one fails before the copy
     for index in range(len(first.units)):
         _copy_unit(rt, going, source, index)
-    for work in going:
+    for position, work in enumerate(works):
+        if position in failed:
+            continue
         dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
         _write_manifests(dest, work, manifests)
+        try:
+            # Durable chunks and manifests: the destination recomputes the roots before
+            # publishing.
+            work.verified = content_roots.verify_replica(
+                rt.db, dest, work.dest_vault_id, work.units, work.manifests
+            )
+        except CbrError as exc:
+            failed[position] = exc
         work.timings.append(time.monotonic())
     return failed
 
@@ -621,6 +641,8 @@ def _commit(session: Session, record: ReplicationRecord, work: _Work) -> None:
     replica = session.get(Backup, record.destination_backup_id or "")
     assert replica is not None
     _publish_unit(session, replica.id, None)
+    if work.verified is not None:
+        content_roots.publish_verified(session, record, work.verified)
     complete_record(session, record, work)
     started, planned, copied = work.timings
     log.info(
