@@ -284,3 +284,34 @@ def test_a_destination_that_fails_its_plan_fails_alone_in_a_shared_pass(
         assert (
             env.get("region3", "/backups", params={"vault_id": dest3["id"]}).json()["backups"] == []
         )
+
+
+def test_a_record_started_while_its_backup_is_being_copied_joins_that_copy(
+    tmp_path: Path, database: Database
+) -> None:
+    """The second region's record starts while the first one copies (slowed by its rate
+    limit): it joins that pass, so only the chunks read before it joined are read twice."""
+    slow = {"replication_rate_limit_mib": 4.0}  # 16 MiB: 4 s
+    with app(tmp_path, database, region2=slow) as env, structlog.testing.capture_logs() as events:
+        tree, vault, backup = source_backup(env, 16)
+        total = len(chunk_names(env, "region1", vault["id"]))
+        dest2 = create_vault(env, "region2", name="dst2", protect_type="replication")
+        dest3 = create_vault(env, "region3", name="dst3", protect_type="replication")
+        reads = counting_store(env, "region1", vault["id"])
+        read_before = reads.calls["get_chunk"]
+        replicate(env, backup["id"], "region2", dest2["id"])
+        for pause in pauses(30, longest=0.05):
+            if len(chunk_names(env, "region2", dest2["id"])) >= 2:
+                break
+            time.sleep(pause)
+        replicate(env, backup["id"], "region3", dest3["id"])
+        two = wait_record(env, vault["id"], dest2["id"], "success")
+        three = wait_record(env, vault["id"], dest3["id"], "success")
+        read = reads.calls["get_chunk"] - read_before
+        joined = [e["id"] for e in events if e["event"] == "replication joined a running pass"]
+        assert joined == [three["id"]]
+        assert total + 2 <= read < 2 * total, (read, total)  # alone: 2 * total
+        for record in (two, three):
+            assert record["extra_info"]["chunks_copied"] == total, record
+        assert chunk_names(env, "region3", dest3["id"]) == chunk_names(env, "region1", vault["id"])
+        assert_restores(env, "region3", three["destination_backup_id"], tree)

@@ -218,47 +218,75 @@ def run(
     traceback, and the row fails with 9910 naming only the exception's type.
     """
 
-    def alone(works: list[Work]) -> Mapping[int, Exception]:
-        body(works[0])
+    def alone(group: Group[Row, Work]) -> Mapping[int, Exception]:
+        body(group.members[0].work)
         return {}
 
     group = run_together(rt, kind, work_id, alone)
     return group[0] if group else None
 
 
+@dataclass
+class Group(Generic[Row, Work]):
+    """The claims one pass runs together, each under its own heartbeat; `join` claims
+    more while the pass runs (on the pass's thread)."""
+
+    rt: Runtime
+    kind: LeasedWork[Row, Work]
+    members: list[Claimed[Row, Work]]
+    beating: ExitStack
+
+    def join(self, work_id: str) -> list[Claimed[Row, Work]] | None:
+        """Claim the row (with its companions) into the running pass: the new members;
+        [] when it is not to run now, None when GC holds its vault (it is to be run
+        again later)."""
+        try:
+            claimed = claim(self.rt, self.kind, work_id)
+        except VaultBusy:
+            return None
+        if claimed is None:
+            return []
+        joined = [claimed, *claimed.companions]
+        for member in joined:
+            self.beating.enter_context(heartbeat(self.rt, member))
+            self.members.append(member)
+        return joined
+
+
 def run_together(
     rt: Runtime,
     kind: LeasedWork[Row, Work],
     work_id: str,
-    body: Callable[[list[Work]], Mapping[int, Exception]],
+    body: Callable[[Group[Row, Work]], Mapping[int, Exception]],
 ) -> list[Claimed[Row, Work]] | None:
-    """`run` for a claim and its companions: `body` does the works of all in one pass and
-    returns the exceptions of those that failed alone (by position); each is then
-    completed or failed on its own. An exception out of `body` fails every one of them;
-    Interrupted hands every one back. The claims that ended, the first first; None when
-    nothing was claimed or the pass was interrupted."""
+    """`run` for a claim and its companions (and what joins them): `body` does the works
+    of all in one pass and returns the exceptions of those that failed alone (by position
+    in `members`); each is then completed or failed on its own. An exception out of
+    `body` fails every one of them; Interrupted hands every one back. The claims that
+    ended, the first first; None when nothing was claimed or the pass was interrupted."""
     claimed = claim(rt, kind, work_id)
     if claimed is None:
         return None
-    group = [claimed, *claimed.companions]
+    beating = ExitStack()
+    group = Group(rt, kind, [claimed, *claimed.companions], beating)
     try:
-        with ExitStack() as beating:
-            for member in group:
+        with beating:
+            for member in group.members:
                 beating.enter_context(heartbeat(rt, member))
-            failed = body([member.work for member in group])
+            failed = body(group)
     except Interrupted as stop:
-        for member in group:
+        for member in group.members:
             hand_back(rt, member, stop.reason)
         return None
     except Exception as exc:
-        for member in group:
+        for member in group.members:
             release(rt, member, _failure(member, exc))
-        return group
-    for position, member in enumerate(group):
+        return group.members
+    for position, member in enumerate(group.members):
         error = failed.get(position)
         # A completion that raises fails the work instead.
         release(rt, member, None if error is None else _failure(member, error))
-    return group
+    return group.members
 
 
 def claim(rt: Runtime, kind: LeasedWork[Row, Work], work_id: str) -> Claimed[Row, Work] | None:

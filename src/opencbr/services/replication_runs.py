@@ -36,8 +36,10 @@ names it as the next to run (the reconciler restarts the first record of each va
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +111,7 @@ class _Work:
     timings: list[float] = field(default_factory=list)  # monotonic: started, planned, copied
     throttle: throttle.Throttle | None = None  # the destination region's rate limit
     outside_window: bool = False  # paused: the record waits for its window again
+    joined_unit: int = 0  # the unit a pass was copying when this record joined it
 
 
 @dataclass(frozen=True)
@@ -121,25 +124,89 @@ class Settled:
 
 
 def run(rt: Runtime, record_id: str) -> Settled:
-    """Run the record, with its companions; nothing settles when it did not run (not its
-    turn, held, outside its window) or was paused."""
-    if not _may_run(rt, record_id):
+    """Run the record, with its companions, or hand it to the pass of its source backup
+    running in this process (which claims it at its next chunk); nothing settles when it
+    did not run (not its turn, held, outside its window, joined a pass) or was paused."""
+    found = _destination_and_backup(rt, record_id)
+    if found is None:
+        return Settled([], [])
+    region, backup_id = found
+    if not throttle.copies_may_run(rt.settings, region):
         log.info("replication waits for its window", id=record_id)
         return Settled([], [])
-    group = leases.run_together(rt, REPLICATION, record_id, lambda works: _replicate(rt, works))
-    if not group:
+    running = _Pass.open(rt, backup_id, record_id)
+    if running is None:
+        log.info("replication joins the running pass of its backup", id=record_id)
         return Settled([], [])
+    try:
+        group = leases.run_together(
+            rt, REPLICATION, record_id, lambda members: _replicate(rt, members, running)
+        )
+    finally:
+        unserved = running.close()  # their tasks were spent asking: run them again
+    if not group:
+        return Settled([], unserved)
     vaults = dict.fromkeys(member.work.dest_vault_id for member in group)
     following = [next_in_line(rt, vault_id) for vault_id in vaults]
-    return Settled([member.id for member in group], [r for r in following if r is not None])
+    return Settled(
+        [member.id for member in group], [r for r in following if r is not None] + unserved
+    )
 
 
-def _may_run(rt: Runtime, record_id: str) -> bool:
+def _destination_and_backup(rt: Runtime, record_id: str) -> tuple[str, str] | None:
     with rt.db.reading() as session:
-        region = session.scalar(
-            select(ReplicationRecord.destination_region).where(ReplicationRecord.id == record_id)
-        )
-    return region is None or throttle.copies_may_run(rt.settings, region)
+        found = session.execute(
+            select(ReplicationRecord.destination_region, ReplicationRecord.source_backup_id).where(
+                ReplicationRecord.id == record_id
+            )
+        ).first()
+    return None if found is None else (found[0], found[1])
+
+
+@dataclass
+class _Pass:
+    """A pass copying one source backup in this process. A record of the same backup
+    whose task starts meanwhile asks to join it (`open` returns None) instead of reading
+    the backup a second time; the pass claims it at its next chunk (`asked`). Passes of
+    other processes are not seen: their records run on their own."""
+
+    key: tuple[int, str]  # (the runtime, the source backup)
+    requests: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, rt: Runtime, backup_id: str, record_id: str) -> _Pass | None:
+        """A new pass for the backup, or None when one runs (it was asked to take the
+        record)."""
+        key = (id(rt), backup_id)
+        with _PASSES_LOCK:
+            running = _PASSES.get(key)
+            if running is not None:
+                running.requests.append(record_id)
+                return None
+            _PASSES[key] = cls(key)
+            return _PASSES[key]
+
+    def asked(self) -> list[str]:
+        """The records that asked to join since the last call."""
+        with _PASSES_LOCK:
+            asked, self.requests = self.requests, []
+        return asked
+
+    def again(self, record_id: str) -> None:
+        """A record that could not join now: run on its own once the pass ends."""
+        with _PASSES_LOCK:
+            self.requests.append(record_id)
+
+    def close(self) -> list[str]:
+        """No more joins; the records that asked and were not taken."""
+        with _PASSES_LOCK:
+            _PASSES.pop(self.key, None)
+            unserved, self.requests = self.requests, []
+        return unserved
+
+
+_PASSES: dict[tuple[int, str], _Pass] = {}
+_PASSES_LOCK = threading.Lock()
 
 
 def stuck(rt: Runtime) -> list[str]:
@@ -159,30 +226,46 @@ def _may_run_in(rt: Runtime, session: Session, record_id: str) -> bool:
     return record is None or throttle.copies_may_run(rt.settings, record.destination_region)
 
 
-def _replicate(rt: Runtime, works: list[_Work]) -> dict[int, Exception]:
+def _replicate(rt: Runtime, group: _Group, running: _Pass) -> dict[int, Exception]:
     """Plan each destination, then copy the union of what they lack (`_copy_unit`),
-    then write each one's manifests and verify its content roots. A plan that fails (the
-    destination is full) or a root that disagrees fails its record alone; what fails in
-    between (the source) fails every one."""
+    taking in the records that ask to join meanwhile (each gets the chunks still to come
+    from the same reads, and the ones read before it joined afterwards), then write each
+    one's manifests and verify its content roots. A plan that fails (the destination is
+    full) or a root that disagrees fails its record alone; what fails in between (the
+    source) fails every one."""
     failed: dict[int, Exception] = {}
-    for position, work in enumerate(works):
-        work.timings.append(time.monotonic())
-        try:
-            _plan(rt, work)
-        except Exception as exc:  # explained (or logged as a bug) when the record fails
-            failed[position] = exc
-        work.timings.append(time.monotonic())
-    going = [work for position, work in enumerate(works) if position not in failed]
+    going = _planned(rt, group.members, failed)
     if not going:
         return failed
     first = going[0]
     source = rt.stores.vault(first.source_region, first.source_vault_id)
     manifests = _read_manifests(first, source)  # a damaged one fails before the copy
+
+    def admit(index: int) -> list[_Work]:
+        """The records that asked to join, claimed and planned; they join at unit `index`."""
+        added: list[_Work] = []
+        for record_id in running.asked():
+            joined = group.join(record_id)
+            if joined is None:  # GC holds its vault: run it again later
+                running.again(record_id)
+                continue
+            for work in _planned(rt, joined, failed, start=len(group.members) - len(joined)):
+                work.joined_unit = index
+                added.append(work)
+                log.info("replication joined a running pass", id=work.record_id)
+        going.extend(added)
+        return added
+
     for index in range(len(first.units)):
-        _copy_unit(rt, going, source, index)
-    for position, work in enumerate(works):
+        _copy_unit(rt, list(going), source, index, admit)
+    for index in range(len(first.units)):  # the units copied before a record joined
+        late = [work for work in going if work.joined_unit > index]
+        if late:
+            _copy_unit(rt, late, source, index, None)
+    for position, member in enumerate(group.members):
         if position in failed:
             continue
+        work = member.work
         dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
         _write_manifests(dest, work, manifests)
         try:
@@ -195,6 +278,27 @@ def _replicate(rt: Runtime, works: list[_Work]) -> dict[int, Exception]:
             failed[position] = exc
         work.timings.append(time.monotonic())
     return failed
+
+
+def _planned(
+    rt: Runtime,
+    members: list[leases.Claimed[ReplicationRecord, _Work]],
+    failed: dict[int, Exception],
+    start: int = 0,
+) -> list[_Work]:
+    """Plan each member's work (`start`: the position of the first in the group); the
+    works planned, and each failure by position."""
+    planned = []
+    for position, member in enumerate(members, start):
+        work = member.work
+        work.timings.append(time.monotonic())
+        try:
+            _plan(rt, work)
+            planned.append(work)
+        except Exception as exc:  # explained (or logged as a bug) when the record fails
+            failed[position] = exc
+        work.timings.append(time.monotonic())
+    return planned
 
 
 class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
@@ -320,6 +424,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
 
 
 REPLICATION = _Replications()
+_Group = leases.Group[ReplicationRecord, _Work]
 
 
 def _explain(exc: Exception) -> leases.Failure | None:
@@ -477,20 +582,33 @@ class _Target:
     batch_bytes: int = 0
 
 
-def _copy_unit(rt: Runtime, works: list[_Work], source: ChunkStore, index: int) -> None:
+def _copy_unit(
+    rt: Runtime,
+    works: list[_Work],
+    source: ChunkStore,
+    index: int,
+    admit: Callable[[int], list[_Work]] | None,
+) -> None:
     """Copy one unit's chunks that any destination lacks, each read once, into every
-    destination lacking it; every INDEX_EVERY_BYTES of a destination, flush and index what
-    was copied there on a thread of its own, so the copy threads never wait for the disk
-    barrier. A stopping service, or a destination's window that closes, ends the copy:
-    no further chunk is started, the chunks under way finish and everything copied is
-    flushed and indexed, then the work is handed back (a resumed attempt plans only the
-    rest, and copies nothing twice)."""
+    destination lacking it (and into those `admit` adds as the copy runs); every
+    INDEX_EVERY_BYTES of a destination, flush and index what was copied there on a
+    thread of its own, so the copy threads never wait for the disk barrier. A stopping
+    service, or a destination's window that closes, ends the copy: no further chunk is
+    started, the chunks under way finish and everything copied is flushed and indexed,
+    then the work is handed back (a resumed attempt plans only the rest, and copies
+    nothing twice)."""
     unit_id = works[0].units[index][0]
     targets = [_target(rt, work, index) for work in works]
-    todo = fanout.union([work.missing[unit_id] for work in works])
+    todo = deque(fanout.union([work.missing[unit_id] for work in works]))
     copier = fanout.ChunkCopier(source, DamageMarker(rt.db, works[0].source_vault_id))
     indexed: list[Future[None]] = []
     copiers = max(2, rt.settings.io_threads * 2)
+
+    def joining() -> None:
+        for work in admit(index) if admit is not None else []:
+            _add_target(todo, targets, _target(rt, work, index))
+            works.append(work)
+
     with (
         ThreadPoolExecutor(copiers, thread_name_prefix="replicate") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="replicate-index") as indexer,
@@ -499,7 +617,8 @@ def _copy_unit(rt: Runtime, works: list[_Work], source: ChunkStore, index: int) 
         def copy(wanted: fanout.Wanted) -> int:
             return copier.copy(wanted.digest, [targets[p].sink for p in wanted.by])
 
-        for wanted, copied in fanout.copy_in_order(pool, copy, _paid(rt, targets, todo)):
+        paid = _paid(rt, targets, works, todo, joining)
+        for wanted, copied in fanout.copy_in_order(pool, copy, paid):
             for position in wanted.by:
                 target = targets[position]
                 _count(target, wanted.digest, copied)
@@ -516,6 +635,19 @@ def _copy_unit(rt: Runtime, works: list[_Work], source: ChunkStore, index: int) 
         raise OutsideWindow
 
 
+def _add_target(todo: deque[fanout.Wanted], targets: list[_Target], target: _Target) -> None:
+    """A destination joins the copy: the chunks still to come that it lacks go to it too,
+    and the ones it lacks that no longer come (read before it joined) are read again at
+    the end."""
+    position = len(targets)
+    targets.append(target)
+    lacking = dict(target.wanted)
+    for n, wanted in enumerate(todo):
+        if lacking.pop(wanted.digest, None) is not None:
+            todo[n] = fanout.Wanted(wanted.digest, wanted.stored, (*wanted.by, position))
+    todo.extend(fanout.Wanted(d, stored, (position,)) for d, _p, stored in lacking.values())
+
+
 def _target(rt: Runtime, work: _Work, index: int) -> _Target:
     unit_id, replica_id = work.units[index]
     store = rt.stores.vault(work.dest_region, work.dest_vault_id)
@@ -525,15 +657,21 @@ def _target(rt: Runtime, work: _Work, index: int) -> _Target:
 
 
 def _paid(
-    rt: Runtime, targets: list[_Target], todo: list[fanout.Wanted]
+    rt: Runtime,
+    targets: list[_Target],
+    works: list[_Work],
+    todo: deque[fanout.Wanted],
+    joining: Callable[[], None],
 ) -> Iterator[fanout.Wanted]:
     """The chunks to copy, each once it is paid for in the rate limit of every destination
     region it goes to (services/throttle.py; unlimited regions pay nothing); none more
-    once the service stops or a destination's window closes."""
-    works = [target.work for target in targets]
-    for wanted in todo:
+    once the service stops or a destination's window closes. Before each chunk, the
+    records that asked to join come in (`joining`)."""
+    while todo:
+        joining()
         if rt.stopping.is_set() or _window_closed(rt, works):
             return
+        wanted = todo.popleft()
         for position in wanted.by:
             limit = targets[position].work.throttle
             if limit is not None:
