@@ -5,7 +5,9 @@ and the live records of the same source backup into other regions that are ready
 unheld (claimed with it, `companions`). Each destination has its own plan; each source
 chunk is read and verified once and written to every destination that lacks it; each
 record is indexed, committed and logged on its own (services/fanout.py reads once and
-writes to many).
+writes to many). A record of the same backup whose task starts while the pass runs in
+this process joins it (`_Pass`): the pass claims it at its next chunk, sends it the
+chunks still to come, and rereads for it only those read before it joined.
 
 Steps, each idempotent:
 1. plan: the chunks of each volume the destination lacks (or holds damaged), from one
