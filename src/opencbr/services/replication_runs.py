@@ -50,6 +50,7 @@ import structlog
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from opencbr import clock
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.sink import ArchiveError
 from opencbr.db import chunks
@@ -466,6 +467,10 @@ def complete_record(session: Session, record: ReplicationRecord, work: _Work) ->
     """replicating -> success: the replica's checkpoint is available, the log closed."""
     record.status, record.progress, record.lease_until = RecordStatus.SUCCESS, 100, None
     record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
+    # The attempt's own time (monotonic, claim to commit) beside the bytes it copied: the
+    # measured rate dry runs estimate from (replication_plan.measured_rate).
+    record.finished_at = clock.now()
+    record.copy_seconds = time.monotonic() - work.timings[0] if work.timings else None
     copied = operation_logs.Bytes(work.bytes_copied, work.bytes_copied)
     operation_logs.set_bytes(session, record.operation_log_id, copied)
     checkpoints.settle(session, record.destination_checkpoint_id)
@@ -479,7 +484,7 @@ def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, r
         error.code,
         reason[:1024],
     )
-    record.lease_until = None
+    record.lease_until, record.finished_at = None, clock.now()
     replica = session.get(Backup, record.destination_backup_id or "")
     if replica is not None and replica.status != BackupStatus.AVAILABLE:
         checkpoint = session.get(Checkpoint, replica.checkpoint_id)
@@ -533,10 +538,15 @@ def _unit_pairs(source: Backup, replica: Backup) -> list[tuple[str, str]]:
 
 
 def _plan(rt: Runtime, work: _Work) -> None:
+    planned: set[str] = set()
     with rt.db.transaction() as session:
         for unit_id, _replica_id in work.units:
             _refuse_damaged_source(session, unit_id, work.source_vault_id)
             missing = chunks.missing_in_vault(session, unit_id, work.dest_vault_id)
+            # A chunk two volumes share is copied with the first (and indexed before the
+            # second's manifest is linked): the bytes a dry run counts, once.
+            missing = [item for item in missing if item[0] not in planned]
+            planned.update(digest for digest, _p, _s in missing)
             count, _plain, _stored = chunks.backup_totals(session, unit_id)
             work.missing[unit_id] = missing
             work.chunks_total += count
