@@ -109,6 +109,17 @@ def stored_digests(session: Session, vault_id: str, digests: Sequence[str]) -> d
     return found
 
 
+def stored_digests_of_backup(session: Session, backup_id: str, vault_id: str) -> dict[str, str]:
+    """The recorded stored-bytes digests of the chunks `backup_id` references in the
+    vault (chunks stored before they were recorded are left out): one query."""
+    query = select(VaultChunk.digest, VaultChunk.stored_digest).where(
+        VaultChunk.vault_id == vault_id,
+        VaultChunk.stored_digest.is_not(None),
+        VaultChunk.digest.in_(select(BackupChunk.digest).where(BackupChunk.backup_id == backup_id)),
+    )
+    return {d: s for d, s in session.execute(query) if s is not None}
+
+
 def mark_damaged(session: Session, vault_id: str, digest: str) -> bool:
     """Mark an indexed chunk damaged (a read failed verification or found no file).
 

@@ -15,7 +15,7 @@ from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
 from opencbr.db.keys import DataKey
 from opencbr.db.policies import Policy, PolicyBinding, PolicyRun
-from opencbr.db.service_state import HousekeepingClaim, ServiceValue
+from opencbr.db.service_state import HousekeepingClaim, ReplicationThrottle, ServiceValue
 from opencbr.db.vaults import (
     Protectable,
     ProtectableVolume,
@@ -44,6 +44,7 @@ __all__ = [
     "Protectable",
     "ProtectableVolume",
     "ReplicationRecord",
+    "ReplicationThrottle",
     "RoleAssignment",
     "ServiceValue",
     "Token",

@@ -66,10 +66,10 @@ from opencbr.errors import (
     ErrorCode,
 )
 from opencbr.services import leases, vaults
+from opencbr.services.fanout import ChunkCopier, Sink, copy_in_order
 from opencbr.services.identity import AuthContext
-from opencbr.services.replication_runs import ChunkCopier, copy_in_order
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import failure_reason
+from opencbr.services.stores import DamageMarker, failure_reason
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, StorageError
 
@@ -391,20 +391,23 @@ def _copy_chunks(
 ) -> None:
     """Copy the chunks the destination lacks, verified; flush and index them batch by
     batch, so a resumed attempt copies only the rest."""
-    copier = ChunkCopier.between(
-        rt, source, dest, (work.source_vault_id, work.dest_vault_id), missing
-    )
+    with rt.db.reading() as session:  # checked against their stored-bytes digests
+        stored = chunks.stored_digests(session, work.source_vault_id, [d for d, _p, _s in missing])
+    copier = ChunkCopier(source, DamageMarker(rt.db, work.source_vault_id), stored, rt.reader)
+    # One project: sealed chunks and manifests are copied as they are.
+    sinks = [Sink(dest, DamageMarker(rt.db, work.dest_vault_id))]
     batch: list[tuple[str, int, int]] = []
     with ThreadPoolExecutor(max(2, rt.settings.io_threads * 2), "migrate") as pool:
-        for item, copied in copy_in_order(pool, copier, missing):
+        copy = lambda item: copier.copy(item[0], sinks)  # noqa: E731
+        for item, copied in copy_in_order(pool, copy, missing):
             batch.append(item)
             work.chunks_copied += 1
             work.bytes_copied += copied
             if len(batch) >= INDEX_EVERY_CHUNKS or rt.stopping.is_set():
-                _index(rt.db, work, dest, batch, copier.recorded)
+                _index(rt.db, work, dest, batch, sinks[0].recorded)
                 batch = []
                 leases.stop_point(rt)
-    _index(rt.db, work, dest, batch, copier.recorded)
+    _index(rt.db, work, dest, batch, sinks[0].recorded)
 
 
 def _index(

@@ -1,17 +1,35 @@
-"""Copying one backup to one destination vault (one task per replication record).
+"""Copying one backup to its destination vaults (one task per replication record).
+
+A pass copies one source backup to every destination due now: the record its task names,
+and the live records of the same source backup into other regions that are ready and
+unheld (claimed with it, `companions`). Each destination has its own plan; each source
+chunk is read and verified once and written to every destination that lacks it; each
+record is indexed, committed and logged on its own (services/fanout.py reads once and
+writes to many). A record of the same backup whose task starts while the pass runs in
+this process joins it (`_Pass`): the pass claims it at its next chunk, sends it the
+chunks still to come, and rereads for it only those read before it joined.
 
 Steps, each idempotent:
 1. plan: the chunks of each volume the destination lacks (or holds damaged), from one
    anti-join per volume; a source chunk its vault marks damaged fails the record at once;
 2. read and validate the source manifests: a damaged one fails the record at once;
 3. copy the chunks with bounded parallelism: read the stored bytes at the source, verify
-   them against the digest of stored bytes the source's index records, or (older chunks)
-   their content's BLAKE3 (a corrupt chunk is marked damaged at the source and fails the record),
+   them against the stored-bytes digest the source's index records, or (older chunks)
+   their content's BLAKE3 (a corrupt chunk is marked damaged at the source and fails the
+   record); a sealed chunk into another project gets its chunk key sealed again;
    write the same bytes at the destination; every batch is flushed and then indexed in
    the destination vault, so a rerun after a crash plans only what is still missing;
 4. write the manifests, then commit replica + record + operation log in one transaction.
 
 Failure reasons name backups, chunks and the kind of fault, never a store path.
+
+Rate limits and windows (services/throttle.py): each chunk is paid for in the bucket of
+every destination region it is written to before it is copied; outside a destination's
+window a record waits in `waiting_replicate`, and a running pass starts no further chunk
+(those under way finish, and everything copied is flushed and indexed) and its records go
+back to waiting, so the pass resumed when the window opens plans only what is missing. A
+closed window pauses the whole pass; its records whose windows are open are handed back
+live and resumed by the next reconciliation.
 
 Garbage collection cannot run in the destination vault meanwhile: the replica is
 `protecting` there (see gc.py). Replications into one vault run one at a time, oldest first,
@@ -22,8 +40,10 @@ names it as the next to run (the reconciler restarts the first record of each va
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,28 +65,34 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import checkpoints, content_roots, leases, operation_logs, replicas
-from opencbr.services.runtime import Runtime
-from opencbr.services.stores import (
-    PLAIN,
-    DamageMarker,
-    VaultCodec,
-    failure_reason,
-    put_chunk_checked,
+from opencbr.services import (
+    checkpoints,
+    content_roots,
+    fanout,
+    leases,
+    operation_logs,
+    replicas,
+    throttle,
 )
-from opencbr.storage.chunk import reseal_chunk, verify_stored
+from opencbr.services.runtime import Runtime
+from opencbr.services.stores import DamageMarker, VaultCodec, failure_reason
 from opencbr.storage.layout import manifest_name
-from opencbr.storage.sealing import ChunkKeys, Sealing
+from opencbr.storage.sealing import Sealing
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
 INDEX_EVERY_BYTES = 256 * 1024**2  # flush + index the destination this often
-IN_FLIGHT = 16
 
 
 class DestinationBusy(leases.VaultBusy):
     """Garbage collection holds the destination vault; the record tries again shortly."""
+
+
+class OutsideWindow(leases.Interrupted):
+    """A destination's replication window closed: the pass stopped at a safe point."""
+
+    reason = "outside the destination region's replication window"
 
 
 @dataclass
@@ -89,33 +115,196 @@ class _Work:
     manifests: dict[str, Manifest] = field(default_factory=dict)  # by replica unit id
     verified: content_roots.Verified | None = None
     timings: list[float] = field(default_factory=list)  # monotonic: started, planned, copied
+    throttle: throttle.Throttle | None = None  # the destination region's rate limit
+    outside_window: bool = False  # paused: the record waits for its window again
+    joined_unit: int = 0  # the unit a pass was copying when this record joined it
 
 
-def run(rt: Runtime, record_id: str) -> str | None:
-    """Run the record; once it has settled (succeeded or failed), return the record next in
-    line for its destination vault, for the caller to enqueue. None when it did not run."""
-    claimed = leases.run(rt, REPLICATION, record_id, lambda work: _replicate(rt, work))
-    if claimed is None:
-        return None
-    return next_in_line(rt, claimed.work.dest_vault_id)
+@dataclass(frozen=True)
+class Settled:
+    """What a `run` ended: the records that settled (first, then its companions), and the
+    records now next in line for their destination vaults, for the caller to enqueue."""
+
+    records: list[str]
+    next_records: list[str]
 
 
-def _replicate(rt: Runtime, work: _Work) -> None:
-    work.timings.append(time.monotonic())
-    _plan(rt, work)
-    work.timings.append(time.monotonic())
-    source = rt.stores.vault(work.source_region, work.source_vault_id)
-    dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
-    manifests = _read_manifests(rt, work, source)  # a damaged one fails before the copy
-    for unit_id, replica_id in work.units:
-        _copy_unit(rt, work, source, dest, unit_id, replica_id)
-    _write_manifests(rt.backup_codec(work.units[0][1]), dest, manifests)
-    work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
-    # Durable chunks and manifests: the destination recomputes the roots before publishing.
-    work.verified = content_roots.verify_replica(
-        rt.db, dest, work.dest_vault_id, work.units, work.manifests, rt.reader
+def run(rt: Runtime, record_id: str) -> Settled:
+    """Run the record, with its companions, or hand it to the pass of its source backup
+    running in this process (which claims it at its next chunk); nothing settles when it
+    did not run (not its turn, held, outside its window, joined a pass) or was paused."""
+    found = _destination_and_backup(rt, record_id)
+    if found is None:
+        return Settled([], [])
+    region, backup_id = found
+    if not throttle.copies_may_run(rt.settings, region):
+        log.info("replication waits for its window", id=record_id)
+        return Settled([], [])
+    running = _Pass.open(rt, backup_id, record_id)
+    if running is None:
+        log.info("replication joins the running pass of its backup", id=record_id)
+        return Settled([], [])
+    try:
+        group = leases.run_together(
+            rt, REPLICATION, record_id, lambda members: _replicate(rt, members, running)
+        )
+    finally:
+        unserved = running.close()  # their tasks were spent asking: run them again
+    if not group:
+        return Settled([], unserved)
+    vaults = dict.fromkeys(member.work.dest_vault_id for member in group)
+    following = [next_in_line(rt, vault_id) for vault_id in vaults]
+    return Settled(
+        [member.id for member in group], [r for r in following if r is not None] + unserved
     )
-    work.timings.append(time.monotonic())
+
+
+def _destination_and_backup(rt: Runtime, record_id: str) -> tuple[str, str] | None:
+    with rt.db.reading() as session:
+        found = session.execute(
+            select(ReplicationRecord.destination_region, ReplicationRecord.source_backup_id).where(
+                ReplicationRecord.id == record_id
+            )
+        ).first()
+    return None if found is None else (found[0], found[1])
+
+
+@dataclass
+class _Pass:
+    """A pass copying one source backup in this process. A record of the same backup
+    whose task starts meanwhile asks to join it (`open` returns None) instead of reading
+    the backup a second time; the pass claims it at its next chunk (`asked`). Passes of
+    other processes are not seen: their records run on their own."""
+
+    key: tuple[int, str]  # (the runtime, the source backup)
+    requests: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, rt: Runtime, backup_id: str, record_id: str) -> _Pass | None:
+        """A new pass for the backup, or None when one runs (it was asked to take the
+        record)."""
+        key = (id(rt), backup_id)
+        with _PASSES_LOCK:
+            running = _PASSES.get(key)
+            if running is not None:
+                running.requests.append(record_id)
+                return None
+            _PASSES[key] = cls(key)
+            return _PASSES[key]
+
+    def asked(self) -> list[str]:
+        """The records that asked to join since the last call."""
+        with _PASSES_LOCK:
+            asked, self.requests = self.requests, []
+        return asked
+
+    def again(self, record_id: str) -> None:
+        """A record that could not join now: run on its own once the pass ends."""
+        with _PASSES_LOCK:
+            self.requests.append(record_id)
+
+    def close(self) -> list[str]:
+        """No more joins; the records that asked and were not taken."""
+        with _PASSES_LOCK:
+            _PASSES.pop(self.key, None)
+            unserved, self.requests = self.requests, []
+        return unserved
+
+
+_PASSES: dict[tuple[int, str], _Pass] = {}
+_PASSES_LOCK = threading.Lock()
+
+
+def stuck(rt: Runtime) -> list[str]:
+    """The records the reconciler runs again: those of `leases.stuck` whose destination
+    region's window is open (a waiting record is thus retried when its window opens, by
+    the first reconciliation after, and not enqueued in vain meanwhile)."""
+    with rt.db.reading() as session:
+        return [
+            record_id
+            for record_id in leases.stuck(rt, REPLICATION)
+            if _may_run_in(rt, session, record_id)
+        ]
+
+
+def _may_run_in(rt: Runtime, session: Session, record_id: str) -> bool:
+    record = session.get(ReplicationRecord, record_id)
+    return record is None or throttle.copies_may_run(rt.settings, record.destination_region)
+
+
+def _replicate(rt: Runtime, group: _Group, running: _Pass) -> dict[int, Exception]:
+    """Plan each destination, then copy the union of what they lack (`_copy_unit`),
+    taking in the records that ask to join meanwhile (each gets the chunks still to come
+    from the same reads, and the ones read before it joined afterwards), then write each
+    one's manifests and verify its content roots. A plan that fails (the destination is
+    full) or a root that disagrees fails its record alone; what fails in between (the
+    source) fails every one."""
+    failed: dict[int, Exception] = {}
+    going = _planned(rt, group.members, failed)
+    if not going:
+        return failed
+    first = going[0]
+    source = rt.stores.vault(first.source_region, first.source_vault_id)
+    manifests = _read_manifests(rt, first, source)  # a damaged one fails before the copy
+
+    def admit(index: int) -> list[_Work]:
+        """The records that asked to join, claimed and planned; they join at unit `index`."""
+        added: list[_Work] = []
+        for record_id in running.asked():
+            joined = group.join(record_id)
+            if joined is None:  # GC holds its vault: run it again later
+                running.again(record_id)
+                continue
+            for work in _planned(rt, joined, failed, start=len(group.members) - len(joined)):
+                work.joined_unit = index
+                added.append(work)
+                log.info("replication joined a running pass", id=work.record_id)
+        going.extend(added)
+        return added
+
+    for index in range(len(first.units)):
+        _copy_unit(rt, list(going), source, index, admit)
+    for index in range(len(first.units)):  # the units copied before a record joined
+        late = [work for work in going if work.joined_unit > index]
+        if late:
+            _copy_unit(rt, late, source, index, None)
+    for position, member in enumerate(group.members):
+        if position in failed:
+            continue
+        work = member.work
+        dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
+        _write_manifests(rt.backup_codec(work.units[0][1]), dest, work, manifests)
+        try:
+            # Durable chunks and manifests: the destination recomputes the roots before
+            # publishing.
+            work.verified = content_roots.verify_replica(
+                rt.db, dest, work.dest_vault_id, work.units, work.manifests, rt.reader
+            )
+        except CbrError as exc:
+            failed[position] = exc
+        work.timings.append(time.monotonic())
+    return failed
+
+
+def _planned(
+    rt: Runtime,
+    members: list[leases.Claimed[ReplicationRecord, _Work]],
+    failed: dict[int, Exception],
+    start: int = 0,
+) -> list[_Work]:
+    """Plan each member's work (`start`: the position of the first in the group); the
+    works planned, and each failure by position."""
+    planned = []
+    for position, member in enumerate(members, start):
+        work = member.work
+        work.timings.append(time.monotonic())
+        try:
+            _plan(rt, work)
+            planned.append(work)
+        except Exception as exc:  # explained (or logged as a bug) when the record fails
+            failed[position] = exc
+        work.timings.append(time.monotonic())
+    return planned
 
 
 class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
@@ -128,11 +317,37 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
     busy = DestinationBusy
 
     def lock(self, session: Session, work_id: str) -> ReplicationRecord | None:
+        """Lock the live records of the record's source backup (its possible companions),
+        always in one order, so two workers claiming two of them queue up instead of
+        each running alone; then the record."""
         # A record planned with its vault has no replica until the fan-out task creates
         # it; one that task never reached (a crash in between) gets it here. It is
         # committed even when the claim then waits for garbage collection.
-        replicas.add_missing_replicas(session, [work_id])
+        group = list(session.scalars(_same_backup(work_id).with_only_columns(ReplicationRecord.id)))
+        replicas.add_missing_replicas(session, group or [work_id])
         return super().lock(session, work_id)
+
+    def companions(
+        self, rt: Runtime, session: Session, row: ReplicationRecord
+    ) -> list[ReplicationRecord]:
+        """The other live records of the same source backup (locked by `lock`) whose
+        window is open and whose destination vault no other transaction holds; the runner
+        claims those that are ready and unheld. Their vaults are locked here without
+        waiting: two passes each holding one vault and wanting the other's would
+        otherwise deadlock (PostgreSQL; SQLite has one writer)."""
+        others = session.scalars(_same_backup(row.id).where(ReplicationRecord.id != row.id))
+        due = [r for r in others if throttle.copies_may_run(rt.settings, r.destination_region)]
+        if not due:
+            return []
+        free = set(
+            session.scalars(
+                select(Vault.id)
+                .where(Vault.id.in_([r.destination_vault_id for r in due]))
+                .order_by(Vault.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        return [r for r in due if r.destination_vault_id in free]
 
     def ready(self, session: Session, row: ReplicationRecord) -> bool:
         """Fail a record whose backup, replica or vault is gone; wait while an earlier
@@ -164,6 +379,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
             dest.id,
             _unit_pairs(source_backup, replica),
             dest.size_gb * GB - dest.used_bytes,
+            throttle=throttle.throttle_for(rt.db, rt.settings, dest.region, rt.stopping),
         )
 
     def beat(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
@@ -173,6 +389,10 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
 
     def progress(self, work: _Work) -> dict[str, Any]:
         return {"bytes_copied": work.bytes_copied, "bytes_total": work.bytes_total}
+
+    def hand_back(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
+        if work.outside_window:
+            pause_record(row)
 
     def complete(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
         _commit(session, row, work)
@@ -210,6 +430,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
 
 
 REPLICATION = _Replications()
+_Group = leases.Group[ReplicationRecord, _Work]
 
 
 def _explain(exc: Exception) -> leases.Failure | None:
@@ -237,6 +458,12 @@ def start_replication(session: Session, record: ReplicationRecord) -> None:
     """waiting_replicate (or an interrupted replicating) -> replicating."""
     record.status = RecordStatus.REPLICATING
     operation_logs.set_progress(session, record.operation_log_id, 0)
+
+
+def pause_record(record: ReplicationRecord) -> None:
+    """replicating -> waiting_replicate: its destination's window closed. What it copied
+    is indexed; the next attempt, when the window opens, copies the rest."""
+    record.status = RecordStatus.WAITING
 
 
 def complete_record(session: Session, record: ReplicationRecord, work: _Work) -> None:
@@ -273,6 +500,24 @@ def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, r
 
 
 # --- claim and plan ---------------------------------------------------------------------
+
+
+def _same_backup(record_id: str) -> Select[ReplicationRecord]:
+    """The live records of the source backup of `record_id`, locked, in lock order."""
+    source_backup = (
+        select(ReplicationRecord.source_backup_id)
+        .where(ReplicationRecord.id == record_id)
+        .scalar_subquery()
+    )
+    return (
+        select(ReplicationRecord)
+        .where(
+            ReplicationRecord.source_backup_id == source_backup,
+            ReplicationRecord.status.in_(LIVE_RECORD),
+        )
+        .order_by(ReplicationRecord.created_at, ReplicationRecord.id)
+        .with_for_update()
+    )
 
 
 def _earlier_record_running(session: Session, record: ReplicationRecord) -> bool:
@@ -339,134 +584,161 @@ def _refuse_damaged_source(session: Session, unit_id: str, vault_id: str) -> Non
 # --- copy -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChunkCopier:
-    """Copies chunks from one vault's store to another's, marking the chunks whose reads
-    fail verification damaged in their vault's index.
+@dataclass
+class _Target:
+    """One destination of a unit's copy: its store, the chunks it lacks, its batch."""
 
-    Invariant 3: a chunk whose source index records the digest of its stored bytes
-    (`stored`) is checked against that digest alone: no decompression, no hashing of
-    the plain bytes. An older chunk is checked against its content digest. Either way
-    the stored-bytes digest of what the destination now holds lands in `recorded`, for
-    the destination's index. Thread-safe: `copy` runs on many threads (a dict's item
-    assignment is atomic).
-    """
-
-    source: ChunkStore
-    dest: ChunkStore
-    source_damage: DamageMarker
-    dest_damage: DamageMarker
-    stored: Mapping[str, str] = field(default_factory=dict)
-    recorded: dict[str, str] = field(default_factory=dict)
-    # Opens sealed chunks; with `reseal`, sealed chunks are opened (authenticated) and
-    # sealed again with that key: a copy into another project's vault.
-    codec: VaultCodec = PLAIN
-    reseal: Sealing | None = None
-
-    @classmethod
-    def between(
-        cls,
-        rt: Runtime,
-        source: ChunkStore,
-        dest: ChunkStore,
-        vaults: tuple[str, str],
-        todo: Sequence[tuple[str, int, int]],
-    ) -> ChunkCopier:
-        """A copier from vault `vaults[0]` to `vaults[1]` that knows the recorded stored
-        digests of the chunks in `todo` (one query per 500). Sealed chunks are copied as
-        they are between vaults of one project, and sealed again with the destination
-        project's current data key into another project."""
-        source_vault, dest_vault = vaults
-        with rt.db.reading() as session:
-            stored = chunks.stored_digests(session, source_vault, [d for d, _p, _s in todo])
-            rows = session.execute(select(Vault.id, Vault.project_id).where(Vault.id.in_(vaults)))
-            projects = {vault_id: project_id for vault_id, project_id in rows}
-        dest_project = projects[dest_vault]
-        reseal = None
-        if projects[source_vault] != dest_project:
-            reseal = rt.keys.sealing(dest_project)
-        return cls(
-            source,
-            dest,
-            DamageMarker(rt.db, source_vault),
-            DamageMarker(rt.db, dest_vault),
-            stored,
-            codec=rt.reader,
-            reseal=reseal,
-        )
-
-    def copy(self, digest: str) -> int:
-        """Copy one chunk's stored bytes after checking them; return their size."""
-        try:
-            blob = self.source.get_chunk(digest)
-            expected = self.stored.get(digest)
-            # Raises CorruptChunkError: nothing unverified is written.
-            if expected is None:
-                self.codec.verify(blob, digest)
-            else:
-                verify_stored(blob, digest, expected)
-            if self.reseal is not None:  # authenticates: raises CorruptChunkError
-                blob = reseal_chunk(blob, digest, self._keys, self.reseal)
-        except (CorruptChunkError, NotFoundError) as exc:
-            self.source_damage.mark_failed_read(exc)
-            raise
-        put = put_chunk_checked(self.dest, digest, blob, self.dest_damage, self.codec)
-        self.recorded[digest] = put.stored_digest
-        return len(blob)
-
-    @property
-    def _keys(self) -> ChunkKeys:
-        assert self.codec.keys is not None  # a copier that reseals is made with keys
-        return self.codec.keys
-
-
-def copy_in_order(
-    pool: ThreadPoolExecutor, copier: ChunkCopier, todo: list[tuple[str, int, int]]
-) -> Iterator[tuple[tuple[str, int, int], int]]:
-    """Copy in order with at most IN_FLIGHT chunks (hence bounded memory) under way."""
-    pending: list[tuple[tuple[str, int, int], Future[int]]] = []
-    for item in todo:
-        pending.append((item, pool.submit(copier.copy, item[0])))
-        if len(pending) >= IN_FLIGHT:
-            done, future = pending.pop(0)
-            yield done, future.result()
-    for done, future in pending:
-        yield done, future.result()
+    work: _Work
+    replica_id: str
+    store: ChunkStore
+    sink: fanout.Sink
+    wanted: dict[str, tuple[str, int, int]]
+    batch: list[tuple[str, int, int]] = field(default_factory=list)
+    batch_bytes: int = 0
 
 
 def _copy_unit(
-    rt: Runtime, work: _Work, source: ChunkStore, dest: ChunkStore, unit_id: str, replica_id: str
+    rt: Runtime,
+    works: list[_Work],
+    source: ChunkStore,
+    index: int,
+    admit: Callable[[int], list[_Work]] | None,
 ) -> None:
-    """Copy one unit's missing chunks; every INDEX_EVERY_BYTES, flush and index what was
-    copied on a thread of its own, so the copy threads never wait for the disk barrier.
-    A stopping service ends the copy after the chunk at hand: what was copied is flushed
-    and indexed, then the work is handed back (a resumed attempt plans only the rest)."""
-    batch: list[tuple[str, int, int]] = []
-    batch_bytes = 0
+    """Copy one unit's chunks that any destination lacks, each read once, into every
+    destination lacking it (and into those `admit` adds as the copy runs); every
+    INDEX_EVERY_BYTES of a destination, flush and index what was copied there on a
+    thread of its own, so the copy threads never wait for the disk barrier. A stopping
+    service, or a destination's window that closes, ends the copy: no further chunk is
+    started, the chunks under way finish and everything copied is flushed and indexed,
+    then the work is handed back (a resumed attempt plans only the rest, and copies
+    nothing twice)."""
+    unit_id = works[0].units[index][0]
+    targets = [_target(rt, work, index) for work in works]
+    todo = deque(fanout.union([work.missing[unit_id] for work in works]))
+    copier = _copier(rt, source, works[0].source_vault_id, unit_id)
     indexed: list[Future[None]] = []
     copiers = max(2, rt.settings.io_threads * 2)
-    vaults = (work.source_vault_id, work.dest_vault_id)
-    copier = ChunkCopier.between(rt, source, dest, vaults, work.missing[unit_id])
+
+    def joining() -> None:
+        for work in admit(index) if admit is not None else []:
+            _add_target(todo, targets, _target(rt, work, index))
+            works.append(work)
+
     with (
         ThreadPoolExecutor(copiers, thread_name_prefix="replicate") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="replicate-index") as indexer,
     ):
-        for item, copied in copy_in_order(pool, copier, work.missing[unit_id]):
-            work.bytes_copied += copied
-            work.chunks_copied += 1
-            batch.append(item)
-            batch_bytes += copied
-            if batch_bytes >= INDEX_EVERY_BYTES:
-                indexed.append(
-                    indexer.submit(_index, rt, work, dest, replica_id, batch, copier.recorded)
-                )
-                batch, batch_bytes = [], 0
-            if rt.stopping.is_set():
-                break
+
+        def copy(wanted: fanout.Wanted) -> int:
+            return copier.copy(wanted.digest, [targets[p].sink for p in wanted.by])
+
+        paid = _paid(rt, targets, works, todo, joining)
+        for wanted, copied in fanout.copy_in_order(pool, copy, paid):
+            for position in wanted.by:
+                target = targets[position]
+                _count(target, wanted.digest, copied)
+                if target.batch_bytes >= INDEX_EVERY_BYTES:
+                    batch = _take_batch(target)
+                    work, store, replica_id = target.work, target.store, target.replica_id
+                    recorded = target.sink.recorded
+                    indexed.append(
+                        indexer.submit(_index, rt, work, store, replica_id, batch, recorded)
+                    )
         for future in indexed:
             future.result()  # raises what indexing raised
-    _index(rt, work, dest, replica_id, batch, copier.recorded)
+    for target in targets:
+        batch = _take_batch(target)
+        _index(rt, target.work, target.store, target.replica_id, batch, target.sink.recorded)
     leases.stop_point(rt)
+    if any(work.outside_window for work in works):
+        raise OutsideWindow
+
+
+def _add_target(todo: deque[fanout.Wanted], targets: list[_Target], target: _Target) -> None:
+    """A destination joins the copy: the chunks still to come that it lacks go to it too,
+    and the ones it lacks that no longer come (read before it joined) are read again at
+    the end."""
+    position = len(targets)
+    targets.append(target)
+    lacking = dict(target.wanted)
+    for n, wanted in enumerate(todo):
+        if lacking.pop(wanted.digest, None) is not None:
+            todo[n] = fanout.Wanted(wanted.digest, wanted.stored, (*wanted.by, position))
+    todo.extend(fanout.Wanted(d, stored, (position,)) for d, _p, stored in lacking.values())
+
+
+def _copier(rt: Runtime, source: ChunkStore, vault_id: str, unit_id: str) -> fanout.ChunkCopier:
+    """Copies the unit's chunks out of its vault, checking each against the stored-bytes
+    digest the vault's index records for it (one query for the unit)."""
+    with rt.db.reading() as session:
+        stored = chunks.stored_digests_of_backup(session, unit_id, vault_id)
+    return fanout.ChunkCopier(source, DamageMarker(rt.db, vault_id), stored, rt.reader)
+
+
+def _target(rt: Runtime, work: _Work, index: int) -> _Target:
+    unit_id, replica_id = work.units[index]
+    store = rt.stores.vault(work.dest_region, work.dest_vault_id)
+    reseal = resealing(rt, work.source_vault_id, work.dest_vault_id)
+    sink = fanout.Sink(store, DamageMarker(rt.db, work.dest_vault_id), reseal)
+    wanted = {item[0]: item for item in work.missing[unit_id]}
+    return _Target(work, replica_id, store, sink, wanted)
+
+
+def _paid(
+    rt: Runtime,
+    targets: list[_Target],
+    works: list[_Work],
+    todo: deque[fanout.Wanted],
+    joining: Callable[[], None],
+) -> Iterator[fanout.Wanted]:
+    """The chunks to copy, each once it is paid for in the rate limit of every destination
+    region it goes to (services/throttle.py; unlimited regions pay nothing); none more
+    once the service stops or a destination's window closes. Before each chunk, the
+    records that asked to join come in (`joining`)."""
+    while todo:
+        joining()
+        if rt.stopping.is_set() or _window_closed(rt, works):
+            return
+        wanted = todo.popleft()
+        for position in wanted.by:
+            limit = targets[position].work.throttle
+            if limit is not None:
+                limit.take(wanted.stored)
+        yield wanted
+
+
+def _count(target: _Target, digest: str, copied: int) -> None:
+    work = target.work
+    work.bytes_copied += copied
+    work.chunks_copied += 1
+    target.batch.append(target.wanted[digest])
+    target.batch_bytes += copied
+
+
+def _window_closed(rt: Runtime, works: list[_Work]) -> bool:
+    """Has a destination's window closed? (marks the records to put back to waiting)"""
+    for work in works:
+        work.outside_window = not throttle.copies_may_run(rt.settings, work.dest_region)
+    return any(work.outside_window for work in works)
+
+
+def _take_batch(target: _Target) -> list[tuple[str, int, int]]:
+    """The destination's batch, to index; it starts a new one (on the copying thread)."""
+    batch, target.batch, target.batch_bytes = target.batch, [], 0
+    return batch
+
+
+def resealing(rt: Runtime, source_vault_id: str, dest_vault_id: str) -> Sealing | None:
+    """The destination project's current data key when the two vaults belong to different
+    projects (sealed chunks get their chunk key sealed with it), else None (copied as
+    they are)."""
+    with rt.db.reading() as session:
+        rows = session.execute(
+            select(Vault.id, Vault.project_id).where(Vault.id.in_((source_vault_id, dest_vault_id)))
+        )
+        projects = {vault_id: project_id for vault_id, project_id in rows}
+    dest_project = projects[dest_vault_id]
+    return None if projects[source_vault_id] == dest_project else rt.keys.sealing(dest_project)
 
 
 def _index(
@@ -501,14 +773,14 @@ def _index(
 def _read_manifests(
     rt: Runtime, work: _Work, source: ChunkStore
 ) -> dict[str, tuple[bytes, Manifest]]:
-    """Each source unit's manifest (opened when sealed), validated, by replica unit id; a
-    manifest that does not open or parse fails the record with REPLICA_IMPORT_FAILED (1006)
-    naming the backup."""
+    """Each source unit's manifest (opened when sealed), validated, by source unit id; a
+    manifest that does not open or parse fails the record with REPLICA_IMPORT_FAILED
+    (1006) naming the backup."""
     manifests = {}
-    for unit_id, replica_id in work.units:
+    for unit_id, _replica_id in work.units:
         blob = rt.reader.get_manifest(source, manifest_name(unit_id))
         try:
-            manifests[replica_id] = (blob, Manifest.from_bytes(blob))
+            manifests[unit_id] = (blob, Manifest.from_bytes(blob))
         except ArchiveError as exc:
             raise CbrError(
                 REPLICA_IMPORT_FAILED,
@@ -519,11 +791,14 @@ def _read_manifests(
 
 
 def _write_manifests(
-    codec: VaultCodec, dest: ChunkStore, manifests: dict[str, tuple[bytes, Manifest]]
+    codec: VaultCodec, dest: ChunkStore, work: _Work, manifests: dict[str, tuple[bytes, Manifest]]
 ) -> None:
-    """The replica's manifests, sealed (for the replica's own name) when it is encrypted."""
-    for replica_id, (blob, _manifest) in manifests.items():
+    """The source's manifests under the replica's names (sealed for the replica's project
+    and name when it is encrypted); `work.manifests` for the commit."""
+    for unit_id, replica_id in work.units:
+        blob, manifest = manifests[unit_id]
         codec.put_manifest(dest, manifest_name(replica_id), blob)
+        work.manifests[replica_id] = manifest
 
 
 # --- progress, commit, failure -------------------------------------------------------------

@@ -48,8 +48,9 @@ from opencbr.db.status import LIVE_OPERATION, OperationStatus
 from opencbr.db.vaults import Vault
 from opencbr.errors import INTERNAL_ERROR, VAULT_NOT_FOUND, CbrError
 from opencbr.services import leases, operation_logs, vaults
+from opencbr.services.fanout import ChunkCopier, Sink
 from opencbr.services.identity import AuthContext
-from opencbr.services.replication_runs import ChunkCopier
+from opencbr.services.replication_runs import resealing
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, VaultCodec, failure_reason
 from opencbr.storage.store import ChunkNotFoundError, ChunkStore, CorruptChunkError, StorageError
@@ -240,17 +241,18 @@ def _copy_good(
         )
     for source in sources:
         source_store = rt.stores.vault(source.region, source.id)
-        copier = ChunkCopier.between(
-            rt, source_store, store, (source.id, vault.id), [(digest, 0, 0)]
-        )
+        with rt.db.reading() as session:
+            stored = chunks.stored_digests(session, source.id, [digest])
+        copier = ChunkCopier(source_store, DamageMarker(rt.db, source.id), stored, rt.reader)
+        sink = Sink(store, DamageMarker(rt.db, vault.id), resealing(rt, source.id, vault.id))
         try:
-            size = copier.copy(digest)  # marks a corrupt or missing source chunk damaged
+            size = copier.copy(digest, [sink])  # marks a corrupt or missing source chunk damaged
         except (CorruptChunkError, ChunkNotFoundError):
             continue
         except StorageError as exc:
             log.warning("repair source unreadable", vault_id=source.id, reason=failure_reason(exc))
             continue
-        recorded.update(copier.recorded)
+        recorded.update(sink.recorded)
         return digest, plain or 0, size
     return None
 
