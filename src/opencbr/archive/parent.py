@@ -1,16 +1,24 @@
-"""Reusing the previous backup of a tree: unchanged large files are not read again.
+"""Reusing the previous backup of a tree: unchanged files of any size are not read again.
 
 A tree backup forces chunk boundaries around every regular file of at least
 `REUSE_MIN_SIZE` bytes: one before its tar headers, one after its data and padding.
 Between those boundaries FastCDC starts afresh, so the chunks covering such a file are a
-function of its headers and contents alone, whatever comes before or after it.
+function of its headers and contents alone, whatever comes before or after it. Every
+other member (small files, directories, links) belongs to a group of consecutive members
+that also starts and ends on a chunk boundary (`opencbr.archive.tree`): an unchanged
+group, every member of it unchanged and none removed from it, has the same chunks.
 
 The next backup of the same tree walks the previous backup's catalog alongside its own
 walk (both are in the same depth-first, byte-ordered sequence, so this is a merge, not
 a lookup table: memory stays constant). A file whose previous record shows the same
 size, mtime, ctime and inode, and the same tar headers (name, mode, owner, times), and
 whose record lies between two chunk boundaries of the previous stream, is taken as
-unchanged: its chunk references are copied and its bytes are never read. This is the
+unchanged: its chunk references are copied and its bytes are never read. A group is
+taken as unchanged when each of its members is (directories and links by their headers
+alone), their previous records follow each other with nothing between them, and the
+group's first header and last byte lie on chunk boundaries of the previous stream.
+A previous backup made before groups existed has no boundaries there: its small files
+are read again once, and the new backup has the groups. This is the
 check restic and borg make (ctime catches a rewrite that restored the mtime).
 
 Chunks the vault knows to be damaged are never reused: a file one of them covers is read
@@ -33,6 +41,16 @@ from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkSource
 from opencbr.storage.store import StorageError
 
 REUSE_MIN_SIZE = 1 << 20  # CDC's average chunk: smaller files share chunks with others
+
+
+class GroupMember(NamedTuple):
+    """One member of a group as the new walk sees it: its name, lstat and tar headers."""
+
+    arcname: str
+    st: os.stat_result
+    typeflag: bytes
+    header: bytes
+    digest: bytes  # header_digest(header), which the catalog records too
 
 
 class PreviousBackup(NamedTuple):
@@ -58,9 +76,9 @@ def _sort_key(path: bytes) -> tuple[bytes, ...]:
 class ParentTree:
     """Finds the chunks of unchanged files in the previous backup's stream.
 
-    Lifecycle: unchanged() for members in stream order, then close(). Thread rules:
-    owner thread only. Memory: the previous chunk offsets (8 bytes per chunk) and one
-    catalog chunk in flight.
+    Lifecycle: unchanged() or unchanged_group() for members in stream order, then
+    close(). Thread rules: owner thread only. Memory: the previous chunk offsets
+    (8 bytes per chunk) and one catalog chunk in flight.
     """
 
     def __init__(self, previous: PreviousBackup, workers: int = 1) -> None:
@@ -80,7 +98,7 @@ class ParentTree:
     def unchanged(self, arcname: str, st: os.stat_result, header: bytes) -> tuple[ChunkRef, ...]:
         """The previous chunks holding exactly this file's headers and data, or ()."""
         entry = self._seek(os.fsencode(arcname))
-        if entry is None or not _same_file(entry, st, header):
+        if entry is None or not _same_file(entry, st, len(header), header_digest(header)):
             return ()
         refs = self._between(entry.header_offset, entry.data_offset + padded(entry.size))
         if any(ref.digest in self._damaged for ref in refs):
@@ -88,6 +106,27 @@ class ParentTree:
         if refs:
             self.files_reused += 1
             self.bytes_reused += entry.size
+        return refs
+
+    def unchanged_group(self, members: list[GroupMember]) -> tuple[ChunkRef, ...]:
+        """The previous chunks holding exactly this group of members, or ()."""
+        start = end = -1
+        for member in members:
+            entry = self._seek(os.fsencode(member.arcname))
+            if entry is None or not _same_member(entry, member):
+                return ()
+            if start < 0:
+                start = entry.header_offset
+            elif entry.header_offset != end:
+                return ()  # a member was removed from the group (or moved)
+            end = entry.data_offset + padded(entry.size)
+        refs = self._between(start, end)
+        if any(ref.digest in self._damaged for ref in refs):
+            return ()
+        if refs:
+            regular = [m.st.st_size for m in members if m.typeflag == tarfile.REGTYPE]
+            self.files_reused += len(regular)
+            self.bytes_reused += sum(regular)
         return refs
 
     def close(self) -> None:
@@ -122,14 +161,33 @@ class ParentTree:
         return self._chunks[first:last]
 
 
-def _same_file(entry: CatalogEntry, st: os.stat_result, header: bytes) -> bool:
+def _same_member(entry: CatalogEntry, member: GroupMember) -> bool:
+    header_length = len(member.header)
+    if member.typeflag == tarfile.REGTYPE:
+        return _same_file(entry, member.st, header_length, member.digest, min_size=0)
+    # No data: the headers (name, mode, owner, mtime, link target) are all the stream has.
+    return (
+        entry.type == member.typeflag
+        and entry.size == 0
+        and entry.data_offset - entry.header_offset == header_length
+        and entry.header_digest == member.digest
+    )
+
+
+def _same_file(
+    entry: CatalogEntry,
+    st: os.stat_result,
+    header_length: int,
+    digest: bytes,
+    min_size: int = REUSE_MIN_SIZE,
+) -> bool:
     return (
         entry.type == tarfile.REGTYPE
         and entry.size == st.st_size
-        and entry.size >= REUSE_MIN_SIZE
+        and entry.size >= min_size
         and entry.mtime_ns == st.st_mtime_ns
         and entry.ctime_ns == st.st_ctime_ns
         and entry.inode == st.st_ino
-        and entry.data_offset - entry.header_offset == len(header)
-        and entry.header_digest == header_digest(header)
+        and entry.data_offset - entry.header_offset == header_length
+        and entry.header_digest == digest
     )

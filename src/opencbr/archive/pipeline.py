@@ -51,13 +51,18 @@ class BackupResult:
     digests: frozenset[str]  # unique digests the manifest references
     warnings: tuple[str, ...] = ()  # what was skipped or changed while being read
     bytes_reused: int = 0  # file bytes not read: unchanged since the previous backup
+    files_reused: int = 0  # regular files not read: unchanged since the previous backup
+    files_read: int = 0  # regular files whose data was read
 
 
 def backup_result(
     manifest: Manifest,
     pipelines: Sequence[ChunkPipeline],
     warnings: tuple[str, ...] = (),
+    *,
     bytes_reused: int = 0,
+    files_reused: int = 0,
+    files_read: int = 0,
 ) -> BackupResult:
     """Sum what the finished `pipelines` (data, and catalog for a tree) did."""
     return BackupResult(
@@ -70,6 +75,8 @@ def backup_result(
         digests=frozenset().union(*(p.digests for p in pipelines)),
         warnings=warnings,
         bytes_reused=bytes_reused,
+        files_reused=files_reused,
+        files_read=files_read,
     )
 
 
