@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
+import stat
 import tarfile
 from collections.abc import Generator
 from typing import NamedTuple
@@ -44,13 +45,13 @@ REUSE_MIN_SIZE = 1 << 20  # CDC's average chunk: smaller files share chunks with
 
 
 class GroupMember(NamedTuple):
-    """One member of a group as the new walk sees it: its name, lstat and tar headers."""
+    """One member of a group as the new walk sees it (what its tar headers are made of)."""
 
-    arcname: str
-    st: os.stat_result
+    path: bytes  # relative, as the catalog records it
+    st: os.stat_result  # its lstat
     typeflag: bytes
-    header: bytes
-    digest: bytes  # header_digest(header), which the catalog records too
+    size: int  # data bytes in the stream: st_size for a regular file, else 0
+    linkname: bytes
 
 
 class PreviousBackup(NamedTuple):
@@ -108,26 +109,28 @@ class ParentTree:
             self.bytes_reused += entry.size
         return refs
 
-    def unchanged_group(self, members: list[GroupMember]) -> tuple[ChunkRef, ...]:
-        """The previous chunks holding exactly this group of members, or ()."""
-        start = end = -1
+    def unchanged_group(
+        self, members: list[GroupMember]
+    ) -> tuple[tuple[ChunkRef, ...], list[CatalogEntry]]:
+        """The previous chunks holding exactly this group of members and the members'
+        previous records, or ((), [])."""
+        entries: list[CatalogEntry] = []
+        end = -1
         for member in members:
-            entry = self._seek(os.fsencode(member.arcname))
+            entry = self._seek(member.path)
             if entry is None or not _same_member(entry, member):
-                return ()
-            if start < 0:
-                start = entry.header_offset
-            elif entry.header_offset != end:
-                return ()  # a member was removed from the group (or moved)
+                return (), []
+            if entries and entry.header_offset != end:
+                return (), []  # a member was removed from the group (or moved)
+            entries.append(entry)
             end = entry.data_offset + padded(entry.size)
-        refs = self._between(start, end)
-        if any(ref.digest in self._damaged for ref in refs):
-            return ()
-        if refs:
-            regular = [m.st.st_size for m in members if m.typeflag == tarfile.REGTYPE]
-            self.files_reused += len(regular)
-            self.bytes_reused += sum(regular)
-        return refs
+        refs = self._between(entries[0].header_offset, end) if entries else ()
+        if not refs or any(ref.digest in self._damaged for ref in refs):
+            return (), []
+        regular = [m.size for m in members if m.typeflag == tarfile.REGTYPE]
+        self.files_reused += len(regular)
+        self.bytes_reused += sum(regular)
+        return refs, entries
 
     def close(self) -> None:
         self._entries.close()
@@ -162,29 +165,36 @@ class ParentTree:
 
 
 def _same_member(entry: CatalogEntry, member: GroupMember) -> bool:
-    header_length = len(member.header)
-    if member.typeflag == tarfile.REGTYPE:
-        return _same_file(entry, member.st, header_length, member.digest, min_size=0)
-    # No data: the headers (name, mode, owner, mtime, link target) are all the stream has.
-    return (
+    """Whether the previous record has the same headers and (for a file) the same data.
+
+    Compared field by field, without building the member's headers: they are a function
+    of the path, type, mode, owner, size, mtime and link target compared here, and of
+    the owner's user and group names, which the process looks up once per id (so a
+    rename of a user or group shows in a group's headers when one of its files changes,
+    or after a restart). A version-1 record (no header digest) never matches.
+    """
+    st = member.st
+    same_headers = (
         entry.type == member.typeflag
-        and entry.size == 0
-        and entry.data_offset - entry.header_offset == header_length
-        and entry.header_digest == member.digest
+        and entry.size == member.size
+        and entry.mtime_ns == st.st_mtime_ns
+        and entry.mode == stat.S_IMODE(st.st_mode)
+        and entry.uid == st.st_uid
+        and entry.gid == st.st_gid
+        and entry.linkname == member.linkname
+        and entry.header_digest != b""
     )
+    if member.typeflag != tarfile.REGTYPE:
+        return same_headers  # no data: the headers are all the stream has
+    # ctime catches a rewrite that put the mtime back; a new inode, a replaced file.
+    return same_headers and entry.ctime_ns == st.st_ctime_ns and entry.inode == st.st_ino
 
 
-def _same_file(
-    entry: CatalogEntry,
-    st: os.stat_result,
-    header_length: int,
-    digest: bytes,
-    min_size: int = REUSE_MIN_SIZE,
-) -> bool:
+def _same_file(entry: CatalogEntry, st: os.stat_result, header_length: int, digest: bytes) -> bool:
     return (
         entry.type == tarfile.REGTYPE
         and entry.size == st.st_size
-        and entry.size >= min_size
+        and entry.size >= REUSE_MIN_SIZE
         and entry.mtime_ns == st.st_mtime_ns
         and entry.ctime_ns == st.st_ctime_ns
         and entry.inode == st.st_ino

@@ -87,6 +87,7 @@ _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 GROUP_MIN, GROUP_SPREAD, GROUP_MAX = 16 * KiB, 32 * KiB, 240 * KiB
 GROUP_MAX_MEMBERS = 64
 _CRC_RANGE = 1 << 32
+_USUAL_HEADER = 3 * tarfile.BLOCKSIZE
 
 
 def new_cdc() -> FastCDC:
@@ -279,7 +280,7 @@ def _fatal_if_out_of_descriptors(exc: OSError) -> None:
 
 
 class _Pending(NamedTuple):
-    """A member of the group being collected: what it is, and where to read it from.
+    """A member of the group being collected, and where to read it from.
 
     `fd` is open only for a file with other hard links (opened at once, so a later link
     to it never names a file the backup skipped); others are opened when the group is
@@ -287,9 +288,9 @@ class _Pending(NamedTuple):
     """
 
     member: GroupMember
+    arcname: str
     dir_fd: int
     name: str
-    linkname: str
     fd: int
 
 
@@ -352,24 +353,12 @@ class _TarWriter:
             _fatal_if_out_of_descriptors(exc)
             self.warn(f"skipped {arcname!r}: {exc.strerror}")
             return
-        header = member_header(
-            arcname,
-            typeflag,
-            stat.S_IMODE(mode),
-            st.st_uid,
-            st.st_gid,
-            size,
-            st.st_mtime_ns,
-            linkname,
-            _user_name(st.st_uid),
-            _group_name(st.st_gid),
-        )
-        member = GroupMember(arcname, st, typeflag, header, header_digest(header))
+        member = GroupMember(os.fsencode(arcname), st, typeflag, size, os.fsencode(linkname))
         if size >= REUSE_MIN_SIZE:
             self._flush_group()
-            self._add_large(member, fd)
+            self._add_large(member, arcname, fd)
         else:
-            self._add_to_group(_Pending(member, dir_fd, name, linkname, fd))
+            self._add_to_group(_Pending(member, arcname, dir_fd, name, fd))
 
     def close(self) -> None:
         self._flush_group()
@@ -399,21 +388,21 @@ class _TarWriter:
     def _add_to_group(self, pending: _Pending) -> None:
         self._group.append(pending)
         self._held.add(pending.dir_fd)
-        member = pending.member
-        size = member.st.st_size if member.typeflag == tarfile.REGTYPE else 0
-        nbytes = len(member.header) + padded(size)
+        # The usual header size (PAX mtime record + ustar) stands in for the real one,
+        # which is built only if the group is written.
+        nbytes = _USUAL_HEADER + padded(pending.member.size)
         self._group_bytes += nbytes
-        if self._group_ends(member.arcname, nbytes):
+        if self._group_ends(pending.member.path, nbytes):
             self._flush_group()
 
-    def _group_ends(self, arcname: str, nbytes: int) -> bool:
+    def _group_ends(self, path: bytes, nbytes: int) -> bool:
         if self._group_bytes >= GROUP_MAX or len(self._group) >= GROUP_MAX_MEMBERS:
             return True
         if self._group_bytes < GROUP_MIN:
             return False
         # Drawn from the name, not the contents: a file changed in place (same name and
         # size) moves no boundary, so every other group keeps its chunks.
-        return zlib.crc32(os.fsencode(arcname)) * GROUP_SPREAD < nbytes * _CRC_RANGE
+        return zlib.crc32(path) * GROUP_SPREAD < nbytes * _CRC_RANGE
 
     def _flush_group(self) -> None:
         """Write the pending group between two chunk boundaries, or reuse its chunks."""
@@ -422,10 +411,12 @@ class _TarWriter:
             return
         try:
             known: tuple[ChunkRef, ...] = ()
+            previous: list[CatalogEntry] = []
             if self._parent is not None:
-                known = self._parent.unchanged_group([pending.member for pending in group])
+                members = [pending.member for pending in group]
+                known, previous = self._parent.unchanged_group(members)
             if known:
-                self._reuse_group(group, known)
+                self._reuse_group(group, known, previous)
             else:
                 for pending in group:
                     self._write_small(pending)
@@ -436,37 +427,45 @@ class _TarWriter:
                     os.close(pending.fd)
             self._release_directories()
 
-    def _reuse_group(self, group: list[_Pending], known: tuple[ChunkRef, ...]) -> None:
-        position = self._stream.position
+    def _reuse_group(
+        self, group: list[_Pending], known: tuple[ChunkRef, ...], previous: list[CatalogEntry]
+    ) -> None:
+        """Reference the previous chunks; each record is the previous one moved to the new
+        offsets (with the new ctime and inode of directories and links)."""
+        shift = self._stream.position - previous[0].header_offset
         self._stream.append_known(known)
-        for pending in group:
-            member = pending.member
-            self._record(member, pending.linkname, position)
-            size = member.st.st_size if member.typeflag == tarfile.REGTYPE else 0
-            position += len(member.header) + padded(size)
+        for pending, entry in zip(group, previous, strict=True):
+            st = pending.member.st
+            self._catalog.add(
+                entry._replace(
+                    header_offset=entry.header_offset + shift,
+                    data_offset=entry.data_offset + shift,
+                    ctime_ns=st.st_ctime_ns,
+                    inode=st.st_ino,
+                )
+            )
 
     def _write_small(self, pending: _Pending) -> None:
         """Headers and data of one member; a file is opened here unless it was at add()
         (then _flush_group closes it)."""
         member, fd = pending.member, pending.fd
         if member.typeflag == tarfile.REGTYPE and fd < 0:
-            fd = self._open_regular(pending.dir_fd, pending.name, member.arcname, member.st)
+            fd = self._open_regular(pending.dir_fd, pending.name, pending.arcname, member.st)
             if fd < 0:
                 return  # gone or swapped since the walk: skipped with a warning
             try:
-                self._write_file(member, fd)
+                self._write_member(member, pending.arcname, fd)
             finally:
                 os.close(fd)
-        elif member.typeflag == tarfile.REGTYPE:
-            self._write_file(member, fd)
         else:
-            self._record(member, pending.linkname, self._stream.position)
-            self._stream.write(member.header)
+            self._write_member(member, pending.arcname, fd)
 
-    def _write_file(self, member: GroupMember, fd: int) -> None:
-        self._record(member, "", self._stream.position)
-        self._stream.write(member.header)
-        self._copy_data(member.arcname, fd, member.st.st_size)
+    def _write_member(self, member: GroupMember, arcname: str, fd: int) -> None:
+        header = _header(member, arcname)
+        self._record(member, header, self._stream.position)
+        self._stream.write(header)
+        if member.typeflag == tarfile.REGTYPE:
+            self._copy_data(arcname, fd, member.size)
 
     def _release_directories(self) -> None:
         for fd in self._closing:
@@ -476,41 +475,42 @@ class _TarWriter:
 
     # --- large files
 
-    def _add_large(self, member: GroupMember, fd: int) -> None:
+    def _add_large(self, member: GroupMember, arcname: str, fd: int) -> None:
         """A regular file of REUSE_MIN_SIZE or more, between two chunk boundaries."""
+        header = _header(member, arcname)
         header_offset = self._stream.position
         self._stream.cut()
         try:
             known: tuple[ChunkRef, ...] = ()
             if self._parent is not None:
-                known = self._parent.unchanged(member.arcname, member.st, member.header)
+                known = self._parent.unchanged(arcname, member.st, header)
             if known:
                 self._stream.append_known(known)
             else:
-                self._stream.write(member.header)
-                self._copy_data(member.arcname, fd, member.st.st_size)
+                self._stream.write(header)
+                self._copy_data(arcname, fd, member.size)
         finally:
             os.close(fd)
         self._stream.cut()
-        self._record(member, "", header_offset)
+        self._record(member, header, header_offset)
 
-    def _record(self, member: GroupMember, linkname: str, header_offset: int) -> None:
+    def _record(self, member: GroupMember, header: bytes, header_offset: int) -> None:
         st = member.st
         self._catalog.add(
             CatalogEntry(
-                os.fsencode(member.arcname),
+                member.path,
                 member.typeflag,
                 stat.S_IMODE(st.st_mode),
                 st.st_uid,
                 st.st_gid,
-                st.st_size if member.typeflag == tarfile.REGTYPE else 0,
+                member.size,
                 st.st_mtime_ns,
                 header_offset,
-                header_offset + len(member.header),
-                os.fsencode(linkname),
+                header_offset + len(header),
+                member.linkname,
                 st.st_ctime_ns,
                 st.st_ino,
-                member.digest,
+                header_digest(header),
             )
         )
 
@@ -565,6 +565,22 @@ class _TarWriter:
     def warn(self, message: str) -> None:
         if len(self.warnings) < _MAX_WARNINGS:
             self.warnings.append(message)
+
+
+def _header(member: GroupMember, arcname: str) -> bytes:
+    st = member.st
+    return member_header(
+        arcname,
+        member.typeflag,
+        stat.S_IMODE(st.st_mode),
+        st.st_uid,
+        st.st_gid,
+        member.size,
+        st.st_mtime_ns,
+        os.fsdecode(member.linkname),
+        _user_name(st.st_uid),
+        _group_name(st.st_gid),
+    )
 
 
 def _is_file_of(opened: os.stat_result, looked_up: os.stat_result) -> bool:
