@@ -278,9 +278,17 @@ def phase_load(run: Run) -> dict[str, Any] | None:
     if not run.only.wants("load", "opencbr"):
         return None
     clients = [int(n) for n in run.args.clients.split(",")]
-    log(f"API load: {load.LIST_BACKUPS} backups, clients {clients}")
+    replicated = load.replicated_backups(run.args.scale)
+    log(f"API load: {load.LIST_BACKUPS} backups listed, {replicated} replicated, clients {clients}")
     profile = run.args.profile / "api_load.txt" if run.args.profile else None
-    result = load.run(run.run_dir, run.args.requests, run.args.replicate_requests, clients, profile)
+    result = load.run(
+        run.run_dir,
+        run.args.requests,
+        run.args.replicate_requests,
+        clients,
+        profile,
+        scale=run.args.scale,
+    )
     for scenario in result["scenarios"]:
         log(
             f"{scenario['name']} x{scenario['concurrency']}: p50 {scenario['p50_ms']} ms, "

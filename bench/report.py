@@ -110,6 +110,9 @@ def _latency_targets(load: dict[str, Any] | None) -> list[Target]:
     for name, limit in wanted:
         scenario = scenarios.get((name, 1))
         label = f"{name} p99 < {limit:g} ms (1 client)"
+        if name == "replicate" and load and load.get("backups_replicated_vault"):
+            backups = load["backups_replicated_vault"]
+            label = f"{name} p99 < {limit:g} ms (1 client, {backups:,} backups)"
         if scenario is None or scenario["errors"]:
             reason = "not measured" if scenario is None else f"{scenario['errors']} errors"
             targets.append(Target(label, reason, None if scenario is None else False))
