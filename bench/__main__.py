@@ -168,9 +168,9 @@ class Run:
         self.server.start()
         api = Api(self.server.url, self.server.password(), self.server.projects())
         self.opencbr = OpencbrRunner(self.server, api, self.args.profile)
-        self.vaults = self.opencbr.prepare(
-            self.source, self.small_source, self.run_dir / "restored"
-        )
+        # The small-files copy exists when `small` runs (its vault is unused otherwise).
+        small = self.small_source if self.small_source.exists() else data.small
+        self.vaults = self.opencbr.prepare(self.source, small, self.run_dir / "restored")
 
     def stop_server(self) -> None:
         if self.opencbr is not None:
