@@ -90,8 +90,9 @@ class ParentTree:
         self._entries: Generator[CatalogEntry, None, None] = iter_catalog(
             previous.manifest, previous.source, workers=workers
         )
-        self._current: CatalogEntry | None = None
-        self._current_key: tuple[bytes, ...] = ()
+        self._current: CatalogEntry | None = None  # the next previous record to match
+        self._current_key: tuple[bytes, ...] | None = None  # its sort key, once needed
+        self._taken = True  # whether a member matched _current (then move on first)
         self._exhausted = False
         self.files_reused = 0
         self.bytes_reused = 0
@@ -136,16 +137,33 @@ class ParentTree:
         self._entries.close()
 
     def _seek(self, path: bytes) -> CatalogEntry | None:
-        key = _sort_key(path)
-        while not self._exhausted and (self._current is None or self._current_key < key):
-            self._current = self._next_entry()
-            if self._current is None:
-                self._exhausted = True
-            else:
-                self._current_key = _sort_key(self._current.path)
-        if self._current is not None and self._current_key == key:
+        """The previous record of `path`, or None; paths come in the walk's order."""
+        if self._taken:  # the walk's previous member: this one is after it
+            self._advance()
+        # In an unchanged stretch the next record is this very path: compared as bytes
+        # first, the sort keys (a split of each path) are built only where they differ.
+        if self._current is not None and self._current.path == path:
+            self._taken = True
             return self._current
+        key = _sort_key(path)
+        while self._current is not None and self._current_sort_key() < key:
+            self._advance()
+            if self._current is not None and self._current.path == path:
+                self._taken = True
+                return self._current
         return None
+
+    def _advance(self) -> None:
+        self._taken = False
+        self._current = None if self._exhausted else self._next_entry()
+        self._exhausted = self._current is None
+        self._current_key = None
+
+    def _current_sort_key(self) -> tuple[bytes, ...]:
+        assert self._current is not None
+        if self._current_key is None:
+            self._current_key = _sort_key(self._current.path)
+        return self._current_key
 
     def _next_entry(self) -> CatalogEntry | None:
         try:
