@@ -376,3 +376,46 @@ def test_pipeline_holds_at_most_max_in_flight_chunks_and_keeps_order() -> None:
     assert [r.digest for r in refs] == [blake3.blake3(c).hexdigest() for c in chunks]
     assert sink.peak <= 8 + 1  # +1: the chunk in hand, counted before submit() takes it
     assert p.chunks_new == 301  # b"same" is stored once
+
+
+class _CountingSink(_SlowSink):
+    """Also records the size of every missing() batch and the bytes held at the peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int] = []
+        self.held = self.peak_bytes = 0
+
+    def missing(self, digests: Sequence[str]) -> set[str]:
+        self.asked.append(len(digests))
+        return set(digests)
+
+    def store(self, digest: str, data: bytes) -> int:
+        with self.lock:
+            self.peak_bytes = max(self.peak_bytes, self.held)
+        stored = super().store(digest, data)
+        with self.lock:
+            self.held -= len(data)
+        return stored
+
+
+def test_a_byte_budget_holds_many_small_chunks_and_asks_for_them_in_large_batches() -> None:
+    sink = _CountingSink()
+    chunks = [os.urandom(1000) for _ in range(600)] + [os.urandom(100_000) for _ in range(40)]
+    with (
+        ThreadPoolExecutor(2) as pool,
+        ChunkPipeline(sink, pool, max_in_flight=8, max_bytes_in_flight=400_000) as p,
+    ):
+        for chunk in chunks:
+            with sink.lock:
+                sink.submitted += 1
+                sink.held += len(chunk)
+            p.submit(chunk)
+        refs = p.finish()
+    assert [r.digest for r in refs] == [blake3.blake3(c).hexdigest() for c in chunks]
+    # Small chunks: up to 16 x 8 in flight, asked for 64 at a time; large ones: the
+    # 400 kB budget holds 4 of 100 kB (+1 in hand), asked for 2 at a time.
+    assert max(sink.asked) == 64 and len(sink.asked) < 600 / 32 + 40
+    assert sink.peak <= 16 * 8 + 1
+    assert sink.peak_bytes <= 400_000 + 100_000
+    assert p.chunks_new == 640

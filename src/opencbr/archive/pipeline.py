@@ -36,6 +36,9 @@ MiB = 1 << 20
 # count for the lease heartbeat, which writes it every 2 s; not one call per chunk.
 PROGRESS_STEP = 4 * MiB
 MAX_BATCH = 32  # digests per missing() query: one round trip per ~40 MiB of a tree
+# With a byte budget (small chunks), up to this many times more chunks in flight and in
+# a batch: 16 x 16 chunks of a tree's ~50 KiB groups hold ~12 MiB.
+SMALL_CHUNKS_FACTOR = 16
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,11 @@ class ChunkPipeline:
     Lifecycle: submit() every chunk in stream order, then finish() once for the chunk
     list. On error, leave the `with` block (or call abort()): queued jobs are cancelled.
     Thread rules: submit/finish/abort from the owner thread only; hashing and storing
-    run on the executor. Memory: at most `max_in_flight` chunks are held at a time.
+    run on the executor. Memory: at most `max_in_flight` chunks are held at a time; with
+    `max_bytes_in_flight`, at most that many bytes (plus the chunk being submitted) in
+    at most SMALL_CHUNKS_FACTOR x `max_in_flight` chunks, and a batch is resolved once it
+    holds half of either: a stream of small chunks (a tree's groups of small files) then
+    asks the sink once per many chunks instead of once per `max_in_flight / 2`.
     """
 
     def __init__(
@@ -230,15 +237,21 @@ class ChunkPipeline:
         max_in_flight: int = 48,
         batch_size: int | None = None,
         progress: ProgressMeter | None = None,
+        max_bytes_in_flight: int | None = None,
     ) -> None:
+        factor = 1 if max_bytes_in_flight is None else SMALL_CHUNKS_FACTOR
+        max_in_flight *= factor
         # One missing() query per batch; half the window keeps stores flowing meanwhile.
-        batch_size = batch_size or min(MAX_BATCH, max_in_flight // 2)
+        batch_size = batch_size or min(MAX_BATCH * factor, max_in_flight // 2)
         if not 0 < batch_size < max_in_flight:
             raise ValueError("need 0 < batch_size < max_in_flight")
         self._sink = sink
         self._executor = executor
         self._max_in_flight = max_in_flight
         self._batch_size = batch_size
+        self._max_bytes = max_bytes_in_flight or 0  # 0: no byte budget
+        self._held_bytes = 0  # of the chunks hashing and storing
+        self._hashing_bytes = 0
         self._progress = progress
         self._hashing: deque[tuple[Future[str], bytes]] = deque()
         self._storing: deque[tuple[Future[int], int]] = deque()
@@ -263,12 +276,21 @@ class ChunkPipeline:
             self.abort()
 
     def submit(self, data: bytes) -> None:
-        """Queue the next chunk of the stream; blocks while `max_in_flight` are held."""
-        while self._storing and len(self._storing) + len(self._hashing) >= self._max_in_flight:
+        """Queue the next chunk of the stream; blocks while the window is full."""
+        while self._storing and self._window_full():
             self._reap_oldest()
         self._hashing.append((self._executor.submit(chunk_digest, data), data))
-        if len(self._hashing) >= self._batch_size:
+        self._hashing_bytes += len(data)
+        self._held_bytes += len(data)
+        if len(self._hashing) >= self._batch_size or (
+            self._max_bytes and 2 * self._hashing_bytes >= self._max_bytes
+        ):
             self._resolve_batch()
+
+    def _window_full(self) -> bool:
+        if len(self._storing) + len(self._hashing) >= self._max_in_flight:
+            return True
+        return bool(self._max_bytes) and self._held_bytes >= self._max_bytes
 
     def submit_known(self, refs: Sequence[ChunkRef]) -> None:
         """Append, in stream order, chunks the sink is known to hold (a previous backup's
@@ -292,10 +314,12 @@ class ChunkPipeline:
             storing.cancel()
         self._hashing.clear()
         self._storing.clear()
+        self._held_bytes = self._hashing_bytes = 0
 
     def _resolve_batch(self) -> None:
         batch = [(future.result(), data) for future, data in self._hashing]
         self._hashing.clear()
+        self._hashing_bytes = 0
         unknown = list(dict.fromkeys(d for d, _ in batch if d not in self.digests))
         missing = self._sink.missing(unknown) if unknown else set()
         self.digests.update(d for d in unknown if d not in missing)
@@ -305,12 +329,15 @@ class ChunkPipeline:
                 self.digests.add(digest)
                 future = self._executor.submit(self._sink.store, digest, data)
                 self._storing.append((future, len(data)))
+            else:
+                self._held_bytes -= len(data)  # present already: not held any longer
         if self._progress is not None:
             self._progress.advance(sum(len(data) for _, data in batch))
 
     def _reap_oldest(self) -> None:
         future, length = self._storing.popleft()
         stored = future.result()
+        self._held_bytes -= length
         # 0 means a concurrent writer stored the chunk between missing() and store().
         if stored > 0:
             self.chunks_new += 1

@@ -126,7 +126,15 @@ def backup_tree(
     progress = ProgressMeter(on_progress)
     parent = ParentTree(previous) if previous is not None else None
     with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
-        data = ChunkPipeline(sink, pool, max_in_flight=max_in_flight, progress=progress)
+        # Bytes bound the window, so groups of small files (tens of KiB each) fill it
+        # with many more chunks than large files do, and ask the sink once per many.
+        data = ChunkPipeline(
+            sink,
+            pool,
+            max_in_flight=max_in_flight,
+            progress=progress,
+            max_bytes_in_flight=max_in_flight * (CDC_AVG + CDC_MIN),
+        )
         catalog = ChunkPipeline(sink, pool, max_in_flight=_CATALOG_IN_FLIGHT, batch_size=2)
         with data, catalog, contextlib.ExitStack() as stack:
             if parent is not None:
