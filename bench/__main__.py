@@ -360,9 +360,9 @@ def measure_data(run: Run, data: dataset.Dataset) -> None:
     dataset.stage(data, run.source)
     if "small" in ops:
         dataset.stage_small(data, run.small_source)
-    if run.only.needs_server():
-        run.start_server(data)
     try:
+        if run.only.needs_server():  # in the try: a failed setup stops the server too
+            run.start_server(data)
         if "full" in ops:
             phase_full(run, data)
         if "replication" in ops:
