@@ -55,9 +55,10 @@ fmt: $(TEST_STAMP)  ## format and autofix
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(TEST_STAMP)  ## benchmark against restic, borg and cp (see bench/README.md)
+bench: $(TEST_STAMP)  ## benchmark against restic, borg and cp, then S3 (see bench/README.md)
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]' 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.s3 $(BENCH_S3_ARGS)
 
 clean:  ## remove the virtualenv and caches (not the data directory)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,8 @@ measures, in one run:
 - the ceiling: obstore PUT, then GET, of the chunks a local backup of the data made (the
   same stored bytes opencbr sends), with 2 and with 16 threads, no opencbr in between;
 - opencbr: backup into `s3a`, replication local -> `s3a`, replication `s3a` -> `s3b`,
-  restore from `s3a` (each a real API flow, timed to the poll that sees it end);
+  restore from `s3a`, and for reference the same restore from the `local` vault (each a
+  real API flow, timed to the poll that sees it end);
 
 and prints each rate with its ratio to the best ceiling of its direction (PUT for writes,
 GET for the restore). Results go to bench/results/s3-latest.json.
@@ -193,14 +194,16 @@ def run(workdir: Path, size: int) -> dict[str, Any]:
                 region, "data", str(run_dir / "roots" / region / "data")
             )
             vaults[region] = api.create_vault(region, "bench", [data_id])
-        target_dir = run_dir / "roots" / "s3a" / "restored"
-        target_dir.mkdir()
-        target = api.register_directory("s3a", "restored", str(target_dir))
+        targets = {}
+        for region in ("local", "s3a"):
+            target_dir = run_dir / "roots" / region / "restored"
+            target_dir.mkdir()
+            targets[region] = api.register_directory(region, "restored", str(target_dir))
         replica_a = api.create_vault("s3a", "replica", [], "replication")
         replica_b = api.create_vault("s3b", "replica", [], "replication")
 
         log("local backup (the chunks of the ceiling)")
-        flows.backup("local", vaults["local"])
+        local_backup = flows.backup("local", vaults["local"])
         chunk_files = [
             p
             for p in (run_dir / "store-local" / "vaults" / vaults["local"]).rglob("*")
@@ -223,7 +226,13 @@ def run(workdir: Path, size: int) -> dict[str, Any]:
         measure(
             "replication S3 -> S3", lambda: flows.replicate("s3a", vaults["s3a"], "s3b", replica_b)
         )
-        measure("restore from S3", lambda: flows.restore("s3a", backup_id, target))
+        measure("restore from S3", lambda: flows.restore("s3a", backup_id, targets["s3a"]))
+        # The same restore from a local vault: what the restore engine does on this machine
+        # without a network in between (the GET ceiling leaves out verifying and writing).
+        measure(
+            "restore from local disk",
+            lambda: flows.restore("local", local_backup, targets["local"]),
+        )
         api.close()
         return {"logical_bytes": logical, "ceiling": ceilings, "opencbr": rows}
     finally:

@@ -79,11 +79,12 @@ class Server:
         assert self.process is not None, "server not started"
         return self.process.pid
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
+        """Start `opencbr serve` with extra `args` (e.g. "--no-worker")."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.data_dir / "serve.log", "ab") as log:
             self.process = subprocess.Popen(
-                [*OPENCBR, "serve", "--config", str(self.config)],
+                [*OPENCBR, "serve", "--config", str(self.config), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -25,11 +25,13 @@ from opencbr.api.routes import (
     protectables,
     regions,
     replication,
+    replication_status,
     tags,
     unsupported,
     usage,
     vault_collection,
     vaults,
+    verify,
 )
 from opencbr.api.signature import verify_signature
 from opencbr.db.migrate import upgrade
@@ -83,6 +85,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         protectables,
         regions,
         replication,
+        replication_status,
         checkpoints,
         backups,
         members,
@@ -90,6 +93,7 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
         usage,
         features,
         policy_runs,
+        verify,
     )
     for module in routers:
         app.include_router(module.router)

@@ -239,6 +239,24 @@ def test_replication_across_store_kinds_copies_only_what_the_destination_lacks(
 def test_an_s3_server_killed_mid_backup_never_leaves_an_available_backup_without_its_chunks(
     tmp_path: Path, database: Database, weed: SeaweedFS, seaweedfs: S3Server
 ) -> None:
+    kill_mid_backup(tmp_path, database, weed, seaweedfs, down_seconds=0.5)
+
+
+# One database is enough here: what is tested is the store's retries giving up.
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_an_s3_server_down_longer_than_the_retries_fails_the_backup_cleanly(
+    tmp_path: Path, database: Database, weed: SeaweedFS, seaweedfs: S3Server
+) -> None:
+    # Longer than the store's retries (pauses of 3.75 s, plus obstore's own two).
+    kill_mid_backup(tmp_path, database, weed, seaweedfs, down_seconds=12.0)
+
+
+def kill_mid_backup(
+    tmp_path: Path, database: Database, weed: SeaweedFS, seaweedfs: S3Server, down_seconds: float
+) -> None:
+    """Kill SeaweedFS once a backup has written two chunks, start it again after
+    `down_seconds`: the backup ends available with every chunk or (down longer than the
+    retries) fails cleanly."""
     # Chunk puts take 50 ms each, so the kill lands while the backup writes.
     s3_region = region(tmp_path, seaweedfs, "region1", "s3", wrap="delay=0.05")
     with app(tmp_path, database, s3_region, region(tmp_path, seaweedfs, "region2", "local")) as env:
@@ -259,7 +277,7 @@ def test_an_s3_server_killed_mid_backup_never_leaves_an_available_backup_without
             time.sleep(0.02)
         weed.kill()
         try:
-            time.sleep(0.5)
+            time.sleep(down_seconds)
         finally:
             weed.start()
         ended = env.wait_for(
@@ -280,3 +298,34 @@ def test_an_s3_server_killed_mid_backup_never_leaves_an_available_backup_without
             log = restore(env, backup["id"], {"resource_id": target["id"]})
             assert log["status"] == "success", log
             assert_same_tree(tree, env.roots["region1"] / "target")
+        if down_seconds > 10:
+            failed_cleanly(env, vault["id"], tree, backups["backups"])
+
+
+def failed_cleanly(env: Env, vault_id: str, tree: Path, backups: list[dict[str, Any]]) -> None:
+    """The backup failed with a storage reason, kept no index rows and no used bytes, and
+    the next backup, with the server back, is available and restores."""
+    assert [b["status"] for b in backups] == ["error"], backups
+    assert indexed(env, vault_id) == set()
+    vault = env.get("region1", f"/vaults/{vault_id}").json()["vault"]
+    assert vault["billing"]["used"] == 0, vault
+    logs = env.get("region1", "/operation-logs", params={"vault_id": vault_id}).json()
+    [failed] = [x for x in logs["operation_logs"] if x["status"] == "failed"]
+    assert "storage" in failed["error_info"]["message"].lower(), failed
+    response = env.post("region1", "/checkpoints", {"checkpoint": {"vault_id": vault_id}})
+    checkpoint = response.json()["checkpoint"]["id"]
+    again = env.wait_for(
+        "region1",
+        f"/checkpoints/{checkpoint}",
+        lambda b: b["checkpoint"]["status"] != "protecting",
+        timeout=120,
+    )["checkpoint"]
+    assert again["status"] == "available", again
+    [backup] = env.get("region1", "/backups", params={"checkpoint_id": checkpoint}).json()[
+        "backups"
+    ]
+    assert indexed(env, vault_id) <= stored(env, "region1", vault_id)
+    target = register_dir(env, name="after")
+    log = restore(env, backup["id"], {"resource_id": target["id"]})
+    assert log["status"] == "success", log
+    assert_same_tree(tree, env.roots["region1"] / "after")

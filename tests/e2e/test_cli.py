@@ -6,7 +6,7 @@ the environment, an access key and clouds.yaml.
 Most commands run in this process through the `opencbr` typer app (an HTTP client of the
 served process, as the installed command is); the flows where the installed command's own
 process matters (terminal bars, exit codes, clouds.yaml discovery) run `python -m opencbr`.
-The region `slow` stores through a store that waits 0.25 s per chunk (one at a time), so a
+The region `slow` stores through a store that waits 0.4 s per chunk (two in flight), so a
 20 MiB backup and its restore take seconds each and their progress can be watched.
 """
 
@@ -44,7 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "io_threads = 1\nmax_chunks_in_flight = 2\n"
         f'[[regions]]\nname = "region1"\nstorage = "{store}/region1"\n'
         f'[[regions]]\nname = "region2"\nstorage = "{store}/region2"\n'
-        f'[[regions]]\nname = "slow"\nstorage = "faulty+file://{store}/slow?delay=0.25"\n'
+        f'[[regions]]\nname = "slow"\nstorage = "faulty+file://{store}/slow?delay=0.4"\n'
         f"replication_destinations = []\n"
         f'[[protectable_roots]]\nproject = "slow"\npath = "{tmp / "roots" / "slow"}"\n'
     )
@@ -285,9 +285,11 @@ def test_wait_shows_real_progress_as_bars_and_as_plain_lines(
     assert code == 0, stderr
     [made] = json.loads(stdout)["backups"]
     assert made["status"] == "available"
-    # The log's byte counts moved while the backup ran (heartbeats every 2 s).
-    moving = {c["bytes_done"] for c in seen if 0 < c.get("bytes_done", 0) < c["bytes_total"]}
-    assert len(moving) >= 2, seen
+    # The log's byte counts moved while the backup ran (heartbeats every 2 s): a count
+    # strictly between nothing and everything was seen, and the counts never went back.
+    done = [c["bytes_done"] for c in seen if "bytes_done" in c]
+    assert any(0 < c["bytes_done"] < c["bytes_total"] for c in seen if "bytes_done" in c), seen
+    assert done == sorted(done), seen
     assert all(c["bytes_total"] >= 20 * MiB for c in seen if "bytes_total" in c)
     assert seen[-1]["bytes_done"] == seen[-1]["bytes_total"] >= 20 * MiB
     # `status` listed the running backup with its progress.
@@ -367,6 +369,31 @@ def test_replicate_records_and_status(served: Server, projects: dict[str, str]) 
     second = run_json(env, "backup", "now", "src-vault", "--name", "two", "--wait")["backups"][0]
     dest = run_json(env2, "vault", "create", "dst-vault", "--replication")
 
+    # A dry run first: what the seed call will copy, nothing created.
+    planned = run_json(
+        env,
+        "replicate",
+        "src-vault",
+        "--to-project",
+        "region2",
+        "--to-vault",
+        "dst-vault",
+        "--dry-run",
+    )["replication"]
+    assert [b["backup_id"] for b in planned["backups"]] == [first["id"], second["id"]]
+    assert run_json(env, "records", "--vault", "src-vault") == []
+    table = run(
+        env,
+        "replicate",
+        "src-vault",
+        "--to-project",
+        "region2",
+        "--to-vault",
+        "dst-vault",
+        "--dry-run",
+    ).stdout
+    assert re.search(r"total\s+\d+\s+\S+.*unknown", table), table
+
     # The seed call, followed as bars: one per record, and a total.
     seeded = run(
         {**env, "OPENCBR_PROGRESS": "bar"},
@@ -383,6 +410,7 @@ def test_replicate_records_and_status(served: Server, projects: dict[str, str]) 
     result = json.loads(seeded.stdout)
     assert result["replication"]["destination_region"] == "region2"
     assert {r["status"] for r in result["records"]} == {"success"}
+    assert sum(r["bytes_done"] for r in result["records"]) == planned["missing_bytes"]
     assert {b["backup_id"] for b in result["replication"]["backups"]} == {first["id"], second["id"]}
     bars = ANSI.sub("", seeded.stderr)
     assert "replication of one" in bars and "replication of two" in bars

@@ -1,5 +1,6 @@
-"""Scale-out as real processes: PostgreSQL metadata, a PostgreSQL (or Redis) queue, two
-`serve --no-worker` API processes and two `opencbr worker` processes on one config.
+"""Scale-out as real processes: PostgreSQL metadata, a PostgreSQL (or Redis) queue,
+SeaweedFS (S3) storage for both regions, two `serve --no-worker` API processes and two
+`opencbr worker` processes on one config.
 
 Backups are asked of both APIs; a policy slot fires once with both workers ticking; a
 vault of 20 backups is replicated by both workers, one of them SIGKILLed in the middle of
@@ -21,16 +22,17 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.e2e.flows import Client, Server, Worker, free_port, write_config
+from tests.s3servers import S3Server
 from tests.unit.archive_support import assert_same_tree
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
 RESOURCES = 4
 ROUNDS = 5  # RESOURCES x ROUNDS backups in the source vault
 FILE_BYTES = 96 * 1024
 # Recovery within seconds: a killed worker's lease expires after 3 s, and the survivor's
-# reconciler looks every second; each chunk written to region2 waits 0.15 s, so a copy
-# lasts long enough to be interrupted.
+# reconciler looks every second; each chunk written to region2 (S3 through a faulty
+# wrapper) waits 0.15 s, so a copy lasts long enough to be interrupted.
 CONFIG = """
 lease_seconds = 3.0
 schedule_tick_seconds = 1.0
@@ -44,6 +46,8 @@ class Cluster:
     apis: list[Server]
     workers: list[Worker]
     database_url: str
+    s3: S3Server
+    storages: list[str]  # each region's s3:// URL
 
     def stop(self) -> None:
         for process in [*self.workers, *self.apis]:
@@ -61,13 +65,26 @@ def queue_url(request: pytest.FixtureRequest, empty_postgres_url: str) -> str:
     return libpq(empty_postgres_url)  # the queue's tables beside opencbr's
 
 
+def s3_region(name: str, s3: S3Server, storage: str, storage_wrapper: str = "") -> str:
+    """A region whose chunks live under `storage` (an s3:// URL of the SeaweedFS bucket);
+    `storage_wrapper` (e.g. "faulty+") wraps the S3 store, and its options follow it."""
+    settings = s3.region(name)
+    del settings["storage"]
+    prefix, _, options = storage_wrapper.partition("?")
+    lines = [f'{key} = "{value}"' for key, value in settings.items()]
+    query = f"?{options}" if options else ""
+    return "[[regions]]\n" + "\n".join(lines) + f'\nstorage = "{prefix}{storage}{query}"\n'
+
+
 @pytest.fixture
-def cluster(tmp_path: Path, empty_postgres_url: str, queue_url: str) -> Iterator[Cluster]:
-    store = tmp_path / "store"
+def cluster(
+    tmp_path: Path, empty_postgres_url: str, queue_url: str, seaweedfs: S3Server
+) -> Iterator[Cluster]:
+    storages = [seaweedfs.fresh_url(), seaweedfs.fresh_url()]
     extra = (
         f'database_url = "{empty_postgres_url}"\nqueue_url = "{queue_url}"\n{CONFIG}'
-        f'[[regions]]\nname = "region1"\nstorage = "{store}/region1"\n'
-        f'[[regions]]\nname = "region2"\nstorage = "faulty+file://{store}/region2?delay=0.15"\n'
+        + s3_region("region1", seaweedfs, storages[0])
+        + s3_region("region2", seaweedfs, storages[1], "faulty+?delay=0.15")
     )
     ports = [free_port(), free_port()]
     config = write_config(tmp_path, ports[0], extra)
@@ -83,7 +100,7 @@ def cluster(tmp_path: Path, empty_postgres_url: str, queue_url: str) -> Iterator
         Worker(config, data / "worker1.log", ("--threads", "2")),
     ]
     everything = [*apis, *workers]
-    instance = Cluster(apis, workers, empty_postgres_url)
+    instance = Cluster(apis, workers, empty_postgres_url, seaweedfs, storages)
     try:
         for process in everything:  # all at once: they migrate and bootstrap in turn
             process.launch()
@@ -106,6 +123,7 @@ def test_two_apis_and_two_workers_share_the_work(cluster: Cluster, tmp_path: Pat
             cluster, clients[1], region2, projects, source_vault
         )
         restore_every_replica(region2, api1.root("region2"), replicas, expected)
+        chunks_are_in_s3(cluster)
         survivor_metrics(cluster)
     finally:
         for client in [*clients, region2]:
@@ -291,6 +309,14 @@ def restore_every_replica(
     region2.wait("/operation-logs", all_restored, timeout=120, operation_type="restore", limit=100)
     for source_id, replica_id in replicas.items():
         assert_same_tree(expected[source_id], targets[replica_id])
+
+
+def chunks_are_in_s3(cluster: Cluster) -> None:
+    """Both regions' chunks and manifests are objects in SeaweedFS."""
+    for storage in cluster.storages:
+        keys = cluster.s3.keys(storage)
+        assert any("/chunks/" in key for key in keys), keys
+        assert any("/manifests/backup-" in key for key in keys), keys
 
 
 def survivor_metrics(cluster: Cluster) -> None:

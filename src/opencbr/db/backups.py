@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
+    Float,
     ForeignKey,
     Index,
     String,
@@ -114,6 +115,10 @@ class Backup(Base):
     reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     source_backup_id: Mapped[str | None] = mapped_column(String(36), index=True)
     source_region: Mapped[str | None] = mapped_column(String(255))
+    # BLAKE3 over the chunks the backup is made of (archive/content_root.py), hex; set
+    # when it is committed (a replica's after its destination recomputed it); null for
+    # backups committed before roots were recorded.
+    content_root: Mapped[str | None] = mapped_column(String(64), default=None)
     attempts: Mapped[int] = mapped_column(default=0)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
     protected_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -199,6 +204,21 @@ class VaultChunk(Base):
     damaged_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class VaultVerifyState(Base):
+    """Where the scheduled verify of a vault stands (services/verify.py): it checks the
+    vault's chunks in digest order, a share per housekeeping pass, resuming after
+    `cursor` (the last digest checked; "" = from the start) and counting the share due
+    from `checked_at` (the last pass)."""
+
+    __tablename__ = "vault_verify_state"
+
+    vault_id: Mapped[str] = mapped_column(
+        ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True
+    )
+    cursor: Mapped[str] = mapped_column(String(64), default="")
+    checked_at: Mapped[datetime]
+
+
 class BackupChunk(Base):
     """A chunk a committed backup references (garbage collection and replication planning)."""
 
@@ -275,6 +295,22 @@ class ReplicationRecord(Base):
     __tablename__ = "replication_records"
     __table_args__ = (
         Index("ix_replication_records_source", "source_backup_id", "status"),
+        # The pairs of vaults replicated between, and each pair's records by status and
+        # end (replication_status: last success, failure streak, what runs).
+        Index(
+            "ix_replication_records_pair",
+            "source_vault_id",
+            "destination_vault_id",
+            "status",
+            "finished_at",
+        ),
+        # The recent settled records between two regions (the measured replication rate).
+        Index(
+            "ix_replication_records_regions_finished",
+            "source_region",
+            "destination_region",
+            "finished_at",
+        ),
         # At most one live record per (source backup, destination region): of two plans of
         # the same backup that run concurrently, the second to insert fails here. (The
         # replica's own unique key fires only later, in the worker.) A backup belongs to one
@@ -313,10 +349,17 @@ class ReplicationRecord(Base):
     chunks_total: Mapped[int] = mapped_column(default=0)
     chunks_copied: Mapped[int] = mapped_column(default=0)
     chunks_present: Mapped[int] = mapped_column(default=0)
+    # The content root the destination recomputed from its own manifest and index before
+    # publishing the replica (equal to the source's, or the record failed).
+    verified_root: Mapped[str | None] = mapped_column(String(64), default=None)
     operation_log_id: Mapped[str | None] = mapped_column(String(36))
     # The request that planned the copy, for the operation log the worker opens.
     request_id: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(default=0)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    # When it settled (success or fail), and for a success how long the attempt that
+    # finished it took, claim to commit (with `bytes_copied`: the measured rate).
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    copy_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

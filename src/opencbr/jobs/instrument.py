@@ -37,11 +37,13 @@ TASK_LABELS = {
     "replicate": "replicate",
     "fan_out_replications": "replication_plan",
     "migrate_resources": "migrate",
+    "run_verify": "verify",
 }
 # Tasks whose first argument names a row that says how the work ended.
 _STATE_OF: dict[str, Callable[[Database, str], WorkState]] = {
     "run_checkpoint": monitoring.checkpoint_state,
     "run_restore": monitoring.operation_state,
+    "run_verify": monitoring.operation_state,
     "replicate": monitoring.record_state,
 }
 _BYTES_COUNTER = {

@@ -274,6 +274,9 @@ class Jobs:
                 shared=True,
             ),
         ]
+        if settings.verify_percent_per_day > 0:
+            interval = settings.verify_interval_seconds
+            cadences.append(Cadence(tasks.verify_scheduled, interval, now + interval, shared=True))
         pause = min(cadence.interval for cadence in cadences)
         while True:
             for cadence in cadences:

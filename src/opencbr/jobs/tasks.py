@@ -21,6 +21,7 @@ from opencbr.services import (
     replicas,
     replication_runs,
     restores,
+    verify,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ def run_restore(jobs: Jobs, log_id: str) -> None:
     restores.run(jobs.runtime, log_id)
 
 
+def run_verify(jobs: Jobs, log_id: str) -> None:
+    verify.run(jobs.runtime, log_id)
+
+
 def delete_backup(jobs: Jobs, backup_id: str) -> None:
     vault_id = backups.delete(jobs.runtime, backup_id)
     if vault_id is not None:
@@ -54,13 +59,15 @@ def purge_vault(jobs: Jobs, region: str, vault_id: str) -> None:
 
 
 def replicate(jobs: Jobs, record_id: str) -> None:
-    """Copy one backup; then wake the record waiting behind it for the same vault."""
-    next_record = replication_runs.run(jobs.runtime, record_id)
-    if next_record is not None:
+    """Copy one backup (with the records of the same backup due now); then wake the
+    records waiting behind them for the same vaults, and their policies' retention."""
+    settled = replication_runs.run(jobs.runtime, record_id)
+    for next_record in settled.next_records:
         jobs.enqueue(replicate, next_record)
-    policy_id = pruning.policy_of_record(jobs.runtime, record_id)
-    if policy_id is not None:
-        jobs.enqueue(prune_policy, policy_id)
+    for settled_id in settled.records or [record_id]:
+        policy_id = pruning.policy_of_record(jobs.runtime, settled_id)
+        if policy_id is not None:
+            jobs.enqueue(prune_policy, policy_id)
 
 
 def migrate_resources(jobs: Jobs, migration_id: str) -> None:
@@ -128,12 +135,19 @@ def reconcile(jobs: Jobs) -> None:
         jobs.enqueue(run_restore, log_id)
     for backup_id in backups.deleting_backups(rt.db):
         jobs.enqueue(delete_backup, backup_id)
-    for record_id in leases.stuck(rt, replication_runs.REPLICATION):
+    for record_id in replication_runs.stuck(rt):
         jobs.enqueue(replicate, record_id)
     for run_id in leases.stuck(rt, policy_runs.POLICY_RUN):
         jobs.enqueue(run_policy, run_id)
     for migration_id in leases.stuck(rt, migrations.MIGRATION):
         jobs.enqueue(migrate_resources, migration_id)
+    for log_id in leases.stuck(rt, verify.VERIFY):
+        jobs.enqueue(run_verify, log_id)
+
+
+def verify_scheduled(jobs: Jobs) -> None:
+    """The scheduled verify's pass over every vault (housekeeping thread, not queued)."""
+    verify.scheduled_pass(jobs.runtime)
 
 
 def collect_all_garbage(jobs: Jobs) -> None:
@@ -154,4 +168,5 @@ QUEUED = (
     run_policy,
     prune_policy,
     migrate_resources,
+    run_verify,
 )

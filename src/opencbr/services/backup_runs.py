@@ -44,6 +44,7 @@ from opencbr.errors import INTERNAL_ERROR, RESOURCE_NOT_FOUND, CbrError, ErrorCo
 from opencbr.services import (
     backup_cleanup,
     checkpoints,
+    content_roots,
     leases,
     operation_logs,
     protectables,
@@ -532,6 +533,7 @@ def _commit_unit(
         unit.bytes_new = added
         unit.chunk_count = result.chunks_total
         unit.incremental = incremental
+        unit.content_root = content_roots.of_manifest(result.manifest)
         if unit.kind == "tree":
             protectables.record_tree_size(session, unit.resource_id, result.bytes_total)
         unit.protected_at = unit.protected_at or clock.now()
@@ -549,6 +551,7 @@ def _complete(session: Session, backup: Backup, claim: Claim) -> None:
         backup.bytes_new = sum(c.bytes_new for c in backup.children)
         backup.chunk_count = sum(c.chunk_count for c in backup.children)
         backup.incremental = all(c.incremental for c in backup.children)
+        backup.content_root = content_roots.of_volumes(backup.children)
     backup.status = BackupStatus.AVAILABLE
     backup.protected_at = backup.protected_at or clock.now()
     _release_reservation(session, backup)

@@ -39,6 +39,8 @@ OPERATION_TYPES = (
     # Not in CBR's list of types, though its logs carry an `update_expiration_time` block:
     # what update-backup-expiration-time writes.
     "update_expiration_time",
+    # opencbr's own: POST /vaults/{vault_id}/verify (services/verify.py).
+    "verify",
 )
 # The `extra_info` block of a type, where CBR names it otherwise than the type.
 BLOCKS = {"remove_resource": "remove_resources"}

@@ -257,6 +257,8 @@ class ReplicationRecordExtra(ResponseModel):
     chunks_total: int
     chunks_copied: int
     chunks_present: int
+    # opencbr extension: the content root the destination recomputed before publishing.
+    verified_root: str | None
 
 
 class ReplicationRecordOut(ResponseModel):
@@ -302,6 +304,7 @@ def record_out(record: ReplicationRecord) -> ReplicationRecordOut:
             chunks_total=record.chunks_total,
             chunks_copied=record.chunks_copied,
             chunks_present=record.chunks_present,
+            verified_root=record.verified_root,
         ),
     )
 
@@ -359,6 +362,9 @@ class BackupOut(ResponseModel):
     # unreadable folders, files changed while read); capped, the last entry counts the rest.
     warnings: list[str]
     damaged_chunks: int
+    # BLAKE3 over the chunks it is made of (hex; a replica's equals its source's); null
+    # for backups committed before content roots were recorded, and while in progress.
+    content_root: str | None
 
 
 class BackupResponse(ResponseModel):
@@ -436,6 +442,7 @@ def backup_out(
         source_backup_id=backup.source_backup_id,
         warnings=list(backup.warnings),
         damaged_chunks=damaged,
+        content_root=backup.content_root,
     )
 
 
