@@ -64,7 +64,9 @@ KiB, MiB = 1 << 10, 1 << 20
 # small for ~2x the ideal incremental size (reference/performance-notes.md). min and
 # max are FastCDC's usual avg/4 and 4*avg.
 CDC_AVG, CDC_MIN, CDC_MAX = 1 * MiB, 256 * KiB, 4 * MiB
-DEFAULT_MAX_IN_FLIGHT = 48  # chunks held by a backup: ~60 MiB typical, 192 MiB worst
+# Chunks a backup holds: a tree's window is max_in_flight x 1.25 MiB (60 MiB here) in up
+# to 16x as many chunks (groups of small files), plus the chunk in hand (4 MiB at most).
+DEFAULT_MAX_IN_FLIGHT = 48
 _CATALOG_IN_FLIGHT = 4  # the catalog is ~1/10000 of the data
 _MAX_WARNINGS = 1000
 # O_NOFOLLOW: an entry swapped for a symlink since its lstat must not pull in the target.
@@ -81,7 +83,7 @@ _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 # CRC-32 of the member's name, and always at GROUP_MAX bytes or GROUP_MAX_MEMBERS
 # members. Smaller groups store less when a few files change (a changed group is stored
 # again whole) but cost a chunk each: a store object, index rows, a reference row per
-# backup, ~0.2-0.5 ms of a backup apiece on the benchmark machine. Measured on 10,000
+# backup, ~0.5 ms of a backup apiece on the benchmark machine. Measured on 10,000
 # files of 1-16 KiB with 10% of them changed in place (fraction of the full backup
 # stored again / chunks of the full backup): one file a chunk 0.11 / 10,022;
 # 24+24 KiB 0.41 / 2,287; 32+32 KiB 0.52 / 1,628; 64+128 KiB 0.80 / 710; plain 1 MiB
