@@ -416,6 +416,10 @@ class ChunkStreamReader:
         return view
 
     def read(self, size: int = -1) -> bytes:
+        if 0 <= size <= len(self._chunk) - self._pos:  # within the current chunk (catalogs)
+            start = self._pos
+            self._pos += size
+            return bytes(self._chunk[start : self._pos])
         if size < 0:
             return b"".join(iter(lambda: bytes(self.read_view(MiB)), b""))
         parts = []

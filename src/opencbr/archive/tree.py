@@ -366,7 +366,8 @@ class _TarWriter:
             _fatal_if_out_of_descriptors(exc)
             self.warn(f"skipped {arcname!r}: {exc.strerror}")
             return
-        member = GroupMember(os.fsencode(arcname), st, typeflag, size, os.fsencode(linkname))
+        target = os.fsencode(linkname) if linkname else b""
+        member = GroupMember(os.fsencode(arcname), st, typeflag, size, target)
         if size >= REUSE_MIN_SIZE:
             self._flush_group()
             self._add_large(member, arcname, fd)
@@ -450,11 +451,14 @@ class _TarWriter:
         for pending, entry in zip(group, previous, strict=True):
             st = pending.member.st
             self._catalog.add(
-                entry._replace(
-                    header_offset=entry.header_offset + shift,
-                    data_offset=entry.data_offset + shift,
-                    ctime_ns=st.st_ctime_ns,
-                    inode=st.st_ino,
+                CatalogEntry(
+                    *entry[:7],  # path, type, mode, uid, gid, size, mtime: all compared equal
+                    entry.header_offset + shift,
+                    entry.data_offset + shift,
+                    entry.linkname,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    entry.header_digest,
                 )
             )
 
