@@ -427,3 +427,27 @@ def test_a_byte_budget_holds_many_small_chunks_and_asks_for_them_in_large_batche
     assert sink.peak <= 16 * 8 + 1
     assert sink.peak_bytes <= 400_000 + 100_000
     assert p.chunks_new == 640
+
+
+def test_known_chunks_between_new_ones_keep_their_place_without_a_query_each() -> None:
+    # A tree's unchanged groups (known chunks) between changed ones (new chunks): the new
+    # ones are still asked for in one batch, and the chunk list keeps stream order.
+    sink = _CountingSink()
+    new = [os.urandom(500) for _ in range(6)]
+    known = [ChunkRef(blake3.blake3(os.urandom(9)).hexdigest(), 9) for _ in range(6)]
+    with (
+        ThreadPoolExecutor(2) as pool,
+        ChunkPipeline(sink, pool, max_in_flight=8, max_bytes_in_flight=1 << 20) as p,
+    ):
+        for chunk, ref in zip(new, known, strict=True):
+            sink.held += len(chunk)
+            p.submit(chunk)
+            p.submit_known([ref])
+        refs = p.finish()
+    expected = [
+        r
+        for c, k in zip(new, known, strict=True)
+        for r in (ChunkRef(blake3.blake3(c).hexdigest(), 500), k)
+    ]
+    assert list(refs) == expected
+    assert sink.asked == [6]

@@ -39,6 +39,7 @@ MAX_BATCH = 32  # digests per missing() query: one round trip per ~40 MiB of a t
 # With a byte budget (small chunks), up to this many times more chunks in flight and in
 # a batch: 16 x 16 chunks of a tree's ~50 KiB groups hold ~12 MiB.
 SMALL_CHUNKS_FACTOR = 16
+_UNRESOLVED = ChunkRef("", 0)  # the slot of a chunk whose digest is not known yet
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,8 @@ class ChunkPipeline:
         self._held_bytes = 0  # of the chunks hashing and storing
         self._hashing_bytes = 0
         self._progress = progress
-        self._hashing: deque[tuple[Future[str], bytes]] = deque()
+        # (digest being computed, the chunk, its slot in _refs), in stream order.
+        self._hashing: deque[tuple[Future[str], bytes, int]] = deque()
         self._storing: deque[tuple[Future[int], int]] = deque()
         self._refs: list[ChunkRef] = []
         # Digests already known present or scheduled for storing; by the end, exactly
@@ -279,7 +281,8 @@ class ChunkPipeline:
         """Queue the next chunk of the stream; blocks while the window is full."""
         while self._storing and self._window_full():
             self._reap_oldest()
-        self._hashing.append((self._executor.submit(chunk_digest, data), data))
+        self._hashing.append((self._executor.submit(chunk_digest, data), data, len(self._refs)))
+        self._refs.append(_UNRESOLVED)  # its slot, filled when its batch is resolved
         self._hashing_bytes += len(data)
         self._held_bytes += len(data)
         if len(self._hashing) >= self._batch_size or (
@@ -294,8 +297,9 @@ class ChunkPipeline:
 
     def submit_known(self, refs: Sequence[ChunkRef]) -> None:
         """Append, in stream order, chunks the sink is known to hold (a previous backup's
-        chunks of an unchanged file): they are neither hashed nor queried nor stored."""
-        self._resolve_batch()
+        chunks of an unchanged file): they are neither hashed nor queried nor stored. The
+        batch being collected stays open (its chunks keep their slots before these), so
+        changed files scattered among unchanged ones are still asked for together."""
         self._refs.extend(refs)
         self.digests.update(ref.digest for ref in refs)
         if self._progress is not None:
@@ -305,10 +309,11 @@ class ChunkPipeline:
         self._resolve_batch()
         while self._storing:
             self._reap_oldest()
+        assert _UNRESOLVED not in self._refs
         return tuple(self._refs)
 
     def abort(self) -> None:
-        for hashing, _ in self._hashing:
+        for hashing, _data, _slot in self._hashing:
             hashing.cancel()
         for storing, _ in self._storing:
             storing.cancel()
@@ -317,14 +322,14 @@ class ChunkPipeline:
         self._held_bytes = self._hashing_bytes = 0
 
     def _resolve_batch(self) -> None:
-        batch = [(future.result(), data) for future, data in self._hashing]
+        batch = [(future.result(), data, slot) for future, data, slot in self._hashing]
         self._hashing.clear()
         self._hashing_bytes = 0
-        unknown = list(dict.fromkeys(d for d, _ in batch if d not in self.digests))
+        unknown = list(dict.fromkeys(d for d, _, _ in batch if d not in self.digests))
         missing = self._sink.missing(unknown) if unknown else set()
         self.digests.update(d for d in unknown if d not in missing)
-        for digest, data in batch:
-            self._refs.append(ChunkRef(digest, len(data)))
+        for digest, data, slot in batch:
+            self._refs[slot] = ChunkRef(digest, len(data))
             if digest not in self.digests:
                 self.digests.add(digest)
                 future = self._executor.submit(self._sink.store, digest, data)
@@ -332,7 +337,7 @@ class ChunkPipeline:
             else:
                 self._held_bytes -= len(data)  # present already: not held any longer
         if self._progress is not None:
-            self._progress.advance(sum(len(data) for _, data in batch))
+            self._progress.advance(sum(len(data) for _, data, _ in batch))
 
     def _reap_oldest(self) -> None:
         future, length = self._storing.popleft()
