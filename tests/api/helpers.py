@@ -22,10 +22,13 @@ from huaweicloudsdkcore.sdk_request import SdkRequest  # type: ignore[import-unt
 from huaweicloudsdkcore.signer.signer import Signer  # type: ignore[import-untyped]
 
 from opencbr.app import create_app
+from opencbr.archive.manifest import Manifest
 from opencbr.db.session import Database
 from opencbr.services import identity
+from opencbr.services.keys import Keyring
 from opencbr.settings import ProtectableRoot, Settings
 from opencbr.storage import layout
+from opencbr.storage.sealing import open_manifest
 from tests.polling import pauses
 
 PASSWORD = "correct horse battery"
@@ -291,6 +294,18 @@ def chunks_dir(env: Env, region: str, vault_id: str) -> Path:
     """The chunk folder of a vault's local store."""
     region_storage = str(env.settings.data_dir / "store" / region)
     return Path(layout.vault_location(region_storage, vault_id)) / layout.CHUNKS_FOLDER
+
+
+def chunk_keys(env: Env) -> Keyring:
+    """The app's keyring: what opens the sealed chunks and manifests its vaults hold."""
+    keys: Keyring = env.client.app.state.runtime.keys  # type: ignore[attr-defined]
+    return keys
+
+
+def read_manifest(env: Env, path: Path) -> Manifest:
+    """A manifest file of a vault's local store, opened (manifests are sealed in encrypted
+    vaults)."""
+    return Manifest.from_bytes(open_manifest(path.read_bytes(), path.name, chunk_keys(env)))
 
 
 def chunk_names(env: Env, region: str, vault_id: str) -> set[str]:

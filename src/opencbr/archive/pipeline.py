@@ -20,7 +20,7 @@ from types import TracebackType
 from pyfastcdc import FastCDC
 
 from opencbr.archive.manifest import Manifest
-from opencbr.archive.sink import ChunkRef, ChunkSink, ChunkSource, ChunkVerifyError, chunk_digest
+from opencbr.archive.sink import ChunkRef, ChunkSink, ChunkSource, ChunkVerifyError
 
 # pyfastcdc silently falls back to pure Python (~400x slower) when its extension fails
 # to load; a backup would then crawl at a few MB/s. Fail loudly at import instead.
@@ -281,7 +281,7 @@ class ChunkPipeline:
         """Queue the next chunk of the stream; blocks while the window is full."""
         while self._storing and self._window_full():
             self._reap_oldest()
-        self._hashing.append((self._executor.submit(chunk_digest, data), data, len(self._refs)))
+        self._hashing.append((self._executor.submit(self._sink.name, data), data, len(self._refs)))
         self._refs.append(_UNRESOLVED)  # its slot, filled when its batch is resolved
         self._hashing_bytes += len(data)
         self._held_bytes += len(data)
@@ -359,7 +359,7 @@ def load_verified(source: ChunkSource, ref: ChunkRef) -> bytes:
         raise
     if len(data) != ref.length:
         raise ChunkVerifyError(ref.digest, f"expected {ref.length} bytes, got {len(data)}")
-    if chunk_digest(data) != ref.digest:
+    if source.name(data) != ref.digest:
         raise ChunkVerifyError(ref.digest, "content does not match its digest")
     return data
 
