@@ -7,7 +7,9 @@ Order of the run (each step only when selected by --only, plus what it depends o
   4. opencbr restore of the full backup into an empty directory
   5. the mutation, then incremental backups (opencbr, restic, borg) and opencbr's
      incremental replication
-  6. the many-small-files tree: opencbr, restic, borg
+  6. the many-small-files tree (a copy): full backups, then 10% of its files changed in
+     place and incremental backups (stored bytes), then 1% and again (time): opencbr,
+     restic, borg
   7. API load against a separate API-only server with seeded backups
   8. the policy scheduler at scale (issue 13): 10,000 vaults whose policies share a slot,
      against a server with its embedded worker (`schedule.py`)
@@ -127,6 +129,7 @@ class Run:
         remove_tree(self.run_dir, args.workdir)  # left by --keep or an interrupted run
         self.run_dir.mkdir(parents=True)
         self.source = self.run_dir / "dataset"
+        self.small_source = self.run_dir / "small-files"
         self.results: list[Result] = []
         self.meta: dict[str, Any] = {}
         self.restic = peers.Restic(self.run_dir / "restic", self.run_dir / "restic.log")
@@ -165,7 +168,9 @@ class Run:
         self.server.start()
         api = Api(self.server.url, self.server.password(), self.server.projects())
         self.opencbr = OpencbrRunner(self.server, api, self.args.profile)
-        self.vaults = self.opencbr.prepare(self.source, data.small, self.run_dir / "restored")
+        # The small-files copy exists when `small` runs (its vault is unused otherwise).
+        small = self.small_source if self.small_source.exists() else data.small
+        self.vaults = self.opencbr.prepare(self.source, small, self.run_dir / "restored")
 
     def stop_server(self) -> None:
         if self.opencbr is not None:
@@ -240,27 +245,50 @@ def phase_incremental(run: Run, data: dataset.Dataset) -> None:
         run.measure(run.borg.create, "repo", "incremental", run.source, "backup_incremental", size)
 
 
+# The small-files tree's backups: the full one, then after 10% of the files changed in
+# place (judged by stored bytes), then after 1% more (judged by time).
+SMALL_STEPS = (
+    ("backup_small_files", 0.0),
+    ("backup_small_10pct", 0.10),
+    ("backup_small_1pct", 0.01),
+)
+
+
 def phase_small(run: Run, data: dataset.Dataset) -> None:
-    size, tree, operation = data.small_bytes, data.small, "backup_small_files"
-    read_tree(tree)  # every tool starts from a cached tree (see read_tree)
-    if run.only.wants("small", "opencbr"):
-        assert run.opencbr is not None and run.vaults is not None
-        run.measure(run.opencbr.backup, run.vaults.small, operation, size)
-    if run.only.wants("small", "restic"):
-        run.restic.init("small")
-        run.measure(run.restic.backup, "small", tree, operation, size)
-    if run.only.wants("small", "borg"):
-        run.borg.init("small")
-        run.measure(run.borg.create, "small", "small", tree, operation, size)
+    size, tree = data.small_bytes, run.small_source
+    for index, (operation, share) in enumerate(SMALL_STEPS):
+        if share:
+            mutation = dataset.mutate_small(tree, share, data.seed + 10 + index)
+            run.meta[f"small_mutation_{operation}"] = dataclasses.asdict(mutation)
+        read_tree(tree)  # every tool starts from a cached tree (see read_tree)
+        if run.only.wants("small", "opencbr"):
+            assert run.opencbr is not None and run.vaults is not None
+            run.measure(run.opencbr.backup, run.vaults.small, operation, size)
+        if run.only.wants("small", "restic"):
+            if not share:
+                run.restic.init("small")
+            run.measure(run.restic.backup, "small", tree, operation, size)
+        if run.only.wants("small", "borg"):
+            if not share:
+                run.borg.init("small")
+            run.measure(run.borg.create, "small", operation, tree, operation, size)
 
 
 def phase_load(run: Run) -> dict[str, Any] | None:
     if not run.only.wants("load", "opencbr"):
         return None
     clients = [int(n) for n in run.args.clients.split(",")]
-    log(f"API load: {load.LIST_BACKUPS} backups, clients {clients}")
+    replicated = load.replicated_backups(run.args.scale)
+    log(f"API load: {load.LIST_BACKUPS} backups listed, {replicated} replicated, clients {clients}")
     profile = run.args.profile / "api_load.txt" if run.args.profile else None
-    result = load.run(run.run_dir, run.args.requests, run.args.replicate_requests, clients, profile)
+    result = load.run(
+        run.run_dir,
+        run.args.requests,
+        run.args.replicate_requests,
+        clients,
+        profile,
+        scale=run.args.scale,
+    )
     for scenario in result["scenarios"]:
         log(
             f"{scenario['name']} x{scenario['concurrency']}: p50 {scenario['p50_ms']} ms, "
@@ -330,9 +358,11 @@ def measure_data(run: Run, data: dataset.Dataset) -> None:
     """Every measurement on the generated data (all but the API load)."""
     ops = run.only.operations
     dataset.stage(data, run.source)
-    if run.only.needs_server():
-        run.start_server(data)
+    if "small" in ops:
+        dataset.stage_small(data, run.small_source)
     try:
+        if run.only.needs_server():  # in the try: a failed setup stops the server too
+            run.start_server(data)
         if "full" in ops:
             phase_full(run, data)
         if "replication" in ops:

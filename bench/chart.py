@@ -16,6 +16,8 @@ GROUPS = {
     "backup_full": "full backup",
     "backup_incremental": "incremental",
     "backup_small_files": "small files",
+    "backup_small_10pct": "small files, 10% changed",
+    "backup_small_1pct": "small files, 1% changed",
     "restore": "restore",
     "replication_full": "full copy",
     "copy_full": "full copy",

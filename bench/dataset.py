@@ -7,6 +7,9 @@ are cached under `<workdir>/datasets/` and never modified: a run backs up a hard
 copy (`stage`) and `mutate` changes that copy the way a day of work would (2% of the
 bytes rewritten in place in ~50 clustered regions, some files appended, added and
 removed), replacing each touched file instead of writing through the shared inode.
+The small-files tree is copied whole for a run (`stage_small`: hard links would make
+every file look hard-linked to the tools), and `mutate_small` rewrites a span of 10% and
+then of 1% of its files in place (same size, new mtime and ctime).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ SMALL_FILES, SMALL_SIZES, SMALL_PER_FOLDER = 100_000, (1 * KiB, 16 * KiB), 500
 CHANGED_SHARE, REGIONS = 0.02, 50
 APPENDED_SHARE, ADDED_SHARE, FILES_APPENDED, FILES_ADDED, FILES_REMOVED = 0.005, 0.005, 10, 10, 10
 _WRITE_BLOCK = 4 * MiB
+SMALL_SPAN = 1 * KiB  # bytes rewritten in each changed small file (the smallest are 1 KiB)
 
 
 @dataclass(frozen=True)
@@ -383,3 +387,41 @@ def mutate(dataset: Dataset, source: Path) -> Mutation:
         files_added=FILES_ADDED,
         files_removed=len(removed_specs),
     )
+
+
+# --- the small-files tree's changes ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmallMutation:
+    """What `mutate_small` did: `files_changed` files, `changed_bytes` rewritten in all."""
+
+    share: float
+    files_changed: int
+    changed_bytes: int
+
+
+def stage_small(dataset: Dataset, destination: Path) -> None:
+    """A real copy of the small-files tree (own inodes, times kept), for `mutate_small`."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(dataset.small), str(destination)], check=True)
+
+
+def mutate_small(tree: Path, share: float, seed: int) -> SmallMutation:
+    """Rewrite `SMALL_SPAN` bytes at a random offset in `share` of the files of `tree` (a
+    staged copy), in place: text files get new log lines, the others new random bytes."""
+    rng = random.Random(seed)
+    files = sorted(path for path in tree.glob("s*/*.dat"))
+    chosen = rng.sample(files, max(1, round(len(files) * share)))
+    changed = 0
+    for path in chosen:
+        size = path.stat().st_size
+        span = min(SMALL_SPAN, size)
+        offset = rng.randrange(size - span + 1)
+        text = int(path.stem) % 2  # as `_generate_small` made them
+        kind = "text" if text else "random"
+        with open(path, "r+b") as handle:
+            handle.seek(offset)
+            handle.write(_new_bytes(kind, rng, f"small/{seed}/{path.name}", span))
+        changed += span
+    return SmallMutation(share, len(chosen), changed)

@@ -2,11 +2,13 @@
 
 The driver (`run`) starts an API-only server (no embedded worker: the replicate call must
 only plan and enqueue, and copies running behind it would load the machine), creates the
-vaults, stops it, seeds backup rows (`seed.py`: 10,000 in one vault, 1,000 in another),
-starts it again and runs the load generator in a second process: `python -m bench.load
-SPEC.json` prints one JSON object per scenario. The generator sends a fixed number of
-requests from N threads, each with its own keep-alive connection, after a short warm-up,
-and reports latency percentiles and requests per second.
+vaults, stops it, seeds backup rows (`seed.py`: 10,000 in one vault to list, and 10,000 x
+--scale in another to replicate), starts it again and runs the load generator in a second
+process: `python -m bench.load SPEC.json` prints one JSON object per scenario. The
+generator sends a fixed number of requests from N threads, each with its own keep-alive
+connection, after a short warm-up, and reports latency percentiles and requests per
+second. A replicate call takes every backup of the vault not yet replicated to the
+region, so after each one (untimed) the generator deletes the records it planned.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import create_engine, text
 
 from bench.client import Api, ApiError
 from bench.seed import seed_backups
 from bench.server import Server, write_config
+from opencbr.settings import load_settings
 
-LIST_BACKUPS, REPLICATE_BACKUPS = 10_000, 1_000
+LIST_BACKUPS, REPLICATE_BACKUPS = 10_000, 10_000  # the latter at scale 1 (issue 17)
 PAGE = 100
 WARMUP = 20
 Request = dict[str, Any]  # {"method", "path", "body"?}: one HTTP request to send
@@ -67,11 +71,30 @@ def _worker(
             results.append(_send(client, request))
 
 
+def _one_at_a_time(url: str, token: str, scenario: dict[str, Any]) -> dict[str, Any]:
+    """Send each request, then (untimed) run the scenario's `reset` SQL statement."""
+    reset = scenario["reset"]
+    engine = create_engine(reset["db_url"])
+    samples: list[Sample] = []
+    started = time.perf_counter()
+    try:
+        with httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=60) as client:
+            for request in scenario["requests"]:
+                samples.append(_send(client, request))
+                with engine.begin() as connection:
+                    connection.execute(text(reset["sql"]), reset.get("params", {}))
+    finally:
+        engine.dispose()
+    return _summary(scenario, samples, time.perf_counter() - started)
+
+
 def run_scenario(url: str, token: str, scenario: dict[str, Any]) -> dict[str, Any]:
-    requests = list(reversed(scenario["requests"]))  # pop() from the end keeps the order
     with httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=60) as client:
         for request in scenario.get("warmup", []):
             _send(client, request)
+    if scenario.get("reset"):
+        return _one_at_a_time(url, token, scenario)
+    requests = list(reversed(scenario["requests"]))  # pop() from the end keeps the order
     lock = threading.Lock()
     until = Path(scenario["until"]) if scenario.get("until") else None
     started = time.perf_counter()
@@ -123,18 +146,22 @@ def main(spec_path: str) -> None:
 # --- the driver --------------------------------------------------------------------------
 
 
-class Setup:
-    """The load server's vaults: one of 10,000 backups, `sources` vaults of 1,000 (a
-    replicate call takes every backup of a vault not yet replicated to the region, so each
-    call needs a vault of its own) and one replication vault in region2."""
+def replicated_backups(scale: float) -> int:
+    """Backups in the vault the replicate call takes: 10,000 at scale 1."""
+    return max(100, round(REPLICATE_BACKUPS * scale))
 
-    def __init__(self, server: Server, folders: Path, sources: int) -> None:
+
+class Setup:
+    """The load server's vaults: one to list (10,000 backups), one to replicate (see
+    `replicated_backups`) and one replication vault in region2."""
+
+    def __init__(self, server: Server, folders: Path) -> None:
         server.start()
         self.projects = server.projects()
         api = Api(server.url, server.password(), self.projects)
         try:
             self.listed = self._vault(api, folders, "listed")
-            self.sources = [self._vault(api, folders, f"source-{n:04d}") for n in range(sources)]
+            self.source = self._vault(api, folders, "source")
             self.destination = api.create_vault("region2", "target", [], "replication")
         finally:
             api.close()
@@ -164,9 +191,9 @@ def _show_requests(base: str, ids: list[str], count: int, rng: random.Random) ->
     return [{"method": "GET", "path": f"{base}/backups/{rng.choice(ids)}"} for _ in range(count)]
 
 
-def _replicate_request(base: str, setup: Setup, source: str) -> Request:
+def _replicate_request(base: str, setup: Setup) -> Request:
     replicate = {
-        "vault_id": source,
+        "vault_id": setup.source,
         "destination_region": "region2",
         "destination_project_id": setup.projects["region2"],
         "destination_vault_id": setup.destination,
@@ -189,14 +216,29 @@ def replication_available(api: Api, request: Request) -> bool:
     return True
 
 
+def _forget_plans(db_url: str, setup: Setup) -> dict[str, Any]:
+    """The statement that makes every backup of the source vault eligible again."""
+    return {
+        "db_url": db_url,
+        "sql": "DELETE FROM replication_records WHERE source_vault_id = :vault",
+        "params": {"vault": setup.source},
+    }
+
+
 def _scenarios(
-    base: str, setup: Setup, shown: list[str], requests: int, concurrencies: list[int]
+    base: str,
+    setup: Setup,
+    shown: list[str],
+    counts: tuple[int, int],
+    concurrencies: list[int],
+    db_url: str,
 ) -> list[dict[str, Any]]:
-    """list and show `requests` times at each concurrency; replicate once per source vault.
+    """list and show `requests` times at each concurrency; replicate `replicates` times.
 
     The replicate call runs one client at a time only: its planning writes a record per
     backup, and SQLite takes one writer at a time, so concurrent calls only queue.
     """
+    requests, replicates = counts
     rng = random.Random(6)
     warm_list = list_requests(base, setup.listed, WARMUP, rng)
     warm_show = _show_requests(base, shown, WARMUP, rng)
@@ -220,8 +262,15 @@ def _scenarios(
                 "expect": 200,
             }
         )
-    replicate = [_replicate_request(base, setup, source) for source in setup.sources[1:]]
-    scenarios.append({"name": "replicate", "requests": replicate, "concurrency": 1, "expect": 200})
+    scenarios.append(
+        {
+            "name": "replicate",
+            "requests": [_replicate_request(base, setup)] * replicates,
+            "reset": _forget_plans(db_url, setup),
+            "concurrency": 1,
+            "expect": 200,
+        }
+    )
     return scenarios
 
 
@@ -245,23 +294,27 @@ def run(
     replicate_requests: int,
     concurrencies: list[int],
     profile: Path | None = None,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
     """The whole API load measurement; a JSON-ready dict."""
     data_dir, folders = run_dir / "load-data", run_dir / "load-roots"
     roots = {region: folders / region for region in ("region1", "region2")}
     config = write_config(run_dir / "load.toml", data_dir, roots, embedded_worker=False)
     server = Server(config, data_dir)
-    setup = Setup(server, roots["region1"], 1 + replicate_requests)
+    setup = Setup(server, roots["region1"])
     shown = seed_backups(config, setup.listed, LIST_BACKUPS)
-    for source in setup.sources:
-        seed_backups(config, source, REPLICATE_BACKUPS)
+    replicated = replicated_backups(scale)
+    seed_backups(config, setup.source, replicated)
+    db_url = load_settings(config).db_url
     server.start()
     try:
         api = Api(server.url, server.password(), setup.projects)
         base = f"/v3/{setup.projects['region1']}"
-        first = _replicate_request(base, setup, setup.sources[0])
-        available = replication_available(api, first)
-        scenarios = _scenarios(base, setup, shown, requests, concurrencies)
+        available = replication_available(api, _replicate_request(base, setup))
+        forget = _forget_plans(db_url, setup)
+        _reset(forget)
+        counts = (requests, replicate_requests)
+        scenarios = _scenarios(base, setup, shown, counts, concurrencies, db_url)
         if not available:
             scenarios = [s for s in scenarios if s["name"] != "replicate"]
         spec = {"url": server.url, "token": api.token("region1"), "scenarios": scenarios}
@@ -274,11 +327,20 @@ def run(
         server.stop()
     return {
         "backups_listed_vault": LIST_BACKUPS,
-        "backups_replicated_vault": REPLICATE_BACKUPS,
+        "backups_replicated_vault": replicated,
         "replication_available": available,
         "scenarios": results,
         "server_peak_rss_bytes": peak,
     }
+
+
+def _reset(reset: dict[str, Any]) -> None:
+    engine = create_engine(reset["db_url"])
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(reset["sql"]), reset.get("params", {}))
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -78,19 +78,33 @@ def test_tree_backup_incremental_and_byte_identical_restores(
     assert_same_tree(source, env.roots["region1"] / "target2")
 
 
-def test_incremental_tree_backup_does_not_read_unchanged_large_files(
+def test_incremental_tree_backup_does_not_read_unchanged_files(
     env: Env, tree: tuple[Path, dict[str, Any]]
 ) -> None:
     source, resource = tree
     vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
-    backup_now(env, vault["id"])
+    with structlog.testing.capture_logs() as events:
+        backup_now(env, vault["id"])
+    (first,) = [e for e in events if e["event"] == "backup unit written"]
+    files = first["files_read"]
+    assert first["files_reused"] == 0 and files > 2500
     with open(source / "big1.bin", "r+b") as handle:
         handle.write(b"changed")
+    small = sorted((source / "many").rglob("*.txt"))[::500]  # 5 of 2,500 small files
+    for path in small:
+        with open(path, "r+b") as handle:  # in place: same size, new mtime and ctime
+            handle.write(b"!")
     unchanged = sum((source / name).stat().st_size for name in ("big0.bin", "big2.bin"))
     with structlog.testing.capture_logs() as events:
         second = backup_now(env, vault["id"])
-    written = [e for e in events if e["event"] == "backup unit written"]
-    assert [e["bytes_reused"] for e in written] == [unchanged]
+    (written,) = [e for e in events if e["event"] == "backup unit written"]
+    # The changed large file and the groups of the 5 changed small files are read (a
+    # group shares one chunk among at most GROUP_MAX_MEMBERS members, ~8 of these files
+    # on average); every other file, large or small, is not.
+    assert written["files_read"] + written["files_reused"] == files
+    assert 1 + len(small) <= written["files_read"] <= 1 + len(small) * 20
+    assert written["bytes_reused"] > unchanged
+    assert second["stored_bytes"] < 8 * MiB  # big1.bin's 8 MiB are stored as ~1-4 chunks
     target = register_dir(env, name="target")
     assert restore(env, second["id"], {"resource_id": target["id"]})["status"] == "success"
     assert_same_tree(source, env.roots["region1"] / "target")

@@ -1,4 +1,4 @@
-"""Incremental tree backups: unchanged large files are taken from the previous backup."""
+"""Incremental tree backups: unchanged files are taken from the previous backup unread."""
 
 from __future__ import annotations
 
@@ -61,16 +61,21 @@ def two_backups(tmp_path: Path) -> tuple[Path, MemoryVault, Manifest, int]:
     return root, vault, first.manifest, sizes["a_same.bin"]
 
 
-def test_only_unchanged_large_files_are_reused(
+def test_only_unchanged_files_are_reused(
     two_backups: tuple[Path, MemoryVault, Manifest, int], tmp_path: Path
 ) -> None:
     root, vault, first, same_size = two_backups
     vault.loads.clear()
     second = backup_tree_at(root, vault, previous=PreviousBackup(first, vault))
     # Rewritten with its mtime put back (ctime differs), appended, chmod-ed, touched
-    # and new files are all read again; only a_same.bin is not.
-    assert second.bytes_reused == same_size
+    # and new large files are all read again; of the large files only a_same.bin is not.
     assert set(vault.loads) <= {ref.digest for ref in first.catalog}  # no data chunk read
+    # Small files are read again only in the groups of a changed or removed member.
+    regular = [e for e in iter_catalog(second.manifest, vault) if e.type == tarfile.REGTYPE]
+    large = sum(e.size for e in regular if e.size >= REUSE_MIN_SIZE)
+    assert second.files_reused + second.files_read == len(regular)
+    assert second.files_read >= 5 and second.files_reused > len(regular) // 2
+    assert large - same_size + second.bytes_reused <= sum(e.size for e in regular)
     target = tmp_path / "restored"
     target.mkdir()
     restore_tree(second.manifest, vault, target)
@@ -105,14 +110,17 @@ def test_large_files_start_and_end_on_chunk_boundaries(
         assert entry.inode and entry.ctime_ns and len(entry.header_digest) == 8
 
 
-def test_unchanged_tree_reuses_every_large_file_and_stores_nothing(tmp_path: Path) -> None:
+def test_unchanged_tree_reads_no_file_and_stores_nothing(tmp_path: Path) -> None:
     root = tmp_path / "tree"
-    sizes = _big_tree(root)
+    _big_tree(root)
     vault = MemoryVault()
     first = backup_tree_at(root, vault)
     again = backup_tree_at(root, vault, previous=PreviousBackup(first.manifest, vault))
-    assert again.bytes_reused == sum(sizes.values())
+    regular = [e for e in iter_catalog(first.manifest, vault) if e.type == tarfile.REGTYPE]
+    assert (again.files_read, again.files_reused) == (0, len(regular))
+    assert again.bytes_reused == sum(e.size for e in regular)
     assert again.manifest.chunks == first.manifest.chunks
+    assert again.manifest.catalog == first.manifest.catalog
     assert (again.chunks_new, again.bytes_new) == (0, 0)
 
 
@@ -123,9 +131,11 @@ def test_a_moved_tree_is_read_again(tmp_path: Path) -> None:
     first = backup_tree_at(root, vault)
     (root / "a_same.bin").rename(root / "z_moved.bin")  # same inode, another name
     second = backup_tree_at(root, vault, previous=PreviousBackup(first.manifest, vault))
-    assert second.bytes_reused == sum(
-        (root / name).stat().st_size for name in BIG_NAMES if name != "a_same.bin"
-    )
+    others = sum((root / name).stat().st_size for name in BIG_NAMES if name != "a_same.bin")
+    moved = (root / "z_moved.bin").stat().st_size
+    assert second.files_read >= 1  # z_moved.bin, and the small files grouped with it
+    total = sum(e.size for e in iter_catalog(second.manifest, vault) if e.type == tarfile.REGTYPE)
+    assert others <= second.bytes_reused <= total - moved
 
 
 def test_version_1_catalogs_are_read_with_no_file_taken_as_unchanged(tmp_path: Path) -> None:

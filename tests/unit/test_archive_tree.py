@@ -22,7 +22,13 @@ from opencbr.archive.extract import (
     restore_tree,
 )
 from opencbr.archive.manifest import Manifest
-from opencbr.archive.pipeline import BackupResult, ChunkPipeline, StreamChunker
+from opencbr.archive.pipeline import (
+    MAX_BATCH,
+    SMALL_CHUNKS_FACTOR,
+    BackupResult,
+    ChunkPipeline,
+    StreamChunker,
+)
 from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkVerifyError, chunk_digest
 from opencbr.archive.tarheader import format_ns, parse_ns
 from tests.unit.archive_support import (
@@ -69,7 +75,9 @@ def test_backup_result_counts_what_it_stored(
     catalog_bytes = sum(r.length for r in manifest.catalog)
     assert 0 < result.bytes_stored_new < result.bytes_new <= result.bytes_total + catalog_bytes
     assert len(manifest.chunks) > 10  # several chunks, so the tests below mean something
-    assert max(vault.missing_calls) <= 32  # batched queries, never the whole stream
+    # Batched queries, larger for small chunks (the window's bytes bound them too: see
+    # test_a_byte_budget_holds_many_small_chunks_and_asks_for_them_in_large_batches).
+    assert max(vault.missing_calls) <= MAX_BATCH * SMALL_CHUNKS_FACTOR
 
 
 def test_second_backup_of_unchanged_tree_stores_nothing(
@@ -379,3 +387,70 @@ def test_pipeline_holds_at_most_max_in_flight_chunks_and_keeps_order() -> None:
     assert [r.digest for r in refs] == [blake3.blake3(c).hexdigest() for c in chunks]
     assert sink.peak <= 8 + 1  # +1: the chunk in hand, counted before submit() takes it
     assert p.chunks_new == 301  # b"same" is stored once
+
+
+class _CountingSink(_SlowSink):
+    """Also records the size of every missing() batch and the bytes held at the peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int] = []
+        self.held = self.peak_bytes = 0
+
+    def missing(self, digests: Sequence[str]) -> set[str]:
+        self.asked.append(len(digests))
+        return set(digests)
+
+    def store(self, digest: str, data: bytes) -> int:
+        with self.lock:
+            self.peak_bytes = max(self.peak_bytes, self.held)
+        stored = super().store(digest, data)
+        with self.lock:
+            self.held -= len(data)
+        return stored
+
+
+def test_a_byte_budget_holds_many_small_chunks_and_asks_for_them_in_large_batches() -> None:
+    sink = _CountingSink()
+    chunks = [os.urandom(1000) for _ in range(600)] + [os.urandom(100_000) for _ in range(40)]
+    with (
+        ThreadPoolExecutor(2) as pool,
+        ChunkPipeline(sink, pool, max_in_flight=8, max_bytes_in_flight=400_000) as p,
+    ):
+        for chunk in chunks:
+            with sink.lock:
+                sink.submitted += 1
+                sink.held += len(chunk)
+            p.submit(chunk)
+        refs = p.finish()
+    assert [r.digest for r in refs] == [blake3.blake3(c).hexdigest() for c in chunks]
+    # Small chunks: up to 16 x 8 in flight, asked for 64 at a time; large ones: the
+    # 400 kB budget holds 4 of 100 kB (+1 in hand), asked for 2 at a time.
+    assert max(sink.asked) == 64 and len(sink.asked) < 600 / 32 + 40
+    assert sink.peak <= 16 * 8 + 1
+    assert sink.peak_bytes <= 400_000 + 100_000
+    assert p.chunks_new == 640
+
+
+def test_known_chunks_between_new_ones_keep_their_place_without_a_query_each() -> None:
+    # A tree's unchanged groups (known chunks) between changed ones (new chunks): the new
+    # ones are still asked for in one batch, and the chunk list keeps stream order.
+    sink = _CountingSink()
+    new = [os.urandom(500) for _ in range(6)]
+    known = [ChunkRef(blake3.blake3(os.urandom(9)).hexdigest(), 9) for _ in range(6)]
+    with (
+        ThreadPoolExecutor(2) as pool,
+        ChunkPipeline(sink, pool, max_in_flight=8, max_bytes_in_flight=1 << 20) as p,
+    ):
+        for chunk, ref in zip(new, known, strict=True):
+            sink.held += len(chunk)
+            p.submit(chunk)
+            p.submit_known([ref])
+        refs = p.finish()
+    expected = [
+        r
+        for c, k in zip(new, known, strict=True)
+        for r in (ChunkRef(blake3.blake3(c).hexdigest(), 500), k)
+    ]
+    assert list(refs) == expected
+    assert sink.asked == [6]

@@ -84,7 +84,7 @@ def test_tree_writer_holds_nothing_per_file(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         with opened(os.open(root, os.O_RDONLY | os.O_CLOEXEC)) as root_fd:
-            for index, member in enumerate(_walk(root_fd, writer.warn)):
+            for index, member in enumerate(_walk(root_fd, writer.warn, writer.close_directory)):
                 writer.add(*member)
                 if index % SAMPLE_EVERY == SAMPLE_EVERY - 1:
                     in_use.append(tracemalloc.get_traced_memory()[0])

@@ -70,7 +70,7 @@ def test_a_directory_swapped_for_a_symlink_after_its_lstat_is_not_entered(
     source: Path, source_fd: int, outside: Path
 ) -> None:
     writer, data = _writer()
-    walk = _walk(source_fd, writer.warn)
+    walk = _walk(source_fd, writer.warn, writer.close_directory)
     member = _walk_until(walk, "sub", writer)
     writer.add(*member)
     (source / "sub").rename(source / "sub.moved")
@@ -84,7 +84,7 @@ def test_a_directory_swapped_for_another_directory_is_not_entered(
     source: Path, source_fd: int, outside: Path
 ) -> None:
     writer, data = _writer()
-    walk = _walk(source_fd, writer.warn)
+    walk = _walk(source_fd, writer.warn, writer.close_directory)
     writer.add(*_walk_until(walk, "sub", writer))
     (source / "sub").rename(source / "sub.moved")
     (source / "sub").mkdir()  # another inode than the one looked up
@@ -99,7 +99,7 @@ def test_a_file_swapped_after_its_lstat_is_skipped_without_blocking(
     source: Path, source_fd: int, outside: Path, swap: str
 ) -> None:
     writer, data = _writer()
-    walk = _walk(source_fd, writer.warn)
+    walk = _walk(source_fd, writer.warn, writer.close_directory)
     member = _walk_until(walk, "z.txt", writer)
     (source / "z.txt").rename(source / "a.txt")  # kept: its inode number is not reused
     if swap == "symlink":

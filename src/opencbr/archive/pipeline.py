@@ -36,6 +36,10 @@ MiB = 1 << 20
 # count for the lease heartbeat, which writes it every 2 s; not one call per chunk.
 PROGRESS_STEP = 4 * MiB
 MAX_BATCH = 32  # digests per missing() query: one round trip per ~40 MiB of a tree
+# With a byte budget (small chunks), up to this many times more chunks in flight and in
+# a batch: 16 x 16 chunks of a tree's ~50 KiB groups hold ~12 MiB.
+SMALL_CHUNKS_FACTOR = 16
+_UNRESOLVED = ChunkRef("", 0)  # the slot of a chunk whose digest is not known yet
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,18 @@ class BackupResult:
     digests: frozenset[str]  # unique digests the manifest references
     warnings: tuple[str, ...] = ()  # what was skipped or changed while being read
     bytes_reused: int = 0  # file bytes not read: unchanged since the previous backup
+    files_reused: int = 0  # regular files not read: unchanged since the previous backup
+    files_read: int = 0  # regular files whose data was read
 
 
 def backup_result(
     manifest: Manifest,
     pipelines: Sequence[ChunkPipeline],
     warnings: tuple[str, ...] = (),
+    *,
     bytes_reused: int = 0,
+    files_reused: int = 0,
+    files_read: int = 0,
 ) -> BackupResult:
     """Sum what the finished `pipelines` (data, and catalog for a tree) did."""
     return BackupResult(
@@ -70,6 +79,8 @@ def backup_result(
         digests=frozenset().union(*(p.digests for p in pipelines)),
         warnings=warnings,
         bytes_reused=bytes_reused,
+        files_reused=files_reused,
+        files_read=files_read,
     )
 
 
@@ -212,7 +223,11 @@ class ChunkPipeline:
     Lifecycle: submit() every chunk in stream order, then finish() once for the chunk
     list. On error, leave the `with` block (or call abort()): queued jobs are cancelled.
     Thread rules: submit/finish/abort from the owner thread only; hashing and storing
-    run on the executor. Memory: at most `max_in_flight` chunks are held at a time.
+    run on the executor. Memory: at most `max_in_flight` chunks are held at a time; with
+    `max_bytes_in_flight`, at most that many bytes (plus the chunk being submitted) in
+    at most SMALL_CHUNKS_FACTOR x `max_in_flight` chunks, and a batch is resolved once it
+    holds half of either: a stream of small chunks (a tree's groups of small files) then
+    asks the sink once per many chunks instead of once per `max_in_flight / 2`.
     """
 
     def __init__(
@@ -223,17 +238,24 @@ class ChunkPipeline:
         max_in_flight: int = 48,
         batch_size: int | None = None,
         progress: ProgressMeter | None = None,
+        max_bytes_in_flight: int | None = None,
     ) -> None:
+        factor = 1 if max_bytes_in_flight is None else SMALL_CHUNKS_FACTOR
+        max_in_flight *= factor
         # One missing() query per batch; half the window keeps stores flowing meanwhile.
-        batch_size = batch_size or min(MAX_BATCH, max_in_flight // 2)
+        batch_size = batch_size or min(MAX_BATCH * factor, max_in_flight // 2)
         if not 0 < batch_size < max_in_flight:
             raise ValueError("need 0 < batch_size < max_in_flight")
         self._sink = sink
         self._executor = executor
         self._max_in_flight = max_in_flight
         self._batch_size = batch_size
+        self._max_bytes = max_bytes_in_flight or 0  # 0: no byte budget
+        self._held_bytes = 0  # of the chunks hashing and storing
+        self._hashing_bytes = 0
         self._progress = progress
-        self._hashing: deque[tuple[Future[str], bytes]] = deque()
+        # (digest being computed, the chunk, its slot in _refs), in stream order.
+        self._hashing: deque[tuple[Future[str], bytes, int]] = deque()
         self._storing: deque[tuple[Future[int], int]] = deque()
         self._refs: list[ChunkRef] = []
         # Digests already known present or scheduled for storing; by the end, exactly
@@ -256,17 +278,28 @@ class ChunkPipeline:
             self.abort()
 
     def submit(self, data: bytes) -> None:
-        """Queue the next chunk of the stream; blocks while `max_in_flight` are held."""
-        while self._storing and len(self._storing) + len(self._hashing) >= self._max_in_flight:
+        """Queue the next chunk of the stream; blocks while the window is full."""
+        while self._storing and self._window_full():
             self._reap_oldest()
-        self._hashing.append((self._executor.submit(self._sink.name, data), data))
-        if len(self._hashing) >= self._batch_size:
+        self._hashing.append((self._executor.submit(self._sink.name, data), data, len(self._refs)))
+        self._refs.append(_UNRESOLVED)  # its slot, filled when its batch is resolved
+        self._hashing_bytes += len(data)
+        self._held_bytes += len(data)
+        if len(self._hashing) >= self._batch_size or (
+            self._max_bytes and 2 * self._hashing_bytes >= self._max_bytes
+        ):
             self._resolve_batch()
+
+    def _window_full(self) -> bool:
+        if len(self._storing) + len(self._hashing) >= self._max_in_flight:
+            return True
+        return bool(self._max_bytes) and self._held_bytes >= self._max_bytes
 
     def submit_known(self, refs: Sequence[ChunkRef]) -> None:
         """Append, in stream order, chunks the sink is known to hold (a previous backup's
-        chunks of an unchanged file): they are neither hashed nor queried nor stored."""
-        self._resolve_batch()
+        chunks of an unchanged file): they are neither hashed nor queried nor stored. The
+        batch being collected stays open (its chunks keep their slots before these), so
+        changed files scattered among unchanged ones are still asked for together."""
         self._refs.extend(refs)
         self.digests.update(ref.digest for ref in refs)
         if self._progress is not None:
@@ -276,34 +309,40 @@ class ChunkPipeline:
         self._resolve_batch()
         while self._storing:
             self._reap_oldest()
+        assert _UNRESOLVED not in self._refs
         return tuple(self._refs)
 
     def abort(self) -> None:
-        for hashing, _ in self._hashing:
+        for hashing, _data, _slot in self._hashing:
             hashing.cancel()
         for storing, _ in self._storing:
             storing.cancel()
         self._hashing.clear()
         self._storing.clear()
+        self._held_bytes = self._hashing_bytes = 0
 
     def _resolve_batch(self) -> None:
-        batch = [(future.result(), data) for future, data in self._hashing]
+        batch = [(future.result(), data, slot) for future, data, slot in self._hashing]
         self._hashing.clear()
-        unknown = list(dict.fromkeys(d for d, _ in batch if d not in self.digests))
+        self._hashing_bytes = 0
+        unknown = list(dict.fromkeys(d for d, _, _ in batch if d not in self.digests))
         missing = self._sink.missing(unknown) if unknown else set()
         self.digests.update(d for d in unknown if d not in missing)
-        for digest, data in batch:
-            self._refs.append(ChunkRef(digest, len(data)))
+        for digest, data, slot in batch:
+            self._refs[slot] = ChunkRef(digest, len(data))
             if digest not in self.digests:
                 self.digests.add(digest)
                 future = self._executor.submit(self._sink.store, digest, data)
                 self._storing.append((future, len(data)))
+            else:
+                self._held_bytes -= len(data)  # present already: not held any longer
         if self._progress is not None:
-            self._progress.advance(sum(len(data) for _, data in batch))
+            self._progress.advance(sum(len(data) for _, data, _ in batch))
 
     def _reap_oldest(self) -> None:
         future, length = self._storing.popleft()
         stored = future.result()
+        self._held_bytes -= length
         # 0 means a concurrent writer stored the chunk between missing() and store().
         if stored > 0:
             self.chunks_new += 1
@@ -382,6 +421,10 @@ class ChunkStreamReader:
         return view
 
     def read(self, size: int = -1) -> bytes:
+        if 0 <= size <= len(self._chunk) - self._pos:  # within the current chunk (catalogs)
+            start = self._pos
+            self._pos += size
+            return bytes(self._chunk[start : self._pos])
         if size < 0:
             return b"".join(iter(lambda: bytes(self.read_view(MiB)), b""))
         parts = []

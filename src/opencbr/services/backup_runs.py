@@ -419,6 +419,8 @@ def _write_unit(
         bytes_total=result.bytes_total,
         bytes_new=result.bytes_new,
         bytes_reused=result.bytes_reused,
+        files_reused=result.files_reused,
+        files_read=result.files_read,
     )
     _log_warnings(unit.backup_id, result.warnings)
     codec.put_manifest(store, manifest_name(unit.backup_id), result.manifest.to_bytes())
