@@ -52,6 +52,16 @@ def postgres_url() -> Iterator[str]:
     drop_database_in_background(name)
 
 
+@pytest.fixture(scope="session")
+def postgres_database(postgres_url: str) -> Iterator[Database]:
+    """The session database's engine, shared by the tests (each empties it at its end): a
+    new engine per test opened new connections (a server process each) and compiled every
+    statement again (SQLAlchemy caches compiled statements per engine)."""
+    db = Database(postgres_url)
+    yield db
+    db.dispose()
+
+
 @pytest.fixture
 def empty_postgres_url() -> Iterator[str]:
     """A new PostgreSQL database, not migrated (the processes under test migrate it),
@@ -136,12 +146,11 @@ def database(
         yield db
         db.dispose()
         return
-    db = Database(request.getfixturevalue("postgres_url"))
+    db = request.getfixturevalue("postgres_database")
     try:
         yield db
     finally:
         _empty_all_tables(db)
-        db.dispose()
 
 
 @pytest.fixture(scope="session")
