@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,12 @@ class Server:
         result: dict[str, Any] = json.loads(done.stdout)
         return result
 
+    def admin_all(self, *commands: tuple[str, ...]) -> list[dict[str, Any]]:
+        """`admin(*command)` for each of `commands`, all at once (each is a process whose
+        start takes a second or more); their results in order."""
+        with ThreadPoolExecutor(len(commands)) as pool:
+            return list(pool.map(lambda command: self.admin(*command), commands))
+
 
 @dataclass
 class Worker:
@@ -261,6 +268,20 @@ def token_for(
     response = httpx.post(f"{server.url}/identity/v3/auth/tokens", json=body, timeout=30)
     assert response.status_code == 201, response.text
     return str(response.headers["X-Subject-Token"])
+
+
+def create_key(server: Server, project_id: str) -> dict[str, Any]:
+    """An AK/SK of the admin, made through the API (`opencbr admin credential create`,
+    tested on its own, is a process start: seconds on a busy machine)."""
+    response = httpx.post(
+        f"{server.url}/v3.0/OS-CREDENTIAL/credentials",
+        json={"credential": {"description": "e2e"}},
+        headers={"X-Auth-Token": token_for(server, project_id)},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    key: dict[str, Any] = response.json()["credential"]
+    return key
 
 
 # --- HTTP flows -----------------------------------------------------------------------

@@ -59,11 +59,14 @@ def test_curl_style_vault_lifecycle_in_both_regions(server: Server) -> None:
 
 
 def test_admin_commands_create_users_projects_and_grants(server: Server) -> None:
-    project = server.admin("project", "create", "--name", "team-a", "--region", "region2")[
-        "project"
-    ]
+    created, made, again = server.admin_all(
+        ("project", "create", "--name", "team-a", "--region", "region2"),
+        ("user", "create", "--name", "alice", "--password", "s3cret-pw"),
+        ("bootstrap", "--user", "admin", "--password", "ignored"),
+    )
+    project, user = created["project"], made["user"]
     assert project["region"] == "region2"
-    user = server.admin("user", "create", "--name", "alice", "--password", "s3cret-pw")["user"]
+    assert again["user"]["created"] is False
     grant = server.admin(
         "role", "grant", "--user", "alice", "--project", "team-a", "--role", "viewer"
     )
@@ -75,8 +78,6 @@ def test_admin_commands_create_users_projects_and_grants(server: Server) -> None
     token = token_for(server, project["id"], "alice", "s3cret-pw")
     headers = {"X-Auth-Token": token}
     assert httpx.get(f"{server.url}/v3/{project['id']}/vaults", headers=headers).status_code == 200
-    again = server.admin("bootstrap", "--user", "admin", "--password", "ignored")
-    assert again["user"]["created"] is False
 
 
 def test_admin_errors_exit_non_zero_with_one_line(server: Server) -> None:
