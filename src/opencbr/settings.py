@@ -57,6 +57,18 @@ class RegionSettings(BaseModel):
 
     # Regions this one may replicate to; None means "every other configured region".
     replication_destinations: list[str] | None = None
+    # Copies INTO this region: MiB/s across all of them, from every process of the
+    # database (0 = unlimited), and the UTC time ranges ("22:00-06:00") in which they may
+    # run (empty = always). See services/throttle.py.
+    replication_rate_limit_mib: float = Field(default=0.0, ge=0)
+    replication_windows: list[str] = Field(default_factory=list)
+
+    @field_validator("replication_windows")
+    @classmethod
+    def _windows_are_ranges(cls, value: list[str]) -> list[str]:
+        for window in value:
+            parse_window(window)  # raises ValueError naming the bad range
+        return value
 
 
 class ProtectableRoot(BaseModel):
@@ -248,6 +260,28 @@ class Settings(BaseSettings):
         if region.replication_destinations is not None:
             return [d for d in region.replication_destinations if d != name and self.region(d)]
         return [other.name for other in self.regions if other.name != name]
+
+
+def parse_window(window: str) -> tuple[int, int]:
+    """A UTC time range "HH:MM-HH:MM" as (start, end) minutes of the day; an end at or
+    before the start runs past midnight ("22:00-06:00"); "00:00-24:00" is the whole day."""
+    start, sep, end = window.partition("-")
+    if not sep:
+        raise ValueError(f"replication window {window!r} is not a range HH:MM-HH:MM (UTC)")
+    first, last = _minute_of_day(window, start) % (24 * 60), _minute_of_day(window, end)
+    if first == last:
+        raise ValueError(f"replication window {window!r} is empty")
+    return first, last
+
+
+def _minute_of_day(window: str, value: str) -> int:
+    hours, sep, minutes = value.strip().partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError(f"replication window {window!r} is not a range HH:MM-HH:MM (UTC)")
+    minute = int(hours) * 60 + int(minutes)
+    if int(minutes) > 59 or minute > 24 * 60:
+        raise ValueError(f"replication window {window!r} names a time that does not exist")
+    return minute
 
 
 def _host_and_port(name: str, value: str) -> str:

@@ -243,7 +243,7 @@ def test_a_stopping_service_hands_the_work_back_live_for_an_immediate_resume(
         assert leases.claim(rt, backup_runs.BACKUP, backup_id) is None  # stopping: no claim
     assert lease_events(events) == [
         ("leased work started", None),
-        ("leased work interrupted: left for the next start", None),
+        ("leased work interrupted: left for the next start", "the service is stopping"),
         ("leased work skipped", "the service is stopping"),
     ]
     row = backup_row(env, backup_id)

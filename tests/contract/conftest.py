@@ -170,9 +170,14 @@ S3_BACKENDS: dict[str, Callable[[S3Server], Backend]] = {
     "flaky-s3-retried": FlakyS3Backend,
 }
 BACKENDS = sorted([*LOCAL_BACKENDS, *S3_BACKENDS])
+# The S3 variants (moto in this process) cost most of the contract suite's time: `make unit`
+# leaves them out (marked slow), `make test` runs them.
+BACKEND_PARAMS = [
+    pytest.param(name, marks=pytest.mark.slow) if name in S3_BACKENDS else name for name in BACKENDS
+]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKEND_PARAMS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param in S3_BACKENDS:
         return S3_BACKENDS[request.param](request.getfixturevalue("moto_s3"))

@@ -369,6 +369,31 @@ def test_replicate_records_and_status(served: Server, projects: dict[str, str]) 
     second = run_json(env, "backup", "now", "src-vault", "--name", "two", "--wait")["backups"][0]
     dest = run_json(env2, "vault", "create", "dst-vault", "--replication")
 
+    # A dry run first: what the seed call will copy, nothing created.
+    planned = run_json(
+        env,
+        "replicate",
+        "src-vault",
+        "--to-project",
+        "region2",
+        "--to-vault",
+        "dst-vault",
+        "--dry-run",
+    )["replication"]
+    assert [b["backup_id"] for b in planned["backups"]] == [first["id"], second["id"]]
+    assert run_json(env, "records", "--vault", "src-vault") == []
+    table = run(
+        env,
+        "replicate",
+        "src-vault",
+        "--to-project",
+        "region2",
+        "--to-vault",
+        "dst-vault",
+        "--dry-run",
+    ).stdout
+    assert re.search(r"total\s+\d+\s+\S+.*unknown", table), table
+
     # The seed call, followed as bars: one per record, and a total.
     seeded = run(
         {**env, "OPENCBR_PROGRESS": "bar"},
@@ -385,6 +410,7 @@ def test_replicate_records_and_status(served: Server, projects: dict[str, str]) 
     result = json.loads(seeded.stdout)
     assert result["replication"]["destination_region"] == "region2"
     assert {r["status"] for r in result["records"]} == {"success"}
+    assert sum(r["bytes_done"] for r in result["records"]) == planned["missing_bytes"]
     assert {b["backup_id"] for b in result["replication"]["backups"]} == {first["id"], second["id"]}
     bars = ANSI.sub("", seeded.stderr)
     assert "replication of one" in bars and "replication of two" in bars

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,7 @@ FAST_RECOVERY = "lease_seconds = 3.0\n"
 REPLICATED_BYTES = 128 * MiB  # ~100 chunks; the kill comes at 10% of them
 KILLED_BACKUP_BYTES = 96 * MiB  # ~75 chunks; the kill comes at 20
 MIGRATED_BYTES = 128 * MiB  # ~100 chunks; the kill comes between 10% and 90% of them
+RESTORED_BYTES = 64 * MiB  # one file: the kill comes while its temporary file is written
 # ... and a file many times the memory a backup may add (the server grows ~55 MB).
 STREAMED_BYTES = 768 * MiB
 
@@ -232,6 +234,41 @@ def assert_whole_in_one_vault(database: Path, store: Path, vault_ids: set[str]) 
             for (digest,) in digests:
                 assert (vault / "chunks" / digest[:2] / digest).is_file(), (backup_id, digest)
     return len(units)
+
+
+def test_sigkill_during_a_restore_reruns_it_and_leaves_no_temporary_file(
+    server: Server, tmp_path: Path, connect: Callable[[str], Client]
+) -> None:
+    r1 = connect(server.projects()["region1"])
+    source = tmp_path / "roots" / "region1" / "data"
+    source.mkdir(parents=True)
+    (source / "big.bin").write_bytes(random.Random(41).randbytes(RESTORED_BYTES))
+    (source / "small.txt").write_text("small\n")
+    vault = r1.vault("restored", resources=[r1.register_dir("data", str(source))])
+    backup = r1.finished_backup(r1.start_backup(vault, "one"))
+    target = tmp_path / "roots" / "region1" / "target"
+    target.mkdir()
+    (target / "big.bin").write_bytes(b"old contents\n")
+    target_id = r1.register_dir("target", str(target))
+    r1.call("POST", f"/backups/{backup['id']}/restore", {"restore": {"resource_id": target_id}})
+    deadline = time.monotonic() + 60
+    while not [p for p in os.listdir(target) if p.startswith(".opencbr-restore-")]:
+        assert time.monotonic() < deadline, "the restore never wrote its temporary file"
+        time.sleep(0.002)
+    server.kill()
+    assert [p for p in os.listdir(target) if p.startswith(".opencbr-restore-")], "no leftover"
+    server.start()
+
+    def ended(body: dict[str, Any]) -> bool:
+        return bool(body["operation_logs"]) and all(
+            x["status"] in ("success", "failed") for x in body["operation_logs"]
+        )
+
+    logs = r1.wait("/operation-logs", ended, operation_type="restore")["operation_logs"]
+    assert [x["status"] for x in logs] == ["success"], logs
+    assert sorted(os.listdir(target)) == ["big.bin", "small.txt"]
+    assert_same_tree(source, target)
+    assert "restore removed an earlier attempt's temporary files" in server.log()
 
 
 def test_sigkill_during_a_migration_leaves_every_backup_whole_in_one_vault(

@@ -446,6 +446,32 @@ def temp_name() -> str:
     return f"{TEMP_PREFIX}{secrets.token_hex(8)}"
 
 
+def remove_leftovers(directory: int, *, recursive: bool) -> int:
+    """Remove the temporary entries an interrupted restore left in `directory` (a
+    descriptor), and with `recursive` in every directory below it, never following a
+    link; return how many. Only a restore of the same target may call this: restores of
+    one target never run at once, so every such name is a leftover."""
+    removed = 0
+    for _path, dirs, files, dir_fd in os.fwalk(".", dir_fd=directory, follow_symlinks=False):
+        # A link to a directory is listed among `dirs` (and not entered): restores make
+        # files, links and hard links under temporary names, never directories.
+        for name in [*files, *dirs]:
+            if name.startswith(TEMP_PREFIX) and not _is_directory(name, dir_fd):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+        if not recursive:
+            break
+    return removed
+
+
+def _is_directory(name: str, parent: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def create_temp(parent: int) -> tuple[int, str]:
     """Create a new, empty, private file under a temp_name() in the directory `parent`.
 

@@ -22,11 +22,11 @@ from opencbr.client.http import OPERATION_LOG_HEADER, ClientError, Session
 from opencbr.client.output import (
     Format,
     age,
+    duration,
     emit,
     emit_fields,
     emit_json,
     fail,
-    parse_time,
     size,
 )
 from opencbr.client.progress import Step, follow
@@ -504,6 +504,10 @@ def replicate(
     ] = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only tell what would be copied (bytes, estimated time)."),
+    ] = False,
     cloud: CloudOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -516,30 +520,50 @@ def replicate(
         raise ClientError("--to-project and --to-vault are required")
     session = _session(cloud)
     dest = lookups.destination(session, to_project, to_vault, to_region)
-    target = {
+    target: dict[str, Any] = {
         "destination_project_id": dest.project_id,
         "destination_region": dest.region,
         "destination_vault_id": dest.vault_id,
     }
-    poll: Callable[[], list[Step]]
     if backup:
-        source = lookups.backup(session, backup)
-        answer = session.post(f"/backups/{source['id']}/replicate", {"replicate": target})
-        record_id = answer["replication"]["replication_record_id"]
-        poll = lookups.backup_record(session, source["id"], record_id)
+        source_id = lookups.backup(session, backup)["id"]
+        path, body = f"/backups/{source_id}/replicate", {"replicate": target}
     else:
         assert vault is not None
-        source_vault = lookups.vault(session, vault)
-        body = {"replicate": {**target, "vault_id": source_vault["id"], "auto_trigger": False}}
-        answer = session.post("/checkpoints/replicate", body)
+        source_id = lookups.vault(session, vault)["id"]
+        path = "/checkpoints/replicate"
+        body = {"replicate": {**target, "vault_id": source_id, "auto_trigger": False}}
+    if dry_run:
+        _dry_run(session, path, body, fmt)
+        return
+    answer = session.post(path, body)
+    poll: Callable[[], list[Step]]
+    if backup:
+        record_id = answer["replication"]["replication_record_id"]
+        poll = lookups.backup_record(session, source_id, record_id)
+    else:
         ids = {b["replication_record_id"] for b in answer["replication"]["backups"]}
-        poll = lookups.vault_records(session, source_vault["id"], ids)
+        poll = lookups.vault_records(session, source_id, ids)
     steps = follow(poll, timeout=timeout, what="replication") if wait else poll()
     result = {**answer, "records": [_step_json(step) for step in steps]}
     rows = [[s.key, s.label, s.status, size(s.done), size(s.total), s.reason] for s in steps]
     emit(fmt, result, ("record", "of", "status", "copied", "to copy", "reason"), rows)
     if wait:
         _waited(steps)
+
+
+def _dry_run(session: Session, path: str, body: dict[str, Any], fmt: Format) -> None:
+    """What the replicate call would copy: a row per backup, then the total."""
+    plan = session.call("POST", path, body=body, params={"dry_run": "true"}).body
+    found = plan["replication"]
+    seconds = found.get("estimated_seconds")
+    rows = [
+        [b["backup_id"], b["missing_chunks"], size(b["missing_bytes"]), ""]
+        for b in found["backups"]
+    ]
+    estimate = duration(seconds) if seconds is not None else "unknown (no copy measured yet)"
+    rows.append(["total", found["missing_chunks"], size(found["missing_bytes"]), estimate])
+    emit(fmt, plan, ("backup", "chunks to copy", "bytes to copy", "estimated time"), rows)
 
 
 def _step_json(step: Step) -> dict[str, Any]:
@@ -595,7 +619,7 @@ def status(cloud: CloudOption = None, fmt: FormatOption = Format.table) -> None:
     vaults = list(session.pages("/vaults", "vaults"))
     summary = {
         "vaults": [_vault_state(session, v, now) for v in vaults],
-        "replication": _replication_pairs(session, vaults, now),
+        "replication": _replication_pairs(session, now),
         "work": _work_in_progress(session),
     }
     if fmt == Format.json:
@@ -608,9 +632,12 @@ def status(cloud: CloudOption = None, fmt: FormatOption = Format.table) -> None:
             summary["vaults"],
         ),
         (
-            ("replication", "to region", "to vault", "lag", "last success", "last failure"),
             (
-                *("vault_name", "destination_region", "destination_vault_id", "lag"),
+                *("replication", "to region", "to vault", "lag", "pending"),
+                *("last success", "last failure"),
+            ),
+            (
+                *("vault_name", "destination_region", "destination_vault_id", "lag", "pending"),
                 *("last_success_age", "last_failure"),
             ),
             summary["replication"],
@@ -648,71 +675,33 @@ def _first(session: Session, params: dict[str, Any]) -> dict[str, Any] | None:
     return items[0] if items else None
 
 
-def _replication_pairs(
-    session: Session, vaults: list[dict[str, Any]], now: datetime
-) -> list[dict[str, Any]]:
-    """Per (source vault, destination vault) pair that ever replicated: the lag (age of
-    the oldest available backup not yet copied there; 0 when caught up), the last success
-    and the last failure."""
-    pairs: list[dict[str, Any]] = []
-    for vault in vaults:
-        if (vault.get("billing") or {}).get("protect_type") == "replication":
-            continue
-        params = {"vault_id": vault["id"], "show_replication": True, "image_type": "backup"}
-        backups = list(session.pages("/backups", "backups", params))
-        destinations: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for item in backups:
-            for record in item.get("replication_records") or []:
-                key = (record["destination_region"], record["destination_vault_id"])
-                destinations.setdefault(key, []).append(record)
-        for (region, dest_vault), found in sorted(destinations.items()):
-            pairs.append(_pair(vault, region, dest_vault, backups, found, now))
-    return pairs
+def _replication_pairs(session: Session, now: datetime) -> list[dict[str, Any]]:
+    """Per (source vault, destination vault) pair, from GET /replication-status: the lag
+    (age of the oldest available backup not yet copied there; 0 when caught up), the
+    bytes still to copy, the last success and the last failure."""
+    pairs = session.get("/replication-status").get("replication_pairs") or []
+    return [_pair(pair, now) for pair in pairs]
 
 
-def _pair(
-    vault: dict[str, Any],
-    region: str,
-    dest_vault: str,
-    backups: list[dict[str, Any]],
-    found: list[dict[str, Any]],
-    now: datetime,
-) -> dict[str, Any]:
-    copied = {r["source_backup_id"] for r in found if r["status"] == "success"}
-    behind = [b for b in backups if b["status"] == "available" and b["id"] not in copied]
-    oldest = min((parse_time(b["created_at"]) for b in behind), default=None, key=_sortable)
-    lag = (now - oldest).total_seconds() if oldest else 0.0
-    successes = sorted((r for r in found if r["status"] == "success"), key=_updated)
-    failures = sorted((r for r in found if r["status"] == "fail"), key=_updated)
-    last_failure = failures[-1] if failures else None
+def _pair(pair: dict[str, Any], now: datetime) -> dict[str, Any]:
+    lag = int(pair["lag_seconds"])
+    failure = pair.get("last_failure")
+    last_success = pair.get("last_success_at")
     return {
-        "vault_id": vault["id"],
-        "vault_name": vault["name"],
-        "destination_region": region,
-        "destination_vault_id": dest_vault,
-        "lag_seconds": int(lag),
-        "lag": age(_stamp(oldest), now) if oldest else "caught up",
-        "backups_behind": len(behind),
-        "last_success_age": age(successes[-1].get("created_at"), now) if successes else "never",
-        "last_failure": (
-            f"{age(last_failure.get('created_at'), now)}: "
-            f"{(last_failure.get('extra_info') or {}).get('fail_reason')}"
-            if last_failure
-            else ""
-        ),
+        "vault_id": pair["vault_id"],
+        "vault_name": pair["vault_name"],
+        "destination_region": pair["destination_region"],
+        "destination_vault_id": pair["destination_vault_id"],
+        "destination_vault_name": pair["destination_vault_name"],
+        "lag_seconds": lag,
+        "lag": f"{duration(lag)} ago" if pair["backups_behind"] else "caught up",
+        "backups_behind": pair["backups_behind"],
+        "pending_bytes": pair["pending_bytes"],
+        "pending": size(pair["pending_bytes"]) if pair["backups_behind"] else "",
+        "last_success_age": age(last_success, now) if last_success else "never",
+        "failure_streak": pair["failure_streak"],
+        "last_failure": f"{age(failure['at'], now)}: {failure['reason']}" if failure else "",
     }
-
-
-def _sortable(moment: datetime | None) -> datetime:
-    return moment or datetime.max.replace(tzinfo=UTC)
-
-
-def _updated(record: dict[str, Any]) -> str:
-    return str(record.get("created_at") or "")
-
-
-def _stamp(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
 
 
 def _work_in_progress(session: Session) -> list[dict[str, Any]]:

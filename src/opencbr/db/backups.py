@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
+    Float,
     ForeignKey,
     Index,
     String,
@@ -294,6 +295,22 @@ class ReplicationRecord(Base):
     __tablename__ = "replication_records"
     __table_args__ = (
         Index("ix_replication_records_source", "source_backup_id", "status"),
+        # The pairs of vaults replicated between, and each pair's records by status and
+        # end (replication_status: last success, failure streak, what runs).
+        Index(
+            "ix_replication_records_pair",
+            "source_vault_id",
+            "destination_vault_id",
+            "status",
+            "finished_at",
+        ),
+        # The recent settled records between two regions (the measured replication rate).
+        Index(
+            "ix_replication_records_regions_finished",
+            "source_region",
+            "destination_region",
+            "finished_at",
+        ),
         # At most one live record per (source backup, destination region): of two plans of
         # the same backup that run concurrently, the second to insert fails here. (The
         # replica's own unique key fires only later, in the worker.) A backup belongs to one
@@ -340,5 +357,9 @@ class ReplicationRecord(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(default=0)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    # When it settled (success or fail), and for a success how long the attempt that
+    # finished it took, claim to commit (with `bytes_copied`: the measured rate).
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    copy_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import String, Table, Text, update
+from sqlalchemy import Float, String, Table, Text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -33,6 +33,17 @@ class HousekeepingClaim(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     due_at: Mapped[datetime]
+
+
+class ReplicationThrottle(Base):
+    """The shared token bucket of the copies into one region (services/throttle.py), kept
+    as the one moment it needs: the Unix time by which every byte taken so far is paid for
+    at the region's rate (the generic cell rate algorithm)."""
+
+    __tablename__ = "replication_throttles"
+
+    region: Mapped[str] = mapped_column(String(255), primary_key=True)
+    paid_until: Mapped[float] = mapped_column(Float(precision=53))
 
 
 def insert_if_absent(session: Session, model: Any, **values: Any) -> bool:

@@ -59,13 +59,15 @@ def purge_vault(jobs: Jobs, region: str, vault_id: str) -> None:
 
 
 def replicate(jobs: Jobs, record_id: str) -> None:
-    """Copy one backup; then wake the record waiting behind it for the same vault."""
-    next_record = replication_runs.run(jobs.runtime, record_id)
-    if next_record is not None:
+    """Copy one backup (with the records of the same backup due now); then wake the
+    records waiting behind them for the same vaults, and their policies' retention."""
+    settled = replication_runs.run(jobs.runtime, record_id)
+    for next_record in settled.next_records:
         jobs.enqueue(replicate, next_record)
-    policy_id = pruning.policy_of_record(jobs.runtime, record_id)
-    if policy_id is not None:
-        jobs.enqueue(prune_policy, policy_id)
+    for settled_id in settled.records or [record_id]:
+        policy_id = pruning.policy_of_record(jobs.runtime, settled_id)
+        if policy_id is not None:
+            jobs.enqueue(prune_policy, policy_id)
 
 
 def migrate_resources(jobs: Jobs, migration_id: str) -> None:
@@ -133,7 +135,7 @@ def reconcile(jobs: Jobs) -> None:
         jobs.enqueue(run_restore, log_id)
     for backup_id in backups.deleting_backups(rt.db):
         jobs.enqueue(delete_backup, backup_id)
-    for record_id in leases.stuck(rt, replication_runs.REPLICATION):
+    for record_id in replication_runs.stuck(rt):
         jobs.enqueue(replicate, record_id)
     for run_id in leases.stuck(rt, policy_runs.POLICY_RUN):
         jobs.enqueue(run_policy, run_id)

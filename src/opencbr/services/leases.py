@@ -14,6 +14,10 @@ which rows the reconciler should run again. The runner does the rest, like resti
     leased --the service stops (`stop_point` raises Interrupted)--> live, lease ended now,
           the attempt given back (`hand_back`): the next start resumes it at once
 
+A claim may take companions (`LeasedWork.companions`): rows of the same kind that one pass
+does together (replication: one source backup copied to several destinations, each chunk
+read once). Each companion is leased, kept alive and ended on its own, like the first.
+
 A row is leased while `lease_until` lies ahead: no second worker claims it. `lease_until`
 None means no worker ever leased the row. A writer's claim waits (VaultBusy) while garbage
 collection holds its vault (`gc_until`, invariant 2).
@@ -27,8 +31,8 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -85,7 +89,10 @@ class VaultBusy(Exception):
 
 class Interrupted(Exception):
     """The service is stopping: the work stopped at a safe point (`stop_point`); the
-    runner hands its row back, still live, for the next start to resume."""
+    runner hands its row back, still live, for the next start to resume. A kind may raise
+    a subclass for another reason to stop at a safe point (`reason`, logged)."""
+
+    reason = "the service is stopping"
 
 
 def stop_point(rt: Runtime) -> None:
@@ -121,6 +128,11 @@ class LeasedWork(ABC, Generic[Row, Work]):
 
     def lock(self, session: Session, work_id: str) -> Row | None:
         return session.get(self.model, work_id, with_for_update=True)
+
+    def companions(self, rt: Runtime, session: Session, row: Row) -> list[Row]:
+        """Rows, locked, that the pass claiming `row` may run together with it; each is
+        claimed only if it is ready and unheld (none by default)."""
+        return []
 
     def ready(self, session: Session, row: Row) -> bool:
         """Can the row run now? False when it must wait, or when it cannot run at all (then
@@ -186,6 +198,7 @@ class Claimed(Generic[Row, Work]):
     work: Work
     resumed: bool = False  # an earlier attempt held the lease (it died, or was handed back)
     started: float = field(default_factory=time.monotonic)
+    companions: list[Claimed[Row, Work]] = field(default_factory=list)  # run in the same pass
 
     def seconds(self) -> float:
         return round(time.monotonic() - self.started, 3)
@@ -204,20 +217,76 @@ def run(
     An exception `kind.explain` does not know is a bug: it is logged once with its
     traceback, and the row fails with 9910 naming only the exception's type.
     """
+
+    def alone(group: Group[Row, Work]) -> Mapping[int, Exception]:
+        body(group.members[0].work)
+        return {}
+
+    group = run_together(rt, kind, work_id, alone)
+    return group[0] if group else None
+
+
+@dataclass
+class Group(Generic[Row, Work]):
+    """The claims one pass runs together, each under its own heartbeat; `join` claims
+    more while the pass runs (on the pass's thread)."""
+
+    rt: Runtime
+    kind: LeasedWork[Row, Work]
+    members: list[Claimed[Row, Work]]
+    beating: ExitStack
+
+    def join(self, work_id: str) -> list[Claimed[Row, Work]] | None:
+        """Claim the row (with its companions) into the running pass: the new members;
+        [] when it is not to run now, None when GC holds its vault (it is to be run
+        again later)."""
+        try:
+            claimed = claim(self.rt, self.kind, work_id)
+        except VaultBusy:
+            return None
+        if claimed is None:
+            return []
+        joined = [claimed, *claimed.companions]
+        for member in joined:
+            self.beating.enter_context(heartbeat(self.rt, member))
+            self.members.append(member)
+        return joined
+
+
+def run_together(
+    rt: Runtime,
+    kind: LeasedWork[Row, Work],
+    work_id: str,
+    body: Callable[[Group[Row, Work]], Mapping[int, Exception]],
+) -> list[Claimed[Row, Work]] | None:
+    """`run` for a claim and its companions (and what joins them): `body` does the works
+    of all in one pass and returns the exceptions of those that failed alone (by position
+    in `members`); each is then completed or failed on its own. An exception out of
+    `body` fails every one of them; Interrupted hands every one back. The claims that
+    ended, the first first; None when nothing was claimed or the pass was interrupted."""
     claimed = claim(rt, kind, work_id)
     if claimed is None:
         return None
+    beating = ExitStack()
+    group = Group(rt, kind, [claimed, *claimed.companions], beating)
     try:
-        with heartbeat(rt, claimed):
-            body(claimed.work)
-    except Interrupted:
-        hand_back(rt, claimed)
+        with beating:
+            for member in group.members:
+                beating.enter_context(heartbeat(rt, member))
+            failed = body(group)
+    except Interrupted as stop:
+        for member in group.members:
+            hand_back(rt, member, stop.reason)
         return None
     except Exception as exc:
-        release(rt, claimed, _failure(claimed, exc))
-    else:
-        release(rt, claimed)  # fails the work instead if the completion raises
-    return claimed
+        for member in group.members:
+            release(rt, member, _failure(member, exc))
+        return group.members
+    for position, member in enumerate(group.members):
+        error = failed.get(position)
+        # A completion that raises fails the work instead.
+        release(rt, member, None if error is None else _failure(member, error))
+    return group.members
 
 
 def claim(rt: Runtime, kind: LeasedWork[Row, Work], work_id: str) -> Claimed[Row, Work] | None:
@@ -239,14 +308,35 @@ def claim(rt: Runtime, kind: LeasedWork[Row, Work], work_id: str) -> Claimed[Row
                 busy_vault = vault.id
             else:
                 claimed = _take(rt, session, kind, row)
+                if claimed is not None:
+                    claimed.companions = _take_companions(rt, session, kind, row)
     if busy_vault is not None:
         raise kind.busy(busy_vault)
     if skipped is not None:
         _log_skipped(kind, work_id, skipped)
     elif claimed is not None:
-        event = "leased work resumed" if claimed.resumed else "leased work started"
-        log.info(event, kind=kind.name, id=claimed.id, attempt=claimed.attempt)
+        for member in (claimed, *claimed.companions):
+            event = "leased work resumed" if member.resumed else "leased work started"
+            log.info(event, kind=kind.name, id=member.id, attempt=member.attempt)
     return claimed
+
+
+def _take_companions(
+    rt: Runtime, session: Session, kind: LeasedWork[Row, Work], row: Row
+) -> list[Claimed[Row, Work]]:
+    """The companions of `row` that are claimable and ready now, leased in the same
+    transaction; one that is not (held, waiting, its vault held by GC) is left alone."""
+    taken = []
+    for other in kind.companions(rt, session, row):
+        if _why_skipped(session, kind, other) is not None:
+            continue
+        vault = kind.writes_to(session, other)
+        if vault is not None and _gc_holds(vault):
+            continue
+        companion = _take(rt, session, kind, other)
+        if companion is not None:
+            taken.append(companion)
+    return taken
 
 
 def _leased(row: object) -> Leased:
@@ -382,7 +472,7 @@ def _end(rt: Runtime, claimed: Claimed[Row, Work], step: Callable[[Session, Row]
             _leased(row).lease_until = None
 
 
-def hand_back(rt: Runtime, claimed: Claimed[Row, Work]) -> None:
+def hand_back(rt: Runtime, claimed: Claimed[Row, Work], reason: str = Interrupted.reason) -> None:
     """The service is stopping and the work stopped at a safe point: the row stays live
     with its progress, and its lease ends now, so the next start (or another process's
     reconciler) resumes it at once instead of after `lease_seconds`. The attempt is given
@@ -401,6 +491,7 @@ def hand_back(rt: Runtime, claimed: Claimed[Row, Work]) -> None:
         "leased work interrupted: left for the next start",
         kind=kind.name,
         id=claimed.id,
+        reason=reason,
         seconds=claimed.seconds(),
         **kind.progress(claimed.work),
     )

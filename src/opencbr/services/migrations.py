@@ -66,8 +66,8 @@ from opencbr.errors import (
     ErrorCode,
 )
 from opencbr.services import leases, vaults
+from opencbr.services.fanout import ChunkCopier, Sink, copy_in_order
 from opencbr.services.identity import AuthContext
-from opencbr.services.replication_runs import ChunkCopier, copy_in_order
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import DamageMarker, failure_reason
 from opencbr.storage.layout import manifest_name
@@ -391,15 +391,12 @@ def _copy_chunks(
 ) -> None:
     """Copy the chunks the destination lacks, verified; flush and index them batch by
     batch, so a resumed attempt copies only the rest."""
-    copier = ChunkCopier(
-        source,
-        dest,
-        DamageMarker(rt.db, work.source_vault_id),
-        DamageMarker(rt.db, work.dest_vault_id),
-    )
+    copier = ChunkCopier(source, DamageMarker(rt.db, work.source_vault_id))
+    sinks = [Sink(dest, DamageMarker(rt.db, work.dest_vault_id))]
     batch: list[tuple[str, int, int]] = []
     with ThreadPoolExecutor(max(2, rt.settings.io_threads * 2), "migrate") as pool:
-        for item, copied in copy_in_order(pool, copier, missing):
+        copy = lambda item: copier.copy(item[0], sinks)  # noqa: E731
+        for item, copied in copy_in_order(pool, copy, missing):
             batch.append(item)
             work.chunks_copied += 1
             work.bytes_copied += copied

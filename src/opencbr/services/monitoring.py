@@ -17,14 +17,15 @@ from typing import NamedTuple
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import and_, exists, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationRecord
 from opencbr.db.session import Database
 from opencbr.db.status import BackupStatus, CheckpointStatus, OperationStatus, RecordStatus
 from opencbr.db.vaults import GB, Vault
+from opencbr.services import replication_status
 
 DEFAULT_CACHE_SECONDS = 5.0
 VAULT_LABELS = ("region", "project_id", "vault_id")
@@ -82,7 +83,7 @@ def _read_state(session: Session) -> list[GaugeMetricFamily]:
         *_vault_families(session, vaults),
         _backup_counts(session),
         _record_counts(session),
-        *_replication_pairs(session, vaults),
+        *_replication_pairs(session),
     ]
 
 
@@ -154,13 +155,15 @@ def _record_counts(session: Session) -> GaugeMetricFamily:
     return family
 
 
-def _replication_pairs(session: Session, vaults: dict[str, _Vault]) -> list[GaugeMetricFamily]:
-    """Per (source vault, destination vault) ever replicated between, both still existing:
-    the lag and the time of the last successful copy."""
+def _replication_pairs(session: Session) -> list[GaugeMetricFamily]:
+    """Per (source vault, destination vault) pair, as GET /replication-status lists them
+    (replication_status.pair_states, the one home of the lag): the lag and the time of
+    the last successful copy."""
     lag = GaugeMetricFamily(
         "opencbr_replication_lag_seconds",
-        "Age of the oldest available backup of the source vault not yet replicated to a "
-        "destination vault it was replicated to before; 0 when caught up.",
+        "Age of the oldest available backup of the source vault not yet replicated to the "
+        "destination vault (replicated to before, or named by a replication policy); 0 when "
+        "caught up.",
         labels=PAIR_LABELS,
     )
     last = GaugeMetricFamily(
@@ -168,56 +171,14 @@ def _replication_pairs(session: Session, vaults: dict[str, _Vault]) -> list[Gaug
         "When the last copy from the source vault into the destination vault succeeded.",
         labels=PAIR_LABELS,
     )
-    succeeded = func.max(ReplicationRecord.updated_at).filter(
-        ReplicationRecord.status == RecordStatus.SUCCESS
-    )
-    pairs = session.execute(
-        select(
-            ReplicationRecord.source_vault_id, ReplicationRecord.destination_vault_id, succeeded
-        ).group_by(ReplicationRecord.source_vault_id, ReplicationRecord.destination_vault_id)
-    ).all()
-    oldest = _oldest_unreplicated(session)
-    now = _timestamp(clock.now())
-    for source_id, destination_id, last_success in pairs:
-        source, destination = vaults.get(source_id), vaults.get(destination_id)
-        if source is None or destination is None:
-            continue  # a vault deleted since: no series for it
-        labels = [source.region, source_id, destination.region, destination_id]
-        behind = oldest.get((source_id, destination_id))
-        lag.add_metric(labels, 0.0 if behind is None else max(0.0, now - _timestamp(behind)))
-        if last_success is not None:
-            last.add_metric(labels, _timestamp(last_success))
+    now = clock.now()
+    for state in replication_status.pair_states(session):
+        source, destination = state.source, state.destination
+        labels = [source.region, source.id, destination.region, destination.id]
+        lag.add_metric(labels, state.lag_seconds(now))
+        if state.last_success_at is not None:
+            last.add_metric(labels, _timestamp(state.last_success_at))
     return [lag, last]
-
-
-def _oldest_unreplicated(session: Session) -> dict[tuple[str, str], datetime]:
-    """(source vault, destination vault) -> creation time of the oldest available backup
-    of the source without a successful record into the destination. One query."""
-    pair = (
-        select(ReplicationRecord.source_vault_id, ReplicationRecord.destination_vault_id)
-        .distinct()
-        .subquery()
-    )
-    done = aliased(ReplicationRecord)
-    copied = exists().where(
-        done.source_backup_id == Backup.id,
-        done.destination_vault_id == pair.c.destination_vault_id,
-        done.status == RecordStatus.SUCCESS,
-    )
-    rows = session.execute(
-        select(pair.c.source_vault_id, pair.c.destination_vault_id, func.min(Backup.created_at))
-        .join(
-            Backup,
-            and_(
-                Backup.vault_id == pair.c.source_vault_id,
-                Backup.parent_id.is_(None),
-                Backup.status == BackupStatus.AVAILABLE,
-            ),
-        )
-        .where(~copied)
-        .group_by(pair.c.source_vault_id, pair.c.destination_vault_id)
-    )
-    return {(source, destination): created for source, destination, created in rows}
 
 
 # --- a task's work row, before and after the task ------------------------------------------

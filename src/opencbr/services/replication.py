@@ -14,11 +14,12 @@ destination vault) by a unique key on backups (invariant 4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     ColumnElement,
     Exists,
+    Select,
     and_,
     bindparam,
     exists,
@@ -221,6 +222,37 @@ def replicate_vault(
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class Choice:
+    """What a replicate call would copy, once every check passed: the source and
+    destination vaults and the backups, oldest first, as (backup id, checkpoint id,
+    project id). Planning inserts its records; a dry run (replication_plan) only counts."""
+
+    source: Vault
+    target: Vault
+    chosen: list[tuple[str, str, str]]
+
+    @property
+    def backup_ids(self) -> list[str]:
+        return [backup_id for backup_id, _checkpoint_id, _project_id in self.chosen]
+
+
+def choose_vault_backups(
+    session: Session, settings: Settings, ctx: AuthContext, vault_id: str, dest: Destination
+) -> Choice:
+    """The checks and the choice of checkpoints/replicate (its records not inserted)."""
+    source = vaults.get_in_session(session, ctx, vault_id)
+    target = check_destination(session, settings, ctx, source, dest)
+    rows = session.execute(_TO_REPLICATE, {"vault_id": source.id, "region": dest.region})
+    # Plain tuples, not the result's Rows: objects the garbage collector would track.
+    chosen = [
+        (backup_id, checkpoint_id, project_id) for backup_id, checkpoint_id, project_id in rows
+    ]
+    if not chosen:
+        raise CbrError(NOTHING_TO_BACKUP, "No backup of the vault is left to replicate.")
+    return Choice(source, target, chosen)
+
+
 def _plan_vault(
     db: Database,
     settings: Settings,
@@ -230,18 +262,12 @@ def _plan_vault(
     request_id: str | None,
 ) -> Plan:
     with db.transaction() as session:
-        source = vaults.get_in_session(session, ctx, vault_id)
-        target = check_destination(session, settings, ctx, source, dest)
-        rows = session.execute(_TO_REPLICATE, {"vault_id": source.id, "region": dest.region})
-        # Plain tuples, not the result's Rows: objects the garbage collector would track.
-        chosen = [
-            (backup_id, checkpoint_id, project_id) for backup_id, checkpoint_id, project_id in rows
-        ]
-        if not chosen:
-            raise CbrError(NOTHING_TO_BACKUP, "No backup of the vault is left to replicate.")
-        record_ids = _insert_records(session, source, target, chosen, dest.auto_trigger, request_id)
-        backup_ids = [backup_id for backup_id, _checkpoint_id, _project_id in chosen]
-        return Plan(source.id, source.provider_id, source.region, backup_ids, record_ids)
+        choice = choose_vault_backups(session, settings, ctx, vault_id, dest)
+        source = choice.source
+        record_ids = _insert_records(
+            session, source, choice.target, choice.chosen, dest.auto_trigger, request_id
+        )
+        return Plan(source.id, source.provider_id, source.region, choice.backup_ids, record_ids)
 
 
 # The backups of a vault that a plan takes, oldest first. Built once: building the
@@ -257,6 +283,17 @@ _TO_REPLICATE = (
     )
     .order_by(Backup.created_at, Backup.id)
 )
+
+
+def vault_backups_to_replicate(vault_id: str, region: str) -> Select[str, datetime]:
+    """The backups (id, created_at) `choose_vault_backups` chooses, as a query to nest."""
+    return (
+        _TO_REPLICATE.with_only_columns(Backup.id, Backup.created_at)
+        .order_by(None)
+        .params(vault_id=vault_id, region=region)
+    )
+
+
 # A policy run's: a backup copied once is not copied again when the policy's retention
 # has since deleted its replica (it would be copied and pruned at every run).
 _TO_REPLICATE_FOR_POLICY = (
@@ -286,31 +323,38 @@ def replicate_backup(
     its replica (named `name`, when given) and operation log."""
     try:
         with db.transaction() as session:
-            shared = CbrError(
-                REPLICATION_TYPE_FORBIDDEN,
-                f"The backup {backup_id} is shared with this project: only its owner "
-                "replicates it.",
-            )
-            backup = backups.get_in_session(session, ctx, backup_id, if_shared=shared)
-            if backup.image_type != "backup" or backup.parent_id is not None:
-                raise CbrError(
-                    REPLICATION_TYPE_FORBIDDEN, "Replicas and volume backups cannot be replicated."
-                )
-            if backup.status != BackupStatus.AVAILABLE:
-                raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
-            source = session.get(Vault, backup.vault_id)
-            assert source is not None
-            target = check_destination(session, settings, ctx, source, dest)
-            if replicated_or_replicating(session, backup.id, dest.region):
-                raise CbrError(ALREADY_REPLICATED)
-            copied = (backup.id, backup.checkpoint_id, backup.project_id)
+            choice = choose_backup(session, settings, ctx, backup_id, dest)
+            source = choice.source
             record_ids = _insert_records(
-                session, source, target, [copied], dest.auto_trigger, request_id
+                session, source, choice.target, choice.chosen, dest.auto_trigger, request_id
             )
             replicas.add_missing_replicas(session, record_ids, name, description)
-            return Plan(source.id, source.provider_id, source.region, [backup.id], record_ids)
+            return Plan(source.id, source.provider_id, source.region, choice.backup_ids, record_ids)
     except IntegrityError:
         raise CbrError(ALREADY_REPLICATED) from None
+
+
+def choose_backup(
+    session: Session, settings: Settings, ctx: AuthContext, backup_id: str, dest: Destination
+) -> Choice:
+    """The checks of backups/{id}/replicate; the backup as the one chosen."""
+    shared = CbrError(
+        REPLICATION_TYPE_FORBIDDEN,
+        f"The backup {backup_id} is shared with this project: only its owner replicates it.",
+    )
+    backup = backups.get_in_session(session, ctx, backup_id, if_shared=shared)
+    if backup.image_type != "backup" or backup.parent_id is not None:
+        raise CbrError(
+            REPLICATION_TYPE_FORBIDDEN, "Replicas and volume backups cannot be replicated."
+        )
+    if backup.status != BackupStatus.AVAILABLE:
+        raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
+    source = session.get(Vault, backup.vault_id)
+    assert source is not None
+    target = check_destination(session, settings, ctx, source, dest)
+    if replicated_or_replicating(session, backup.id, dest.region):
+        raise CbrError(ALREADY_REPLICATED)
+    return Choice(source, target, [(backup.id, backup.checkpoint_id, backup.project_id)])
 
 
 def _insert_records(

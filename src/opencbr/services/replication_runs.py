@@ -1,4 +1,13 @@
-"""Copying one backup to one destination vault (one task per replication record).
+"""Copying one backup to its destination vaults (one task per replication record).
+
+A pass copies one source backup to every destination due now: the record its task names,
+and the live records of the same source backup into other regions that are ready and
+unheld (claimed with it, `companions`). Each destination has its own plan; each source
+chunk is read and verified once and written to every destination that lacks it; each
+record is indexed, committed and logged on its own (services/fanout.py reads once and
+writes to many). A record of the same backup whose task starts while the pass runs in
+this process joins it (`_Pass`): the pass claims it at its next chunk, sends it the
+chunks still to come, and rereads for it only those read before it joined.
 
 Steps, each idempotent:
 1. plan: the chunks of each volume the destination lacks (or holds damaged), from one
@@ -12,6 +21,14 @@ Steps, each idempotent:
 
 Failure reasons name backups, chunks and the kind of fault, never a store path.
 
+Rate limits and windows (services/throttle.py): each chunk is paid for in the bucket of
+every destination region it is written to before it is copied; outside a destination's
+window a record waits in `waiting_replicate`, and a running pass starts no further chunk
+(those under way finish, and everything copied is flushed and indexed) and its records go
+back to waiting, so the pass resumed when the window opens plans only what is missing. A
+closed window pauses the whole pass; its records whose windows are open are handed back
+live and resumed by the next reconciliation.
+
 Garbage collection cannot run in the destination vault meanwhile: the replica is
 `protecting` there (see gc.py). Replications into one vault run one at a time, oldest first,
 so the backups of one vault share chunks instead of copying them twice: a record whose turn
@@ -21,8 +38,10 @@ names it as the next to run (the reconciler restarts the first record of each va
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +50,7 @@ import structlog
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from opencbr import clock
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.sink import ArchiveError
 from opencbr.db import chunks
@@ -43,21 +63,33 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import checkpoints, content_roots, leases, operation_logs, replicas
+from opencbr.services import (
+    checkpoints,
+    content_roots,
+    fanout,
+    leases,
+    operation_logs,
+    replicas,
+    throttle,
+)
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked
-from opencbr.storage.chunk import verify_chunk
+from opencbr.services.stores import DamageMarker, failure_reason
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
 log = structlog.get_logger(__name__)
 GB = 1024**3
 INDEX_EVERY_BYTES = 256 * 1024**2  # flush + index the destination this often
-IN_FLIGHT = 16
 
 
 class DestinationBusy(leases.VaultBusy):
     """Garbage collection holds the destination vault; the record tries again shortly."""
+
+
+class OutsideWindow(leases.Interrupted):
+    """A destination's replication window closed: the pass stopped at a safe point."""
+
+    reason = "outside the destination region's replication window"
 
 
 @dataclass
@@ -80,33 +112,196 @@ class _Work:
     manifests: dict[str, Manifest] = field(default_factory=dict)  # by replica unit id
     verified: content_roots.Verified | None = None
     timings: list[float] = field(default_factory=list)  # monotonic: started, planned, copied
+    throttle: throttle.Throttle | None = None  # the destination region's rate limit
+    outside_window: bool = False  # paused: the record waits for its window again
+    joined_unit: int = 0  # the unit a pass was copying when this record joined it
 
 
-def run(rt: Runtime, record_id: str) -> str | None:
-    """Run the record; once it has settled (succeeded or failed), return the record next in
-    line for its destination vault, for the caller to enqueue. None when it did not run."""
-    claimed = leases.run(rt, REPLICATION, record_id, lambda work: _replicate(rt, work))
-    if claimed is None:
-        return None
-    return next_in_line(rt, claimed.work.dest_vault_id)
+@dataclass(frozen=True)
+class Settled:
+    """What a `run` ended: the records that settled (first, then its companions), and the
+    records now next in line for their destination vaults, for the caller to enqueue."""
+
+    records: list[str]
+    next_records: list[str]
 
 
-def _replicate(rt: Runtime, work: _Work) -> None:
-    work.timings.append(time.monotonic())
-    _plan(rt, work)
-    work.timings.append(time.monotonic())
-    source = rt.stores.vault(work.source_region, work.source_vault_id)
-    dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
-    manifests = _read_manifests(work, source)  # a damaged one fails before the copy
-    for unit_id, replica_id in work.units:
-        _copy_unit(rt, work, source, dest, unit_id, replica_id)
-    _write_manifests(dest, manifests)
-    work.manifests = {replica_id: manifest for replica_id, (_b, manifest) in manifests.items()}
-    # Durable chunks and manifests: the destination recomputes the roots before publishing.
-    work.verified = content_roots.verify_replica(
-        rt.db, dest, work.dest_vault_id, work.units, work.manifests
+def run(rt: Runtime, record_id: str) -> Settled:
+    """Run the record, with its companions, or hand it to the pass of its source backup
+    running in this process (which claims it at its next chunk); nothing settles when it
+    did not run (not its turn, held, outside its window, joined a pass) or was paused."""
+    found = _destination_and_backup(rt, record_id)
+    if found is None:
+        return Settled([], [])
+    region, backup_id = found
+    if not throttle.copies_may_run(rt.settings, region):
+        log.info("replication waits for its window", id=record_id)
+        return Settled([], [])
+    running = _Pass.open(rt, backup_id, record_id)
+    if running is None:
+        log.info("replication joins the running pass of its backup", id=record_id)
+        return Settled([], [])
+    try:
+        group = leases.run_together(
+            rt, REPLICATION, record_id, lambda members: _replicate(rt, members, running)
+        )
+    finally:
+        unserved = running.close()  # their tasks were spent asking: run them again
+    if not group:
+        return Settled([], unserved)
+    vaults = dict.fromkeys(member.work.dest_vault_id for member in group)
+    following = [next_in_line(rt, vault_id) for vault_id in vaults]
+    return Settled(
+        [member.id for member in group], [r for r in following if r is not None] + unserved
     )
-    work.timings.append(time.monotonic())
+
+
+def _destination_and_backup(rt: Runtime, record_id: str) -> tuple[str, str] | None:
+    with rt.db.reading() as session:
+        found = session.execute(
+            select(ReplicationRecord.destination_region, ReplicationRecord.source_backup_id).where(
+                ReplicationRecord.id == record_id
+            )
+        ).first()
+    return None if found is None else (found[0], found[1])
+
+
+@dataclass
+class _Pass:
+    """A pass copying one source backup in this process. A record of the same backup
+    whose task starts meanwhile asks to join it (`open` returns None) instead of reading
+    the backup a second time; the pass claims it at its next chunk (`asked`). Passes of
+    other processes are not seen: their records run on their own."""
+
+    key: tuple[int, str]  # (the runtime, the source backup)
+    requests: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, rt: Runtime, backup_id: str, record_id: str) -> _Pass | None:
+        """A new pass for the backup, or None when one runs (it was asked to take the
+        record)."""
+        key = (id(rt), backup_id)
+        with _PASSES_LOCK:
+            running = _PASSES.get(key)
+            if running is not None:
+                running.requests.append(record_id)
+                return None
+            _PASSES[key] = cls(key)
+            return _PASSES[key]
+
+    def asked(self) -> list[str]:
+        """The records that asked to join since the last call."""
+        with _PASSES_LOCK:
+            asked, self.requests = self.requests, []
+        return asked
+
+    def again(self, record_id: str) -> None:
+        """A record that could not join now: run on its own once the pass ends."""
+        with _PASSES_LOCK:
+            self.requests.append(record_id)
+
+    def close(self) -> list[str]:
+        """No more joins; the records that asked and were not taken."""
+        with _PASSES_LOCK:
+            _PASSES.pop(self.key, None)
+            unserved, self.requests = self.requests, []
+        return unserved
+
+
+_PASSES: dict[tuple[int, str], _Pass] = {}
+_PASSES_LOCK = threading.Lock()
+
+
+def stuck(rt: Runtime) -> list[str]:
+    """The records the reconciler runs again: those of `leases.stuck` whose destination
+    region's window is open (a waiting record is thus retried when its window opens, by
+    the first reconciliation after, and not enqueued in vain meanwhile)."""
+    with rt.db.reading() as session:
+        return [
+            record_id
+            for record_id in leases.stuck(rt, REPLICATION)
+            if _may_run_in(rt, session, record_id)
+        ]
+
+
+def _may_run_in(rt: Runtime, session: Session, record_id: str) -> bool:
+    record = session.get(ReplicationRecord, record_id)
+    return record is None or throttle.copies_may_run(rt.settings, record.destination_region)
+
+
+def _replicate(rt: Runtime, group: _Group, running: _Pass) -> dict[int, Exception]:
+    """Plan each destination, then copy the union of what they lack (`_copy_unit`),
+    taking in the records that ask to join meanwhile (each gets the chunks still to come
+    from the same reads, and the ones read before it joined afterwards), then write each
+    one's manifests and verify its content roots. A plan that fails (the destination is
+    full) or a root that disagrees fails its record alone; what fails in between (the
+    source) fails every one."""
+    failed: dict[int, Exception] = {}
+    going = _planned(rt, group.members, failed)
+    if not going:
+        return failed
+    first = going[0]
+    source = rt.stores.vault(first.source_region, first.source_vault_id)
+    manifests = _read_manifests(first, source)  # a damaged one fails before the copy
+
+    def admit(index: int) -> list[_Work]:
+        """The records that asked to join, claimed and planned; they join at unit `index`."""
+        added: list[_Work] = []
+        for record_id in running.asked():
+            joined = group.join(record_id)
+            if joined is None:  # GC holds its vault: run it again later
+                running.again(record_id)
+                continue
+            for work in _planned(rt, joined, failed, start=len(group.members) - len(joined)):
+                work.joined_unit = index
+                added.append(work)
+                log.info("replication joined a running pass", id=work.record_id)
+        going.extend(added)
+        return added
+
+    for index in range(len(first.units)):
+        _copy_unit(rt, list(going), source, index, admit)
+    for index in range(len(first.units)):  # the units copied before a record joined
+        late = [work for work in going if work.joined_unit > index]
+        if late:
+            _copy_unit(rt, late, source, index, None)
+    for position, member in enumerate(group.members):
+        if position in failed:
+            continue
+        work = member.work
+        dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
+        _write_manifests(dest, work, manifests)
+        try:
+            # Durable chunks and manifests: the destination recomputes the roots before
+            # publishing.
+            work.verified = content_roots.verify_replica(
+                rt.db, dest, work.dest_vault_id, work.units, work.manifests
+            )
+        except CbrError as exc:
+            failed[position] = exc
+        work.timings.append(time.monotonic())
+    return failed
+
+
+def _planned(
+    rt: Runtime,
+    members: list[leases.Claimed[ReplicationRecord, _Work]],
+    failed: dict[int, Exception],
+    start: int = 0,
+) -> list[_Work]:
+    """Plan each member's work (`start`: the position of the first in the group); the
+    works planned, and each failure by position."""
+    planned = []
+    for position, member in enumerate(members, start):
+        work = member.work
+        work.timings.append(time.monotonic())
+        try:
+            _plan(rt, work)
+            planned.append(work)
+        except Exception as exc:  # explained (or logged as a bug) when the record fails
+            failed[position] = exc
+        work.timings.append(time.monotonic())
+    return planned
 
 
 class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
@@ -119,11 +314,37 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
     busy = DestinationBusy
 
     def lock(self, session: Session, work_id: str) -> ReplicationRecord | None:
+        """Lock the live records of the record's source backup (its possible companions),
+        always in one order, so two workers claiming two of them queue up instead of
+        each running alone; then the record."""
         # A record planned with its vault has no replica until the fan-out task creates
         # it; one that task never reached (a crash in between) gets it here. It is
         # committed even when the claim then waits for garbage collection.
-        replicas.add_missing_replicas(session, [work_id])
+        group = list(session.scalars(_same_backup(work_id).with_only_columns(ReplicationRecord.id)))
+        replicas.add_missing_replicas(session, group or [work_id])
         return super().lock(session, work_id)
+
+    def companions(
+        self, rt: Runtime, session: Session, row: ReplicationRecord
+    ) -> list[ReplicationRecord]:
+        """The other live records of the same source backup (locked by `lock`) whose
+        window is open and whose destination vault no other transaction holds; the runner
+        claims those that are ready and unheld. Their vaults are locked here without
+        waiting: two passes each holding one vault and wanting the other's would
+        otherwise deadlock (PostgreSQL; SQLite has one writer)."""
+        others = session.scalars(_same_backup(row.id).where(ReplicationRecord.id != row.id))
+        due = [r for r in others if throttle.copies_may_run(rt.settings, r.destination_region)]
+        if not due:
+            return []
+        free = set(
+            session.scalars(
+                select(Vault.id)
+                .where(Vault.id.in_([r.destination_vault_id for r in due]))
+                .order_by(Vault.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        return [r for r in due if r.destination_vault_id in free]
 
     def ready(self, session: Session, row: ReplicationRecord) -> bool:
         """Fail a record whose backup, replica or vault is gone; wait while an earlier
@@ -155,6 +376,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
             dest.id,
             _unit_pairs(source_backup, replica),
             dest.size_gb * GB - dest.used_bytes,
+            throttle=throttle.throttle_for(rt.db, rt.settings, dest.region, rt.stopping),
         )
 
     def beat(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
@@ -164,6 +386,10 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
 
     def progress(self, work: _Work) -> dict[str, Any]:
         return {"bytes_copied": work.bytes_copied, "bytes_total": work.bytes_total}
+
+    def hand_back(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
+        if work.outside_window:
+            pause_record(row)
 
     def complete(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
         _commit(session, row, work)
@@ -201,6 +427,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
 
 
 REPLICATION = _Replications()
+_Group = leases.Group[ReplicationRecord, _Work]
 
 
 def _explain(exc: Exception) -> leases.Failure | None:
@@ -230,10 +457,20 @@ def start_replication(session: Session, record: ReplicationRecord) -> None:
     operation_logs.set_progress(session, record.operation_log_id, 0)
 
 
+def pause_record(record: ReplicationRecord) -> None:
+    """replicating -> waiting_replicate: its destination's window closed. What it copied
+    is indexed; the next attempt, when the window opens, copies the rest."""
+    record.status = RecordStatus.WAITING
+
+
 def complete_record(session: Session, record: ReplicationRecord, work: _Work) -> None:
     """replicating -> success: the replica's checkpoint is available, the log closed."""
     record.status, record.progress, record.lease_until = RecordStatus.SUCCESS, 100, None
     record.bytes_copied, record.chunks_copied = work.bytes_copied, work.chunks_copied
+    # The attempt's own time (monotonic, claim to commit) beside the bytes it copied: the
+    # measured rate dry runs estimate from (replication_plan.measured_rate).
+    record.finished_at = clock.now()
+    record.copy_seconds = time.monotonic() - work.timings[0] if work.timings else None
     copied = operation_logs.Bytes(work.bytes_copied, work.bytes_copied)
     operation_logs.set_bytes(session, record.operation_log_id, copied)
     checkpoints.settle(session, record.destination_checkpoint_id)
@@ -247,7 +484,7 @@ def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, r
         error.code,
         reason[:1024],
     )
-    record.lease_until = None
+    record.lease_until, record.finished_at = None, clock.now()
     replica = session.get(Backup, record.destination_backup_id or "")
     if replica is not None and replica.status != BackupStatus.AVAILABLE:
         checkpoint = session.get(Checkpoint, replica.checkpoint_id)
@@ -260,6 +497,24 @@ def fail_record(session: Session, record: ReplicationRecord, error: ErrorCode, r
 
 
 # --- claim and plan ---------------------------------------------------------------------
+
+
+def _same_backup(record_id: str) -> Select[ReplicationRecord]:
+    """The live records of the source backup of `record_id`, locked, in lock order."""
+    source_backup = (
+        select(ReplicationRecord.source_backup_id)
+        .where(ReplicationRecord.id == record_id)
+        .scalar_subquery()
+    )
+    return (
+        select(ReplicationRecord)
+        .where(
+            ReplicationRecord.source_backup_id == source_backup,
+            ReplicationRecord.status.in_(LIVE_RECORD),
+        )
+        .order_by(ReplicationRecord.created_at, ReplicationRecord.id)
+        .with_for_update()
+    )
 
 
 def _earlier_record_running(session: Session, record: ReplicationRecord) -> bool:
@@ -283,10 +538,15 @@ def _unit_pairs(source: Backup, replica: Backup) -> list[tuple[str, str]]:
 
 
 def _plan(rt: Runtime, work: _Work) -> None:
+    planned: set[str] = set()
     with rt.db.transaction() as session:
         for unit_id, _replica_id in work.units:
             _refuse_damaged_source(session, unit_id, work.source_vault_id)
             missing = chunks.missing_in_vault(session, unit_id, work.dest_vault_id)
+            # A chunk two volumes share is copied with the first (and indexed before the
+            # second's manifest is linked): the bytes a dry run counts, once.
+            missing = [item for item in missing if item[0] not in planned]
+            planned.update(digest for digest, _p, _s in missing)
             count, _plain, _stored = chunks.backup_totals(session, unit_id)
             work.missing[unit_id] = missing
             work.chunks_total += count
@@ -321,77 +581,135 @@ def _refuse_damaged_source(session: Session, unit_id: str, vault_id: str) -> Non
 # --- copy -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChunkCopier:
-    """Copies chunks from one vault's store to another's, marking the chunks whose reads
-    fail verification damaged in their vault's index."""
+@dataclass
+class _Target:
+    """One destination of a unit's copy: its store, the chunks it lacks, its batch."""
 
-    source: ChunkStore
-    dest: ChunkStore
-    source_damage: DamageMarker
-    dest_damage: DamageMarker
-
-    def copy(self, digest: str) -> int:
-        """Copy one chunk's stored bytes after checking them against their digest."""
-        try:
-            blob = self.source.get_chunk(digest)
-            verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
-        except (CorruptChunkError, NotFoundError) as exc:
-            self.source_damage.mark_failed_read(exc)
-            raise
-        put_chunk_checked(self.dest, digest, blob, self.dest_damage)
-        return len(blob)
-
-
-def copy_in_order(
-    pool: ThreadPoolExecutor, copier: ChunkCopier, todo: list[tuple[str, int, int]]
-) -> Iterator[tuple[tuple[str, int, int], int]]:
-    """Copy in order with at most IN_FLIGHT chunks (hence bounded memory) under way."""
-    pending: list[tuple[tuple[str, int, int], Future[int]]] = []
-    for item in todo:
-        pending.append((item, pool.submit(copier.copy, item[0])))
-        if len(pending) >= IN_FLIGHT:
-            done, future = pending.pop(0)
-            yield done, future.result()
-    for done, future in pending:
-        yield done, future.result()
+    work: _Work
+    replica_id: str
+    store: ChunkStore
+    sink: fanout.Sink
+    wanted: dict[str, tuple[str, int, int]]
+    batch: list[tuple[str, int, int]] = field(default_factory=list)
+    batch_bytes: int = 0
 
 
 def _copy_unit(
-    rt: Runtime, work: _Work, source: ChunkStore, dest: ChunkStore, unit_id: str, replica_id: str
+    rt: Runtime,
+    works: list[_Work],
+    source: ChunkStore,
+    index: int,
+    admit: Callable[[int], list[_Work]] | None,
 ) -> None:
-    """Copy one unit's missing chunks; every INDEX_EVERY_BYTES, flush and index what was
-    copied on a thread of its own, so the copy threads never wait for the disk barrier.
-    A stopping service ends the copy after the chunk at hand: what was copied is flushed
-    and indexed, then the work is handed back (a resumed attempt plans only the rest)."""
-    batch: list[tuple[str, int, int]] = []
-    batch_bytes = 0
+    """Copy one unit's chunks that any destination lacks, each read once, into every
+    destination lacking it (and into those `admit` adds as the copy runs); every
+    INDEX_EVERY_BYTES of a destination, flush and index what was copied there on a
+    thread of its own, so the copy threads never wait for the disk barrier. A stopping
+    service, or a destination's window that closes, ends the copy: no further chunk is
+    started, the chunks under way finish and everything copied is flushed and indexed,
+    then the work is handed back (a resumed attempt plans only the rest, and copies
+    nothing twice)."""
+    unit_id = works[0].units[index][0]
+    targets = [_target(rt, work, index) for work in works]
+    todo = deque(fanout.union([work.missing[unit_id] for work in works]))
+    copier = fanout.ChunkCopier(source, DamageMarker(rt.db, works[0].source_vault_id))
     indexed: list[Future[None]] = []
     copiers = max(2, rt.settings.io_threads * 2)
-    copier = ChunkCopier(
-        source,
-        dest,
-        DamageMarker(rt.db, work.source_vault_id),
-        DamageMarker(rt.db, work.dest_vault_id),
-    )
+
+    def joining() -> None:
+        for work in admit(index) if admit is not None else []:
+            _add_target(todo, targets, _target(rt, work, index))
+            works.append(work)
+
     with (
         ThreadPoolExecutor(copiers, thread_name_prefix="replicate") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="replicate-index") as indexer,
     ):
-        for item, copied in copy_in_order(pool, copier, work.missing[unit_id]):
-            work.bytes_copied += copied
-            work.chunks_copied += 1
-            batch.append(item)
-            batch_bytes += copied
-            if batch_bytes >= INDEX_EVERY_BYTES:
-                indexed.append(indexer.submit(_index, rt, work, dest, replica_id, batch))
-                batch, batch_bytes = [], 0
-            if rt.stopping.is_set():
-                break
+
+        def copy(wanted: fanout.Wanted) -> int:
+            return copier.copy(wanted.digest, [targets[p].sink for p in wanted.by])
+
+        paid = _paid(rt, targets, works, todo, joining)
+        for wanted, copied in fanout.copy_in_order(pool, copy, paid):
+            for position in wanted.by:
+                target = targets[position]
+                _count(target, wanted.digest, copied)
+                if target.batch_bytes >= INDEX_EVERY_BYTES:
+                    batch = _take_batch(target)
+                    work, store, replica_id = target.work, target.store, target.replica_id
+                    indexed.append(indexer.submit(_index, rt, work, store, replica_id, batch))
         for future in indexed:
             future.result()  # raises what indexing raised
-    _index(rt, work, dest, replica_id, batch)
+    for target in targets:
+        _index(rt, target.work, target.store, target.replica_id, _take_batch(target))
     leases.stop_point(rt)
+    if any(work.outside_window for work in works):
+        raise OutsideWindow
+
+
+def _add_target(todo: deque[fanout.Wanted], targets: list[_Target], target: _Target) -> None:
+    """A destination joins the copy: the chunks still to come that it lacks go to it too,
+    and the ones it lacks that no longer come (read before it joined) are read again at
+    the end."""
+    position = len(targets)
+    targets.append(target)
+    lacking = dict(target.wanted)
+    for n, wanted in enumerate(todo):
+        if lacking.pop(wanted.digest, None) is not None:
+            todo[n] = fanout.Wanted(wanted.digest, wanted.stored, (*wanted.by, position))
+    todo.extend(fanout.Wanted(d, stored, (position,)) for d, _p, stored in lacking.values())
+
+
+def _target(rt: Runtime, work: _Work, index: int) -> _Target:
+    unit_id, replica_id = work.units[index]
+    store = rt.stores.vault(work.dest_region, work.dest_vault_id)
+    sink = fanout.Sink(store, DamageMarker(rt.db, work.dest_vault_id))
+    wanted = {item[0]: item for item in work.missing[unit_id]}
+    return _Target(work, replica_id, store, sink, wanted)
+
+
+def _paid(
+    rt: Runtime,
+    targets: list[_Target],
+    works: list[_Work],
+    todo: deque[fanout.Wanted],
+    joining: Callable[[], None],
+) -> Iterator[fanout.Wanted]:
+    """The chunks to copy, each once it is paid for in the rate limit of every destination
+    region it goes to (services/throttle.py; unlimited regions pay nothing); none more
+    once the service stops or a destination's window closes. Before each chunk, the
+    records that asked to join come in (`joining`)."""
+    while todo:
+        joining()
+        if rt.stopping.is_set() or _window_closed(rt, works):
+            return
+        wanted = todo.popleft()
+        for position in wanted.by:
+            limit = targets[position].work.throttle
+            if limit is not None:
+                limit.take(wanted.stored)
+        yield wanted
+
+
+def _count(target: _Target, digest: str, copied: int) -> None:
+    work = target.work
+    work.bytes_copied += copied
+    work.chunks_copied += 1
+    target.batch.append(target.wanted[digest])
+    target.batch_bytes += copied
+
+
+def _window_closed(rt: Runtime, works: list[_Work]) -> bool:
+    """Has a destination's window closed? (marks the records to put back to waiting)"""
+    for work in works:
+        work.outside_window = not throttle.copies_may_run(rt.settings, work.dest_region)
+    return any(work.outside_window for work in works)
+
+
+def _take_batch(target: _Target) -> list[tuple[str, int, int]]:
+    """The destination's batch, to index; it starts a new one (on the copying thread)."""
+    batch, target.batch, target.batch_bytes = target.batch, [], 0
+    return batch
 
 
 def _index(
@@ -419,13 +737,13 @@ def _index(
 
 
 def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, Manifest]]:
-    """Each source unit's manifest, validated, by replica unit id; a manifest that does
+    """Each source unit's manifest, validated, by source unit id; a manifest that does
     not parse fails the record with REPLICA_IMPORT_FAILED (1006) naming the backup."""
     manifests = {}
-    for unit_id, replica_id in work.units:
+    for unit_id, _replica_id in work.units:
         blob = source.get_manifest(manifest_name(unit_id))
         try:
-            manifests[replica_id] = (blob, Manifest.from_bytes(blob))
+            manifests[unit_id] = (blob, Manifest.from_bytes(blob))
         except ArchiveError as exc:
             raise CbrError(
                 REPLICA_IMPORT_FAILED,
@@ -435,9 +753,14 @@ def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, M
     return manifests
 
 
-def _write_manifests(dest: ChunkStore, manifests: dict[str, tuple[bytes, Manifest]]) -> None:
-    for replica_id, (blob, _manifest) in manifests.items():
+def _write_manifests(
+    dest: ChunkStore, work: _Work, manifests: dict[str, tuple[bytes, Manifest]]
+) -> None:
+    """The source's manifests under the replica's names; `work.manifests` for the commit."""
+    for unit_id, replica_id in work.units:
+        blob, manifest = manifests[unit_id]
         dest.put_manifest(manifest_name(replica_id), blob)
+        work.manifests[replica_id] = manifest
 
 
 # --- progress, commit, failure -------------------------------------------------------------

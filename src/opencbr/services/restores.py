@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from opencbr import clock
 from opencbr.archive.confined import PathNotConfined, open_root, opened
 from opencbr.archive.disk import DiskTarget, open_disk_target, restore_disk_into
-from opencbr.archive.extract import open_destination, restore_tree
+from opencbr.archive.extract import open_destination, remove_leftovers, restore_tree
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.sink import ArchiveError, ChunkSource
 from opencbr.db.backups import Backup, OperationLog
@@ -218,6 +218,7 @@ class _Claim:
     target_id: str | None
     plan: list[list[str]]
     roots: list[Path]  # the project's configured roots, as settings say now
+    rerun: bool = False  # an earlier attempt died: its temporary files may be left
     bytes_done: int = 0  # of the units restored, and the one being restored
     bytes_total: int = 0  # the units' logical sizes, known once the manifests are read
 
@@ -253,7 +254,16 @@ class _Restores(leases.LeasedWork[OperationLog, _Claim]):
         roots = protectables.project_roots(
             rt.settings, row.project_id, project.name if project else row.project_id
         )
-        return _Claim(row.id, backup.id, vault.id, vault.region, row.resource_id, row.plan, roots)
+        return _Claim(
+            row.id,
+            backup.id,
+            vault.id,
+            vault.region,
+            row.resource_id,
+            row.plan,
+            roots,
+            rerun=row.attempts > 1,  # this attempt is counted already
+        )
 
     def beat(self, session: Session, row: OperationLog, work: _Claim) -> None:
         operation_logs.set_progress(session, row.id, work.percent(), work.moved())
@@ -333,7 +343,7 @@ def _restore(rt: Runtime, claim: _Claim) -> None:
         ]
         # Every target is opened and checked before anything is written to any.
         opened_targets = [
-            _open_target(targets, claim.roots, unit, manifest)
+            _open_target(targets, claim.roots, unit, manifest, sweep=claim.rerun)
             for unit, manifest in zip(units, manifests, strict=True)
         ]
         claim.bytes_total = sum(manifest.size for manifest in manifests)
@@ -362,10 +372,11 @@ class _Stoppable:
 
 
 def _open_target(
-    stack: ExitStack, roots: list[Path], unit: _Unit, manifest: Manifest
+    stack: ExitStack, roots: list[Path], unit: _Unit, manifest: Manifest, *, sweep: bool
 ) -> int | DiskTarget:
     """The unit's target, confined below its root: a directory descriptor (trees, made
-    if missing, the destination below it included) or an opened DiskTarget."""
+    if missing, the destination below it included) or an opened DiskTarget. With `sweep`
+    (an earlier attempt died), the temporary files it left there are removed first."""
     location = protectables.locate(roots, unit.path)
     try:
         root = stack.enter_context(opened(open_root(location.root)))
@@ -375,7 +386,10 @@ def _open_target(
         ) from None
     if unit.kind == "tree":
         below = "/".join(part for part in (location.relative, unit.destination) if part)
-        return stack.enter_context(opened(open_destination(root, below)))
+        directory = stack.enter_context(opened(open_destination(root, below)))
+        if sweep:
+            _log_leftovers(remove_leftovers(directory, recursive=True), unit)
+        return directory
     parent, _, name = location.relative.rpartition("/")
     try:
         directory = stack.enter_context(opened(open_destination(root, parent, create=False)))
@@ -383,7 +397,18 @@ def _open_target(
         raise CbrError(
             RESOURCE_NOT_FOUND, "resource path is no longer valid: its directory is gone"
         ) from None
+    if sweep:
+        _log_leftovers(remove_leftovers(directory, recursive=False), unit)
     return stack.enter_context(open_disk_target(directory, name, manifest.size, unit.kinds))
+
+
+def _log_leftovers(removed: int, unit: _Unit) -> None:
+    if removed:
+        log.info(
+            "restore removed an earlier attempt's temporary files",
+            count=removed,
+            backup_id=unit.backup_id,
+        )
 
 
 def _restore_unit(

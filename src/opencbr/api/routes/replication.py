@@ -1,11 +1,15 @@
 """Replication: /checkpoints/replicate (every backup of a vault) and /backups/{id}/replicate.
 
 Both answer at once with the replication record ids; the copies run in the background.
+With `?dry_run=true` (an opencbr extension) either checks the request as it would, creates
+nothing, and answers what it would copy (replication_plan).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from opencbr.api.deps import DbDep, JobsDep, RequestIdDep, SettingsDep, WriterDep
 from opencbr.api.schemas.replication import (
@@ -16,14 +20,22 @@ from opencbr.api.schemas.replication import (
     CheckpointReplicateResponse,
     CheckpointReplication,
     ReplicatedBackup,
+    ReplicationDryRunResponse,
+    dry_run_out,
 )
 from opencbr.jobs import tasks
-from opencbr.services import replication
+from opencbr.services import replication, replication_plan
 
 router = APIRouter(prefix="/v3/{project_id}", tags=["replication"])
+# true/false in any case (also 1/0, yes/no, on/off, as every boolean query parameter);
+# anything else is an invalid parameter (BackupService.9900).
+DryRunQuery = Annotated[bool, Query(description="Check and count; create nothing.")]
 
 
-@router.post("/checkpoints/replicate", response_model=CheckpointReplicateResponse)
+@router.post(
+    "/checkpoints/replicate",
+    response_model=CheckpointReplicateResponse | ReplicationDryRunResponse,
+)
 def replicate_vault(
     body: CheckpointReplicateBody,
     ctx: WriterDep,
@@ -31,8 +43,13 @@ def replicate_vault(
     settings: SettingsDep,
     jobs: JobsDep,
     request_id: RequestIdDep,
-) -> CheckpointReplicateResponse:
+    dry_run: DryRunQuery = False,
+) -> CheckpointReplicateResponse | ReplicationDryRunResponse:
     param = body.replicate
+    if dry_run:
+        return dry_run_out(
+            replication_plan.dry_run_vault(db, settings, ctx, param.vault_id, param.destination())
+        )
     plan = replication.replicate_vault(
         db, settings, ctx, param.vault_id, param.destination(), request_id
     )
@@ -54,7 +71,10 @@ def replicate_vault(
     )
 
 
-@router.post("/backups/{backup_id}/replicate", response_model=BackupReplicateResponse)
+@router.post(
+    "/backups/{backup_id}/replicate",
+    response_model=BackupReplicateResponse | ReplicationDryRunResponse,
+)
 def replicate_backup(
     backup_id: str,
     body: BackupReplicateBody,
@@ -63,8 +83,13 @@ def replicate_backup(
     settings: SettingsDep,
     jobs: JobsDep,
     request_id: RequestIdDep,
-) -> BackupReplicateResponse:
+    dry_run: DryRunQuery = False,
+) -> BackupReplicateResponse | ReplicationDryRunResponse:
     param = body.replicate
+    if dry_run:
+        return dry_run_out(
+            replication_plan.dry_run_backup(db, settings, ctx, backup_id, param.destination())
+        )
     plan = replication.replicate_backup(
         db, settings, ctx, backup_id, param.destination(), param.name, param.description, request_id
     )

@@ -8,6 +8,7 @@ from pydantic import StringConstraints
 
 from opencbr.api.schemas.common import Description, Identifier, Name, RequestModel, ResponseModel
 from opencbr.services.replication import Destination
+from opencbr.services.replication_plan import DryRun
 
 RegionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{0,255}$")]
 
@@ -91,3 +92,63 @@ class BackupReplication(ResponseModel):
 
 class BackupReplicateResponse(ResponseModel):
     replication: BackupReplication
+
+
+# --- ?dry_run=true: what the call would copy (an opencbr extension) --------------------------
+
+
+class DryRunBackup(ResponseModel):
+    backup_id: str
+    missing_chunks: int
+    missing_bytes: int
+
+
+class ReplicationDryRun(ResponseModel):
+    """What a replicate call would copy, nothing created: per backup in the order its
+    records would run, the chunks and stored bytes the destination lacks (a chunk several
+    backups share counted once, with the oldest), their totals, and the duration at the
+    rate measured between the two regions (null: nothing measured yet)."""
+
+    dry_run: bool
+    vault_id: str
+    source_region: str
+    destination_project_id: str
+    destination_region: str
+    destination_vault_id: str
+    backups: list[DryRunBackup]
+    missing_chunks: int
+    missing_bytes: int
+    destination_free_bytes: int
+    fits: bool
+    measured_bytes_per_second: float | None
+    estimated_seconds: float | None
+
+
+class ReplicationDryRunResponse(ResponseModel):
+    replication: ReplicationDryRun
+
+
+def dry_run_out(plan: DryRun) -> ReplicationDryRunResponse:
+    total = plan.total
+    return ReplicationDryRunResponse(
+        replication=ReplicationDryRun(
+            dry_run=True,
+            vault_id=plan.source.id,
+            source_region=plan.source.region,
+            destination_project_id=plan.target.project_id,
+            destination_region=plan.target.region,
+            destination_vault_id=plan.target.id,
+            backups=[
+                DryRunBackup(
+                    backup_id=backup_id, missing_chunks=gap.chunks, missing_bytes=gap.bytes
+                )
+                for backup_id, gap in plan.backups
+            ],
+            missing_chunks=total.chunks,
+            missing_bytes=total.bytes,
+            destination_free_bytes=plan.free_bytes,
+            fits=total.bytes <= plan.free_bytes,
+            measured_bytes_per_second=plan.rate,
+            estimated_seconds=plan.estimated_seconds,
+        )
+    )
