@@ -239,11 +239,12 @@ def assert_whole_in_one_vault(database: Path, store: Path, vault_ids: set[str]) 
 def test_sigkill_during_a_restore_reruns_it_and_leaves_no_temporary_file(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    r1 = connect(server.projects()["region1"])
     source = tmp_path / "roots" / "region1" / "data"
     source.mkdir(parents=True)
     (source / "big.bin").write_bytes(random.Random(41).randbytes(RESTORED_BYTES))
     (source / "small.txt").write_text("small\n")
+    server.wait_ready()
+    r1 = connect(server.projects()["region1"])
     vault = r1.vault("restored", resources=[r1.register_dir("data", str(source))])
     backup = r1.finished_backup(r1.start_backup(vault, "one"))
     target = tmp_path / "roots" / "region1" / "target"
