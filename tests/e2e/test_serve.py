@@ -9,7 +9,6 @@ import sqlite3
 import stat
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -136,57 +135,40 @@ def test_a_busy_port_ends_serve_before_it_announces_or_starts_anything(tmp_path:
     assert not (tmp_path / "data").exists()  # no database, no queue, no worker
 
 
-# A bad configuration's text (with no `listen`, a free port is added) and the start of the
-# one error line `serve` prints for it.
-START_UP_ERRORS = {
-    "bad listen": (
-        'listen = "nowhere"\n',
-        "error: configuration error: listen: Value error, listen must be HOST:PORT",
-    ),
-    "bad log_format": (
-        'log_format = "xml"\n',
-        "error: configuration error: log_format: Value error, log_format must be one of plain, json",
-    ),
-    "bad number": (
-        "worker_threads = 0\n",
-        "error: configuration error: worker_threads: Input should be greater than or equal to 1",
-    ),
-    "bad TOML": ("listen = \n", "error: configuration error: Invalid value (at line 1, column 10)"),
-    "database unreachable": (
-        'database_url = "postgresql+psycopg://opencbr:hunter2@127.0.0.1:1/opencbr"\n',
-        "error: cannot use the database postgresql+psycopg://opencbr:***@127.0.0.1:1/opencbr: connection failed: ",
-    ),
-}
-
-
-@pytest.fixture(scope="module")
-def start_up_errors(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> dict[str, subprocess.CompletedProcess[str]]:
-    """What `serve` did on each configuration of START_UP_ERRORS, run all at once (each
-    is a process start: a second or more)."""
-
-    def serve_on(case: str) -> subprocess.CompletedProcess[str]:
-        folder = tmp_path_factory.mktemp("start-up")
-        config_text = START_UP_ERRORS[case][0]
-        if "listen" not in config_text:
-            config_text += f'listen = "127.0.0.1:{free_port()}"\n'
-        config = folder / "opencbr.toml"
-        config.write_text(f'{config_text}data_dir = "{folder / "data"}"\n')
-        return run_serve(config)
-
-    with ThreadPoolExecutor(len(START_UP_ERRORS)) as pool:
-        return dict(zip(START_UP_ERRORS, pool.map(serve_on, START_UP_ERRORS), strict=True))
-
-
-@pytest.mark.parametrize("case", START_UP_ERRORS)
+@pytest.mark.parametrize(
+    ("config_text", "expected"),
+    [
+        (
+            'listen = "nowhere"\n',
+            "error: configuration error: listen: Value error, listen must be HOST:PORT",
+        ),
+        (
+            'log_format = "xml"\n',
+            "error: configuration error: log_format: Value error, log_format must be one of plain, json",
+        ),
+        (
+            "worker_threads = 0\n",
+            "error: configuration error: worker_threads: Input should be greater than or equal to 1",
+        ),
+        ("listen = \n", "error: configuration error: Invalid value (at line 1, column 10)"),
+        (
+            'database_url = "postgresql+psycopg://opencbr:hunter2@127.0.0.1:1/opencbr"\n',
+            "error: cannot use the database postgresql+psycopg://opencbr:***@127.0.0.1:1/opencbr: connection failed: ",
+        ),
+    ],
+    ids=["bad listen", "bad log_format", "bad number", "bad TOML", "database unreachable"],
+)
 def test_a_start_up_error_is_one_line_and_a_non_zero_exit(
-    start_up_errors: dict[str, subprocess.CompletedProcess[str]], case: str
+    tmp_path: Path, config_text: str, expected: str
 ) -> None:
-    done = start_up_errors[case]
+    config = tmp_path / "opencbr.toml"
+    if "listen" not in config_text:
+        config_text += f'listen = "127.0.0.1:{free_port()}"\n'
+    config.write_text(f'{config_text}data_dir = "{tmp_path / "data"}"\n')
+    done = run_serve(config)
     assert done.returncode != 0
     (line,) = done.stderr.splitlines()
-    assert line.startswith(START_UP_ERRORS[case][1]), line
+    assert line.startswith(expected), line
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
     assert "listening" not in done.stdout
 
