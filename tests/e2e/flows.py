@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,12 +160,6 @@ class Server:
         )
         result: dict[str, Any] = json.loads(done.stdout)
         return result
-
-    def admin_all(self, *commands: tuple[str, ...]) -> list[dict[str, Any]]:
-        """`admin(*command)` for each of `commands`, all at once (each is a process whose
-        start takes a second or more); their results in order."""
-        with ThreadPoolExecutor(len(commands)) as pool:
-            return list(pool.map(lambda command: self.admin(*command), commands))
 
 
 @dataclass

@@ -375,13 +375,6 @@ def test_openstack_cli_lists_vaults_from_a_clouds_yaml(site: Site, tmp_path: Pat
 
 def test_admin_credential_commands_create_list_and_delete(site: Site) -> None:
     server = site.server
-    config = str(server.config)
-    ghost = subprocess.Popen(  # meanwhile: a process start takes seconds
-        [*OPENCBR, "admin", "credential", "create", "--user", "ghost", "--config", config],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     created = server.admin("credential", "create", "--user", "admin")
     assert len(created["access"]) == 20 and len(created["secret"]) == 40
     listed = server.admin("credential", "list", "--user", "admin")["credentials"]
@@ -394,6 +387,12 @@ def test_admin_credential_commands_create_list_and_delete(site: Site) -> None:
     with pytest.raises(ClientRequestException) as refused:
         gone.list_vault(ListVaultRequest())
     assert (refused.value.status_code, refused.value.error_code) == (401, "APIGW.0301")
-    stdout, stderr = ghost.communicate(timeout=120)
-    assert ghost.returncode == 1
-    assert stderr.splitlines()[-1].startswith("error:") and stdout == ""
+    config = str(server.config)
+    failed = subprocess.run(
+        [*OPENCBR, "admin", "credential", "create", "--user", "ghost", "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1].startswith("error:") and failed.stdout == ""
