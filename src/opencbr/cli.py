@@ -32,7 +32,7 @@ from opencbr.db.migrate import startup_lock, upgrade
 from opencbr.db.session import Database
 from opencbr.errors import CbrError
 from opencbr.jobs.queue import Jobs, queue_problem
-from opencbr.services import credentials, identity
+from opencbr.services import credentials, identity, keys
 from opencbr.services.monitoring import StateCollector
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import store_options
@@ -49,11 +49,13 @@ role_cmd = typer.Typer(help="Role grants.", no_args_is_help=True)
 credential_cmd = typer.Typer(
     help="Permanent access keys (AK/SK) for the Huawei SDK.", no_args_is_help=True
 )
+key_cmd = typer.Typer(help="Keys of encryption at rest.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 admin.add_typer(project_cmd, name="project")
 admin.add_typer(user_cmd, name="user")
 admin.add_typer(role_cmd, name="role")
 admin.add_typer(credential_cmd, name="credential")
+admin.add_typer(key_cmd, name="key")
 register_client_commands(app)  # vault, resource, backup, restore, replicate, records, status
 
 log = structlog.get_logger(__name__)
@@ -187,6 +189,9 @@ def _require_shared_state(settings: Settings, db: Database) -> None:
     if problem is not None:
         _fail(f"cannot use the queue {_safe_url(settings.queue)}: {problem}")
     problem = credentials.key_problem(db, settings)
+    if problem is not None:
+        _fail(problem)
+    problem = keys.key_problem(keys.Keyring(db, settings.master_key_path))
     if problem is not None:
         _fail(problem)
 
@@ -760,6 +765,55 @@ def project_delete(project: ProjectArgument, config: ConfigOption = None) -> Non
     except identity.IdentityError as exc:
         _identity_failure(exc)
     _print({"deleted": {"project": _project_json(view)}})
+
+
+@key_cmd.command("rotate")
+def key_rotate(
+    new_master_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Re-wrap every data key and the naming secret under the master key in this "
+            "file (stored data is not touched); then give every process this file."
+        ),
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="With --data-key: the project (name or id).")
+    ] = None,
+    data_key: Annotated[
+        bool,
+        typer.Option(
+            "--data-key",
+            help="Start a new data key for --project: new chunks use it, older ones stay readable.",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Rotate the master key (crash-safe: run it again to finish), or a project's data key."""
+    settings, db = _open(config)
+    try:
+        old = keys.MasterKey.load(settings.master_key_path, create=False)
+        problem = keys.key_problem(keys.Keyring(db, settings.master_key_path))
+        if problem is not None:
+            _fail(problem)
+        if data_key:
+            _print({"data_key": _new_data_key(db, old, project)})
+        elif new_master_key_file is not None:
+            new = keys.MasterKey.load(new_master_key_file.expanduser(), create=False)
+            rows = keys.rotate_master(db, old, new)
+            _print({"rotated": {"keys": rows, "master_key_id": new.id}})
+        else:
+            _fail("name --new-master-key-file, or --project with --data-key")
+    except keys.KeyringError as exc:
+        _fail(str(exc))
+
+
+def _new_data_key(db: Database, master: keys.MasterKey, project: str | None) -> dict[str, Any]:
+    with db.reading() as session:
+        found = identity.find_project(session, project or "")
+        project_id = found.id if found is not None else None
+    if project_id is None:
+        _fail(f"no project {project!r}: name it with --project")
+    return {"project_id": project_id, "key_id": keys.new_data_key(db, master, project_id)}
 
 
 def _credential_json(credential: Credential) -> dict[str, Any]:

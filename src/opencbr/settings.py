@@ -57,6 +57,9 @@ class RegionSettings(BaseModel):
 
     # Regions this one may replicate to; None means "every other configured region".
     replication_destinations: list[str] | None = None
+    # New vaults of the region encrypt their backups at rest (AES-256-GCM, keys wrapped by
+    # master_key_file). Turn off only for trusted local disks; existing vaults keep theirs.
+    encryption: bool = True
     # Copies INTO this region: MiB/s across all of them, from every process of the
     # database (0 = unlimited), and the UTC time ranges ("22:00-06:00") in which they may
     # run (empty = always). See services/throttle.py.
@@ -92,6 +95,10 @@ class Settings(BaseSettings):
     # The key that seals stored access-key secrets; every process of one database needs
     # the same file (default <data_dir>/secret.key).
     secret_key_file: Path | None = None
+    # The master key that wraps every project's data keys (encryption at rest); created
+    # 0600 on first start (default <data_dir>/master.key). Every process needs the same
+    # file; back it up apart from the storage: without it the encrypted data is lost.
+    master_key_file: Path | None = None
     listen: str = "127.0.0.1:8080"
     # Prometheus metrics at http://<metrics_listen>/metrics, a listener of their own (off
     # the authenticated API); "" turns it off.
@@ -206,6 +213,9 @@ class Settings(BaseSettings):
         if self.secret_key_file is None:
             self.secret_key_file = self.data_dir / "secret.key"
         self.secret_key_file = self.secret_key_file.expanduser().resolve()
+        if self.master_key_file is None:
+            self.master_key_file = self.data_dir / "master.key"
+        self.master_key_file = self.master_key_file.expanduser().resolve()
         if not self.regions:
             self.regions = [
                 RegionSettings(name=name, storage=str(self.data_dir / "store" / name))
@@ -249,6 +259,11 @@ class Settings(BaseSettings):
     def key_file(self) -> Path:
         assert self.secret_key_file is not None  # filled by _resolve
         return self.secret_key_file
+
+    @property
+    def master_key_path(self) -> Path:
+        assert self.master_key_file is not None  # filled by _resolve
+        return self.master_key_file
 
     def region(self, name: str) -> RegionSettings | None:
         return next((region for region in self.regions if region.name == name), None)

@@ -27,12 +27,15 @@ from huaweicloudsdkcore.signer.signer import Signer  # type: ignore[import-untyp
 from sqlalchemy import Table
 
 from opencbr.app import create_app
+from opencbr.archive.manifest import Manifest
 from opencbr.db.models import Base
 from opencbr.db.session import Database, sqlite_file
 from opencbr.jobs.queue import open_huey
 from opencbr.services import identity
+from opencbr.services.keys import Keyring
 from opencbr.settings import ProtectableRoot, Settings
 from opencbr.storage import layout
+from opencbr.storage.sealing import open_manifest
 from tests.polling import pauses
 
 PASSWORD = "correct horse battery"
@@ -183,8 +186,6 @@ def make_settings(
 
 # The users every app under test has besides the bootstrapped admin: name -> role.
 USERS = {"viewer": "viewer", "member": "member"}
-# The tables the bootstrap and USERS' grants write (and nothing else does before a test).
-_IDENTITY_TABLE_NAMES = {"domains", "projects", "users", "role_assignments"}
 
 
 @contextmanager
@@ -221,13 +222,12 @@ def _queue_template() -> Path:
 @dataclass(frozen=True)
 class _Identity:
     """What `_bootstrap` wrote into an empty database: the region -> project ids, and the
-    rows of _IDENTITY_TABLES (parents first)."""
+    rows of each table it wrote to (parents first)."""
 
     projects: dict[str, str]
     rows: list[tuple[Table, list[dict[str, Any]]]]
 
 
-_IDENTITY_TABLES = [t for t in Base.metadata.sorted_tables if t.name in _IDENTITY_TABLE_NAMES]
 # One per backend and settings shape (region names, password hash cost). The bootstrap's
 # dozen transactions were ~50 ms of every API test's setup (several times that on a busy
 # machine); inserting the rows it wrote is one transaction. The first app of each shape
@@ -255,10 +255,11 @@ def _identity(settings: Settings, database: Database) -> dict[str, str]:
 
 def _identity_rows(database: Database) -> list[tuple[Table, list[dict[str, Any]]]]:
     with database.engine.connect() as connection:
-        return [
+        tables = [
             (table, [dict(row._mapping) for row in connection.execute(table.select())])
-            for table in _IDENTITY_TABLES
+            for table in Base.metadata.sorted_tables
         ]
+    return [(table, rows) for table, rows in tables if rows]
 
 
 def _bootstrap(settings: Settings, database: Database) -> dict[str, str]:
@@ -367,6 +368,18 @@ def chunks_dir(env: Env, region: str, vault_id: str) -> Path:
     """The chunk folder of a vault's local store."""
     region_storage = str(env.settings.data_dir / "store" / region)
     return Path(layout.vault_location(region_storage, vault_id)) / layout.CHUNKS_FOLDER
+
+
+def chunk_keys(env: Env) -> Keyring:
+    """The app's keyring: what opens the sealed chunks and manifests its vaults hold."""
+    keys: Keyring = env.client.app.state.runtime.keys  # type: ignore[attr-defined]
+    return keys
+
+
+def read_manifest(env: Env, path: Path) -> Manifest:
+    """A manifest file of a vault's local store, opened (manifests are sealed in encrypted
+    vaults)."""
+    return Manifest.from_bytes(open_manifest(path.read_bytes(), path.name, chunk_keys(env)))
 
 
 def chunk_names(env: Env, region: str, vault_id: str) -> set[str]:

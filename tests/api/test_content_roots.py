@@ -18,6 +18,7 @@ from tests.api.helpers import (
     backup_now,
     chunks_dir,
     create_vault,
+    read_manifest,
     register_dir,
     register_web_server,
     replicate_backup,
@@ -29,7 +30,7 @@ MiB = 1 << 20
 
 def _manifest(env: Env, region: str, vault_id: str, backup_id: str) -> Manifest:
     store = chunks_dir(env, region, vault_id).parent
-    return Manifest.from_bytes((store / "manifests" / manifest_name(backup_id)).read_bytes())
+    return read_manifest(env, store / "manifests" / manifest_name(backup_id))
 
 
 def _tree(env: Env) -> tuple[Path, dict[str, Any]]:

@@ -11,16 +11,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from opencbr.archive.manifest import Manifest
 from opencbr.storage.chunk import decode_chunk
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import CorruptChunkError
 from tests.api.helpers import (
     Env,
     backup_now,
+    chunk_keys,
     chunk_names,
     chunks_dir,
     create_vault,
+    read_manifest,
     register_dir,
     register_disk,
     register_web_server,
@@ -44,9 +45,9 @@ def _flip_byte(chunk: Path) -> None:
     chunk.write_bytes(bytes(data))
 
 
-def _intact(chunk: Path) -> bool:
+def _intact(env: Env, chunk: Path) -> bool:
     try:
-        decode_chunk(chunk.read_bytes(), chunk.name)
+        decode_chunk(chunk.read_bytes(), chunk.name, chunk_keys(env))
     except CorruptChunkError:
         return False
     return True
@@ -124,7 +125,7 @@ def test_a_damaged_chunk_is_marked_reported_and_stored_anew_by_the_next_backup(
     # The large file is unchanged: without the mark its chunks would be reused unread.
     new = backup_now(env, vault["id"], name="new")
     assert new["status"] == "available" and new["damaged_chunks"] == 0
-    assert _intact(victim)
+    assert _intact(env, victim)
     log = restore(env, new["id"], {"resource_id": register_dir(env, name="t2")["id"]})
     assert log["status"] == "success", log
     assert_same_tree(source, env.roots["region1"] / "t2")
@@ -143,15 +144,15 @@ def test_a_damaged_catalog_of_the_previous_backup_means_a_full_read_not_a_failur
     source, _resource, vault = _tree_with_a_large_file(env)
     old = backup_now(env, vault["id"])
     store = chunks_dir(env, "region1", vault["id"]).parent
-    manifest = Manifest.from_bytes((store / "manifests" / manifest_name(old["id"])).read_bytes())
+    manifest = read_manifest(env, store / "manifests" / manifest_name(old["id"]))
     catalog = manifest.catalog[0].digest
     _flip_byte(store / "chunks" / catalog[:2] / catalog)
 
     new = backup_now(env, vault["id"])
     assert new["status"] == "available" and new["damaged_chunks"] == 0
-    new_manifest = (store / "manifests" / manifest_name(new["id"])).read_bytes()
-    if catalog in Manifest.from_bytes(new_manifest).digests():
-        assert _intact(store / "chunks" / catalog[:2] / catalog)  # stored anew
+    new_manifest = read_manifest(env, store / "manifests" / manifest_name(new["id"]))
+    if catalog in new_manifest.digests():
+        assert _intact(env, store / "chunks" / catalog[:2] / catalog)  # stored anew
         assert _backup(env, old["id"])["damaged_chunks"] == 0
     else:
         assert _backup(env, old["id"])["damaged_chunks"] == 1  # known, reported
@@ -177,7 +178,7 @@ def test_a_disk_backup_of_the_same_data_rewrites_a_damaged_chunk(env: Env) -> No
     assert _backup(env, old["id"])["damaged_chunks"] == 1
 
     new = backup_now(env, vault["id"])
-    assert new["damaged_chunks"] == 0 and _intact(victim)
+    assert new["damaged_chunks"] == 0 and _intact(env, victim)
     log = restore(env, new["id"], {"volume_id": target["id"]})
     assert log["status"] == "success", log
     assert (env.roots["region1"] / "sdb.img").read_bytes() == image.read_bytes()
@@ -222,7 +223,7 @@ def test_a_replication_copies_again_a_chunk_damaged_in_the_destination(env: Env)
     ended = wait_records(env, vault["id"], 2)
     again = next(r for r in ended if r["source_backup_id"] == second["id"])
     assert again["status"] == "success", again
-    assert _intact(victim)
+    assert _intact(env, victim)
     assert _backup(env, again["destination_backup_id"], "region2")["damaged_chunks"] == 0
     assert _backup(env, replica, "region2")["damaged_chunks"] == 0
     target = register_dir(env, "region2", name="t2")

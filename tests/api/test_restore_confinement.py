@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from opencbr.archive.manifest import Manifest
 from opencbr.services import leases, restores
 from opencbr.storage.layout import manifest_name
 from tests.api.helpers import (
@@ -29,6 +28,7 @@ from tests.api.helpers import (
     backup_now,
     chunks_dir,
     create_vault,
+    read_manifest,
     register_dir,
     register_disk,
     restore,
@@ -302,9 +302,7 @@ def test_a_failed_disk_restore_leaves_the_old_image_as_it_was(env: Env) -> None:
 def _damage_chunk_at_the_middle(env: Env, vault_id: str, backup_id: str) -> None:
     """Flip one byte of the stored chunk holding the middle of the backup's tar stream."""
     store = chunks_dir(env, "region1", vault_id)
-    manifest = Manifest.from_bytes(
-        (store.parent / "manifests" / manifest_name(backup_id)).read_bytes()
-    )
+    manifest = read_manifest(env, store.parent / "manifests" / manifest_name(backup_id))
     offset, middle = 0, manifest.size // 2
     for ref in manifest.chunks:
         if offset + ref.length > middle:

@@ -28,6 +28,7 @@ from tests.api.helpers import (
     Env,
     assert_error,
     backup_now,
+    chunk_keys,
     chunks_dir,
     create_vault,
     make_settings,
@@ -63,9 +64,9 @@ def _flip_largest(env: Env, region: str, vault_id: str) -> Path:
     return chunk
 
 
-def _intact(chunk: Path) -> bool:
+def _intact(env: Env, chunk: Path) -> bool:
     try:
-        decode_chunk(chunk.read_bytes(), chunk.name)
+        decode_chunk(chunk.read_bytes(), chunk.name, chunk_keys(env))
     except CorruptChunkError:
         return False
     return True
@@ -120,11 +121,11 @@ def test_verify_finds_a_damaged_replica_chunk_and_repair_copies_it_from_the_sour
     assert found["unrepaired_backups"] == [replica["id"]]
     reported = _backup(env, replica["id"], "region2")
     assert reported["damaged_chunks"] == 1 and "damaged" in reported["fail_reason"]
-    assert not _intact(victim)
+    assert not _intact(env, victim)
 
     fixed = _verify(env, "region2", dest["id"], repair=True)
     assert (fixed["damaged"], fixed["repaired"], fixed["unrepaired"]) == (1, 1, 0)
-    assert _intact(victim)
+    assert _intact(env, victim)
     healed = _backup(env, replica["id"], "region2")
     assert healed["damaged_chunks"] == 0 and healed["fail_reason"] is None
     assert healed["content_root"] == replica["content_root"]
@@ -142,7 +143,7 @@ def test_repair_of_a_backup_vault_copies_a_damaged_source_chunk_back_from_its_re
     victim = _flip_largest(env, "region1", vault["id"])
     fixed = _verify(env, "region1", vault["id"], repair=True)
     assert (fixed["damaged"], fixed["repaired"]) == (1, 1)
-    assert _intact(victim)
+    assert _intact(env, victim)
     log = restore(env, backup["id"], {"resource_id": register_dir(env, name="back")["id"]})
     assert log["status"] == "success", log
     assert_same_tree(source, env.roots["region1"] / "back")
@@ -155,7 +156,7 @@ def test_a_damaged_chunk_with_no_good_copy_is_reported_not_available_plainly(env
     found = _verify(env, "region1", vault["id"], repair=True)
     assert (found["damaged"], found["repaired"], found["unrepaired"]) == (1, 0, 1)
     assert found["unrepaired_backups"] == [backup["id"]]
-    assert not _intact(victim)
+    assert not _intact(env, victim)
     reported = _backup(env, backup["id"], "region1")
     assert reported["damaged_chunks"] == 1
     assert "damaged" in reported["fail_reason"]
@@ -255,7 +256,7 @@ def test_scheduled_verify_checks_its_share_per_pass_once_and_finds_damage(
         state = session.get(VaultVerifyState, vault["id"])
         assert state is not None and state.checked_at == now + timedelta(days=3)
     assert _backup(env, backup["id"], "region1")["damaged_chunks"] == 1
-    assert not _intact(victim)  # no good copy anywhere: reported, not repaired
+    assert not _intact(env, victim)  # no good copy anywhere: reported, not repaired
 
 
 def test_scheduled_verify_passes_of_two_workers_at_once_check_each_slice_once(

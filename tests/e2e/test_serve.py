@@ -203,9 +203,10 @@ def test_serve_keeps_the_data_dir_and_every_file_in_it_private(tmp_path: Path) -
         instance.stop()
     found = modes(tmp_path / "data")
     assert found["."] == 0o700
-    for name in ("opencbr.db", "queue.db", "admin-password", "secret.key"):
+    for name in ("opencbr.db", "queue.db", "admin-password", "secret.key", "master.key"):
         assert found.get(name, 0o600) == 0o600, name
     assert {
+        "master.key",  # made at the first start: wraps the data keys of encryption at rest
         "opencbr.db",
         "queue.db",
         "admin-password",

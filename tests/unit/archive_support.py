@@ -13,6 +13,8 @@ from pathlib import Path
 import blake3
 import zstandard
 
+from opencbr.archive.sink import chunk_digest
+
 MiB = 1 << 20
 
 
@@ -30,6 +32,9 @@ class MemoryVault:
         self.missing_calls: list[int] = []
         self.stores: list[str] = []
         self.loads: list[str] = []
+
+    def name(self, data: bytes | memoryview) -> str:
+        return chunk_digest(data)
 
     def missing(self, digests: Sequence[str]) -> set[str]:
         with self._lock:
@@ -71,6 +76,9 @@ class CorruptingSource:
     def __init__(self, inner: MemoryVault, bad_digest: str) -> None:
         self._inner = inner
         self.bad_digest = bad_digest
+
+    def name(self, data: bytes | memoryview) -> str:
+        return chunk_digest(data)
 
     def load(self, digest: str) -> bytes:
         data = self._inner.load(digest)

@@ -23,7 +23,7 @@ from opencbr.archive.extract import (
 )
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.pipeline import BackupResult, ChunkPipeline, StreamChunker
-from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkVerifyError
+from opencbr.archive.sink import ArchiveError, ChunkRef, ChunkVerifyError, chunk_digest
 from opencbr.archive.tarheader import format_ns, parse_ns
 from tests.unit.archive_support import (
     CorruptingSource,
@@ -349,6 +349,9 @@ class _SlowSink:
         self.submitted = 0
         self.finished = 0
         self.peak = 0
+
+    def name(self, data: bytes | memoryview) -> str:
+        return chunk_digest(data)
 
     def missing(self, digests: Sequence[str]) -> set[str]:
         return set(digests)

@@ -20,7 +20,9 @@ from opencbr.storage.chunk import (
     decode_chunk,
     digest,
     encode_chunk,
+    stored_digest,
     verify_chunk,
+    verify_stored,
 )
 from opencbr.storage.store import CorruptChunkError
 
@@ -97,8 +99,8 @@ def test_verify_accepts_what_decode_accepts(data: bytes) -> None:
 
 @CHECKS
 def test_unsupported_version_is_corrupt(check: Check) -> None:
-    blob = with_header(encode_chunk(TEXT), version=2)
-    with pytest.raises(CorruptChunkError, match="version 2"):
+    blob = with_header(encode_chunk(TEXT), version=3)
+    with pytest.raises(CorruptChunkError, match="version 3"):
         check(blob, digest(TEXT))
 
 
@@ -181,3 +183,38 @@ def test_any_single_byte_change_is_detected(data: bytes, position: int, check: C
     blob = encode_chunk(data)
     with pytest.raises(CorruptChunkError):
         check(flip(blob, position % len(blob)), digest(data))
+
+
+# --- the stored-bytes digest (invariant 3: copies check stored bytes without decoding) --
+
+
+# TEXT stored raw: a valid chunk of the same content whose stored bytes differ.
+RAW_TEXT = struct.pack(">4sBBHQ", b"OCBC", 1, CODEC_RAW, 0, len(TEXT)) + TEXT
+
+
+def test_the_stored_digest_is_blake3_of_the_whole_stored_chunk() -> None:
+    verify_chunk(RAW_TEXT, digest(TEXT))
+    blob = encode_chunk(TEXT)
+    assert stored_digest(blob) == digest(blob)  # header and payload alike
+    verify_stored(blob, digest(TEXT), stored_digest(blob))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda blob: flip(blob, len(blob) // 2),  # a flipped bit in the payload
+        lambda blob: flip(blob, 9),  # in the header's length
+        lambda blob: blob[:-1],  # truncated
+        lambda blob: RAW_TEXT,  # same content, other stored bytes
+        lambda blob: encode_chunk(b"another chunk's content"),  # swapped for another
+    ],
+    ids=["bit", "header", "truncated", "re-encoded", "swapped"],
+)
+def test_stored_bytes_that_differ_from_their_digest_are_refused_naming_the_chunk(
+    damage: Callable[[bytes], bytes],
+) -> None:
+    blob = encode_chunk(TEXT)
+    name = digest(TEXT)
+    with pytest.raises(CorruptChunkError, match=f"chunk {name}: stored bytes") as raised:
+        verify_stored(damage(blob), name, stored_digest(blob))
+    assert raised.value.digest == name

@@ -20,7 +20,7 @@ from types import TracebackType
 from pyfastcdc import FastCDC
 
 from opencbr.archive.manifest import Manifest
-from opencbr.archive.sink import ChunkRef, ChunkSink, ChunkSource, ChunkVerifyError, chunk_digest
+from opencbr.archive.sink import ChunkRef, ChunkSink, ChunkSource, ChunkVerifyError
 
 # pyfastcdc silently falls back to pure Python (~400x slower) when its extension fails
 # to load; a backup would then crawl at a few MB/s. Fail loudly at import instead.
@@ -259,7 +259,7 @@ class ChunkPipeline:
         """Queue the next chunk of the stream; blocks while `max_in_flight` are held."""
         while self._storing and len(self._storing) + len(self._hashing) >= self._max_in_flight:
             self._reap_oldest()
-        self._hashing.append((self._executor.submit(chunk_digest, data), data))
+        self._hashing.append((self._executor.submit(self._sink.name, data), data))
         if len(self._hashing) >= self._batch_size:
             self._resolve_batch()
 
@@ -320,7 +320,7 @@ def load_verified(source: ChunkSource, ref: ChunkRef) -> bytes:
         raise
     if len(data) != ref.length:
         raise ChunkVerifyError(ref.digest, f"expected {ref.length} bytes, got {len(data)}")
-    if chunk_digest(data) != ref.digest:
+    if source.name(data) != ref.digest:
         raise ChunkVerifyError(ref.digest, "content does not match its digest")
     return data
 

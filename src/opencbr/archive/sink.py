@@ -4,8 +4,9 @@ The engine never talks to a chunk store directly. The storage layer (or a test) 
 a vault's store to these two protocols, so chunk encoding, durability and indexing stay
 storage's business while chunking, hashing and ordering stay ours.
 
-A chunk is named by its digest: the lowercase hex BLAKE3 of its plain (uncompressed)
-bytes, the same name `opencbr.storage.chunk.digest` gives it.
+A chunk is named by its digest, which the sink or source gives (`name`): the lowercase
+hex BLAKE3 of its plain (uncompressed) bytes (`chunk_digest`), or, in an encrypted vault,
+that BLAKE3 keyed with the deployment's naming secret (`opencbr.storage.sealing`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class ChunkSink(Protocol):
     Thread rules: every method may be called concurrently from several threads.
     """
 
+    def name(self, data: bytes | memoryview) -> str:
+        """The digest this vault names the chunk of plain `data` by. Pure."""
+        ...
+
     def missing(self, digests: Sequence[str]) -> set[str]:
         """Return the subset of `digests` the vault does not hold, in one batched query.
 
@@ -79,6 +84,11 @@ class ChunkSource(Protocol):
 
     Thread rules: `load` may be called concurrently from several threads.
     """
+
+    def name(self, data: bytes | memoryview) -> str:
+        """The digest the vault names the chunk of plain `data` by (the engine re-verifies
+        what it loads with it). Pure."""
+        ...
 
     def load(self, digest: str) -> bytes:
         """Return the plain, hash-verified bytes of chunk `digest`.

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     and_,
+    false,
     func,
     inspect,
     select,
@@ -100,6 +101,9 @@ class Backup(Base):
     kind: Mapped[str] = mapped_column(String(8))
     volume_path: Mapped[str | None] = mapped_column(String(4096))
     incremental: Mapped[bool] = mapped_column(default=True)
+    # Its chunks and manifests are sealed (format version 2): set from the vault at
+    # creation, and for a replica from its source (a replica is encrypted as its source is).
+    encrypted: Mapped[bool] = mapped_column(default=False, server_default=false())
     auto_trigger: Mapped[bool] = mapped_column(default=False)
     # The policy whose run made this backup (or, for a replica, its record): the set a
     # policy's retention may prune.
@@ -202,6 +206,10 @@ class VaultChunk(Base):
     plain_size: Mapped[int] = mapped_column(BigInteger)
     stored_size: Mapped[int] = mapped_column(BigInteger)
     damaged_at: Mapped[datetime | None] = mapped_column(default=None)
+    # BLAKE3 of the stored bytes, recorded by the writer that verified the content when
+    # it stored the chunk: copies verify against it without decoding (invariant 3).
+    # Null for chunks stored before it existed (copies then verify the content digest).
+    stored_digest: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class VaultVerifyState(Base):

@@ -6,7 +6,7 @@ each is one indexed statement per batch, never one round trip per chunk.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, TypeVar, cast
 
@@ -37,27 +37,42 @@ def _insert_ignoring_duplicates(session: Session, model: Any) -> Insert:
     return statement
 
 
-def index_chunks(session: Session, vault_id: str, chunks: Iterable[tuple[str, int, int]]) -> int:
-    """Record durable, verified chunks (digest, plain size, stored size); return the stored
+def index_chunks(
+    session: Session,
+    vault_id: str,
+    chunks: Iterable[tuple[str, int, int]],
+    stored_digests: Mapping[str, str] | None = None,
+) -> int:
+    """Record durable, verified chunks (digest, plain size, stored size) and, where
+    `stored_digests` names it, the digest of each one's stored bytes; return the stored
     bytes this adds to the vault.
 
     A chunk indexed as damaged that is among them was stored again (or verified) by the
-    caller: its mark is cleared and its stored size updated.
+    caller: its mark is cleared and its stored size and digest updated.
     """
     statement = _insert_ignoring_duplicates(session, VaultChunk)
     statement = statement.returning(VaultChunk.__table__.c.stored_size)
     chunks = list(chunks)
+    recorded = stored_digests or {}
     added = 0
     for batch in batched(chunks):
         rows = [
-            {"vault_id": vault_id, "digest": d, "plain_size": p, "stored_size": s}
+            {
+                "vault_id": vault_id,
+                "digest": d,
+                "plain_size": p,
+                "stored_size": s,
+                "stored_digest": recorded.get(d),
+            }
             for d, p, s in batch
         ]
         added += sum(session.scalars(statement, rows))  # only inserted rows are returned
-    return added + _repair(session, vault_id, {d: s for d, _p, s in chunks})
+    return added + _repair(session, vault_id, {d: s for d, _p, s in chunks}, recorded)
 
 
-def _repair(session: Session, vault_id: str, stored_sizes: dict[str, int]) -> int:
+def _repair(
+    session: Session, vault_id: str, stored_sizes: dict[str, int], recorded: Mapping[str, str]
+) -> int:
     """Clear the damage mark of the rewritten chunks; return the change in stored bytes."""
     if not stored_sizes:
         return 0
@@ -74,10 +89,35 @@ def _repair(session: Session, vault_id: str, stored_sizes: dict[str, int]) -> in
         session.execute(
             update(VaultChunk)
             .where(VaultChunk.vault_id == vault_id, VaultChunk.digest == digest)
-            .values(damaged_at=None, stored_size=new_size)
+            .values(damaged_at=None, stored_size=new_size, stored_digest=recorded.get(digest))
         )
         growth += new_size - old_size
     return growth
+
+
+def stored_digests(session: Session, vault_id: str, digests: Sequence[str]) -> dict[str, str]:
+    """The recorded stored-bytes digests of those of `digests` the vault indexes with one
+    (chunks stored before they were recorded are left out): one query per BATCH."""
+    found: dict[str, str] = {}
+    for batch in batched(digests):
+        query = select(VaultChunk.digest, VaultChunk.stored_digest).where(
+            VaultChunk.vault_id == vault_id,
+            VaultChunk.digest.in_(batch),
+            VaultChunk.stored_digest.is_not(None),
+        )
+        found.update((d, s) for d, s in session.execute(query) if s is not None)
+    return found
+
+
+def stored_digests_of_backup(session: Session, backup_id: str, vault_id: str) -> dict[str, str]:
+    """The recorded stored-bytes digests of the chunks `backup_id` references in the
+    vault (chunks stored before they were recorded are left out): one query."""
+    query = select(VaultChunk.digest, VaultChunk.stored_digest).where(
+        VaultChunk.vault_id == vault_id,
+        VaultChunk.stored_digest.is_not(None),
+        VaultChunk.digest.in_(select(BackupChunk.digest).where(BackupChunk.backup_id == backup_id)),
+    )
+    return {d: s for d, s in session.execute(query) if s is not None}
 
 
 def mark_damaged(session: Session, vault_id: str, digest: str) -> bool:

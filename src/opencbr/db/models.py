@@ -13,6 +13,7 @@ from opencbr.db.backups import (
 from opencbr.db.base import Base
 from opencbr.db.credentials import Credential, CredentialProject
 from opencbr.db.identity import Domain, Project, RoleAssignment, Token, User
+from opencbr.db.keys import DataKey
 from opencbr.db.policies import Policy, PolicyBinding, PolicyRun
 from opencbr.db.service_state import HousekeepingClaim, ReplicationThrottle, ServiceValue
 from opencbr.db.vaults import (
@@ -32,6 +33,7 @@ __all__ = [
     "Checkpoint",
     "Credential",
     "CredentialProject",
+    "DataKey",
     "Domain",
     "HousekeepingClaim",
     "OperationLog",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, update
+from sqlalchemy import BigInteger, ForeignKey, Index, String, false, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from opencbr.db.base import Base, new_uuid, utcnow
@@ -51,6 +51,9 @@ class Vault(Base):
     reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), default=VaultStatus.AVAILABLE)
     enterprise_project_id: Mapped[str] = mapped_column(String(64), default="0")
+    # New backups in it are encrypted at rest (region setting `encryption` at creation);
+    # vaults from before encryption keep False, so their backups stay readable as stored.
+    encrypted: Mapped[bool] = mapped_column(default=False, server_default=false())
     auto_bind: Mapped[bool] = mapped_column(default=False)
     bind_rules: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     auto_expand: Mapped[bool] = mapped_column(default=False)

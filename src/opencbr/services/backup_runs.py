@@ -53,7 +53,7 @@ from opencbr.services import (
 from opencbr.services.capacity import BudgetSink, CapacityOwner
 from opencbr.services.protectables import locate, project_roots
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import previous_backup
+from opencbr.services.stores import VaultCodec, previous_backup
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore, PermanentStorageError, StorageError
 
@@ -99,11 +99,12 @@ def run_backup(rt: Runtime, backup_id: str) -> None:
 
 def _write(rt: Runtime, claim: Claim) -> None:
     store = rt.stores.vault(claim.region, claim.vault_id)
+    codec = rt.backup_codec(claim.backup_id)  # sealed when the backup is encrypted
     with _opened_units(rt, claim) as units:
         claim.progress.expected = max(_expected_bytes(units), 1)
         for unit in units:
             leases.stop_point(rt)
-            _write_unit(rt, store, claim, unit, claim.progress)
+            _write_unit(rt, store, codec, claim, unit)
 
 
 class _Progress:
@@ -382,11 +383,12 @@ def _expected_bytes(units: list[_Unit]) -> int:
 def _write_unit(
     rt: Runtime,
     store: ChunkStore,
+    codec: VaultCodec,
     claim: Claim,
     unit: _Unit,
-    progress: _Progress,
 ) -> None:
-    sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner)
+    progress = claim.progress
+    sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner, codec)
     progress.current = 0
 
     def advance(done: int) -> None:
@@ -403,7 +405,7 @@ def _write_unit(
     stoppable = _Stoppable(rt, sink)
     previous_id = None if claim.full else _previous_backup_id(rt, claim.vault_id, unit)
     if unit.kind == "tree":
-        previous = _previous_tree(rt, store, claim.vault_id, previous_id)
+        previous = _previous_tree(rt, store, codec, claim.vault_id, previous_id)
         result = backup_tree(unit.fd, stoppable, previous=previous, **options)
         incremental = previous is not None
     else:
@@ -419,7 +421,7 @@ def _write_unit(
         bytes_reused=result.bytes_reused,
     )
     _log_warnings(unit.backup_id, result.warnings)
-    store.put_manifest(manifest_name(unit.backup_id), result.manifest.to_bytes())
+    codec.put_manifest(store, manifest_name(unit.backup_id), result.manifest.to_bytes())
     _commit_unit(rt, claim, unit.backup_id, sink, result, incremental)
     progress.done_units += progress.current
     progress.current = 0
@@ -435,6 +437,9 @@ class _Stoppable:
     rt: Runtime
     sink: ChunkSink
 
+    def name(self, data: bytes | memoryview) -> str:
+        return self.sink.name(data)
+
     def missing(self, digests: Sequence[str]) -> set[str]:
         return self.sink.missing(digests)
 
@@ -445,14 +450,18 @@ class _Stoppable:
 
 def _previous_backup_id(rt: Runtime, vault_id: str, unit: _Unit) -> str | None:
     """The newest available backup of the same resource (tree or disk) in this vault, the
-    one a backup of it builds on (and is `incremental` to)."""
+    one a backup of it builds on (and is `incremental` to). Only one encrypted as this one
+    is: its chunks are named the same way (a vault may hold both after migrateresources)."""
     with rt.db.reading() as session:
-        resource_id = session.scalar(select(Backup.resource_id).where(Backup.id == unit.backup_id))
+        resource_id, encrypted = session.execute(
+            select(Backup.resource_id, Backup.encrypted).where(Backup.id == unit.backup_id)
+        ).one()
         return session.scalar(
             select(Backup.id)
             .where(
                 Backup.vault_id == vault_id,
                 Backup.resource_id == resource_id,
+                Backup.encrypted == encrypted,
                 Backup.kind == unit.kind,
                 Backup.status == BackupStatus.AVAILABLE,
                 Backup.id != unit.backup_id,
@@ -463,7 +472,7 @@ def _previous_backup_id(rt: Runtime, vault_id: str, unit: _Unit) -> str | None:
 
 
 def _previous_tree(
-    rt: Runtime, store: ChunkStore, vault_id: str, previous_id: str | None
+    rt: Runtime, store: ChunkStore, codec: VaultCodec, vault_id: str, previous_id: str | None
 ) -> PreviousBackup | None:
     """The previous backup of a tree, read: its unchanged files are not read again. Its
     chunks cannot vanish meanwhile: garbage collection never runs in a vault while a
@@ -471,9 +480,8 @@ def _previous_tree(
     if previous_id is None:
         return None
     try:
-        return previous_backup(
-            rt.db, store, vault_id, store.get_manifest(manifest_name(previous_id))
-        )
+        blob = codec.get_manifest(store, manifest_name(previous_id))
+        return previous_backup(rt.db, store, vault_id, blob, codec)
     except (StorageError, ArchiveError) as exc:
         # A full read is always correct; only slower.
         log.warning("previous backup unreadable", backup_id=previous_id, error=str(exc))
@@ -516,7 +524,7 @@ def _commit_unit(
 ) -> None:
     written = [(c.digest, c.plain_size, c.stored_size) for c in sink.written.values()]
     with rt.db.transaction() as session:
-        added = chunks.index_chunks(session, claim.vault_id, written)
+        added = chunks.index_chunks(session, claim.vault_id, written, sink.stored_digests())
         linked = chunks.link_backup(session, unit_id, claim.vault_id, result.digests)
         if linked != len(result.digests):
             raise CbrError(INTERNAL_ERROR, "chunk index is missing chunks this backup references")

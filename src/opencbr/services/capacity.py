@@ -21,7 +21,7 @@ from opencbr.db.session import Database
 from opencbr.db.status import BackupStatus
 from opencbr.db.vaults import Vault, reserve_capacity
 from opencbr.errors import VAULT_FULL, CbrError
-from opencbr.services.stores import VaultSink
+from opencbr.services.stores import VaultCodec, VaultSink
 from opencbr.storage.store import ChunkStore
 
 GB = 1024**3
@@ -56,8 +56,15 @@ class BudgetSink(VaultSink):
     `reserved` into used bytes when it commits the unit (`settle_capacity`).
     """
 
-    def __init__(self, db: Database, store: ChunkStore, level: int, owner: CapacityOwner) -> None:
-        super().__init__(db, store, owner.vault_id, level)
+    def __init__(
+        self,
+        db: Database,
+        store: ChunkStore,
+        level: int,
+        owner: CapacityOwner,
+        codec: VaultCodec,
+    ) -> None:
+        super().__init__(db, store, owner.vault_id, level, codec)
         self._owner = owner
         self._budget_lock = threading.Lock()
         self.stored = 0

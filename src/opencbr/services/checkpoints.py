@@ -200,6 +200,7 @@ def _plan_backup(
         checkpoint_id=checkpoint.id,
         description=params.description,
         provider_id=vault.provider_id,
+        encrypted=vault.encrypted,
         auto_trigger=params.auto_trigger,
         policy_id=params.policy_id,
         status=BackupStatus.PROTECTING,

@@ -24,6 +24,7 @@ from opencbr.db.backups import Backup, ReplicationRecord, VaultChunk
 from opencbr.db.chunks import batched
 from opencbr.db.session import Database
 from opencbr.errors import REPLICA_IMPORT_FAILED, CbrError
+from opencbr.services.stores import PLAIN, VaultCodec
 from opencbr.storage.layout import manifest_name
 from opencbr.storage.store import ChunkStore
 
@@ -56,6 +57,7 @@ def verify_replica(
     dest_vault_id: str,
     units: Sequence[tuple[str, str]],
     source_manifests: dict[str, Manifest],
+    codec: VaultCodec = PLAIN,
 ) -> Verified:
     """Recompute each replica unit's root at the destination and compare it with its
     source's: the root recorded at the source's commit, or (a source from before roots
@@ -67,7 +69,7 @@ def verify_replica(
         names = _unit_names(session, [replica_id for _u, replica_id in units])
         for unit_id, replica_id in units:
             recorded = expected.get(unit_id) or of_manifest(source_manifests[replica_id])
-            manifest = _destination_manifest(dest, unit_id, replica_id)
+            manifest = _destination_manifest(dest, codec, unit_id, replica_id)
             root = _indexed_root(session, dest_vault_id, unit_id, manifest)
             if root != recorded:
                 raise _mismatch(unit_id, f"the destination computes {root}, the source {recorded}")
@@ -95,9 +97,13 @@ def _unit_names(session: Session, replica_ids: list[str]) -> dict[str, str]:
     return {backup_id: name for backup_id, name in rows}
 
 
-def _destination_manifest(dest: ChunkStore, unit_id: str, replica_id: str) -> Manifest:
+def _destination_manifest(
+    dest: ChunkStore, codec: VaultCodec, unit_id: str, replica_id: str
+) -> Manifest:
+    """The replica unit's manifest as the destination holds it (opened with `codec` when
+    sealed)."""
     try:
-        return Manifest.from_bytes(dest.get_manifest(manifest_name(replica_id)))
+        return Manifest.from_bytes(codec.get_manifest(dest, manifest_name(replica_id)))
     except ArchiveError as exc:
         raise _mismatch(unit_id, f"the destination's manifest does not read ({exc})") from exc
 

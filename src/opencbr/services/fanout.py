@@ -1,21 +1,26 @@
 """Read once, send to many: copying chunks from one vault's store to several others.
 
-A chunk is read from the source and checked against its digest once, then written to
-every destination (`Sink`) that lacks it. Replication (one source backup to every
-destination due now, services/replication_runs.py) and migration (one destination) copy
-through here; a chunk whose read fails verification is marked damaged at the source and
-nothing unverified is written anywhere.
+A chunk is read from the source and checked once, then written to every destination
+(`Sink`) that lacks it. The check (invariant 3): against the digest of its stored bytes
+that the source's index records (no decompressing, no decrypting), or, for a chunk stored
+before those were recorded, against its content digest. A sealed chunk going to another
+project's vault gets its chunk key sealed again with that project's data key (`reseal`).
+What each destination now holds is recorded (`Sink.recorded`) for its index.
+Replication (one source backup to every destination due now, services/replication_runs.py)
+and migration (one destination) copy through here; a chunk whose read fails verification
+is marked damaged at the source and nothing unverified is written anywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from opencbr.services.stores import DamageMarker, put_chunk_checked
-from opencbr.storage.chunk import verify_chunk
+from opencbr.services.stores import PLAIN, DamageMarker, VaultCodec, put_chunk_checked
+from opencbr.storage.chunk import reseal_chunk, verify_stored
+from opencbr.storage.sealing import Sealing
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError
 
 IN_FLIGHT = 16
@@ -25,10 +30,15 @@ Missing = tuple[str, int, int]  # (digest, plain size, stored size), as plans li
 
 @dataclass(frozen=True)
 class Sink:
-    """A destination store, and the index that marks its chunks found damaged."""
+    """A destination store, and the index that marks its chunks found damaged; `reseal`
+    when it belongs to another project than the source (sealed chunks get their chunk key
+    sealed with its data key); `recorded`: the stored-bytes digest of each chunk written
+    (dict item assignment is atomic: copy threads share it)."""
 
     store: ChunkStore
     damage: DamageMarker
+    reseal: Sealing | None = None
+    recorded: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,19 +48,33 @@ class ChunkCopier:
 
     source: ChunkStore
     source_damage: DamageMarker
+    stored: Mapping[str, str] = field(default_factory=dict)  # the source's recorded digests
+    codec: VaultCodec = PLAIN  # opens sealed chunks (older ones' check, resealing)
 
     def copy(self, digest: str, sinks: Sequence[Sink]) -> int:
-        """Read one chunk's stored bytes once, check them against their digest, write the
-        same bytes into every sink; their length."""
+        """Read one chunk's stored bytes once, check them, write them into every sink
+        (sealed again for a sink of another project); their length (resealing keeps it)."""
         try:
             blob = self.source.get_chunk(digest)
-            verify_chunk(blob, digest)  # raises CorruptChunkError: nothing unverified is written
+            expected = self.stored.get(digest)
+            # Raises CorruptChunkError: nothing unverified is written.
+            if expected is None:
+                self.codec.verify(blob, digest)
+            else:
+                verify_stored(blob, digest, expected)
+            outgoing = [(sink, self._for(sink, blob, digest)) for sink in sinks]
         except (CorruptChunkError, NotFoundError) as exc:
             self.source_damage.mark_failed_read(exc)
             raise
-        for sink in sinks:
-            put_chunk_checked(sink.store, digest, blob, sink.damage)
+        for sink, out in outgoing:
+            put = put_chunk_checked(sink.store, digest, out, sink.damage, self.codec)
+            sink.recorded[digest] = put.stored_digest
         return len(blob)
+
+    def _for(self, sink: Sink, blob: bytes, digest: str) -> bytes:
+        if sink.reseal is None or self.codec.keys is None:
+            return blob
+        return reseal_chunk(blob, digest, self.codec.keys, sink.reseal)
 
 
 def copy_in_order(

@@ -32,7 +32,7 @@ Checkpoints stay where they were made: a moved backup still names its checkpoint
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -391,7 +391,10 @@ def _copy_chunks(
 ) -> None:
     """Copy the chunks the destination lacks, verified; flush and index them batch by
     batch, so a resumed attempt copies only the rest."""
-    copier = ChunkCopier(source, DamageMarker(rt.db, work.source_vault_id))
+    with rt.db.reading() as session:  # checked against their stored-bytes digests
+        stored = chunks.stored_digests(session, work.source_vault_id, [d for d, _p, _s in missing])
+    copier = ChunkCopier(source, DamageMarker(rt.db, work.source_vault_id), stored, rt.reader)
+    # One project: sealed chunks and manifests are copied as they are.
     sinks = [Sink(dest, DamageMarker(rt.db, work.dest_vault_id))]
     batch: list[tuple[str, int, int]] = []
     with ThreadPoolExecutor(max(2, rt.settings.io_threads * 2), "migrate") as pool:
@@ -401,18 +404,24 @@ def _copy_chunks(
             work.chunks_copied += 1
             work.bytes_copied += copied
             if len(batch) >= INDEX_EVERY_CHUNKS or rt.stopping.is_set():
-                _index(rt.db, work, dest, batch)
+                _index(rt.db, work, dest, batch, sinks[0].recorded)
                 batch = []
                 leases.stop_point(rt)
-    _index(rt.db, work, dest, batch)
+    _index(rt.db, work, dest, batch, sinks[0].recorded)
 
 
-def _index(db: Database, work: _Work, dest: ChunkStore, batch: list[tuple[str, int, int]]) -> None:
+def _index(
+    db: Database,
+    work: _Work,
+    dest: ChunkStore,
+    batch: list[tuple[str, int, int]],
+    recorded: Mapping[str, str],
+) -> None:
     if not batch:
         return
     dest.flush()  # durable before the index says so (invariant 1)
     with db.transaction() as session:
-        added = chunks.index_chunks(session, work.dest_vault_id, batch)
+        added = chunks.index_chunks(session, work.dest_vault_id, batch, recorded)
         vaults_row = session.get(Vault, work.dest_vault_id)
         if vaults_row is not None:
             vaults_row.used_bytes += added

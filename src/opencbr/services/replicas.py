@@ -138,6 +138,7 @@ _COPIED = (
     Backup.provider_id,
     Backup.kind,
     Backup.incremental,
+    Backup.encrypted,
     Backup.auto_trigger,
     Backup.protected_at,
     Backup.expired_at,
@@ -266,6 +267,7 @@ class _NewRows:
             "kind": backup.kind,
             "volume_path": None,
             "incremental": backup.incremental,
+            "encrypted": backup.encrypted,  # its chunks are sealed as its source's are
             "auto_trigger": backup.auto_trigger,
             # A policy's replica is pruned by that policy's retention (which also sets its
             # expiry); a manual copy expires with its source.

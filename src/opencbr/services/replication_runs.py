@@ -14,7 +14,9 @@ Steps, each idempotent:
    anti-join per volume; a source chunk its vault marks damaged fails the record at once;
 2. read and validate the source manifests: a damaged one fails the record at once;
 3. copy the chunks with bounded parallelism: read the stored bytes at the source, verify
-   their BLAKE3 (a corrupt chunk is marked damaged at the source and fails the record),
+   them against the stored-bytes digest the source's index records, or (older chunks)
+   their content's BLAKE3 (a corrupt chunk is marked damaged at the source and fails the
+   record); a sealed chunk into another project gets its chunk key sealed again;
    write the same bytes at the destination; every batch is flushed and then indexed in
    the destination vault, so a rerun after a crash plans only what is still missing;
 4. write the manifests, then commit replica + record + operation log in one transaction.
@@ -41,7 +43,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,8 +75,9 @@ from opencbr.services import (
     throttle,
 )
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import DamageMarker, failure_reason
+from opencbr.services.stores import DamageMarker, VaultCodec, failure_reason
 from opencbr.storage.layout import manifest_name
+from opencbr.storage.sealing import Sealing
 from opencbr.storage.store import ChunkStore, CorruptChunkError, NotFoundError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -242,7 +245,7 @@ def _replicate(rt: Runtime, group: _Group, running: _Pass) -> dict[int, Exceptio
         return failed
     first = going[0]
     source = rt.stores.vault(first.source_region, first.source_vault_id)
-    manifests = _read_manifests(first, source)  # a damaged one fails before the copy
+    manifests = _read_manifests(rt, first, source)  # a damaged one fails before the copy
 
     def admit(index: int) -> list[_Work]:
         """The records that asked to join, claimed and planned; they join at unit `index`."""
@@ -270,12 +273,12 @@ def _replicate(rt: Runtime, group: _Group, running: _Pass) -> dict[int, Exceptio
             continue
         work = member.work
         dest = rt.stores.vault(work.dest_region, work.dest_vault_id)
-        _write_manifests(dest, work, manifests)
+        _write_manifests(rt.backup_codec(work.units[0][1]), dest, work, manifests)
         try:
             # Durable chunks and manifests: the destination recomputes the roots before
             # publishing.
             work.verified = content_roots.verify_replica(
-                rt.db, dest, work.dest_vault_id, work.units, work.manifests
+                rt.db, dest, work.dest_vault_id, work.units, work.manifests, rt.reader
             )
         except CbrError as exc:
             failed[position] = exc
@@ -612,7 +615,7 @@ def _copy_unit(
     unit_id = works[0].units[index][0]
     targets = [_target(rt, work, index) for work in works]
     todo = deque(fanout.union([work.missing[unit_id] for work in works]))
-    copier = fanout.ChunkCopier(source, DamageMarker(rt.db, works[0].source_vault_id))
+    copier = _copier(rt, source, works[0].source_vault_id, unit_id)
     indexed: list[Future[None]] = []
     copiers = max(2, rt.settings.io_threads * 2)
 
@@ -637,11 +640,15 @@ def _copy_unit(
                 if target.batch_bytes >= INDEX_EVERY_BYTES:
                     batch = _take_batch(target)
                     work, store, replica_id = target.work, target.store, target.replica_id
-                    indexed.append(indexer.submit(_index, rt, work, store, replica_id, batch))
+                    recorded = target.sink.recorded
+                    indexed.append(
+                        indexer.submit(_index, rt, work, store, replica_id, batch, recorded)
+                    )
         for future in indexed:
             future.result()  # raises what indexing raised
     for target in targets:
-        _index(rt, target.work, target.store, target.replica_id, _take_batch(target))
+        batch = _take_batch(target)
+        _index(rt, target.work, target.store, target.replica_id, batch, target.sink.recorded)
     leases.stop_point(rt)
     if any(work.outside_window for work in works):
         raise OutsideWindow
@@ -660,10 +667,19 @@ def _add_target(todo: deque[fanout.Wanted], targets: list[_Target], target: _Tar
     todo.extend(fanout.Wanted(d, stored, (position,)) for d, _p, stored in lacking.values())
 
 
+def _copier(rt: Runtime, source: ChunkStore, vault_id: str, unit_id: str) -> fanout.ChunkCopier:
+    """Copies the unit's chunks out of its vault, checking each against the stored-bytes
+    digest the vault's index records for it (one query for the unit)."""
+    with rt.db.reading() as session:
+        stored = chunks.stored_digests_of_backup(session, unit_id, vault_id)
+    return fanout.ChunkCopier(source, DamageMarker(rt.db, vault_id), stored, rt.reader)
+
+
 def _target(rt: Runtime, work: _Work, index: int) -> _Target:
     unit_id, replica_id = work.units[index]
     store = rt.stores.vault(work.dest_region, work.dest_vault_id)
-    sink = fanout.Sink(store, DamageMarker(rt.db, work.dest_vault_id))
+    reseal = resealing(rt, work.source_vault_id, work.dest_vault_id)
+    sink = fanout.Sink(store, DamageMarker(rt.db, work.dest_vault_id), reseal)
     wanted = {item[0]: item for item in work.missing[unit_id]}
     return _Target(work, replica_id, store, sink, wanted)
 
@@ -712,8 +728,26 @@ def _take_batch(target: _Target) -> list[tuple[str, int, int]]:
     return batch
 
 
+def resealing(rt: Runtime, source_vault_id: str, dest_vault_id: str) -> Sealing | None:
+    """The destination project's current data key when the two vaults belong to different
+    projects (sealed chunks get their chunk key sealed with it), else None (copied as
+    they are)."""
+    with rt.db.reading() as session:
+        rows = session.execute(
+            select(Vault.id, Vault.project_id).where(Vault.id.in_((source_vault_id, dest_vault_id)))
+        )
+        projects = {vault_id: project_id for vault_id, project_id in rows}
+    dest_project = projects[dest_vault_id]
+    return None if projects[source_vault_id] == dest_project else rt.keys.sealing(dest_project)
+
+
 def _index(
-    rt: Runtime, work: _Work, dest: ChunkStore, replica_id: str, batch: list[tuple[str, int, int]]
+    rt: Runtime,
+    work: _Work,
+    dest: ChunkStore,
+    replica_id: str,
+    batch: list[tuple[str, int, int]],
+    recorded: Mapping[str, str],
 ) -> None:
     """Make copied chunks durable, then record them in the destination's chunk index.
 
@@ -724,7 +758,7 @@ def _index(
         return
     dest.flush()
     with rt.db.transaction() as session:
-        added = chunks.index_chunks(session, work.dest_vault_id, batch)
+        added = chunks.index_chunks(session, work.dest_vault_id, batch, recorded)
         vault = session.get(Vault, work.dest_vault_id)
         if vault is not None:
             vault.used_bytes += added
@@ -736,12 +770,15 @@ def _index(
         )
 
 
-def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, Manifest]]:
-    """Each source unit's manifest, validated, by source unit id; a manifest that does
-    not parse fails the record with REPLICA_IMPORT_FAILED (1006) naming the backup."""
+def _read_manifests(
+    rt: Runtime, work: _Work, source: ChunkStore
+) -> dict[str, tuple[bytes, Manifest]]:
+    """Each source unit's manifest (opened when sealed), validated, by source unit id; a
+    manifest that does not open or parse fails the record with REPLICA_IMPORT_FAILED
+    (1006) naming the backup."""
     manifests = {}
     for unit_id, _replica_id in work.units:
-        blob = source.get_manifest(manifest_name(unit_id))
+        blob = rt.reader.get_manifest(source, manifest_name(unit_id))
         try:
             manifests[unit_id] = (blob, Manifest.from_bytes(blob))
         except ArchiveError as exc:
@@ -754,12 +791,13 @@ def _read_manifests(work: _Work, source: ChunkStore) -> dict[str, tuple[bytes, M
 
 
 def _write_manifests(
-    dest: ChunkStore, work: _Work, manifests: dict[str, tuple[bytes, Manifest]]
+    codec: VaultCodec, dest: ChunkStore, work: _Work, manifests: dict[str, tuple[bytes, Manifest]]
 ) -> None:
-    """The source's manifests under the replica's names; `work.manifests` for the commit."""
+    """The source's manifests under the replica's names (sealed for the replica's project
+    and name when it is encrypted); `work.manifests` for the commit."""
     for unit_id, replica_id in work.units:
         blob, manifest = manifests[unit_id]
-        dest.put_manifest(manifest_name(replica_id), blob)
+        codec.put_manifest(dest, manifest_name(replica_id), blob)
         work.manifests[replica_id] = manifest
 
 

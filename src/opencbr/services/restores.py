@@ -334,12 +334,15 @@ def run(rt: Runtime, log_id: str) -> None:
 
 def _restore(rt: Runtime, claim: _Claim) -> None:
     store = rt.stores.vault(claim.region, claim.vault_id)
-    vault_source = VaultSource(store, DamageMarker(rt.db, claim.vault_id))  # marks failed reads
+    # Marks failed reads damaged; opens sealed chunks (every read is verified either way).
+    codec = rt.backup_codec(claim.backup_id, writing=False)
+    vault_source = VaultSource(store, DamageMarker(rt.db, claim.vault_id), codec)
     source = _Stoppable(rt, vault_source)
     with ExitStack() as targets:
         units = [_Unit.of(step) for step in claim.plan]
         manifests = [
-            Manifest.from_bytes(store.get_manifest(manifest_name(unit.backup_id))) for unit in units
+            Manifest.from_bytes(rt.reader.get_manifest(store, manifest_name(unit.backup_id)))
+            for unit in units
         ]
         # Every target is opened and checked before anything is written to any.
         opened_targets = [
@@ -365,6 +368,9 @@ class _Stoppable:
     def __init__(self, rt: Runtime, source: ChunkSource) -> None:
         self._rt = rt
         self._source = source
+
+    def name(self, data: bytes | memoryview) -> str:
+        return self._source.name(data)
 
     def load(self, digest: str) -> bytes:
         leases.stop_point(self._rt)

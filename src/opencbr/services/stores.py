@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 from sqlalchemy import select
@@ -23,14 +24,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.parent import PreviousBackup
+from opencbr.archive.sink import chunk_digest
 from opencbr.db import chunks
 from opencbr.db.backups import VaultChunk
 from opencbr.db.session import Database
 from opencbr.settings import RegionSettings
-from opencbr.storage.chunk import decode_chunk, encode_chunk, verify_chunk
+from opencbr.storage.chunk import decode_chunk, encode_chunk, stored_digest, verify_chunk
 from opencbr.storage.layout import vault_location
 from opencbr.storage.location import NO_OPTIONS, StoreOptions, open_store
 from opencbr.storage.s3 import S3Options
+from opencbr.storage.sealing import (
+    ChunkKeys,
+    Sealing,
+    keyed_digest,
+    open_manifest,
+    seal_manifest,
+)
 from opencbr.storage.store import ChunkNotFoundError, ChunkStore, CorruptChunkError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -156,10 +165,60 @@ class DamageMarker:
             self.mark(exc.digest)
 
 
+@dataclass(frozen=True)
+class VaultCodec:
+    """How chunks and manifests of one vault's backups are named, encoded and read back.
+
+    `keys` opens sealed objects (any vault may hold some: a replica is sealed when its
+    source is); `keyed`: the backup's chunks are named by keyed digest (an encrypted
+    backup's); `sealing`, when set, makes writers seal what they store (format version
+    2): an encrypted vault's backups, and replicas of encrypted backups. Immutable, so
+    thread-safe.
+    """
+
+    keys: ChunkKeys | None = None
+    sealing: Sealing | None = None
+    keyed: bool = False
+
+    def name(self, data: bytes | memoryview) -> str:
+        if self.keyed and self.keys is not None:
+            return keyed_digest(self.keys.naming_key, data)
+        return chunk_digest(data)
+
+    def encode(self, name: str, data: bytes, level: int) -> bytes:
+        return encode_chunk(data, level, self.sealing, name)
+
+    def decode(self, blob: bytes, name: str) -> bytes:
+        return decode_chunk(blob, name, self.keys)
+
+    def verify(self, blob: bytes, name: str) -> None:
+        verify_chunk(blob, name, self.keys)
+
+    def seal_manifest(self, name: str, data: bytes) -> bytes:
+        return data if self.sealing is None else seal_manifest(data, name, self.sealing)
+
+    def open_manifest(self, name: str, blob: bytes) -> bytes:
+        return open_manifest(blob, name, self.keys)
+
+    def put_manifest(self, store: ChunkStore, name: str, data: bytes) -> None:
+        store.put_manifest(name, self.seal_manifest(name, data))
+
+    def get_manifest(self, store: ChunkStore, name: str) -> bytes:
+        return self.open_manifest(name, store.get_manifest(name))
+
+
+PLAIN = VaultCodec()  # version 1 chunks and plain manifests only (tests, tools)
+
+
 def put_chunk_checked(
-    store: ChunkStore, digest: str, blob: bytes, damage: DamageMarker | None = None
-) -> bool:
-    """Put a chunk the vault's index lacks (or marks damaged); True if this call wrote it.
+    store: ChunkStore,
+    digest: str,
+    blob: bytes,
+    damage: DamageMarker | None = None,
+    codec: VaultCodec = PLAIN,
+) -> Put:
+    """Put a chunk the vault's index lacks (or marks damaged): whether this call wrote it,
+    and the digest of the stored bytes now in the store under its name.
 
     A chunk file that is already there is trusted only after it verifies: chunks are
     published before the flush that makes them durable, so a machine that stopped in
@@ -167,18 +226,25 @@ def put_chunk_checked(
     is kept for `gc_safety_margin_seconds`, and a damaged chunk's file is still there.
     One that fails is marked in `damage` and replaced. Rare: the index normally says
     which chunks exist, so this costs a read only for chunks another writer of the vault
-    just stored, a crash left behind, or a failed read marked damaged.
+    just stored, a crash left behind, or a failed read marked damaged. The file found may
+    hold other stored bytes than `blob` (another compression level), hence the digest.
     """
     if store.put_chunk(digest, blob):
-        return True
+        return Put(True, stored_digest(blob))
     try:
-        verify_chunk(store.get_chunk(digest), digest)
-        return False
+        found = store.get_chunk(digest)
+        codec.verify(found, digest)
+        return Put(False, stored_digest(found))
     except (CorruptChunkError, ChunkNotFoundError) as exc:
         if damage is not None:
             damage.mark_failed_read(exc)
         store.delete_chunk(digest)
-        return store.put_chunk(digest, blob)
+        return Put(store.put_chunk(digest, blob), stored_digest(blob))
+
+
+class Put(NamedTuple):
+    created: bool  # this call wrote the chunk
+    stored_digest: str  # of the bytes stored under the chunk's name
 
 
 @dataclass(frozen=True)
@@ -186,6 +252,7 @@ class StoredChunk:
     digest: str
     plain_size: int
     stored_size: int
+    stored_digest: str
 
 
 class VaultSink:
@@ -195,14 +262,25 @@ class VaultSink:
     flushes the store and calls `index_written()`.
     """
 
-    def __init__(self, db: Database, store: ChunkStore, vault_id: str, level: int = 1) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ChunkStore,
+        vault_id: str,
+        level: int = 1,
+        codec: VaultCodec = PLAIN,
+    ) -> None:
         self._db = db
         self._store = store
         self._vault_id = vault_id
         self._level = level
+        self._codec = codec
         self._damage = DamageMarker(db, vault_id)
         self._lock = threading.Lock()
         self.written: dict[str, StoredChunk] = {}
+
+    def name(self, data: bytes | memoryview) -> str:
+        return self._codec.name(data)
 
     def missing(self, digests: Sequence[str]) -> set[str]:
         """The digests the vault does not hold intact: absent, or marked damaged."""
@@ -226,37 +304,52 @@ class VaultSink:
         with self._lock:
             if digest in self.written:
                 return 0
-        blob = encode_chunk(data, self._level)
-        created = put_chunk_checked(self._store, digest, blob, self._damage)
+        blob = self._codec.encode(digest, data, self._level)
+        # The pipeline named the chunk by hashing `data` itself: its content is verified
+        # by construction, so the digest of its stored bytes may be recorded (invariant 3).
+        put = put_chunk_checked(self._store, digest, blob, self._damage, self._codec)
         with self._lock:
-            self.written[digest] = StoredChunk(digest, len(data), len(blob))
-        return len(blob) if created else 0
+            self.written[digest] = StoredChunk(digest, len(data), len(blob), put.stored_digest)
+        return len(blob) if put.created else 0
+
+    def stored_digests(self) -> dict[str, str]:
+        """The stored-bytes digest of every chunk written (for `index_chunks`)."""
+        with self._lock:
+            return {c.digest: c.stored_digest for c in self.written.values()}
 
 
 class VaultSource:
     """The archive engine's ChunkSource for one vault: every read is hash-verified, and a
     chunk that fails (or has no file) is marked in `damage` when one is given."""
 
-    def __init__(self, store: ChunkStore, damage: DamageMarker | None = None) -> None:
+    def __init__(
+        self, store: ChunkStore, damage: DamageMarker | None = None, codec: VaultCodec = PLAIN
+    ) -> None:
         self._store = store
         self._damage = damage
+        self._codec = codec
+
+    def name(self, data: bytes | memoryview) -> str:
+        return self._codec.name(data)
 
     def load(self, digest: str) -> bytes:
         try:
-            return decode_chunk(self._store.get_chunk(digest), digest)
+            return self._codec.decode(self._store.get_chunk(digest), digest)
         except (CorruptChunkError, ChunkNotFoundError) as exc:
             if self._damage is not None:
                 self._damage.mark_failed_read(exc)
             raise
 
 
-def previous_backup(db: Database, store: ChunkStore, vault_id: str, blob: bytes) -> PreviousBackup:
+def previous_backup(
+    db: Database, store: ChunkStore, vault_id: str, blob: bytes, codec: VaultCodec = PLAIN
+) -> PreviousBackup:
     """The previous backup of a tree (its manifest `blob`) for a new backup to reuse: its
     chunks the vault marks damaged are left out, so the files they hold are read again,
     and a catalog chunk found damaged is marked."""
     with db.reading() as session:
         damaged = chunks.damaged_digests(session, vault_id)
-    source = VaultSource(store, DamageMarker(db, vault_id))
+    source = VaultSource(store, DamageMarker(db, vault_id), codec)
     return PreviousBackup(Manifest.from_bytes(blob), source, damaged)
 
 

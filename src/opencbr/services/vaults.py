@@ -76,6 +76,8 @@ class VaultSpec:
     availability_zone: str | None = None
     backup_name_prefix: str | None = None
     sys_lock_source_service: str | None = None
+    # Backups made in it are encrypted at rest (its region's `encryption` setting).
+    encrypted: bool = True
 
 
 def create(db: Database, ctx: AuthContext, spec: VaultSpec) -> Vault:
@@ -115,6 +117,7 @@ def insert(session: Session, ctx: AuthContext, spec: VaultSpec) -> Vault:
         availability_zone=spec.availability_zone,
         backup_name_prefix=spec.backup_name_prefix,
         sys_lock_source_service=spec.sys_lock_source_service,
+        encrypted=spec.encrypted,
         resources=[],
     )
     session.add(vault)

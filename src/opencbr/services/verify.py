@@ -4,11 +4,11 @@ opencbr extension, and the scheduled verify of housekeeping (`verify_percent_per
 A verify job is leased work on its operation log (type `verify`, whose resource is the
 vault itself). It walks the vault's chunk index in digest order, in batches of BATCH,
 and re-reads each chunk (all of them, or each with probability `sample_percent` / 100)
-through the store, checking its content hash (`storage.chunk.verify_chunk`, which
-decompresses and hashes the plain bytes). A chunk that fails, or has no file, is marked
-damaged in the index (`stores.DamageMarker`): it then counts as missing for dedup and
-replication planning, and every backup that references it reports `damaged_chunks` and
-a `fail_reason`, never a plain `available`.
+through the store, checking its content hash (`storage.chunk.verify_chunk`, which opens a
+sealed chunk, then decompresses and hashes the plain bytes). A chunk that fails, or has no
+file, is marked damaged in the index (`stores.DamageMarker`): it then counts as missing
+for dedup and replication planning, and every backup that references it reports
+`damaged_chunks` and a `fail_reason`, never a plain `available`.
 
 With `repair`, each damaged chunk is looked for, intact, in the vaults of related
 backups: the source backup of each replica in this vault that references it (a
@@ -48,10 +48,11 @@ from opencbr.db.status import LIVE_OPERATION, OperationStatus
 from opencbr.db.vaults import Vault
 from opencbr.errors import INTERNAL_ERROR, VAULT_NOT_FOUND, CbrError
 from opencbr.services import leases, operation_logs, vaults
+from opencbr.services.fanout import ChunkCopier, Sink
 from opencbr.services.identity import AuthContext
+from opencbr.services.replication_runs import resealing
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import DamageMarker, failure_reason, put_chunk_checked
-from opencbr.storage.chunk import verify_chunk
+from opencbr.services.stores import DamageMarker, VaultCodec, failure_reason
 from opencbr.storage.store import ChunkNotFoundError, ChunkStore, CorruptChunkError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -170,8 +171,9 @@ def check_batch(rt: Runtime, vault: _VaultRef, digests: Sequence[str], repair: b
     """Re-read `digests` of the vault, mark the bad ones damaged, repair what can be."""
     store = rt.stores.vault(vault.region, vault.id)
     marker = DamageMarker(rt.db, vault.id)
+    codec = rt.reader  # opens sealed chunks: the content digest is checked either way
     with ThreadPoolExecutor(max(2, rt.settings.io_threads)) as pool:
-        intact = list(pool.map(lambda digest: _intact(store, digest), digests))
+        intact = list(pool.map(lambda digest: _intact(store, codec, digest), digests))
     bad = [digest for digest, ok in zip(digests, intact, strict=True) if not ok]
     for digest in bad:
         marker.mark(digest)
@@ -184,9 +186,9 @@ def check_batch(rt: Runtime, vault: _VaultRef, digests: Sequence[str], repair: b
     return Checked(damaged, repaired)
 
 
-def _intact(store: ChunkStore, digest: str) -> bool:
+def _intact(store: ChunkStore, codec: VaultCodec, digest: str) -> bool:
     try:
-        verify_chunk(store.get_chunk(digest), digest)
+        codec.verify(store.get_chunk(digest), digest)
     except (CorruptChunkError, ChunkNotFoundError):
         return False
     return True
@@ -205,15 +207,16 @@ def _repair(rt: Runtime, vault: _VaultRef, store: ChunkStore, digests: list[str]
     """Copy a good copy of each damaged chunk from a related vault; index the ones
     written (after a flush), which clears their marks. Returns the digests repaired."""
     written: list[tuple[str, int, int]] = []
+    recorded: dict[str, str] = {}  # stored-bytes digests of what was written
     for digest in digests:
-        copied = _copy_good(rt, vault, store, digest)
+        copied = _copy_good(rt, vault, store, digest, recorded)
         if copied is not None:
             written.append(copied)
     if not written:
         return []
     store.flush()
     with rt.db.transaction() as session:
-        added = chunks.index_chunks(session, vault.id, written)
+        added = chunks.index_chunks(session, vault.id, written, recorded)
         session.execute(
             update(Vault).where(Vault.id == vault.id).values(used_bytes=Vault.used_bytes + added)
         )
@@ -222,9 +225,13 @@ def _repair(rt: Runtime, vault: _VaultRef, store: ChunkStore, digests: list[str]
 
 
 def _copy_good(
-    rt: Runtime, vault: _VaultRef, store: ChunkStore, digest: str
+    rt: Runtime, vault: _VaultRef, store: ChunkStore, digest: str, recorded: dict[str, str]
 ) -> tuple[str, int, int] | None:
-    """(digest, plain size, stored size) once a verified copy is written here, or None."""
+    """(digest, plain size, stored size) once a verified copy is written here, or None.
+
+    The copy is replication's (`ChunkCopier`): checked against the source's stored-bytes
+    digest or content, and sealed again for this vault's project when the source is
+    another project's; its stored-bytes digest lands in `recorded`."""
     with rt.db.reading() as session:
         sources = good_copies(session, vault.id, digest)
         plain = session.scalar(
@@ -233,17 +240,20 @@ def _copy_good(
             )
         )
     for source in sources:
+        source_store = rt.stores.vault(source.region, source.id)
+        with rt.db.reading() as session:
+            stored = chunks.stored_digests(session, source.id, [digest])
+        copier = ChunkCopier(source_store, DamageMarker(rt.db, source.id), stored, rt.reader)
+        sink = Sink(store, DamageMarker(rt.db, vault.id), resealing(rt, source.id, vault.id))
         try:
-            blob = rt.stores.vault(source.region, source.id).get_chunk(digest)
-            verify_chunk(blob, digest)
-        except (CorruptChunkError, ChunkNotFoundError) as exc:
-            DamageMarker(rt.db, source.id).mark_failed_read(exc)
+            size = copier.copy(digest, [sink])  # marks a corrupt or missing source chunk damaged
+        except (CorruptChunkError, ChunkNotFoundError):
             continue
         except StorageError as exc:
             log.warning("repair source unreadable", vault_id=source.id, reason=failure_reason(exc))
             continue
-        put_chunk_checked(store, digest, blob, DamageMarker(rt.db, vault.id))
-        return digest, plain or 0, len(blob)
+        recorded.update(sink.recorded)
+        return digest, plain or 0, size
     return None
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from opencbr.api.deps import CallerDep, DbDep, JobsDep, RequestIdDep, WriterDep
+from opencbr.api.deps import CallerDep, DbDep, JobsDep, RequestIdDep, SettingsDep, WriterDep
 from opencbr.api.schemas.common import page_request
 from opencbr.api.schemas.vaults import (
     AddResourcesBody,
@@ -34,12 +34,16 @@ router = APIRouter(prefix="/v3/{project_id}/vaults", tags=["vaults"])
 
 
 @router.post("", response_model=VaultResponse)
-def create_vault(body: VaultCreateBody, ctx: WriterDep, db: DbDep) -> VaultResponse:
+def create_vault(
+    body: VaultCreateBody, ctx: WriterDep, db: DbDep, settings: SettingsDep
+) -> VaultResponse:
     policy_id = body.vault.backup_policy_id
+    region = settings.region(ctx.region)
+    spec = body.vault.spec(encrypted=region is None or region.encryption)
     if policy_id is None:
-        vault = vaults.create(db, ctx, body.vault.spec())
+        vault = vaults.create(db, ctx, spec)
     else:
-        vault = policies.create_bound_vault(db, ctx, body.vault.spec(), policy_id)
+        vault = policies.create_bound_vault(db, ctx, spec, policy_id)
     bound = {vault.id: policy_id} if policy_id else {}
     return VaultResponse(vault=vault_out(vault, backup_policies=bound))
 

@@ -421,7 +421,7 @@ def backup_out(
             supported_restore_mode="backup" if restorable else "na",
             os_images_data=[],
             contain_system_disk=False,
-            encrypted=False,
+            encrypted=backup.encrypted,
             system_disk=False,
             is_multi_az=False,
             incremental=backup.incremental,

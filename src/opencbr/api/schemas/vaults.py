@@ -84,9 +84,11 @@ class VaultCreate(RequestModel):
     locked: bool = False
     availability_zone: Annotated[str, Field(max_length=32)] | None = None
 
-    def spec(self) -> vault_service.VaultSpec:
+    def spec(self, encrypted: bool = True) -> vault_service.VaultSpec:
+        """The vault to create; `encrypted`: its region's `encryption` setting."""
         billing = self.billing
         return vault_service.VaultSpec(
+            encrypted=encrypted,
             name=self.name,
             object_type=billing.object_type,
             protect_type=billing.protect_type or billing.operation_type or "backup",

@@ -1,0 +1,96 @@
+"""Keys of encryption at rest against both databases (services/keys.py): the master key
+file, refusing a process with another master key, master-key rotation (staged, resumable,
+switched at once) and new data keys, with sealed chunks readable throughout."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from opencbr.db.session import Database
+from opencbr.services import identity, keys
+from opencbr.storage.chunk import decode_chunk, encode_chunk, sealed_key_id
+from tests.api.helpers import make_settings
+
+
+def _master_file(path: Path) -> Path:
+    path.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")
+    return path
+
+
+def _project(db: Database, tmp_path: Path) -> str:
+    name = f"p{os.urandom(3).hex()}"
+    return identity.create_project(db, make_settings(tmp_path), name, "region1").id
+
+
+def _sealed(keyring: keys.Keyring, project_id: str, data: bytes) -> tuple[str, bytes]:
+    sealing = keyring.sealing(project_id)
+    return sealing.name(data), encode_chunk(data, sealing=sealing)
+
+
+def test_the_master_key_file_is_created_private_once(database: Database, tmp_path: Path) -> None:
+    path = make_settings(tmp_path).master_key_path
+    first = keys.Keyring(database, path)
+    assert keys.key_problem(first) is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(base64.b64decode(path.read_bytes().strip())) == 32
+    content = path.read_bytes()
+    assert keys.key_problem(keys.Keyring(database, path)) is None  # another process
+    assert path.read_bytes() == content
+    assert first.naming_key == keys.Keyring(database, path).naming_key
+
+
+def test_a_process_with_another_master_key_refuses_to_start(
+    database: Database, tmp_path: Path
+) -> None:
+    path = _master_file(tmp_path / "master.key")
+    assert keys.key_problem(keys.Keyring(database, path)) is None
+    other = _master_file(tmp_path / "other.key")
+    problem = keys.key_problem(keys.Keyring(database, other))
+    assert problem is not None and "\n" not in problem and str(other) in problem
+    missing = keys.key_problem(keys.Keyring(database, tmp_path / "nothing" / "x.key"))
+    assert missing is not None  # created, but not the key this database's keys need
+
+
+def test_master_key_rotation_is_staged_then_switched_and_data_stays_readable(
+    database: Database, tmp_path: Path
+) -> None:
+    old_path, new_path = _master_file(tmp_path / "old.key"), _master_file(tmp_path / "new.key")
+    before = keys.Keyring(database, old_path)
+    project = _project(database, tmp_path)
+    name, blob = _sealed(before, project, b"payload sealed before the rotation" * 100)
+    old = keys.MasterKey.load(old_path, create=False)
+    new = keys.MasterKey.load(new_path, create=False)
+
+    keys.stage_rotation(database, old, new)  # a crash here: both keys still serve
+    assert keys.key_problem(keys.Keyring(database, old_path)) is None
+    assert keys.key_problem(keys.Keyring(database, new_path)) is None
+    keys.stage_rotation(database, old, new)  # resumed: nothing left to stage
+
+    assert keys.switch_rotation(database, new) == 2  # naming secret + one data key
+    assert keys.key_problem(keys.Keyring(database, old_path)) is not None
+    after = keys.Keyring(database, new_path)
+    assert keys.key_problem(after) is None
+    assert decode_chunk(blob, name, after) == b"payload sealed before the rotation" * 100
+    assert after.naming_key == before.naming_key  # chunk names never change
+    assert keys.rotate_master(database, new, new) == 2  # again: a no-op
+
+
+def test_a_new_data_key_seals_new_chunks_and_old_ones_stay_readable(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _master_file(tmp_path / "master.key")
+    keyring = keys.Keyring(database, path)
+    project = _project(database, tmp_path)
+    old_name, old_blob = _sealed(keyring, project, b"old data")
+    key_id = keys.new_data_key(database, keys.MasterKey.load(path, create=False), project)
+    monkeypatch.setattr(keys, "CURRENT_KEY_SECONDS", 0.0)  # look for a newer key at once
+    new_name, new_blob = _sealed(keyring, project, b"new data")
+    assert sealed_key_id(new_blob, new_name) == key_id != sealed_key_id(old_blob, old_name)
+    reader = keys.Keyring(database, path)
+    assert decode_chunk(old_blob, old_name, reader) == b"old data"
+    assert decode_chunk(new_blob, new_name, reader) == b"new data"
