@@ -90,7 +90,8 @@ def stored_plaintext(env: Env, region: str, vault_id: str) -> bytes:
     registry = StoreRegistry({r.name: r.storage for r in env.settings.regions})
     try:
         store = registry.vault(region, vault_id)
-        source = VaultSource(store)
+        runtime = env.client.app.state.runtime  # type: ignore[attr-defined]
+        source = VaultSource(store, codec=runtime.reader)  # opens sealed chunks too
         return b"".join(source.load(digest) for digest in store.list_chunks())
     finally:
         registry.close()

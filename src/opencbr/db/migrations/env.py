@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 
 from opencbr.db.models import Base
 
@@ -20,16 +20,35 @@ def _engine() -> Engine:
 
 def run_migrations() -> None:
     engine = _engine()
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
+        if sqlite:
+            # Batch mode rebuilds a SQLite table to alter it (copy, drop, rename); with
+            # foreign keys enforced, dropping `vaults` would cascade into every child row
+            # (backups, tags, ...). The pragma only takes effect outside a transaction, so
+            # it goes to the driver's connection (autocommit) before SQLAlchemy begins one.
+            _driver_pragma(connection, "PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            render_as_batch=engine.dialect.name == "sqlite",
+            render_as_batch=sqlite,
             compare_type=True,
         )
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite:
+                dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if dangling:
+                    raise RuntimeError(f"migration left rows without their parent: {dangling}")
         connection.commit()
+        if sqlite:
+            _driver_pragma(connection, "PRAGMA foreign_keys=ON")  # back to the pool as it was
+
+
+def _driver_pragma(connection: Connection, pragma: str) -> None:
+    driver = connection.connection.dbapi_connection
+    assert driver is not None
+    driver.execute(pragma)
 
 
 run_migrations()
