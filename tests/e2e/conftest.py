@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.flows import Server, Site, serving
+from tests.e2e.flows import Server, Site, create_key, serving
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def site(module_server: Server) -> Iterator[Site]:
     projects = module_server.projects()
-    key = module_server.admin("credential", "create", "--user", "admin", "--description", "e2e")
+    key = create_key(module_server, projects["region1"])
     instance = Site(module_server, projects, key["access"], key["secret"])
     try:
         yield instance

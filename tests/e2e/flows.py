@@ -263,6 +263,20 @@ def token_for(
     return str(response.headers["X-Subject-Token"])
 
 
+def create_key(server: Server, project_id: str) -> dict[str, Any]:
+    """An AK/SK of the admin, made through the API (`opencbr admin credential create`,
+    tested on its own, is a process start: seconds on a busy machine)."""
+    response = httpx.post(
+        f"{server.url}/v3.0/OS-CREDENTIAL/credentials",
+        json={"credential": {"description": "e2e"}},
+        headers={"X-Auth-Token": token_for(server, project_id)},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    key: dict[str, Any] = response.json()["credential"]
+    return key
+
+
 # --- HTTP flows -----------------------------------------------------------------------
 
 

@@ -52,6 +52,11 @@ def make_tree(root: Path, total: int, seed: int) -> None:
         written, index = written + size, index + 1
 
 
+def copy_tree(source: Path, target: Path) -> subprocess.Popen[bytes]:
+    """`cp -a source target`, started (the caller waits for it)."""
+    return subprocess.Popen(["cp", "-a", str(source), str(target)])
+
+
 def mutate(root: Path, fraction: float, seed: int) -> None:
     """Overwrite `fraction` of the bytes in place, in ten clustered regions."""
     rng = random.Random(seed)
@@ -66,9 +71,10 @@ def mutate(root: Path, fraction: float, seed: int) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
+    """A server that is starting: the test makes its data meanwhile, then `wait_ready`s."""
     port = free_port()
     instance = Server(write_config(tmp_path, port, FAST_RECOVERY), tmp_path / "data", port)
-    instance.start()
+    instance.launch()
     try:
         yield instance
     finally:
@@ -98,14 +104,16 @@ def chunk_count(store: Path) -> int:
 def test_replication_survives_a_sigkill_mid_copy_and_restores_identically(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    ids = server.projects()
-    r1, r2 = connect(ids["region1"]), connect(ids["region2"])
     source = tmp_path / "roots" / "region1" / "data"
     make_tree(source, REPLICATED_BYTES, seed=11)
+    expected_first = tmp_path / "expected-first"
+    copying = copy_tree(source, expected_first)  # while the server starts and backs up
+    server.wait_ready()
+    ids = server.projects()
+    r1, r2 = connect(ids["region1"]), connect(ids["region2"])
     vault = r1.vault("vault-src", resources=[r1.register_dir("data", str(source))])
     first = r1.finished_backup(r1.start_backup(vault, "first"))
-    expected_first = tmp_path / "expected-first"
-    subprocess.run(["cp", "-a", str(source), str(expected_first)], check=True)
+    assert copying.wait(timeout=120) == 0
     mutate(source, 0.02, seed=12)
     second = r1.finished_backup(r1.start_backup(vault, "second"))
     assert first["status"] == second["status"] == "available"
@@ -160,10 +168,10 @@ def test_replication_survives_a_sigkill_mid_copy_and_restores_identically(
 def test_sigkill_during_backup_ends_available_or_error_never_stuck(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    ids = server.projects()
-    r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "data"
     make_tree(source, KILLED_BACKUP_BYTES, seed=21)
+    server.wait_ready()
+    r1 = connect(server.projects()["region1"])
     vault = r1.vault("v", resources=[r1.register_dir("data", str(source))])
     checkpoint = r1.start_backup(vault, "interrupted")
     store = server.data_dir / "store" / "region1" / "vaults" / vault
@@ -189,14 +197,14 @@ def test_sigkill_during_backup_ends_available_or_error_never_stuck(
 def test_backing_up_a_large_file_grows_the_server_by_a_fraction_of_it(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    ids = server.projects()
-    r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "big"
     source.mkdir()
     block = random.Random(5).randbytes(64 * MiB)
     with open(source / "big.bin", "wb") as handle:
         for index in range(STREAMED_BYTES // len(block)):
             handle.write(block[index:] + block[:index])  # shifted: every block differs
+    server.wait_ready()
+    r1 = connect(server.projects()["region1"])
     vault = r1.vault("v", resources=[r1.register_dir("big", str(source))])
     assert server.process is not None
     before_kb = memory_kb(server.process.pid, "VmRSS")
@@ -231,11 +239,12 @@ def assert_whole_in_one_vault(database: Path, store: Path, vault_ids: set[str]) 
 def test_sigkill_during_a_restore_reruns_it_and_leaves_no_temporary_file(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    r1 = connect(server.projects()["region1"])
     source = tmp_path / "roots" / "region1" / "data"
     source.mkdir(parents=True)
     (source / "big.bin").write_bytes(random.Random(41).randbytes(RESTORED_BYTES))
     (source / "small.txt").write_text("small\n")
+    server.wait_ready()
+    r1 = connect(server.projects()["region1"])
     vault = r1.vault("restored", resources=[r1.register_dir("data", str(source))])
     backup = r1.finished_backup(r1.start_backup(vault, "one"))
     target = tmp_path / "roots" / "region1" / "target"
@@ -266,14 +275,15 @@ def test_sigkill_during_a_restore_reruns_it_and_leaves_no_temporary_file(
 def test_sigkill_during_a_migration_leaves_every_backup_whole_in_one_vault(
     server: Server, tmp_path: Path, connect: Callable[[str], Client]
 ) -> None:
-    ids = server.projects()
-    r1 = connect(ids["region1"])
     source = tmp_path / "roots" / "region1" / "data"
     make_tree(source, MIGRATED_BYTES, seed=31)
+    expected_first = tmp_path / "expected-first"
+    copying = copy_tree(source, expected_first)  # while the server starts and backs up
+    server.wait_ready()
+    r1 = connect(server.projects()["region1"])
     vault = r1.vault("from", resources=[r1.register_dir("data", str(source))])
     first = r1.finished_backup(r1.start_backup(vault, "first"))
-    expected_first = tmp_path / "expected-first"
-    subprocess.run(["cp", "-a", str(source), str(expected_first)], check=True)
+    assert copying.wait(timeout=120) == 0
     mutate(source, 0.02, seed=32)
     second = r1.finished_backup(r1.start_backup(vault, "second"))
     dest = r1.vault("to")

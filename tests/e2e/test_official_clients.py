@@ -1,6 +1,7 @@
 """The official clients, unmodified, against a real `opencbr serve`.
 
-The Huawei Cloud SDK signs with an access key made by `opencbr admin credential create`;
+The Huawei Cloud SDK signs with an access key made through the credentials API (the
+`opencbr admin credential` commands are tested at the end);
 openstacksdk + otcextensions and the `openstack` CLI log in through the Keystone subset.
 One server serves the whole module; each test uses its own names.
 """

@@ -280,6 +280,11 @@ class Jobs:
         pause = min(cadence.interval for cadence in cadences)
         while True:
             for cadence in cadences:
+                if self._stop.is_set():
+                    # Between steps, not at the end of the round: stop() waits for this
+                    # thread, and a start's first round (every step) takes tens of ms.
+                    # Each step is idempotent and runs again at the next start.
+                    return
                 step = cadence.take()
                 if step is not None:
                     self._housekeep(cadence, step)
