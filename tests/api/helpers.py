@@ -382,6 +382,22 @@ def read_manifest(env: Env, path: Path) -> Manifest:
     return Manifest.from_bytes(open_manifest(path.read_bytes(), path.name, chunk_keys(env)))
 
 
+def plain_runs(root: Path, run: int) -> set[bytes]:
+    """Every `run`-byte run of every file under `root`, at every offset."""
+    runs: set[bytes] = set()
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        runs.update(data[i : i + run] for i in range(len(data) - run + 1))
+    return runs
+
+
+def leaks(stored: bytes, marker: bytes, runs: set[bytes], run: int) -> bool:
+    """Whether stored bytes hold `marker` or any of the plain `runs` (encryption tests)."""
+    return marker in stored or any(
+        stored[i : i + run] in runs for i in range(len(stored) - run + 1)
+    )
+
+
 def chunk_names(env: Env, region: str, vault_id: str) -> set[str]:
     """The digests of the chunk files in a vault's local store."""
     return {p.name for p in chunks_dir(env, region, vault_id).rglob("*") if p.is_file()}

@@ -22,7 +22,9 @@ from tests.api.helpers import (
     backup_now,
     chunks_dir,
     create_vault,
+    leaks,
     make_settings,
+    plain_runs,
     register_dir,
     replicate_backup,
     restore,
@@ -60,24 +62,14 @@ def _stored_files(env: Env, region: str) -> Iterator[Path]:
     yield from (p for p in (env.settings.data_dir / "store" / region).rglob("*") if p.is_file())
 
 
-def _plain_runs(root: Path) -> set[bytes]:
-    """Every RUN-byte run of every file under `root`, at every offset."""
-    runs: set[bytes] = set()
-    for path in (p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        runs.update(data[i : i + RUN] for i in range(len(data) - RUN + 1))
-    return runs
-
-
 def _leaks(env: Env, region: str, root: Path) -> list[str]:
     """Stored files holding the marker or any RUN-byte run of a plain file."""
-    runs = _plain_runs(root)
-    leaking = []
-    for path in _stored_files(env, region):
-        data = path.read_bytes()
-        if MARKER in data or any(data[i : i + RUN] in runs for i in range(len(data) - RUN + 1)):
-            leaking.append(path.name)
-    return leaking
+    runs = plain_runs(root, RUN)
+    return [
+        path.name
+        for path in _stored_files(env, region)
+        if leaks(path.read_bytes(), MARKER, runs, RUN)
+    ]
 
 
 def test_storage_reveals_no_content_and_no_names_and_restores_are_exact(env: Env) -> None:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import obstore
 import pytest
 from sqlalchemy import select
 
@@ -20,12 +21,15 @@ from opencbr.db.session import Database
 from opencbr.services import gc
 from opencbr.storage.chunk import digest, encode_chunk
 from opencbr.storage.faulty import FaultyChunkStore
+from opencbr.storage.s3 import S3Location, open_bucket
 from opencbr.storage.store import ChunkStore
 from tests.api.helpers import (
     Env,
     backup_now,
     create_vault,
+    leaks,
     make_settings,
+    plain_runs,
     register_dir,
     replicate_backup,
     restore,
@@ -329,3 +333,41 @@ def failed_cleanly(env: Env, vault_id: str, tree: Path, backups: list[dict[str, 
     log = restore(env, backup["id"], {"resource_id": target["id"]})
     assert log["status"] == "success", log
     assert_same_tree(tree, env.roots["region1"] / "after")
+
+
+# -- encryption at rest in S3 ----------------------------------------------------------------
+
+MARKER = b"OPENCBR-S3-MARKER-41c7"
+
+
+def test_an_encrypted_s3_region_stores_no_plain_content_and_restores_exactly(
+    tmp_path: Path, database: Database, seaweedfs: S3Server
+) -> None:
+    s3_region = region(tmp_path, seaweedfs, "region1", "s3")
+    with app(tmp_path, database, s3_region, region(tmp_path, seaweedfs, "region2", "local")) as env:
+        tree = env.roots["region1"] / "data"
+        tree.mkdir()
+        for index in range(8):
+            lines = (MARKER + b" line %d of file %d\n" % (i, index) for i in range(300))
+            (tree / f"note{index}.txt").write_bytes(b"".join(lines))
+        (tree / f"{MARKER.decode()}.bin").write_bytes(random.Random(5).randbytes(100_000))
+        resource = register_dir(env)
+        vault = create_vault(env, resources=[{"id": resource["id"], "type": TURBO}])
+        backup = backup_now(env, vault["id"])
+        assert backup["extend_info"]["encrypted"] is True, backup
+        url = bucket_url(s3_region)
+        bucket = open_bucket(S3Location.parse(url), seaweedfs.options().s3)
+        keys = seaweedfs.keys(url)
+        assert any("/chunks/" in key for key in keys) and any("/manifests/" in key for key in keys)
+        runs = plain_runs(tree, 64)
+        leaking = [
+            key
+            for key in keys
+            if MARKER.decode() in key
+            or leaks(bytes(obstore.get(bucket, key).bytes()), MARKER, runs, 64)
+        ]
+        assert leaking == []
+        target = register_dir(env, name="target")
+        log = restore(env, backup["id"], {"resource_id": target["id"]})
+        assert log["status"] == "success", log
+        assert_same_tree(tree, env.roots["region1"] / "target")
