@@ -428,7 +428,7 @@ def measure_slot(fleet: Fleet, folder: Path, profile: Path | None) -> dict[str, 
 
 
 @contextmanager
-def _postgres_database(admin_url: str | None) -> Iterator[str | None]:
+def postgres_database(admin_url: str | None) -> Iterator[str | None]:
     """A fresh PostgreSQL database on the server of `admin_url` (dropped after); None: SQLite."""
     if admin_url is None:
         yield None
@@ -451,7 +451,7 @@ def run(
     """The whole scheduler measurement; a JSON-ready dict."""
     folder = run_dir / "schedule"
     folder.mkdir(parents=True, exist_ok=True)
-    with _postgres_database(postgres_admin_url) as database_url:
+    with postgres_database(postgres_admin_url) as database_url:
         fleet = prepare(folder, vault_count(scale), database_url)
         tick = tick_cost(fleet, folder)
         slot = measure_slot(fleet, folder, profile)

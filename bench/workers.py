@@ -24,16 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-
 from bench.client import Api
 from bench.measure import MiB
+from bench.schedule import postgres_database
 from bench.server import OPENCBR, Server, free_port
 
 RESOURCES = 4
@@ -43,21 +39,6 @@ DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new PostgreSQL database on the server of `admin_url`, dropped afterwards."""
-    name = f"opencbr_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def write_config(run: Path, database_url: str) -> Path:
@@ -192,7 +173,8 @@ def replicate(api: Api, source: str, region: str, destination: str) -> float:
 
 def run(workdir: Path, admin_url: str, backups: int, backup_bytes: int) -> dict[str, Any]:
     run_dir = Path(tempfile.mkdtemp(prefix="workers-", dir=workdir))
-    with fresh_database(admin_url) as database_url:
+    with postgres_database(admin_url) as database_url:
+        assert database_url is not None  # an admin URL was given
         config = write_config(run_dir, database_url)
         api_server = Server(config, run_dir / "opencbr")
         api_server.start("--no-worker")
