@@ -35,7 +35,9 @@ from opencbr.services import identity
 from opencbr.services.keys import Keyring
 from opencbr.settings import ProtectableRoot, Settings
 from opencbr.storage import layout
+from opencbr.storage.chunk import decode_chunk
 from opencbr.storage.sealing import open_manifest
+from opencbr.storage.store import CorruptChunkError
 from tests.polling import pauses
 
 PASSWORD = "correct horse battery"
@@ -374,6 +376,28 @@ def chunk_keys(env: Env) -> Keyring:
     """The app's keyring: what opens the sealed chunks and manifests its vaults hold."""
     keys: Keyring = env.client.app.state.runtime.keys  # type: ignore[attr-defined]
     return keys
+
+
+def largest_chunk(env: Env, region: str, vault_id: str) -> Path:
+    """The biggest chunk file of a vault: a data chunk of the largest file backed up."""
+    files = (p for p in chunks_dir(env, region, vault_id).rglob("*") if p.is_file())
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def flip_byte(chunk: Path) -> None:
+    """Damage a stored chunk the way a failing disk would: one byte in its middle flipped."""
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+
+def chunk_intact(env: Env, chunk: Path) -> bool:
+    """Whether a stored chunk file still opens and verifies."""
+    try:
+        decode_chunk(chunk.read_bytes(), chunk.name, chunk_keys(env))
+    except CorruptChunkError:
+        return False
+    return True
 
 
 def read_manifest(env: Env, path: Path) -> Manifest:

@@ -20,6 +20,8 @@ from tests.api.helpers import (
     chunk_names,
     chunks_dir,
     create_vault,
+    flip_byte,
+    largest_chunk,
     register_dir,
     register_disk,
     register_server,
@@ -250,11 +252,8 @@ def test_corrupted_chunk_is_detected_at_restore(env: Env) -> None:
     (env.roots["region1"] / "data" / "blob").write_bytes(random.Random(2).randbytes(2 * MiB))
     vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
     backup = backup_now(env, vault["id"])
-    store = chunks_dir(env, "region1", vault["id"])
-    victim = max((p for p in store.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    victim = largest_chunk(env, "region1", vault["id"])
+    flip_byte(victim)
     target = register_dir(env, name="target")
     log = restore(env, backup["id"], {"resource_id": target["id"]})
     assert log["status"] == "failed"

@@ -11,16 +11,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from opencbr.storage.chunk import decode_chunk
 from opencbr.storage.layout import manifest_name
-from opencbr.storage.store import CorruptChunkError
 from tests.api.helpers import (
     Env,
     backup_now,
-    chunk_keys,
+    chunk_intact,
     chunk_names,
     chunks_dir,
     create_vault,
+    flip_byte,
+    largest_chunk,
     read_manifest,
     register_dir,
     register_disk,
@@ -31,26 +31,6 @@ from tests.api.helpers import (
 from tests.unit.archive_support import assert_same_tree
 
 MiB = 1 << 20
-
-
-def _largest_chunk(env: Env, region: str, vault_id: str) -> Path:
-    """The biggest chunk file of a vault: a data chunk of the largest file backed up."""
-    files = (p for p in chunks_dir(env, region, vault_id).rglob("*") if p.is_file())
-    return max(files, key=lambda p: p.stat().st_size)
-
-
-def _flip_byte(chunk: Path) -> None:
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    chunk.write_bytes(bytes(data))
-
-
-def _intact(env: Env, chunk: Path) -> bool:
-    try:
-        decode_chunk(chunk.read_bytes(), chunk.name, chunk_keys(env))
-    except CorruptChunkError:
-        return False
-    return True
 
 
 def restore(
@@ -109,8 +89,8 @@ def test_a_damaged_chunk_is_marked_reported_and_stored_anew_by_the_next_backup(
     source, _resource, vault = _tree_with_a_large_file(env)
     old = backup_now(env, vault["id"], name="old")
     assert old["damaged_chunks"] == 0
-    victim = _largest_chunk(env, "region1", vault["id"])
-    _flip_byte(victim)
+    victim = largest_chunk(env, "region1", vault["id"])
+    flip_byte(victim)
 
     failed = restore(env, old["id"], {"resource_id": register_dir(env, name="t1")["id"]})
     assert failed["status"] == "failed"
@@ -125,7 +105,7 @@ def test_a_damaged_chunk_is_marked_reported_and_stored_anew_by_the_next_backup(
     # The large file is unchanged: without the mark its chunks would be reused unread.
     new = backup_now(env, vault["id"], name="new")
     assert new["status"] == "available" and new["damaged_chunks"] == 0
-    assert _intact(env, victim)
+    assert chunk_intact(env, victim)
     log = restore(env, new["id"], {"resource_id": register_dir(env, name="t2")["id"]})
     assert log["status"] == "success", log
     assert_same_tree(source, env.roots["region1"] / "t2")
@@ -146,13 +126,13 @@ def test_a_damaged_catalog_of_the_previous_backup_means_a_full_read_not_a_failur
     store = chunks_dir(env, "region1", vault["id"]).parent
     manifest = read_manifest(env, store / "manifests" / manifest_name(old["id"]))
     catalog = manifest.catalog[0].digest
-    _flip_byte(store / "chunks" / catalog[:2] / catalog)
+    flip_byte(store / "chunks" / catalog[:2] / catalog)
 
     new = backup_now(env, vault["id"])
     assert new["status"] == "available" and new["damaged_chunks"] == 0
     new_manifest = read_manifest(env, store / "manifests" / manifest_name(new["id"]))
     if catalog in new_manifest.digests():
-        assert _intact(env, store / "chunks" / catalog[:2] / catalog)  # stored anew
+        assert chunk_intact(env, store / "chunks" / catalog[:2] / catalog)  # stored anew
         assert _backup(env, old["id"])["damaged_chunks"] == 0
     else:
         assert _backup(env, old["id"])["damaged_chunks"] == 1  # known, reported
@@ -170,15 +150,15 @@ def test_a_disk_backup_of_the_same_data_rewrites_a_damaged_chunk(env: Env) -> No
         env, object_type="disk", resources=[{"id": disk["id"], "type": "OS::Cinder::Volume"}]
     )
     old = backup_now(env, vault["id"])
-    victim = _largest_chunk(env, "region1", vault["id"])
-    _flip_byte(victim)
+    victim = largest_chunk(env, "region1", vault["id"])
+    flip_byte(victim)
     target = register_disk(env, name="sdb", size=0)
     failed = restore(env, old["id"], {"volume_id": target["id"]})
     assert failed["status"] == "failed" and victim.name in failed["error_info"]["message"]
     assert _backup(env, old["id"])["damaged_chunks"] == 1
 
     new = backup_now(env, vault["id"])
-    assert new["damaged_chunks"] == 0 and _intact(env, victim)
+    assert new["damaged_chunks"] == 0 and chunk_intact(env, victim)
     log = restore(env, new["id"], {"volume_id": target["id"]})
     assert log["status"] == "success", log
     assert (env.roots["region1"] / "sdb.img").read_bytes() == image.read_bytes()
@@ -190,7 +170,7 @@ def test_a_server_backup_reports_the_damaged_chunks_of_its_volumes(env: Env) -> 
         env, object_type="server", resources=[{"id": server["id"], "type": "OS::Nova::Server"}]
     )
     backup = backup_now(env, vault["id"])
-    _flip_byte(_largest_chunk(env, "region1", vault["id"]))  # a block of the data volume
+    flip_byte(largest_chunk(env, "region1", vault["id"]))  # a block of the data volume
     failed = restore(env, backup["id"], {"server_id": server["id"]})
     assert failed["status"] == "failed"
     reported = _backup(env, backup["id"])
@@ -207,8 +187,8 @@ def test_a_replication_copies_again_a_chunk_damaged_in_the_destination(env: Env)
     dest = create_vault(env, "region2", name="dst", protect_type="replication")
     record = replicate_backup(env, vault["id"], first["id"], dest["id"])
     assert record["status"] == "success", record
-    victim = _largest_chunk(env, "region2", dest["id"])
-    _flip_byte(victim)
+    victim = largest_chunk(env, "region2", dest["id"])
+    flip_byte(victim)
     replica = record["destination_backup_id"]
     target = register_dir(env, "region2", name="t1")
     failed = restore(env, replica, {"resource_id": target["id"]}, "region2")
@@ -223,7 +203,7 @@ def test_a_replication_copies_again_a_chunk_damaged_in_the_destination(env: Env)
     ended = wait_records(env, vault["id"], 2)
     again = next(r for r in ended if r["source_backup_id"] == second["id"])
     assert again["status"] == "success", again
-    assert _intact(env, victim)
+    assert chunk_intact(env, victim)
     assert _backup(env, again["destination_backup_id"], "region2")["damaged_chunks"] == 0
     assert _backup(env, replica, "region2")["damaged_chunks"] == 0
     target = register_dir(env, "region2", name="t2")
@@ -235,8 +215,8 @@ def test_a_replication_copies_again_a_chunk_damaged_in_the_destination(env: Env)
 def test_a_replication_of_a_backup_with_a_known_damaged_chunk_fails_at_once(env: Env) -> None:
     _source, _resource, vault = _tree_with_a_large_file(env)
     backup = backup_now(env, vault["id"])
-    victim = _largest_chunk(env, "region1", vault["id"])
-    _flip_byte(victim)
+    victim = largest_chunk(env, "region1", vault["id"])
+    flip_byte(victim)
     failed = restore(env, backup["id"], {"resource_id": register_dir(env, name="t")["id"]})
     assert failed["status"] == "failed"
     dest = create_vault(env, "region2", name="dst", protect_type="replication")
@@ -253,8 +233,8 @@ def test_a_chunk_found_corrupt_by_replication_is_marked_damaged_at_the_source(
 ) -> None:
     _source, _resource, vault = _tree_with_a_large_file(env)
     backup = backup_now(env, vault["id"])
-    victim = _largest_chunk(env, "region1", vault["id"])
-    _flip_byte(victim)
+    victim = largest_chunk(env, "region1", vault["id"])
+    flip_byte(victim)
     dest = create_vault(env, "region2", name="dst", protect_type="replication")
     record = replicate_backup(env, vault["id"], backup["id"], dest["id"])
     assert record["status"] == "fail"
@@ -306,7 +286,7 @@ def _plant_directory(chunk: Path) -> None:
 def test_a_store_fault_names_the_chunk_and_no_server_path(env: Env) -> None:
     source, _resource, vault = _tree_with_a_large_file(env)
     backup = backup_now(env, vault["id"])
-    victim = _largest_chunk(env, "region1", vault["id"])
+    victim = largest_chunk(env, "region1", vault["id"])
     _plant_directory(victim)
     failed = restore(env, backup["id"], {"resource_id": register_dir(env, name="t")["id"]})
     assert failed["status"] == "failed"

@@ -28,6 +28,7 @@ from tests.api.helpers import (
     backup_now,
     chunks_dir,
     create_vault,
+    flip_byte,
     read_manifest,
     register_dir,
     register_disk,
@@ -285,9 +286,7 @@ def test_a_failed_disk_restore_leaves_the_old_image_as_it_was(env: Env) -> None:
     backup, _ = _disk_backup(env)
     for chunk in chunks_dir(env, "region1", backup["vault_id"]).rglob("*"):
         if chunk.is_file():
-            data = bytearray(chunk.read_bytes())
-            data[len(data) // 2] ^= 0xFF
-            chunk.write_bytes(bytes(data))
+            flip_byte(chunk)
     victim = register_disk(env, name="victim", size=0)
     image = env.roots["region1"] / "victim.img"
     old = random.Random(3).randbytes(2 * MiB)
@@ -308,10 +307,7 @@ def _damage_chunk_at_the_middle(env: Env, vault_id: str, backup_id: str) -> None
         if offset + ref.length > middle:
             break
         offset += ref.length
-    victim = store / ref.digest[:2] / ref.digest
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    flip_byte(store / ref.digest[:2] / ref.digest)
 
 
 # ---------------------------------------------------------------- one restore per target

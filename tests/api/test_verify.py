@@ -22,15 +22,14 @@ from opencbr.db.session import Database
 from opencbr.services import verify
 from opencbr.services.runtime import Runtime
 from opencbr.settings import Settings
-from opencbr.storage.chunk import decode_chunk
-from opencbr.storage.store import CorruptChunkError
 from tests.api.helpers import (
     Env,
     assert_error,
     backup_now,
-    chunk_keys,
-    chunks_dir,
+    chunk_intact,
     create_vault,
+    flip_byte,
+    largest_chunk,
     make_settings,
     neighbour,
     register_dir,
@@ -56,20 +55,9 @@ def _tree(env: Env) -> tuple[Path, dict[str, Any]]:
 
 
 def _flip_largest(env: Env, region: str, vault_id: str) -> Path:
-    files = (p for p in chunks_dir(env, region, vault_id).rglob("*") if p.is_file())
-    chunk = max(files, key=lambda p: p.stat().st_size)
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    chunk.write_bytes(bytes(data))
+    chunk = largest_chunk(env, region, vault_id)
+    flip_byte(chunk)
     return chunk
-
-
-def _intact(env: Env, chunk: Path) -> bool:
-    try:
-        decode_chunk(chunk.read_bytes(), chunk.name, chunk_keys(env))
-    except CorruptChunkError:
-        return False
-    return True
 
 
 def _verify(
@@ -121,11 +109,11 @@ def test_verify_finds_a_damaged_replica_chunk_and_repair_copies_it_from_the_sour
     assert found["unrepaired_backups"] == [replica["id"]]
     reported = _backup(env, replica["id"], "region2")
     assert reported["damaged_chunks"] == 1 and "damaged" in reported["fail_reason"]
-    assert not _intact(env, victim)
+    assert not chunk_intact(env, victim)
 
     fixed = _verify(env, "region2", dest["id"], repair=True)
     assert (fixed["damaged"], fixed["repaired"], fixed["unrepaired"]) == (1, 1, 0)
-    assert _intact(env, victim)
+    assert chunk_intact(env, victim)
     healed = _backup(env, replica["id"], "region2")
     assert healed["damaged_chunks"] == 0 and healed["fail_reason"] is None
     assert healed["content_root"] == replica["content_root"]
@@ -143,7 +131,7 @@ def test_repair_of_a_backup_vault_copies_a_damaged_source_chunk_back_from_its_re
     victim = _flip_largest(env, "region1", vault["id"])
     fixed = _verify(env, "region1", vault["id"], repair=True)
     assert (fixed["damaged"], fixed["repaired"]) == (1, 1)
-    assert _intact(env, victim)
+    assert chunk_intact(env, victim)
     log = restore(env, backup["id"], {"resource_id": register_dir(env, name="back")["id"]})
     assert log["status"] == "success", log
     assert_same_tree(source, env.roots["region1"] / "back")
@@ -156,7 +144,7 @@ def test_a_damaged_chunk_with_no_good_copy_is_reported_not_available_plainly(env
     found = _verify(env, "region1", vault["id"], repair=True)
     assert (found["damaged"], found["repaired"], found["unrepaired"]) == (1, 0, 1)
     assert found["unrepaired_backups"] == [backup["id"]]
-    assert not _intact(env, victim)
+    assert not chunk_intact(env, victim)
     reported = _backup(env, backup["id"], "region1")
     assert reported["damaged_chunks"] == 1
     assert "damaged" in reported["fail_reason"]
@@ -256,7 +244,7 @@ def test_scheduled_verify_checks_its_share_per_pass_once_and_finds_damage(
         state = session.get(VaultVerifyState, vault["id"])
         assert state is not None and state.checked_at == now + timedelta(days=3)
     assert _backup(env, backup["id"], "region1")["damaged_chunks"] == 1
-    assert not _intact(env, victim)  # no good copy anywhere: reported, not repaired
+    assert not chunk_intact(env, victim)  # no good copy anywhere: reported, not repaired
 
 
 def test_scheduled_verify_passes_of_two_workers_at_once_check_each_slice_once(

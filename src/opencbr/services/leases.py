@@ -43,8 +43,10 @@ from sqlalchemy.orm import Session
 
 from opencbr import clock
 from opencbr.db.vaults import Vault
-from opencbr.errors import INTERNAL_ERROR, ErrorCode
+from opencbr.errors import INTERNAL_ERROR, CbrError, ErrorCode
 from opencbr.services.runtime import Runtime
+from opencbr.services.stores import failure_reason
+from opencbr.storage.store import StorageError
 
 log = structlog.get_logger(__name__)
 HEARTBEAT_SECONDS = 2.0
@@ -109,6 +111,16 @@ class Failure:
 
     error: ErrorCode
     reason: str
+
+
+def explain_fault(exc: Exception) -> Failure | None:
+    """The usual reading of an expected exception: a CBR error keeps its code, a storage or
+    OS fault is an internal error named without paths; anything else is a bug (None)."""
+    if isinstance(exc, CbrError):
+        return Failure(exc.error, exc.detail)
+    if isinstance(exc, (StorageError, OSError)):
+        return Failure(INTERNAL_ERROR, failure_reason(exc))
+    return None
 
 
 class LeasedWork(ABC, Generic[Row, Work]):

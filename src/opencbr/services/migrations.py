@@ -69,9 +69,9 @@ from opencbr.services import leases, vaults
 from opencbr.services.fanout import ChunkCopier, Sink, copy_in_order
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
-from opencbr.services.stores import DamageMarker, failure_reason
+from opencbr.services.stores import DamageMarker
 from opencbr.storage.layout import manifest_name
-from opencbr.storage.store import ChunkStore, StorageError
+from opencbr.storage.store import ChunkStore
 
 log = structlog.get_logger(__name__)
 INDEX_EVERY_CHUNKS = 1000  # flush and index the destination this often
@@ -264,11 +264,7 @@ class _Migrations(leases.LeasedWork[VaultMigration, _Work]):
         _fail(row, failure.error, failure.reason)
 
     def explain(self, exc: Exception) -> leases.Failure | None:
-        if isinstance(exc, CbrError):
-            return leases.Failure(exc.error, exc.detail)
-        if isinstance(exc, (StorageError, OSError)):
-            return leases.Failure(INTERNAL_ERROR, failure_reason(exc))
-        return None
+        return leases.explain_fault(exc)
 
     def candidates(self, session: Session) -> Iterable[VaultMigration]:
         return session.scalars(

@@ -46,7 +46,7 @@ from opencbr.db.service_state import insert_if_absent
 from opencbr.db.session import Database
 from opencbr.db.status import LIVE_OPERATION, OperationStatus
 from opencbr.db.vaults import Vault
-from opencbr.errors import INTERNAL_ERROR, VAULT_NOT_FOUND, CbrError
+from opencbr.errors import VAULT_NOT_FOUND
 from opencbr.services import leases, operation_logs, vaults
 from opencbr.services.fanout import ChunkCopier, Sink
 from opencbr.services.identity import AuthContext
@@ -370,11 +370,7 @@ class _Verifies(leases.LeasedWork[OperationLog, _Job]):
         operation_logs.fail_operation(session, row.id, failure.error, failure.reason)
 
     def explain(self, exc: Exception) -> leases.Failure | None:
-        if isinstance(exc, CbrError):
-            return leases.Failure(exc.error, exc.detail)
-        if isinstance(exc, (StorageError, OSError)):
-            return leases.Failure(INTERNAL_ERROR, failure_reason(exc))
-        return None
+        return leases.explain_fault(exc)
 
     def candidates(self, session: Session) -> Iterable[OperationLog]:
         return session.scalars(
