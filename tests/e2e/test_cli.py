@@ -368,45 +368,17 @@ def test_replicate_records_and_status(served: Server, projects: dict[str, str]) 
     (data / "r2.bin").write_bytes(os.urandom(200_000))
     second = run_json(env, "backup", "now", "src-vault", "--name", "two", "--wait")["backups"][0]
     dest = run_json(env2, "vault", "create", "dst-vault", "--replication")
+    seed = ("replicate", "src-vault", "--to-project", "region2", "--to-vault", "dst-vault")
 
     # A dry run first: what the seed call will copy, nothing created.
-    planned = run_json(
-        env,
-        "replicate",
-        "src-vault",
-        "--to-project",
-        "region2",
-        "--to-vault",
-        "dst-vault",
-        "--dry-run",
-    )["replication"]
+    planned = run_json(env, *seed, "--dry-run")["replication"]
     assert [b["backup_id"] for b in planned["backups"]] == [first["id"], second["id"]]
     assert run_json(env, "records", "--vault", "src-vault") == []
-    table = run(
-        env,
-        "replicate",
-        "src-vault",
-        "--to-project",
-        "region2",
-        "--to-vault",
-        "dst-vault",
-        "--dry-run",
-    ).stdout
+    table = run(env, *seed, "--dry-run").stdout
     assert re.search(r"total\s+\d+\s+\S+.*unknown", table), table
 
     # The seed call, followed as bars: one per record, and a total.
-    seeded = run(
-        {**env, "OPENCBR_PROGRESS": "bar"},
-        "replicate",
-        "src-vault",
-        "--to-project",
-        "region2",
-        "--to-vault",
-        "dst-vault",
-        "--wait",
-        "-f",
-        "json",
-    )
+    seeded = run({**env, "OPENCBR_PROGRESS": "bar"}, *seed, "--wait", "-f", "json")
     result = json.loads(seeded.stdout)
     assert result["replication"]["destination_region"] == "region2"
     assert {r["status"] for r in result["records"]} == {"success"}
@@ -458,14 +430,5 @@ def test_replicate_records_and_status(served: Server, projects: dict[str, str]) 
     assert re.search(rf"src-vault\s+region2\s+{dest['id']}\s+caught up", screen)
     replicas = run_json(env2, "backup", "list", "--vault", "dst-vault")
     assert {b["source_backup_id"] for b in replicas} == {first["id"], second["id"], third["id"]}
-    again = run(
-        env,
-        "replicate",
-        "src-vault",
-        "--to-project",
-        "region2",
-        "--to-vault",
-        "dst-vault",
-        ok=False,
-    )
+    again = run(env, *seed, ok=False)
     assert again.exit_code == 1 and again.stderr.startswith("error: BackupService.0001:")
