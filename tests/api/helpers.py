@@ -400,6 +400,27 @@ def chunk_intact(env: Env, chunk: Path) -> bool:
     return True
 
 
+def verify_vault(
+    env: Env, region: str, vault_id: str, sample_percent: int = 100, repair: bool = False
+) -> dict[str, Any]:
+    """Run a verify and follow its log to the end; the log's `verify` block."""
+    body = {"verify": {"sample_percent": sample_percent, "repair": repair}}
+    response = env.post(region, f"/vaults/{vault_id}/verify", body)
+    assert response.status_code == 202, response.text
+    started = response.json()["verify"]
+    assert response.headers["X-Opencbr-Operation-Log"] == started["operation_log_id"]
+    log: dict[str, Any] = env.wait_for(
+        region,
+        f"/operation-logs/{started['operation_log_id']}",
+        lambda b: b["operation_log"]["status"] in ("success", "failed"),
+    )["operation_log"]
+    assert log["status"] == "success", log
+    assert log["operation_type"] == "verify" and log["vault_id"] == vault_id
+    assert log["extra_info"]["common"]["progress"] == 100
+    block: dict[str, Any] = log["extra_info"]["verify"]
+    return block
+
+
 def read_manifest(env: Env, path: Path) -> Manifest:
     """A manifest file of a vault's local store, opened (manifests are sealed in encrypted
     vaults)."""

@@ -21,11 +21,14 @@ from tests.api.helpers import (
     backup_now,
     chunk_names,
     create_vault,
+    flip_byte,
     issue,
+    largest_chunk,
     neighbour,
     register_dir,
     register_server,
     replicate_backup,
+    verify_vault,
     wait_records,
 )
 
@@ -140,6 +143,32 @@ def test_dry_run_bytes_equal_what_the_real_vault_replication_copies(env: Env) ->
         )
     assert added == plan["missing_bytes"] - size
     assert damaged in chunk_names(env, "region2", dest["id"])
+
+
+def test_a_dry_run_names_the_backups_whose_source_chunks_are_damaged(env: Env) -> None:
+    """A backup whose chunk a verify found damaged would fail at once: the dry run says so
+    beside the bytes, and the real call then fails exactly that backup's record."""
+    tree, vault = source_vault(env)
+    first = backup_now(env, vault["id"])
+    write(tree / "c.bin", 1 * MiB, 6)
+    (tree / "a.bin").unlink()  # the largest chunk is the first backup's alone
+    (tree / "b.bin").unlink()
+    second = backup_now(env, vault["id"])
+    flip_byte(largest_chunk(env, "region1", vault["id"]))
+    assert verify_vault(env, "region1", vault["id"])["damaged"] == 1
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+
+    body = vault_body(env, vault["id"], dest["id"])
+    plan = env.post("region1", "/checkpoints/replicate", body, params=DRY).json()["replication"]
+    damaged = {b["backup_id"]: b["damaged_chunks"] for b in plan["backups"]}
+    assert damaged == {first["id"]: 1, second["id"]: 0}
+    assert plan["damaged_chunks"] == 1
+
+    assert env.post("region1", "/checkpoints/replicate", body).status_code == 200
+    outcome = {r["source_backup_id"]: r for r in wait_records(env, vault["id"], 2)}
+    assert outcome[second["id"]]["status"] == "success"
+    failed = outcome[first["id"]]
+    assert failed["status"] == "fail" and "damaged" in failed["extra_info"]["fail_reason"], failed
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from tests.api.helpers import (
     replicate_backup,
     restore,
     serving,
+    verify_vault,
 )
 from tests.unit.archive_support import assert_same_tree
 
@@ -60,27 +61,6 @@ def _flip_largest(env: Env, region: str, vault_id: str) -> Path:
     return chunk
 
 
-def _verify(
-    env: Env, region: str, vault_id: str, sample_percent: int = 100, repair: bool = False
-) -> dict[str, Any]:
-    """Run a verify and follow its log to the end; the log's `verify` block."""
-    body = {"verify": {"sample_percent": sample_percent, "repair": repair}}
-    response = env.post(region, f"/vaults/{vault_id}/verify", body)
-    assert response.status_code == 202, response.text
-    started = response.json()["verify"]
-    assert response.headers["X-Opencbr-Operation-Log"] == started["operation_log_id"]
-    log: dict[str, Any] = env.wait_for(
-        region,
-        f"/operation-logs/{started['operation_log_id']}",
-        lambda b: b["operation_log"]["status"] in ("success", "failed"),
-    )["operation_log"]
-    assert log["status"] == "success", log
-    assert log["operation_type"] == "verify" and log["vault_id"] == vault_id
-    assert log["extra_info"]["common"]["progress"] == 100
-    block: dict[str, Any] = log["extra_info"]["verify"]
-    return block
-
-
 def _backup(env: Env, backup_id: str, region: str) -> dict[str, Any]:
     body: dict[str, Any] = env.get(region, f"/backups/{backup_id}").json()["backup"]
     return body
@@ -99,19 +79,19 @@ def test_verify_finds_a_damaged_replica_chunk_and_repair_copies_it_from_the_sour
     env: Env,
 ) -> None:
     source, _vault, dest, replica = _replicated(env)
-    clean = _verify(env, "region2", dest["id"])
+    clean = verify_vault(env, "region2", dest["id"])
     assert clean["chunks_checked"] == clean["chunks_total"] == clean["chunks_scanned"] > 1
     assert clean["damaged"] == 0 and clean["unrepaired_backups"] == []
     victim = _flip_largest(env, "region2", dest["id"])
 
-    found = _verify(env, "region2", dest["id"])  # no repair: found, marked, reported
+    found = verify_vault(env, "region2", dest["id"])  # no repair: found, marked, reported
     assert (found["damaged"], found["repaired"], found["unrepaired"]) == (1, 0, 1)
     assert found["unrepaired_backups"] == [replica["id"]]
     reported = _backup(env, replica["id"], "region2")
     assert reported["damaged_chunks"] == 1 and "damaged" in reported["fail_reason"]
     assert not chunk_intact(env, victim)
 
-    fixed = _verify(env, "region2", dest["id"], repair=True)
+    fixed = verify_vault(env, "region2", dest["id"], repair=True)
     assert (fixed["damaged"], fixed["repaired"], fixed["unrepaired"]) == (1, 1, 0)
     assert chunk_intact(env, victim)
     healed = _backup(env, replica["id"], "region2")
@@ -129,7 +109,7 @@ def test_repair_of_a_backup_vault_copies_a_damaged_source_chunk_back_from_its_re
     source, vault, _dest, _replica = _replicated(env)
     backup = env.get("region1", "/backups", params={"vault_id": vault["id"]}).json()["backups"][0]
     victim = _flip_largest(env, "region1", vault["id"])
-    fixed = _verify(env, "region1", vault["id"], repair=True)
+    fixed = verify_vault(env, "region1", vault["id"], repair=True)
     assert (fixed["damaged"], fixed["repaired"]) == (1, 1)
     assert chunk_intact(env, victim)
     log = restore(env, backup["id"], {"resource_id": register_dir(env, name="back")["id"]})
@@ -141,7 +121,7 @@ def test_a_damaged_chunk_with_no_good_copy_is_reported_not_available_plainly(env
     _source, vault = _tree(env)
     backup = backup_now(env, vault["id"])
     victim = _flip_largest(env, "region1", vault["id"])
-    found = _verify(env, "region1", vault["id"], repair=True)
+    found = verify_vault(env, "region1", vault["id"], repair=True)
     assert (found["damaged"], found["repaired"], found["unrepaired"]) == (1, 0, 1)
     assert found["unrepaired_backups"] == [backup["id"]]
     assert not chunk_intact(env, victim)
@@ -153,7 +133,7 @@ def test_a_damaged_chunk_with_no_good_copy_is_reported_not_available_plainly(env
 def test_a_sampled_verify_walks_every_chunk_and_checks_a_share(env: Env) -> None:
     _source, vault = _tree(env)
     backup_now(env, vault["id"])
-    sampled = _verify(env, "region1", vault["id"], sample_percent=1)
+    sampled = verify_vault(env, "region1", vault["id"], sample_percent=1)
     assert sampled["chunks_scanned"] == sampled["chunks_total"] > 1
     assert 0 <= sampled["chunks_checked"] < sampled["chunks_total"]
     assert sampled["sample_percent"] == 1 and sampled["repair"] is False

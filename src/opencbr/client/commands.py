@@ -558,12 +558,20 @@ def _dry_run(session: Session, path: str, body: dict[str, Any], fmt: Format) -> 
     found = plan["replication"]
     seconds = found.get("estimated_seconds")
     rows = [
-        [b["backup_id"], b["missing_chunks"], size(b["missing_bytes"]), ""]
+        [b["backup_id"], b["missing_chunks"], size(b["missing_bytes"]), "", _damaged(b)]
         for b in found["backups"]
     ]
     estimate = duration(seconds) if seconds is not None else "unknown (no copy measured yet)"
-    rows.append(["total", found["missing_chunks"], size(found["missing_bytes"]), estimate])
-    emit(fmt, plan, ("backup", "chunks to copy", "bytes to copy", "estimated time"), rows)
+    total = ["total", found["missing_chunks"], size(found["missing_bytes"]), estimate]
+    rows.append([*total, _damaged(found)])
+    columns = ("backup", "chunks to copy", "bytes to copy", "estimated time", "warning")
+    emit(fmt, plan, columns, rows)
+
+
+def _damaged(counted: dict[str, Any]) -> str:
+    """A dry run's warning: source chunks known to be damaged make the copy fail."""
+    damaged = int(counted.get("damaged_chunks", 0))
+    return f"{damaged} damaged source chunk(s): will fail" if damaged else ""
 
 
 def _step_json(step: Step) -> dict[str, Any]:

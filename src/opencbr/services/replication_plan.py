@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, select, union_all
+from sqlalchemy import CTE, Select, Subquery, func, select, union_all
 from sqlalchemy.orm import Session
 
 from opencbr.db.backups import Backup, BackupChunk, ReplicationRecord, VaultChunk
@@ -46,6 +46,17 @@ class Gap:
         return Gap(self.chunks + other.chunks, self.bytes + other.bytes)
 
 
+def _units(backups: CTE) -> Subquery:
+    """The backup itself, or each volume of a server backup, with the top-level backup's id
+    and creation time (`backups`: a CTE of id and created_at)."""
+    return union_all(
+        select(backups.c.id.label("unit_id"), backups.c.id, backups.c.created_at),
+        select(Backup.id, backups.c.id, backups.c.created_at).join(
+            backups, Backup.parent_id == backups.c.id
+        ),
+    ).subquery()
+
+
 def gaps(session: Session, chosen: Select[str, datetime], dest_vault_id: str) -> dict[str, Gap]:
     """What copying the `chosen` top-level backups (rows of id and created_at) into
     `dest_vault_id`, oldest first, writes: backup id -> Gap, a backup that writes nothing
@@ -53,13 +64,7 @@ def gaps(session: Session, chosen: Select[str, datetime], dest_vault_id: str) ->
 
     One statement, whatever the number of backups: each referenced chunk the destination
     lacks is ranked among the backups that reference it, and the first is kept."""
-    backups = chosen.cte("chosen")  # read twice below: computed once
-    units = union_all(  # the backup itself, or each volume of a server backup
-        select(backups.c.id.label("unit_id"), backups.c.id, backups.c.created_at),
-        select(Backup.id, backups.c.id, backups.c.created_at).join(
-            backups, Backup.parent_id == backups.c.id
-        ),
-    ).subquery()
+    units = _units(chosen.cte("chosen"))  # the CTE is read twice: computed once
     present = select(VaultChunk.digest).where(
         VaultChunk.vault_id == dest_vault_id,
         VaultChunk.digest == BackupChunk.digest,
@@ -80,6 +85,25 @@ def gaps(session: Session, chosen: Select[str, datetime], dest_vault_id: str) ->
         .group_by(missing.c.id)
     )
     return {backup_id: Gap(int(count), int(size or 0)) for backup_id, count, size in rows}
+
+
+def damaged_sources(
+    session: Session, chosen: Select[str, datetime], source_vault_id: str
+) -> dict[str, int]:
+    """Backup id -> how many of the chunks it references its own vault knows to be damaged
+    (a record for it fails at once, see `replication_runs`); backups with none left out."""
+    units = _units(chosen.cte("chosen"))
+    rows = session.execute(
+        select(units.c.id, func.count(func.distinct(BackupChunk.digest)))
+        .join(BackupChunk, BackupChunk.backup_id == units.c.unit_id)
+        .join(
+            VaultChunk,
+            (VaultChunk.vault_id == source_vault_id) & (VaultChunk.digest == BackupChunk.digest),
+        )
+        .where(VaultChunk.damaged_at.is_not(None))
+        .group_by(units.c.id)
+    )
+    return {backup_id: int(count) for backup_id, count in rows}
 
 
 def measured_rate(session: Session, source_region: str, dest_region: str) -> float | None:
@@ -110,12 +134,14 @@ def measured_rate(session: Session, source_region: str, dest_region: str) -> flo
 @dataclass(frozen=True)
 class DryRun:
     """What a replicate call would copy: per backup in the order its records would run,
-    the total, the destination's free room and the measured rate (None: none yet)."""
+    the total, the destination's free room and the measured rate (None: none yet), and the
+    backups whose records would fail at once on damaged source chunks (id -> count)."""
 
     source: Vault
     target: Vault
     backups: list[tuple[str, Gap]]
     rate: float | None
+    damaged: dict[str, int]
 
     @property
     def total(self) -> Gap:
@@ -157,4 +183,5 @@ def _dry_run(session: Session, choice: Choice, chosen: Select[str, datetime]) ->
         choice.target,
         [(backup_id, found.get(backup_id, Gap())) for backup_id in choice.backup_ids],
         measured_rate(session, choice.source.region, choice.target.region),
+        damaged_sources(session, chosen, choice.source.id),
     )

@@ -101,13 +101,16 @@ class DryRunBackup(ResponseModel):
     backup_id: str
     missing_chunks: int
     missing_bytes: int
+    # chunks of the backup its own vault knows to be damaged: its record would fail at once
+    damaged_chunks: int
 
 
 class ReplicationDryRun(ResponseModel):
     """What a replicate call would copy, nothing created: per backup in the order its
     records would run, the chunks and stored bytes the destination lacks (a chunk several
     backups share counted once, with the oldest), their totals, and the duration at the
-    rate measured between the two regions (null: nothing measured yet)."""
+    rate measured between the two regions (null: nothing measured yet). `damaged_chunks`
+    counts the source chunks known to be damaged: a backup with any would fail at once."""
 
     dry_run: bool
     vault_id: str
@@ -118,6 +121,7 @@ class ReplicationDryRun(ResponseModel):
     backups: list[DryRunBackup]
     missing_chunks: int
     missing_bytes: int
+    damaged_chunks: int
     destination_free_bytes: int
     fits: bool
     measured_bytes_per_second: float | None
@@ -140,12 +144,16 @@ def dry_run_out(plan: DryRun) -> ReplicationDryRunResponse:
             destination_vault_id=plan.target.id,
             backups=[
                 DryRunBackup(
-                    backup_id=backup_id, missing_chunks=gap.chunks, missing_bytes=gap.bytes
+                    backup_id=backup_id,
+                    missing_chunks=gap.chunks,
+                    missing_bytes=gap.bytes,
+                    damaged_chunks=plan.damaged.get(backup_id, 0),
                 )
                 for backup_id, gap in plan.backups
             ],
             missing_chunks=total.chunks,
             missing_bytes=total.bytes,
+            damaged_chunks=sum(plan.damaged.values()),
             destination_free_bytes=plan.free_bytes,
             fits=total.bytes <= plan.free_bytes,
             measured_bytes_per_second=plan.rate,
