@@ -208,6 +208,7 @@ def test_outside_its_window_a_copy_waits_pauses_and_resumes_without_copying_twic
             time.sleep(pause)
         frozen.move(MORNING)  # it closes: the copy stops after the chunks under way
         paused = wait_record(env, vault["id"], dest["id"], "waiting_replicate")
+        assert operation_log_of(env, paused)["status"] == "waiting"
         copied = chunk_names(env, "region2", dest["id"])
         assert 2 <= len(copied) < total, (len(copied), total)
         time.sleep(1.0)
@@ -216,9 +217,20 @@ def test_outside_its_window_a_copy_waits_pauses_and_resumes_without_copying_twic
 
         frozen.move(EVENING)  # open again: resumed, copying only what is missing
         done = wait_record(env, vault["id"], dest["id"], "success")
+        assert operation_log_of(env, done)["status"] == "success"
         assert done["extra_info"]["chunks_copied"] == total - len(copied), (done, paused)
         assert reads.calls["get_chunk"] - read_before == total  # none read (or copied) twice
         assert_restores(env, "region2", done["destination_backup_id"], tree)
+
+
+def operation_log_of(env: Env, record: dict[str, Any]) -> dict[str, Any]:
+    """The operation log a replication record reports its progress on."""
+    with env.db.reading() as session:
+        row = session.get(ReplicationRecord, record["id"])
+        assert row is not None and row.operation_log_id is not None
+        log_id = row.operation_log_id
+    log: dict[str, Any] = env.get("region1", f"/operation-logs/{log_id}").json()["operation_log"]
+    return log
 
 
 # --- read once, send to many ---------------------------------------------------------------

@@ -179,6 +179,14 @@ def start_operation(log: OperationLog) -> None:
     log.status = OperationStatus.RUNNING
 
 
+def pause_operation(session: Session, log_id: str | None) -> None:
+    """running -> waiting: the task handed its work back to resume it later (a closed
+    replication window), keeping the progress it reached."""
+    log = session.get(OperationLog, log_id) if log_id else None
+    if log is not None and log.status in LIVE_OPERATION:
+        log.status = OperationStatus.WAITING
+
+
 def complete_operation(
     session: Session, log_id: str | None, extra: dict[str, Any] | None = None
 ) -> None:

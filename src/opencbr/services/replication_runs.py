@@ -392,7 +392,7 @@ class _Replications(leases.LeasedWork[ReplicationRecord, _Work]):
 
     def hand_back(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
         if work.outside_window:
-            pause_record(row)
+            pause_record(session, row)
 
     def complete(self, session: Session, row: ReplicationRecord, work: _Work) -> None:
         _commit(session, row, work)
@@ -460,10 +460,12 @@ def start_replication(session: Session, record: ReplicationRecord) -> None:
     operation_logs.set_progress(session, record.operation_log_id, 0)
 
 
-def pause_record(record: ReplicationRecord) -> None:
-    """replicating -> waiting_replicate: its destination's window closed. What it copied
-    is indexed; the next attempt, when the window opens, copies the rest."""
+def pause_record(session: Session, record: ReplicationRecord) -> None:
+    """replicating -> waiting_replicate, its log running -> waiting: its destination's
+    window closed. What it copied is indexed; the next attempt, when the window opens,
+    copies the rest (and `start_replication` sets the log running again)."""
     record.status = RecordStatus.WAITING
+    operation_logs.pause_operation(session, record.operation_log_id)
 
 
 def complete_record(session: Session, record: ReplicationRecord, work: _Work) -> None:
