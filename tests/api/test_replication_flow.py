@@ -137,12 +137,14 @@ def assert_restores(env: Env, region: str, replica_id: str, expected: Path) -> N
 def test_a_replication_runs_at_the_rate_limit_of_its_destination_region(
     tmp_path: Path, database: Database
 ) -> None:
-    limit = 8.0
+    # 4 MiB/s: a copy on a machine busy with other work still runs well above it, so what
+    # is measured is the limit, not the machine (8 MiB/s was reached only on a quiet one).
+    limit = 4.0
     with (
         app(tmp_path, database, region2={"replication_rate_limit_mib": limit}) as env,
         structlog.testing.capture_logs() as events,
     ):
-        _tree, vault, backup = source_backup(env, 28)
+        _tree, vault, backup = source_backup(env, 16)
         dest = create_vault(env, "region2", name="dst", protect_type="replication")
         replicate(env, backup["id"], "region2", dest["id"])
         record = wait_record(env, vault["id"], dest["id"], "success")
@@ -153,7 +155,7 @@ def test_a_replication_runs_at_the_rate_limit_of_its_destination_region(
             assert log is not None and log.ended_at is not None
             seconds = (log.ended_at - log.started_at).total_seconds()
     copied = record["extra_info"]["bytes_copied"] / MiB
-    assert copied >= 28  # incompressible: what was measured is the data's size
+    assert copied >= 16  # incompressible: what was measured is the data's size
     finished = next(e for e in events if e["event"] == "replication record finished")
     rate = copied / finished["copy_s"]  # the copy, which the limit paces
     assert 0.9 * limit <= rate <= 1.1 * limit, (copied, finished, rate)
