@@ -26,6 +26,7 @@ from tests.e2e.flows import (
     sdk_back_up,
     sdk_vault,
 )
+from tests.e2e.sdk_required import missing_required
 
 pytestmark = [
     pytest.mark.slow,
@@ -216,3 +217,17 @@ def test_every_sdk_operation_is_driven_by_an_e2e_test() -> None:
         if operation not in refused and not re.search(rf"\b{_request_name(operation)}\(", sources)
     ]
     assert not undriven
+
+
+def test_the_required_field_check_finds_a_missing_field_at_any_depth() -> None:
+    billing = cbr.Billing(allocated=1, consistent_level="crash_consistent", protect_type="backup")
+    vault = cbr.Vault(id="v", project_id="p", billing=billing, resources=[cbr.ResourceResp()])
+    answer = cbr.ListVaultResponse(vaults=[vault], count=1)
+    assert missing_required(answer) == [
+        "ListVaultResponse.vaults[].billing.spec_code",
+        "ListVaultResponse.vaults[].billing.used",
+        "ListVaultResponse.vaults[].resources[].id",
+        "ListVaultResponse.vaults[].resources[].type",
+    ]
+    first = cbr.BackupResp(parent_id=None, protected_at=None)  # CBR answers these null too
+    assert "BackupResp.parent_id" not in missing_required(first)
