@@ -78,7 +78,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "VaultPolicyResp": ("policy_id",),
 }
 
-# Required in the SDK's model but null in CBR's own answers where opencbr answers null too.
+# Required in the SDK's model, yet null by design in some of opencbr's answers (README: a
+# top-level backup has no parent; a backup never taken has no protected_at). Neither was
+# null in any answer of the e2e suite when this table was made.
 MAY_BE_NULL: dict[str, str] = {
     "BackupResp.parent_id": "only a volume's backup has a parent (its server's backup)",
     "BackupResp.protected_at": "null until the backup's data is taken (protecting, or failed first)",

@@ -229,5 +229,5 @@ def test_the_required_field_check_finds_a_missing_field_at_any_depth() -> None:
         "ListVaultResponse.vaults[].resources[].id",
         "ListVaultResponse.vaults[].resources[].type",
     ]
-    first = cbr.BackupResp(parent_id=None, protected_at=None)  # CBR answers these null too
+    first = cbr.BackupResp(parent_id=None, protected_at=None)  # null by design (MAY_BE_NULL)
     assert "BackupResp.parent_id" not in missing_required(first)
