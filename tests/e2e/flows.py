@@ -24,7 +24,6 @@ import httpx
 import openstack
 from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
     BillingCreate,
-    CbrClient,
     CheckpointParam,
     CreateCheckpointRequest,
     CreateVaultRequest,
@@ -40,6 +39,7 @@ from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
 from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
 from otcextensions import sdk as otc_sdk
 
+from tests.e2e.sdk_required import CheckedCbrClient
 from tests.polling import pauses
 
 T = TypeVar("T")
@@ -382,11 +382,12 @@ class Site:
         project_id: str | None = None,
     ) -> Any:
         """A Huawei SDK client for the region's project, or for `project_id` (another project
-        of the region), closed at the module's end."""
+        of the region), closed at the module's end; every answer is checked for the fields
+        the SDK's models mark required (`sdk_required`)."""
         credentials = BasicCredentials(
             access or self.access, secret or self.secret, project_id or self.projects[region]
         )
-        builder = CbrClient.new_builder().with_credentials(credentials)
+        builder = CheckedCbrClient.new_builder().with_credentials(credentials)
         client = builder.with_endpoints([self.server.url]).build()
         self.cleanups.append(client.get_http_client().close)
         return client
