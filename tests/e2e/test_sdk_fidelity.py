@@ -198,15 +198,20 @@ def test_the_table_names_the_sdks_methods_and_paths() -> None:
         assert (info["method"], info["resource_path"]) == (entry.method, entry.path)
 
 
-def test_every_sdk_operation_is_driven_by_an_e2e_test() -> None:
-    """Each of the SDK's 74 operations is sent by some test of this directory through the
-    SDK (its request class named there), or is a refused operation of UNSUPPORTED (sent by
-    test_unsupported_operations_raise_the_documented_error)."""
-    operations = [
+def _sdk_operations() -> list[str]:
+    """The SDK's operations, by the names of its client's methods."""
+    return [
         match.group(1)
         for name in dir(cbr.CbrClient)
         if (match := re.fullmatch(r"_(\w+)_http_info", name))
     ]
+
+
+def test_every_sdk_operation_is_driven_by_an_e2e_test() -> None:
+    """Each of the SDK's 74 operations is sent by some test of this directory through the
+    SDK (its request class named there), or is a refused operation of UNSUPPORTED (sent by
+    test_unsupported_operations_raise_the_documented_error)."""
+    operations = _sdk_operations()
     assert len(operations) == 74
     sources = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
     sources += (Path(__file__).parent / "flows.py").read_text()
@@ -217,6 +222,24 @@ def test_every_sdk_operation_is_driven_by_an_e2e_test() -> None:
         if operation not in refused and not re.search(rf"\b{_request_name(operation)}\(", sources)
     ]
     assert not undriven
+
+
+def test_the_readme_coverage_table_names_every_sdk_operation_once() -> None:
+    """The README's coverage table lists each SDK operation in its first column, once,
+    and no name the SDK does not have; refused ones say so."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("### Coverage of the official SDK's operations")
+    rows = [
+        line.split("|")
+        for line in readme[start : readme.index("```", start)].splitlines()
+        if line.startswith("| `")
+    ]
+    named = [name for row in rows for name in re.findall(r"`(\w+)`", row[1])]
+    assert sorted(named) == sorted(_sdk_operations())
+    refused = {entry.operation for entry in UNSUPPORTED}
+    for row in rows:
+        if set(re.findall(r"`(\w+)`", row[1])) & refused:
+            assert row[3].strip().startswith("no"), row
 
 
 def test_the_required_field_check_finds_a_missing_field_at_any_depth() -> None:
