@@ -313,6 +313,42 @@ def test_a_slot_missed_beyond_its_window_is_skipped_not_run_late(
     assert "missed" in logs[0].error_message
 
 
+def test_after_an_outage_the_newest_slot_in_its_window_runs_and_older_ones_are_logged(
+    env: Env, source: dict[str, Any], moved_clock: list[datetime]
+) -> None:
+    policy = create_policy(env)
+    bind(env, source["id"], policy["id"])
+    slot = next_run_at(env, policy["id"])
+    day = timedelta(days=1)
+    moved_clock[0] = slot + 3 * day + timedelta(minutes=10)  # down from before `slot`
+
+    [run_id] = policy_runs.tick(runtime(env))
+
+    assert next_run_at(env, policy["id"]) == slot + 4 * day
+    with env.db.reading() as session:
+        run = session.get(PolicyRun, run_id)
+        assert run is not None and run.slot_at == slot + 3 * day
+        logs = session.scalars(
+            select(OperationLog).where(OperationLog.policy_id == policy["id"])
+        ).all()
+    assert [(log.status, log.vault_id) for log in logs] == [("skipped", source["id"])]
+    first, last = (f"{moment:%Y-%m-%dT%H:%M:%S}Z" for moment in (slot, slot + 2 * day))
+    assert logs[0].error_message == f"3 slots from {first} to {last} were missed"
+
+    # Down again past the next two slots and the window of the second: both are missed.
+    moved_clock[0] = slot + 5 * day + timedelta(minutes=61)
+    assert policy_runs.tick(runtime(env)) == []
+    assert next_run_at(env, policy["id"]) == slot + 6 * day
+    with env.db.reading() as session:
+        messages = session.scalars(
+            select(OperationLog.error_message)
+            .where(OperationLog.policy_id == policy["id"], OperationLog.status == "skipped")
+            .order_by(OperationLog.created_at)
+        ).all()
+    first, last = (f"{moment:%Y-%m-%dT%H:%M:%S}Z" for moment in (slot + 4 * day, slot + 5 * day))
+    assert messages[1:] == [f"2 slots from {first} to {last} were missed"]
+
+
 def test_a_run_claimed_by_the_tick_is_started_by_its_task(
     env: Env, source: dict[str, Any], moved_clock: list[datetime]
 ) -> None:
