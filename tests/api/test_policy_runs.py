@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from opencbr import clock
 from opencbr.db.backups import Backup, OperationLog
 from opencbr.db.policies import Policy, PolicyRun
+from opencbr.db.vaults import GB, Vault
 from opencbr.jobs import tasks
 from opencbr.services import policy_runs, pruning
 from opencbr.services.runtime import Runtime
@@ -33,6 +34,7 @@ from tests.api.helpers import (
     make_settings,
     records,
     register_dir,
+    wait_records,
 )
 
 # 03:00 UTC every day: never due while a test runs unless the test moves the clock.
@@ -254,6 +256,51 @@ def test_replication_policy_copies_new_backups_and_prunes_its_replicas(
     assert all(r["extra_info"]["auto_trigger"] for r in records(env, source["id"]))
     # Nothing new to copy: the next run starts nothing and logs nothing.
     assert run_now(env, replicating["id"])["replication_record_ids"] == []
+
+
+def test_a_failed_policy_record_is_tried_again_by_the_next_run(
+    env: Env, source: dict[str, Any]
+) -> None:
+    backup = backup_now(env, source["id"])
+    replicas = create_vault(env, region="region2", name="replicas", protect_type="replication")
+    policy = create_policy(
+        env,
+        "replication",
+        destination_region="region2",
+        destination_project_id=env.projects["region2"],
+    )
+    bind(env, source["id"], policy["id"], destination_vault_id=replicas["id"])
+    set_used_bytes(env, replicas["id"], room=1)  # the copy will not fit: 6129
+
+    [first] = run_now(env, policy["id"])["replication_record_ids"]
+    [failed] = wait_records(env, source["id"], 1)
+    assert (failed["id"], failed["status"]) == (first, "fail"), failed
+    assert failed["extra_info"]["fail_code"] == "BackupService.6129"
+
+    set_used_bytes(env, replicas["id"], room=None)
+    [second] = run_now(env, policy["id"])["replication_record_ids"]
+    assert second != first
+    done = {r["id"]: r for r in wait_records(env, source["id"], 2)}
+    assert done[second]["status"] == "success" and done[second]["extra_info"]["auto_trigger"]
+    [replica] = backups_of(env, replicas["id"], region="region2")
+    assert replica["source_backup_id"] == backup["id"]
+    # Copied now: the next run starts nothing and logs nothing.
+    logs_before = operation_log_count(env)
+    assert run_now(env, policy["id"])["replication_record_ids"] == []
+    assert operation_log_count(env) == logs_before
+
+
+def set_used_bytes(env: Env, vault_id: str, room: int | None) -> None:
+    """Leave `room` bytes free in the vault (None: empty it again)."""
+    with env.db.transaction() as session:
+        vault = session.get(Vault, vault_id)
+        assert vault is not None
+        vault.used_bytes = 0 if room is None else vault.size_gb * GB - room
+
+
+def operation_log_count(env: Env) -> int:
+    with env.db.reading() as session:
+        return len(session.scalars(select(OperationLog.id)).all())
 
 
 # --- the scheduler -------------------------------------------------------------------------
