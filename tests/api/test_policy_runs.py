@@ -21,11 +21,12 @@ from sqlalchemy import select, update
 from opencbr import clock
 from opencbr.db.backups import Backup, OperationLog
 from opencbr.db.policies import Policy, PolicyRun
+from opencbr.db.session import Database
 from opencbr.db.vaults import GB, Vault
 from opencbr.jobs import tasks
 from opencbr.services import policy_runs, pruning
 from opencbr.services.runtime import Runtime
-from opencbr.settings import Settings
+from opencbr.settings import RegionSettings, Settings
 from tests.api.helpers import (
     Env,
     assert_error,
@@ -34,6 +35,7 @@ from tests.api.helpers import (
     make_settings,
     records,
     register_dir,
+    serving,
     wait_records,
 )
 
@@ -109,6 +111,10 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def source(env: Env) -> dict[str, Any]:
+    return docs_vault(env)
+
+
+def docs_vault(env: Env) -> dict[str, Any]:
     """A turbo vault in region1 holding one small directory."""
     data = register_dir(env, name="docs")
     (env.roots["region1"] / "docs" / "a.txt").write_text("policy data\n" * 100)
@@ -194,6 +200,59 @@ def test_max_backups_keeps_the_newest_automatic_backups_and_every_manual_one(
     logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"}).json()
     pruned = [e for e in logs["operation_logs"] if e["policy_id"] == policy["id"]]
     assert len(pruned) == 2
+
+
+def test_retention_keeps_a_backup_being_replicated_until_its_copy_ends(
+    tmp_path: Path, database: Database
+) -> None:
+    """max_backups 1 would delete the older automatic backup, but a copy of it waits for
+    region2's night window: it stays until the copy has ended."""
+    noon, evening = datetime(2026, 11, 27, 12, 0), datetime(2026, 11, 27, 23, 0)
+    moment = [noon]
+    store = tmp_path / "data" / "store"
+    regions = [
+        RegionSettings(name="region1", storage=str(store / "region1")),
+        RegionSettings(
+            name="region2", storage=str(store / "region2"), replication_windows=["22:00-06:00"]
+        ),
+    ]
+    clock.set_clock(lambda: moment[0])
+    try:
+        with serving(make_settings(tmp_path, regions=regions), database) as env:
+            vault = docs_vault(env)
+            policy = create_policy(env, max_backups=1)
+            bind(env, vault["id"], policy["id"])
+            [older_checkpoint] = run_now(env, policy["id"])["checkpoint_ids"]
+            wait_checkpoint(env, older_checkpoint)
+            [older] = backups_of(env, vault["id"])
+            dest = create_vault(env, region="region2", name="dst", protect_type="replication")
+            body = {
+                "replicate": {
+                    "destination_project_id": env.projects["region2"],
+                    "destination_region": "region2",
+                    "destination_vault_id": dest["id"],
+                }
+            }
+            response = env.post("region1", f"/backups/{older['id']}/replicate", body)
+            assert response.status_code == 200, response.text
+
+            moment[0] = noon + timedelta(minutes=1)
+            [newer_checkpoint] = run_now(env, policy["id"])["checkpoint_ids"]
+            wait_checkpoint(env, newer_checkpoint)
+
+            assert pruning.prune(runtime(env), policy["id"]) == []
+            assert len(backups_of(env, vault["id"])) == 2
+            moment[0] = evening  # the window opens: the copy runs, then the backup may go
+            [record] = wait_records(env, vault["id"], 1)
+            assert record["status"] == "success", record
+            pruning.prune(runtime(env), policy["id"])
+            [left] = wait_backup_count(env, vault["id"], 1)
+            assert left["checkpoint_id"] == newer_checkpoint
+            logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"})
+            [deleted] = logs.json()["operation_logs"]
+            assert deleted["policy_id"] == policy["id"]
+    finally:
+        clock.reset_clock()
 
 
 def test_overlapping_slot_is_skipped_with_a_log(env: Env) -> None:
