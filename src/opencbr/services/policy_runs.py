@@ -129,7 +129,7 @@ def _claim_slot(rt: Runtime, due: Any, now: datetime) -> str | None:
         if missed:
             _skip_policy(session, policy, _missed_message(missed))
             log.warning(
-                "policy slots missed",
+                "policy slot missed",
                 policy_id=policy.id,
                 first=_wire_time(missed[0]),
                 last=_wire_time(missed[-1]),
