@@ -255,6 +255,33 @@ def test_retention_keeps_a_backup_being_replicated_until_its_copy_ends(
         clock.reset_clock()
 
 
+def test_an_age_bound_shows_expired_at_and_the_periodic_sweep_applies_it(
+    env: Env, source: dict[str, Any], moved_clock: list[datetime]
+) -> None:
+    policy = create_policy(env, retention_duration_days=1)
+    bind(env, source["id"], policy["id"])
+    made = []
+    for _ in range(2):
+        [checkpoint_id] = run_now(env, policy["id"])["checkpoint_ids"]
+        wait_checkpoint(env, checkpoint_id)
+        made.append(checkpoint_id)
+        moved_clock[0] += timedelta(minutes=1)
+    for backup in backups_of(env, source["id"]):
+        created = datetime.fromisoformat(backup["created_at"].rstrip("Z"))
+        assert datetime.fromisoformat(backup["expired_at"].rstrip("Z")) == created + timedelta(
+            days=1
+        )
+
+    moved_clock[0] += timedelta(days=2)  # both are past the bound; the newest stays
+    tasks.sweep_retention(env.client.app.state.jobs)  # type: ignore[attr-defined]
+    moved_clock[0] -= timedelta(days=2)  # the tokens are a day long
+
+    [left] = wait_backup_count(env, source["id"], 1)
+    assert left["checkpoint_id"] == made[-1]
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"}).json()
+    assert len(logs["operation_logs"]) == 1
+
+
 def test_overlapping_slot_is_skipped_with_a_log(env: Env) -> None:
     big = register_dir(env, name="big")
     (env.roots["region1"] / "big" / "blob").write_bytes(b"\xa5" * 32 * 1024 * 1024)
