@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from opencbr import clock
 from opencbr.db.backups import Backup, OperationLog
 from opencbr.db.policies import Policy, PolicyRun
 from opencbr.db.session import Database
+from opencbr.db.status import LIVE_POLICY_RUN
 from opencbr.db.vaults import GB, Vault
 from opencbr.jobs import tasks
 from opencbr.services import policy_runs, pruning
@@ -38,6 +40,7 @@ from tests.api.helpers import (
     serving,
     wait_records,
 )
+from tests.polling import pauses
 
 # 03:00 UTC every day: never due while a test runs unless the test moves the clock.
 DAILY = "FREQ=DAILY;INTERVAL=1;BYHOUR=3;BYMINUTE=0"
@@ -495,12 +498,18 @@ def test_a_run_claimed_by_the_tick_is_started_by_its_task(
     # the thread doing it).
     env.client.app.state.jobs.enqueue(tasks.run_policy, run_id)  # type: ignore[attr-defined]
 
-    env.wait_for("region1", "/backups", lambda body: len(body["backups"]) == 1, timeout=60)
+    # The run's backup is listed as soon as its batch commits, a moment before the run
+    # itself ends: wait for the run.
+    for pause in pauses(60, longest=0.2):
+        with env.db.reading() as session:
+            run = session.get(PolicyRun, run_id)
+            assert run is not None
+            if run.status not in LIVE_POLICY_RUN:
+                break
+        time.sleep(pause)
+    assert run.status == "success" and run.started == 1
     [backup] = backups_of(env, source["id"])
     assert backup["extend_info"]["auto_trigger"] is True
-    with env.db.reading() as session:
-        run = session.get(PolicyRun, run_id)
-        assert run is not None and run.status == "success" and run.started == 1
 
 
 # --- expiry -------------------------------------------------------------------------------
