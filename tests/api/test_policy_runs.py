@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,10 +22,13 @@ from sqlalchemy import select, update
 from opencbr import clock
 from opencbr.db.backups import Backup, OperationLog
 from opencbr.db.policies import Policy, PolicyRun
+from opencbr.db.session import Database
+from opencbr.db.status import LIVE_POLICY_RUN
+from opencbr.db.vaults import GB, Vault
 from opencbr.jobs import tasks
 from opencbr.services import policy_runs, pruning
 from opencbr.services.runtime import Runtime
-from opencbr.settings import Settings
+from opencbr.settings import RegionSettings, Settings
 from tests.api.helpers import (
     Env,
     assert_error,
@@ -33,7 +37,10 @@ from tests.api.helpers import (
     make_settings,
     records,
     register_dir,
+    serving,
+    wait_records,
 )
+from tests.polling import pauses
 
 # 03:00 UTC every day: never due while a test runs unless the test moves the clock.
 DAILY = "FREQ=DAILY;INTERVAL=1;BYHOUR=3;BYMINUTE=0"
@@ -107,6 +114,10 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def source(env: Env) -> dict[str, Any]:
+    return docs_vault(env)
+
+
+def docs_vault(env: Env) -> dict[str, Any]:
     """A turbo vault in region1 holding one small directory."""
     data = register_dir(env, name="docs")
     (env.roots["region1"] / "docs" / "a.txt").write_text("policy data\n" * 100)
@@ -194,6 +205,86 @@ def test_max_backups_keeps_the_newest_automatic_backups_and_every_manual_one(
     assert len(pruned) == 2
 
 
+def test_retention_keeps_a_backup_being_replicated_until_its_copy_ends(
+    tmp_path: Path, database: Database
+) -> None:
+    """max_backups 1 would delete the older automatic backup, but a copy of it waits for
+    region2's night window: it stays until the copy has ended."""
+    noon, evening = datetime(2026, 11, 27, 12, 0), datetime(2026, 11, 27, 23, 0)
+    moment = [noon]
+    store = tmp_path / "data" / "store"
+    regions = [
+        RegionSettings(name="region1", storage=str(store / "region1")),
+        RegionSettings(
+            name="region2", storage=str(store / "region2"), replication_windows=["22:00-06:00"]
+        ),
+    ]
+    clock.set_clock(lambda: moment[0])
+    try:
+        with serving(make_settings(tmp_path, regions=regions), database) as env:
+            vault = docs_vault(env)
+            policy = create_policy(env, max_backups=1)
+            bind(env, vault["id"], policy["id"])
+            [older_checkpoint] = run_now(env, policy["id"])["checkpoint_ids"]
+            wait_checkpoint(env, older_checkpoint)
+            [older] = backups_of(env, vault["id"])
+            dest = create_vault(env, region="region2", name="dst", protect_type="replication")
+            body = {
+                "replicate": {
+                    "destination_project_id": env.projects["region2"],
+                    "destination_region": "region2",
+                    "destination_vault_id": dest["id"],
+                }
+            }
+            response = env.post("region1", f"/backups/{older['id']}/replicate", body)
+            assert response.status_code == 200, response.text
+
+            moment[0] = noon + timedelta(minutes=1)
+            [newer_checkpoint] = run_now(env, policy["id"])["checkpoint_ids"]
+            wait_checkpoint(env, newer_checkpoint)
+
+            assert pruning.prune(runtime(env), policy["id"]) == []
+            assert len(backups_of(env, vault["id"])) == 2
+            moment[0] = evening  # the window opens: the copy runs, then the backup may go
+            [record] = wait_records(env, vault["id"], 1)
+            assert record["status"] == "success", record
+            pruning.prune(runtime(env), policy["id"])
+            [left] = wait_backup_count(env, vault["id"], 1)
+            assert left["checkpoint_id"] == newer_checkpoint
+            logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"})
+            [deleted] = logs.json()["operation_logs"]
+            assert deleted["policy_id"] == policy["id"]
+    finally:
+        clock.reset_clock()
+
+
+def test_an_age_bound_shows_expired_at_and_the_periodic_sweep_applies_it(
+    env: Env, source: dict[str, Any], moved_clock: list[datetime]
+) -> None:
+    policy = create_policy(env, retention_duration_days=1)
+    bind(env, source["id"], policy["id"])
+    made = []
+    for _ in range(2):
+        [checkpoint_id] = run_now(env, policy["id"])["checkpoint_ids"]
+        wait_checkpoint(env, checkpoint_id)
+        made.append(checkpoint_id)
+        moved_clock[0] += timedelta(minutes=1)
+    for backup in backups_of(env, source["id"]):
+        created = datetime.fromisoformat(backup["created_at"].rstrip("Z"))
+        assert datetime.fromisoformat(backup["expired_at"].rstrip("Z")) == created + timedelta(
+            days=1
+        )
+
+    moved_clock[0] += timedelta(days=2)  # both are past the bound; the newest stays
+    tasks.sweep_retention(env.client.app.state.jobs)  # type: ignore[attr-defined]
+    moved_clock[0] -= timedelta(days=2)  # the tokens are a day long
+
+    [left] = wait_backup_count(env, source["id"], 1)
+    assert left["checkpoint_id"] == made[-1]
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"}).json()
+    assert len(logs["operation_logs"]) == 1
+
+
 def test_overlapping_slot_is_skipped_with_a_log(env: Env) -> None:
     big = register_dir(env, name="big")
     (env.roots["region1"] / "big" / "blob").write_bytes(b"\xa5" * 32 * 1024 * 1024)
@@ -256,6 +347,51 @@ def test_replication_policy_copies_new_backups_and_prunes_its_replicas(
     assert run_now(env, replicating["id"])["replication_record_ids"] == []
 
 
+def test_a_failed_policy_record_is_tried_again_by_the_next_run(
+    env: Env, source: dict[str, Any]
+) -> None:
+    backup = backup_now(env, source["id"])
+    replicas = create_vault(env, region="region2", name="replicas", protect_type="replication")
+    policy = create_policy(
+        env,
+        "replication",
+        destination_region="region2",
+        destination_project_id=env.projects["region2"],
+    )
+    bind(env, source["id"], policy["id"], destination_vault_id=replicas["id"])
+    set_used_bytes(env, replicas["id"], room=1)  # the copy will not fit: 6129
+
+    [first] = run_now(env, policy["id"])["replication_record_ids"]
+    [failed] = wait_records(env, source["id"], 1)
+    assert (failed["id"], failed["status"]) == (first, "fail"), failed
+    assert failed["extra_info"]["fail_code"] == "BackupService.6129"
+
+    set_used_bytes(env, replicas["id"], room=None)
+    [second] = run_now(env, policy["id"])["replication_record_ids"]
+    assert second != first
+    done = {r["id"]: r for r in wait_records(env, source["id"], 2)}
+    assert done[second]["status"] == "success" and done[second]["extra_info"]["auto_trigger"]
+    [replica] = backups_of(env, replicas["id"], region="region2")
+    assert replica["source_backup_id"] == backup["id"]
+    # Copied now: the next run starts nothing and logs nothing.
+    logs_before = operation_log_count(env)
+    assert run_now(env, policy["id"])["replication_record_ids"] == []
+    assert operation_log_count(env) == logs_before
+
+
+def set_used_bytes(env: Env, vault_id: str, room: int | None) -> None:
+    """Leave `room` bytes free in the vault (None: empty it again)."""
+    with env.db.transaction() as session:
+        vault = session.get(Vault, vault_id)
+        assert vault is not None
+        vault.used_bytes = 0 if room is None else vault.size_gb * GB - room
+
+
+def operation_log_count(env: Env) -> int:
+    with env.db.reading() as session:
+        return len(session.scalars(select(OperationLog.id)).all())
+
+
 # --- the scheduler -------------------------------------------------------------------------
 
 
@@ -313,6 +449,42 @@ def test_a_slot_missed_beyond_its_window_is_skipped_not_run_late(
     assert "missed" in logs[0].error_message
 
 
+def test_after_an_outage_the_newest_slot_in_its_window_runs_and_older_ones_are_logged(
+    env: Env, source: dict[str, Any], moved_clock: list[datetime]
+) -> None:
+    policy = create_policy(env)
+    bind(env, source["id"], policy["id"])
+    slot = next_run_at(env, policy["id"])
+    day = timedelta(days=1)
+    moved_clock[0] = slot + 3 * day + timedelta(minutes=10)  # down from before `slot`
+
+    [run_id] = policy_runs.tick(runtime(env))
+
+    assert next_run_at(env, policy["id"]) == slot + 4 * day
+    with env.db.reading() as session:
+        run = session.get(PolicyRun, run_id)
+        assert run is not None and run.slot_at == slot + 3 * day
+        logs = session.scalars(
+            select(OperationLog).where(OperationLog.policy_id == policy["id"])
+        ).all()
+    assert [(log.status, log.vault_id) for log in logs] == [("skipped", source["id"])]
+    first, last = (f"{moment:%Y-%m-%dT%H:%M:%S}Z" for moment in (slot, slot + 2 * day))
+    assert logs[0].error_message == f"3 slots from {first} to {last} were missed"
+
+    # Down again past the next two slots and the window of the second: both are missed.
+    moved_clock[0] = slot + 5 * day + timedelta(minutes=61)
+    assert policy_runs.tick(runtime(env)) == []
+    assert next_run_at(env, policy["id"]) == slot + 6 * day
+    with env.db.reading() as session:
+        messages = session.scalars(
+            select(OperationLog.error_message)
+            .where(OperationLog.policy_id == policy["id"], OperationLog.status == "skipped")
+            .order_by(OperationLog.created_at)
+        ).all()
+    first, last = (f"{moment:%Y-%m-%dT%H:%M:%S}Z" for moment in (slot + 4 * day, slot + 5 * day))
+    assert messages[1:] == [f"2 slots from {first} to {last} were missed"]
+
+
 def test_a_run_claimed_by_the_tick_is_started_by_its_task(
     env: Env, source: dict[str, Any], moved_clock: list[datetime]
 ) -> None:
@@ -326,12 +498,18 @@ def test_a_run_claimed_by_the_tick_is_started_by_its_task(
     # the thread doing it).
     env.client.app.state.jobs.enqueue(tasks.run_policy, run_id)  # type: ignore[attr-defined]
 
-    env.wait_for("region1", "/backups", lambda body: len(body["backups"]) == 1, timeout=60)
+    # The run's backup is listed as soon as its batch commits, a moment before the run
+    # itself ends: wait for the run.
+    for pause in pauses(60, longest=0.2):
+        with env.db.reading() as session:
+            run = session.get(PolicyRun, run_id)
+            assert run is not None
+            if run.status not in LIVE_POLICY_RUN:
+                break
+        time.sleep(pause)
+    assert run.status == "success" and run.started == 1
     [backup] = backups_of(env, source["id"])
     assert backup["extend_info"]["auto_trigger"] is True
-    with env.db.reading() as session:
-        run = session.get(PolicyRun, run_id)
-        assert run is not None and run.status == "success" and run.started == 1
 
 
 # --- expiry -------------------------------------------------------------------------------

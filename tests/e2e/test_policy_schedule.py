@@ -1,6 +1,7 @@
 """Policies in real time against a real `opencbr serve`: a backup policy whose slot is the
 next minute backs the vault up within 30 s of the slot, by itself; a replication policy
-then copies that backup with `auto_trigger`."""
+then copies that backup with `auto_trigger`; with `max_backups: 2`, four `/run`s of each
+leave two automatic backups and their two replicas."""
 
 from __future__ import annotations
 
@@ -102,3 +103,42 @@ def back_up_on_schedule_then_replicate(
     # Nothing new to copy: a second run starts nothing and logs no error.
     again = one.call("POST", f"/policies/{replicating['id']}/run")["policy_run"]
     assert again["replication_record_ids"] == []
+    four_runs_keep_two(one, two, vault_id, replica_vault, policy["policy"]["id"], replicating["id"])
+
+
+def four_runs_keep_two(
+    one: Client, two: Client, vault_id: str, replica_vault: str, backing_up: str, replicating: str
+) -> None:
+    """With `max_backups: 2` on both policies, `/run` of each four times leaves the two
+    newest automatic backups and their two replicas; the rest go through the delete path."""
+    for policy_id in (backing_up, replicating):
+        change = {"policy": {"operation_definition": {"max_backups": 2}}}
+        one.call("PUT", f"/policies/{policy_id}", change)
+    made = []
+    for _ in range(4):
+        run = one.call("POST", f"/policies/{backing_up}/run")["policy_run"]
+        [checkpoint_id] = run["checkpoint_ids"]
+        made.append(one.finished_backup(checkpoint_id)["id"])
+        [record_id] = one.call("POST", f"/policies/{replicating}/run")["policy_run"][
+            "replication_record_ids"
+        ]
+        one.wait(
+            "/backups",
+            lambda b, r=record_id: any(
+                x["id"] == r and x["status"] == "success"
+                for backup in b["backups"]
+                for x in backup["replication_records"]
+            ),
+            vault_id=vault_id,
+            show_replication="true",
+        )
+
+    sources = one.wait("/backups", lambda b: len(b["backups"]) == 2, vault_id=vault_id)
+    assert sorted(b["id"] for b in sources["backups"]) == sorted(made[-2:])
+    assert all(b["extend_info"]["auto_trigger"] for b in sources["backups"])
+    replicas = two.wait("/backups", lambda b: len(b["backups"]) == 2, vault_id=replica_vault)
+    assert sorted(r["source_backup_id"] for r in replicas["backups"]) == sorted(made[-2:])
+    assert all(r["extend_info"]["auto_trigger"] for r in replicas["backups"])
+    for client, policy_id in ((one, backing_up), (two, replicating)):
+        logs = client.call("GET", "/operation-logs", operation_type="delete")["operation_logs"]
+        assert [log["policy_id"] for log in logs] == [policy_id] * 3, logs

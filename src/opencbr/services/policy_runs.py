@@ -10,6 +10,8 @@ transaction. The queue only wakes a worker for the run; the row is the truth.
     next_run_at due --claim (CAS)--> run waiting --lease--> running --> success | failed
                     \\--slot missed by more than start_window_minutes--> operation logs
                         `skipped`; no run (no catch-up storm after an outage)
+    after an outage: the newest slot inside its window runs; the slots before it get one
+    `skipped` log per vault naming them
 
 A run is leased work (`services/leases.py`): it starts the slot's work vault by vault, in
 batches, each batch in one transaction that also moves the run's `cursor`, so a run taken
@@ -103,14 +105,16 @@ def tick(rt: Runtime) -> list[str]:
 
 
 def _claim_slot(rt: Runtime, due: Any, now: datetime) -> str | None:
-    """Move the policy to its next slot if no other worker did; then open the slot's run,
-    or, when the slot was missed by more than its window, log it skipped."""
+    """Move the policy to its next slot if no other worker did; then open the run of the
+    newest slot that passed, if it is still inside its window, and log `skipped` the slots
+    before it (or every one, when even the newest was missed by more than its window)."""
     plan = schedule.Schedule(tuple(due.patterns), due.start_time)
     window = timedelta(minutes=due.start_window_minutes or DEFAULT_WINDOW_MINUTES)
-    # The latest slot still inside its window, if any: after an outage the newest slot
-    # runs (late, but in its window) and the older ones are skipped with it.
-    recent = plan.slots(max(due.next_run_at, now - window) - timedelta(microseconds=1), now)
-    slot = recent[-1] if recent else due.next_run_at
+    # Every slot from the claimed one to now: after an outage the newest slot still inside
+    # its window runs (late, but in its window) and the older ones are skipped.
+    passed = plan.slots(due.next_run_at - timedelta(microseconds=1), now) or [due.next_run_at]
+    slot = passed[-1] if passed[-1] >= now - window else None
+    missed = passed[:-1] if slot is not None else passed
     with rt.db.transaction() as session:
         claimed = session.execute(
             update(Policy)
@@ -122,9 +126,16 @@ def _claim_slot(rt: Runtime, due: Any, now: datetime) -> str | None:
             return None  # another worker claimed this slot
         policy = _policy_alone(session, due.id)
         assert policy is not None
-        if not recent:
-            _skip_policy(session, policy, f"the slot at {_wire_time(slot)} was missed")
-            log.warning("policy slot missed", policy_id=policy.id, slot=_wire_time(slot))
+        if missed:
+            _skip_policy(session, policy, _missed_message(missed))
+            log.warning(
+                "policy slot missed",
+                policy_id=policy.id,
+                first=_wire_time(missed[0]),
+                last=_wire_time(missed[-1]),
+                count=len(missed),
+            )
+        if slot is None:
             return None
         run = PolicyRun(policy_id=policy.id, project_id=policy.project_id, slot_at=slot)
         session.add(run)
@@ -134,6 +145,15 @@ def _claim_slot(rt: Runtime, due: Any, now: datetime) -> str | None:
 
 def _wire_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _missed_message(missed: list[datetime]) -> str:
+    """What a `skipped` log says of the slots an outage missed: one log per vault names
+    them all (a long outage of an hourly policy must not write a log per slot and vault)."""
+    if len(missed) == 1:
+        return f"the slot at {_wire_time(missed[0])} was missed"
+    first, last = _wire_time(missed[0]), _wire_time(missed[-1])
+    return f"{len(missed)} slots from {first} to {last} were missed"
 
 
 def _skip_policy(session: Session, policy: Policy, why: str) -> None:
