@@ -30,7 +30,7 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	@rm -f $(VENV)/.run-* && touch $@
 
 $(TEST_STAMP): $(RUN_STAMP)
-	@echo "installing the test tools into $(VENV) (official SDKs, openstack CLI, ruff, mypy; about 400 MB more)"
+	@echo "installing the test tools into $(VENV) (official SDKs, openstack CLI, moto, SeaweedFS, Redis client, ruff, mypy; about 680 MB more)"
 	@$(PIP) install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -c 'import opencbr, fastapi, pytest' || (echo "installation failed" && exit 1)
 	@rm -f $(VENV)/.test-* && touch $@

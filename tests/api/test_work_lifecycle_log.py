@@ -53,3 +53,28 @@ def test_a_backup_and_its_deletion_log_their_start_and_end(env: Env) -> None:
     assert not [line for line in logged if "failed" in line[0]], logged
     finished = next(e for e in events if e["event"] == "leased work finished")
     assert finished["attempt"] == 1 and finished["seconds"] >= 0
+
+
+def test_a_failed_backup_logs_its_failure_with_the_code_and_reason(env: Env) -> None:
+    resource = register_dir(env, name="vanishing")
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    (env.roots["region1"] / "vanishing").rmdir()  # registered, then gone: the backup fails
+    with structlog.testing.capture_logs() as events:
+        started = env.post("region1", "/checkpoints", {"checkpoint": {"vault_id": vault["id"]}})
+        assert started.status_code == 200, started.text
+        checkpoint = started.json()["checkpoint"]["id"]
+        env.wait_for(
+            "region1",
+            f"/checkpoints/{checkpoint}",
+            lambda body: body["checkpoint"]["status"] != "protecting",
+        )
+        [backup] = env.get("region1", "/backups", params={"checkpoint_id": checkpoint}).json()[
+            "backups"
+        ]
+    assert backup["status"] == "error"
+    ended = [e for e in events if e["event"].startswith("leased work") and e["id"] == backup["id"]]
+    assert [e["event"] for e in ended] == ["leased work started", "leased work failed"], ended
+    failed = ended[-1]
+    assert failed["log_level"] == "warning" and failed["kind"] == "backup"
+    assert failed["error"].startswith("BackupService.")
+    assert failed["reason"] and failed["reason"] in backup["fail_reason"]

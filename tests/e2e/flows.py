@@ -38,6 +38,8 @@ from huaweicloudsdkcbr.v1 import (  # type: ignore[import-untyped]
 )
 from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
 from otcextensions import sdk as otc_sdk
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from tests.e2e.sdk_required import CheckedCbrClient
 from tests.polling import pauses
@@ -361,6 +363,41 @@ class Client:
             x for x in logs if x["extra_info"]["restore"]["backup_id"] == backup_id
         )
         return log
+
+
+# --- Prometheus metrics of a process ------------------------------------------------------
+
+Samples = dict[str, list[Sample]]
+
+
+def scrape(url: str) -> Samples:
+    """The samples of a metrics listener, by name, parsed with prometheus_client's parser."""
+    response = httpx.get(url, timeout=30)
+    assert response.status_code == 200, response.text
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    """The value of the one sample of `name` whose labels include `labels`."""
+    found = [s.value for s in samples.get(name, []) if labels.items() <= s.labels.items()]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
+def eventually(url: str, holds: Callable[[Samples], bool], timeout: float = 30) -> Samples:
+    """Scrape until `holds` (state gauges are cached for a few seconds; a task's counters
+    move just after its work row settles)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(url)
+        if holds(samples):
+            return samples
+        assert time.monotonic() < deadline, "metrics never reached the expected values"
+        time.sleep(0.5)
 
 
 # --- the official SDKs ----------------------------------------------------------------

@@ -304,6 +304,8 @@ def test_wait_shows_real_progress_as_bars_and_as_plain_lines(
     plain = ANSI.sub("", stderr)
     assert re.search(r"backup of big \(running\).*\d+\.\d/20\.\d MiB", plain), plain
     assert re.search(r"\d+\.\d [KM]iB/s", plain), plain
+    # While it ran, a bar showed its rate and the time left (ETA: 7s, 1m05s, 1h02m).
+    assert re.search(r"backup of big \(running\).*[KM]iB/s +\d+[smh]", plain), plain
     assert re.search(r"backup of big done.*100%\s+20\.\d/20\.\d MiB", plain), plain
 
     # Plain lines: stderr is not a terminal (auto mode); a line a second.

@@ -12,13 +12,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
-from tests.e2e.flows import OPENCBR, Client, Server, free_port, write_config
+from tests.e2e.flows import (
+    OPENCBR,
+    Client,
+    Server,
+    eventually,
+    free_port,
+    scrape,
+    value,
+    write_config,
+)
 
 MB = 1024 * 1024
-Samples = dict[str, list[Sample]]
 
 
 @pytest.fixture
@@ -46,34 +52,6 @@ def connect(metered: tuple[Server, str]) -> Iterator[Callable[[str], Client]]:
     yield open_client
     for client in opened:
         client.http.close()
-
-
-def scrape(url: str) -> Samples:
-    response = httpx.get(url, timeout=30)
-    assert response.status_code == 200, response.text
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append(sample)
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    """The value of the one sample of `name` whose labels include `labels`."""
-    found = [s.value for s in samples.get(name, []) if labels.items() <= s.labels.items()]
-    assert len(found) <= 1, (name, labels, found)
-    return found[0] if found else None
-
-
-def eventually(url: str, holds: Callable[[Samples], bool], timeout: float = 30) -> Samples:
-    """Scrape until `holds` (state gauges are cached for a few seconds)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = scrape(url)
-        if holds(samples):
-            return samples
-        assert time.monotonic() < deadline, "metrics never reached the expected values"
-        time.sleep(0.5)
 
 
 def wire_time(text: str) -> float:

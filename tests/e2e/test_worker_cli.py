@@ -1,6 +1,7 @@
 """`opencbr worker` as a process: it refuses, in one line, a secret key that is not the
-database's and a queue that does not answer (never showing the queue's password), and it
-stops on SIGTERM."""
+database's and a queue that does not answer (never showing the queue's password), it
+stops on SIGTERM, and with --metrics-listen it serves the event metrics of the work it
+ran (the database's state gauges stay with `serve`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.e2e.flows import OPENCBR, Worker, free_port, write_config
+from tests.e2e.flows import (
+    OPENCBR,
+    Client,
+    Server,
+    Worker,
+    eventually,
+    free_port,
+    value,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow  # real processes
 
@@ -81,3 +91,46 @@ def test_the_worker_stops_on_sigterm(config: Path, tmp_path: Path) -> None:
     log = worker.log()
     assert "opencbr worker: 1 threads, queue sqlite:///" in log
     assert "worker stopping" in log
+
+
+def test_a_worker_serves_the_event_metrics_of_the_work_it_ran(tmp_path: Path) -> None:
+    port, api_metrics, worker_metrics = free_port(), free_port(), free_port()
+    config = write_config(tmp_path, port, f'metrics_listen = "127.0.0.1:{api_metrics}"')
+    api = Server(config, tmp_path / "data", port, args=("--no-worker",))
+    worker = Worker(
+        config, tmp_path / "worker.log", ("--metrics-listen", f"127.0.0.1:{worker_metrics}")
+    )
+    api.start()
+    client: Client | None = None
+    try:
+        worker.launch()
+        worker.wait_ready()
+        assert f"metrics:   http://127.0.0.1:{worker_metrics}/metrics" in worker.log()
+        client = Client(api, api.projects()["region1"])
+        source = api.root("region1") / "data"
+        source.mkdir()
+        (source / "a.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+        vault = client.vault("v", resources=[client.register_dir("data", str(source))])
+        backup = client.finished_backup(client.start_backup(vault, "by-the-worker"))
+        assert backup["status"] == "available", backup
+
+        # The worker ran it: its counters say so, with the bytes the backup stored.
+        url = f"http://127.0.0.1:{worker_metrics}/metrics"
+        ran = {"task": "backup", "outcome": "success"}
+        samples = eventually(url, lambda s: value(s, "opencbr_tasks_total", **ran) == 1)
+        assert value(samples, "opencbr_task_duration_seconds_count", **ran) == 1
+        stored = value(samples, "opencbr_backup_stored_bytes_total", region="region1")
+        assert stored == backup["stored_bytes"] > 0
+        # State gauges come from one endpoint only (serve's), or every process repeats them.
+        assert "opencbr_vault_used_bytes" not in samples
+        used = {"vault_id": vault}
+        served = eventually(
+            f"http://127.0.0.1:{api_metrics}/metrics",
+            lambda s: value(s, "opencbr_vault_used_bytes", **used) == backup["stored_bytes"],
+        )
+        assert value(served, "opencbr_tasks_total", **ran) is None  # --no-worker ran nothing
+    finally:
+        if client is not None:
+            client.http.close()
+        worker.stop()
+        api.stop()
