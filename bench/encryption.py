@@ -2,17 +2,23 @@
 
 The run's server then has two more regions, `plain1` and `plain2`, with `encryption =
 false` (`server.write_config`); region1 and region2 encrypt (the default). Every region has
-a project of its own. Each repeat measures, in both modes (encrypted: region1 -> region2;
-unencrypted: plain1 -> plain2), the mode going first alternating between repeats:
+a project of its own. Each operation is measured `repeats` times in both modes (encrypted:
+region1 -> region2; unencrypted: plain1 -> plain2), the mode going first alternating
+between repeats, all backups first, then all replications, then all migrations:
 
 - `backup_full_<mode>`: the dataset, registered afresh, backed up into a fresh vault (a
   full backup: no earlier backup of that resource, no chunk in that vault);
-- `replication_<mode>`: that backup replicated into a fresh replication vault of the
-  other region, i.e. into another project: encrypted, every chunk is opened with the
+- `replication_<mode>`: such a backup replicated into a fresh replication vault of the
+  other region, i.e. into another project: encrypted, each chunk's key is opened with the
   source project's data key and sealed again with the destination's;
-- `migration_<mode>`: migrateresources of the vault into a fresh vault of the same region,
-  i.e. within one project, where ciphertext is copied as it is (services/migrations.py):
-  the "replication within a project" of the issue.
+- `migration_<mode>`: migrateresources of such a vault into a fresh vault of the same
+  region, i.e. within one project, where ciphertext is copied as it is
+  (services/migrations.py): the "replication within a project" of the issue.
+
+A migration ends with garbage collection of the vault it left, which deletes its chunk
+files: the next measurement waits (untimed) until the vault is empty, so no collection
+runs during one, and migrations come last, so the deleted files' inodes (bench/README.md,
+"Machine state") slow only migrations, of both modes alike.
 
 Each recorded result is the median run (the lower one of an even count), its
 `extra.seconds_each` every run, its peak RSS the highest of them. Both modes' backups are
@@ -50,6 +56,7 @@ AEAD_BUFFER = MiB
 AEAD_ROUND_SECONDS = 0.25
 AEAD_ROUNDS = 3
 TAG_SIZE = 16
+GC_TIMEOUT = 120.0  # seconds to wait for a migrated-from vault's garbage collection
 ASSOCIATED = bytes(100)  # about a sealed chunk's: header, nonce and its 64-hex-digit name
 
 
@@ -66,16 +73,19 @@ class Phase:
 
 
 def run(phase: Phase, load1: Callable[[], float]) -> dict[str, Any]:
-    """Every repeat in both modes, then the median of each operation; the AEAD speed."""
-    runs: dict[str, list[Result]] = {}
+    """Every operation, repeated in both modes; the median of each; the AEAD's speed."""
     started_load = load1()
-    for repeat in range(phase.repeats):
-        order = list(MODES) if repeat % 2 == 0 else list(reversed(MODES))
-        for mode in order:
-            for result in _one_mode(phase, mode, repeat):
-                runs.setdefault(result.operation, []).append(result)
-    for operation, results in runs.items():
-        phase.record(_median(operation, results), started_load)
+    backups = {(mode, i): _backup(phase, mode, i) for i, mode in _order(phase.repeats)}
+    replications = [
+        _replicate(phase, mode, i, backups[mode, i]) for i, mode in _order(phase.repeats)
+    ]
+    migrations = [_migrate(phase, mode, i, backups[mode, i]) for i, mode in _order(phase.repeats)]
+    measured = [result for result, _vault, _body in backups.values()]
+    for operation in OPERATIONS:
+        for mode in MODES:
+            name = f"{operation}_{mode}"
+            runs = [r for r in [*measured, *replications, *migrations] if r.operation == name]
+            phase.record(_median(name, runs), started_load)
     return {
         "repeats": phase.repeats,
         "regions": {mode: list(regions[:2]) for mode, regions in MODES.items()},
@@ -83,27 +93,59 @@ def run(phase: Phase, load1: Callable[[], float]) -> dict[str, Any]:
     }
 
 
-def _one_mode(phase: Phase, mode: str, repeat: int) -> list[Result]:
-    """A full backup into a fresh vault, its replication into the other project, then its
-    migration to a fresh vault of the same project."""
-    source, destination, encrypted = MODES[mode]
-    runner, api = phase.runner, phase.runner.api
-    tag = f"{mode}-{repeat}"
-    vault = runner.fresh_vault(source, f"enc-bench-{tag}", phase.tree)
-    backup_result, backup = runner.backup(vault, f"backup_full_{tag}", phase.logical, source)
+def _order(repeats: int) -> list[tuple[int, str]]:
+    """(repeat, mode) in measuring order: the mode going first alternates."""
+    modes = list(MODES)
+    return [(i, mode) for i in range(repeats) for mode in (modes if i % 2 == 0 else modes[::-1])]
+
+
+def _backup(phase: Phase, mode: str, repeat: int) -> tuple[Result, str, dict[str, Any]]:
+    """A full backup of the dataset into a fresh vault: the result, vault id, backup."""
+    region, _destination, encrypted = MODES[mode]
+    vault = phase.runner.fresh_vault(region, f"enc-bench-{mode}-{repeat}", phase.tree)
+    result, backup = phase.runner.backup(
+        vault, f"backup_full_{mode}-{repeat}", phase.logical, region
+    )
     if backup["extend_info"]["encrypted"] is not encrypted:
-        raise RuntimeError(f"a {mode} backup in {source} says encrypted={not encrypted}")
-    replica = api.create_vault(destination, f"enc-bench-replica-{tag}", [], "replication")
-    regions = (source, destination)
-    replication = runner.replicate(vault, replica, f"replication_{tag}", phase.logical, regions)
-    moved_to = api.create_vault(source, f"enc-bench-moved-{tag}", [])
-    migration = runner.migrate(source, vault, backup, moved_to, f"migration_{tag}", phase.logical)
-    results = [backup_result, replication, migration]
-    for result in results:  # "backup_full_encrypted-0" -> "backup_full_encrypted"
-        result.operation = result.operation.replace(f"_{tag}", f"_{mode}")
-        result.extra["repeat"] = repeat
-    phase.log(f"encryption, {tag}: " + ", ".join(f"{r.seconds:.2f} s" for r in results))
-    return results
+        raise RuntimeError(f"a {mode} backup in {region} says encrypted={not encrypted}")
+    return _ran(phase, result, repeat), vault, backup
+
+
+def _replicate(
+    phase: Phase, mode: str, repeat: int, backed_up: tuple[Result, str, dict[str, Any]]
+) -> Result:
+    """The backup replicated into a fresh replication vault of the other region."""
+    source, destination, _encrypted = MODES[mode]
+    name = f"enc-bench-replica-{mode}-{repeat}"
+    replica = phase.runner.api.create_vault(destination, name, [], "replication")
+    result = phase.runner.replicate(
+        backed_up[1], replica, f"replication_{mode}-{repeat}", phase.logical, (source, destination)
+    )
+    return _ran(phase, result, repeat)
+
+
+def _migrate(
+    phase: Phase, mode: str, repeat: int, backed_up: tuple[Result, str, dict[str, Any]]
+) -> Result:
+    """The backup's vault migrated into a fresh vault of its region; then, untimed, the
+    garbage collection of the vault it left."""
+    region = MODES[mode][0]
+    _result, vault, backup = backed_up
+    moved_to = phase.runner.api.create_vault(region, f"enc-bench-moved-{mode}-{repeat}", [])
+    result = phase.runner.migrate(
+        region, vault, backup, moved_to, f"migration_{mode}-{repeat}", phase.logical
+    )
+    if not phase.runner.wait_until_empty(region, vault, GC_TIMEOUT):
+        phase.log(f"encryption: vault {vault} not collected after {GC_TIMEOUT:g} s")
+    return _ran(phase, result, repeat)
+
+
+def _ran(phase: Phase, result: Result, repeat: int) -> Result:
+    """Name the result by its operation: "-<repeat>" named only the profile (--profile)."""
+    result.operation = result.operation.removesuffix(f"-{repeat}")
+    result.extra["repeat"] = repeat
+    phase.log(f"encryption: {result.operation} #{repeat}: {result.seconds:.2f} s")
+    return result
 
 
 def _median(operation: str, results: list[Result]) -> Result:

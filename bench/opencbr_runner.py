@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.client import Api, ApiError
+from bench.client import POLL, Api, ApiError
 from bench.measure import Result
 from bench.server import Server
 
@@ -211,6 +211,16 @@ class OpencbrRunner:
 
         _none, seconds, peak, extra = self._measured(operation, run)
         return Result("opencbr", operation, seconds, logical, backup["stored_bytes"], peak, extra)
+
+    def wait_until_empty(self, region: str, vault_id: str, timeout: float) -> bool:
+        """Whether the vault's `billing.used` reached 0 (its chunks collected) in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            vault = self.api.call("GET", region, f"/vaults/{vault_id}")["vault"]
+            if vault["billing"]["used"] == 0:
+                return True
+            time.sleep(POLL)
+        return False
 
     # --- timing, peak RSS and profiling ------------------------------------------------
 
