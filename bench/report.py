@@ -84,8 +84,13 @@ def _ratio_target(
 ) -> Target:
     ratio = _ratio(results, mine, other)
     name = f"{mine} >= {minimum:g} x {other}" + (f" ({meaning})" if meaning else "")
-    value = f"{ratio:.2f} x" if ratio is not None else "not measured"
+    value = f"{ratio:.{_digits(ratio, minimum)}f} x" if ratio is not None else "not measured"
     return Target(name, value, None if ratio is None else ratio >= minimum)
+
+
+def _digits(ratio: float, minimum: float) -> int:
+    """Two decimals, three where two would print the limit itself (0.8975 is missed)."""
+    return 3 if f"{ratio:.2f}" == f"{minimum:.2f}" else 2
 
 
 def _throughput_targets(results: dict[str, Result]) -> list[Target]:
