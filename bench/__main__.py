@@ -5,13 +5,16 @@ Order of the run (each step only when selected by --only, plus what it depends o
   2. full backups: opencbr, restic, borg
   3. copies of the full backup: opencbr replication, `restic copy`, `cp -r` + `sync`
   4. opencbr restore of the full backup into an empty directory
-  5. the mutation, then incremental backups (opencbr, restic, borg) and opencbr's
+  5. encryption at rest (issue 18): full backup, replication into another project and
+     migration within the project, in encrypted and in unencrypted regions of the same
+     server, repeated; the AEAD's raw speed (`encryption.py`)
+  6. the mutation, then incremental backups (opencbr, restic, borg) and opencbr's
      incremental replication
-  6. the many-small-files tree (a copy): full backups, then 10% of its files changed in
+  7. the many-small-files tree (a copy): full backups, then 10% of its files changed in
      place and incremental backups (stored bytes), then 1% and again (time): opencbr,
      restic, borg
-  7. API load against a separate API-only server with seeded backups
-  8. the policy scheduler at scale (issue 13): 10,000 vaults whose policies share a slot,
+  8. API load against a separate API-only server with seeded backups
+  9. the policy scheduler at scale (issue 13): 10,000 vaults whose policies share a slot,
      against a server with its embedded worker (`schedule.py`)
 Then the table on stdout, the JSON file and the PNG chart.
 """
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import dataset, load, peers, report, schedule
+from bench import dataset, encryption, load, peers, report, schedule
 from bench.client import Api
 from bench.measure import (
     INODE_REUSE_SECONDS,
@@ -42,9 +45,19 @@ from bench.measure import (
 from bench.opencbr_runner import OpencbrRunner, ReplicationUnavailable, Vaults
 from bench.server import Server, write_config
 
-OPERATIONS = ("full", "incremental", "small", "restore", "replication", "load", "schedule")
+OPERATIONS = (
+    "full",
+    "incremental",
+    "small",
+    "restore",
+    "replication",
+    "encryption",
+    "load",
+    "schedule",
+)
 TOOLS = ("opencbr", "restic", "borg", "cp")
-NEEDS_FULL = {"incremental", "restore", "replication"}
+# `encryption` compares its encrypted backup with restic's full backup of the same run.
+NEEDS_FULL = {"incremental", "restore", "replication", "encryption"}
 # Operations with a server of their own and no dataset: no peer runs them.
 OWN_SERVER = {"load", "schedule"}
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,6 +89,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres); default: SQLite",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run's stores and repos")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each encryption measurement (the median is reported)",
+    )
     parser.add_argument(
         "--settle",
         type=float,
@@ -140,6 +159,7 @@ class Run:
         self.backups: dict[str, dict[str, Any]] = {}
         self.load: dict[str, Any] | None = None  # the API load's result, if it ran
         self.schedule: dict[str, Any] | None = None  # the scheduler's, if it ran
+        self.encryption: dict[str, Any] | None = None  # the encryption phase's, if it ran
 
     def record(self, result: Result, load1: float) -> None:
         result.extra["load1_before"] = round(load1, 2)
@@ -162,8 +182,14 @@ class Run:
         # region1's root is the whole workdir: the staged tree, the cached small-files tree
         # and the restore target all live under it.
         roots = {"region1": self.args.workdir, "region2": self.run_dir / "region2"}
+        unencrypted: tuple[str, ...] = ()
+        if self.only.wants("encryption", "opencbr"):  # plain1 mirrors region1, plain2 region2
+            unencrypted = encryption.UNENCRYPTED_REGIONS
+            roots |= {"plain1": self.args.workdir, "plain2": self.run_dir / "plain2"}
         data_dir = self.run_dir / "opencbr"
-        config = write_config(self.run_dir / "opencbr.toml", data_dir, roots)
+        config = write_config(
+            self.run_dir / "opencbr.toml", data_dir, roots, unencrypted=unencrypted
+        )
         self.server = Server(config, data_dir)
         self.server.start()
         api = Api(self.server.url, self.server.password(), self.server.projects())
@@ -225,6 +251,19 @@ def phase_restore(run: Run, data: dataset.Dataset) -> None:
         backup_id = run.backups["full"]["id"]
         target = run.vaults.restore_target
         run.measure(run.opencbr.restore, backup_id, target, data.logical_bytes)
+
+
+def phase_encryption(run: Run, data: dataset.Dataset) -> None:
+    if not run.only.wants("encryption", "opencbr"):
+        return
+    assert run.opencbr is not None
+    read_tree(run.source)  # as before every backup phase
+    log(f"encryption: {run.args.repeats} repeats, encrypted and unencrypted regions")
+    phase = encryption.Phase(
+        run.opencbr, run.source, data.logical_bytes, run.args.repeats, run.record, log
+    )
+    run.encryption = encryption.run(phase, lambda: load_average()[0])
+    log(f"encryption: AEAD raw speed {run.encryption['aead_gib_per_s']} GiB/s")
 
 
 def phase_incremental(run: Run, data: dataset.Dataset) -> None:
@@ -369,6 +408,8 @@ def measure_data(run: Run, data: dataset.Dataset) -> None:
             phase_copies(run, data)
         if "restore" in ops:
             phase_restore(run, data)
+        if "encryption" in ops:
+            phase_encryption(run, data)
         if "incremental" in ops:
             phase_incremental(run, data)
         if "small" in ops:
@@ -391,8 +432,14 @@ def measure(run: Run) -> None:
 
 def write_outputs(run: Run) -> None:
     goals = report.targets(run.results, run.load, run.schedule)
-    print(report.render(run.results, run.load, goals, schedule=run.schedule))
-    report.write_json(run.args.json, run.meta, run.results, run.load, goals, run.schedule)
+    print(
+        report.render(
+            run.results, run.load, goals, schedule=run.schedule, encryption=run.encryption
+        )
+    )
+    report.write_json(
+        run.args.json, run.meta, run.results, run.load, goals, run.schedule, run.encryption
+    )
     log(f"wrote {run.args.json}")
     from bench.chart import write_png
 

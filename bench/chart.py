@@ -23,6 +23,12 @@ GROUPS = {
     "copy_full": "full copy",
     "copy_chunk_dir": "full copy",
     "replication_incremental": "incr. replication",
+    "backup_full_encrypted": "backup enc.",
+    "backup_full_plain": "backup plain",
+    "replication_encrypted": "repl. enc.",
+    "replication_plain": "repl. plain",
+    "migration_encrypted": "migr. enc.",
+    "migration_plain": "migr. plain",
 }
 COLOURS = {"opencbr": "#1f77b4", "restic": "#ff7f0e", "borg": "#2ca02c", "cp": "#7f7f7f"}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.client import Api, ApiError
+from bench.client import POLL, Api, ApiError
 from bench.measure import Result
 from bench.server import Server
 
@@ -78,25 +78,33 @@ class OpencbrRunner:
             replica=self.api.create_vault(DESTINATION, "bench-replica", [], "replication"),
         )
 
+    def fresh_vault(self, region: str, name: str, tree: Path) -> str:
+        """A new vault of `region` protecting `tree`, registered afresh as its own resource
+        (a resource is in one vault at a time): its first backup is a full one."""
+        resource_id = self.api.register_directory(region, name, str(tree))
+        return self.api.create_vault(region, name, [resource_id])
+
     def chunk_dir(self, vault_id: str) -> Path:
         return self.server.data_dir / "store" / SOURCE / "vaults" / vault_id / "chunks"
 
     # --- measurements -----------------------------------------------------------------
 
-    def backup(self, vault_id: str, operation: str, logical: int) -> tuple[Result, dict[str, Any]]:
+    def backup(
+        self, vault_id: str, operation: str, logical: int, region: str = SOURCE
+    ) -> tuple[Result, dict[str, Any]]:
         """POST /checkpoints and wait until available; the result and the backup's body."""
 
         def run() -> str:
             body = {"checkpoint": {"vault_id": vault_id}}
-            checkpoint = self.api.call("POST", SOURCE, "/checkpoints", json=body)["checkpoint"]
+            checkpoint = self.api.call("POST", region, "/checkpoints", json=body)["checkpoint"]
             path = f"/checkpoints/{checkpoint['id']}"
-            done = self.api.poll(SOURCE, path, lambda b: b["checkpoint"]["status"] != "protecting")
+            done = self.api.poll(region, path, lambda b: b["checkpoint"]["status"] != "protecting")
             if done["checkpoint"]["status"] != "available":
                 raise RuntimeError(f"checkpoint ended {done['checkpoint']['status']}")
             return str(checkpoint["id"])
 
         checkpoint_id, seconds, peak, extra = self._measured(operation, run)
-        listing = self.api.call("GET", SOURCE, "/backups", params={"checkpoint_id": checkpoint_id})
+        listing = self.api.call("GET", region, "/backups", params={"checkpoint_id": checkpoint_id})
         backup = listing["backups"][0]
         extra["backup_id"] = backup["id"]
         result = Result("opencbr", operation, seconds, logical, backup["stored_bytes"], peak, extra)
@@ -122,24 +130,31 @@ class OpencbrRunner:
         return Result("opencbr", "restore", seconds, logical, logical, peak, extra)
 
     def replicate(
-        self, vault_id: str, destination_vault_id: str, operation: str, logical: int
+        self,
+        vault_id: str,
+        destination_vault_id: str,
+        operation: str,
+        logical: int,
+        regions: tuple[str, str] = (SOURCE, DESTINATION),
     ) -> Result:
-        """Replicate the vault's not yet replicated backups; wait for their records."""
+        """Replicate the vault's not yet replicated backups from `regions[0]` into the other
+        region (and so its project); wait for their records."""
+        source, destination = regions
         body = {
             "replicate": {
                 "vault_id": vault_id,
-                "destination_region": DESTINATION,
-                "destination_project_id": self.api.projects[DESTINATION],
+                "destination_region": destination,
+                "destination_project_id": self.api.projects[destination],
                 "destination_vault_id": destination_vault_id,
             }
         }
 
         def run() -> list[dict[str, Any]]:
-            reply = self._start_replication(body)
+            reply = self._start_replication(source, body)
             ids = {b["replication_record_id"] for b in reply["replication"]["backups"]}
             params = {"vault_id": vault_id, "show_replication": "true", "limit": 1000}
             done = self.api.poll(
-                SOURCE, "/backups", lambda b: all(map(_finished, _records(b, ids))), **params
+                source, "/backups", lambda b: all(map(_finished, _records(b, ids))), **params
             )
             return _records(done, ids)
 
@@ -151,9 +166,9 @@ class OpencbrRunner:
         result.extra.update(extra)
         return result
 
-    def _start_replication(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _start_replication(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.api.call("POST", SOURCE, "/checkpoints/replicate", json=body)
+            return self.api.call("POST", region, "/checkpoints/replicate", json=body)
         except ApiError as exc:
             # 404 APIGW.0101 (no such route) or 405 (only GET /checkpoints/{id} matches).
             if exc.status == 405 or (exc.status == 404 and exc.code == "APIGW.0101"):
@@ -171,6 +186,41 @@ class OpencbrRunner:
         }
         moved = sum(int(i.get("bytes_copied") or 0) for i in info)
         return Result("opencbr", operation, seconds, logical, moved, peak, extra)
+
+    def migrate(
+        self,
+        region: str,
+        vault_id: str,
+        backup: dict[str, Any],
+        destination_vault_id: str,
+        operation: str,
+        logical: int,
+    ) -> Result:
+        """migrateresources of every resource of the vault into another vault of the same
+        project (region), timed until `backup` is in the destination (services/migrations.py:
+        it moves once every chunk is copied and indexed there); moved = its stored bytes."""
+        body = {"destination_vault_id": destination_vault_id}
+
+        def run() -> None:
+            self.api.call("POST", region, f"/vaults/{vault_id}/migrateresources", json=body)
+            self.api.poll(
+                region,
+                f"/backups/{backup['id']}",
+                lambda b: b["backup"]["vault_id"] == destination_vault_id,
+            )
+
+        _none, seconds, peak, extra = self._measured(operation, run)
+        return Result("opencbr", operation, seconds, logical, backup["stored_bytes"], peak, extra)
+
+    def wait_until_empty(self, region: str, vault_id: str, timeout: float) -> bool:
+        """Whether the vault's `billing.used` reached 0 (its chunks collected) in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            vault = self.api.call("GET", region, f"/vaults/{vault_id}")["vault"]
+            if vault["billing"]["used"] == 0:
+                return True
+            time.sleep(POLL)
+        return False
 
     # --- timing, peak RSS and profiling ------------------------------------------------
 

@@ -29,8 +29,28 @@ THROUGHPUT_TARGETS = (
     ("replication_full", "cp.copy_chunk_dir", 0.8),
     ("replication_full", "restic.copy_full", 10.0),
 )
+# Issue 18 (encryption at rest; bench/encryption.py): (opencbr operation, the key it is
+# compared with, minimum ratio of throughputs, what the target means). "Same speed" within
+# a project is read as at least 0.9x: the spread of repeated runs on this machine.
+ENCRYPTION_TARGETS = (
+    ("backup_full_encrypted", "opencbr.backup_full_plain", 0.9, "encrypted backup"),
+    ("backup_full_encrypted", "restic.backup_full", 1.5, "restic always encrypts"),
+    (
+        "migration_encrypted",
+        "opencbr.migration_plain",
+        0.9,
+        "within a project (migrateresources): same speed, within 10%",
+    ),
+    ("replication_encrypted", "opencbr.replication_plain", 0.7, "across projects"),
+)
+ENCRYPTION_ROWS = (
+    ("backup_full", "full backup, fresh vault"),
+    ("replication", "replication across projects"),
+    ("migration", "migrateresources within a project (ciphertext copied as is)"),
+)
 PEERS_OF = {
     "backup_full": ("restic.backup_full", "borg.backup_full"),
+    "backup_full_encrypted": ("restic.backup_full", "borg.backup_full"),
     "backup_incremental": ("restic.backup_incremental", "borg.backup_incremental"),
     "backup_small_files": ("restic.backup_small_files", "borg.backup_small_files"),
     "backup_small_10pct": ("restic.backup_small_10pct", "borg.backup_small_10pct"),
@@ -59,14 +79,26 @@ def _ratio(results: dict[str, Result], mine: str, peer: str) -> float | None:
     return a.mib_per_s / b.mib_per_s
 
 
+def _ratio_target(
+    results: dict[str, Result], mine: str, other: str, minimum: float, meaning: str = ""
+) -> Target:
+    ratio = _ratio(results, mine, other)
+    name = f"{mine} >= {minimum:g} x {other}" + (f" ({meaning})" if meaning else "")
+    value = f"{ratio:.{_digits(ratio, minimum)}f} x" if ratio is not None else "not measured"
+    return Target(name, value, None if ratio is None else ratio >= minimum)
+
+
+def _digits(ratio: float, minimum: float) -> int:
+    """Two decimals, three where two would print the limit itself (0.8975 is missed)."""
+    return 3 if f"{ratio:.2f}" == f"{minimum:.2f}" else 2
+
+
 def _throughput_targets(results: dict[str, Result]) -> list[Target]:
-    targets = []
-    for mine, peer, minimum in THROUGHPUT_TARGETS:
-        ratio = _ratio(results, mine, peer)
-        name = f"{mine} >= {minimum:g} x {peer}"
-        value = f"{ratio:.2f} x" if ratio is not None else "not measured"
-        targets.append(Target(name, value, None if ratio is None else ratio >= minimum))
-    return targets
+    return [_ratio_target(results, *target) for target in THROUGHPUT_TARGETS]
+
+
+def _encryption_targets(results: dict[str, Result]) -> list[Target]:
+    return [_ratio_target(results, *target) for target in ENCRYPTION_TARGETS]
 
 
 def _incremental_replication_target(results: dict[str, Result]) -> Target:
@@ -186,6 +218,7 @@ def targets(
     by_key = {result.key: result for result in results}
     return [
         *_throughput_targets(by_key),
+        *_encryption_targets(by_key),
         _incremental_replication_target(by_key),
         *_small_increment_targets(by_key),
         *_latency_targets(load),
@@ -306,6 +339,33 @@ def schedule_table(schedule: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def encryption_table(results: list[Result], encryption: dict[str, Any]) -> list[list[str]]:
+    """Encrypted against unencrypted regions (medians), and the AEAD alone."""
+    by_key = {result.key: result for result in results}
+    repeats = encryption["repeats"]
+    header = [f"encryption (median of {repeats})", "encrypted", "unencrypted", "ratio"]
+    rows = [header]
+    for operation, label in ENCRYPTION_ROWS:
+        mine, plain = (
+            by_key.get(f"opencbr.{operation}_encrypted"),
+            by_key.get(f"opencbr.{operation}_plain"),
+        )
+        if mine is None or plain is None:
+            continue
+        ratio = _ratio(by_key, f"{operation}_encrypted", plain.key)
+        rows.append([label, _speed(mine), _speed(plain), f"{ratio:.2f}x" if ratio else "-"])
+    aead = ", ".join(f"{name} {rate:.2f}" for name, rate in encryption["aead_gib_per_s"].items())
+    rows.append(["AEAD alone, GiB/s (1 MiB buffers, 1 thread)", aead, "", ""])
+    return rows
+
+
+def _speed(result: Result) -> str:
+    """The median's seconds and MiB/s, and the range of every run's seconds."""
+    each = result.extra.get("seconds_each") or [result.seconds]
+    spread = f" ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
+    return f"{result.seconds:.2f} s{spread}, {result.mib_per_s:.0f} MiB/s"
+
+
 def format_table(rows: list[list[str]], markdown: bool = False) -> str:
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in rows]
@@ -324,8 +384,11 @@ def render(
     goals: list[Target],
     markdown: bool = False,
     schedule: dict[str, Any] | None = None,
+    encryption: dict[str, Any] | None = None,
 ) -> str:
     parts = [format_table(results_table(results), markdown)] if results else []
+    if encryption:
+        parts.append(format_table(encryption_table(results, encryption), markdown))
     if load and load.get("scenarios"):
         parts.append(format_table(load_table(load), markdown))
     if schedule:
@@ -348,12 +411,14 @@ def write_json(
     load: dict[str, Any] | None,
     goals: list[Target],
     schedule: dict[str, Any] | None = None,
+    encryption: dict[str, Any] | None = None,
 ) -> None:
     payload = {
         "meta": meta,
         "results": [result.to_json() for result in results],
         "load": load,
         "schedule": schedule,
+        "encryption": encryption,
         "targets": [goal.to_json() for goal in goals],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -362,8 +427,9 @@ def write_json(
 
 def read_json(
     path: Path,
-) -> tuple[list[Result], dict[str, Any] | None, dict[str, Any] | None]:
-    """The results, the API load and the scheduler measurement of a saved run."""
+) -> tuple[list[Result], dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The results, the API load, the scheduler and the encryption measurements of a saved
+    run."""
     payload = json.loads(path.read_text())
     results = [
         Result(
@@ -377,12 +443,13 @@ def read_json(
         )
         for r in payload["results"]
     ]
-    return results, payload.get("load"), payload.get("schedule")
+    return results, payload.get("load"), payload.get("schedule"), payload.get("encryption")
 
 
 if __name__ == "__main__":
     # `python -m bench.report results/latest.json [--markdown]`: the tables again, e.g.
     # for the README, from a saved run.
-    saved, saved_load, saved_schedule = read_json(Path(sys.argv[1]))
+    saved, saved_load, saved_schedule, saved_encryption = read_json(Path(sys.argv[1]))
     goals = targets(saved, saved_load, saved_schedule)
-    print(render(saved, saved_load, goals, "--markdown" in sys.argv, saved_schedule))
+    markdown = "--markdown" in sys.argv
+    print(render(saved, saved_load, goals, markdown, saved_schedule, saved_encryption))

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +39,15 @@ def write_config(
     *,
     embedded_worker: bool = True,
     database_url: str | None = None,
+    unencrypted: Collection[str] = (),
 ) -> Path:
     """A config with one protectable root per region (the benchmark's data lives there).
 
     The metrics listener gets a free port too: the default one may be held by another
-    opencbr on the machine, and the server would not start.
+    opencbr on the machine, and the server would not start. With `unencrypted` region
+    names, every region of `roots` is written out as a `[[regions]]` entry (storage where
+    the default regions keep it, `<data_dir>/store/<name>`) and those named get
+    `encryption = false`; without them the server has the default regions.
     """
     lines = [
         f'data_dir = "{data_dir}"',
@@ -54,6 +58,11 @@ def write_config(
     ]
     if database_url is not None:
         lines.append(f"database_url = {json.dumps(database_url)}")
+    if unencrypted:
+        for region in roots:
+            lines += ["", "[[regions]]", f'name = "{region}"']
+            lines += [f'storage = "{data_dir / "store" / region}"']
+            lines += ["encryption = false"] if region in unencrypted else []
     for region, root in roots.items():
         root.mkdir(parents=True, exist_ok=True)
         lines += ["", "[[protectable_roots]]", f'project = "{region}"', f'path = "{root}"']
