@@ -100,6 +100,38 @@ def test_vault_plan_records_keep_the_backups_order_and_every_default(
         assert (row.source_vault_id, row.destination_vault_id) == (source.id, target.id)
 
 
+def test_values_shared_by_a_plan_are_stored_exactly_as_given(database: Database) -> None:
+    """The values all records of a plan share go into the statement once (SQLite: as
+    literals, PostgreSQL: bound once): quotes, percent signs and backslashes come back
+    unchanged, and the record ids are handed out in ascending order."""
+    awkward = "req-'quoted' %(name)s %s %% \\ \\' ;--"
+    source = SimpleNamespace(id="v'%s" + "v" * 32, region="region'1%")
+    target = SimpleNamespace(id="w" * 36, region="region2", project_id="q%%" + "q" * 29)
+    chosen = [(f"{n:036d}", f"c{n:035d}", "p" * 32) for n in range(5)]
+    with database.transaction() as session:
+        record_ids = replication._insert_records(
+            session,
+            source,  # type: ignore[arg-type]
+            target,  # type: ignore[arg-type]
+            chosen,
+            False,
+            awkward,
+            policy_id=None,
+        )
+    assert record_ids == sorted(record_ids) and len(set(record_ids)) == len(chosen)
+    with database.reading() as session:
+        rows = list(session.scalars(select(ReplicationRecord)))
+    assert {row.id for row in rows} == set(record_ids)
+    for row in rows:
+        assert (row.request_id, row.source_vault_id, row.source_region) == (
+            awkward,
+            source.id,
+            source.region,
+        )
+        assert row.destination_project_id == target.project_id and row.policy_id is None
+        assert row.auto_trigger is False
+
+
 def test_adding_replicas_skips_records_whose_rows_are_gone(
     database: Database,
 ) -> None:

@@ -3,11 +3,23 @@ many rows goes through `insert_many` (or `insert_rows`, its form for rows as dic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from operator import itemgetter
+from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnDefault, Table, insert
+from sqlalchemy import (
+    Column,
+    ColumnDefault,
+    ColumnElement,
+    Connection,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from opencbr.db.base import Base
@@ -32,44 +44,91 @@ def insert_many(
     keys: tuple[str, ...],
     rows: list[tuple[Any, ...]],
 ) -> None:
-    """Insert rows that share the `common` values, each row giving the values of `keys`,
-    with one executemany of the driver.
+    """Insert rows that share the `common` values, each row giving the values of `keys`.
+    A column given neither way takes its default, which must be a constant.
 
     The same as `session.execute(insert(table), [common | dict(zip(keys, row)) ...])` for a
     fraction of the cost: SQLAlchemy converts each value of each row, which for 1,000
-    records costs more than SQLite's insert itself. Here the common values are converted
-    once, and only the columns of `keys` that need it (SQLite: datetimes to text) value by
-    value. A column given neither way takes its default, which must be a constant.
+    records costs more than SQLite's insert itself. Here only the columns of `keys` that
+    need it (SQLite: datetimes to text) are converted value by value, and the values all
+    rows share are given once, not once a row (see the two forms below).
     """
     if not rows:
         return
     connection = session.connection()
     dialect = connection.dialect
-    compiled = insert(table).compile(dialect=dialect, column_keys=[*keys, *common])
-    names = list(compiled.positiontup or compiled.binds)
-
-    def convert(name: str) -> Callable[[Any], Any] | None:
-        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-
-    fixed = {}
-    for name in (name for name in names if name not in keys):
-        value = common[name] if name in common else _constant_default(table, name)
-        fixed[name] = process(value) if (process := convert(name)) else value
+    shared = {
+        column.key: common[column.key] if column.key in common else _constant_default(column)
+        for column in table.c
+        if column.key not in keys and (column.key in common or column.default is not None)
+    }
     columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
     for index, key in enumerate(keys):
-        if process := convert(key):
+        if process := table.c[key].type.dialect_impl(dialect).bind_processor(dialect):
             columns[index] = [process(value) for value in columns[index]]
-    every, tail = (*keys, *fixed), tuple(fixed.values())
-    if compiled.positional:
-        pick = itemgetter(*(every.index(name) for name in names))
-        params: list[Any] = [pick(row + tail) for row in zip(*columns, strict=True)]
+    if dialect.name == "postgresql":
+        _insert_unnested(connection, table, shared, keys, columns)
     else:
-        params = [dict(zip(every, row + tail, strict=True)) for row in zip(*columns, strict=True)]
+        _insert_executemany(connection, table, shared, keys, columns)
+
+
+def _insert_executemany(
+    connection: Connection,
+    table: Table,
+    shared: dict[str, Any],
+    keys: tuple[str, ...],
+    columns: list[Sequence[Any]],
+) -> None:
+    """SQLite: one executemany, the shared values written into the statement as literals
+    (rendered and quoted by the dialect), so that each row binds only its `keys`: binding
+    the ~30 values of a record for each of 10,000 rows took a third of the insert. (Only
+    for the qmark style: in a pyformat statement a literal's `%` would need escaping.)"""
+    dialect = connection.dialect
+    assert dialect.paramstyle == "qmark", dialect.paramstyle
+    literals: dict[str, ColumnElement[Any]] = {
+        name: literal_column(
+            literal(value, table.c[name].type)
+            .compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            .string
+        )
+        for name, value in shared.items()
+    }
+    compiled = insert(table).values(literals).compile(dialect=dialect, column_keys=list(keys))
+    order = [keys.index(name) for name in compiled.positiontup or ()]
+    if len(order) == 1:
+        params: list[Any] = [(value,) for value in columns[order[0]]]
+    else:
+        params = list(zip(*(columns[index] for index in order), strict=True))
     connection.exec_driver_sql(compiled.string, params)
 
 
-def _constant_default(table: Table, name: str) -> Any:
-    default = table.c[name].default
+def _insert_unnested(
+    connection: Connection,
+    table: Table,
+    shared: dict[str, Any],
+    keys: tuple[str, ...],
+    columns: list[Sequence[Any]],
+) -> None:
+    """PostgreSQL: every row in one statement, `INSERT ... SELECT ... FROM unnest(...)`,
+    with one array per key and the shared values bound once (bound, not literals: psycopg's
+    placeholders would make a `%` in a literal special). For 10,000 records this took a
+    fifth less of this process's CPU than an executemany of all values; the server's own
+    insert takes the same time either way."""
+    dialect = connection.dialect
+    arrays = [bindparam(key, type_=ARRAY(table.c[key].type)) for key in keys]
+    unnested = func.unnest(*arrays).table_valued(*keys).render_derived(name="given")
+    constants = [bindparam(f"shared_{name}", type_=table.c[name].type) for name in shared]
+    rows = select(*(unnested.c[key] for key in keys), *constants)
+    statement = insert(table).from_select([*keys, *shared], rows)
+    params: dict[str, Any] = {key: list(values) for key, values in zip(keys, columns, strict=True)}
+    for name, value in shared.items():
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        params[f"shared_{name}"] = process(value) if process else value
+    connection.exec_driver_sql(statement.compile(dialect=dialect).string, params)
+
+
+def _constant_default(column: Column[Any]) -> Any:
+    default = column.default
     if not isinstance(default, ColumnDefault) or not default.is_scalar:
-        raise ValueError(f"{table.name}.{name} has no constant default: give its value")
+        raise ValueError(f"{column.table.name}.{column.key} has no constant default: give it")
     return default.arg

@@ -382,7 +382,10 @@ def _insert_records(
         "updated_at": now,
     }
     keys = ("id", "source_backup_id", "source_checkpoint_id", "source_project_id", "created_at")
-    record_ids = new_uuids(len(chosen))
+    # Random ids, handed out in ascending order: the rows then go into the primary key's
+    # index in key order, one pass over its pages, where random order touched a page per
+    # row (a fifth of a 10,000-record insert).
+    record_ids = sorted(new_uuids(len(chosen)))
     rows = [
         # One microsecond apart, oldest backup first: runs into a vault go oldest first.
         (record_id, *backup, now + timedelta(microseconds=n))
