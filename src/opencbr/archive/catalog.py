@@ -102,7 +102,7 @@ class CatalogWriter:
         self._stream.close()
 
     def _flush(self) -> None:
-        self._stream.write(self._pending)
+        self._stream.write(memoryview(self._pending))
         self._pending = bytearray()
 
 
