@@ -434,3 +434,25 @@ def test_a_torn_chunk_file_left_by_a_crash_is_rewritten_by_the_next_backup(env: 
 def _referenced(env: Env, backup_id: str) -> set[str]:
     with env.db.reading() as session:
         return {d for d, _p, _s in chunks.missing_in_vault(session, backup_id, "none")}
+
+
+def test_linking_counts_the_chunks_the_vault_indexes_whether_or_not_linked_already(
+    env: Env,
+) -> None:
+    """The commit's check that every chunk a backup references is indexed rests on
+    link_backup's count: a chunk the index lacks is counted out, one linked already is
+    counted in (and not linked twice)."""
+    build_tree(env.roots["region1"] / "linked", big_files=1, big_size=2 * 1024 * 1024)
+    resource = register_dir(env, name="linked")
+    vault = create_vault(
+        env, name="l", resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    backup = backup_now(env, vault["id"])
+    referenced = _referenced(env, backup["id"])
+    with env.db.transaction() as session:
+        before = chunks.backup_totals(session, backup["id"])
+        assert chunks.link_backup(session, backup["id"], vault["id"], referenced) == len(referenced)
+        unknown = [*referenced, "0" * 64]
+        assert chunks.link_backup(session, backup["id"], vault["id"], unknown) == len(referenced)
+        assert chunks.backup_totals(session, backup["id"]) == before
+    assert before[0] == len(referenced) > 1
