@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 import structlog
 
 from opencbr.db import chunks
+from opencbr.db.session import Database
+from opencbr.settings import RegionSettings
 from tests.api.helpers import (
     Env,
     assert_error,
@@ -22,11 +25,13 @@ from tests.api.helpers import (
     create_vault,
     flip_byte,
     largest_chunk,
+    make_settings,
     register_dir,
     register_disk,
     register_server,
     register_web_server,
     restore,
+    serving,
 )
 from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
 
@@ -433,3 +438,87 @@ def test_a_torn_chunk_file_left_by_a_crash_is_rewritten_by_the_next_backup(env: 
 def _referenced(env: Env, backup_id: str) -> set[str]:
     with env.db.reading() as session:
         return {d for d, _p, _s in chunks.missing_in_vault(session, backup_id, "none")}
+
+
+def test_linking_counts_the_chunks_the_vault_indexes_whether_or_not_linked_already(
+    env: Env,
+) -> None:
+    """The commit's check that every chunk a backup references is indexed rests on
+    link_backup's count: a chunk the index lacks is counted out, one linked already is
+    counted in (and not linked twice)."""
+    build_tree(env.roots["region1"] / "linked", big_files=1, big_size=2 * 1024 * 1024)
+    resource = register_dir(env, name="linked")
+    vault = create_vault(
+        env, name="l", resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    backup = backup_now(env, vault["id"])
+    referenced = _referenced(env, backup["id"])
+    with env.db.transaction() as session:
+        before = chunks.backup_totals(session, backup["id"])
+        assert chunks.link_backup(session, backup["id"], vault["id"], referenced) == len(referenced)
+        unknown = [*referenced, "0" * 64]
+        assert chunks.link_backup(session, backup["id"], vault["id"], unknown) == len(referenced)
+        assert chunks.backup_totals(session, backup["id"]) == before
+    assert before[0] == len(referenced) > 1
+
+
+@pytest.fixture
+def slow_store_env(tmp_path: Path, database: Database) -> Iterator[Env]:
+    """Like `env`, but region1's store takes 0.25 s per chunk: a backup is seen running."""
+    storage = f"faulty+{tmp_path / 'data' / 'store' / 'region1'}?delay=0.25"
+    regions = [RegionSettings(name="region1", storage=storage)]
+    with serving(make_settings(tmp_path, regions=regions), database) as running:
+        yield running
+
+
+@pytest.mark.slow
+def test_an_incremental_takes_its_progress_total_from_the_previous_backup(
+    slow_store_env: Env,
+) -> None:
+    """A tree backed up before is not walked for its size first (a walk of many small
+    files costs about as much as their incremental): its progress total is the stream
+    size its previous backup recorded, and the final count is what it read."""
+    env = slow_store_env
+    tree = env.roots["region1"] / "shrinking"
+    tree.mkdir()
+    rng = random.Random(1)
+    for n in range(12):
+        (tree / f"{n:02d}.bin").write_bytes(rng.randbytes(MiB))
+    resource = register_dir(env, name="shrinking")
+    vault = create_vault(
+        env, name="g", resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    backup_now(env, vault["id"])
+    [first] = _backup_logs(env, vault["id"])
+    recorded = first["extra_info"]["common"]["bytes_total"]
+    for n in range(12):  # smaller now, and new chunks the slow store takes seconds to write
+        (tree / f"{n:02d}.bin").write_bytes(rng.randbytes(3 * MiB // 4))
+    env.post("region1", "/checkpoints", {"checkpoint": {"vault_id": vault["id"]}})
+    logs = f"/operation-logs?operation_type=backup&vault_id={vault['id']}"
+    running = env.wait_for(
+        "region1",
+        logs,
+        lambda body: any(
+            log["status"] == "running" and "bytes_total" in log["extra_info"].get("common", {})
+            for log in body["operation_logs"]
+        ),
+        timeout=60,
+    )
+    [seen] = [log for log in running["operation_logs"] if log["status"] == "running"]
+    assert seen["extra_info"]["common"]["bytes_total"] == recorded > 12 * MiB
+    env.wait_for(
+        "region1",
+        logs,
+        lambda body: all(log["status"] == "success" for log in body["operation_logs"]),
+    )
+    final = next(log for log in _backup_logs(env, vault["id"]) if log["id"] == seen["id"])
+    common = final["extra_info"]["common"]
+    assert 9 * MiB < common["bytes_done"] == common["bytes_total"] < 10 * MiB
+
+
+def _backup_logs(env: Env, vault_id: str) -> list[dict[str, Any]]:
+    params = {"operation_type": "backup", "vault_id": vault_id}
+    logs: list[dict[str, Any]] = env.get("region1", "/operation-logs", params=params).json()[
+        "operation_logs"
+    ]
+    return logs

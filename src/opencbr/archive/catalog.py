@@ -61,16 +61,23 @@ def header_digest(header: bytes) -> bytes:
 class CatalogWriter:
     """Encodes catalog records into their own chunk stream.
 
+    Records collect in a small buffer handed to the chunker `_FLUSH_BYTES` at a time:
+    the chunks depend only on the bytes of the stream, and one write per record (about
+    a hundred bytes, one per file) cost a tenth of an incremental backup of small files.
+
     Lifecycle: add() per member in stream order, close() once. Thread rules: owner only.
     """
+
+    _FLUSH_BYTES = 64 * 1024
 
     def __init__(self, emit_chunk: Callable[[bytes], None], cdc: FastCDC) -> None:
         # The catalog is ~1/10000 of the data: the smallest cutting buffer will do.
         self._stream = StreamChunker(emit_chunk, cdc, buffer_size=2 * cdc.max_size)
-        self._stream.write(CATALOG_MAGIC)
+        self._pending = bytearray(CATALOG_MAGIC)
 
     def add(self, entry: CatalogEntry) -> None:
-        record = _RECORD.pack(
+        pending = self._pending
+        pending += _RECORD.pack(
             entry.type,
             entry.mode,
             entry.uid,
@@ -85,10 +92,18 @@ class CatalogWriter:
             len(entry.path),
             len(entry.linkname),
         )
-        self._stream.write(record + entry.path + entry.linkname)
+        pending += entry.path
+        pending += entry.linkname
+        if len(pending) >= self._FLUSH_BYTES:
+            self._flush()
 
     def close(self) -> None:
+        self._flush()
         self._stream.close()
+
+    def _flush(self) -> None:
+        self._stream.write(memoryview(self._pending))
+        self._pending = bytearray()
 
 
 def iter_catalog(

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Table, delete, func, select, update
+from sqlalchemy import Insert, Table, delete, func, literal, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -166,23 +167,27 @@ def damaged_in_backup(session: Session, backup_id: str, vault_id: str) -> list[s
 def link_backup(session: Session, backup_id: str, vault_id: str, digests: Iterable[str]) -> int:
     """Record that `backup_id` references `digests` (all already indexed in the vault).
 
-    Returns how many were linked; fewer than given means some chunk is not indexed.
+    Returns how many of them the vault indexes; fewer than given means some chunk is not
+    indexed. Each batch is one INSERT ... SELECT from the index: the rows (one per
+    chunk, reused ones too: thousands for an incremental of small files) never pass
+    through Python. Only a batch that inserted fewer rows than it named (a chunk not
+    indexed, or a row linked already) costs a second query, to count them.
     """
-    statement = _insert_ignoring_duplicates(session, BackupChunk)
+    table = cast(Table, BackupChunk.__table__)
     linked = 0
     for batch in batched(sorted(set(digests))):
-        rows = session.execute(
-            select(VaultChunk.digest, VaultChunk.plain_size, VaultChunk.stored_size).where(
-                VaultChunk.vault_id == vault_id, VaultChunk.digest.in_(batch)
-            )
-        ).all()
-        if rows:
-            values = [
-                {"backup_id": backup_id, "digest": d, "plain_size": p, "stored_size": s}
-                for d, p, s in rows
-            ]
-            session.execute(statement, values)
-        linked += len(rows)
+        indexed = select(
+            cast_(literal(backup_id), table.c.backup_id.type),
+            VaultChunk.digest,
+            VaultChunk.plain_size,
+            VaultChunk.stored_size,
+        ).where(VaultChunk.vault_id == vault_id, VaultChunk.digest.in_(batch))
+        columns = ["backup_id", "digest", "plain_size", "stored_size"]
+        statement = _insert_ignoring_duplicates(session, BackupChunk).from_select(columns, indexed)
+        inserted = int(getattr(session.execute(statement), "rowcount", 0))
+        linked += (
+            inserted if inserted == len(batch) else len(indexed_among(session, vault_id, batch))
+        )
     return linked
 
 
