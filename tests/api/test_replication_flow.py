@@ -156,7 +156,10 @@ def test_a_replication_runs_at_the_rate_limit_of_its_destination_region(
     assert copied >= 28  # incompressible: what was measured is the data's size
     finished = next(e for e in events if e["event"] == "replication record finished")
     rate = copied / finished["copy_s"]  # the copy, which the limit paces
-    assert 0.9 * limit <= rate <= 1.1 * limit, (copied, finished, rate)
+    # Below the limit by at most a fifth: an idle bucket does not save up (throttle.py), so
+    # the time the copy's own work stalls on a busy CPU (another pytest-xdist worker, other
+    # processes) is lost to the pace; a throttle that waited twice per slab would be at half.
+    assert 0.8 * limit <= rate <= 1.1 * limit, (copied, finished, rate)
     assert copied / seconds <= limit  # from the request to the commit: never faster
 
 
