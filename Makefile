@@ -38,8 +38,12 @@ $(TEST_STAMP): $(RUN_STAMP)
 run: $(RUN_STAMP)  ## install what the service needs into .venv and start it on its embedded defaults
 	$(BIN)/opencbr serve
 
+# Two pytest-xdist workers, each test module in one of them (its module-scoped servers
+# start once): the end-to-end tests mostly wait on the processes they start. Each worker
+# has its own PostgreSQL databases, Redis database, SeaweedFS and free ports.
+TEST_WORKERS ?= 2
 test: $(TEST_STAMP) lint typecheck  ## install test dependencies, lint, type-check and run every test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 unit: $(TEST_STAMP)  ## only the fast tests (no PostgreSQL, no subprocesses)
 	$(BIN)/pytest -q -m "not slow" tests/unit tests/contract

@@ -90,13 +90,13 @@ def weed_binary() -> str | None:
 
 
 class SeaweedFS:
-    """`weed mini` (master, volume, filer and S3 gateway in one process) on nine free ports
+    """`weed mini` (master, volume, filer and S3 gateway in one process) on ten free ports
     of 127.0.0.1, data in `directory`; its only S3 identity is ACCESS_KEY/SECRET_KEY."""
 
     def __init__(self, binary: str, directory: Path) -> None:
         self.binary = binary
         self.directory = directory
-        self.ports = free_ports(9)
+        self.ports = free_ports(10)
         self.endpoint = f"http://127.0.0.1:{self.ports[6]}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "weed.log"
@@ -112,6 +112,9 @@ class SeaweedFS:
             "s3.port",
             "admin.port",
             "admin.port.grpc",
+            # Not its default, s3.port + 10000: a port nobody checked is free (another
+            # worker's or test's free port, or beyond 65535).
+            "s3.port.grpc",
         ]
         ports = [f"-{name}={port}" for name, port in zip(names, self.ports, strict=True)]
         return [

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -18,8 +19,29 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_URL = os.environ.get(
     "OPENCBR_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-# A database number of its own: the tests flush only opencbr's keys in it, never others'.
-REDIS_URL = os.environ.get("OPENCBR_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def xdist_worker_index() -> int:
+    """This pytest process's number among pytest-xdist's workers (gw0 -> 0, gw1 -> 1), 0
+    without xdist: what a per-worker copy of a shared service resource is numbered by."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker.removeprefix("gw"))
+
+
+def _redis_url_of_this_worker(base: str) -> str:
+    """`base` with its database number moved up by the xdist worker's index: the tests
+    empty opencbr's queue keys in their database, and two workers sharing one would take
+    (or flush) each other's tasks. (Redis has 16 databases by default: 13, 14, 15.)"""
+    parts = urlsplit(base)
+    number = int(parts.path.strip("/") or 0) + xdist_worker_index()
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+# A database number of its own (one per xdist worker): the tests flush only opencbr's keys
+# in it, never others'.
+REDIS_URL = _redis_url_of_this_worker(
+    os.environ.get("OPENCBR_TEST_REDIS", "redis://127.0.0.1:6379/13")
+)
 
 
 def _port_open(port: int) -> bool:

@@ -19,7 +19,6 @@ from typing import Annotated, Any, NoReturn
 
 import structlog
 import typer
-import uvicorn
 from alembic.util.exc import CommandError as AlembicError
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
@@ -31,13 +30,8 @@ from opencbr.db.credentials import Credential
 from opencbr.db.migrate import startup_lock, upgrade
 from opencbr.db.session import Database
 from opencbr.errors import CbrError
-from opencbr.jobs.queue import Jobs, queue_problem
 from opencbr.services import credentials, identity, keys
-from opencbr.services.monitoring import StateCollector
-from opencbr.services.runtime import Runtime
-from opencbr.services.stores import store_options
 from opencbr.settings import Settings, load_settings
-from opencbr.storage import probe
 
 app = typer.Typer(
     help="opencbr: self-hosted Cloud Backup and Recovery (CBR v3 API).", no_args_is_help=True
@@ -59,6 +53,10 @@ admin.add_typer(key_cmd, name="key")
 register_client_commands(app)  # vault, resource, backup, restore, replicate, records, status
 
 log = structlog.get_logger(__name__)
+
+# What only `serve` and `worker` use (the queue with every task's service, the state
+# gauges, the stores, uvicorn) is imported by the functions that use it: `opencbr admin`
+# and the client commands would otherwise pay seconds of imports per command.
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")]
 ADMIN_USER = "admin"
@@ -185,6 +183,8 @@ def _require_shared_state(settings: Settings, db: Database) -> None:
     """Exit with one line when the queue does not answer, or when this process's secret
     key is not the one the database's stored secrets were sealed with (every process of
     one database must share it)."""
+    from opencbr.jobs.queue import queue_problem
+
     problem = queue_problem(settings.queue)
     if problem is not None:
         _fail(f"cannot use the queue {_safe_url(settings.queue)}: {problem}")
@@ -238,6 +238,8 @@ def serve(
         first = _first_start(settings, db)
     _report_unusable_storage(settings)
     _announce(settings, first, _bound_urls(sockets))
+    import uvicorn
+
     from opencbr.app import create_app
 
     application = create_app(settings, db, migrate=False)
@@ -293,6 +295,8 @@ LISTEN_BACKLOG = 2048  # uvicorn's default
 def _listen_metrics(settings: Settings, db: Database) -> metrics.Listener | None:
     """The metrics listener with the database's state gauges (this is the one process
     that serves them), or None when `metrics_listen` is empty; exit if it cannot bind."""
+    from opencbr.services.monitoring import StateCollector
+
     if not settings.metrics_listen:
         return None
     try:
@@ -305,6 +309,9 @@ def _listen_metrics(settings: Settings, db: Database) -> metrics.Listener | None
 def _report_unusable_storage(settings: Settings) -> None:
     """One error line per region whose storage cannot be written. The service still
     starts: the other regions work, and backups into that region fail with the reason."""
+    from opencbr.services.stores import store_options
+    from opencbr.storage import probe
+
     for region in settings.regions:
         reason = probe.unusable_reason(region.storage, store_options(region))
         if reason is not None:
@@ -366,6 +373,9 @@ def worker(
     """Run queued work and housekeeping (reconciler, policy slots, retention, garbage
     collection) until SIGTERM or SIGINT; no API. Any number of workers may share one
     database and queue (queue_url)."""
+    from opencbr.jobs.queue import Jobs
+    from opencbr.services.runtime import Runtime
+
     _limit_malloc_arenas()  # before any thread starts
     overrides: dict[str, Any] = {}
     if threads is not None:

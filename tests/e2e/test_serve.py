@@ -191,7 +191,11 @@ def test_serve_keeps_the_data_dir_and_every_file_in_it_private(tmp_path: Path) -
     """A fresh data dir (default regions and resource roots inside it), used once."""
     port = free_port()
     config = tmp_path / "opencbr.toml"
-    config.write_text(f'data_dir = "{tmp_path / "data"}"\nlisten = "127.0.0.1:{port}"\n')
+    # Defaults but the ports: the metrics' 9464 may be another test's or process's.
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\nlisten = "127.0.0.1:{port}"\n'
+        f'metrics_listen = "127.0.0.1:{free_port()}"\n'
+    )
     instance = Server(config, tmp_path / "data", port)
     (tmp_path / "data").mkdir(mode=0o700)  # the harness writes serve.log into it
     instance.start()

@@ -32,6 +32,10 @@ from opencbr.settings import Settings, parse_window
 
 MiB = 1024 * 1024
 SLAB_SECONDS = 0.25  # a slab is this much of the rate: one row update per quarter second
+# What an idle bucket saves up: the moments a copy spends on its own work between two takes
+# (reading, verifying, writing a slab; longer on a busy CPU) are made up, so the copy runs
+# at its limit, not below it by its work time; a longer pause is not paid back with a burst.
+CATCH_UP_SECONDS = 0.1
 MIN_SLAB = 256 * 1024
 MAX_SLAB = 4 * MiB
 
@@ -105,6 +109,5 @@ def reserve(db: Database, region: str, size: int, rate: float) -> float:
             insert_if_absent(session, ReplicationThrottle, region=region, paid_until=now)
             row = session.get(ReplicationThrottle, region, with_for_update=True)
             assert row is not None
-        # An idle bucket does not save up: a pause is not paid back with a burst.
-        row.paid_until = max(row.paid_until, now) + size / rate
+        row.paid_until = max(row.paid_until, now - CATCH_UP_SECONDS) + size / rate
         return row.paid_until
