@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from opencbr import clock
 from opencbr.db.backups import Backup, OperationLog
@@ -447,6 +447,37 @@ def test_a_slot_missed_beyond_its_window_is_skipped_not_run_late(
         ).all()
     assert [(log.status, log.vault_id) for log in logs] == [("skipped", source["id"])]
     assert "missed" in logs[0].error_message
+
+
+def test_a_missed_slot_costs_the_same_statements_for_one_vault_or_many(
+    env: Env, moved_clock: list[datetime]
+) -> None:
+    """Skipping a missed slot logs every bound vault with a bounded number of statements:
+    a policy bound to 12 vaults costs what a policy bound to one costs."""
+
+    def statements_of_a_missed_tick(vault_count: int) -> int:
+        policy = create_policy(env)
+        for index in range(vault_count):
+            bind(env, create_vault(env, name=f"v{vault_count}-{index}")["id"], policy["id"])
+        moved_clock[0] = next_run_at(env, policy["id"]) + timedelta(minutes=61)
+        executed: list[str] = []
+        record = lambda *args: executed.append(args[2])  # noqa: E731 (the statement)
+        event.listen(env.db.engine, "before_cursor_execute", record)
+        try:
+            assert policy_runs.tick(runtime(env)) == []
+        finally:
+            event.remove(env.db.engine, "before_cursor_execute", record)
+        with env.db.reading() as session:
+            skipped = session.scalars(
+                select(OperationLog.vault_id).where(
+                    OperationLog.policy_id == policy["id"], OperationLog.status == "skipped"
+                )
+            ).all()
+        assert len(skipped) == vault_count
+        env.delete("region1", f"/policies/{policy['id']}")
+        return len(executed)
+
+    assert statements_of_a_missed_tick(12) == statements_of_a_missed_tick(1)
 
 
 def test_after_an_outage_the_newest_slot_in_its_window_runs_and_older_ones_are_logged(
