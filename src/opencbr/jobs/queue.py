@@ -19,6 +19,7 @@ thread-safe.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -175,6 +176,20 @@ def queue_problem(url: str) -> str | None:
     return None
 
 
+# Background work runs niced: where it shares cores with request handling (the embedded
+# workers of `serve`, or a worker beside an API process), the kernel gives requests the CPU
+# first, and a worker thread that is not running cannot hold the GIL against them. Alone on
+# a machine, niced threads run as fast as any.
+WORKER_NICENESS = 10
+
+
+def yield_to_requests() -> None:
+    """Lower this worker thread's CPU priority (once; Linux threads have their own)."""
+    thread_id = threading.get_native_id()
+    if os.getpriority(os.PRIO_PROCESS, thread_id) < WORKER_NICENESS:
+        os.setpriority(os.PRIO_PROCESS, thread_id, WORKER_NICENESS)
+
+
 class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
     def _set_signal_handlers(self) -> None:
         """The web server owns the process's signals; we are stopped from its lifespan."""
@@ -225,6 +240,7 @@ class Jobs:
         the vault the task needs, it is run again later."""
 
         def run(*args: Any, **kwargs: Any) -> None:
+            yield_to_requests()
             try:
                 observed(self.runtime.db, task.__name__, args, lambda: task(self, *args, **kwargs))
             except backup_runs.VaultBusy:
@@ -261,6 +277,7 @@ class Jobs:
     def _housekeeping(self) -> None:
         """Claim due policy slots, reconcile and sweep retention at start and on their
         cadences; collect garbage in every vault on its own."""
+        yield_to_requests()
         settings = self.runtime.settings
         now = time.monotonic()
         cadences = [
