@@ -101,10 +101,14 @@ def _write(rt: Runtime, claim: Claim) -> None:
     store = rt.stores.vault(claim.region, claim.vault_id)
     codec = rt.backup_codec(claim.backup_id)  # sealed when the backup is encrypted
     with _opened_units(rt, claim) as units:
-        claim.progress.expected = max(_expected_bytes(rt, claim.vault_id, units), 1)
+        # Each unit's previous backup, looked up once: its recorded size serves progress,
+        # and an incremental builds on it.
+        previous = {unit.backup_id: _previous_backup_id(rt, claim.vault_id, unit) for unit in units}
+        claim.progress.expected = max(_expected_bytes(rt, units, previous), 1)
         for unit in units:
             leases.stop_point(rt)
-            _write_unit(rt, store, codec, claim, unit)
+            builds_on = None if claim.full else previous[unit.backup_id]
+            _write_unit(rt, store, codec, claim, unit, builds_on)
 
 
 class _Progress:
@@ -372,7 +376,7 @@ def _no_longer_valid(path: str, why: str) -> str:
     return f"resource path is no longer valid: {path}: {why}"
 
 
-def _expected_bytes(rt: Runtime, vault_id: str, units: list[_Unit]) -> int:
+def _expected_bytes(rt: Runtime, units: list[_Unit], previous: dict[str, str | None]) -> int:
     """Bytes the units will read, for progress: a disk's size; a tree's stream size as its
     previous backup recorded it, or, for a tree never backed up here, as a walk of it
     finds (read through its descriptor). Walking a tree of many small files costs about
@@ -383,14 +387,13 @@ def _expected_bytes(rt: Runtime, vault_id: str, units: list[_Unit]) -> int:
         if unit.kind != "tree":
             total += image_size(unit.fd)
             continue
-        recorded = _recorded_stream_size(rt, vault_id, unit)
+        recorded = _recorded_stream_size(rt, previous[unit.backup_id])
         total += tree_size(unit.fd) if recorded is None else recorded
     return total
 
 
-def _recorded_stream_size(rt: Runtime, vault_id: str, unit: _Unit) -> int | None:
-    """The stream size of the backup a backup of `unit` builds on, or None if none."""
-    previous_id = _previous_backup_id(rt, vault_id, unit)
+def _recorded_stream_size(rt: Runtime, previous_id: str | None) -> int | None:
+    """The stream size the previous backup of a tree recorded, or None if there is none."""
     if previous_id is None:
         return None
     with rt.db.reading() as session:
@@ -403,6 +406,7 @@ def _write_unit(
     codec: VaultCodec,
     claim: Claim,
     unit: _Unit,
+    previous_id: str | None,
 ) -> None:
     progress = claim.progress
     sink = BudgetSink(rt.db, store, rt.settings.compression_level, claim.owner, codec)
@@ -420,7 +424,6 @@ def _write_unit(
     }
     result: BackupResult
     stoppable = _Stoppable(rt, sink)
-    previous_id = None if claim.full else _previous_backup_id(rt, claim.vault_id, unit)
     if unit.kind == "tree":
         previous = _previous_tree(rt, store, codec, claim.vault_id, previous_id)
         result = backup_tree(unit.fd, stoppable, previous=previous, **options)
