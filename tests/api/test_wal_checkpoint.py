@@ -1,0 +1,65 @@
+"""SQLite's write-ahead log is checkpointed by the housekeeping thread, not inside the
+commit of whichever request grows it past SQLite's threshold, and it stays bounded."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from opencbr.db.migrate import upgrade
+from opencbr.db.session import WAL_AUTOCHECKPOINT_PAGES, Database
+from opencbr.jobs import queue
+from tests.api.helpers import Env
+
+MiB = 1 << 20
+BATCHES = 8
+
+
+@pytest.fixture
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+    """A SQLite database of its own (the log of the shared one holds other tests' writes),
+    checkpointed every 50 ms."""
+    monkeypatch.setattr(queue, "WAL_CHECKPOINT_SECONDS", 0.05)
+    db = Database(f"sqlite:///{tmp_path / 'opencbr.db'}")
+    upgrade(db)
+    yield db
+    db.dispose()
+
+
+def _log_frames(db_file: Path) -> tuple[int, int]:
+    """(frames in the log, frames of it copied into the database), read from the wal-index
+    (https://sqlite.org/walformat.html: mxFrame at byte 16 of its header, nBackfill at 96)."""
+    index = db_file.with_name(db_file.name + "-shm").read_bytes()[:100]
+    (frames,) = struct.unpack_from("=I", index, 16)
+    (copied,) = struct.unpack_from("=I", index, 96)
+    return frames, copied
+
+
+def _wait_checkpointed(db_file: Path) -> None:
+    deadline = time.monotonic() + 30
+    while (progress := _log_frames(db_file))[0] != progress[1]:
+        assert time.monotonic() < deadline, f"the log was not checkpointed: {progress}"
+        time.sleep(0.02)
+
+
+def test_the_log_is_checkpointed_in_the_background_and_stays_bounded(env: Env) -> None:
+    db_file = Path(str(env.db.engine.url.database))
+    with env.db.engine.connect() as connection:
+        pages = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    assert pages == WAL_AUTOCHECKPOINT_PAGES  # far above what one request writes
+    with env.db.transaction() as session:
+        session.execute(text("CREATE TABLE scratch (payload BLOB)"))
+    for _ in range(BATCHES):
+        with env.db.transaction() as session:
+            session.execute(text("INSERT INTO scratch VALUES (randomblob(:size))"), {"size": MiB})
+        frames, _copied = _log_frames(db_file)
+        assert frames > 0  # written to the log; the commit checkpointed nothing itself
+        _wait_checkpointed(db_file)
+    # Each commit started the log again from its beginning: it holds about one batch, not
+    # the BATCHES MiB written (nor SQLite's 4 MiB threshold, nor ours, 40 MiB).
+    assert db_file.with_name(db_file.name + "-wal").stat().st_size < 3 * MiB
