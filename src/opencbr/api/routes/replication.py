@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from pydantic_core import to_json
 
 from opencbr.api.deps import DbDep, JobsDep, RequestIdDep, SettingsDep, WriterDep
 from opencbr.api.schemas.replication import (
@@ -17,8 +18,8 @@ from opencbr.api.schemas.replication import (
     BackupReplicateResponse,
     BackupReplication,
     CheckpointReplicateBody,
+    CheckpointReplicateParam,
     CheckpointReplicateResponse,
-    CheckpointReplication,
     ReplicationDryRunResponse,
     dry_run_out,
 )
@@ -43,7 +44,7 @@ def replicate_vault(
     jobs: JobsDep,
     request_id: RequestIdDep,
     dry_run: DryRunQuery = False,
-) -> CheckpointReplicateResponse | ReplicationDryRunResponse:
+) -> Response | ReplicationDryRunResponse:
     param = body.replicate
     if dry_run:
         return dry_run_out(
@@ -53,25 +54,33 @@ def replicate_vault(
         db, settings, ctx, param.vault_id, param.destination(), request_id
     )
     jobs.enqueue(tasks.fan_out_replications, plan.record_ids)
-    # Validated from plain dicts in one call: for 10,000 backups, a third faster than
-    # building a ReplicatedBackup per backup.
+    return _vault_replication_answer(plan, param, ctx.project_id)
+
+
+def _vault_replication_answer(
+    plan: replication.Plan, param: CheckpointReplicateParam, project_id: str
+) -> Response:
+    """The answer of checkpoints/replicate, serialized once, straight from plain dicts: the
+    bytes FastAPI makes of a CheckpointReplicateResponse (the same fields in the same
+    order; a test compares them), without first building and validating a model of each
+    of up to 10,000 backups (11 -> 3 ms for 10,000)."""
     backups = [
         {"backup_id": backup_id, "replication_record_id": record_id}
         for backup_id, record_id in zip(plan.backup_ids, plan.record_ids, strict=True)
     ]
-    replication_out = CheckpointReplication.model_validate(
-        {
+    answer = {
+        "replication": {
             "backups": backups,
             "destination_project_id": param.destination_project_id,
             "destination_region": param.destination_region,
             "destination_vault_id": param.destination_vault_id,
-            "project_id": ctx.project_id,
+            "project_id": project_id,
             "provider_id": plan.provider_id,
             "source_region": plan.source_region,
             "vault_id": plan.source_vault_id,
         }
-    )
-    return CheckpointReplicateResponse(replication=replication_out)
+    }
+    return Response(content=to_json(answer), media_type="application/json")
 
 
 @router.post(
