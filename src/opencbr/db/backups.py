@@ -36,6 +36,7 @@ from opencbr.storage.layout import manifest_name
 
 _LIVE_RECORD = text(sql_in("status", LIVE_RECORD))
 _DAMAGED_CHUNK = text("damaged_at IS NOT NULL")
+_SETTLED = text("finished_at IS NOT NULL")
 
 
 class Checkpoint(Base):
@@ -313,11 +314,14 @@ class ReplicationRecord(Base):
             "finished_at",
         ),
         # The recent settled records between two regions (the measured replication rate).
+        # Settled ones only: the records a plan inserts are not written to it.
         Index(
             "ix_replication_records_regions_finished",
             "source_region",
             "destination_region",
             "finished_at",
+            sqlite_where=_SETTLED,
+            postgresql_where=_SETTLED,
         ),
         # At most one live record per (source backup, destination region): of two plans of
         # the same backup that run concurrently, the second to insert fails here. (The
@@ -340,7 +344,8 @@ class ReplicationRecord(Base):
     source_checkpoint_id: Mapped[str] = mapped_column(String(36))
     source_project_id: Mapped[str] = mapped_column(String(32))
     source_region: Mapped[str] = mapped_column(String(255))
-    source_vault_id: Mapped[str] = mapped_column(String(36), index=True)
+    # No index of its own: ix_replication_records_pair leads with it.
+    source_vault_id: Mapped[str] = mapped_column(String(36))
     destination_backup_id: Mapped[str | None] = mapped_column(String(36))
     destination_checkpoint_id: Mapped[str | None] = mapped_column(String(36))
     destination_project_id: Mapped[str] = mapped_column(String(32))

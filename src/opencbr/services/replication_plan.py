@@ -109,23 +109,29 @@ def damaged_sources(
 def measured_rate(session: Session, source_region: str, dest_region: str) -> float | None:
     """Bytes per second of the recent successful records from `source_region` into
     `dest_region` that copied anything; None when there are none."""
-    recent = (
+    recent = rate_sample(source_region, dest_region).subquery()
+    copied, seconds = session.execute(
+        select(func.sum(recent.c.bytes_copied), func.sum(recent.c.copy_seconds))
+    ).one()
+    return float(copied) / float(seconds) if copied and seconds else None
+
+
+def rate_sample(source_region: str, dest_region: str) -> Select[int, float | None]:
+    """The records `measured_rate` sums: (bytes copied, seconds), newest first."""
+    return (
         select(ReplicationRecord.bytes_copied, ReplicationRecord.copy_seconds)
         .where(
             ReplicationRecord.source_region == source_region,
             ReplicationRecord.destination_region == dest_region,
             ReplicationRecord.status == RecordStatus.SUCCESS,
+            # Always true of a success; said so that its partial index serves the query.
+            ReplicationRecord.finished_at.is_not(None),
             ReplicationRecord.bytes_copied > 0,
             ReplicationRecord.copy_seconds > 0,
         )
         .order_by(ReplicationRecord.finished_at.desc())
         .limit(RATE_SAMPLE)
-        .subquery()
     )
-    copied, seconds = session.execute(
-        select(func.sum(recent.c.bytes_copied), func.sum(recent.c.copy_seconds))
-    ).one()
-    return float(copied) / float(seconds) if copied and seconds else None
 
 
 # --- dry runs of the replicate calls --------------------------------------------------------
