@@ -386,14 +386,18 @@ def _insert_records(
         "updated_at": now,
     }
     keys = ("id", "source_backup_id", "source_checkpoint_id", "source_project_id", "created_at")
-    # Random ids, handed out in ascending order: the rows then go into the primary key's
-    # index in key order, one pass over its pages, where random order touched a page per
-    # row (a fifth of a 10,000-record insert).
-    record_ids = sorted(new_uuids(len(chosen)))
+    # The rows go in by source backup id, and take random ids handed out in ascending
+    # order: each index keyed by the backup (the source's, the live records') and the
+    # primary key's then take them in key order, one pass over their pages, where random
+    # order touched a page per row (a fifth of a 10,000-record insert for the primary key).
+    by_backup = sorted(range(len(chosen)), key=lambda n: chosen[n][0])
+    record_ids = [""] * len(chosen)
+    for n, record_id in zip(by_backup, sorted(new_uuids(len(chosen))), strict=True):
+        record_ids[n] = record_id
     rows = [
         # One microsecond apart, oldest backup first: runs into a vault go oldest first.
-        (record_id, *backup, now + timedelta(microseconds=n))
-        for n, (backup, record_id) in enumerate(zip(chosen, record_ids, strict=True))
+        (record_ids[n], *chosen[n], now + timedelta(microseconds=n))
+        for n in by_backup
     ]
     insert_many(session, table_of(ReplicationRecord), common, keys, rows)
     return record_ids
