@@ -37,8 +37,8 @@ from opencbr.api.routes import (
 )
 from opencbr.api.signature import verify_signature
 from opencbr.db.migrate import upgrade
-from opencbr.db.session import Database
-from opencbr.jobs.queue import Jobs
+from opencbr.db.session import Database, WalCheckpoints
+from opencbr.jobs.queue import Jobs, yield_to_requests
 from opencbr.services.runtime import Runtime
 from opencbr.settings import Settings
 
@@ -92,14 +92,21 @@ def create_app(settings: Settings, db: Database | None = None, *, migrate: bool 
     runtime = Runtime(database, settings)
     jobs = Jobs(runtime)
 
+    # With or without workers: the requests' commits are what it spares.
+    checkpoints = WalCheckpoints(database, yield_to_requests) if database.is_sqlite else None
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if checkpoints is not None:
+            checkpoints.start()
         if settings.embedded_worker:
             jobs.start(settings.worker_threads)
         try:
             yield
         finally:
             jobs.stop()
+            if checkpoints is not None:
+                checkpoints.stop()
             jobs.close()
             runtime.close()
             if db is None:

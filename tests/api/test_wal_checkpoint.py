@@ -1,5 +1,6 @@
-"""SQLite's write-ahead log is checkpointed by the housekeeping thread, not inside the
-commit of whichever request grows it past SQLite's threshold, and it stays bounded."""
+"""SQLite's write-ahead log is checkpointed by a thread of the API process (with or
+without embedded workers), not inside the commit of whichever request grows it past
+SQLite's threshold, and it stays bounded."""
 
 from __future__ import annotations
 
@@ -11,20 +12,26 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from opencbr.db import session as db_session
 from opencbr.db.migrate import upgrade
 from opencbr.db.session import WAL_AUTOCHECKPOINT_PAGES, Database
-from opencbr.jobs import queue
-from tests.api.helpers import Env
+from opencbr.settings import Settings
+from tests.api.helpers import Env, make_settings
 
 MiB = 1 << 20
 BATCHES = 8
+
+
+@pytest.fixture(params=[True, False], ids=["embedded-worker", "api-only"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, embedded_worker=request.param)
 
 
 @pytest.fixture
 def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
     """A SQLite database of its own (the log of the shared one holds other tests' writes),
     checkpointed every 50 ms."""
-    monkeypatch.setattr(queue, "WAL_CHECKPOINT_SECONDS", 0.05)
+    monkeypatch.setattr(db_session, "WAL_CHECKPOINT_SECONDS", 0.05)
     db = Database(f"sqlite:///{tmp_path / 'opencbr.db'}")
     upgrade(db)
     yield db

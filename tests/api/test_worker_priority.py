@@ -32,6 +32,8 @@ def test_task_and_housekeeping_threads_run_niced_request_threads_do_not(env: Env
 
     niceness = _niceness_by_thread()
     assert niceness["reconciler"] == WORKER_NICENESS
+    if env.db.is_sqlite:
+        assert niceness["wal-checkpoints"] == WORKER_NICENESS
     assert WORKER_NICENESS in {value for name, value in niceness.items() if name != "reconciler"}
     assert niceness[threading.current_thread().name] == 0  # the test's, which sends requests
     assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the process itself

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+log = structlog.get_logger(__name__)
 
 READ_ONLY = "opencbr_read_only"
 PRIVATE_FILE_MODE = 0o600
@@ -24,10 +28,11 @@ PRIVATE_FILE_MODE = 0o600
 _SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 # SQLite checkpoints the write-ahead log into the database inside the commit that takes it
 # past this many pages (SQLite's default: 1,000, 4 MiB). A request that wrote 10,000
-# replication records paid ~20 ms for it. The housekeeping thread checkpoints instead
-# (`Database.checkpoint_wal`, every WAL_CHECKPOINT_SECONDS); this only bounds the log,
-# about 40 MiB, in a process without housekeeping (`serve --no-worker`) or when it stalls.
+# replication records paid ~20 ms for it. Every API process checkpoints on a thread of its
+# own instead (`WalCheckpoints`, every WAL_CHECKPOINT_SECONDS); this only bounds the log,
+# about 40 MiB, where none runs (worker processes alone) or it stalls.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
+WAL_CHECKPOINT_SECONDS = 1.0
 
 
 def make_private_sqlite_file(path: Path) -> None:
@@ -147,3 +152,37 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class WalCheckpoints:
+    """A thread that checkpoints a SQLite database's write-ahead log every
+    WAL_CHECKPOINT_SECONDS (`Database.checkpoint_wal`) from `start` to `stop`: requests'
+    commits then find the log short and never pay for a checkpoint. The checkpoint is of
+    the file, so one process's thread serves every process that writes it."""
+
+    def __init__(self, db: Database, on_start: Callable[[], None] = lambda: None) -> None:
+        self._db = db
+        self._on_start = on_start
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(WAL_CHECKPOINT_SECONDS,), name="wal-checkpoints", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self, interval: float) -> None:
+        self._on_start()
+        while not self._stop.wait(interval):
+            try:
+                self._db.checkpoint_wal()
+            except Exception:
+                log.exception("WAL checkpoint failed; trying again next interval")

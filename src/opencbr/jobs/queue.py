@@ -40,8 +40,6 @@ from opencbr.services.runtime import Runtime
 log = structlog.get_logger(__name__)
 
 
-# How often the housekeeping thread checkpoints a SQLite database's write-ahead log.
-WAL_CHECKPOINT_SECONDS = 1.0
 IDLE_POLL_SECONDS = 0.25  # how often idle workers look for tasks other processes queued
 # How long stop() lets running tasks reach their next safe point (leased work checks the
 # stop event between chunks, batches and units: well under a second) before it gives up
@@ -277,8 +275,8 @@ class Jobs:
         self._loop.start()
 
     def _housekeeping(self) -> None:
-        """Claim due policy slots, reconcile, sweep retention and checkpoint SQLite's log at
-        start and on their cadences; collect garbage in every vault on its own."""
+        """Claim due policy slots, reconcile and sweep retention at start and on their
+        cadences; collect garbage in every vault on its own."""
         yield_to_requests()
         settings = self.runtime.settings
         now = time.monotonic()
@@ -293,8 +291,6 @@ class Jobs:
                 shared=True,
             ),
         ]
-        if self.runtime.db.is_sqlite:
-            cadences.append(Cadence(tasks.checkpoint_wal, WAL_CHECKPOINT_SECONDS, now))
         if settings.verify_percent_per_day > 0:
             interval = settings.verify_interval_seconds
             cadences.append(Cadence(tasks.verify_scheduled, interval, now + interval, shared=True))

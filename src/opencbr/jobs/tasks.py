@@ -145,12 +145,6 @@ def reconcile(jobs: Jobs) -> None:
         jobs.enqueue(run_verify, log_id)
 
 
-def checkpoint_wal(jobs: Jobs) -> None:
-    """Checkpoint SQLite's write-ahead log (housekeeping thread, not queued): here rather
-    than in whichever request's commit grows the log past its threshold."""
-    jobs.runtime.db.checkpoint_wal()
-
-
 def verify_scheduled(jobs: Jobs) -> None:
     """The scheduled verify's pass over every vault (housekeeping thread, not queued)."""
     verify.scheduled_pass(jobs.runtime)
