@@ -1,6 +1,7 @@
-"""SQLite's write-ahead log is checkpointed by a thread of the API process (with or
-without embedded workers), not inside the commit of whichever request grows it past
-SQLite's threshold, and it stays bounded."""
+"""SQLite's write path: its write-ahead log is checkpointed by a thread of the API process
+(with or without embedded workers), not inside the commit of whichever request grows it
+past SQLite's threshold, and it stays bounded; a large insert's larger page cache lasts
+until its connection goes back to the pool."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from opencbr.db import session as db_session
 from opencbr.db.migrate import upgrade
-from opencbr.db.session import WAL_AUTOCHECKPOINT_PAGES, Database
+from opencbr.db.session import (
+    LARGE_PAGE_CACHE_KIB,
+    WAL_AUTOCHECKPOINT_PAGES,
+    Database,
+    large_page_cache,
+)
 from opencbr.settings import Settings
 from tests.api.helpers import Env, make_settings
 
@@ -70,3 +77,23 @@ def test_the_log_is_checkpointed_in_the_background_and_stays_bounded(env: Env) -
     # Each commit started the log again from its beginning: it holds about one batch, not
     # the BATCHES MiB written (nor SQLite's 4 MiB threshold, nor ours, 40 MiB).
     assert db_file.with_name(db_file.name + "-wal").stat().st_size < 3 * MiB
+
+
+def test_a_large_insert_takes_a_large_page_cache_until_its_connection_is_returned(
+    env: Env,
+) -> None:
+    def cache_size(connection: Any) -> int:
+        return int(connection.exec_driver_sql("PRAGMA cache_size").scalar())
+
+    with env.db.engine.connect() as connection:
+        default = cache_size(connection)
+    assert default != -LARGE_PAGE_CACHE_KIB
+    with env.db.transaction() as session:
+        large_page_cache(session)
+        large_page_cache(session)  # twice: the size to go back to is still the default
+        used = session.connection()
+        assert cache_size(used) == -LARGE_PAGE_CACHE_KIB
+        raw = used.connection.dbapi_connection
+    # The same connection, back in the pool: its cache is the default again.
+    assert raw is not None
+    assert raw.execute("PRAGMA cache_size").fetchone()[0] == default

@@ -33,6 +33,10 @@ _SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 # about 40 MiB, where none runs (worker processes alone) or it stalls.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 WAL_CHECKPOINT_SECONDS = 1.0
+# The page cache a SQLite transaction that inserts thousands of rows takes
+# (`large_page_cache`); SQLite's default is 2,000 KiB.
+LARGE_PAGE_CACHE_KIB = 16_384
+_LARGE_CACHE = "opencbr_large_page_cache"
 
 
 def make_private_sqlite_file(path: Path) -> None:
@@ -77,6 +81,14 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        # Back to the size it had (SQLite frees the pages above it at once): a pooled
+        # connection keeps no large cache between transactions.
+        previous = record.info.pop(_LARGE_CACHE, None)
+        if previous is not None:
+            dbapi_connection.execute(f"PRAGMA cache_size={int(previous)}")
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that later writes
@@ -86,6 +98,21 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def large_page_cache(session: Session) -> None:
+    """Give the session's SQLite connection a page cache of LARGE_PAGE_CACHE_KIB until it
+    goes back to the pool (after the commit). For a transaction that inserts thousands of
+    rows into a table with several indexes: with the default cache, pages of the indexes
+    are evicted and read again mid-insert (10,000 replication records into a table of
+    100,000: 116 -> 97 ms). Nothing for PostgreSQL."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    info = connection.connection.info
+    if _LARGE_CACHE not in info:
+        info[_LARGE_CACHE] = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{LARGE_PAGE_CACHE_KIB}")
 
 
 def make_engine(url: str) -> Engine:

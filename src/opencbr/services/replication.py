@@ -38,7 +38,7 @@ from opencbr.db.backups import (
 from opencbr.db.base import new_uuids
 from opencbr.db.bulk import insert_many, table_of
 from opencbr.db.identity import WRITING_ROLES, Project
-from opencbr.db.session import Database
+from opencbr.db.session import Database, large_page_cache
 from opencbr.db.status import LIVE_RECORD, BackupStatus, RecordStatus
 from opencbr.db.vaults import Vault
 from opencbr.errors import (
@@ -60,6 +60,8 @@ from opencbr.services.identity import AuthContext
 from opencbr.settings import Settings
 
 GB = 1024**3
+# Records from which a plan's insert takes a larger page cache (`large_page_cache`).
+LARGE_INSERT = 1_000
 
 
 @dataclass(frozen=True)
@@ -399,5 +401,7 @@ def _insert_records(
         (record_ids[n], *chosen[n], now + timedelta(microseconds=n))
         for n in by_backup
     ]
+    if len(rows) >= LARGE_INSERT:
+        large_page_cache(session)
     insert_many(session, table_of(ReplicationRecord), common, keys, rows)
     return record_ids
