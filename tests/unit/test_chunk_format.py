@@ -20,6 +20,7 @@ from opencbr.storage.chunk import (
     decode_chunk,
     digest,
     encode_chunk,
+    open_chunk,
     stored_digest,
     verify_chunk,
     verify_stored,
@@ -43,8 +44,10 @@ def with_header(blob: bytes, **fields: int) -> bytes:
     return packed + blob[HEADER_SIZE:]
 
 
-# Both ways of reading a stored chunk refuse the same damage.
-CHECKS = pytest.mark.parametrize("check", [decode_chunk, verify_chunk], ids=["decode", "verify"])
+# Every way of reading a stored chunk refuses the same damage.
+CHECKS = pytest.mark.parametrize(
+    "check", [decode_chunk, open_chunk, verify_chunk], ids=["decode", "open", "verify"]
+)
 Check = Callable[[bytes, str], object]
 
 
@@ -95,6 +98,20 @@ def test_verify_accepts_what_decode_accepts(data: bytes) -> None:
     blob = encode_chunk(data)
     assert verify_chunk(blob, digest(data)) is None
     assert decode_chunk(blob, digest(data)) == data
+
+
+def test_open_hands_a_raw_chunk_over_as_a_view_of_its_stored_bytes() -> None:
+    data = os.urandom(256 * 1024)
+    blob = encode_chunk(data)
+    opened = open_chunk(blob, digest(data))
+    assert isinstance(opened, memoryview) and opened.obj is blob  # not copied
+    assert opened == data
+    compressed = encode_chunk(TEXT)
+    assert (
+        bytes(open_chunk(compressed, digest(TEXT)))
+        == TEXT
+        == decode_chunk(compressed, digest(TEXT))
+    )
 
 
 @CHECKS

@@ -40,7 +40,7 @@ from opencbr.archive.pipeline import (
     backup_result,
     prefetch_chunks,
 )
-from opencbr.archive.sink import ArchiveError, ChunkSink, ChunkSource
+from opencbr.archive.sink import ArchiveError, ChunkData, ChunkSink, ChunkSource
 
 MiB = 1 << 20
 DEFAULT_BLOCK_SIZE = 4 * MiB
@@ -315,7 +315,7 @@ def _take_attributes(fd: int, previous: os.stat_result | None) -> None:
 def write_blocks(
     fd: int,
     manifest: Manifest,
-    chunks: Iterable[bytes],
+    chunks: Iterable[ChunkData],
     progress: ProgressMeter,
     *,
     zero_fill: bool,
@@ -346,7 +346,7 @@ def data_offsets(manifest: Manifest) -> Iterator[int]:
         offset += ref.length
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: ChunkData, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)

@@ -20,7 +20,7 @@ from types import TracebackType
 from pyfastcdc import FastCDC
 
 from opencbr.archive.manifest import Manifest
-from opencbr.archive.sink import ChunkRef, ChunkSink, ChunkSource, ChunkVerifyError
+from opencbr.archive.sink import ChunkData, ChunkRef, ChunkSink, ChunkSource, ChunkVerifyError
 
 # pyfastcdc silently falls back to pure Python (~400x slower) when its extension fails
 # to load; a backup would then crawl at a few MB/s. Fail loudly at import instead.
@@ -350,7 +350,7 @@ class ChunkPipeline:
             self.bytes_stored_new += stored
 
 
-def load_verified(source: ChunkSource, ref: ChunkRef) -> bytes:
+def load_verified(source: ChunkSource, ref: ChunkRef) -> ChunkData:
     """Load one chunk and check its length and digest; raise `ChunkVerifyError`."""
     try:
         data = source.load(ref.digest)
@@ -366,13 +366,13 @@ def load_verified(source: ChunkSource, ref: ChunkRef) -> bytes:
 
 def prefetch_chunks(
     source: ChunkSource, refs: Iterable[ChunkRef], executor: Executor, depth: int
-) -> Generator[bytes, None, None]:
+) -> Generator[ChunkData, None, None]:
     """Yield the verified bytes of `refs` in order, loading up to `depth` ahead.
 
     Close the generator when stopping early (contextlib.closing) so queued loads are
     cancelled at once rather than when it is garbage-collected.
     """
-    pending: deque[Future[bytes]] = deque()
+    pending: deque[Future[ChunkData]] = deque()
     try:
         for ref in refs:
             pending.append(executor.submit(load_verified, source, ref))
@@ -393,7 +393,7 @@ class ChunkStreamReader:
     Lifecycle: read until EOF, then close(). Thread rules: one thread at a time.
     """
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[ChunkData]) -> None:
         self._chunks = chunks
         self._chunk = memoryview(b"")
         self._chunk_start = 0  # stream offset of self._chunk[0]

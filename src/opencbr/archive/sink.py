@@ -20,9 +20,14 @@ import blake3
 DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
-def chunk_digest(data: bytes | memoryview) -> str:
+def chunk_digest(data: ChunkData) -> str:
     """Name of a chunk: hex BLAKE3 of its plain bytes (releases the GIL on large input)."""
     return blake3.blake3(data).hexdigest()
+
+
+# The plain bytes of a chunk as a source hands them over: a buffer, so a source need not
+# copy what decryption or reading produced into a `bytes` of its own.
+ChunkData = bytes | bytearray | memoryview
 
 
 class ChunkRef(NamedTuple):
@@ -85,13 +90,14 @@ class ChunkSource(Protocol):
     Thread rules: `load` may be called concurrently from several threads.
     """
 
-    def name(self, data: bytes | memoryview) -> str:
+    def name(self, data: ChunkData) -> str:
         """The digest the vault names the chunk of plain `data` by (the engine re-verifies
         what it loads with it). Pure."""
         ...
 
-    def load(self, digest: str) -> bytes:
-        """Return the plain, hash-verified bytes of chunk `digest`.
+    def load(self, digest: str) -> ChunkData:
+        """Return the plain, hash-verified bytes of chunk `digest` (the caller only reads
+        them).
 
         Read-only. Raises when the chunk is missing or corrupt (the store's own error
         types); the engine also re-verifies and raises `ChunkVerifyError`.

@@ -27,7 +27,7 @@ from opencbr.archive.confined import PathNotConfined, open_root, opened
 from opencbr.archive.disk import DiskTarget, open_disk_target, restore_disk_into
 from opencbr.archive.extract import open_destination, remove_leftovers, restore_tree
 from opencbr.archive.manifest import Manifest
-from opencbr.archive.sink import ArchiveError, ChunkSource
+from opencbr.archive.sink import ArchiveError, ChunkData, ChunkSource
 from opencbr.db.backups import Backup, OperationLog
 from opencbr.db.identity import Project
 from opencbr.db.session import Database
@@ -369,10 +369,10 @@ class _Stoppable:
         self._rt = rt
         self._source = source
 
-    def name(self, data: bytes | memoryview) -> str:
+    def name(self, data: ChunkData) -> str:
         return self._source.name(data)
 
-    def load(self, digest: str) -> bytes:
+    def load(self, digest: str) -> ChunkData:
         leases.stop_point(self._rt)
         return self._source.load(digest)
 

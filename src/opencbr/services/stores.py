@@ -24,12 +24,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from opencbr.archive.manifest import Manifest
 from opencbr.archive.parent import PreviousBackup
-from opencbr.archive.sink import chunk_digest
+from opencbr.archive.sink import ChunkData, chunk_digest
 from opencbr.db import chunks
 from opencbr.db.backups import VaultChunk
 from opencbr.db.session import Database
 from opencbr.settings import RegionSettings
-from opencbr.storage.chunk import decode_chunk, encode_chunk, stored_digest, verify_chunk
+from opencbr.storage.chunk import encode_chunk, open_chunk, stored_digest, verify_chunk
 from opencbr.storage.layout import vault_location
 from opencbr.storage.location import NO_OPTIONS, StoreOptions, open_store
 from opencbr.storage.s3 import S3Options
@@ -180,7 +180,7 @@ class VaultCodec:
     sealing: Sealing | None = None
     keyed: bool = False
 
-    def name(self, data: bytes | memoryview) -> str:
+    def name(self, data: ChunkData) -> str:
         if self.keyed and self.keys is not None:
             return keyed_digest(self.keys.naming_key, data)
         return chunk_digest(data)
@@ -188,8 +188,8 @@ class VaultCodec:
     def encode(self, name: str, data: bytes, level: int) -> bytes:
         return encode_chunk(data, level, self.sealing, name)
 
-    def decode(self, blob: bytes, name: str) -> bytes:
-        return decode_chunk(blob, name, self.keys)
+    def decode(self, blob: bytes, name: str) -> ChunkData:
+        return open_chunk(blob, name, self.keys)
 
     def verify(self, blob: bytes, name: str) -> None:
         verify_chunk(blob, name, self.keys)
@@ -329,10 +329,10 @@ class VaultSource:
         self._damage = damage
         self._codec = codec
 
-    def name(self, data: bytes | memoryview) -> str:
+    def name(self, data: ChunkData) -> str:
         return self._codec.name(data)
 
-    def load(self, digest: str) -> bytes:
+    def load(self, digest: str) -> ChunkData:
         try:
             return self._codec.decode(self._store.get_chunk(digest), digest)
         except (CorruptChunkError, ChunkNotFoundError) as exc:

@@ -166,7 +166,17 @@ def decode_chunk(blob: bytes, expected_digest: str, keys: ChunkKeys | None = Non
     or of an unknown version, a sealed chunk does not authenticate, the payload does not
     decompress to the recorded length, or the content does not match the digest.
     """
-    return bytes(_verified_plain(blob, expected_digest, keys))
+    return bytes(open_chunk(blob, expected_digest, keys))
+
+
+def open_chunk(
+    blob: bytes, expected_digest: str, keys: ChunkKeys | None = None
+) -> bytes | bytearray | memoryview:
+    """`decode_chunk` without its last copy: the plain bytes as the decoding left them (a
+    view into `blob` for a raw version 1 chunk, the buffer decryption or decompression
+    filled otherwise), checked as `decode_chunk` checks them. For readers that only pass
+    the bytes on (restores write them out): a copy of a 1 MiB chunk holds the GIL."""
+    return _verified_plain(blob, expected_digest, keys)
 
 
 def verify_chunk(blob: bytes, expected_digest: str, keys: ChunkKeys | None = None) -> None:

@@ -46,7 +46,9 @@ class FaultyChunkStore:
     then takes long enough for progress to be watched).
 
     Thread rules: safe from any thread (counters and the random source are locked).
-    `calls` counts the calls of each method, `faults` the faults injected into each.
+    `calls` counts the calls of each method, `faults` the faults injected into each,
+    `peak_gets` the most `get_chunk` calls ever under way at once (how far a reader reads
+    ahead).
     Lifecycle: `close()` closes the inner store.
     """
 
@@ -79,6 +81,8 @@ class FaultyChunkStore:
         self.faults: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self._gets_under_way = 0
+        self.peak_gets = 0
 
     def __repr__(self) -> str:
         return f"FaultyChunkStore({self.inner!r})"
@@ -100,8 +104,15 @@ class FaultyChunkStore:
     def get_chunk(self, digest: str) -> bytes:
         check_digest(digest)
         self._enter("get_chunk", self.fail_get_ratio, f"get of chunk {digest}", digest)
-        time.sleep(self.delay)
-        blob = self.inner.get_chunk(digest)
+        with self._lock:
+            self._gets_under_way += 1
+            self.peak_gets = max(self.peak_gets, self._gets_under_way)
+        try:
+            time.sleep(self.delay)
+            blob = self.inner.get_chunk(digest)
+        finally:
+            with self._lock:
+                self._gets_under_way -= 1
         if digest in self.corrupt_digests:
             return _flip_last_byte(blob)
         return blob
