@@ -31,9 +31,12 @@ def test_task_and_housekeeping_threads_run_niced_request_threads_do_not(env: Env
     assert backup_now(env, vault["id"])["status"] == "available"  # a task ran in a worker
 
     niceness = _niceness_by_thread()
-    assert niceness["reconciler"] == WORKER_NICENESS
+    # Relative to the niceness the suite was started with (a niced runner: never raised).
+    started_with = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    background = max(WORKER_NICENESS, started_with)
+    assert niceness["reconciler"] == background
     if env.db.is_sqlite:
-        assert niceness["wal-checkpoints"] == WORKER_NICENESS
-    assert WORKER_NICENESS in {value for name, value in niceness.items() if name != "reconciler"}
-    assert niceness[threading.current_thread().name] == 0  # the test's, which sends requests
-    assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the process itself
+        assert niceness["wal-checkpoints"] == background
+    assert background in {value for name, value in niceness.items() if name != "reconciler"}
+    # The test's thread, which sends the requests, and the process itself keep theirs.
+    assert niceness[threading.current_thread().name] == started_with
