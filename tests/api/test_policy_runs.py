@@ -480,6 +480,56 @@ def test_a_missed_slot_costs_the_same_statements_for_one_vault_or_many(
     assert statements_of_a_missed_tick(12) == statements_of_a_missed_tick(1)
 
 
+def test_a_run_starts_one_vault_or_many_with_the_same_statements(
+    env: Env, moved_clock: list[datetime]
+) -> None:
+    """A run starts a batch of vaults with a bounded number of statements (each vault's
+    backup used to look for a previous backup to build on, and its flush ran with it), and
+    each backup still knows whether it builds on one: only vaults already backed up do."""
+
+    def run_statements(vault_count: int, backed_up_first: int) -> tuple[int, list[bool]]:
+        policy = create_policy(env)
+        vault_ids = []
+        for index in range(vault_count):
+            data = register_dir(env, name=f"d{vault_count}-{index}")
+            (env.roots["region1"] / f"d{vault_count}-{index}" / "f.txt").write_text("x")
+            vault = create_vault(env, resources=[{"id": data["id"], "type": "OS::Sfs::Turbo"}])
+            bind(env, vault["id"], policy["id"])
+            vault_ids.append(vault["id"])
+        for vault_id in vault_ids[:backed_up_first]:
+            backup_now(env, vault_id)
+        moved_clock[0] = next_run_at(env, policy["id"]) + timedelta(seconds=1)
+        [run_id] = policy_runs.tick(runtime(env))
+        mine = threading.get_ident()  # not the housekeeping thread's statements
+        executed: list[str] = []
+
+        def record(*args: Any) -> None:
+            if threading.get_ident() == mine:
+                executed.append(args[2])
+
+        event.listen(env.db.engine, "before_cursor_execute", record)
+        try:
+            started = policy_runs.run_policy(runtime(env), run_id, lambda _batch: None)
+        finally:
+            event.remove(env.db.engine, "before_cursor_execute", record)
+        assert len(started.checkpoint_ids) == vault_count
+        with env.db.reading() as session:
+            incremental = dict(
+                session.execute(
+                    select(Backup.vault_id, Backup.incremental).where(
+                        Backup.checkpoint_id.in_(started.checkpoint_ids)
+                    )
+                ).all()
+            )
+        env.delete("region1", f"/policies/{policy['id']}")
+        return len(executed), [incremental[vault_id] for vault_id in vault_ids]
+
+    one, [alone] = run_statements(1, backed_up_first=0)
+    many, incremental = run_statements(12, backed_up_first=5)
+    assert many == one
+    assert alone is False and incremental == [True] * 5 + [False] * 7
+
+
 def test_after_an_outage_the_newest_slot_in_its_window_runs_and_older_ones_are_logged(
     env: Env, source: dict[str, Any], moved_clock: list[datetime]
 ) -> None:
