@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy import event, select, update
 
 from opencbr import clock
-from opencbr.db.backups import Backup, OperationLog
+from opencbr.db.backups import Backup, Checkpoint, OperationLog
 from opencbr.db.policies import Policy, PolicyRun
 from opencbr.db.session import Database
 from opencbr.db.status import LIVE_POLICY_RUN
@@ -480,6 +481,43 @@ def test_a_missed_slot_costs_the_same_statements_for_one_vault_or_many(
     assert statements_of_a_missed_tick(12) == statements_of_a_missed_tick(1)
 
 
+def bound_vaults(env: Env, policy_id: str, count: int) -> list[str]:
+    """`count` vaults bound to the policy, each protecting a one-file folder of its own."""
+    vault_ids = []
+    for _ in range(count):
+        name = f"data-{uuid.uuid4().hex[:8]}"
+        data = register_dir(env, name=name)
+        (env.roots["region1"] / name / "f.txt").write_text("x")
+        vault = create_vault(env, resources=[{"id": data["id"], "type": "OS::Sfs::Turbo"}])
+        bind(env, vault["id"], policy_id)
+        vault_ids.append(vault["id"])
+    return vault_ids
+
+
+def test_a_run_starts_its_vaults_in_batches_of_the_batch_size(
+    env: Env, moved_clock: list[datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch is one transaction, whose rows the garbage collector traverses while it
+    is open: a run of 12 vaults with batches of 5 commits 5, 5, then 2."""
+    monkeypatch.setattr(policy_runs, "VAULTS_PER_BATCH", 5)
+    policy = create_policy(env)
+    vault_ids = bound_vaults(env, policy["id"], 12)
+    moved_clock[0] = next_run_at(env, policy["id"]) + timedelta(seconds=1)
+    [run_id] = policy_runs.tick(runtime(env))
+    batches: list[int] = []
+
+    started = policy_runs.run_policy(
+        runtime(env), run_id, lambda batch: batches.append(len(batch.checkpoint_ids))
+    )
+
+    assert batches == [5, 5, 2]
+    with env.db.reading() as session:
+        vaults = session.scalars(
+            select(Checkpoint.vault_id).where(Checkpoint.id.in_(started.checkpoint_ids))
+        ).all()
+    assert sorted(vaults) == sorted(vault_ids)
+
+
 def test_a_run_starts_one_vault_or_many_with_the_same_statements(
     env: Env, moved_clock: list[datetime]
 ) -> None:
@@ -489,13 +527,7 @@ def test_a_run_starts_one_vault_or_many_with_the_same_statements(
 
     def run_statements(vault_count: int, backed_up_first: int) -> tuple[int, list[bool]]:
         policy = create_policy(env)
-        vault_ids = []
-        for index in range(vault_count):
-            data = register_dir(env, name=f"d{vault_count}-{index}")
-            (env.roots["region1"] / f"d{vault_count}-{index}" / "f.txt").write_text("x")
-            vault = create_vault(env, resources=[{"id": data["id"], "type": "OS::Sfs::Turbo"}])
-            bind(env, vault["id"], policy["id"])
-            vault_ids.append(vault["id"])
+        vault_ids = bound_vaults(env, policy["id"], vault_count)
         for vault_id in vault_ids[:backed_up_first]:
             backup_now(env, vault_id)
         moved_clock[0] = next_run_at(env, policy["id"]) + timedelta(seconds=1)

@@ -52,7 +52,11 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_WINDOW_MINUTES = 60  # CBR: start_window_minutes is 60-480, or null
 DUE_PER_TICK = 500  # due policies one tick claims; the rest wait for the next tick
-VAULTS_PER_BATCH = 200  # vaults a run starts per transaction
+# Vaults a run starts per transaction. The batch's rows live until it commits, and every
+# full garbage collection meanwhile traverses them while holding the GIL, stalling the
+# requests served beside it: at 50 the slot's full collections took 5 ms of CPU on average
+# (p99 14 ms) against 7 ms (23 ms) at 200, starting the vaults no slower.
+VAULTS_PER_BATCH = 50
 
 
 @dataclass
