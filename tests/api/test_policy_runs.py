@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy import event, select, update
 
 from opencbr import clock
-from opencbr.db.backups import Backup, OperationLog
+from opencbr.db.backups import Backup, Checkpoint, OperationLog
 from opencbr.db.policies import Policy, PolicyRun
 from opencbr.db.session import Database
 from opencbr.db.status import LIVE_POLICY_RUN
@@ -485,6 +486,87 @@ def test_a_missed_slot_costs_the_same_statements_for_one_vault_or_many(
         return len(executed)
 
     assert statements_of_a_missed_tick(12) == statements_of_a_missed_tick(1)
+
+
+def bound_vaults(env: Env, policy_id: str, count: int) -> list[str]:
+    """`count` vaults bound to the policy, each protecting a one-file folder of its own."""
+    vault_ids = []
+    for _ in range(count):
+        name = f"data-{uuid.uuid4().hex[:8]}"
+        data = register_dir(env, name=name)
+        (env.roots["region1"] / name / "f.txt").write_text("x")
+        vault = create_vault(env, resources=[{"id": data["id"], "type": "OS::Sfs::Turbo"}])
+        bind(env, vault["id"], policy_id)
+        vault_ids.append(vault["id"])
+    return vault_ids
+
+
+def test_a_run_starts_its_vaults_in_batches_of_the_batch_size(
+    env: Env, moved_clock: list[datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch is one transaction, whose rows the garbage collector traverses while it
+    is open: a run of 12 vaults with batches of 5 commits 5, 5, then 2."""
+    monkeypatch.setattr(policy_runs, "VAULTS_PER_BATCH", 5)
+    policy = create_policy(env)
+    vault_ids = bound_vaults(env, policy["id"], 12)
+    moved_clock[0] = next_run_at(env, policy["id"]) + timedelta(seconds=1)
+    [run_id] = policy_runs.tick(runtime(env))
+    batches: list[int] = []
+
+    started = policy_runs.run_policy(
+        runtime(env), run_id, lambda batch: batches.append(len(batch.checkpoint_ids))
+    )
+
+    assert batches == [5, 5, 2]
+    with env.db.reading() as session:
+        vaults = session.scalars(
+            select(Checkpoint.vault_id).where(Checkpoint.id.in_(started.checkpoint_ids))
+        ).all()
+    assert sorted(vaults) == sorted(vault_ids)
+
+
+def test_a_run_starts_one_vault_or_many_with_the_same_statements(
+    env: Env, moved_clock: list[datetime]
+) -> None:
+    """A run starts a batch of vaults with a bounded number of statements (each vault's
+    backup used to look for a previous backup to build on, and its flush ran with it), and
+    each backup still knows whether it builds on one: only vaults already backed up do."""
+
+    def run_statements(vault_count: int, backed_up_first: int) -> tuple[int, list[bool]]:
+        policy = create_policy(env)
+        vault_ids = bound_vaults(env, policy["id"], vault_count)
+        for vault_id in vault_ids[:backed_up_first]:
+            backup_now(env, vault_id)
+        moved_clock[0] = next_run_at(env, policy["id"]) + timedelta(seconds=1)
+        [run_id] = policy_runs.tick(runtime(env))
+        mine = threading.get_ident()  # not the housekeeping thread's statements
+        executed: list[str] = []
+
+        def record(*args: Any) -> None:
+            if threading.get_ident() == mine:
+                executed.append(args[2])
+
+        event.listen(env.db.engine, "before_cursor_execute", record)
+        try:
+            started = policy_runs.run_policy(runtime(env), run_id, lambda _batch: None)
+        finally:
+            event.remove(env.db.engine, "before_cursor_execute", record)
+        assert len(started.checkpoint_ids) == vault_count
+        with env.db.reading() as session:
+            incremental = dict(
+                session.execute(
+                    select(Backup.vault_id, Backup.incremental).where(
+                        Backup.checkpoint_id.in_(started.checkpoint_ids)
+                    )
+                ).all()
+            )
+        env.delete("region1", f"/policies/{policy['id']}")
+        return len(executed), [incremental[vault_id] for vault_id in vault_ids]
+
+    one, [alone] = run_statements(1, backed_up_first=0)
+    many, incremental = run_statements(12, backed_up_first=5)
+    assert many == one
+    assert alone is False and incremental == [True] * 5 + [False] * 7
 
 
 def test_after_an_outage_the_newest_slot_in_its_window_runs_and_older_ones_are_logged(

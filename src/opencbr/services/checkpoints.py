@@ -7,6 +7,7 @@ operation log per resource) and answers at once; `backup_runs` does the work.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -40,6 +41,9 @@ from opencbr.services import operation_logs, vaults
 from opencbr.services.identity import AuthContext
 
 GB = 1024**3
+# (vault id, resource id) of the resources that have an available backup in the vault: what
+# an incremental backup builds on (`built_on`).
+BuiltOn = frozenset[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -149,13 +153,45 @@ def begin(
 
 
 def add_backups(
-    session: Session, view: CheckpointView, params: CheckpointParams, request_id: str | None = None
+    session: Session,
+    view: CheckpointView,
+    params: CheckpointParams,
+    request_id: str | None = None,
+    built_on: BuiltOn | None = None,
 ) -> None:
     """`plan`'s second half, once the checkpoint is inserted: a backup in `protecting` and a
-    running operation log per resource; the resources become `protecting`."""
+    running operation log per resource; the resources become `protecting`. `built_on`:
+    what `built_on` answered for a batch of checkpoints including this one (None: each
+    backup queries it)."""
     for binding in view.resources:
-        _plan_backup(session, view.vault, view.checkpoint, binding.protectable, params, request_id)
+        resource = binding.protectable
+        _plan_backup(session, view, resource, params, request_id, built_on)
         vaults.begin_protecting(binding)
+
+
+def built_on(session: Session, views: Sequence[CheckpointView]) -> BuiltOn:
+    """Which resources of these checkpoints (servers' volumes included) have an available
+    backup in their vault to build on: one query for a policy run's batch of vaults,
+    where each backup asked for its own."""
+    vault_ids = {view.vault.id for view in views}
+    resource_ids = {
+        resource_id
+        for view in views
+        for binding in view.resources
+        for resource_id in (binding.protectable.id, *(v.id for v in binding.protectable.volumes))
+    }
+    if not vault_ids or not resource_ids:
+        return frozenset()
+    found = session.execute(
+        select(Backup.vault_id, Backup.resource_id)
+        .where(
+            Backup.vault_id.in_(vault_ids),
+            Backup.resource_id.in_(resource_ids),
+            Backup.status == BackupStatus.AVAILABLE,
+        )
+        .distinct()
+    )
+    return frozenset((vault_id, resource_id) for vault_id, resource_id in found)
 
 
 def _skip_entry(binding: VaultResource) -> dict[str, str]:
@@ -181,12 +217,13 @@ def backup_name(params: CheckpointParams) -> str:
 
 def _plan_backup(
     session: Session,
-    vault: Vault,
-    checkpoint: Checkpoint,
+    view: CheckpointView,
     resource: Protectable,
     params: CheckpointParams,
     request_id: str | None,
+    known: BuiltOn | None,
 ) -> Backup:
+    vault, checkpoint = view.vault, view.checkpoint
     now = clock.now()
     name = backup_name(params)
     expires = (
@@ -217,7 +254,7 @@ def _plan_backup(
         resource_size_gb=-(-resource.size_bytes // GB),
         kind="server" if resource.volumes else _kind(resource),
         volume_path=resource.path,
-        incremental=_builds_on_previous(session, vault, resource.id, params),
+        incremental=_builds_on_previous(session, vault, resource.id, params, known),
         **common,
     )
     session.add(backup)
@@ -234,7 +271,7 @@ def _plan_backup(
                 kind=volume.kind,
                 volume_path=volume.path,
                 parent_id=backup.id,
-                incremental=_builds_on_previous(session, vault, volume.id, params),
+                incremental=_builds_on_previous(session, vault, volume.id, params, known),
                 **common,
             )
         )
@@ -259,12 +296,18 @@ def _plan_backup(
 
 
 def _builds_on_previous(
-    session: Session, vault: Vault, resource_id: str, params: CheckpointParams
+    session: Session,
+    vault: Vault,
+    resource_id: str,
+    params: CheckpointParams,
+    known: BuiltOn | None,
 ) -> bool:
     """What `incremental` will be, as far as it is known now: asked for, and the resource
     has an available backup in the vault to build on (the run settles it)."""
     if not params.incremental:
         return False
+    if known is not None:
+        return (vault.id, resource_id) in known
     previous = session.scalar(
         select(Backup.id)
         .where(

@@ -52,7 +52,11 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_WINDOW_MINUTES = 60  # CBR: start_window_minutes is 60-480, or null
 DUE_PER_TICK = 500  # due policies one tick claims; the rest wait for the next tick
-VAULTS_PER_BATCH = 200  # vaults a run starts per transaction
+# Vaults a run starts per transaction. The batch's rows live until it commits, and every
+# full garbage collection meanwhile traverses them while holding the GIL, stalling the
+# requests served beside it: at 50 the slot's full collections took 5 ms of CPU on average
+# (p99 14 ms) against 7 ms (23 ms) at 200, starting the vaults no slower.
+VAULTS_PER_BATCH = 50
 
 
 @dataclass
@@ -385,11 +389,19 @@ def _back_up(session: Session, policy: Policy, vault: Vault, begun: list[Begun])
 
 def _add_backups(session: Session, begun: list[Begun]) -> None:
     """The backups of the batch's checkpoints, after one flush inserts every checkpoint
-    (the backups reference theirs)."""
+    (the backups reference theirs); the commit inserts them all. What each builds on is
+    asked once for the batch.
+
+    Without autoflush: each backup's query for a previous backup to build on flushed the
+    vault before, one vault at a time (most of a batch's CPU time, held under the GIL the
+    request threads share). No query of the loop needs the batch's rows: the previous
+    backups it looks for are `available` ones, which a batch never adds."""
     if begun:
         session.flush()
-        for view, params in begun:
-            checkpoints.add_backups(session, view, params)
+        built_on = checkpoints.built_on(session, [view for view, _params in begun])
+        with session.no_autoflush:
+            for view, params in begun:
+                checkpoints.add_backups(session, view, params, built_on=built_on)
 
 
 def _replicate(
