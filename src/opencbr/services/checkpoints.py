@@ -157,15 +157,16 @@ def add_backups(
     view: CheckpointView,
     params: CheckpointParams,
     request_id: str | None = None,
-    built_on: BuiltOn | None = None,
+    bases: BuiltOn | None = None,
 ) -> None:
     """`plan`'s second half, once the checkpoint is inserted: a backup in `protecting` and a
-    running operation log per resource; the resources become `protecting`. `built_on`:
-    what `built_on` answered for a batch of checkpoints including this one (None: each
-    backup queries it)."""
+    running operation log per resource; the resources become `protecting`. `bases`: what
+    `built_on` answered for a batch of checkpoints including this one (None: asked here)."""
+    if bases is None:
+        bases = built_on(session, [view]) if params.incremental else frozenset()
     for binding in view.resources:
         resource = binding.protectable
-        _plan_backup(session, view, resource, params, request_id, built_on)
+        _plan_backup(session, view, resource, params, request_id, bases)
         vaults.begin_protecting(binding)
 
 
@@ -221,7 +222,7 @@ def _plan_backup(
     resource: Protectable,
     params: CheckpointParams,
     request_id: str | None,
-    known: BuiltOn | None,
+    bases: BuiltOn,
 ) -> Backup:
     vault, checkpoint = view.vault, view.checkpoint
     now = clock.now()
@@ -254,7 +255,7 @@ def _plan_backup(
         resource_size_gb=-(-resource.size_bytes // GB),
         kind="server" if resource.volumes else _kind(resource),
         volume_path=resource.path,
-        incremental=_builds_on_previous(session, vault, resource.id, params, known),
+        incremental=_builds_on_previous(vault, resource.id, params, bases),
         **common,
     )
     session.add(backup)
@@ -271,7 +272,7 @@ def _plan_backup(
                 kind=volume.kind,
                 volume_path=volume.path,
                 parent_id=backup.id,
-                incremental=_builds_on_previous(session, vault, volume.id, params, known),
+                incremental=_builds_on_previous(vault, volume.id, params, bases),
                 **common,
             )
         )
@@ -296,28 +297,14 @@ def _plan_backup(
 
 
 def _builds_on_previous(
-    session: Session,
     vault: Vault,
     resource_id: str,
     params: CheckpointParams,
-    known: BuiltOn | None,
+    bases: BuiltOn,
 ) -> bool:
     """What `incremental` will be, as far as it is known now: asked for, and the resource
     has an available backup in the vault to build on (the run settles it)."""
-    if not params.incremental:
-        return False
-    if known is not None:
-        return (vault.id, resource_id) in known
-    previous = session.scalar(
-        select(Backup.id)
-        .where(
-            Backup.vault_id == vault.id,
-            Backup.resource_id == resource_id,
-            Backup.status == BackupStatus.AVAILABLE,
-        )
-        .limit(1)
-    )
-    return previous is not None
+    return params.incremental and (vault.id, resource_id) in bases
 
 
 def _kind(resource: Protectable) -> str:

@@ -398,10 +398,10 @@ def _add_backups(session: Session, begun: list[Begun]) -> None:
     backups it looks for are `available` ones, which a batch never adds."""
     if begun:
         session.flush()
-        built_on = checkpoints.built_on(session, [view for view, _params in begun])
+        bases = checkpoints.built_on(session, [view for view, _params in begun])
         with session.no_autoflush:
             for view, params in begun:
-                checkpoints.add_backups(session, view, params, built_on=built_on)
+                checkpoints.add_backups(session, view, params, bases=bases)
 
 
 def _replicate(
