@@ -8,7 +8,8 @@ process: `python -m bench.load SPEC.json` prints one JSON object per scenario. T
 generator sends a fixed number of requests from N threads, each with its own keep-alive
 connection, after a short warm-up, and reports latency percentiles and requests per
 second. A replicate call takes every backup of the vault not yet replicated to the
-region, so after each one (untimed) the generator deletes the records it planned.
+region, so after each one (untimed) the generator waits until the server has made the
+plan's records and deletes them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from bench.client import Api, ApiError
 from bench.seed import seed_backups
@@ -81,8 +82,7 @@ def _one_at_a_time(url: str, token: str, scenario: dict[str, Any]) -> dict[str, 
         with httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=60) as client:
             for request in scenario["requests"]:
                 samples.append(_send(client, request))
-                with engine.begin() as connection:
-                    connection.execute(text(reset["sql"]), reset.get("params", {}))
+                _run_reset(engine, reset)
     finally:
         engine.dispose()
     return _summary(scenario, samples, time.perf_counter() - started)
@@ -217,12 +217,31 @@ def replication_available(api: Api, request: Request) -> bool:
 
 
 def _forget_plans(db_url: str, setup: Setup) -> dict[str, Any]:
-    """The statement that makes every backup of the source vault eligible again."""
+    """The statements that make every backup of the source vault eligible again, once the
+    server has turned the call's plan into its records (`until_zero`: the call answers
+    before, and that work, ~100 ms at 10,000 backups, is the server's to do, not skipped)."""
     return {
         "db_url": db_url,
-        "sql": "DELETE FROM replication_records WHERE source_vault_id = :vault",
+        "until_zero": "SELECT COUNT(*) FROM replication_plans WHERE source_vault_id = :vault",
+        "sql": [
+            "DELETE FROM replication_plans WHERE source_vault_id = :vault",
+            "DELETE FROM replication_records WHERE source_vault_id = :vault",
+        ],
         "params": {"vault": setup.source},
     }
+
+
+def _run_reset(engine: Engine, reset: dict[str, Any]) -> None:
+    params = reset.get("params", {})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            if not connection.execute(text(reset["until_zero"]), params).scalar():
+                break
+        time.sleep(0.01)
+    with engine.begin() as connection:
+        for statement in reset["sql"]:
+            connection.execute(text(statement), params)
 
 
 def _scenarios(
@@ -337,8 +356,7 @@ def run(
 def _reset(reset: dict[str, Any]) -> None:
     engine = create_engine(reset["db_url"])
     try:
-        with engine.begin() as connection:
-            connection.execute(text(reset["sql"]), reset.get("params", {}))
+        _run_reset(engine, reset)
     finally:
         engine.dispose()
 

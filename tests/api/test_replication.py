@@ -6,20 +6,23 @@ import json
 import random
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
 from opencbr.api.schemas.replication import CheckpointReplicateResponse
 from opencbr.db import chunks
+from opencbr.db.backups import ReplicationPlan, ReplicationRecord
 from opencbr.db.session import Database
 from opencbr.db.vaults import Vault
 from opencbr.errors import CbrError
 from opencbr.jobs import tasks
-from opencbr.services import identity, replication, replication_runs
+from opencbr.services import identity, planned_records, replication, replication_runs
 from opencbr.services.replicas import create_replicas
 from opencbr.settings import RegionSettings
 from opencbr.storage.faulty import FaultyChunkStore
@@ -41,6 +44,7 @@ from tests.api.helpers import (
     serving,
     wait_records,
 )
+from tests.polling import pauses
 from tests.unit.archive_support import assert_same_tree, build_tree, mutate_in_place
 
 MiB = 1 << 20
@@ -491,7 +495,7 @@ def test_records_whose_fan_out_never_ran_get_their_replicas_from_the_reconciler(
     enqueue = jobs.enqueue
 
     def enqueue_all_but_the_fan_out(task: Any, *args: Any) -> None:
-        if task is not tasks.fan_out_replications:
+        if task is not tasks.fan_out_plan:
             enqueue(task, *args)
 
     monkeypatch.setattr(jobs, "enqueue", enqueue_all_but_the_fan_out)
@@ -507,6 +511,162 @@ def test_records_whose_fan_out_never_ran_get_their_replicas_from_the_reconciler(
         "operation_logs"
     ]
     assert [log["status"] for log in logs] == ["success", "success"]
+
+
+def test_a_plan_left_unexpanded_by_a_dead_api_process_is_expanded_by_the_reconciler(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    """The call's plan row is committed, then its process dies: neither the expansion after
+    the answer nor the fan-out task ran. The reconciler expands it and the copies run;
+    nothing here reads the records through the API (a reader would expand it too)."""
+    _tree, _resource, vault = source
+    backups = [backup_now(env, vault["id"]) for _ in range(2)]
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    ctx = identity.context_for_token(env.db, env.token("region1"))
+    target = replication.Destination("region2", env.projects["region2"], dest["id"])
+    plan = replication.replicate_vault(env.db, env.settings, ctx, vault["id"], target, None)
+    assert sorted(plan.backup_ids) == sorted(b["id"] for b in backups)
+    for pause in pauses(60, longest=0.2):
+        with env.db.reading() as session:
+            done = dict(
+                session.execute(
+                    select(ReplicationRecord.id, ReplicationRecord.status).where(
+                        ReplicationRecord.source_vault_id == vault["id"]
+                    )
+                ).all()
+            )
+        if sorted(done.values()) == ["success", "success"]:
+            break
+        time.sleep(pause)
+    assert sorted(done) == sorted(plan.record_ids), done
+    assert sorted(done.values()) == ["success", "success"], done
+
+
+def test_records_of_a_just_answered_call_are_listed_and_block_deleting(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    """Readers and writers of a vault's records expand its pending plan first: a plan made
+    a moment ago lists its records and keeps its backups and vaults from being deleted."""
+    _tree, _resource, vault = source
+    [backup] = [backup_now(env, vault["id"])]
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    ctx = identity.context_for_token(env.db, env.token("region1"))
+    target = replication.Destination("region2", env.projects["region2"], dest["id"])
+    env.client.app.state.jobs.stop()  # type: ignore[attr-defined]  # nothing copies or expands
+
+    def plan() -> list[str]:
+        made = replication.replicate_vault(env.db, env.settings, ctx, vault["id"], target, None)
+        assert pending() == 1
+        return made.record_ids
+
+    def pending() -> int:
+        with env.db.reading() as session:
+            return len(session.scalars(select(ReplicationPlan.id)).all())
+
+    # Each refusal saw the plan as its record (a refused request's expansion is rolled back
+    # with it: the plan stays pending for the next).
+    first = plan()
+    assert_error(env.delete("region2", f"/vaults/{dest['id']}"), 400, "BackupService.6203")
+    assert [r["id"] for r in records(env, vault["id"])] == first
+    assert pending() == 0
+    with env.db.transaction() as session:  # the copy failed: the backup is free again
+        session.execute(update(ReplicationRecord).values(status="fail"))
+    second = plan()
+    assert_error(env.delete("region1", f"/backups/{backup['id']}"), 400, "BackupService.6216")
+    third_try = env.post(
+        "region1", "/checkpoints/replicate", seed_body(env, vault["id"], dest["id"])
+    )
+    assert_error(third_try, 400, "BackupService.0001")  # the second plan's record is live
+    assert [r["id"] for r in records(env, vault["id"])] == [*first, *second]
+
+
+def _stopped_plan(
+    env: Env, vault_id: str, count: int
+) -> tuple[list[dict[str, Any]], replication.Plan]:
+    """`count` backups of the vault and a vault plan of them that nothing expands yet (the
+    worker and its reconciler stopped; no route ran)."""
+    backups = [backup_now(env, vault_id) for _ in range(count)]
+    dest = create_vault(env, "region2", name="dst", protect_type="replication")
+    ctx = identity.context_for_token(env.db, env.token("region1"))
+    target = replication.Destination("region2", env.projects["region2"], dest["id"])
+    env.client.app.state.jobs.stop()  # type: ignore[attr-defined]
+    plan = replication.replicate_vault(env.db, env.settings, ctx, vault_id, target, "req-7")
+    return backups, plan
+
+
+def _vault_records(env: Env, vault_id: str) -> dict[str, ReplicationRecord]:
+    with env.db.reading() as session:
+        rows = session.scalars(
+            select(ReplicationRecord).where(ReplicationRecord.source_vault_id == vault_id)
+        )
+        return {record.id: record for record in rows}
+
+
+def _plan_rows(env: Env) -> int:
+    with env.db.reading() as session:
+        return len(session.scalars(select(ReplicationPlan.id)).all())
+
+
+def test_a_vault_plan_is_one_row_until_expanded_once_into_the_records_it_named(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    _tree, _resource, vault = source
+    backups, plan = _stopped_plan(env, vault["id"], 3)
+    assert plan.backup_ids == [b["id"] for b in backups]  # oldest first
+    assert (_plan_rows(env), _vault_records(env, vault["id"])) == (1, {})
+    barrier = threading.Barrier(4)
+
+    def expand(_: int) -> None:
+        barrier.wait()
+        assert plan.plan_id is not None
+        planned_records.expand(env.db, plan.plan_id)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(expand, range(4)))
+    found = _vault_records(env, vault["id"])
+    assert _plan_rows(env) == 0 and sorted(found) == sorted(plan.record_ids)
+    by_age = [found[record_id] for record_id in plan.record_ids]
+    assert [r.source_backup_id for r in by_age] == plan.backup_ids
+    assert [r.source_checkpoint_id for r in by_age] == [b["checkpoint_id"] for b in backups]
+    assert [r.created_at for r in by_age] == sorted(r.created_at for r in by_age)
+    assert {(r.status, r.request_id, r.destination_region) for r in by_age} == {
+        ("waiting_replicate", "req-7", "region2")
+    }
+    assert plan.plan_id is not None
+    assert planned_records.records_of_plan(env.db, plan.plan_id) == plan.record_ids
+
+
+def test_a_backup_given_a_live_record_before_its_plan_expands_gets_a_failed_record(
+    env: Env, source: tuple[Path, dict[str, Any], dict[str, Any]]
+) -> None:
+    """PostgreSQL lets a single-backup call commit between a plan and its expansion: the
+    plan's record of that backup is then failed, never missing (the call named its id)."""
+    _tree, _resource, vault = source
+    backups, plan = _stopped_plan(env, vault["id"], 3)
+    taken = backups[1]["id"]
+    with env.db.transaction() as session:  # as that call would, without expanding first
+        plan_row = session.scalars(select(ReplicationPlan)).one()
+        of = planned_records.RecordsOf(
+            "region1",
+            vault["id"],
+            plan_row.destination_project_id,
+            "region2",
+            plan_row.destination_vault_id,
+            False,
+            None,
+        )
+        rows = planned_records.chosen_rows(session, of, [taken])
+        [other] = planned_records.insert_records(session, of, rows)
+    assert plan.plan_id is not None
+    planned_records.expand(env.db, plan.plan_id)
+    found = _vault_records(env, vault["id"])
+    assert {record_id: r.status for record_id, r in found.items()} == {
+        other: "waiting_replicate",
+        plan.record_ids[0]: "waiting_replicate",
+        plan.record_ids[1]: "fail",
+        plan.record_ids[2]: "waiting_replicate",
+    }
+    assert found[plan.record_ids[1]].fail_code == "BackupService.1009"
 
 
 def test_concurrent_vault_plans_replicate_each_backup_once(

@@ -13,10 +13,16 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from opencbr import clock
-from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationRecord
+from opencbr.db.backups import (
+    Backup,
+    Checkpoint,
+    OperationLog,
+    ReplicationRecord,
+)
 from opencbr.db.base import new_uuid
 from opencbr.db.session import Database
-from opencbr.services import replicas, replication
+from opencbr.services import planned_records, replicas
+from opencbr.services.planned_records import RecordsOf
 
 # A whole second, so that a value without microseconds is among those written.
 NOW = datetime(2026, 11, 27, 8, 0, 0)
@@ -68,16 +74,12 @@ def test_vault_plan_records_keep_the_backups_order_and_every_default(
 ) -> None:
     source = SimpleNamespace(id="v" * 36, region="region1")
     target = SimpleNamespace(id="w" * 36, region="region2", project_id="q" * 32)
+    of = RecordsOf(
+        source.region, source.id, target.project_id, target.region, target.id, True, "req-1"
+    )
     chosen = [(f"{n:036d}", f"c{n:035d}", "p" * 32) for n in (3, 1, 2)]  # oldest first
     with database.transaction() as session:
-        record_ids = replication._insert_records(
-            session,
-            source,  # type: ignore[arg-type]
-            target,  # type: ignore[arg-type]
-            chosen,
-            True,
-            "req-1",
-        )
+        record_ids = planned_records.insert_records(session, of, chosen)
     with database.reading() as session:
         rows = list(
             session.scalars(select(ReplicationRecord).order_by(ReplicationRecord.created_at))
@@ -107,17 +109,12 @@ def test_values_shared_by_a_plan_are_stored_exactly_as_given(database: Database)
     awkward = "req-'quoted' %(name)s %s %% \\ \\' ;--"
     source = SimpleNamespace(id="v'%s" + "v" * 32, region="region'1%")
     target = SimpleNamespace(id="w" * 36, region="region2", project_id="q%%" + "q" * 29)
+    of = RecordsOf(
+        source.region, source.id, target.project_id, target.region, target.id, False, awkward
+    )
     chosen = [(f"{n:036d}", f"c{n:035d}", "p" * 32) for n in range(5)]
     with database.transaction() as session:
-        record_ids = replication._insert_records(
-            session,
-            source,  # type: ignore[arg-type]
-            target,  # type: ignore[arg-type]
-            chosen,
-            False,
-            awkward,
-            policy_id=None,
-        )
+        record_ids = planned_records.insert_records(session, of, chosen)
     assert record_ids == sorted(record_ids) and len(set(record_ids)) == len(chosen)
     with database.reading() as session:
         rows = list(session.scalars(select(ReplicationRecord)))
@@ -145,3 +142,21 @@ def test_adding_replicas_skips_records_whose_rows_are_gone(
         assert session.scalar(select(Backup.id).limit(1)) is None
         assert session.scalar(select(Checkpoint.id).limit(1)) is None
         assert session.scalar(select(OperationLog.id).limit(1)) is None
+
+
+# --- vault plans: one row until expanded (the rest in test_replication.py) ------------
+
+_OF = RecordsOf("region1", "v" * 36, "q" * 32, "region2", "w" * 36, False, "req-9")
+
+
+def _plan(database: Database, backup_ids: list[str]) -> tuple[str, list[str]]:
+    with database.transaction() as session:
+        return planned_records.add_plan(session, _OF, backup_ids)
+
+
+def test_one_pending_plan_per_source_vault_and_region(database: Database) -> None:
+    plan_id, record_ids = _plan(database, ["b" * 36, "d" * 36])
+    assert record_ids == [f"{plan_id}00000000", f"{plan_id}00000001"]  # oldest first
+    assert {planned_records.plan_of_record(r) for r in record_ids} == {plan_id}
+    with pytest.raises(IntegrityError):
+        _plan(database, ["e" * 36])

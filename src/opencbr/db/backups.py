@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     String,
+    Text,
     UniqueConstraint,
     and_,
     false,
@@ -75,7 +76,19 @@ class Backup(Base):
         # count walk this index alone: the count of a 10,000-backup project 2.0 -> 0.4 ms,
         # where (project, created) left a table lookup per backup to test parent_id.
         Index("ix_backups_project_parent_created", "project_id", "parent_id", "created_at", "id"),
-        Index("ix_backups_vault_status", "vault_id", "status"),
+        # A vault's backups by status (what runs in it), and the choice of a vault
+        # replication (its available top-level backups, oldest first): that walks this
+        # index alone, in order, with no table lookup nor sort (10,000 backups: 31-40 ->
+        # ms; the (vault, status) index it replaces left a table row and a sort per backup).
+        Index(
+            "ix_backups_vault_status_created",
+            "vault_id",
+            "status",
+            "parent_id",
+            "image_type",
+            "created_at",
+            "id",
+        ),
         # Lists of a vault (project, top level or one parent's volumes, newest first) and
         # their count walk this index alone, whatever the page's offset.
         Index(
@@ -299,6 +312,39 @@ class OperationLog(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ReplicationPlan(Base):
+    """A vault's replication as planned by checkpoints/replicate, until its records exist.
+
+    The call writes this one row, not a record per backup (10,000 backups: one row instead
+    of 10,000 rows in five indexes), and answers with the record ids the plan will give:
+    `id` followed by the index of each record (services/replication_plans.py). The plan is
+    expanded into its records, and deleted in the same transaction, right after the answer,
+    or first by anything that reads or writes the vault's records (a pending plan is never
+    seen as anything else than its records).
+    """
+
+    __tablename__ = "replication_plans"
+    # One pending plan per source vault and destination region: of two concurrent calls the
+    # second to insert fails here, expands the first's plan and chooses again.
+    __table_args__ = (
+        UniqueConstraint("source_vault_id", "destination_region"),
+        Index("ix_replication_plans_destination_vault", "destination_vault_id"),
+    )
+
+    # The first 28 characters of a UUID; each record's id appends 8 hex digits.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source_region: Mapped[str] = mapped_column(String(255))
+    source_vault_id: Mapped[str] = mapped_column(String(36))
+    destination_project_id: Mapped[str] = mapped_column(String(32))
+    destination_region: Mapped[str] = mapped_column(String(255))
+    destination_vault_id: Mapped[str] = mapped_column(String(36))
+    auto_trigger: Mapped[bool] = mapped_column(default=False)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    # The chosen backups, oldest first: "backup_id checkpoint_id project_id" lines.
+    backups: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ReplicationRecord(Base):

@@ -36,6 +36,7 @@ TASK_LABELS = {
     "purge_vault": "purge",
     "replicate": "replicate",
     "fan_out_replications": "replication_plan",
+    "fan_out_plan": "replication_plan",
     "migrate_resources": "migrate",
     "run_verify": "verify",
 }

@@ -16,6 +16,7 @@ from opencbr.services import (
     gc,
     leases,
     migrations,
+    planned_records,
     policy_runs,
     pruning,
     replicas,
@@ -88,6 +89,14 @@ def fan_out_replications(jobs: Jobs, record_ids: list[str]) -> None:
         jobs.enqueue(replicate, record_id)
 
 
+def fan_out_plan(jobs: Jobs, plan_id: str) -> None:
+    """A checkpoints/replicate plan's fan-out: its records (expanded from the plan now,
+    unless the API process or a reader did it first), then `fan_out_replications`."""
+    db = jobs.runtime.db
+    planned_records.expand(db, plan_id)
+    fan_out_replications(jobs, planned_records.records_of_plan(db, plan_id))
+
+
 def run_policy(jobs: Jobs, run_id: str) -> None:
     """Start a policy slot's work on every bound vault (enqueued batch by batch, as each
     batch commits), then apply the policy's retention."""
@@ -135,6 +144,7 @@ def reconcile(jobs: Jobs) -> None:
         jobs.enqueue(run_restore, log_id)
     for backup_id in backups.deleting_backups(rt.db):
         jobs.enqueue(delete_backup, backup_id)
+    planned_records.settle(rt.db)  # a plan whose API process died before expanding it
     for record_id in replication_runs.stuck(rt):
         jobs.enqueue(replicate, record_id)
     for run_id in leases.stuck(rt, policy_runs.POLICY_RUN):
@@ -165,6 +175,7 @@ QUEUED = (
     purge_vault,
     replicate,
     fan_out_replications,
+    fan_out_plan,
     run_policy,
     prune_policy,
     migrate_resources,

@@ -39,7 +39,7 @@ from opencbr.errors import (
     SHARED_BACKUP_NOT_DELETABLE,
     CbrError,
 )
-from opencbr.services import operation_logs
+from opencbr.services import operation_logs, planned_records
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
 
@@ -295,6 +295,7 @@ def records_for(db: Database, backup_ids: list[str]) -> dict[str, list[Replicati
     """Replication records of source backups, oldest first."""
     if not backup_ids:
         return {}
+    planned_records.settle(db, backup_ids=backup_ids)
     with db.reading() as session:
         rows = session.scalars(
             select(ReplicationRecord)
@@ -347,7 +348,7 @@ def deletion_refused(session: Session, backup: Backup) -> str | None:
         return "A volume backup is deleted with its server backup."
     if backup.status not in (BackupStatus.AVAILABLE, BackupStatus.ERROR):
         return f"The backup is {backup.status}; it cannot be deleted now."
-    if _being_replicated(session, backup.id):
+    if _being_replicated(session, backup):
         return "The backup is being replicated."
     return None
 
@@ -398,12 +399,13 @@ def backup_subject(backup: Backup, vault: Vault | None) -> operation_logs.Subjec
     )
 
 
-def _being_replicated(session: Session, backup_id: str) -> bool:
+def _being_replicated(session: Session, backup: Backup) -> bool:
+    planned_records.expand_pending(session, [backup.vault_id])
     return (
         session.scalar(
             select(ReplicationRecord.id)
             .where(
-                ReplicationRecord.source_backup_id == backup_id,
+                ReplicationRecord.source_backup_id == backup.id,
                 ReplicationRecord.status.in_(LIVE_RECORD),
             )
             .limit(1)

@@ -65,7 +65,7 @@ from opencbr.errors import (
     CbrError,
     ErrorCode,
 )
-from opencbr.services import leases, vaults
+from opencbr.services import leases, planned_records, vaults
 from opencbr.services.fanout import ChunkCopier, Sink, copy_in_order
 from opencbr.services.identity import AuthContext
 from opencbr.services.runtime import Runtime
@@ -358,6 +358,7 @@ def _units(backups: list[Backup]) -> list[str]:
 
 
 def _plan(db: Database, work: _Work) -> _Plan:
+    planned_records.settle(db, [work.source_vault_id])
     with db.reading() as session:
         backups = _movable(session, work)
         plan = _Plan({b.id for b in backups}, _units(backups))
@@ -433,6 +434,7 @@ def _move(db: Database, work: _Work, plan: _Plan) -> bool:
         for vault_id in sorted((work.source_vault_id, work.dest_vault_id)):
             session.get(Vault, vault_id, with_for_update=True)
         backups = _movable(session, work)
+        planned_records.expand_pending(session, [work.source_vault_id])
         if _busy_backups(session, work.source_vault_id, work.resource_ids) or not {
             b.id for b in backups
         }.issubset(plan.top_ids):

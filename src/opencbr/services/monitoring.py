@@ -25,7 +25,7 @@ from opencbr.db.backups import Backup, Checkpoint, OperationLog, ReplicationReco
 from opencbr.db.session import Database
 from opencbr.db.status import BackupStatus, CheckpointStatus, OperationStatus, RecordStatus
 from opencbr.db.vaults import GB, Vault
-from opencbr.services import replication_status
+from opencbr.services import planned_records, replication_status
 
 DEFAULT_CACHE_SECONDS = 5.0
 VAULT_LABELS = ("region", "project_id", "vault_id")
@@ -65,6 +65,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             if time.monotonic() - self._read_at >= self._cache_seconds:
+                planned_records.settle(self._db)
                 with self._db.reading() as session:
                     self._families = _read_state(session)
                 self._read_at = time.monotonic()

@@ -25,7 +25,7 @@ from opencbr.db.backups import Backup, BackupChunk, ReplicationRecord, VaultChun
 from opencbr.db.session import Database
 from opencbr.db.status import RecordStatus
 from opencbr.db.vaults import GB, Vault
-from opencbr.services import replication
+from opencbr.services import planned_records, replication
 from opencbr.services.identity import AuthContext
 from opencbr.services.replication import Choice, Destination
 from opencbr.settings import Settings
@@ -166,6 +166,7 @@ def dry_run_vault(
     db: Database, settings: Settings, ctx: AuthContext, vault_id: str, dest: Destination
 ) -> DryRun:
     """checkpoints/replicate?dry_run=true: its checks and choice, counted, nothing written."""
+    planned_records.settle(db, [vault_id])
     with db.reading() as session:
         choice = replication.choose_vault_backups(session, settings, ctx, vault_id, dest)
         chosen = replication.vault_backups_to_replicate(choice.source.id, dest.region)
@@ -176,6 +177,7 @@ def dry_run_backup(
     db: Database, settings: Settings, ctx: AuthContext, backup_id: str, dest: Destination
 ) -> DryRun:
     """backups/{id}/replicate?dry_run=true: its checks, counted, nothing written."""
+    planned_records.settle(db, backup_ids=[backup_id])
     with db.reading() as session:
         choice = replication.choose_backup(session, settings, ctx, backup_id, dest)
         chosen = select(Backup.id, Backup.created_at).where(Backup.id == backup_id)

@@ -41,6 +41,7 @@ from opencbr.db.policies import Policy, PolicyBinding, PolicyType
 from opencbr.db.session import Database
 from opencbr.db.status import BackupStatus, RecordStatus
 from opencbr.db.vaults import Vault
+from opencbr.services import planned_records
 from opencbr.services.identity import AuthContext
 from opencbr.services.replication_plan import Gap, gaps
 
@@ -108,6 +109,7 @@ def status(db: Database, ctx: AuthContext, vault_id: str | None = None) -> list[
     (with `vault_id`, those whose source or destination it is: a filter, like the one of
     the backup list, so naming another project's vault finds nothing), pending bytes
     included."""
+    planned_records.settle(db, project_id=ctx.project_id)
     with db.reading() as session:
         return pair_states(session, ctx.project_id, vault_id, pending=True)
 

@@ -32,7 +32,7 @@ from opencbr.errors import (
     VAULT_SIZE_INVALID,
     CbrError,
 )
-from opencbr.services import operation_logs, protectables
+from opencbr.services import operation_logs, planned_records, protectables
 from opencbr.services.identity import AuthContext
 
 # The `resource` of a task on a vault itself (vault delete, resource removal): CBR's
@@ -387,6 +387,7 @@ def delete(db: Database, ctx: AuthContext, vault_id: str, request_id: str | None
         )
         if busy is not None:
             raise CbrError(VAULT_HAS_RUNNING_BACKUP, "A backup in the vault is in progress.")
+        planned_records.expand_pending(session, [vault.id])
         replicating = session.scalar(
             select(ReplicationRecord.id)
             .where(

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from pydantic_core import to_json
+from starlette.background import BackgroundTask
 
 from opencbr.api.deps import DbDep, JobsDep, RequestIdDep, SettingsDep, WriterDep
 from opencbr.api.schemas.replication import (
@@ -24,7 +25,7 @@ from opencbr.api.schemas.replication import (
     dry_run_out,
 )
 from opencbr.jobs import tasks
-from opencbr.services import replication, replication_plan
+from opencbr.services import planned_records, replication, replication_plan
 
 router = APIRouter(prefix="/v3/{project_id}", tags=["replication"])
 # true/false in any case (also 1/0, yes/no, on/off, as every boolean query parameter);
@@ -53,8 +54,14 @@ def replicate_vault(
     plan = replication.replicate_vault(
         db, settings, ctx, param.vault_id, param.destination(), request_id
     )
-    jobs.enqueue(tasks.fan_out_replications, plan.record_ids)
-    return _vault_replication_answer(plan, param, ctx.project_id)
+    assert plan.plan_id is not None
+    jobs.enqueue(tasks.fan_out_plan, plan.plan_id)
+    answer = _vault_replication_answer(plan, param, ctx.project_id)
+    # The plan's records are made right after the answer is sent, off the client's wait
+    # (the fan-out task, or the first reader of the vault's records, if this process dies
+    # first).
+    answer.background = BackgroundTask(planned_records.expand, db, plan.plan_id)
+    return answer
 
 
 def _vault_replication_answer(
