@@ -77,9 +77,9 @@ class Backup(Base):
         # where (project, created) left a table lookup per backup to test parent_id.
         Index("ix_backups_project_parent_created", "project_id", "parent_id", "created_at", "id"),
         # A vault's backups by status (what runs in it), and the choice of a vault
-        # replication (its available top-level backups, oldest first): that walks this
-        # index alone, in order, with no table lookup nor sort (10,000 backups: 31-40 ->
-        # ms; the (vault, status) index it replaces left a table row and a sort per backup).
+        # replication (its available top-level backups, oldest first), which walks this
+        # index alone, in order: no table row read and no sort per backup as with the
+        # (vault, status) index it replaced (10,000 backups: 31-40 -> 16-25 ms).
         Index(
             "ix_backups_vault_status_created",
             "vault_id",
