@@ -17,6 +17,8 @@ from opencbr import clock
 from opencbr.db.backups import Backup
 from opencbr.db.session import Database
 from opencbr.db.vaults import Vault
+from opencbr.jobs import tasks
+from opencbr.jobs.queue import Jobs
 from opencbr.services import backup_runs, leases, restores
 from opencbr.services.runtime import Runtime
 from opencbr.settings import Settings
@@ -281,3 +283,25 @@ def test_work_that_is_not_to_run_is_logged_as_skipped_with_the_reason(
     with structlog.testing.capture_logs() as events:
         assert leases.claim(rt, backup_runs.BACKUP, backup_id) is None
     assert lease_events(events) == [("leased work skipped", "already available")]
+
+
+def test_work_never_leased_is_queued_again_only_once_the_queue_is_drained(
+    env: Env, rt: Runtime
+) -> None:
+    """While tasks wait in the queue, a backup no worker has leased yet is most likely one
+    of them: the reconciler leaves it (it queued a duplicate at every pass, for every
+    backup of a large policy slot). Once the queue is empty, one older than the grace is
+    lost work and is queued again, once."""
+    checkpoint_id, backup_id = start_backup(env)
+    with env.db.transaction() as session:
+        backup = session.get(Backup, backup_id)
+        assert backup is not None
+        backup.created_at -= timedelta(seconds=env.settings.lease_seconds + 1)
+    jobs: Jobs = env.client.app.state.jobs  # type: ignore[attr-defined]
+    waiting = [task.args for task in jobs.huey.pending()]
+    assert (checkpoint_id,) in waiting
+    tasks.reconcile(jobs)
+    assert [task.args for task in jobs.huey.pending()] == waiting  # no duplicate
+    jobs.huey.flush()  # the queue lost its tasks
+    tasks.reconcile(jobs)
+    assert [task.args for task in jobs.huey.pending()] == [(checkpoint_id,)]

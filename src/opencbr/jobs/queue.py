@@ -235,6 +235,10 @@ class Jobs:
         `tasks.QUEUED`, and its arguments must pickle (ids, not rows)."""
         self._queued[task](*args, **kwargs)
 
+    def queued_tasks(self) -> int:
+        """Tasks waiting in the queue (not those running, nor retries scheduled later)."""
+        return int(self.huey.pending_count())
+
     def _register(self, task: Callable[..., None]) -> Any:
         """Register a task with Huey under its function name; when garbage collection holds
         the vault the task needs, it is run again later."""

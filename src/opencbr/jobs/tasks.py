@@ -138,20 +138,22 @@ def reconcile(jobs: Jobs) -> None:
     """Enqueue again every piece of work that no live worker holds (run by the housekeeping
     thread, not queued: it is what recovers work whose task was lost)."""
     rt = jobs.runtime
-    for checkpoint_id in leases.stuck(rt, backup_runs.BACKUP):
+    # Work never leased counts as lost only once the queue is drained (leases.is_stale).
+    busy = jobs.queued_tasks() > 0
+    for checkpoint_id in leases.stuck(rt, backup_runs.BACKUP, busy):
         jobs.enqueue(run_checkpoint, checkpoint_id)
-    for log_id in leases.stuck(rt, restores.RESTORE):
+    for log_id in leases.stuck(rt, restores.RESTORE, busy):
         jobs.enqueue(run_restore, log_id)
     for backup_id in backups.deleting_backups(rt.db):
         jobs.enqueue(delete_backup, backup_id)
     planned_records.settle(rt.db)  # a plan whose API process died before expanding it
-    for record_id in replication_runs.stuck(rt):
+    for record_id in replication_runs.stuck(rt, busy):
         jobs.enqueue(replicate, record_id)
-    for run_id in leases.stuck(rt, policy_runs.POLICY_RUN):
+    for run_id in leases.stuck(rt, policy_runs.POLICY_RUN, busy):
         jobs.enqueue(run_policy, run_id)
-    for migration_id in leases.stuck(rt, migrations.MIGRATION):
+    for migration_id in leases.stuck(rt, migrations.MIGRATION, busy):
         jobs.enqueue(migrate_resources, migration_id)
-    for log_id in leases.stuck(rt, verify.VERIFY):
+    for log_id in leases.stuck(rt, verify.VERIFY, busy):
         jobs.enqueue(run_verify, log_id)
 
 

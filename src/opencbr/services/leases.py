@@ -403,13 +403,15 @@ def is_held(row: Leased) -> bool:
     return row.lease_until is not None and row.lease_until > clock.now()
 
 
-def is_stale(row: Leased, now: datetime, grace_seconds: float) -> bool:
+def is_stale(row: Leased, now: datetime, grace_seconds: float, queue_busy: bool = False) -> bool:
     """No live worker holds the row: its lease ended (it expired because its worker died,
-    or it was handed back by a stopping service), or none was ever taken and the row is
-    older than the grace (its task was lost; a younger one's task is still queued)."""
+    or it was handed back by a stopping service), or none was ever taken, the row is older
+    than the grace (a younger one's task is still being queued) and the queue holds no
+    task (while tasks wait, its own is most likely among them: counting it lost at every
+    pass queued duplicates of every backup of a large policy slot, pass after pass)."""
     if row.lease_until is not None:
         return row.lease_until <= now
-    return (now - row.created_at).total_seconds() > grace_seconds
+    return not queue_busy and (now - row.created_at).total_seconds() > grace_seconds
 
 
 @contextmanager
@@ -527,10 +529,11 @@ def _failure(claimed: Claimed[Row, Work], exc: Exception) -> Failure:
     return failure
 
 
-def stuck(rt: Runtime, kind: LeasedWork[Row, Work]) -> list[str]:
-    """What the reconciler enqueues again: the kind's candidate rows no live worker holds."""
+def stuck(rt: Runtime, kind: LeasedWork[Row, Work], queue_busy: bool = False) -> list[str]:
+    """What the reconciler enqueues again: the kind's candidate rows no live worker holds
+    (`queue_busy`: tasks wait in the queue, see `is_stale`)."""
     now = clock.now()
     grace = kind.grace_seconds(rt)
     with rt.db.reading() as session:
         rows = kind.candidates(session)
-        return kind.to_enqueue([r for r in rows if is_stale(_leased(r), now, grace)])
+        return kind.to_enqueue([r for r in rows if is_stale(_leased(r), now, grace, queue_busy)])

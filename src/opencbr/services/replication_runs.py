@@ -215,14 +215,14 @@ _PASSES: dict[tuple[int, str], _Pass] = {}
 _PASSES_LOCK = threading.Lock()
 
 
-def stuck(rt: Runtime) -> list[str]:
+def stuck(rt: Runtime, queue_busy: bool = False) -> list[str]:
     """The records the reconciler runs again: those of `leases.stuck` whose destination
     region's window is open (a waiting record is thus retried when its window opens, by
     the first reconciliation after, and not enqueued in vain meanwhile)."""
     with rt.db.reading() as session:
         return [
             record_id
-            for record_id in leases.stuck(rt, REPLICATION)
+            for record_id in leases.stuck(rt, REPLICATION, queue_busy)
             if _may_run_in(rt, session, record_id)
         ]
 
