@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Concatenate, ParamSpec
 
 import structlog
@@ -31,6 +32,7 @@ from huey import Huey
 from huey.consumer import Consumer
 from huey.storage import PostgresStorage, RedisStorage, SqliteStorage
 
+from opencbr import clock
 from opencbr.db.session import make_private_sqlite_file, sqlite_file
 from opencbr.jobs import tasks
 from opencbr.jobs.instrument import observed
@@ -201,20 +203,30 @@ P = ParamSpec("P")
 @dataclass
 class Cadence:
     """A housekeeping step run every `interval` seconds, first at `due` (monotonic).
-    A `shared` step runs in one worker process per interval (`services/housekeeping`)."""
+    A `shared` step runs in one worker process per interval (`services/housekeeping`).
+    A step may return the moment (`clock.now()` time) it is needed next, when that may
+    come before its interval ends (the scheduler's next policy slot): see `due_by`."""
 
-    step: Callable[[Jobs], None]
+    step: Callable[[Jobs], datetime | None]
     interval: float
     due: float
     shared: bool = False
 
-    def take(self) -> Callable[[Jobs], None] | None:
+    def take(self) -> Callable[[Jobs], datetime | None] | None:
         """The step, if it is due (and then its next due time moves on)."""
         now = time.monotonic()
         if now < self.due:
             return None
         self.due = now + self.interval
         return self.step
+
+    def due_by(self, moment: datetime) -> None:
+        """Come due at `moment` if that is before the interval ends. The wall-clock wait
+        becomes a monotonic deadline once, bounded to [0, interval]: a moment already
+        past runs the step at once, and a clock step never stretches a sleep beyond the
+        interval (the step then reads the moment again)."""
+        wait = (moment - clock.now()).total_seconds()
+        self.due = min(self.due, time.monotonic() + max(0.0, wait))
 
 
 class Jobs:
@@ -226,6 +238,8 @@ class Jobs:
         self._consumer: Consumer | None = None
         self._queued: dict[Callable[..., None], Any] = {t: self._register(t) for t in tasks.QUEUED}
         self._stop = threading.Event()
+        # Set by stop() and by wake_scheduler(): ends the housekeeping loop's sleep.
+        self._wake = threading.Event()
         self._loop: threading.Thread | None = None
 
     def enqueue(
@@ -275,17 +289,28 @@ class Jobs:
         consumer.start()
         self._consumer = consumer
         self._stop.clear()
+        self._wake.clear()
         self._loop = threading.Thread(target=self._housekeeping, name="reconciler", daemon=True)
         self._loop.start()
 
+    def wake_scheduler(self) -> None:
+        """A policy's next slot changed in this process (created, enabled, new patterns):
+        the housekeeping loop ticks now, to learn the slot and sleep until it. Thread-safe;
+        nothing happens in a process whose loop does not run (other processes' loops learn
+        the slot at their next tick)."""
+        self._wake.set()
+
     def _housekeeping(self) -> None:
         """Claim due policy slots, reconcile and sweep retention at start and on their
-        cadences; collect garbage in every vault on its own."""
+        cadences; collect garbage in every vault on its own. Between rounds the loop
+        sleeps until the next step is due: the scheduler's tick comes due at the next
+        policy slot when that is sooner than its cadence, so a slot starts on time."""
         yield_to_requests()
         settings = self.runtime.settings
         now = time.monotonic()
+        ticking = Cadence(tasks.tick_schedules, settings.schedule_tick_seconds, now)
         cadences = [
-            Cadence(tasks.tick_schedules, settings.schedule_tick_seconds, now),
+            ticking,
             Cadence(tasks.reconcile, settings.reconcile_interval_seconds, now),
             Cadence(tasks.sweep_retention, settings.retention_interval_seconds, now, shared=True),
             Cadence(
@@ -309,22 +334,31 @@ class Jobs:
                 step = cadence.take()
                 if step is not None:
                     self._housekeep(cadence, step)
-            if self._stop.wait(pause):
+            wait = min(cadence.due for cadence in cadences) - time.monotonic()
+            self._wake.wait(min(max(0.0, wait), pause))
+            if self._stop.is_set():
                 return
+            if self._wake.is_set():  # cleared before the tick reads: no wake is lost
+                self._wake.clear()
+                ticking.due = time.monotonic()
 
-    def _housekeep(self, cadence: Cadence, step: Callable[[Jobs], None]) -> None:
+    def _housekeep(self, cadence: Cadence, step: Callable[[Jobs], datetime | None]) -> None:
         try:
             if cadence.shared and not housekeeping.claim(
                 self.runtime, step.__name__, cadence.interval
             ):
                 return  # another worker ran it less than an interval ago
-            step(self)
+            needed = step(self)
         except Exception:
             log.exception("housekeeping failed; trying again next interval", step=step.__name__)
+            return
+        if needed is not None:
+            cadence.due_by(needed)
 
     def stop(self) -> None:
         self.runtime.stopping.set()  # first: running work heads for its next safe point
         self._stop.set()
+        self._wake.set()
         if self._loop is not None:
             self._loop.join(timeout=10)
             self._loop = None

@@ -8,6 +8,7 @@ returns. A route enqueues a task by naming it: `jobs.enqueue(tasks.run_restore, 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from opencbr.services import (
@@ -120,10 +121,13 @@ def prune_policy(jobs: Jobs, policy_id: str) -> None:
         jobs.enqueue(delete_backup, backup_id)
 
 
-def tick_schedules(jobs: Jobs) -> None:
-    """Claim the policy slots that are due and enqueue their runs (housekeeping thread)."""
+def tick_schedules(jobs: Jobs) -> datetime | None:
+    """Claim the policy slots that are due and enqueue their runs (housekeeping thread);
+    the next slot of any policy, when the loop ticks again if it comes before the next
+    tick."""
     for run_id in policy_runs.tick(jobs.runtime):
         jobs.enqueue(run_policy, run_id)
+    return policy_runs.next_slot(jobs.runtime)
 
 
 def sweep_retention(jobs: Jobs) -> None:

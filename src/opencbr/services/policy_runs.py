@@ -108,6 +108,19 @@ def tick(rt: Runtime) -> list[str]:
     return run_ids
 
 
+def next_slot(rt: Runtime) -> datetime | None:
+    """The earliest next slot of any enabled policy (None: no policy has one), for the
+    housekeeping loop to tick at. One read of the first entry of `ix_policies_next_run`
+    (a disabled policy's `next_run_at` is null)."""
+    with rt.db.reading() as session:
+        return session.scalar(
+            select(Policy.next_run_at)
+            .where(Policy.enabled.is_(True), Policy.next_run_at.is_not(None))
+            .order_by(Policy.next_run_at)
+            .limit(1)
+        )
+
+
 def _claim_slot(rt: Runtime, due: Any, now: datetime) -> str | None:
     """Move the policy to its next slot if no other worker did; then open the run of the
     newest slot that passed, if it is still inside its window, and log `skipped` the slots

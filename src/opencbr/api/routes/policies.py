@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from opencbr.api.deps import CallerDep, DbDep, SettingsDep, WriterDep
+from opencbr.api.deps import CallerDep, DbDep, JobsDep, SettingsDep, WriterDep
 from opencbr.api.schemas.common import page_request
 from opencbr.api.schemas.policies import (
     AssociateBody,
@@ -31,9 +31,10 @@ router = APIRouter(prefix="/v3/{project_id}", tags=["policies"])
 
 @router.post("/policies", response_model=PolicyResponse)
 def create_policy(
-    body: PolicyCreateBody, ctx: WriterDep, db: DbDep, settings: SettingsDep
+    body: PolicyCreateBody, ctx: WriterDep, db: DbDep, settings: SettingsDep, jobs: JobsDep
 ) -> PolicyResponse:
     policy = policies.create(db, settings, ctx, body.policy.spec())
+    jobs.wake_scheduler()  # its first slot may come before the next tick
     return PolicyResponse(policy=policy_out(policy))
 
 
@@ -57,9 +58,15 @@ def show_policy(policy_id: str, ctx: CallerDep, db: DbDep) -> PolicyResponse:
 
 @router.put("/policies/{policy_id}", response_model=PolicyResponse)
 def update_policy(
-    policy_id: str, body: PolicyUpdateBody, ctx: WriterDep, db: DbDep, settings: SettingsDep
+    policy_id: str,
+    body: PolicyUpdateBody,
+    ctx: WriterDep,
+    db: DbDep,
+    settings: SettingsDep,
+    jobs: JobsDep,
 ) -> PolicyResponse:
     policy = policies.update(db, settings, ctx, policy_id, body.policy.changes())
+    jobs.wake_scheduler()  # enabled or new patterns: the next slot may come sooner
     return PolicyResponse(policy=policy_out(policy))
 
 
