@@ -238,7 +238,7 @@ class Jobs:
         self._consumer: Consumer | None = None
         self._queued: dict[Callable[..., None], Any] = {t: self._register(t) for t in tasks.QUEUED}
         self._stop = threading.Event()
-        # Set by stop() and by wake_scheduler(): ends the housekeeping loop's sleep.
+        # Set by stop() and by wake_for_slot(): ends the housekeeping loop's sleep.
         self._wake = threading.Event()
         self._loop: threading.Thread | None = None
 
@@ -293,12 +293,18 @@ class Jobs:
         self._loop = threading.Thread(target=self._housekeeping, name="reconciler", daemon=True)
         self._loop.start()
 
-    def wake_scheduler(self) -> None:
-        """A policy's next slot changed in this process (created, enabled, new patterns):
-        the housekeeping loop ticks now, to learn the slot and sleep until it. Thread-safe;
-        nothing happens in a process whose loop does not run (other processes' loops learn
-        the slot at their next tick)."""
-        self._wake.set()
+    def wake_for_slot(self, slot: datetime | None) -> None:
+        """A policy's next slot became `slot` in this process (created, enabled, new
+        patterns). The loop ticks at least every `schedule_tick_seconds` and then sleeps
+        until the next slot, so only a slot sooner than that wakes it to tick now (and
+        sleep until the slot). A slot already past was not set by the change (a new slot
+        is after now) and the loop has it from its last tick. Thread-safe; nothing
+        happens in a process whose loop does not run: other processes' loops learn the
+        slot at their next tick."""
+        if slot is None:
+            return
+        if 0 < (slot - clock.now()).total_seconds() < self.runtime.settings.schedule_tick_seconds:
+            self._wake.set()
 
     def _housekeeping(self) -> None:
         """Claim due policy slots, reconcile and sweep retention at start and on their

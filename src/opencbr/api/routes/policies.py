@@ -34,7 +34,7 @@ def create_policy(
     body: PolicyCreateBody, ctx: WriterDep, db: DbDep, settings: SettingsDep, jobs: JobsDep
 ) -> PolicyResponse:
     policy = policies.create(db, settings, ctx, body.policy.spec())
-    jobs.wake_scheduler()  # its first slot may come before the next tick
+    jobs.wake_for_slot(policy.next_run_at)  # the first slot may come before the next tick
     return PolicyResponse(policy=policy_out(policy))
 
 
@@ -66,7 +66,7 @@ def update_policy(
     jobs: JobsDep,
 ) -> PolicyResponse:
     policy = policies.update(db, settings, ctx, policy_id, body.policy.changes())
-    jobs.wake_scheduler()  # enabled or new patterns: the next slot may come sooner
+    jobs.wake_for_slot(policy.next_run_at)  # enabled, or new patterns: a sooner slot
     return PolicyResponse(policy=policy_out(policy))
 
 
