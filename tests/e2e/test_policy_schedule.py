@@ -1,5 +1,5 @@
 """Policies in real time against a real `opencbr serve`: a backup policy whose slot is the
-next minute backs the vault up within 30 s of the slot, by itself; a replication policy
+next minute backs the vault up within 3 s of the slot, by itself; a replication policy
 then copies that backup with `auto_trigger`; with `max_backups: 2`, four `/run`s of each
 leave two automatic backups and their two replicas."""
 
@@ -13,6 +13,10 @@ import pytest
 from tests.e2e.flows import Client, Server
 
 pytestmark = pytest.mark.slow
+
+# The housekeeping loop sleeps until the next slot (not the next 10 s tick): the backup
+# began 0.15 s after the slot here, 1.5-7.2 s when only the tick found it.
+ON_TIME_SECONDS = 3
 
 
 def next_free_minute(now: datetime) -> datetime:
@@ -70,7 +74,7 @@ def back_up_on_schedule_then_replicate(
     [backup] = body["backups"]
     assert backup["extend_info"]["auto_trigger"] is True
     started = wire(backup["created_at"])
-    assert slot <= started < slot + timedelta(seconds=30), (slot, started)
+    assert slot <= started < slot + timedelta(seconds=ON_TIME_SECONDS), (slot, started)
 
     replica_vault = two.vault("replicas", protect_type="replication")
     replicating = one.call(
