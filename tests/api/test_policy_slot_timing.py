@@ -21,6 +21,7 @@ from sqlalchemy import event, select
 from opencbr import clock
 from opencbr.db.backups import Checkpoint
 from opencbr.db.policies import PolicyRun
+from opencbr.jobs.queue import Jobs
 from opencbr.services import policy_runs
 from opencbr.services.runtime import Runtime
 from opencbr.settings import Settings
@@ -163,3 +164,42 @@ def test_the_next_slot_is_the_earliest_enabled_one_read_from_the_index(env: Env)
         rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
     plan = " | ".join(row[3] for row in rows)
     assert "USING INDEX ix_policies_next_run" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_workers_waking_for_the_same_slot_claim_it_once(
+    env: Env, countdown: Callable[[], None]
+) -> None:
+    """Two more worker processes' loops on the same database (here: threads of this one,
+    sharing its moved clock) learn the slot at their first tick and wake at it together
+    with the app's: they race for the slot (several conditional UPDATEs) and one run
+    starts, on time."""
+    vault_id = bound_vault(env)
+    countdown()
+    response = env.post("region1", "/policies", policy_body(enabled=True))
+    assert response.status_code == 200, response.text
+    policy_id = response.json()["policy"]["id"]
+    bind(env, vault_id, policy_id)
+    claims: list[str] = []
+
+    def record(*args: Any) -> None:
+        if args[2].startswith("UPDATE policies SET next_run_at"):
+            claims.append(args[2])
+
+    others = [Jobs(Runtime(env.db, env.settings)) for _ in range(2)]
+    event.listen(env.db.engine, "before_cursor_execute", record)
+    try:
+        for jobs in others:
+            jobs.start(workers=1)
+        assert_on_time(slot_start(env, policy_id))
+        time.sleep(0.5)  # every loop has ticked at the slot by now
+    finally:
+        event.remove(env.db.engine, "before_cursor_execute", record)
+        for jobs in others:
+            jobs.stop()
+            jobs.close()
+            jobs.runtime.close()
+
+    assert len(claims) >= 2  # the loops did race (3 of 3 in every run here)
+    with env.db.reading() as session:
+        runs = session.scalars(select(PolicyRun.slot_at).where(PolicyRun.policy_id == policy_id))
+        assert list(runs) == [SLOT]
