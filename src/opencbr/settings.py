@@ -123,9 +123,10 @@ class Settings(BaseSettings):
     # How often the reconciler looks for stuck work, and garbage collection's cadence.
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
     gc_interval_seconds: float = Field(default=3600.0, gt=0)
-    # How often each worker process looks for due policy slots (a slot starts at most this
-    # late, plus the queue's pickup), and how often retention sweeps every policy and
-    # expired backup (it also runs after each policy run and each policy-made backup).
+    # How often each worker process looks for due policy slots at the latest (between
+    # ticks it sleeps until the next slot, so a slot starts on time), and how often
+    # retention sweeps every policy and expired backup (it also runs after each policy
+    # run and each policy-made backup).
     schedule_tick_seconds: float = Field(default=10.0, gt=0, le=60)
     retention_interval_seconds: float = Field(default=600.0, gt=0)
     # Scheduled verify (services/verify.py): the share of each vault's chunks re-read and
