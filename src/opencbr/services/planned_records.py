@@ -17,6 +17,7 @@ inserted failed, ALREADY_REPLICATED: every id the call answered with names a rec
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -123,7 +124,21 @@ def _ascending_by_backup(ids: list[str], chosen: Sequence[Chosen]) -> list[str]:
 
 def record_ids(plan_id: str, count: int) -> list[str]:
     """The ids the `count` records of plan `plan_id` get, oldest backup first."""
-    return [f"{plan_id}{n:08x}" for n in range(count)]
+    return [plan_id + suffix for suffix in _numbers(count)]
+
+
+# Each record's number in 8 hex digits, made once: formatting 10,000 of them cost 6 ms of
+# every 10,000-backup call, appending them 1 ms. Grown (doubling) to the largest plan yet.
+_NUMBERS: list[str] = []
+_NUMBERS_LOCK = threading.Lock()
+
+
+def _numbers(count: int) -> list[str]:
+    if len(_NUMBERS) < count:
+        with _NUMBERS_LOCK:
+            more = range(len(_NUMBERS), max(count, 2 * len(_NUMBERS)))
+            _NUMBERS.extend([f"{n:08x}" for n in more])
+    return _NUMBERS[:count]
 
 
 def plan_of_record(record_id: str) -> str:

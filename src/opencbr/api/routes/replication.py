@@ -67,17 +67,13 @@ def replicate_vault(
 def _vault_replication_answer(
     plan: replication.Plan, param: CheckpointReplicateParam, project_id: str
 ) -> Response:
-    """The answer of checkpoints/replicate, serialized once, straight from plain dicts: the
-    bytes FastAPI makes of a CheckpointReplicateResponse (the same fields in the same
+    """The answer of checkpoints/replicate, serialized once, straight from plain values:
+    the bytes FastAPI makes of a CheckpointReplicateResponse (the same fields in the same
     order; a test compares them), without first building and validating a model of each
-    of up to 10,000 backups (11 -> 3 ms for 10,000)."""
-    backups = [
-        {"backup_id": backup_id, "replication_record_id": record_id}
-        for backup_id, record_id in zip(plan.backup_ids, plan.record_ids, strict=True)
-    ]
+    of up to 10,000 backups (11 -> 3 ms for 10,000), nor a dict (`_pairs_json`)."""
     answer = {
         "replication": {
-            "backups": backups,
+            "backups": _BACKUPS,
             "destination_project_id": param.destination_project_id,
             "destination_region": param.destination_region,
             "destination_vault_id": param.destination_vault_id,
@@ -87,7 +83,33 @@ def _vault_replication_answer(
             "vault_id": plan.source_vault_id,
         }
     }
-    return Response(content=to_json(answer), media_type="application/json")
+    head, tail = to_json(answer).split(b'"' + _BACKUPS.encode() + b'"')
+    body = head + _pairs_json(plan.backup_ids, plan.record_ids) + tail
+    return Response(content=body, media_type="application/json")
+
+
+# Where the list of backups goes in the answer (a value no id can be: it has spaces).
+_BACKUPS = "backups list goes here"
+
+
+def _pairs_json(backup_ids: list[str], record_ids: list[str]) -> bytes:
+    """`[{"backup_id": ..., "replication_record_id": ...}, ...]` as to_json writes it. Ids
+    of letters, digits and dashes (all of opencbr's) need no escaping, so the list is
+    joined as text: 10,000 pairs 7.4 -> 3.2 ms with the check. Anything else goes through
+    to_json."""
+    ids = "".join(backup_ids) + "".join(record_ids)
+    if not (ids.isascii() and ids.isprintable() and '"' not in ids and "\\" not in ids):
+        pairs = [
+            {"backup_id": backup_id, "replication_record_id": record_id}
+            for backup_id, record_id in zip(backup_ids, record_ids, strict=True)
+        ]
+        return to_json(pairs)
+    if not backup_ids:
+        return b"[]"
+    joined = '"},{"backup_id":"'.join(
+        map('","replication_record_id":"'.join, zip(backup_ids, record_ids, strict=True))
+    )
+    return ('[{"backup_id":"' + joined + '"}]').encode()
 
 
 @router.post(
