@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -149,21 +151,40 @@ def moto_s3() -> Iterator[S3Server]:
     """moto's S3 server in this process (port 0), with the bucket `BUCKET`; tests use
     fresh prefixes of it, so they never see each other's objects."""
     import boto3  # moto's own dependency; imported here, not by every test run
+    from moto.s3.responses import S3Response
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    s3 = S3Server(f"http://{host}:{port}")
-    boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    ).create_bucket(Bucket=BUCKET)
-    yield s3
-    server.stop()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(S3Response, "put_object", _atomic_create(S3Response.put_object))
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        s3 = S3Server(f"http://{host}:{port}")
+        boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        ).create_bucket(Bucket=BUCKET)
+        yield s3
+        server.stop()
+
+
+def _atomic_create(put_object: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """moto's PUT, with `If-None-Match: *` decided atomically, as S3 decides it: moto looks
+    for the key, then writes, so two concurrent creates of one key could both succeed (the
+    contract test of "stored exactly once under concurrency" failed 1 run in many on a
+    loaded machine, against moto, never against SeaweedFS)."""
+    creating = threading.Lock()
+
+    def put(response: Any) -> Any:
+        if response.headers.get("If-None-Match") == "*":
+            with creating:
+                return put_object(response)
+        return put_object(response)
+
+    return put
 
 
 @pytest.fixture(scope="session")

@@ -108,15 +108,21 @@ def assert_on_time(start: SlotStart) -> None:
     assert 0 <= claimed_late <= began_late < ON_TIME_SECONDS, (claimed_late, began_late)
 
 
-def test_a_new_policy_starts_at_its_first_slot_not_at_the_next_tick(
-    env: Env, countdown: Callable[[], None]
-) -> None:
+def policy_due_in_a_moment(env: Env, countdown: Callable[[], None]) -> str:
+    """An enabled policy, bound to a vault, created just before its first slot."""
     vault_id = bound_vault(env)
     countdown()
     response = env.post("region1", "/policies", policy_body(enabled=True))
     assert response.status_code == 200, response.text
-    policy_id = response.json()["policy"]["id"]
+    policy_id: str = response.json()["policy"]["id"]
     bind(env, vault_id, policy_id)
+    return policy_id
+
+
+def test_a_new_policy_starts_at_its_first_slot_not_at_the_next_tick(
+    env: Env, countdown: Callable[[], None]
+) -> None:
+    policy_id = policy_due_in_a_moment(env, countdown)
 
     assert_on_time(slot_start(env, policy_id))
 
@@ -173,12 +179,7 @@ def test_workers_waking_for_the_same_slot_claim_it_once(
     sharing its moved clock) learn the slot at their first tick and wake at it together
     with the app's: they race for the slot (several conditional UPDATEs) and one run
     starts, on time."""
-    vault_id = bound_vault(env)
-    countdown()
-    response = env.post("region1", "/policies", policy_body(enabled=True))
-    assert response.status_code == 200, response.text
-    policy_id = response.json()["policy"]["id"]
-    bind(env, vault_id, policy_id)
+    policy_id = policy_due_in_a_moment(env, countdown)
     claims: list[str] = []
 
     def record(*args: Any) -> None:
