@@ -90,10 +90,11 @@ def insert_records(
     if record_ids is None:
         record_ids = _ascending_by_backup(new_uuids(len(chosen)), chosen)
     keys = ("id", "source_backup_id", "source_checkpoint_id", "source_project_id", "created_at")
-    # The rows go in by source backup id with ascending ids (`_ascending_by_backup`): each
-    # index keyed by the backup (the source's, the live records') and the primary key's
-    # then take them in key order, one pass over their pages, where random order touched
-    # a page per row (a fifth of a 10,000-record insert for the primary key).
+    # The rows go in by source backup id: each index keyed by the backup (the source's,
+    # the live records') takes them in key order, one pass over its pages, where random
+    # order touched a page per row. New ids ascend with the backups too
+    # (`_ascending_by_backup`), so the primary key does the same; a plan's ids all start
+    # with the plan's, so they land side by side in it whatever their order.
     by_backup = sorted(range(len(chosen)), key=lambda n: chosen[n][0])
     # One microsecond apart, oldest backup first: runs into a vault go oldest first.
     rows = [(record_ids[n], *chosen[n], created_at + timedelta(microseconds=n)) for n in by_backup]
