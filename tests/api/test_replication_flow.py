@@ -137,9 +137,10 @@ def assert_restores(env: Env, region: str, replica_id: str, expected: Path) -> N
 def test_a_replication_runs_at_the_rate_limit_of_its_destination_region(
     tmp_path: Path, database: Database
 ) -> None:
-    # 4 MiB/s: a copy on a machine busy with other work still runs well above it, so what
-    # is measured is the limit, not the machine (8 MiB/s was reached only on a quiet one).
-    limit = 4.0
+    # 3 MiB/s: a copy on a machine busy with other work still runs well above it, so what
+    # is measured is the limit, not the machine (8 MiB/s was reached only on a quiet one;
+    # 4 MiB/s came out at 3.46 once, in a whole-suite run on a slow day).
+    limit = 3.0
     with (
         app(tmp_path, database, region2={"replication_rate_limit_mib": limit}) as env,
         structlog.testing.capture_logs() as events,
