@@ -20,12 +20,27 @@ from sqlalchemy import select
 
 from opencbr import clock
 from opencbr.db.backups import Backup, VaultChunk
-from opencbr.db.vaults import Vault
+from opencbr.db.status import BackupStatus
+from opencbr.db.vaults import Vault, settle_capacity
+from opencbr.services.capacity import BudgetSink, CapacityOwner
+from opencbr.services.stores import PLAIN
+from opencbr.storage.local import LocalChunkStore
 from tests.api.helpers import Env, chunk_names, create_vault, register_dir, register_server
 
 MiB = 1 << 20
 GB = 1 << 30
 TURBO = "OS::Sfs::Turbo"
+# What a backup row made by hand copies from a real one of the same resource.
+BACKUP_IDENTITY = (
+    "project_id",
+    "vault_id",
+    "checkpoint_id",
+    "resource_id",
+    "resource_name",
+    "resource_type",
+    "provider_id",
+    "kind",
+)
 
 
 def start_backup(env: Env, vault_id: str) -> str:
@@ -251,7 +266,7 @@ def test_two_concurrent_backups_never_together_exceed_the_vault_capacity(env: En
         watcher.join()
 
     statuses = sorted(b["status"] for b in backups)
-    assert statuses == ["available", "error"], backups
+    assert statuses == ["available", "error"], [(b["status"], b["fail_reason"]) for b in backups]
     failed = next(b for b in backups if b["status"] == "error")
     assert backup_log(env, failed["id"])["error_info"]["code"] == "BackupService.6114"
     used, reserved = vault_row(env, vault["id"])
@@ -259,6 +274,64 @@ def test_two_concurrent_backups_never_together_exceed_the_vault_capacity(env: En
     assert max(seen_reserved) <= 80 * MiB
     billing = env.get("region1", f"/vaults/{vault['id']}").json()["vault"]["billing"]
     assert billing["used"] <= billing["size"] * 1024
+
+
+def test_room_a_younger_backup_gives_back_while_the_older_one_looks_goes_to_the_older(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The older of two backups short of room waits for the younger to end. When the
+    younger gives its room back between the older's failed try and its look at who holds
+    the room, the older must still get it: both failing was seen once in CI (PostgreSQL)."""
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "f").write_bytes(b"x" * 1000)
+    vault = create_vault(env, size=1, resources=[{"id": resource["id"], "type": TURBO}])
+    older = settled_backup(env, start_backup(env, vault["id"]))
+    set_free_capacity(env, vault["id"], 4 * MiB)
+    with env.db.transaction() as session:
+        row = session.get(Backup, older["id"])
+        assert row is not None
+        younger = Backup(
+            **{c: getattr(row, c) for c in BACKUP_IDENTITY},
+            name="younger",
+            status=BackupStatus.PROTECTING,
+            reserved_bytes=4 * MiB,  # all the room there is
+            created_at=row.created_at + timedelta(seconds=1),
+        )
+        session.add(younger)
+        session.flush()
+        younger_id, older_created = younger.id, row.created_at
+        settle_capacity(session, vault["id"], released=-4 * MiB)
+
+    def younger_fails() -> None:
+        with env.db.transaction() as session:
+            row = session.get(Backup, younger_id)
+            assert row is not None
+            row.status, row.reserved_bytes = BackupStatus.ERROR, 0
+            settle_capacity(session, vault["id"], released=4 * MiB)
+
+    sink = BudgetSink(
+        env.db,
+        LocalChunkStore(tmp_path / "store"),
+        1,
+        CapacityOwner(older["id"], vault["id"], older_created),
+        PLAIN,
+    )
+    real_try = sink._try_reserve
+    tries: list[bool] = []
+
+    def try_then_younger_fails(needed: int) -> bool:
+        got = real_try(needed)
+        if not tries:  # the younger gives its room back right after the older's first try
+            younger_fails()
+        tries.append(got)
+        return got
+
+    monkeypatch.setattr(sink, "_try_reserve", try_then_younger_fails)
+    data = os.urandom(MiB)
+    assert sink.store(sink.name(data), data) > 0
+    assert tries == [False, True]
+    assert sink.reserved >= MiB
+    assert vault_row(env, vault["id"])[1] == sink.reserved
 
 
 # --- unusable region storage ---------------------------------------------------------

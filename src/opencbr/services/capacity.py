@@ -87,9 +87,18 @@ class BudgetSink(VaultSink):
         (they free it by failing or turn it into used bytes): of two backups that do not
         both fit, the older one gets its chance. Younger ones never wait for older ones,
         so two backups never wait for each other.
+
+        The holders are read before each retry, not after it: a younger backup that gives
+        its room back between a failed try and that read would otherwise leave the older
+        one failing too (both of two backups that fit one at a time would fail).
         """
-        while not self._try_reserve(needed):
-            if not self._younger_holder():
+        if self._try_reserve(needed):
+            return
+        while True:
+            younger_running = self._younger_holder()
+            if self._try_reserve(needed):
+                return
+            if not younger_running:
                 raise CbrError(VAULT_FULL, "The backup would exceed the vault's capacity.")
             time.sleep(RESERVE_WAIT_SECONDS)
 
