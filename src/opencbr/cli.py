@@ -3,7 +3,6 @@ client commands over HTTP (`opencbr.client`)."""
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import getpass
 import json
@@ -24,7 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from opencbr import data_dir, logs, metrics
+from opencbr import data_dir, heap, logs, metrics
 from opencbr.client.commands import register as register_client_commands
 from opencbr.db.credentials import Credential
 from opencbr.db.migrate import startup_lock, upgrade
@@ -222,7 +221,7 @@ def serve(
     # port ends the command at once; then the database, the queue and key checks, the
     # first-start admin, storage checks, the announcement, and only then the workers
     # (with the app).
-    _limit_malloc_arenas()  # before any thread starts
+    heap.limit_arenas()  # before any thread starts
     settings = _load(config)
     overrides: dict[str, Any] = {"embedded_worker": False} if no_worker else {}
     if host or port:
@@ -396,7 +395,7 @@ def worker(
     from opencbr.jobs.queue import Jobs
     from opencbr.services.runtime import Runtime
 
-    _limit_malloc_arenas()  # before any thread starts
+    heap.limit_arenas()  # before any thread starts
     overrides: dict[str, Any] = {}
     if threads is not None:
         overrides["worker_threads"] = threads
@@ -443,26 +442,6 @@ def _listen_worker_metrics(settings: Settings) -> metrics.Listener | None:
         _fail(
             f"cannot listen on {settings.worker_metrics_listen} (worker_metrics_listen): {reason}"
         )
-
-
-_M_ARENA_MAX = -8  # <malloc.h>
-MALLOC_ARENAS = 2
-
-
-def _limit_malloc_arenas() -> None:
-    """Let glibc's malloc use two arenas unless the operator set MALLOC_ARENA_MAX.
-
-    By default a thread that contends for the allocator gets an arena of its own, up to 8
-    per core, and each arena keeps the buffers freed into it. With a dozen worker, I/O and
-    request threads passing ~1 MiB chunks around, that retained memory grew the server's
-    RSS operation after operation (bench, server's peak during the small-files backup at
-    the end of a run: 234 MiB, 204 MiB with two arenas, same speed).
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc only
-    if mallopt is not None:
-        mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
 # --- admin: passwords ----------------------------------------------------------------

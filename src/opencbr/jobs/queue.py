@@ -32,7 +32,7 @@ from huey import Huey
 from huey.consumer import Consumer
 from huey.storage import PostgresStorage, RedisStorage, SqliteStorage
 
-from opencbr import clock
+from opencbr import clock, heap
 from opencbr.db.session import make_private_sqlite_file, sqlite_file
 from opencbr.jobs import tasks
 from opencbr.jobs.instrument import observed
@@ -241,6 +241,7 @@ class Jobs:
         # Set by stop() and by wake_for_slot(): ends the housekeeping loop's sleep.
         self._wake = threading.Event()
         self._loop: threading.Thread | None = None
+        self._trimmer = heap.IdleTrimmer()
 
     def enqueue(
         self, task: Callable[Concatenate[Jobs, P], None], *args: P.args, **kwargs: P.kwargs
@@ -259,12 +260,15 @@ class Jobs:
 
         def run(*args: Any, **kwargs: Any) -> None:
             yield_to_requests()
+            self._trimmer.started()
             try:
                 observed(self.runtime.db, task.__name__, args, lambda: task(self, *args, **kwargs))
             except backup_runs.VaultBusy:
                 queued.schedule(args=args, kwargs=kwargs, delay=5)
             except leases.VaultBusy:  # a replication's or a migration's destination
                 queued.schedule(args=args, kwargs=kwargs, delay=1)
+            finally:
+                self._trimmer.ended()  # what the task's buffers held goes back when idle
 
         queued = self.huey.task(name=task.__name__)(run)
         return queued
