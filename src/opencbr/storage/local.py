@@ -52,6 +52,12 @@ _TRANSIENT_ERRNOS = frozenset(
 _NO_LINK_ERRNOS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _FILE_MODE = 0o600  # backup data is private to the service's user
+# Writeback is started at once only for files this large (see _start_writeback). For a
+# small file the call costs more than it saves: 36 KiB chunk files (groups of small
+# files) took ~350 us each with it and ~280 us without, and the final syncfs of 4,000 of
+# them 0.08 s; the small-files backup of the benchmark ran 18.7-19.4 -> 17.4-17.9 s.
+# Chunks of large files (CDC: 256 KiB and more) keep the early writeback.
+WRITEBACK_MIN_SIZE = 256 * 1024
 _STALE_TEMP_AGE = 3600.0
 _sync_data: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
@@ -301,7 +307,7 @@ class LocalChunkStore:
                 _write_all(fd, data)
                 if sync:
                     _sync_data(fd)
-                else:
+                elif len(data) >= WRITEBACK_MIN_SIZE:
                     _start_writeback(fd)
             finally:
                 os.close(fd)  # close can report a failed write too (NFS)
