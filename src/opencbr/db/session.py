@@ -143,6 +143,12 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         reader = self.engine.execution_options(**{READ_ONLY: True})
+        if not self.is_sqlite:
+            # One snapshot for all the statements of a reading session, as SQLite's WAL
+            # gives: under read committed each statement saw its own, so an answer built
+            # from several (replication status: lag from one, last success from the next)
+            # could mix two moments. Read-only, so it never fails to serialize.
+            reader = reader.execution_options(isolation_level="REPEATABLE READ")
         self._readers = sessionmaker(reader, expire_on_commit=False)
 
     @property
@@ -157,7 +163,8 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A session for reads only: on SQLite it does not take the write lock."""
+        """A session for reads only, seeing one snapshot of the database (as of its first
+        statement); on SQLite it does not take the write lock."""
         with self._readers.begin() as session:
             yield session
 
