@@ -24,4 +24,3 @@ def test_a_reading_session_does_not_see_what_commits_after_its_first_read(
         assert reader.scalar(select(ServiceValue.value).where(ServiceValue.name == "two")) is None
     with database.reading() as reader:
         assert reader.scalar(count) == 2
-
