@@ -215,6 +215,14 @@ def serve(
             "and no housekeeping here.",
         ),
     ] = False,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            help='HOST:PORT of the Prometheus listener (metrics_listen); "" for none. '
+            "Each process on one machine needs its own.",
+        ),
+    ] = None,
 ) -> None:
     """Start the service (API and, by default, the embedded workers)."""
     # Order matters: the port is bound before anything is printed or started, so a busy
@@ -226,6 +234,8 @@ def serve(
     overrides: dict[str, Any] = {"embedded_worker": False} if no_worker else {}
     if host or port:
         overrides["listen"] = f"{host or settings.host}:{port or settings.port}"
+    if metrics_listen is not None:
+        overrides["metrics_listen"] = metrics_listen
     if overrides:
         settings = _load(config, **overrides)
     logs.configure(settings)

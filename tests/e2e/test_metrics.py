@@ -226,3 +226,33 @@ def test_an_empty_metrics_listen_turns_the_listener_off(tmp_path: Path) -> None:
         assert "metrics:" not in server.log()
     finally:
         server.stop()
+
+
+def test_serve_metrics_listen_option_moves_the_listener(tmp_path: Path) -> None:
+    """A second API process on one machine (README, Scaling out): the configured metrics
+    port is taken by the first, `--metrics-listen` gives this one its own."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy, own, port = taken.getsockname()[1], free_port(), free_port()
+        config = write_config(tmp_path, port, f'metrics_listen = "127.0.0.1:{busy}"')
+        args = ("--no-worker", "--metrics-listen", f"127.0.0.1:{own}")
+        server = Server(config, tmp_path / "data", port, args=args)
+        server.start()
+        try:
+            assert f"metrics:   http://127.0.0.1:{own}/metrics" in server.log()
+            assert "process_resident_memory_bytes" in scrape(f"http://127.0.0.1:{own}/metrics")
+        finally:
+            server.stop()
+
+
+def test_serve_metrics_listen_option_empty_turns_the_listener_off(tmp_path: Path) -> None:
+    port = free_port()
+    server = Server(
+        write_config(tmp_path, port), tmp_path / "data", port, args=("--metrics-listen", "")
+    )
+    server.start()
+    try:
+        assert "metrics:" not in server.log()
+    finally:
+        server.stop()
