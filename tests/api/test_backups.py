@@ -334,6 +334,35 @@ def test_vault_delete_removes_backups_and_store(env: Env) -> None:
     env.wait_for("region1", "/vaults", lambda _b: not store.exists())
 
 
+def test_a_vault_is_deleted_with_a_backup_still_being_deleted(env: Env) -> None:
+    """Deleting a backup, then its vault at once (a cleanup script): the backup on its way
+    out goes with the vault (not 6203 "performing backups"), its delete log ends, and its
+    delete task, run after, finds nothing to do and leaves no store behind."""
+    resource = register_dir(env)
+    (env.roots["region1"] / "data" / "f").write_bytes(b"x" * 1000)
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"])
+    jobs = env.client.app.state.jobs  # type: ignore[attr-defined]
+    jobs.stop()  # the delete task waits in the queue: the backup stays `deleting`
+    assert env.delete("region1", f"/backups/{backup['id']}").status_code == 204
+    shown = env.get("region1", f"/backups/{backup['id']}").json()["backup"]
+    assert shown["status"] == "deleting"
+    assert env.delete("region1", f"/vaults/{vault['id']}").status_code == 204
+    assert_error(env.get("region1", f"/backups/{backup['id']}"), 404, "BackupService.6200")
+    assert_error(env.get("region1", f"/vaults/{vault['id']}"), 404, "BackupService.6105")
+    logs = env.get("region1", "/operation-logs", params={"operation_type": "delete"}).json()
+    [log] = logs["operation_logs"]
+    assert log["status"] == "success" and log["extra_info"]["delete"]["backup_id"] == backup["id"]
+    jobs.start(workers=1)  # the queued delete task and the vault's purge run now
+    store = env.settings.data_dir / "store" / "region1" / "vaults" / vault["id"]
+    env.wait_for("region1", "/vaults", lambda _b: not store.exists())
+    env.wait_for(
+        "region1",
+        "/operation-logs",
+        lambda b: all(entry["status"] != "running" for entry in b["operation_logs"]),
+    )
+
+
 def test_server_backup_has_volume_children_and_restores_by_mapping(env: Env) -> None:
     root = env.roots["region1"]
     image = bytearray(8 * MiB)  # mostly zeros: not stored, restored as holes

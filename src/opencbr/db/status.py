@@ -100,11 +100,11 @@ class ProtectStatus(StrEnum):
     REMOVING = "removing"
 
 
-# Backups whose data a task is writing or reading.
+# Backups whose data a task is writing or reading (a vault is not deleted under them; one
+# being deleted goes with its vault).
 BUSY_BACKUP = (
     BackupStatus.PROTECTING,
     BackupStatus.RESTORING,
-    BackupStatus.DELETING,
     BackupStatus.WAITING_PROTECT,
 )
 # Backups whose data is kept and whole (a restore only reads it): what the usage reports

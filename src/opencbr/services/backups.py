@@ -2,7 +2,8 @@
 
 Delete is asynchronous: the backup turns `deleting`, a `delete` operation log runs, the
 manifest goes first and the rows after (reverse of the write ordering); the chunks are left
-to garbage collection, which knows what other backups still reference.
+to garbage collection, which knows what other backups still reference. A vault deleted
+meanwhile takes its backups being deleted with it (their delete logs end then).
 
 Visibility: a project sees its own backups, and those other projects of its region shared
 with it (`BackupMember` rows naming it; services/members.py). It reads a shared backup
@@ -13,6 +14,7 @@ nobody of the caller stays as unknown as one that never existed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -456,19 +458,37 @@ def _finish_delete(db: Database, backup_id: str) -> str | None:
         backup = session.get(Backup, backup_id, with_for_update=True)
         if backup is None:
             return None
-        log_id = session.scalar(
-            select(OperationLog.id).where(
-                OperationLog.backup_id == backup_id,
-                OperationLog.operation_type == "delete",
-                OperationLog.status.in_(LIVE_OPERATION),
-            )
-        )
-        operation_logs.complete_operation(session, log_id)
+        _complete_delete_logs(session, [backup_id])
         vault_id = backup.vault_id
         for unit in [*backup.children, backup]:
             session.query(BackupChunk).filter(BackupChunk.backup_id == unit.id).delete()
         session.delete(backup)
         return vault_id
+
+
+def end_deletions_with_vault(session: Session, vault_id: str) -> None:
+    """The vault is being deleted: its backups on their way out go with it, so their delete
+    operation logs end here (their delete tasks will find nothing left to do)."""
+    deleting = session.scalars(
+        select(Backup.id).where(
+            Backup.vault_id == vault_id,
+            Backup.status == BackupStatus.DELETING,
+            Backup.parent_id.is_(None),
+        )
+    ).all()
+    _complete_delete_logs(session, deleting)
+
+
+def _complete_delete_logs(session: Session, backup_ids: Sequence[str]) -> None:
+    if not backup_ids:
+        return
+    live = select(OperationLog.id).where(
+        OperationLog.backup_id.in_(backup_ids),
+        OperationLog.operation_type == "delete",
+        OperationLog.status.in_(LIVE_OPERATION),
+    )
+    for log_id in session.scalars(live).all():
+        operation_logs.complete_operation(session, log_id)
 
 
 def usage_by_resource(db: Database, vault_ids: list[str]) -> dict[str, tuple[int, int]]:

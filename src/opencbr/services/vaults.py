@@ -32,7 +32,7 @@ from opencbr.errors import (
     VAULT_SIZE_INVALID,
     CbrError,
 )
-from opencbr.services import operation_logs, planned_records, protectables
+from opencbr.services import backups, operation_logs, planned_records, protectables
 from opencbr.services.identity import AuthContext
 
 # The `resource` of a task on a vault itself (vault delete, resource removal): CBR's
@@ -372,7 +372,8 @@ def set_resources(
 
 
 def delete(db: Database, ctx: AuthContext, vault_id: str, request_id: str | None = None) -> Vault:
-    """Delete the vault and every backup in it; refused while work runs in the vault.
+    """Delete the vault and every backup in it; refused while a backup or a replication
+    runs in the vault (a backup being deleted does not hold it: it goes with the vault).
 
     Backups, checkpoints and the chunk index go with the vault (foreign keys cascade); the
     caller then purges the vault's store. A `vault_delete` operation log (which outlives
@@ -411,6 +412,7 @@ def delete(db: Database, ctx: AuthContext, vault_id: str, request_id: str | None
             .select_from(Backup)
             .where(Backup.vault_id == vault.id, Backup.parent_id.is_(None))
         )
+        backups.end_deletions_with_vault(session, vault.id)
         details = {"fail_count": 0, "total_count": deleted or 0}
         _log_vault_task(session, ctx, vault, "vault_delete", details, request_id)
         session.delete(vault)
