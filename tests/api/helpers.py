@@ -451,8 +451,10 @@ def chunk_names(env: Env, region: str, vault_id: str) -> set[str]:
 # --- backups and restores -------------------------------------------------------------
 
 
-def backup_now(env: Env, vault_id: str, region: str = "region1", **params: Any) -> dict[str, Any]:
-    """Create a checkpoint and wait for it; returns the (single) backup."""
+def backup_now(
+    env: Env, vault_id: str, region: str = "region1", expect: str = "available", **params: Any
+) -> dict[str, Any]:
+    """Create a checkpoint and wait for it to end `expect`; returns the (single) backup."""
     response = env.post(
         region, "/checkpoints", {"checkpoint": {"vault_id": vault_id, "parameters": params}}
     )
@@ -464,7 +466,7 @@ def backup_now(env: Env, vault_id: str, region: str = "region1", **params: Any) 
         f"/checkpoints/{checkpoint['id']}",
         lambda body: body["checkpoint"]["status"] != "protecting",
     )
-    assert done["checkpoint"]["status"] == "available", done
+    assert done["checkpoint"]["status"] == expect, done
     backups = env.get(region, "/backups", params={"checkpoint_id": checkpoint["id"]}).json()[
         "backups"
     ]

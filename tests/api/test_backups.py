@@ -431,6 +431,53 @@ def test_restore_validation(env: Env) -> None:
     )
 
 
+def test_a_restore_target_field_of_another_kind_is_refused_not_ignored(env: Env) -> None:
+    """A directory backup given `volume_id`, `server_id` or `mappings` (the fields of disk
+    and server restores) once went to the backed-up directory itself, over the data the
+    caller meant to keep: now each is refused, and the source is untouched."""
+    source = env.roots["region1"] / "data"
+    source.mkdir()
+    (source / "kept.txt").write_bytes(b"the original")
+    resource = register_dir(env)
+    other = register_dir(env, name="other")
+    vault = create_vault(env, resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}])
+    backup = backup_now(env, vault["id"])
+    (source / "kept.txt").write_bytes(b"changed since the backup")
+    url = f"/backups/{backup['id']}/restore"
+    for body in (
+        {"volume_id": other["id"]},
+        {"server_id": other["id"]},
+        {"mappings": [{"backup_id": backup["id"], "volume_id": other["id"]}]},
+        {"resource_id": other["id"], "volume_id": other["id"]},
+    ):
+        response = env.post("region1", url, {"restore": body})
+        assert_error(response, 400, "BackupService.9900")
+        assert "does not apply to the restore of a directory (turbo) backup" in response.text
+    disk = register_disk(env)
+    disk_vault = create_vault(
+        env,
+        name="disks",
+        object_type="disk",
+        resources=[{"id": disk["id"], "type": "OS::Cinder::Volume"}],
+    )
+    disk_backup = backup_now(env, disk_vault["id"])
+    for body in (
+        {"details": {"destination_path": "sub"}},
+        {"server_id": disk["id"]},
+        {"volume_id": disk["id"], "resource_id": other["id"]},
+    ):
+        response = env.post("region1", f"/backups/{disk_backup['id']}/restore", {"restore": body})
+        assert_error(response, 400, "BackupService.9900")
+    assert (source / "kept.txt").read_bytes() == b"changed since the backup"
+    assert (
+        env.get("region1", "/operation-logs", params={"operation_type": "restore"}).json()["count"]
+        == 0
+    )
+    restore(env, backup["id"], {"resource_id": other["id"]})  # the right field
+    assert (source / "kept.txt").read_bytes() == b"changed since the backup"
+    assert (env.roots["region1"] / "other" / "kept.txt").read_bytes() == b"the original"
+
+
 def test_a_torn_chunk_file_left_by_a_crash_is_rewritten_by_the_next_backup(env: Env) -> None:
     """Chunks are published before the flush that makes them durable: after a power cut
     a chunk's name can exist without its data (and stays until garbage collection's

@@ -6,6 +6,8 @@ objects fail with the chunk named; a region with `encryption = false` stores pla
 
 from __future__ import annotations
 
+import base64
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 
 from opencbr.db.session import Database
+from opencbr.services import keys
 from opencbr.settings import RegionSettings
 from opencbr.storage import sealing
 from opencbr.storage.chunk import SEALED_HEADER_SIZE, sealed_key_id
@@ -179,3 +182,29 @@ def test_a_region_without_encryption_stores_plain_chunks(plain_env: Env) -> None
 
 def _chunk_files(env: Env, region: str, vault_id: str) -> dict[str, Path]:
     return {p.name: p for p in chunks_dir(env, region, vault_id).rglob("*") if p.is_file()}
+
+
+def test_a_backup_needing_a_data_key_after_a_rotation_this_process_missed_fails_clearly(
+    env: Env, tmp_path: Path
+) -> None:
+    """The master key was rotated (by `opencbr admin key rotate` in another process) and
+    this one not restarted: its next new data key is refused, the backup fails with a
+    reason that says what to do (no traceback, no path), and nothing is wrapped by the
+    retired key."""
+    _backed_up(env)  # the process's keyring in use: its master key and region1's data key
+    new_path = tmp_path / "new-master.key"
+    new_path.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")
+    old = keys.MasterKey.load(env.settings.master_key_path, create=False)
+    keys.rotate_master(env.db, old, keys.MasterKey.load(new_path, create=False))
+    (env.roots["region2"] / "data").mkdir(parents=True)
+    (env.roots["region2"] / "data" / "f").write_bytes(b"region2's first sealed data")
+    resource = register_dir(env, "region2")
+    vault = create_vault(
+        env, "region2", resources=[{"id": resource["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    backup = backup_now(env, vault["id"], region="region2", expect="error")
+    assert backup["status"] == "error"
+    reason = backup["fail_reason"]
+    assert "restart it with the deployment's master key file" in reason
+    assert str(env.settings.data_dir) not in reason
+    assert keys.key_problem(keys.Keyring(env.db, new_path)) is None  # still starts

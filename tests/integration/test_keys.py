@@ -94,3 +94,45 @@ def test_a_new_data_key_seals_new_chunks_and_old_ones_stay_readable(
     reader = keys.Keyring(database, path)
     assert decode_chunk(old_blob, old_name, reader) == b"old data"
     assert decode_chunk(new_blob, new_name, reader) == b"new data"
+
+
+def test_a_process_not_restarted_after_a_rotation_makes_no_data_key_with_the_old_key(
+    database: Database, tmp_path: Path
+) -> None:
+    """A process still holding the retired master key (a rotation switched, the process not
+    restarted) that needs a new project's first data key is refused with one clear line,
+    and writes nothing: the deployment keeps starting with the new key file."""
+    old_path, new_path = _master_file(tmp_path / "old.key"), _master_file(tmp_path / "new.key")
+    stale = keys.Keyring(database, old_path)
+    assert keys.key_problem(stale) is None
+    old = keys.MasterKey.load(old_path, create=False)
+    new = keys.MasterKey.load(new_path, create=False)
+    keys.rotate_master(database, old, new)
+    project = _project(database, tmp_path)  # its first sealed write makes its data key
+    with pytest.raises(keys.KeyringError, match="restart it with the new master key file"):
+        stale.sealing(project)
+    assert keys.key_problem(keys.Keyring(database, new_path)) is None
+    fresh = keys.Keyring(database, new_path)
+    name, blob = _sealed(fresh, project, b"after the restart")
+    assert decode_chunk(blob, name, keys.Keyring(database, new_path)) == b"after the restart"
+
+
+def test_a_data_key_made_while_a_rotation_is_staged_is_staged_again_or_refused(
+    database: Database, tmp_path: Path
+) -> None:
+    """During a staged rotation a process with the old key may still make a data key; the
+    switch then refuses (run it again), and the second run stages it too."""
+    old_path, new_path = _master_file(tmp_path / "old.key"), _master_file(tmp_path / "new.key")
+    keyring = keys.Keyring(database, old_path)
+    assert keys.key_problem(keyring) is None
+    old = keys.MasterKey.load(old_path, create=False)
+    new = keys.MasterKey.load(new_path, create=False)
+    keys.stage_rotation(database, old, new)
+    project = _project(database, tmp_path)
+    name, blob = _sealed(keyring, project, b"made while staged")  # the old key is in force
+    with pytest.raises(keys.KeyringError, match="run it again"):
+        keys.switch_rotation(database, new)
+    keys.rotate_master(database, old, new)
+    after = keys.Keyring(database, new_path)
+    assert keys.key_problem(after) is None
+    assert decode_chunk(blob, name, after) == b"made while staged"

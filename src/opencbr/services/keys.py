@@ -34,6 +34,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from opencbr.db.base import utcnow
 from opencbr.db.keys import NAMING_KEY_ID, DataKey
@@ -235,14 +236,31 @@ def key_problem(keyring: Keyring) -> str | None:
 
 
 def new_data_key(db: Database, master: MasterKey, project_id: str) -> int:
-    """Add a data key for `project_id` (its current one from now on); return its id."""
+    """Add a data key for `project_id` (its current one from now on); return its id.
+
+    Raises KeyringError when `master` is no longer the deployment's master key (a rotation
+    switched since this process loaded it): a key it wrapped would unwrap for no process
+    started with the new file, and keep every process from starting.
+    """
     with db.transaction() as session:
+        _check_master_in_force(session, master)
         row = DataKey(project_id=project_id, wrapped=b"", master_id=master.id)
         session.add(row)
         session.flush()  # the id is in the wrapping's purpose
         row.wrapped = master.wrap(os.urandom(KEY_SIZE), _purpose(row))
         log.info("data key created", project_id=project_id, key_id=row.id)
         return row.id
+
+
+def _check_master_in_force(session: Session, master: MasterKey) -> None:
+    """Lock the naming secret's row, the keyring's guard (the switch of a rotation locks it
+    first too), and check that `master` wraps the keys, or is staged to."""
+    guard = session.get(DataKey, NAMING_KEY_ID, with_for_update=True)
+    if guard is not None and master.id not in (guard.master_id, guard.next_master_id):
+        raise KeyringError(
+            "the master key was rotated since this process started: restart it with the "
+            "new master key file"
+        )
 
 
 def rotate_master(db: Database, old: MasterKey, new: MasterKey) -> int:
@@ -272,6 +290,9 @@ def switch_rotation(db: Database, new: MasterKey) -> int:
     """Make the staged wrappings by `new` the only ones, every row in one transaction;
     return how many rows. Refused (nothing changes) while a row has none."""
     with db.transaction() as session:
+        # The guard first: a data key being made commits before this reads the rows (and
+        # is then refused below if it was not staged); one made after sees the new key.
+        session.get(DataKey, NAMING_KEY_ID, with_for_update=True)
         rows = list(session.scalars(select(DataKey).with_for_update()))
         if any(r.master_id != new.id and r.next_master_id != new.id for r in rows):
             raise KeyringError("a data key appeared during the rotation: run it again")

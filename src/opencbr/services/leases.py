@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from opencbr import clock
 from opencbr.db.vaults import Vault
 from opencbr.errors import INTERNAL_ERROR, CbrError, ErrorCode
+from opencbr.services.keys import KeyringError
 from opencbr.services.runtime import Runtime
 from opencbr.services.stores import failure_reason
 from opencbr.storage.store import StorageError
@@ -511,11 +512,23 @@ def hand_back(rt: Runtime, claimed: Claimed[Row, Work], reason: str = Interrupte
     )
 
 
+def _keyring_failure(exc: Exception) -> Failure | None:
+    """Any work that seals or opens chunks fails alike when this process's master key is
+    not the deployment's (a rotation it has not been restarted for): said without paths."""
+    if isinstance(exc, KeyringError):
+        return Failure(
+            INTERNAL_ERROR,
+            "this worker cannot use the encryption keys (its master key file is out of date "
+            "or wrong): restart it with the deployment's master key file",
+        )
+    return None
+
+
 def _failure(claimed: Claimed[Row, Work], exc: Exception) -> Failure:
     """The failure `exc` means, logged once: a known one with its reason, a bug (what
     `kind.explain` does not know) with its traceback; its reason names only its type."""
     kind = claimed.kind
-    failure = kind.explain(exc)
+    failure = kind.explain(exc) or _keyring_failure(exc)
     if failure is None:
         log.exception("leased work failed unexpectedly", kind=kind.name, id=claimed.id)
         return Failure(INTERNAL_ERROR, f"internal error ({type(exc).__name__})")

@@ -62,15 +62,56 @@ class RestoreRequest:
     destination_path: str | None = None
 
 
+# The target fields each kind of backup takes besides `resource_id`: a field meant for
+# another kind is refused, never ignored (ignoring it restored into the backed-up
+# resource itself, over the data the caller meant to keep).
+_TARGET_FIELDS = {
+    "OS::Nova::Server": ("server_id", "mappings"),
+    "OS::Cinder::Volume": ("volume_id",),
+    "OS::Sfs::Turbo": ("destination_path",),
+}
+_KIND_NAMES = {
+    "OS::Nova::Server": "server",
+    "OS::Cinder::Volume": "disk",
+    "OS::Sfs::Turbo": "directory (turbo)",
+}
+
+
+def _check_fields(backup: Backup, request: RestoreRequest) -> None:
+    """Refuse target fields that do not apply to this kind of backup, and two ids of one
+    target that disagree."""
+    given = {
+        "server_id": request.server_id,
+        "mappings": request.mappings,
+        "volume_id": request.volume_id,
+        "destination_path": request.destination_path,
+    }
+    allowed = _TARGET_FIELDS.get(backup.resource_type, ())
+    for field, value in given.items():
+        if value and field not in allowed:
+            kind = _KIND_NAMES.get(backup.resource_type, backup.resource_type)
+            raise CbrError(
+                INVALID_PARAMETER,
+                f"{_wire_name(field)} does not apply to the restore of a {kind} backup "
+                f"(its target fields: {', '.join(_wire_name(f) for f in allowed)}, resource_id).",
+            )
+    typed = request.server_id or request.volume_id
+    if typed and request.resource_id and typed != request.resource_id:
+        raise CbrError(
+            INVALID_PARAMETER, "resource_id and the target's own id field name two resources."
+        )
+
+
+def _wire_name(field: str) -> str:
+    return "details.destination_path" if field == "destination_path" else field
+
+
 def _target(
     session: Session, ctx: AuthContext, backup: Backup, request: RestoreRequest
 ) -> Protectable:
-    wanted = {
-        "OS::Nova::Server": request.server_id,
-        "OS::Cinder::Volume": request.volume_id,
-        "OS::Sfs::Turbo": None,
-    }.get(backup.resource_type)
-    target_id = wanted or request.resource_id or backup.resource_id
+    _check_fields(backup, request)
+    target_id = request.server_id or request.volume_id or request.resource_id
+    target_id = target_id or backup.resource_id
     target = protectables.find_in_project(session, ctx.project_id, target_id)
     if target is None or target.type != backup.resource_type:
         raise CbrError(
@@ -169,7 +210,12 @@ def start(
         # always backup first, then target: under READ COMMITTED a concurrent request
         # waits here and then sees the log this one inserted.
         session.refresh(backup, with_for_update=True)
-        if backup.status != BackupStatus.AVAILABLE or backup.parent_id is not None:
+        if backup.parent_id is not None:
+            raise CbrError(
+                BACKUP_BAD_STATUS,
+                "A volume's backup is restored with its server's backup (server_id + mappings).",
+            )
+        if backup.status != BackupStatus.AVAILABLE:
             raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
         target = _target(session, ctx, backup, request)
         session.refresh(target, with_for_update=True)
