@@ -25,13 +25,16 @@ def prepare(data_dir: Path) -> None:
     Raises OSError when it cannot be created or changed.
     """
     data_dir.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-    _take_group_and_other_access(data_dir)
+    make_private(data_dir)
     for entry in os.scandir(data_dir):
         if entry.is_file(follow_symlinks=False):
-            _take_group_and_other_access(Path(entry.path))
+            make_private(Path(entry.path))
 
 
-def _take_group_and_other_access(path: Path) -> None:
+def make_private(path: Path) -> None:
+    """Take group and other permissions off `path` (a key file copied 0644, say).
+
+    Raises OSError when it cannot be changed (another user's file)."""
     mode = stat.S_IMODE(path.lstat().st_mode)
     if mode & 0o077:
         path.chmod(mode & ~0o077)

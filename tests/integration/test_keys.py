@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from opencbr.db.session import Database
-from opencbr.services import identity, keys
+from opencbr.services import credentials, identity, keys
 from opencbr.storage.chunk import decode_chunk, encode_chunk, sealed_key_id
 from tests.api.helpers import make_settings
 
@@ -136,3 +136,21 @@ def test_a_data_key_made_while_a_rotation_is_staged_is_staged_again_or_refused(
     after = keys.Keyring(database, new_path)
     assert keys.key_problem(after) is None
     assert decode_chunk(blob, name, after) == b"made while staged"
+
+
+def test_key_files_copied_readable_by_others_are_made_private_when_loaded(
+    database: Database, tmp_path: Path
+) -> None:
+    """A master key file made or copied under umask 022 (0644: every local user could
+    unwrap every tenant's data keys) is taken back to 0600 by the first process that loads
+    it; likewise the secret key file of stored access-key secrets."""
+    path = _master_file(tmp_path / "master.key")
+    path.chmod(0o644)
+    assert keys.key_problem(keys.Keyring(database, path)) is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    settings = make_settings(tmp_path, secret_key_file=tmp_path / "secret.key")
+    secret = tmp_path / "secret.key"
+    assert credentials.key_problem(database, settings) is None  # creates it, 0600
+    secret.chmod(0o640)
+    assert credentials.key_problem(database, settings) is None
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600

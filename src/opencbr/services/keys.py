@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from opencbr import data_dir
 from opencbr.db.base import utcnow
 from opencbr.db.keys import NAMING_KEY_ID, DataKey
 from opencbr.db.service_state import insert_if_absent
@@ -69,6 +70,7 @@ class MasterKey:
         if create and not path.exists():
             _create_key_file(path)
         try:
+            data_dir.make_private(path)  # a copy made under umask 022 is readable by all
             text = path.read_bytes().strip()
         except FileNotFoundError:
             raise KeyringError(f"no master key file at {path}") from None
