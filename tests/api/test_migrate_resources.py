@@ -159,3 +159,31 @@ def test_bad_migrations_are_refused_and_change_nothing(env: Env) -> None:
     )
     assert_error(stranger, 404, "BackupService.6105")
     assert _bound(env, source["id"]) == [resource["id"]] and _bound(env, dest["id"]) == []
+
+
+def test_neither_vault_of_a_running_migration_can_be_deleted(env: Env) -> None:
+    """Deleting the destination (or the source) while a migration moves resources between
+    them once crashed the migration (its chunk rows lost their vault) after the call had
+    answered that the resources moved: both deletes are refused until it ends."""
+    resource = register_dir(env, name="m")
+    _fill(env, "m", {"x": b"x" * 70_000})
+    source = create_vault(
+        env, name="s", resources=[{"id": resource["id"], "type": resource["type"]}]
+    )
+    dest = create_vault(env, name="d")
+    backup = backup_now(env, source["id"])
+    jobs = env.client.app.state.jobs  # type: ignore[attr-defined]
+    jobs.stop()  # the migration stays waiting
+    response = _migrate(env, source["id"], {"destination_vault_id": dest["id"]})
+    assert response.status_code == 200, response.text
+    for vault in (dest, source):
+        assert_error(env.delete("region1", f"/vaults/{vault['id']}"), 400, "BackupService.6203")
+    jobs.start(workers=1)
+    env.wait_for("region1", f"/vaults/{dest['id']}", lambda b: _bound_in(b, resource["id"]))
+    assert _backups_in(env, dest["id"]) == {backup["id"]}
+    # Once it has ended (after its last step, the source's side), the source may go.
+    env.wait_for(
+        "region1",
+        f"/vaults/{source['id']}",
+        lambda _b: env.delete("region1", f"/vaults/{source['id']}").status_code == 204,
+    )

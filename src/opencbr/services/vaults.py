@@ -14,8 +14,8 @@ from opencbr.db.backups import Backup, OperationLog, ReplicationRecord
 from opencbr.db.paging import Page, PageRequest, fetch_page
 from opencbr.db.policies import PolicyBinding
 from opencbr.db.session import Database
-from opencbr.db.status import BUSY_BACKUP, LIVE_RECORD, ProtectStatus
-from opencbr.db.vaults import RESOURCE_TYPES, Vault, VaultResource, VaultTag
+from opencbr.db.status import BUSY_BACKUP, LIVE_MIGRATION, LIVE_RECORD, ProtectStatus
+from opencbr.db.vaults import RESOURCE_TYPES, Vault, VaultMigration, VaultResource, VaultTag
 from opencbr.errors import (
     DUPLICATE_RESOURCE,
     INVALID_PARAMETER,
@@ -372,8 +372,8 @@ def set_resources(
 
 
 def delete(db: Database, ctx: AuthContext, vault_id: str, request_id: str | None = None) -> Vault:
-    """Delete the vault and every backup in it; refused while a backup or a replication
-    runs in the vault (a backup being deleted does not hold it: it goes with the vault).
+    """Delete the vault and every backup in it; refused while a backup, a replication or a
+    migration runs in the vault (a backup being deleted does not hold it: it goes along).
 
     Backups, checkpoints and the chunk index go with the vault (foreign keys cascade); the
     caller then purges the vault's store. A `vault_delete` operation log (which outlives
@@ -402,6 +402,21 @@ def delete(db: Database, ctx: AuthContext, vault_id: str, request_id: str | None
         )
         if replicating is not None:
             raise CbrError(VAULT_HAS_RUNNING_BACKUP, "A replication of the vault is in progress.")
+        migrating = session.scalar(
+            select(VaultMigration.id)
+            .where(
+                or_(
+                    VaultMigration.source_vault_id == vault.id,
+                    VaultMigration.destination_vault_id == vault.id,
+                ),
+                VaultMigration.status.in_(LIVE_MIGRATION),
+            )
+            .limit(1)
+        )
+        if migrating is not None:
+            raise CbrError(
+                VAULT_HAS_RUNNING_BACKUP, "Resources are being migrated into or out of the vault."
+            )
         # Its own policy bindings go with it (foreign keys cascade); bindings that replicate
         # into it could never run again, so they go too.
         session.execute(
