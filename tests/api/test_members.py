@@ -4,6 +4,7 @@ it refused, and nothing of it visible to a third project (issue 16)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tests.api.helpers import (
     outsider,
     register_dir,
     register_disk,
+    register_web_server,
     restore,
     vault_body,
 )
@@ -348,3 +350,29 @@ def test_disk_backups_are_shared_too(env: Env) -> None:
     # the owner's own restore still works, and its log names its vault
     own = restore(env, backup["id"], {})
     assert own["status"] == "success" and own["vault_id"] == vault["id"]
+
+
+def test_a_member_reads_a_shared_server_backups_metadata_without_the_owners_paths(
+    env: Env,
+) -> None:
+    """show_metadata of a shared server backup: the member sees the volumes (to map them
+    at restore) but not where they live on the owner's machines, nor the owner's
+    replication records; the owner sees both."""
+    server = register_web_server(env, b"\x01" * 70_000)
+    vault = create_vault(
+        env, object_type="server", resources=[{"id": server["id"], "type": "OS::Nova::Server"}]
+    )
+    backup = backup_now(env, vault["id"])
+    partner = neighbour(env, "partner")
+    (member,) = _share(env, backup["id"], partner.project_id)
+    partner.put(f"/backups/{backup['id']}/members/{member['id']}", {"status": "accepted"})
+    path = f"/backups/{backup['id']}/metadata"
+    owner_view = env.get("region1", path).json()
+    member_view = partner.get(path).json()
+    owner_volumes = [json.loads(v)["volume"] for v in owner_view["volumes"]]
+    member_volumes = [json.loads(v)["volume"] for v in member_view["volumes"]]
+    assert {v["name"] for v in member_volumes} == {"sys", "data"}
+    assert all("path" not in v for v in member_volumes)
+    assert all(str(env.roots["region1"]) in v["path"] for v in owner_volumes)
+    assert str(env.roots["region1"]) not in json.dumps(member_view)
+    assert json.loads(member_view["backups"])["replication_records"] == []

@@ -59,8 +59,11 @@ def show_backup(backup_id: str, ctx: CallerDep, db: DbDep) -> BackupResponse:
 @router.get("/{backup_id}/metadata", response_model=MetadataResponse)
 def show_metadata(backup_id: str, ctx: CallerDep, db: DbDep) -> MetadataResponse:
     backup = backups.with_metadata(db, ctx, backup_id)
-    records = backups.records_for(db, [backup.id]).get(backup.id, [])
-    return metadata_out(backup, records, zone=ctx.region)
+    # As show_backup: a member of a shared backup is not told the owner's replication
+    # records, nor (here) where the owner's volumes live on the owner's machines.
+    own = backup.project_id == ctx.project_id
+    records = backups.records_for(db, [backup.id]).get(backup.id, []) if own else []
+    return metadata_out(backup, records, zone=ctx.region, with_paths=own)
 
 
 @router.put("/{backup_id}", response_model=BackupResponse)

@@ -562,8 +562,14 @@ class MetadataResponse(ResponseModel):
 
 
 def metadata_out(
-    backup: Backup, records: list[ReplicationRecord], zone: str | None = None
+    backup: Backup,
+    records: list[ReplicationRecord],
+    zone: str | None = None,
+    *,
+    with_paths: bool = True,
 ) -> MetadataResponse:
+    """The server backup's metadata; `with_paths=False` leaves out each volume's path (for
+    a project the backup is shared with: the paths are the owner's)."""
     volumes = [
         {
             "volume": {
@@ -571,7 +577,7 @@ def metadata_out(
                 "name": volume.resource_name,
                 "size": volume.resource_size_gb,
                 "kind": volume.kind,
-                "path": volume.volume_path,
+                **({"path": volume.volume_path} if with_paths else {}),
                 "backup_id": volume.id,
                 "size_bytes": volume.bytes_total,
             }
