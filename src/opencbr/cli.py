@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from opencbr import data_dir, heap, logs, metrics
 from opencbr.client.commands import register as register_client_commands
 from opencbr.db.credentials import Credential
-from opencbr.db.migrate import startup_lock, upgrade
+from opencbr.db.migrate import has_schema, startup_lock, upgrade
 from opencbr.db.session import Database
 from opencbr.errors import CbrError
 from opencbr.services import credentials, identity, keys
@@ -70,7 +70,7 @@ def _open(config: Path | None, *, create: bool = False) -> tuple[Settings, Datab
     typer.echo(_database_line(settings, config), err=True)
     if not create:
         _require_existing(settings)
-    return settings, _open_database(settings)
+    return settings, _open_database(settings, new_schema=create)
 
 
 def _database_line(settings: Settings, config: Path | None) -> str:
@@ -120,14 +120,22 @@ def _problems(exc: ValidationError) -> str:
     )
 
 
-def _open_database(settings: Settings) -> Database:
-    """The private data directory and the migrated database, or exit with one line."""
+def _open_database(settings: Settings, *, new_schema: bool = True) -> Database:
+    """The private data directory and the migrated database, or exit with one line.
+    Without `new_schema` (admin commands but bootstrap), a server database that holds no
+    opencbr schema yet is refused: a mistyped database name must not start an empty
+    deployment (SQLite files are checked by `_require_existing`)."""
     try:
         data_dir.prepare(settings.data_dir)
     except OSError as exc:
         _fail(f"cannot use the data directory {settings.data_dir}: {exc.strerror or exc}")
     try:
         db = Database(settings.db_url)
+        if not new_schema and not db.is_sqlite and not has_schema(db):
+            _fail(
+                f"no opencbr database at {_safe_url(settings.db_url)}: name the configuration "
+                "`opencbr serve` uses (--config or OPENCBR_CONFIG), or run `admin bootstrap`"
+            )
         upgrade(db)
     except (SQLAlchemyError, AlembicError, OSError) as exc:
         reason = getattr(exc, "orig", None) or exc

@@ -20,6 +20,7 @@ import requests
 from huaweicloudsdkcore.auth.credentials import BasicCredentials  # type: ignore[import-untyped]
 from huaweicloudsdkcore.sdk_request import SdkRequest  # type: ignore[import-untyped]
 from huaweicloudsdkcore.signer.signer import Signer  # type: ignore[import-untyped]
+from sqlalchemy import create_engine, inspect
 
 from tests.e2e.flows import OPENCBR, Server, free_port, token_for, write_config
 
@@ -131,6 +132,27 @@ def test_admin_from_another_directory_uses_the_configured_database(
         f"database: sqlite:///{data / 'opencbr.db'} (data_dir {data}, configuration {bootstrapped})"
     )
     assert list(other.iterdir()) == []
+
+
+def test_an_empty_postgresql_database_is_refused_until_bootstrap(
+    tmp_path: Path, elsewhere: Path, empty_postgres_url: str
+) -> None:
+    """A mistyped database name must not start an empty deployment: an admin command on a
+    PostgreSQL database without opencbr's schema is refused and creates no table."""
+    url = empty_postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    env = {"OPENCBR_DATABASE_URL": url, "OPENCBR_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "data").mkdir()
+    line = refused(run_admin("user", "list", cwd=elsewhere, env=env), "no opencbr database at ")
+    assert "admin bootstrap" in line
+    engine = create_engine(empty_postgres_url)
+    try:
+        with engine.connect() as connection:
+            assert inspect(connection).get_table_names() == []
+    finally:
+        engine.dispose()
+    bootstrap = ("bootstrap", "--user", "admin", "--password-stdin")
+    ok(run_admin(*bootstrap, cwd=elsewhere, env=env, stdin="pw\n"))
+    assert ok(run_admin("user", "list", cwd=elsewhere, env=env))["users"]
 
 
 def test_an_existing_but_empty_data_dir_is_refused_until_bootstrap(

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from opencbr.db.session import Database
 
@@ -22,6 +22,12 @@ def alembic_config(db: Database) -> Config:
     config.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
     config.attributes["engine"] = db.engine
     return config
+
+
+def has_schema(db: Database) -> bool:
+    """Whether opencbr's migrations ever ran on this database (its version table exists)."""
+    with db.engine.connect() as connection:
+        return inspect(connection).has_table("alembic_version")
 
 
 def upgrade(db: Database) -> None:
