@@ -185,6 +185,7 @@ def register(
     path = confine(settings, ctx, spec.path)
     found = _inspect(settings, ctx, path, "tree" if protectable_type == "turbo" else "disk")
     with db.transaction() as session:
+        _refuse_registered(session, ctx.project_id, [str(path)])
         row = Protectable(
             project_id=ctx.project_id,
             type=resource_type,
@@ -221,6 +222,7 @@ def _register_server(
             )
         )
     with db.transaction() as session:
+        _refuse_registered(session, ctx.project_id, [volume.path for volume in volumes])
         row = Protectable(
             project_id=ctx.project_id,
             type=RESOURCE_TYPES["server"],
@@ -230,6 +232,30 @@ def _register_server(
         )
         session.add(row)
         return row
+
+
+def _refuse_registered(session: Session, project_id: str, paths: list[str]) -> None:
+    """A path the project registered already (as a resource or a server's volume) is not
+    registered again: two resources of one directory would each be a backup or restore
+    target of their own, and nothing would keep a restore into one from running while the
+    other is backed up or restored (the rules are per resource)."""
+    if len(set(paths)) != len(paths):
+        raise CbrError(INVALID_PARAMETER, "two volumes name the same path")
+    taken = session.execute(
+        select(Protectable.path, Protectable.id).where(
+            Protectable.project_id == project_id, Protectable.path.in_(paths)
+        )
+    ).first()
+    if taken is None:
+        taken = session.execute(
+            select(ProtectableVolume.path, ProtectableVolume.server_id)
+            .join(Protectable, Protectable.id == ProtectableVolume.server_id)
+            .where(Protectable.project_id == project_id, ProtectableVolume.path.in_(paths))
+        ).first()
+    if taken is not None:
+        raise CbrError(
+            INVALID_PARAMETER, f"path {taken[0]} is registered already (resource {taken[1]})"
+        )
 
 
 def record_tree_size(session: Session, resource_id: str, size_bytes: int) -> None:
