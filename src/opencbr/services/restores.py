@@ -337,8 +337,12 @@ class _Restores(leases.LeasedWork[OperationLog, _Claim]):
             return leases.Failure(RESOURCE_NOT_FOUND, exc.strerror or "")
         if isinstance(exc, CbrError):
             return leases.Failure(exc.error, exc.detail)
-        if isinstance(exc, (StorageError, ArchiveError, OSError)):
-            return leases.Failure(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, (StorageError, ArchiveError)):
+            return leases.Failure(INTERNAL_ERROR, str(exc))  # the chunk, never a store path
+        if isinstance(exc, OSError):  # writing into the target (reads fail as StorageError)
+            return leases.Failure(
+                INTERNAL_ERROR, f"cannot write the restore target: {exc.strerror or exc}"
+            )
         return None
 
     def candidates(self, session: Session) -> Iterable[OperationLog]:
