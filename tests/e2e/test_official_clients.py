@@ -50,10 +50,12 @@ from huaweicloudsdkcore.exceptions.exceptions import (  # type: ignore[import-un
 from tests.e2e.flows import (
     BACKUP_FIELDS,
     OPENCBR,
+    OPENSTACK,
     TURBO,
     Site,
     assert_populated,
     openstack_cli,
+    openstack_environment,
     otc_connection,
     otc_vault,
     register_dir,
@@ -371,6 +373,26 @@ def test_openstack_cli_lists_vaults_from_a_clouds_yaml(site: Site, tmp_path: Pat
     served = httpx.get(f"{site.server.url}/v3/{project}/vaults", headers=headers).json()
     assert rows == {vault["id"]: vault["name"] for vault in served["vaults"]}
     assert rows[created.json()["vault"]["id"]] == "cli-vault"
+
+
+def test_openstack_cli_set_up_for_another_region_than_its_project_finds_no_cbr(
+    site: Site, tmp_path: Path
+) -> None:
+    """A clouds.yaml whose region is not its project's: the token's catalog has CBR in the
+    project's region only, so the CLI stops with an endpoint error instead of listing the
+    vaults of the project's region as if they were the other region's."""
+    environment = openstack_environment(site, tmp_path, "region2")  # project region2's
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(clouds.read_text().replace("region_name: region2", "region_name: region1"))
+    done = subprocess.run(
+        [OPENSTACK, "--os-cloud", "opencbr", "cbr", "vault", "list", "-f", "json"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0, done.stdout
+    assert "endpoint" in done.stderr.lower(), done.stderr
 
 
 # --- operator commands --------------------------------------------------------------------

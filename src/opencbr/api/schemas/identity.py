@@ -102,7 +102,10 @@ def _keystone_time(token_row: Token, attribute: str) -> str:
     return str(getattr(token_row, attribute).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
-def _catalog(settings: Settings, project_id: str) -> list[dict[str, Any]]:
+def _catalog(settings: Settings, project_id: str, region: str) -> list[dict[str, Any]]:
+    """Identity in every region; CBR only in the project's own region, as on OTC, where a
+    project belongs to one region: a client configured for another region fails to find
+    its endpoint instead of silently working on this project's region."""
     base = settings.base_url
 
     def endpoint(kind: str, region: str, url: str) -> dict[str, str]:
@@ -127,7 +130,7 @@ def _catalog(settings: Settings, project_id: str) -> list[dict[str, Any]]:
             "type": "cbr",
             "name": "cbr",
             "id": "cbr",
-            "endpoints": [endpoint("cbr", r, f"{base}/v3/{project_id}") for r in regions],
+            "endpoints": [endpoint("cbr", region, f"{base}/v3/{project_id}")],
         },
     ]
 
@@ -156,7 +159,7 @@ def token_body(
         "roles": [{"id": hashlib.md5(role.encode()).hexdigest(), "name": role} for role in roles],
     }
     if with_catalog:
-        body["catalog"] = _catalog(settings, project.id)
+        body["catalog"] = _catalog(settings, project.id, project.region)
     return {"token": body}
 
 
