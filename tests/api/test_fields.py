@@ -253,7 +253,8 @@ def test_bad_filter_values_are_invalid_parameters(
 
 def test_protectables_server_id_keeps_what_belongs_to_that_server(env: Env) -> None:
     web = register_web_server(env, b"disk image")
-    register_server(env, {"v": env.roots["region1"] / "web" / "sys"}, name="db")
+    (env.roots["region1"] / "db").mkdir()
+    register_server(env, {"v": env.roots["region1"] / "db"}, name="db")
     register_disk(env, name="loose")
     register_dir(env, name="tree")
 
