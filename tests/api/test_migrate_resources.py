@@ -93,14 +93,19 @@ def _bound_in(body: dict[str, Any], resource_id: str) -> bool:
     return resource_id in [r["id"] for r in body["vault"]["resources"]]
 
 
-def test_without_resource_ids_every_resource_moves(env: Env) -> None:
-    resource = register_dir(env, name="all")
-    _fill(env, "all", {"x": b"x" * 70_000})
+def _one_backed_up_resource(env: Env, name: str) -> tuple[dict[str, Any], ...]:
+    """(resource, its vault `s` holding one backup of it, an empty vault `d`, the backup)."""
+    resource = register_dir(env, name=name)
+    _fill(env, name, {"x": b"x" * 70_000})
     source = create_vault(
         env, name="s", resources=[{"id": resource["id"], "type": resource["type"]}]
     )
     dest = create_vault(env, name="d")
-    backup = backup_now(env, source["id"])
+    return resource, source, dest, backup_now(env, source["id"])
+
+
+def test_without_resource_ids_every_resource_moves(env: Env) -> None:
+    resource, source, dest, backup = _one_backed_up_resource(env, "all")
     response = _migrate(env, source["id"], {"destination_vault_id": dest["id"]})
     assert response.json() == {"migrated_resources": [resource["id"]]}
     env.wait_for("region1", f"/vaults/{dest['id']}", lambda b: _bound_in(b, resource["id"]))
@@ -165,13 +170,7 @@ def test_neither_vault_of_a_running_migration_can_be_deleted(env: Env) -> None:
     """Deleting the destination (or the source) while a migration moves resources between
     them once crashed the migration (its chunk rows lost their vault) after the call had
     answered that the resources moved: both deletes are refused until it ends."""
-    resource = register_dir(env, name="m")
-    _fill(env, "m", {"x": b"x" * 70_000})
-    source = create_vault(
-        env, name="s", resources=[{"id": resource["id"], "type": resource["type"]}]
-    )
-    dest = create_vault(env, name="d")
-    backup = backup_now(env, source["id"])
+    resource, source, dest, backup = _one_backed_up_resource(env, "m")
     jobs = env.client.app.state.jobs  # type: ignore[attr-defined]
     jobs.stop()  # the migration stays waiting
     response = _migrate(env, source["id"], {"destination_vault_id": dest["id"]})

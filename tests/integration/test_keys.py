@@ -96,17 +96,24 @@ def test_a_new_data_key_seals_new_chunks_and_old_ones_stay_readable(
     assert decode_chunk(new_blob, new_name, reader) == b"new data"
 
 
+def _keyring_and_next_key(
+    database: Database, tmp_path: Path
+) -> tuple[keys.Keyring, Path, keys.MasterKey, keys.MasterKey]:
+    """A running process's keyring (old master key), the new key's file, both keys."""
+    old_path, new_path = _master_file(tmp_path / "old.key"), _master_file(tmp_path / "new.key")
+    keyring = keys.Keyring(database, old_path)
+    assert keys.key_problem(keyring) is None
+    old = keys.MasterKey.load(old_path, create=False)
+    return keyring, new_path, old, keys.MasterKey.load(new_path, create=False)
+
+
 def test_a_process_not_restarted_after_a_rotation_makes_no_data_key_with_the_old_key(
     database: Database, tmp_path: Path
 ) -> None:
     """A process still holding the retired master key (a rotation switched, the process not
     restarted) that needs a new project's first data key is refused with one clear line,
     and writes nothing: the deployment keeps starting with the new key file."""
-    old_path, new_path = _master_file(tmp_path / "old.key"), _master_file(tmp_path / "new.key")
-    stale = keys.Keyring(database, old_path)
-    assert keys.key_problem(stale) is None
-    old = keys.MasterKey.load(old_path, create=False)
-    new = keys.MasterKey.load(new_path, create=False)
+    stale, new_path, old, new = _keyring_and_next_key(database, tmp_path)
     keys.rotate_master(database, old, new)
     project = _project(database, tmp_path)  # its first sealed write makes its data key
     with pytest.raises(keys.KeyringError, match="restart it with the new master key file"):
@@ -122,11 +129,7 @@ def test_a_data_key_made_while_a_rotation_is_staged_is_staged_again_or_refused(
 ) -> None:
     """During a staged rotation a process with the old key may still make a data key; the
     switch then refuses (run it again), and the second run stages it too."""
-    old_path, new_path = _master_file(tmp_path / "old.key"), _master_file(tmp_path / "new.key")
-    keyring = keys.Keyring(database, old_path)
-    assert keys.key_problem(keyring) is None
-    old = keys.MasterKey.load(old_path, create=False)
-    new = keys.MasterKey.load(new_path, create=False)
+    keyring, new_path, old, new = _keyring_and_next_key(database, tmp_path)
     keys.stage_rotation(database, old, new)
     project = _project(database, tmp_path)
     name, blob = _sealed(keyring, project, b"made while staged")  # the old key is in force

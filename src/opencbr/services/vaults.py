@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete as delete_rows
@@ -389,34 +390,20 @@ def delete(db: Database, ctx: AuthContext, vault_id: str, request_id: str | None
         if busy is not None:
             raise CbrError(VAULT_HAS_RUNNING_BACKUP, "A backup in the vault is in progress.")
         planned_records.expand_pending(session, [vault.id])
-        replicating = session.scalar(
-            select(ReplicationRecord.id)
-            .where(
-                or_(
-                    ReplicationRecord.source_vault_id == vault.id,
-                    ReplicationRecord.destination_vault_id == vault.id,
-                ),
-                ReplicationRecord.status.in_(LIVE_RECORD),
-            )
-            .limit(1)
+        _refuse_while_copying(
+            session,
+            vault.id,
+            ReplicationRecord,
+            LIVE_RECORD,
+            "A replication of the vault is in progress.",
         )
-        if replicating is not None:
-            raise CbrError(VAULT_HAS_RUNNING_BACKUP, "A replication of the vault is in progress.")
-        migrating = session.scalar(
-            select(VaultMigration.id)
-            .where(
-                or_(
-                    VaultMigration.source_vault_id == vault.id,
-                    VaultMigration.destination_vault_id == vault.id,
-                ),
-                VaultMigration.status.in_(LIVE_MIGRATION),
-            )
-            .limit(1)
+        _refuse_while_copying(
+            session,
+            vault.id,
+            VaultMigration,
+            LIVE_MIGRATION,
+            "Resources are being migrated into or out of the vault.",
         )
-        if migrating is not None:
-            raise CbrError(
-                VAULT_HAS_RUNNING_BACKUP, "Resources are being migrated into or out of the vault."
-            )
         # Its own policy bindings go with it (foreign keys cascade); bindings that replicate
         # into it could never run again, so they go too.
         session.execute(
@@ -432,6 +419,27 @@ def delete(db: Database, ctx: AuthContext, vault_id: str, request_id: str | None
         _log_vault_task(session, ctx, vault, "vault_delete", details, request_id)
         session.delete(vault)
         return vault
+
+
+def _refuse_while_copying(
+    session: Session,
+    vault_id: str,
+    model: type[ReplicationRecord] | type[VaultMigration],
+    live: tuple[StrEnum, ...],
+    message: str,
+) -> None:
+    """Refuse with 6203 while a copy of `model` (a replication, a migration) still to end
+    has the vault as its source or its destination."""
+    running = session.scalar(
+        select(model.id)
+        .where(
+            or_(model.source_vault_id == vault_id, model.destination_vault_id == vault_id),
+            model.status.in_(live),
+        )
+        .limit(1)
+    )
+    if running is not None:
+        raise CbrError(VAULT_HAS_RUNNING_BACKUP, message)
 
 
 def _log_vault_task(
