@@ -197,6 +197,34 @@ def test_a_replication_policy_names_a_pair_before_any_copy(env: Env, frozen: Any
     assert filtered.json()["count"] == 0
 
 
+def test_a_backup_copied_into_another_vault_of_the_region_is_no_backlog(
+    env: Env, frozen: Any
+) -> None:
+    """A backup is replicated once per region: copied into one replication vault of
+    region2, it is not behind for a second one there (a policy bound to it would never
+    copy it: the planner refuses), so that pair shows no lag the alert could never see
+    clear, and the dry run agrees."""
+    _tree, vault = source_vault(env)
+    backup = backup_now(env, vault["id"])
+    first = create_vault(env, "region2", name="dst", protect_type="replication")
+    second = create_vault(env, "region2", name="dst2", protect_type="replication")
+    assert replicated(env, vault["id"], backup["id"], first["id"]) == "success"
+    policy = create_policy(
+        env, name="copy", operation_type="replication", definition=replication_definition(env)
+    )
+    assert associate(env, vault["id"], policy["id"], second["id"]).status_code == 200
+    frozen(at(backup["created_at"]) + timedelta(minutes=5))
+    pair = the_pair(env, vault_id=second["id"])
+    assert pair["destination_vault_id"] == second["id"]
+    assert pair["lag_seconds"] == 0 and pair["backups_behind"] == 0
+    assert pair["pending_bytes"] == 0
+    assert pair["newest_replicated_backup_at"] == backup["created_at"]
+    assert lag_gauge(env, vault["id"], second["id"]) == 0.0
+    body = vault_body(env, vault["id"], second["id"])
+    dry = env.post("region1", "/checkpoints/replicate", body, params=DRY)
+    assert dry.json()["error_code"] == "BackupService.0001"
+
+
 @pytest.fixture
 def slow_env(tmp_path: Path, database: Database) -> Iterator[Env]:
     """Like `env`, but region2's store takes 0.3 s per chunk: a copy is seen running."""

@@ -4,7 +4,8 @@ destination lags behind, what is under way and how the recent copies ended.
 The pairs are those a project has replicated between (replication records) or has a
 replication policy for (a binding's destination vault), both vaults still existing. The
 lag is the age of the oldest available backup of the source not yet copied into the
-destination (no successful record there), 0 when caught up; the pending bytes are what
+destination's region (no successful record there: a backup is replicated once per region,
+whichever vault of it received the copy), 0 when caught up; the pending bytes are what
 copying those backups would write (`replication_plan.gaps`, the dry run's count).
 
 One home for these figures: GET /replication-status answers them, and the metrics'
@@ -218,11 +219,15 @@ def _add_policies(session: Session, pairs: Pairs, states: dict[Pair, PairState])
 
 
 def _copied_into(dest_vault_id: object, backup_id: object) -> ColumnElement[bool]:
-    """Criterion: a successful record copied the backup into the destination vault."""
-    done = aliased(ReplicationRecord)
+    """Criterion: a successful record copied the backup into the destination vault's
+    region. A backup is replicated once per region (the planner refuses another copy into
+    a second vault there), so a copy into another vault of that region is not a backlog
+    this pair could ever clear."""
+    done, dest = aliased(ReplicationRecord), aliased(Vault)
     return exists().where(
+        dest.id == dest_vault_id,
         done.source_backup_id == backup_id,
-        done.destination_vault_id == dest_vault_id,
+        done.destination_region == dest.region,
         done.status == RecordStatus.SUCCESS,
     )
 
@@ -250,7 +255,7 @@ def _add_backlog(session: Session, pairs: Pairs, states: dict[Pair, PairState]) 
     statements, each criterion in WHERE, where the database joins (or anti-joins) the
     records in one pass instead of probing them backup by backup."""
     on_source = and_(Backup.vault_id == pairs.c.source_vault_id, *_source_backups())
-    copied = aliased(ReplicationRecord)
+    copied, dest = aliased(ReplicationRecord), aliased(Vault)
     newest = session.execute(
         select(
             pairs.c.source_vault_id,
@@ -260,11 +265,12 @@ def _add_backlog(session: Session, pairs: Pairs, states: dict[Pair, PairState]) 
         )
         .select_from(pairs)
         .join(Backup, on_source)
+        .join(dest, dest.id == pairs.c.destination_vault_id)
         .outerjoin(
             copied,
             and_(
                 copied.source_backup_id == Backup.id,
-                copied.destination_vault_id == pairs.c.destination_vault_id,
+                copied.destination_region == dest.region,
                 copied.status == RecordStatus.SUCCESS,
             ),
         )
