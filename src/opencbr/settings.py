@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_REGIONS = ("region1", "region2")
@@ -39,7 +39,10 @@ class RegionSettings(BaseModel):
     say how to reach the S3 endpoint; each one left unset falls back to the standard
     environment variable (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY). The secret is a SecretStr: it prints as '**********'.
+    An unknown key (a typo such as `replication_window`) is refused, never ignored.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,255}$")
     storage: str
@@ -76,6 +79,8 @@ class RegionSettings(BaseModel):
 
 class ProtectableRoot(BaseModel):
     """A directory under which a project may register resources and restore into."""
+
+    model_config = ConfigDict(extra="forbid")
 
     project: str
     path: Path
@@ -175,6 +180,22 @@ class Settings(BaseSettings):
     def _worker_metrics_listen_has_port(cls, value: str) -> str:
         return value and _host_and_port("worker_metrics_listen", value)
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        """SQLite, or PostgreSQL through psycopg 3 (the driver installed): a plain
+        `postgresql://` or `postgres://` URL means it too (SQLAlchemy would otherwise look
+        for psycopg2, which is not there)."""
+        if value is None or value.startswith(("sqlite:", "postgresql+psycopg:")):
+            return value
+        for scheme in ("postgresql://", "postgres://"):
+            if value.startswith(scheme):
+                return "postgresql+psycopg://" + value.removeprefix(scheme)
+        # The message never quotes the URL: it may carry a password.
+        raise ValueError(
+            "database_url must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB"
+        )
+
     @field_validator("queue_url")
     @classmethod
     def _known_queue(cls, value: str | None) -> str | None:
@@ -232,6 +253,13 @@ class Settings(BaseSettings):
         names = [region.name for region in self.regions]
         if len(set(names)) != len(names):
             raise ValueError("region names must be unique")
+        for region in self.regions:
+            unknown = sorted(set(region.replication_destinations or ()) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"region {region.name}: replication_destinations names no configured "
+                    f"region: {', '.join(unknown)}"
+                )
         return self
 
     @property
@@ -304,6 +332,8 @@ def _host_and_port(name: str, value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"{name} must be HOST:PORT")
+    if int(port) > 65535:
+        raise ValueError(f"{name}: port {port} is not a TCP port (0-65535)")
     return value
 
 

@@ -195,3 +195,50 @@ def test_postgresql_urls_are_given_to_libpq_without_the_driver_name() -> None:
 
     assert libpq_url("postgresql+psycopg://u:p@h:5432/db") == "postgresql://u:p@h:5432/db"
     assert libpq_url("postgres://u@h/db") == "postgresql://u@h/db"
+
+
+def test_typos_inside_regions_and_roots_are_refused_not_ignored(tmp_path: Path) -> None:
+    """A misspelt key inside a table (`replication_window`) once started the service
+    without the windows it meant: copies ran at any time. Refused like a top-level one."""
+    region = {"name": "r1", "storage": str(tmp_path / "s"), "replication_window": ["1:00-2:00"]}
+    with pytest.raises(ValidationError, match="replication_window"):
+        load_settings(data_dir=tmp_path, regions=[region])
+    root = {"project": "r1", "path": str(tmp_path), "readonly": True}
+    with pytest.raises(ValidationError, match="readonly"):
+        load_settings(data_dir=tmp_path, protectable_roots=[root])
+
+
+def test_replication_destinations_must_name_configured_regions(tmp_path: Path) -> None:
+    regions = [
+        {"name": "eu", "storage": str(tmp_path / "eu"), "replication_destinations": ["su"]},
+        {"name": "us", "storage": str(tmp_path / "us")},
+    ]
+    with pytest.raises(ValidationError, match=r"replication_destinations names no .*: su"):
+        load_settings(data_dir=tmp_path, regions=regions)
+    regions[0]["replication_destinations"] = ["us"]
+    assert load_settings(data_dir=tmp_path, regions=regions).replication_destinations("eu") == [
+        "us"
+    ]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:99999", "127.0.0.1:65536"])
+def test_a_port_beyond_65535_is_refused(tmp_path: Path, listen: str) -> None:
+    """It once wrapped around (99999 listened on 34463)."""
+    with pytest.raises(ValidationError, match="not a TCP port"):
+        load_settings(data_dir=tmp_path, listen=listen)
+    with pytest.raises(ValidationError, match="not a TCP port"):
+        load_settings(data_dir=tmp_path, metrics_listen=listen)
+
+
+def test_database_urls_are_sqlite_or_postgresql_through_psycopg(tmp_path: Path) -> None:
+    """`postgresql://` and `postgres://` mean psycopg 3 (the driver installed); any other
+    scheme is one clear error that never quotes the URL (a password), not an 80-line
+    traceback from a driver import."""
+    for url in ("postgresql://u:pw@db/opencbr", "postgres://u:pw@db/opencbr"):
+        settings = load_settings(data_dir=tmp_path, database_url=url)
+        assert settings.db_url == "postgresql+psycopg://u:pw@db/opencbr"
+    kept = "postgresql+psycopg://u:pw@db/opencbr"
+    assert load_settings(data_dir=tmp_path, database_url=kept).db_url == kept
+    with pytest.raises(ValidationError, match="database_url must be") as refused:
+        load_settings(data_dir=tmp_path, database_url="mysql://u:secretpw@db/x")
+    assert all("secretpw" not in error["msg"] for error in refused.value.errors())

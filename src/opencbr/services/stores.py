@@ -40,7 +40,13 @@ from opencbr.storage.sealing import (
     open_manifest,
     seal_manifest,
 )
-from opencbr.storage.store import ChunkNotFoundError, ChunkStore, CorruptChunkError, StorageError
+from opencbr.storage.store import (
+    ChunkNotFoundError,
+    ChunkStore,
+    CorruptChunkError,
+    PermanentStorageError,
+    StorageError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -84,11 +90,23 @@ class StoreRegistry:
         )
 
     def url(self, region: str, vault_id: str) -> str:
-        return vault_location(self._region_storage[region], vault_id)
+        return vault_location(self._storage_of(region), vault_id)
+
+    def _storage_of(self, region: str) -> str:
+        """The region's storage; a region missing from this process's configuration (every
+        process of a deployment needs the same regions) is a permanent fault with a reason
+        the work's row can show, not a KeyError."""
+        try:
+            return self._region_storage[region]
+        except KeyError:
+            raise PermanentStorageError(
+                f"region {region} is not configured in this process: every process of the "
+                "deployment needs the same [[regions]]"
+            ) from None
 
     def read_threads(self, region: str, io_threads: int) -> int:
         """Threads that load one reader's chunks ahead in `region` (restores)."""
-        if "s3://" in self._region_storage[region]:
+        if "s3://" in self._storage_of(region):
             return max(io_threads, OBJECT_STORE_READ_THREADS)
         return io_threads
 
