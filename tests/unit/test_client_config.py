@@ -116,3 +116,17 @@ def test_an_unknown_cloud_or_a_broken_file_is_refused_without_its_contents(
         load("lab", {"OS_CLIENT_CONFIG_FILE": str(tmp_path / "missing.yaml")})
     with pytest.raises(ConfigError, match=r"no clouds\.yaml found"):
         load("lab", {"HOME": str(tmp_path / "empty-home")})
+
+
+def test_the_secure_yaml_beside_os_client_config_file_is_merged(tmp_path: Path) -> None:
+    """README: "a secure.yaml beside it is merged in" holds for a clouds file named by
+    OS_CLIENT_CONFIG_FILE too, not only for one found in the usual places."""
+    clouds = write_clouds(
+        tmp_path / "other",
+        "clouds:\n  lab:\n    auth: {auth_url: 'http://lab', username: bob, project_id: p1}\n",
+        "c.yaml",
+    )
+    write_clouds(tmp_path / "other", "clouds:\n  lab:\n    auth: {password: pw}\n", "secure.yaml")
+    home = tmp_path / "home"  # no secure.yaml in the usual places
+    credentials = load("lab", {"HOME": str(home), "OS_CLIENT_CONFIG_FILE": str(clouds)})
+    assert (credentials.username, credentials.password) == ("bob", "pw")

@@ -112,7 +112,7 @@ def _from_cloud(name: str, env: Mapping[str, str]) -> Credentials:
     if not isinstance(clouds, dict) or name not in clouds:
         known = ", ".join(sorted(clouds)) if isinstance(clouds, dict) else ""
         raise ConfigError(f"cloud {name!r} is not in {found} (clouds there: {known or 'none'})")
-    secure_file = _find(env, "OS_CLIENT_SECURE_FILE", _SECURE_NAMES)
+    secure_file = _secure_file(env, found)
     secure = (_read(secure_file).get("clouds") or {}) if secure_file else {}
     entry = _merged(_mapping(clouds[name]), _mapping(secure.get(name)))
     auth = _mapping(entry.get("auth"))
@@ -161,6 +161,16 @@ def _check(credentials: Credentials) -> None:
 def _places(env: Mapping[str, str]) -> list[Path]:
     home = Path(env.get("HOME") or Path.home())
     return [Path.cwd(), home / ".config" / "openstack", Path("/etc/openstack")]
+
+
+def _secure_file(env: Mapping[str, str], clouds_file: Path) -> Path | None:
+    """OS_CLIENT_SECURE_FILE, else the secure.yaml beside the clouds.yaml in use (also one
+    named by OS_CLIENT_CONFIG_FILE), else one in the usual places."""
+    if not env.get("OS_CLIENT_SECURE_FILE"):
+        for name in _SECURE_NAMES:
+            if (clouds_file.parent / name).is_file():
+                return clouds_file.parent / name
+    return _find(env, "OS_CLIENT_SECURE_FILE", _SECURE_NAMES)
 
 
 def _find(env: Mapping[str, str], variable: str, names: tuple[str, ...]) -> Path | None:
