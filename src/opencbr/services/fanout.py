@@ -13,6 +13,7 @@ is marked damaged at the source and nothing unverified is written anywhere.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,12 +82,15 @@ def copy_in_order(
     pool: ThreadPoolExecutor, copy: Callable[[Job], int], todo: Iterable[Job]
 ) -> Iterator[tuple[Job, int]]:
     """Run `copy` over `todo` in order with at most IN_FLIGHT jobs (hence bounded memory)
-    under way; `todo` is consumed lazily, so it may pace the submissions."""
-    pending: list[tuple[Job, Future[int]]] = []
+    under way; `todo` is consumed lazily, so it may pace the submissions. Finished jobs at
+    the head are handed out after each submission, not only once IN_FLIGHT are under way:
+    when `todo` is paced (a rate limit), progress follows the copy chunk by chunk instead
+    of trailing it by IN_FLIGHT chunks."""
+    pending: deque[tuple[Job, Future[int]]] = deque()
     for job in todo:
         pending.append((job, pool.submit(copy, job)))
-        if len(pending) >= IN_FLIGHT:
-            done, future = pending.pop(0)
+        while pending and (len(pending) >= IN_FLIGHT or pending[0][1].done()):
+            done, future = pending.popleft()
             yield done, future.result()
     for done, future in pending:
         yield done, future.result()
