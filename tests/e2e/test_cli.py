@@ -175,9 +175,16 @@ def test_vault_resource_and_backup_commands(served: Server) -> None:
     missing = run(env, "backup", "show", "no-such-backup", ok=False)
     assert missing.stderr == "error: no backup is named 'no-such-backup' or has that id\n"
 
-    # A bound resource cannot be unregistered: the server's CBR error, one line, exit 1.
+    # A bound resource cannot be unregistered: the server's CBR error, one line, exit 1,
+    # saying how to unbind it; unbound, then bound again, its backups staying in the vault.
     bound = run(env, "resource", "unregister", "docs", ok=False)
     assert bound.exit_code == 1 and bound.stderr.startswith("error: BackupService.")
+    assert "opencbr vault remove-resource" in bound.stderr
+    unbound = run_json(env, "vault", "remove-resource", "docs-vault", "docs")
+    assert unbound["resources"] == []
+    assert run_json(env, "backup", "show", backup["id"])["vault_id"] == vault["id"]
+    rebound = run_json(env, "vault", "add-resource", "docs-vault", "docs")
+    assert [r["id"] for r in rebound["resources"]] == [resource["id"]]
     assert run_json(env, "backup", "delete", backup["id"])["deleted"] is True
     # The delete runs in the background; the vault may go at once and takes it along.
     assert run_json(env, "vault", "delete", "docs-vault")["id"] == vault["id"]
@@ -425,7 +432,8 @@ def test_replicate_records_and_status(served: Server, projects: dict[str, str]) 
     )
     screen = run(env, "status").stdout
     assert re.search(r"src-vault\s+three\s+available\s+\d+s ago", screen)
-    assert re.search(rf"src-vault\s+region2\s+{dest['id']}\s+caught up", screen)
+    # The destination by its name, as every vault on this screen.
+    assert re.search(r"src-vault\s+region2\s+dst-vault\s+caught up", screen), screen
     replicas = run_json(env2, "backup", "list", "--vault", "dst-vault")
     assert {b["source_backup_id"] for b in replicas} == {first["id"], second["id"], third["id"]}
     again = run(env, *seed, ok=False)

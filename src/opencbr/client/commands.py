@@ -177,6 +177,44 @@ def vault_create(
     emit_fields(fmt, created, list(zip(VAULT_COLUMNS, _vault_row(created), strict=True)))
 
 
+@vault_cmd.command("add-resource")
+@handled
+def vault_add_resource(
+    vault: Annotated[str, typer.Argument(help="Vault name or id.")],
+    resources: Annotated[list[str], typer.Argument(help="Resource names or ids.")],
+    cloud: CloudOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Bind registered resources to the vault: its next backups include them."""
+    _rebind(cloud, fmt, vault, resources, "addresources")
+
+
+@vault_cmd.command("remove-resource")
+@handled
+def vault_remove_resource(
+    vault: Annotated[str, typer.Argument(help="Vault name or id.")],
+    resources: Annotated[list[str], typer.Argument(help="Resource names or ids.")],
+    cloud: CloudOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Unbind resources from the vault (their backups stay in it, restorable); a resource
+    no vault holds can then be unregistered."""
+    _rebind(cloud, fmt, vault, resources, "removeresources")
+
+
+def _rebind(cloud: str | None, fmt: Format, vault: str, resources: list[str], action: str) -> None:
+    session = _session(cloud)
+    found = lookups.vault(session, vault)
+    chosen = [lookups.resource(session, ref) for ref in resources]
+    if action == "addresources":
+        body: dict[str, Any] = {"resources": [{"id": r["id"], "type": r["type"]} for r in chosen]}
+    else:
+        body = {"resource_ids": [r["id"] for r in chosen]}
+    session.post(f"/vaults/{found['id']}/{action}", body)
+    after = lookups.vault(session, found["id"])
+    emit_fields(fmt, after, list(zip(VAULT_COLUMNS, _vault_row(after), strict=True)))
+
+
 @vault_cmd.command("delete")
 @handled
 def vault_delete(
@@ -645,7 +683,7 @@ def status(cloud: CloudOption = None, fmt: FormatOption = Format.table) -> None:
                 *("last success", "last failure"),
             ),
             (
-                *("vault_name", "destination_region", "destination_vault_id", "lag", "pending"),
+                *("vault_name", "destination_region", "destination_vault_name", "lag", "pending"),
                 *("last_success_age", "last_failure"),
             ),
             summary["replication"],

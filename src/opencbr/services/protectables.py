@@ -334,10 +334,13 @@ def unregister(db: Database, ctx: AuthContext, protectable_type: str, resource_i
         row = find_in_project(session, ctx.project_id, resource_id)
         if row is None or row.type != resource_type:
             raise CbrError(RESOURCE_NOT_FOUND)
-        if session.get(VaultResource, row.id) is not None:
+        binding = session.get(VaultResource, row.id)
+        if binding is not None:
             raise CbrError(
                 INVALID_PARAMETER,
-                f"resource {row.id} is bound to a vault; remove it from the vault first",
+                f"resource {row.id} is bound to vault {binding.vault_id}; remove it from the "
+                "vault first (POST /v3/{project_id}/vaults/{vault_id}/removeresources, or "
+                "`opencbr vault remove-resource`)",
             )
         session.delete(row)
 
