@@ -353,7 +353,10 @@ def choose_backup(
             REPLICATION_TYPE_FORBIDDEN, "Replicas and volume backups cannot be replicated."
         )
     if backup.status != BackupStatus.AVAILABLE:
-        raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
+        raise CbrError(
+            BACKUP_BAD_STATUS,
+            f"The backup's status is {backup.status}: only an available backup is replicated.",
+        )
     source = session.get(Vault, backup.vault_id)
     assert source is not None
     target = check_destination(session, settings, ctx, source, dest)

@@ -216,7 +216,11 @@ def start(
                 "A volume's backup is restored with its server's backup (server_id + mappings).",
             )
         if backup.status != BackupStatus.AVAILABLE:
-            raise CbrError(BACKUP_BAD_STATUS, f"The backup is {backup.status}.")
+            raise CbrError(
+                BACKUP_BAD_STATUS,
+                f"The backup's status is {backup.status}: only an available backup is restored "
+                "(one restore of a backup at a time).",
+            )
         target = _target(session, ctx, backup, request)
         session.refresh(target, with_for_update=True)
         _check_target_free(session, target)
