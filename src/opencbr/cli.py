@@ -248,6 +248,9 @@ def serve(
         settings = _load(config, **overrides)
     logs.configure(settings)
     sockets = _listen(settings)
+    if settings.port == 0:  # any free port: the banner and the token catalog name the one taken
+        overrides["listen"] = f"{settings.host}:{sockets[0].getsockname()[1]}"
+        settings = _load(config, **overrides)
     db = _open_database(settings)
     metrics_listener = _listen_metrics(settings, db)
     with startup_lock(db):  # API processes starting together bootstrap one at a time

@@ -323,3 +323,50 @@ def test_an_unexpected_error_is_logged_once_short_and_without_secrets(
         assert record["exception"][-1]["exc_type"] == "OperationalError"
     else:
         assert 'event="unexpected error"' in errors[0] and "no such table: tokens" in errors[0]
+
+
+def test_port_0_takes_a_free_port_and_announces_and_advertises_that_one(tmp_path: Path) -> None:
+    """`listen = "127.0.0.1:0"`: the banner's auth URL and the token catalog name the port
+    taken, not :0 (a client following either could reach nothing)."""
+    config = write_config(tmp_path, 0)
+    process = subprocess.Popen(
+        [*OPENCBR, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not any(line.startswith("  auth URL:") for line in lines):
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        auth_url = lines[-1].split()[-1]
+        port = int(auth_url.split(":")[2].split("/")[0])
+        assert port != 0 and f"listening on http://127.0.0.1:{port}" in lines[0]
+        password = (tmp_path / "data" / "admin-password").read_text().strip()
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": "admin",
+                            "domain": {"name": "Default"},
+                            "password": password,
+                        }
+                    },
+                },
+                "scope": {"project": {"name": "region1", "domain": {"name": "Default"}}},
+            }
+        }
+        answer = httpx.post(f"{auth_url}/auth/tokens", json=body, timeout=30)
+        assert answer.status_code == 201, answer.text
+        [cbr] = [s for s in answer.json()["token"]["catalog"] if s["type"] == "cbr"]
+        assert all(f"127.0.0.1:{port}/v3/" in e["url"] for e in cbr["endpoints"])
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        assert process.stdout is not None
+        process.stdout.close()
