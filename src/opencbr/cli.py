@@ -7,6 +7,7 @@ import gc
 import getpass
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -20,6 +21,7 @@ import structlog
 import typer
 from alembic.util.exc import CommandError as AlembicError
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -107,6 +109,10 @@ def _load(config: Path | None, **overrides: Any) -> Settings:
         return load_settings(config, **overrides)
     except ValidationError as exc:
         _fail(f"configuration error: {_problems(exc)}")
+    except SettingsError as exc:  # an OPENCBR_* list or table that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"OPENCBR_{field.group(1).upper()}" if field else "an OPENCBR_* variable"
+        _fail(f"configuration error: {name} must be JSON (a list or a table)")
     except (OSError, ValueError) as exc:  # an unreadable file, bad TOML
         _fail(f"configuration error: {_one_line(str(exc))}")
 

@@ -89,6 +89,9 @@ def test_storage_reveals_no_content_and_no_names_and_restores_are_exact(env: Env
     log = restore(env, backup["id"], {"resource_id": register_dir(env, name="back")["id"]})
     assert log["status"] == "success", log
     assert_same_tree(root, env.roots["region1"] / "back")
+    # A replica names no target of its own region: say so, not just "not registered".
+    unnamed = env.post("region2", f"/backups/{replica['id']}/restore", {"restore": {}})
+    assert unnamed.status_code == 404 and "registered in its own region" in unnamed.text
     target = register_dir(env, "region2", name="copy")
     log = restore(env, replica["id"], {"resource_id": target["id"]}, "region2")
     assert log["status"] == "success", log

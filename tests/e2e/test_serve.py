@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -170,6 +171,22 @@ def test_a_start_up_error_is_one_line_and_a_non_zero_exit(
     assert line.startswith(expected), line
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
     assert "listening" not in done.stdout
+
+
+def test_a_list_variable_that_is_not_json_is_named_in_one_line(tmp_path: Path) -> None:
+    """OPENCBR_REGIONS=eu,us: the line names the variable and what it must be (pydantic's
+    own text named neither)."""
+    config = write_config(tmp_path, free_port())
+    done = subprocess.run(
+        [*OPENCBR, "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OPENCBR_REGIONS": "eu,us"},
+    )
+    assert_one_error_line(
+        done, "error: configuration error: OPENCBR_REGIONS must be JSON (a list or a table)"
+    )
 
 
 def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:

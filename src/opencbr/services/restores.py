@@ -114,10 +114,15 @@ def _target(
     target_id = target_id or backup.resource_id
     target = protectables.find_in_project(session, ctx.project_id, target_id)
     if target is None or target.type != backup.resource_type:
+        hint = ""
+        if target_id == backup.resource_id and backup.project_id != ctx.project_id:
+            hint = " A shared backup is restored into a resource of your project: name it."
+        elif target_id == backup.resource_id and backup.image_type == "replication":
+            hint = " A replica is restored into a resource registered in its own region: name it."
         raise CbrError(
             RESOURCE_NOT_FOUND,
             f"The restore target {target_id} is not a registered {backup.resource_type} "
-            "of this project.",
+            f"of this project.{hint}",
         )
     return target
 
