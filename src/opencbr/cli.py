@@ -386,7 +386,10 @@ def _announce(settings: Settings, first: dict[str, Any], bound: list[str]) -> No
     if first["password_file"]:
         typer.echo(f"  password:  in {first['password_file']}")
     else:
-        typer.echo("  password:  in the admin-password file of the first process's data_dir")
+        typer.echo(
+            "  password:  as set by `opencbr admin bootstrap`, or in the admin-password file "
+            "of the first process's data_dir"
+        )
     typer.echo(f"  queue:     {_safe_url(settings.queue)}")
     if settings.embedded_worker:
         typer.echo(f"  workers:   {settings.worker_threads} threads in this process")
@@ -573,6 +576,12 @@ def bootstrap_cmd(
     The only command that may create the data directory and the database. An existing
     user's password is left unchanged (say so on stderr): use `user set-password`.
     """
+    if password is None and not password_stdin and not sys.stdin.isatty():
+        # No way to get a password: on a new SQLite database (the user cannot exist yet)
+        # say so before anything is created.
+        database = _sqlite_file(_load(config).db_url)
+        if database is not None and not database.exists():
+            _password(password, password_stdin)
     settings, db = _open(config, create=True)
     exists = identity.user_exists(db, user)
     if exists:

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -153,6 +154,18 @@ def test_an_empty_postgresql_database_is_refused_until_bootstrap(
     bootstrap = ("bootstrap", "--user", "admin", "--password-stdin")
     ok(run_admin(*bootstrap, cwd=elsewhere, env=env, stdin="pw\n"))
     assert ok(run_admin("user", "list", cwd=elsewhere, env=env))["users"]
+
+
+def test_bootstrap_without_a_password_refuses_before_creating_anything(
+    tmp_path: Path, elsewhere: Path
+) -> None:
+    """No --password, no --password-stdin and no terminal, for a user that cannot exist
+    yet (a new deployment): one line, and no data directory or database left behind."""
+    config = write_config(tmp_path / "site", free_port())
+    shutil.rmtree(tmp_path / "site" / "data")
+    done = run_admin("bootstrap", "--user", "admin", cwd=elsewhere, config=config)
+    refused(done, "no password: use --password-stdin")
+    assert not (tmp_path / "site" / "data").exists()
 
 
 def test_an_existing_but_empty_data_dir_is_refused_until_bootstrap(
