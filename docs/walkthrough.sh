@@ -122,11 +122,11 @@ echo "region1 project $P1, region2 project $P2"
 step "A directory under region1's default resources root, registered as a resource"
 ROOT1=$(cd "$DATA/resources/region1" && pwd)
 ROOT2=$(cd "$DATA/resources/region2" && pwd)
-SRC="$ROOT1/projects"
+SRC="$ROOT1/walkthrough"
 mkdir -p "$SRC/docs" "$ROOT1/restored" "$ROOT2/replica"
 printf 'first version\n' > "$SRC/docs/readme.txt"
 head -c 3000000 /dev/urandom > "$SRC/blob.bin"
-R=$(register_dir "$TOKEN" "$P1" projects "$SRC")
+R=$(register_dir "$TOKEN" "$P1" walkthrough "$SRC")
 RESTORED=$(register_dir "$TOKEN" "$P1" restored "$ROOT1/restored")
 echo "resource $R"
 

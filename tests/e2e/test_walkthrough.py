@@ -8,9 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.e2e.flows import Server, free_port
+from tests.e2e.flows import Server, free_port, token_for
 
 pytestmark = pytest.mark.slow  # real `opencbr` processes: seconds a test
 
@@ -28,6 +29,17 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     server = Server(None, tmp_path / ".opencbr", port, env=env, cwd=tmp_path)
     server.start()
     try:
+        # README order: the command-line walkthrough has registered its `projects` already.
+        projects = tmp_path / ".opencbr" / "resources" / "region1" / "projects"
+        projects.mkdir(parents=True)
+        project = server.projects()["region1"]
+        registered = httpx.post(
+            f"{server.url}/v3/{project}/protectables/turbo/instances",
+            json={"instance": {"name": "projects", "path": str(projects)}},
+            headers={"X-Auth-Token": token_for(server, project)},
+            timeout=30,
+        )
+        assert registered.status_code == 200, registered.text
         done = subprocess.run(
             ["bash", str(SCRIPT)],
             cwd=tmp_path,
