@@ -480,6 +480,44 @@ def test_a_restore_target_field_of_another_kind_is_refused_not_ignored(env: Env)
     assert (env.roots["region1"] / "other" / "kept.txt").read_bytes() == b"the original"
 
 
+def test_one_directory_registered_twice_is_one_place_to_restore_into(env: Env) -> None:
+    """A directory may be registered as two resources (to keep it in two vaults), but a
+    restore into one is refused while the other is restored into (2010) or backed up
+    (2002): they are one place to write."""
+    source = env.roots["region1"] / "data"
+    source.mkdir()
+    (source / "f").write_bytes(b"x" * 1000)
+    first = register_dir(env)
+    second = register_dir(env, name="again", subdir="data")
+    assert first["id"] != second["id"]
+    vault = create_vault(env, resources=[{"id": first["id"], "type": "OS::Sfs::Turbo"}])
+    other_vault = create_vault(
+        env, name="v2", resources=[{"id": second["id"], "type": "OS::Sfs::Turbo"}]
+    )
+    backup = backup_now(env, vault["id"])
+    url = f"/backups/{backup['id']}/restore"
+    other_url = f"/backups/{backup_now(env, other_vault['id'])['id']}/restore"
+    jobs = env.client.app.state.jobs  # type: ignore[attr-defined]
+    jobs.stop()  # what is started stays under way
+    assert env.post("region1", url, {"restore": {"resource_id": first["id"]}}).status_code == 202
+    into_second = env.post("region1", other_url, {"restore": {"resource_id": second["id"]}})
+    assert_error(into_second, 400, "BackupService.2010")
+    jobs.start(workers=1)
+    logs = "/operation-logs?operation_type=restore"
+    env.wait_for("region1", logs, lambda b: b["operation_logs"][0]["status"] == "success")
+    jobs.stop()
+    checkpoint = {"checkpoint": {"vault_id": other_vault["id"], "parameters": {}}}
+    assert env.post("region1", "/checkpoints", checkpoint).status_code == 200
+    into_first = env.post("region1", url, {"restore": {"resource_id": first["id"]}})
+    assert_error(into_first, 400, "BackupService.2002")
+    jobs.start(workers=1)
+    env.wait_for(
+        "region1",
+        f"/backups?vault_id={other_vault['id']}",
+        lambda b: [x["status"] for x in b["backups"]] == ["available", "available"],
+    )
+
+
 def test_a_torn_chunk_file_left_by_a_crash_is_rewritten_by_the_next_backup(env: Env) -> None:
     """Chunks are published before the flush that makes them durable: after a power cut
     a chunk's name can exist without its data (and stays until garbage collection's

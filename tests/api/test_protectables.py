@@ -112,37 +112,3 @@ def test_other_projects_resources_are_invisible(env: Env) -> None:
         "BackupService.6302",
     )
     assert env.get("region1", "/protectables/turbo/instances").json()["instances"] == []
-
-
-def test_a_path_registered_already_is_refused_as_a_resource_or_a_volume(env: Env) -> None:
-    """Two resources of one directory would be two restore targets that nothing keeps
-    apart (one restore at a time is per resource): a path is registered once per project,
-    whether as a directory, a disk or a server's volume; after unregistering, again."""
-    first = register_dir(env, name="docs")
-    path = str(env.roots["region1"] / "docs")
-    again = env.post(
-        "region1", "/protectables/turbo/instances", {"instance": {"name": "dup", "path": path}}
-    )
-    assert_error(again, 400, "BackupService.9900")
-    assert first["id"] in again.json()["error_msg"]
-    (env.roots["region1"] / "web").mkdir()
-    volumes = [{"name": "sys", "path": str(env.roots["region1"] / "web")}]
-    server = env.post(
-        "region1", "/protectables/server/instances", {"instance": {"name": "s", "volumes": volumes}}
-    )
-    assert server.status_code == 200, server.text
-    as_dir = env.post(
-        "region1",
-        "/protectables/turbo/instances",
-        {"instance": {"name": "web", "path": volumes[0]["path"]}},
-    )
-    assert_error(as_dir, 400, "BackupService.9900")
-    twice = [*volumes, {"name": "other", "path": path}]
-    again_server = env.post(
-        "region1", "/protectables/server/instances", {"instance": {"name": "t", "volumes": twice}}
-    )
-    assert_error(again_server, 400, "BackupService.9900")
-    listed = env.get("region1", "/protectables/turbo/instances").json()["instances"]
-    assert [resource["id"] for resource in listed] == [first["id"]]
-    assert env.delete("region1", f"/protectables/turbo/instances/{first['id']}").status_code == 204
-    assert register_dir(env, name="docs")["id"] != first["id"]

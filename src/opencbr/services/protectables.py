@@ -185,7 +185,6 @@ def register(
     path = confine(settings, ctx, spec.path)
     found = _inspect(settings, ctx, path, "tree" if protectable_type == "turbo" else "disk")
     with db.transaction() as session:
-        _refuse_registered(session, ctx.project_id, [str(path)])
         row = Protectable(
             project_id=ctx.project_id,
             type=resource_type,
@@ -222,7 +221,6 @@ def _register_server(
             )
         )
     with db.transaction() as session:
-        _refuse_registered(session, ctx.project_id, [volume.path for volume in volumes])
         row = Protectable(
             project_id=ctx.project_id,
             type=RESOURCE_TYPES["server"],
@@ -234,28 +232,23 @@ def _register_server(
         return row
 
 
-def _refuse_registered(session: Session, project_id: str, paths: list[str]) -> None:
-    """A path the project registered already (as a resource or a server's volume) is not
-    registered again: two resources of one directory would each be a backup or restore
-    target of their own, and nothing would keep a restore into one from running while the
-    other is backed up or restored (the rules are per resource)."""
-    if len(set(paths)) != len(paths):
-        raise CbrError(INVALID_PARAMETER, "two volumes name the same path")
-    taken = session.execute(
-        select(Protectable.path, Protectable.id).where(
-            Protectable.project_id == project_id, Protectable.path.in_(paths)
-        )
-    ).first()
-    if taken is None:
-        taken = session.execute(
-            select(ProtectableVolume.path, ProtectableVolume.server_id)
-            .join(Protectable, Protectable.id == ProtectableVolume.server_id)
-            .where(Protectable.project_id == project_id, ProtectableVolume.path.in_(paths))
-        ).first()
-    if taken is not None:
-        raise CbrError(
-            INVALID_PARAMETER, f"path {taken[0]} is registered already (resource {taken[1]})"
-        )
+def sharing_a_path(session: Session, resource: Protectable) -> list[str]:
+    """The ids of `resource` and of every resource of its project registered on one of
+    its paths (as a directory, a disk or a server's volume), sorted and row-locked in that
+    order (PostgreSQL: FOR UPDATE; a concurrent restore into any of them waits here)."""
+    paths = [resource.path] if resource.path else [v.path for v in resource.volumes]
+    direct = select(Protectable.id).where(
+        Protectable.project_id == resource.project_id, Protectable.path.in_(paths)
+    )
+    servers = (
+        select(ProtectableVolume.server_id)
+        .join(Protectable, Protectable.id == ProtectableVolume.server_id)
+        .where(Protectable.project_id == resource.project_id, ProtectableVolume.path.in_(paths))
+    )
+    ids = sorted({resource.id, *session.scalars(direct), *session.scalars(servers)})
+    locked = select(Protectable.id).where(Protectable.id.in_(ids)).order_by(Protectable.id)
+    session.scalars(locked.with_for_update()).all()
+    return ids
 
 
 def record_tree_size(session: Session, resource_id: str, size_bytes: int) -> None:

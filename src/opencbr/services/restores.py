@@ -187,16 +187,21 @@ def _plan(backup: Backup, target: Protectable, request: RestoreRequest) -> list[
 
 
 def _check_target_free(session: Session, target: Protectable) -> None:
-    binding = session.get(VaultResource, target.id, populate_existing=True)
-    if binding is not None and binding.protect_status == ProtectStatus.PROTECTING:
-        raise CbrError(RESTORE_TARGET_BUSY)
-    if binding is not None and binding.protect_status == ProtectStatus.RESTORING:
-        raise CbrError(RESOURCE_RESTORING)
+    """Refuse a target being backed up (2002) or restored into (2010): the target itself,
+    or another resource of the project registered on one of its paths (one directory
+    registered twice, say to keep it in two vaults, is one place to write)."""
+    same_place = protectables.sharing_a_path(session, target)
+    for resource_id in same_place:
+        binding = session.get(VaultResource, resource_id, populate_existing=True)
+        if binding is not None and binding.protect_status == ProtectStatus.PROTECTING:
+            raise CbrError(RESTORE_TARGET_BUSY)
+        if binding is not None and binding.protect_status == ProtectStatus.RESTORING:
+            raise CbrError(RESOURCE_RESTORING)
     busy = session.scalar(
         select(OperationLog.id)
         .where(
             OperationLog.operation_type == "restore",
-            OperationLog.resource_id == target.id,
+            OperationLog.resource_id.in_(same_place),
             OperationLog.status.in_(LIVE_OPERATION),
         )
         .limit(1)
