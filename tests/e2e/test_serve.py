@@ -362,24 +362,17 @@ def test_port_0_takes_a_free_port_and_announces_and_advertises_that_one(tmp_path
         auth_url = lines[-1].split()[-1]
         port = int(auth_url.split(":")[2].split("/")[0])
         assert port != 0 and f"listening on http://127.0.0.1:{port}" in lines[0]
-        password = (tmp_path / "data" / "admin-password").read_text().strip()
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": "admin",
-                            "domain": {"name": "Default"},
-                            "password": password,
-                        }
-                    },
-                },
-                "scope": {"project": {"name": "region1", "domain": {"name": "Default"}}},
-            }
-        }
-        answer = httpx.post(f"{auth_url}/auth/tokens", json=body, timeout=30)
-        assert answer.status_code == 201, answer.text
+        while not any(line.startswith("  project:   region1") for line in lines):
+            lines.append(process.stdout.readline())
+        project = next(line for line in lines if line.startswith("  project:   region1")).split()[3]
+        served = Server(config, tmp_path / "data", port)  # the running one, by its port
+        token = token_for(served, project)
+        answer = httpx.get(
+            f"{auth_url}/auth/tokens",
+            headers={"X-Auth-Token": token, "X-Subject-Token": token},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
         [cbr] = [s for s in answer.json()["token"]["catalog"] if s["type"] == "cbr"]
         assert all(f"127.0.0.1:{port}/v3/" in e["url"] for e in cbr["endpoints"])
     finally:
