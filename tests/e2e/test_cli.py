@@ -277,12 +277,17 @@ def test_wait_shows_real_progress_as_bars_and_as_plain_lines(
     )
     seen: list[dict[str, Any]] = []
     status_seen: list[dict[str, Any]] = []
-    while backing_up.poll() is None:
+
+    def sample() -> None:
         answer = logs.get("/operation-logs", params={"operation_type": "backup"}).json()
-        seen += [entry["extra_info"]["common"] for entry in answer["operation_logs"]]
+        seen.extend(entry["extra_info"]["common"] for entry in answer["operation_logs"])
+
+    while backing_up.poll() is None:
+        sample()
         if not status_seen:
             status_seen = run_json(env, "status")["work"]
         time.sleep(0.3)
+    sample()  # once more after the command returned: the last sample may predate the end
     logs.close()
     code, stdout, stderr = finished(backing_up)
     assert code == 0, stderr
