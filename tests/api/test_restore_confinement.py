@@ -315,20 +315,26 @@ def _damage_chunk_at_the_middle(env: Env, vault_id: str, backup_id: str) -> None
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("database", ["postgres"], indirect=True)
-def test_concurrent_restores_into_one_target_admit_exactly_one_on_postgres(env: Env) -> None:
+@pytest.mark.parametrize("registrations", [1, 2])
+def test_concurrent_restores_into_one_target_admit_exactly_one_on_postgres(
+    env: Env, registrations: int
+) -> None:
     """Under READ COMMITTED two requests can both find no live restore of the target and
     both insert one. Each request here restores its own backup; the test holds a lock on
     those backups' rows until every request is past its first statements, then lets them
-    race for the target."""
+    race for the target — with two registrations of the target directory, alternately into
+    each (one place to write: still exactly one, and no deadlock between their locks)."""
     resource = register_dir(env, name="source")
     (env.roots["region1"] / "source" / "file.txt").write_text("x\n")
     vault = create_vault(env, resources=[{"id": resource["id"], "type": TURBO}])
     ids = [backup_now(env, vault["id"], name=f"b{n}")["id"] for n in range(4)]
-    target = register_dir(env, name="target")
+    targets = [register_dir(env, name="target")]
+    if registrations == 2:
+        targets.append(register_dir(env, name="again", subdir="target"))
 
     answers: list[Any] = []
 
-    def request(backup_id: str) -> None:
+    def request(backup_id: str, target: dict[str, Any]) -> None:
         answers.append(
             env.post(
                 "region1",
@@ -339,7 +345,10 @@ def test_concurrent_restores_into_one_target_admit_exactly_one_on_postgres(env: 
 
     with env.db.engine.connect() as holder, holder.begin():
         holder.execute(text("SELECT id FROM backups WHERE id = ANY(:ids) FOR UPDATE"), {"ids": ids})
-        threads = [threading.Thread(target=request, args=(i,)) for i in ids]
+        threads = [
+            threading.Thread(target=request, args=(backup_id, targets[n % len(targets)]))
+            for n, backup_id in enumerate(ids)
+        ]
         for thread in threads:
             thread.start()
         _wait_for_lock_waiters(env, len(ids))

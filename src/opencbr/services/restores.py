@@ -187,9 +187,10 @@ def _plan(backup: Backup, target: Protectable, request: RestoreRequest) -> list[
 
 
 def _check_target_free(session: Session, target: Protectable) -> None:
-    """Refuse a target being backed up (2002) or restored into (2010): the target itself,
-    or another resource of the project registered on one of its paths (one directory
-    registered twice, say to keep it in two vaults, is one place to write)."""
+    """Lock the target and the resources on its paths (in id order), then refuse a target
+    being backed up (2002) or restored into (2010): the target itself, or another resource
+    of the project registered on one of its paths (one directory registered twice, say to
+    keep it in two vaults, is one place to write)."""
     same_place = protectables.sharing_a_path(session, target)
     for resource_id in same_place:
         binding = session.get(VaultResource, resource_id, populate_existing=True)
@@ -217,8 +218,10 @@ def start(
     with db.transaction() as session:
         backup = backups.get_restorable(session, ctx, backup_id)
         # Row locks (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers),
-        # always backup first, then target: under READ COMMITTED a concurrent request
-        # waits here and then sees the log this one inserted.
+        # always backup first, then the target with the resources on its paths, in id
+        # order (`_check_target_free`): under READ COMMITTED a concurrent request waits
+        # there and then sees the log this one inserted; one order, so no deadlock between
+        # restores into two registrations of one directory.
         session.refresh(backup, with_for_update=True)
         if backup.parent_id is not None:
             raise CbrError(
@@ -232,7 +235,6 @@ def start(
                 "(one restore of a backup at a time).",
             )
         target = _target(session, ctx, backup, request)
-        session.refresh(target, with_for_update=True)
         _check_target_free(session, target)
         plan = _plan(backup, target, request)
         backup.status = BackupStatus.RESTORING
