@@ -32,9 +32,25 @@ def prepare(data_dir: Path) -> None:
 
 
 def make_private(path: Path) -> None:
-    """Take group and other permissions off `path` (a key file copied 0644, say).
+    """Take group and other permissions off `path` itself (not a symlink's target).
 
     Raises OSError when it cannot be changed (another user's file)."""
     mode = stat.S_IMODE(path.lstat().st_mode)
     if mode & 0o077:
         path.chmod(mode & ~0o077)
+
+
+def make_key_file_private(path: Path) -> str | None:
+    """Take group and other permissions off the key file `path` names, following a symlink
+    (a secret an orchestrator mounts is one). Returns why it could not (a read-only mount,
+    another user's file), None once it is private; FileNotFoundError when there is none."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return None
+    try:
+        os.chmod(path, mode & ~0o077)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None

@@ -151,6 +151,12 @@ def test_key_files_copied_readable_by_others_are_made_private_when_loaded(
     path.chmod(0o644)
     assert keys.key_problem(keys.Keyring(database, path)) is None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Through a symlink (an orchestrator's mounted secret): its target, 0600 and no more.
+    linked = tmp_path / "linked.key"
+    linked.symlink_to(path)
+    path.chmod(0o640)
+    assert keys.key_problem(keys.Keyring(database, linked)) is None
+    assert linked.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
     settings = make_settings(tmp_path, secret_key_file=tmp_path / "secret.key")
     secret = tmp_path / "secret.key"
     assert credentials.key_problem(database, settings) is None  # creates it, 0600

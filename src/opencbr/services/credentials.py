@@ -39,7 +39,6 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from opencbr import data_dir
 from opencbr.db.credentials import CREDENTIAL_STATUSES, Credential, CredentialProject
 from opencbr.db.identity import Project, RoleAssignment, User
 from opencbr.db.service_state import KEY_CHECK, ServiceValue, insert_if_absent
@@ -53,6 +52,7 @@ from opencbr.errors import (
     WRONG_PROJECT,
     CbrError,
 )
+from opencbr.services import keys
 from opencbr.services.identity import AuthContext, find_user, roles_in
 from opencbr.settings import Settings
 
@@ -146,7 +146,7 @@ def _opens_a_stored_secret(db: Database, box: SecretBox) -> bool:
 
 def _load_or_create_key(path: Path) -> bytes:
     try:
-        data_dir.make_private(path)  # a copy made under umask 022 is readable by all
+        keys.keep_private(path)
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass

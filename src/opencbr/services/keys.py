@@ -70,7 +70,7 @@ class MasterKey:
         if create and not path.exists():
             _create_key_file(path)
         try:
-            data_dir.make_private(path)  # a copy made under umask 022 is readable by all
+            keep_private(path)
             text = path.read_bytes().strip()
         except FileNotFoundError:
             raise KeyringError(f"no master key file at {path}") from None
@@ -90,6 +90,14 @@ class MasterKey:
             return self._cipher.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], purpose)
         except InvalidTag:
             return None
+
+
+def keep_private(path: Path) -> None:
+    """A key file copied under umask 022 is readable by every local user: take that back,
+    or say once that it cannot be (a read-only mount), without refusing to start."""
+    reason = data_dir.make_key_file_private(path)
+    if reason is not None:
+        log.warning("key file readable by other users", file=str(path), reason=reason)
 
 
 def _create_key_file(path: Path) -> None:
